@@ -1,0 +1,29 @@
+# Shared settings for memd's own targets: warnings (as errors under MEMD_WERROR),
+# the public include dir, and the CUDA switch as a compile definition.
+function(memd_target_defaults target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow
+                         -Wnon-virtual-dtor -Wno-missing-field-initializers)
+  if(MEMD_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  if(MEMD_WITH_CUDA)
+    target_compile_definitions(${target} PRIVATE MEMD_WITH_CUDA=1)
+  endif()
+endfunction()
+
+# memd_add_test(NAME SOURCES <files> LIBS <libs> [LABELS <labels>])
+# One gtest executable; its tests are discovered one by one so ctest can run
+# and label them individually. Label `gpu` marks tests that need a GPU.
+function(memd_add_test name)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${T_SOURCES})
+  memd_target_defaults(${name})
+  target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main GTest::gmock)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+  set(labels unit)
+  if(T_LABELS)
+    set(labels ${T_LABELS})
+  endif()
+  gtest_discover_tests(${name} PROPERTIES LABELS "${labels}" DISCOVERY_TIMEOUT 60
+                       WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+endfunction()

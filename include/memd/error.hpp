@@ -1,0 +1,69 @@
+// memd/error.hpp — the error model every memd API returns.
+//
+// Errors are values: functions that can fail return memd::Result<T>, which is
+// std::expected<T, memd::Error>. The ErrorCode list is closed: transports map
+// each code to exactly one wire name and one HTTP status, so clients can rely
+// on it. Adding a code is a protocol change and must update docs/api.md.
+//
+// Thread safety: all types here are values; free functions are thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <format>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace memd {
+
+enum class ErrorCode : std::uint8_t {
+  invalid_argument,   // the request is malformed or out of range (HTTP 400)
+  unauthenticated,    // missing or wrong bearer token (HTTP 401)
+  not_found,          // no such allocation, device, model, route or action (HTTP 404)
+  conflict,           // valid request that contradicts current state (HTTP 409)
+  payload_too_large,  // a line or body over the configured limit (HTTP 413)
+  out_of_memory,      // the device cannot hold the request even after reclaim (HTTP 507)
+  quota_exceeded,     // a configured limit (device, memory type, owner) forbids it (HTTP 507)
+  unavailable,        // the device or service cannot serve now (HTTP 503)
+  backend_error,      // the driver/OS call failed in a way we did not expect (HTTP 502)
+  internal,           // a bug in memd (HTTP 500)
+};
+
+inline constexpr ErrorCode kAllErrorCodes[] = {
+    ErrorCode::invalid_argument, ErrorCode::unauthenticated, ErrorCode::not_found,
+    ErrorCode::conflict,         ErrorCode::payload_too_large, ErrorCode::out_of_memory,
+    ErrorCode::quota_exceeded,   ErrorCode::unavailable,     ErrorCode::backend_error,
+    ErrorCode::internal,
+};
+
+// Wire name of a code, e.g. "out_of_memory".
+std::string_view to_string(ErrorCode code) noexcept;
+// Inverse of to_string; nullopt for names outside the closed list.
+std::optional<ErrorCode> parse_error_code(std::string_view name) noexcept;
+// The one HTTP status each code maps to.
+int http_status(ErrorCode code) noexcept;
+
+struct Error {
+  ErrorCode code = ErrorCode::internal;
+  std::string message;
+
+  friend bool operator==(const Error&, const Error&) = default;
+};
+
+template <typename T>
+using Result = std::expected<T, Error>;
+
+// Builds the unexpected value: `return fail(ErrorCode::not_found, "no allocation {}", id);`
+template <typename... Args>
+[[nodiscard]] std::unexpected<Error> fail(ErrorCode code, std::format_string<Args...> fmt,
+                                          Args&&... args) {
+  return std::unexpected<Error>(Error{code, std::format(fmt, std::forward<Args>(args)...)});
+}
+
+[[nodiscard]] inline std::unexpected<Error> fail(Error error) {
+  return std::unexpected<Error>(std::move(error));
+}
+
+}  // namespace memd

@@ -1,0 +1,115 @@
+// backends/backend.hpp — the one interface between memd and a memory provider.
+//
+// A Backend owns devices of one family (CUDA GPUs, or host RAM and host-backed
+// stand-in devices) and offers exactly what the allocator above needs:
+//   * virtual memory: reserve an address range, map/unmap physical memory in it
+//     at the device's granularity (CUDA VMM; PROT_NONE mmap + commit on host);
+//   * whole segments: cudaMalloc / cudaHostAlloc / cudaMallocManaged / mmap;
+//   * streams, events, async copy and fill, with completion you can wait on;
+//   * memory info as the driver or OS sees it (other processes included where
+//     the backend can see them).
+// Backends never call into managers; managers never call CUDA directly.
+//
+// Thread safety: every method may be called from any thread concurrently.
+// Handles (ranges, segments, streams, events) must not be used after release.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "memd/device.hpp"
+#include "memd/error.hpp"
+#include "memd/memory_types.hpp"
+
+namespace memd {
+
+// As the driver/OS sees the device: not memd's own accounting.
+struct MemoryInfo {
+  std::uint64_t total_bytes = 0;
+  std::uint64_t free_bytes = 0;
+  std::uint64_t used_bytes = 0;          // total - free: every process's use
+  bool sees_other_processes = false;     // true when used_bytes includes others
+};
+
+// Opaque stream; handle 0 is the backend's default stream of that device.
+struct Stream {
+  DeviceId device;
+  std::uint64_t handle = 0;
+  friend bool operator==(const Stream&, const Stream&) = default;
+};
+
+// Opaque event recorded on a stream; completes when all work before it has.
+struct Event {
+  DeviceId device;
+  std::uint64_t handle = 0;
+  friend bool operator==(const Event&, const Event&) = default;
+};
+
+// A reserved address range. Nothing is accessible until mapped.
+struct VirtualRange {
+  DeviceId device;
+  std::uintptr_t base = 0;
+  std::uint64_t size = 0;
+  std::uint64_t handle = 0;  // backend-private bookkeeping
+};
+
+// A whole segment of one memory type, usable immediately.
+struct Segment {
+  DeviceId device;
+  MemoryType type = MemoryType::Unknown;
+  void* ptr = nullptr;
+  std::uint64_t size = 0;
+  std::uint64_t handle = 0;  // backend-private bookkeeping
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string_view name() const noexcept = 0;  // "host" or "cuda"
+  // Devices this backend serves; empty when none (e.g. no CUDA driver).
+  virtual std::vector<DeviceInfo> devices() const = 0;
+  virtual Result<MemoryInfo> memory_info(DeviceId device) = 0;
+
+  // --- virtual memory (only where DeviceInfo::virtual_memory) ---------------
+  // bytes must be a multiple of the device granularity.
+  virtual Result<VirtualRange> reserve(DeviceId device, std::uint64_t bytes) = 0;
+  // Unmaps whatever is still mapped, then frees the address range.
+  virtual Result<void> release(const VirtualRange& range) = 0;
+  // offset and bytes must be multiples of the granularity and inside the range.
+  // Mapping an already mapped page, or unmapping an unmapped one, is an error.
+  virtual Result<void> map(const VirtualRange& range, std::uint64_t offset,
+                           std::uint64_t bytes) = 0;
+  virtual Result<void> unmap(const VirtualRange& range, std::uint64_t offset,
+                             std::uint64_t bytes) = 0;
+  // Drops physical memory the backend caches for reuse by later map() calls
+  // (CUDA keeps created handles to avoid cuMemCreate/cuMemRelease on the hot
+  // path). Returns the bytes given back.
+  virtual std::uint64_t trim() { return 0; }
+  // Physical bytes this backend holds on the device for memd (mapped plus
+  // cached, plus segments): the "footprint" the allocator is judged on.
+  virtual std::uint64_t physical_bytes(DeviceId device) const = 0;
+
+  // --- whole segments -------------------------------------------------------
+  virtual Result<Segment> allocate(DeviceId device, MemoryType type, std::uint64_t bytes) = 0;
+  virtual Result<void> free(const Segment& segment) = 0;
+
+  // --- streams, events, copies ---------------------------------------------
+  virtual Result<Stream> create_stream(DeviceId device) = 0;
+  virtual Result<void> destroy_stream(const Stream& stream) = 0;
+  // Enqueue; returns before the copy completes where the backend is async.
+  // dst and src may be any memory this backend (or the host) can address.
+  virtual Result<void> copy(void* dst, const void* src, std::uint64_t bytes,
+                            const Stream& stream) = 0;
+  virtual Result<void> fill(void* dst, std::uint8_t value, std::uint64_t bytes,
+                            const Stream& stream) = 0;
+  virtual Result<Event> record(const Stream& stream) = 0;
+  virtual Result<bool> query(const Event& event) = 0;  // true once complete
+  virtual Result<void> wait(const Event& event) = 0;   // blocks the calling thread
+  virtual Result<void> destroy_event(const Event& event) = 0;
+  virtual Result<void> synchronize(const Stream& stream) = 0;
+};
+
+}  // namespace memd
