@@ -1,0 +1,48 @@
+// alloc/pool_stats.hpp — allocator statistics, declared once.
+//
+// MEMD_POOL_STAT_FIELDS is the single list of counters: the struct below, the
+// JSON encoding, the Prometheus metrics and the dashboard all expand it, so a
+// statistic cannot exist in one view and not another.
+//   allocated  = bytes users asked for and hold now
+//   active     = bytes of live blocks (allocated plus alignment rounding)
+//   reserved   = physical bytes held from the device (the footprint)
+//   fragmentation = 1 - largest free block / free bytes, over mapped memory
+//   footprint_ratio = reserved / allocated (1.0 is the physical limit)
+//
+// Thread safety: a PoolStats is a value snapshot.
+#pragma once
+
+#include <cstdint>
+
+namespace memd {
+
+// X(name, unit, help) — unit is "bytes", "count" or "ratio".
+#define MEMD_POOL_STAT_FIELDS(X)                                                         \
+  X(allocated_bytes, bytes, "Bytes requested by live allocations")                       \
+  X(active_bytes, bytes, "Bytes of live blocks, alignment rounding included")            \
+  X(reserved_bytes, bytes, "Physical bytes held from the device")                        \
+  X(peak_allocated_bytes, bytes, "Peak of allocated_bytes")                              \
+  X(peak_active_bytes, bytes, "Peak of active_bytes")                                    \
+  X(peak_reserved_bytes, bytes, "Peak of reserved_bytes")                                \
+  X(free_bytes, bytes, "Mapped bytes not in a live block")                               \
+  X(largest_free_block, bytes, "Largest mapped free block")                              \
+  X(live_allocations, count, "Live allocations")                                         \
+  X(peak_live_allocations, count, "Peak of live allocations")                            \
+  X(total_allocations, count, "Allocations since start")                                 \
+  X(total_frees, count, "Frees since start")                                             \
+  X(failed_allocations, count, "Allocations refused (out of memory or quota)")           \
+  X(device_calls, count, "Calls into the backend (map, unmap, segment alloc/free)")      \
+  X(segments, count, "Segments or reserved ranges held")                                 \
+  X(fragmentation, ratio, "1 - largest free block / free bytes")                         \
+  X(footprint_ratio, ratio, "reserved_bytes / allocated_bytes")
+
+struct PoolStats {
+#define MEMD_DECLARE_STAT(name, unit, help) MEMD_STAT_TYPE_##unit name = 0;
+#define MEMD_STAT_TYPE_bytes std::uint64_t
+#define MEMD_STAT_TYPE_count std::uint64_t
+#define MEMD_STAT_TYPE_ratio double
+  MEMD_POOL_STAT_FIELDS(MEMD_DECLARE_STAT)
+#undef MEMD_DECLARE_STAT
+};
+
+}  // namespace memd
