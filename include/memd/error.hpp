@@ -10,11 +10,12 @@
 
 #include <cstdint>
 #include <expected>
-#include <format>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
+
+#include <fmt/format.h>
 
 namespace memd {
 
@@ -56,10 +57,11 @@ template <typename T>
 using Result = std::expected<T, Error>;
 
 // Builds the unexpected value: `return fail(ErrorCode::not_found, "no allocation {}", id);`
+// Formatting is fmt's (g++ 12 has no <format>); fmt's syntax is std::format's.
 template <typename... Args>
-[[nodiscard]] std::unexpected<Error> fail(ErrorCode code, std::format_string<Args...> fmt,
+[[nodiscard]] std::unexpected<Error> fail(ErrorCode code, fmt::format_string<Args...> format,
                                           Args&&... args) {
-  return std::unexpected<Error>(Error{code, std::format(fmt, std::forward<Args>(args)...)});
+  return std::unexpected<Error>(Error{code, fmt::format(format, std::forward<Args>(args)...)});
 }
 
 [[nodiscard]] inline std::unexpected<Error> fail(Error error) {

@@ -1,0 +1,107 @@
+// alloc/device_pool.hpp — the allocator of one (device, memory type).
+//
+// Two modes:
+//   * Virtual (default where the backend supports it): one reserved address
+//     range the size of the device; physical pages are mapped on demand and
+//     unmapped when free pages exceed the retention budget, so the bytes held
+//     from the device follow the live bytes without moving anything. Small
+//     requests go to slabs, the rest to TLSF, huge ones (>= huge_threshold) to
+//     a range of their own, kept for reuse while the budget allows.
+//   * Segments: whole segments from the backend (cudaMalloc, cudaHostAlloc,
+//     mmap) carved by the same TLSF; for memory without virtual memory and for
+//     comparison.
+//
+// Retention budget: mapped bytes may reach max(busy + retain_min,
+// peak_busy * (1 + retain_fraction)), where busy = bytes of pages live blocks
+// touch. Below the historical peak nothing is unmapped, so steady workloads
+// never pay for mapping; at the peak the slack is bounded, so peak footprint
+// stays within a few percent of peak live.
+//
+// Stream-ordered reuse: deallocate(ptr, stream) makes the block reusable at
+// once by allocations on the same stream; it returns to the shared free
+// structures (for every stream) only after an event recorded on that stream
+// after the free has completed. Events are recorded per batch of frees, not
+// per free, so the fast path records none.
+//
+// Thread safety: all methods are thread-safe (one mutex per pool; backend
+// calls that map memory happen under it, which is rare by design).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "alloc/pool_stats.hpp"
+#include "backends/backend.hpp"
+#include "memd/error.hpp"
+#include "memd/size.hpp"
+
+namespace memd {
+
+enum class PoolMode { Virtual, Segments };
+
+struct PoolOptions {
+  DeviceId device = DeviceId::host(0);
+  MemoryType memory_type = MemoryType::VRAM;
+  PoolMode mode = PoolMode::Virtual;
+  std::uint64_t capacity = 0;               // 0: the device's total bytes
+  std::uint64_t huge_threshold = 1 * kGiB;  // requests at least this get their own range
+  double retain_fraction = 0.02;            // slack above the peak of busy bytes
+  std::uint64_t retain_min_pages = 2;       // slack always allowed, in pages
+  std::uint64_t segment_size = 32 * kMiB;   // Segments mode: growth unit
+  std::uint64_t stream_batch = 64;          // frees per stream before an event is recorded
+};
+
+struct BlockInfo {
+  std::uint64_t address = 0;
+  std::uint64_t size = 0;
+  std::string state;  // "allocated", "free", "pending" (stream-ordered), "slab"
+};
+
+struct SegmentInfo {
+  std::uint64_t address = 0;
+  std::uint64_t size = 0;
+  std::uint64_t mapped_bytes = 0;
+  std::string kind;  // "arena", "huge", "segment"
+  std::vector<BlockInfo> blocks;
+};
+
+class DevicePool {
+ public:
+  static Result<std::unique_ptr<DevicePool>> create(Backend& backend, const PoolOptions& options);
+  ~DevicePool();
+  DevicePool(const DevicePool&) = delete;
+  DevicePool& operator=(const DevicePool&) = delete;
+
+  // size > 0. Returned memory is aligned to 256 bytes.
+  Result<void*> allocate(std::uint64_t size);
+  Result<void*> allocate(std::uint64_t size, const Stream& stream);
+  // Unknown pointer or double free: invalid_argument, and nothing changes.
+  Result<void> deallocate(void* ptr);
+  Result<void> deallocate(void* ptr, const Stream& stream);
+
+  // Bytes of the live block at ptr (its start), if any.
+  std::optional<std::uint64_t> block_size(const void* ptr) const;
+
+  PoolStats stats() const;
+  // Physical bytes held now; cheap (for replay and the limit ladder).
+  std::uint64_t reserved_bytes() const;
+  // Releases every free page, cached huge range and empty segment; waits for
+  // pending stream frees first. Returns bytes given back to the device.
+  std::uint64_t trim();
+  std::vector<SegmentInfo> snapshot() const;
+  Result<void> validate() const;
+
+  const PoolOptions& options() const noexcept;
+  Backend& backend() noexcept;
+
+ private:
+  DevicePool();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace memd

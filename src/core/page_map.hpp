@@ -1,0 +1,72 @@
+// core/page_map.hpp — which pages of a reserved range are mapped, and which
+// of them live blocks need.
+//
+// Each page (the backend's mapping granularity, 2 MiB on CUDA) carries the
+// count of live bytes on it. A page must be mapped while any live byte is on
+// it; a mapped page with none is "free mapped": slack the pool may keep for
+// reuse or unmap. The pool asks for the runs to map before handing out a
+// block and for free-mapped runs (highest addresses first, so memory stays
+// packed low) when it trims. Runs let one backend call cover many pages.
+//
+// Offset-only: nothing here maps anything.
+//
+// Thread safety: none; the owning pool serialises access.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "memd/error.hpp"
+
+namespace memd {
+
+struct PageRun {
+  std::uint64_t offset = 0;  // absolute, page-aligned
+  std::uint64_t size = 0;    // a multiple of the page size
+  friend bool operator==(const PageRun&, const PageRun&) = default;
+};
+
+class PageMap {
+ public:
+  PageMap(std::uint64_t base, std::uint64_t size, std::uint64_t page);
+
+  // [offset, offset + len) becomes live; appends the runs of its pages that
+  // are not mapped yet (the caller maps them, then calls mark_mapped).
+  void acquire(std::uint64_t offset, std::uint64_t len, std::vector<PageRun>& to_map);
+  // [offset, offset + len) is no longer live.
+  void release(std::uint64_t offset, std::uint64_t len);
+
+  void mark_mapped(const PageRun& run);
+  void mark_unmapped(const PageRun& run);  // every page must be free mapped
+  // Free-mapped runs totalling at most max_bytes, highest addresses first.
+  void collect_free(std::uint64_t max_bytes, std::vector<PageRun>& out) const;
+  bool is_mapped(std::uint64_t offset) const;
+
+  std::uint64_t page_size() const noexcept { return page_; }
+  std::uint64_t base() const noexcept { return base_; }
+  std::uint64_t size() const noexcept { return size_; }
+  std::uint64_t mapped_bytes() const noexcept { return mapped_pages_ * page_; }
+  std::uint64_t busy_bytes() const noexcept { return busy_pages_ * page_; }
+  std::uint64_t free_mapped_bytes() const noexcept { return (mapped_pages_ - mapped_busy_pages_) * page_; }
+  std::uint64_t live_bytes() const noexcept { return live_total_; }
+
+  Result<void> validate() const;
+
+ private:
+  bool mapped(std::size_t p) const noexcept { return (mapped_bits_[p / 64] >> (p % 64)) & 1u; }
+  void set_bit(std::vector<std::uint64_t>& v, std::size_t p, bool on) noexcept {
+    if (on) v[p / 64] |= std::uint64_t{1} << (p % 64);
+    else v[p / 64] &= ~(std::uint64_t{1} << (p % 64));
+  }
+
+  std::uint64_t base_, size_, page_;
+  std::vector<std::uint64_t> live_;         // live bytes per page
+  std::vector<std::uint64_t> mapped_bits_;  // page is mapped
+  std::vector<std::uint64_t> free_bits_;    // page is mapped and has no live byte
+  std::uint64_t mapped_pages_ = 0;
+  std::uint64_t busy_pages_ = 0;         // pages with live bytes
+  std::uint64_t mapped_busy_pages_ = 0;  // mapped pages with live bytes
+  std::uint64_t live_total_ = 0;
+};
+
+}  // namespace memd
