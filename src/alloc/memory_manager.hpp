@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "alloc/allocation_record.hpp"
+#include "alloc/device_pool.hpp"
 #include "alloc/limits.hpp"
 #include "alloc/pool_stats.hpp"
 #include "backends/device_catalog.hpp"
@@ -105,6 +106,12 @@ class MemoryManager {
 
   std::uint64_t add_reclaim_callback(ReclaimCallback callback);
   void remove_reclaim_callback(std::uint64_t handle);
+
+  // The pool of (device, type), created on first use; for in-process users
+  // (model manager, PyTorch shim) and for snapshots.
+  Result<DevicePool*> pool(DeviceId device, MemoryType type);
+  // Segments and blocks of every existing pool (for the dashboard).
+  std::map<PoolKey, std::vector<SegmentInfo>> snapshot() const;
 
   // Checks every pool's invariants and the registry against them.
   Result<void> validate() const;

@@ -1,0 +1,46 @@
+// replay/replayers.hpp — one function per allocator the replay compares.
+//
+// Each replays a whole trace and reports the figures of issue 3: peak live
+// bytes (from the trace), peak bytes held from the device or OS, their ratio,
+// time per operation and calls into the device/OS. Timed passes do nothing but
+// allocate and free; footprint that can only be sampled (glibc, cudaMalloc)
+// is measured in a second, untimed pass.
+//
+// Thread safety: run one replay at a time.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "memd/error.hpp"
+#include "trace.hpp"
+
+namespace memd::replay {
+
+struct ReplayResult {
+  std::string trace;
+  std::string allocator;  // memd, malloc, cuda-malloc, cuda-async
+  std::string backend;    // host or cuda
+  std::string device;
+  std::uint64_t peak_live_bytes = 0;
+  std::uint64_t peak_footprint_bytes = 0;
+  double footprint_ratio = 0;
+  std::uint64_t ops = 0;
+  double ns_per_op = 0;
+  std::uint64_t device_calls = 0;
+};
+
+struct MemdReplayOptions {
+  std::string backend = "host";         // host | cuda
+  std::uint64_t host_device_bytes = 0;  // 0: 2 × peak live, at least 1 GiB
+  bool segments = false;                // plain-segment mode instead of virtual memory
+  bool validate = false;                // validate() after the run
+};
+
+Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& options);
+Result<ReplayResult> replay_malloc(const Trace& trace);
+// Only with MEMD_WITH_CUDA; unavailable elsewhere.
+Result<ReplayResult> replay_cuda_malloc(const Trace& trace);
+Result<ReplayResult> replay_cuda_async(const Trace& trace);
+
+}  // namespace memd::replay

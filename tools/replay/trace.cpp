@@ -1,0 +1,83 @@
+// Trace loading (gzip or plain text) with strict validation.
+#include "trace.hpp"
+
+#include <zlib.h>
+
+#include <charconv>
+#include <unordered_map>
+
+namespace memd::replay {
+
+Result<Trace> load_trace(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");  // reads plain files too
+  if (f == nullptr) return fail(ErrorCode::not_found, "cannot open trace {}", path);
+  gzbuffer(f, 1 << 20);
+  Trace t;
+  auto slash = path.find_last_of('/');
+  t.name = path.substr(slash == std::string::npos ? 0 : slash + 1);
+  t.name = t.name.substr(0, t.name.find('.'));
+  if (t.name.starts_with("trace_")) t.name = t.name.substr(6);
+
+  std::unordered_map<std::uint64_t, std::uint32_t> live;  // trace ID → slot
+  std::unordered_map<std::uint64_t, std::uint64_t> sizes;
+  std::uint64_t live_bytes = 0;
+  std::vector<std::uint32_t> free_slots;
+  char line[256];
+  std::uint64_t lineno = 0;
+  while (gzgets(f, line, sizeof line) != nullptr) {
+    ++lineno;
+    std::string_view s(line);
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
+    if (s.empty()) continue;
+    auto number = [&](std::string_view& rest, std::uint64_t& out) {
+      while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+      auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), out);
+      if (ec != std::errc{} || end == rest.data()) return false;
+      rest.remove_prefix(static_cast<std::size_t>(end - rest.data()));
+      return true;
+    };
+    std::string_view rest = s.substr(1);
+    std::uint64_t id = 0, size = 0;
+    if (s[0] == 'a' && number(rest, id) && number(rest, size) && rest.empty()) {
+      if (live.contains(id)) {
+        gzclose(f);
+        return fail(ErrorCode::invalid_argument, "{}:{}: ID {} allocated twice", path, lineno, id);
+      }
+      // Slots are reused once freed, so replay state stays as small as the live set.
+      std::uint32_t slot;
+      if (!free_slots.empty()) {
+        slot = free_slots.back();
+        free_slots.pop_back();
+      } else {
+        slot = t.slots++;
+      }
+      live.emplace(id, slot);
+      sizes.emplace(id, size);
+      live_bytes += size;
+      t.peak_live_bytes = std::max(t.peak_live_bytes, live_bytes);
+      ++t.allocations;
+      t.ops.push_back({true, slot, size});
+    } else if (s[0] == 'f' && number(rest, id) && rest.empty()) {
+      auto it = live.find(id);
+      if (it == live.end()) {
+        gzclose(f);
+        return fail(ErrorCode::invalid_argument, "{}:{}: free of unknown ID {}", path, lineno, id);
+      }
+      t.ops.push_back({false, it->second, 0});
+      free_slots.push_back(it->second);
+      live_bytes -= sizes[id];
+      sizes.erase(id);
+      live.erase(it);
+    } else {
+      gzclose(f);
+      return fail(ErrorCode::invalid_argument, "{}:{}: not an event: '{}'", path, lineno, s.substr(0, 60));
+    }
+  }
+  int err = 0;
+  const char* msg = gzerror(f, &err);
+  gzclose(f);
+  if (err != Z_OK && err != Z_STREAM_END) return fail(ErrorCode::invalid_argument, "{}: {}", path, msg);
+  return t;
+}
+
+}  // namespace memd::replay

@@ -1,0 +1,36 @@
+// replay/trace.hpp — allocation traces in the shared/traces format.
+//
+// One event a line: `a ID SIZE` allocates SIZE bytes under a new ID, `f ID`
+// frees it. Files may be gzip-compressed. The whole trace is parsed before any
+// replay so that parsing never counts in a timing.
+//
+// Thread safety: values.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "memd/error.hpp"
+
+namespace memd::replay {
+
+struct TraceOp {
+  bool allocate = false;
+  std::uint32_t slot = 0;  // dense index of the trace ID
+  std::uint64_t size = 0;  // allocations only
+};
+
+struct Trace {
+  std::string name;  // file name without directories and extensions
+  std::vector<TraceOp> ops;
+  std::uint32_t slots = 0;          // distinct IDs
+  std::uint64_t peak_live_bytes = 0;
+  std::uint64_t allocations = 0;
+};
+
+// Parses a trace; malformed lines, reused IDs and frees of unknown IDs are
+// errors that name the line.
+Result<Trace> load_trace(const std::string& path);
+
+}  // namespace memd::replay
