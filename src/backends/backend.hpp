@@ -88,6 +88,14 @@ class Backend {
   // (CUDA keeps created handles to avoid cuMemCreate/cuMemRelease on the hot
   // path). Returns the bytes given back.
   virtual std::uint64_t trim() { return 0; }
+  // Upper bound on the physical memory unmap() keeps cached on `device` for
+  // reuse instead of giving it back (CUDA: created handles). Default 0: nothing
+  // is cached. Lowering it gives back the excess at once. A no-op for backends
+  // that cache nothing.
+  virtual void set_handle_cache_limit(DeviceId device, std::uint64_t bytes) {
+    (void)device;
+    (void)bytes;
+  }
   // Physical bytes this backend holds on the device for memd (mapped plus
   // cached, plus segments): the "footprint" the allocator is judged on.
   virtual std::uint64_t physical_bytes(DeviceId device) const = 0;

@@ -16,6 +16,11 @@ Result<std::unique_ptr<DeviceCatalog>> DeviceCatalog::discover(const BackendOpti
   if (options.host_granularity == 0 || (options.host_granularity & (options.host_granularity - 1)) != 0 ||
       options.host_granularity < 4096)
     return fail(ErrorCode::invalid_argument, "host granularity must be a power of two >= 4096");
+  // A host:N that cannot hold one page would list a device nothing fits on.
+  if (options.host_devices > 0 && options.host_device_bytes < options.host_granularity)
+    return fail(ErrorCode::invalid_argument,
+                "host device capacity {} is smaller than one {}-byte page",
+                options.host_device_bytes, options.host_granularity);
   auto catalog = std::unique_ptr<DeviceCatalog>(new DeviceCatalog());
 #if defined(MEMD_WITH_CUDA)
   if (options.enable_cuda) {

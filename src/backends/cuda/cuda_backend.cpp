@@ -1,0 +1,839 @@
+// CUDA backend: GPUs through the runtime, virtual memory through driver entry
+// points, memory figures through NVML.
+//
+// Locking: mutex_ guards the handle tables and the cpu segment counter; each
+// GPU has a mutex for its handle cache, counters and default stream; each
+// reserved range has a mutex that serialises its map/unmap/release. Lock order
+// is range, then GPU, then mutex_; no CUDA call that can block on the device
+// (synchronize, event wait) runs under mutex_.
+//
+// Every entry point calls cudaSetDevice first: the backend is used from many
+// threads and the current device is per thread.
+#include "backends/cuda/cuda_backend.hpp"
+
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/cuda/cuda_error.hpp"
+#include "backends/cuda/driver_api.hpp"
+#include "backends/cuda/nvml.hpp"
+#include "backends/host/meminfo.hpp"
+#include "backends/page_run.hpp"
+#include "memd/size.hpp"
+
+namespace memd {
+namespace {
+
+using cuda::driver_failure;
+using cuda::runtime_failure;
+using Handle = CUmemGenericAllocationHandle;
+
+struct Gpu {
+  int ordinal = 0;
+  bool usable = false;  // discovery succeeded; unusable GPUs are not listed
+  CUdevice cu_device = 0;
+  DeviceInfo info;
+  std::uint64_t granularity = 0;  // 0: no virtual memory on this GPU
+  CUmemAllocationHandleType handle_types = CU_MEM_HANDLE_TYPE_NONE;
+
+  std::mutex mutex;             // guards everything below
+  std::vector<Handle> cache;    // released physical pages kept for reuse
+  std::uint64_t cache_limit = 0;
+  std::uint64_t mapped_bytes = 0;
+  std::uint64_t segment_bytes = 0;
+  cudaStream_t default_stream = nullptr;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend();
+  ~CudaBackend() override;
+
+  std::string_view name() const noexcept override { return "cuda"; }
+  std::vector<DeviceInfo> devices() const override;
+  Result<MemoryInfo> memory_info(DeviceId device) override;
+
+  Result<VirtualRange> reserve(DeviceId device, std::uint64_t bytes) override;
+  Result<void> release(const VirtualRange& range) override;
+  Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
+  Result<void> unmap(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
+  std::uint64_t trim() override;
+  void set_handle_cache_limit(DeviceId device, std::uint64_t bytes) override;
+  std::uint64_t physical_bytes(DeviceId device) const override;
+
+  Result<Segment> allocate(DeviceId device, MemoryType type, std::uint64_t bytes) override;
+  Result<void> free(const Segment& segment) override;
+
+  Result<Stream> create_stream(DeviceId device) override;
+  Result<void> destroy_stream(const Stream& stream) override;
+  Result<void> copy(void* dst, const void* src, std::uint64_t bytes, const Stream& stream) override;
+  Result<void> fill(void* dst, std::uint8_t value, std::uint64_t bytes, const Stream& stream) override;
+  Result<Event> record(const Stream& stream) override;
+  Result<bool> query(const Event& event) override;
+  Result<void> wait(const Event& event) override;
+  Result<void> destroy_event(const Event& event) override;
+  Result<void> synchronize(const Stream& stream) override;
+
+ private:
+  struct RangeState {
+    Gpu* gpu = nullptr;
+    DeviceId device;
+    CUdeviceptr base = 0;
+    std::uint64_t size = 0;
+    std::mutex mutex;
+    std::vector<Handle> pages;  // valid where mapped[i]
+    std::vector<bool> mapped;
+  };
+  struct SegmentState {
+    DeviceId device;
+    MemoryType type;
+    void* ptr;
+    std::uint64_t size;
+  };
+  struct StreamState {
+    DeviceId device;
+    cudaStream_t stream;
+  };
+  struct EventState {
+    DeviceId device;
+    Gpu* gpu;
+    cudaEvent_t event;
+  };
+
+  void discover(Gpu& gpu);
+  Gpu* gpu_for(DeviceId device) const noexcept;
+  Result<Gpu*> require_gpu(DeviceId device) const;
+  static Result<void> set_device(const Gpu& gpu);
+  CUmemAllocationProp allocation_prop(const Gpu& gpu) const;
+  Result<std::shared_ptr<RangeState>> find_range(const VirtualRange& range) const;
+  Result<cudaStream_t> stream_for(const Stream& stream, Gpu** gpu);
+  // A physical page: from the GPU's cache, else freshly created.
+  Result<Handle> take_handle(Gpu& gpu);
+  // Back to the cache while under its limit, else released.
+  void give_back(Gpu& gpu, Handle handle);
+  void give_back(Gpu& gpu, const std::vector<Handle>& handles);
+  // Undoes a partly done map(): unmaps the pages mapped so far, returns handles.
+  void roll_back(Gpu& gpu, CUdeviceptr at, const std::vector<Handle>& mapped_handles,
+                 const Handle* unmapped_handle);
+
+  const cuda::DriverApi* driver_ = nullptr;  // null when no GPU was found
+  std::vector<std::unique_ptr<Gpu>> gpus_;
+
+  mutable std::mutex mutex_;
+  std::uint64_t next_handle_ = 1;
+  std::uint64_t cpu_segment_bytes_ = 0;
+  std::unordered_map<std::uint64_t, std::shared_ptr<RangeState>> ranges_;
+  std::unordered_map<std::uint64_t, SegmentState> segments_;
+  std::unordered_map<std::uint64_t, StreamState> streams_;
+  std::unordered_map<std::uint64_t, EventState> events_;
+};
+
+CudaBackend::CudaBackend() {
+  int count = 0;
+  // No driver (cudaErrorInsufficientDriver), no GPU (cudaErrorNoDevice) or any
+  // other initialisation failure all mean the same to memd: no CUDA devices.
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;
+  }
+  if (count <= 0) return;
+  driver_ = &cuda::driver_api();
+  for (int i = 0; i < count; ++i) {
+    auto gpu = std::make_unique<Gpu>();
+    gpu->ordinal = i;
+    discover(*gpu);
+    gpus_.push_back(std::move(gpu));
+  }
+}
+
+void CudaBackend::discover(Gpu& gpu) {
+  const int i = gpu.ordinal;
+  if (cudaSetDevice(i) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;
+  }
+  auto& info = gpu.info;
+  info.id = DeviceId::cuda(i);
+  info.name = prop.name;
+  info.backend = "cuda";
+  info.compute_major = prop.major;
+  info.compute_minor = prop.minor;
+  info.total_bytes = prop.totalGlobalMem;
+  char bus_id[32] = {};
+  if (cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, i) == cudaSuccess)
+    info.bus_id = bus_id;
+  else
+    (void)cudaGetLastError();
+  std::size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
+    info.total_bytes = total_bytes;
+    info.free_bytes = free_bytes;
+  } else {
+    (void)cudaGetLastError();
+  }
+  info.memory_types = {MemoryType::VRAM, MemoryType::UnifiedMemory};
+
+  if (driver_->vmm_complete() && driver_->device_get(&gpu.cu_device, i) == CUDA_SUCCESS) {
+    int vmm = 0;
+    int posix_fd = 0;
+    driver_->device_get_attribute(&vmm, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
+                                  gpu.cu_device);
+    driver_->device_get_attribute(
+        &posix_fd, CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED, gpu.cu_device);
+    // File-descriptor handles let pages be exported to other processes later;
+    // where the device cannot make them, private pages still serve memd itself.
+    gpu.handle_types = posix_fd != 0 ? CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
+                                     : CU_MEM_HANDLE_TYPE_NONE;
+    if (vmm != 0) {
+      const auto alloc_prop = allocation_prop(gpu);
+      std::size_t granularity = 0;
+      if (driver_->mem_get_allocation_granularity(&granularity, &alloc_prop,
+                                                  CU_MEM_ALLOC_GRANULARITY_RECOMMENDED) ==
+              CUDA_SUCCESS &&
+          is_power_of_two(granularity))
+        gpu.granularity = granularity;
+    }
+  }
+  info.granularity = gpu.granularity;
+  info.virtual_memory = gpu.granularity != 0;
+  gpu.usable = true;
+}
+
+CudaBackend::~CudaBackend() {
+  // Best effort, in dependency order: nothing here may abort the process.
+  for (auto& [handle, event] : events_) (void)cudaEventDestroy(event.event);
+  for (auto& [handle, stream] : streams_) {
+    (void)cudaStreamSynchronize(stream.stream);
+    (void)cudaStreamDestroy(stream.stream);
+  }
+  for (auto& gpu : gpus_) {
+    if (gpu->default_stream == nullptr) continue;
+    (void)cudaSetDevice(gpu->ordinal);
+    (void)cudaStreamSynchronize(gpu->default_stream);
+    (void)cudaStreamDestroy(gpu->default_stream);
+  }
+  for (auto& [handle, range] : ranges_) {
+    (void)cudaSetDevice(range->gpu->ordinal);
+    const auto g = range->gpu->granularity;
+    for (std::size_t p = 0; p < range->pages.size(); ++p) {
+      if (!range->mapped[p]) continue;
+      (void)driver_->mem_unmap(range->base + p * g, g);
+      (void)driver_->mem_release(range->pages[p]);
+    }
+    (void)driver_->mem_address_free(range->base, range->size);
+  }
+  for (auto& [handle, segment] : segments_) {
+    if (segment.type == MemoryType::SharedMemory)
+      (void)cudaFreeHost(segment.ptr);
+    else
+      (void)cudaFree(segment.ptr);
+  }
+  for (auto& gpu : gpus_)
+    for (auto h : gpu->cache) (void)driver_->mem_release(h);
+  (void)cudaGetLastError();
+}
+
+std::vector<DeviceInfo> CudaBackend::devices() const {
+  // `cpu` is deliberately absent: the host backend lists it and the catalog
+  // routes its pinned/managed types here.
+  std::vector<DeviceInfo> out;
+  for (const auto& gpu : gpus_)
+    if (gpu->usable) out.push_back(gpu->info);
+  return out;
+}
+
+Gpu* CudaBackend::gpu_for(DeviceId device) const noexcept {
+  if (device.kind() != DeviceKind::Cuda || device.index() < 0 ||
+      static_cast<std::size_t>(device.index()) >= gpus_.size())
+    return nullptr;
+  Gpu* gpu = gpus_[static_cast<std::size_t>(device.index())].get();
+  return gpu->usable ? gpu : nullptr;
+}
+
+Result<Gpu*> CudaBackend::require_gpu(DeviceId device) const {
+  if (Gpu* gpu = gpu_for(device)) return gpu;
+  if (device.kind() == DeviceKind::Cpu)
+    return fail(ErrorCode::invalid_argument, "the CUDA backend serves cpu only for pinned and "
+                                             "managed segments");
+  return fail(ErrorCode::not_found, "the CUDA backend has no device {}", device.to_string());
+}
+
+Result<void> CudaBackend::set_device(const Gpu& gpu) {
+  if (auto error = cudaSetDevice(gpu.ordinal); error != cudaSuccess)
+    return runtime_failure(error, fmt::format("cudaSetDevice({})", gpu.ordinal));
+  return {};
+}
+
+CUmemAllocationProp CudaBackend::allocation_prop(const Gpu& gpu) const {
+  CUmemAllocationProp prop{};
+  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+  prop.requestedHandleTypes = gpu.handle_types;
+  prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  prop.location.id = gpu.cu_device;
+  return prop;
+}
+
+Result<MemoryInfo> CudaBackend::memory_info(DeviceId device) {
+  if (device.kind() == DeviceKind::Cpu) {
+    auto mem = read_meminfo();
+    if (!mem) return fail(mem.error());
+    return MemoryInfo{mem->total_bytes, mem->available_bytes,
+                      mem->total_bytes - mem->available_bytes, true};
+  }
+  auto gpu = require_gpu(device);
+  if (!gpu) return fail(gpu.error());
+  if (auto nvml = cuda::nvml_memory((*gpu)->info.bus_id))
+    return MemoryInfo{nvml->total_bytes, nvml->free_bytes, nvml->total_bytes - nvml->free_bytes,
+                      true};
+  if (auto ok = set_device(**gpu); !ok) return fail(ok.error());
+  std::size_t free_bytes = 0, total_bytes = 0;
+  if (auto error = cudaMemGetInfo(&free_bytes, &total_bytes); error != cudaSuccess)
+    return runtime_failure(error, fmt::format("cudaMemGetInfo on {}", device.to_string()));
+  // cudaMemGetInfo's free figure is device-wide, so other processes show too.
+  return MemoryInfo{total_bytes, free_bytes, total_bytes - free_bytes, true};
+}
+
+// --- virtual memory ---------------------------------------------------------
+
+Result<VirtualRange> CudaBackend::reserve(DeviceId device, std::uint64_t bytes) {
+  auto found = require_gpu(device);
+  if (!found) return fail(found.error());
+  Gpu& gpu = **found;
+  const auto g = gpu.granularity;
+  if (g == 0)
+    return fail(ErrorCode::invalid_argument, "{} has no CUDA virtual memory support",
+                device.to_string());
+  if (bytes == 0 || bytes % g != 0)
+    return fail(ErrorCode::invalid_argument,
+                "reservation of {} bytes is not a non-zero multiple of the granularity {}", bytes, g);
+  if (auto ok = set_device(gpu); !ok) return fail(ok.error());
+  CUdeviceptr base = 0;
+  if (auto r = driver_->mem_address_reserve(&base, bytes, g, 0, 0); r != CUDA_SUCCESS)
+    return driver_failure(*driver_, r,
+                          fmt::format("cuMemAddressReserve({}) on {}", bytes, device.to_string()));
+  auto state = std::make_shared<RangeState>();
+  state->gpu = &gpu;
+  state->device = device;
+  state->base = base;
+  state->size = bytes;
+  state->pages.assign(bytes / g, 0);
+  state->mapped.assign(bytes / g, false);
+  std::lock_guard lock(mutex_);
+  const auto handle = next_handle_++;
+  ranges_.emplace(handle, std::move(state));
+  return VirtualRange{device, static_cast<std::uintptr_t>(base), bytes, handle};
+}
+
+Result<std::shared_ptr<CudaBackend::RangeState>> CudaBackend::find_range(
+    const VirtualRange& range) const {
+  std::lock_guard lock(mutex_);
+  auto it = ranges_.find(range.handle);
+  if (it == ranges_.end() || it->second->base != range.base || it->second->size != range.size ||
+      it->second->device != range.device)
+    return fail(ErrorCode::not_found, "no reserved range {:#x} of {} bytes on {}", range.base,
+                range.size, range.device.to_string());
+  return it->second;
+}
+
+Result<Handle> CudaBackend::take_handle(Gpu& gpu) {
+  {
+    std::lock_guard lock(gpu.mutex);
+    if (!gpu.cache.empty()) {
+      const Handle h = gpu.cache.back();
+      gpu.cache.pop_back();
+      return h;
+    }
+  }
+  const auto prop = allocation_prop(gpu);
+  Handle h = 0;
+  if (auto r = driver_->mem_create(&h, gpu.granularity, &prop, 0); r != CUDA_SUCCESS)
+    return driver_failure(*driver_, r,
+                          fmt::format("cuMemCreate({}) on {}", gpu.granularity,
+                                      gpu.info.id.to_string()));
+  return h;
+}
+
+void CudaBackend::give_back(Gpu& gpu, Handle handle) {
+  {
+    std::lock_guard lock(gpu.mutex);
+    if ((gpu.cache.size() + 1) * gpu.granularity <= gpu.cache_limit) {
+      gpu.cache.push_back(handle);
+      return;
+    }
+  }
+  (void)driver_->mem_release(handle);
+}
+
+void CudaBackend::give_back(Gpu& gpu, const std::vector<Handle>& handles) {
+  for (auto h : handles) give_back(gpu, h);
+}
+
+void CudaBackend::roll_back(Gpu& gpu, CUdeviceptr at, const std::vector<Handle>& mapped_handles,
+                            const Handle* unmapped_handle) {
+  if (!mapped_handles.empty())
+    (void)driver_->mem_unmap(at, mapped_handles.size() * gpu.granularity);
+  give_back(gpu, mapped_handles);
+  if (unmapped_handle != nullptr) give_back(gpu, *unmapped_handle);
+}
+
+Result<void> CudaBackend::map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) {
+  auto found = find_range(range);
+  if (!found) return fail(found.error());
+  auto& r = **found;
+  Gpu& gpu = *r.gpu;
+  const auto g = gpu.granularity;
+  auto run = check_page_run(range, offset, bytes, g);
+  if (!run) return fail(run.error());
+  std::lock_guard range_lock(r.mutex);
+  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p)
+    if (r.mapped[p])
+      return fail(ErrorCode::conflict, "page at offset {} of range {:#x} is already mapped",
+                  p * g, r.base);
+  if (auto ok = set_device(gpu); !ok) return fail(ok.error());
+
+  const CUdeviceptr at = r.base + offset;
+  std::vector<Handle> handles;
+  handles.reserve(run->page_count);
+  // One handle per granule, so any page-aligned sub-run can later be unmapped
+  // and its pages reused independently of the rest.
+  for (std::uint64_t i = 0; i < run->page_count; ++i) {
+    auto h = take_handle(gpu);
+    if (!h) {
+      roll_back(gpu, at, handles, nullptr);
+      if (h.error().code == ErrorCode::out_of_memory) {
+        std::uint64_t held = 0;
+        {
+          std::lock_guard lock(gpu.mutex);
+          held = gpu.mapped_bytes + gpu.cache.size() * g + gpu.segment_bytes;
+        }
+        return fail(ErrorCode::out_of_memory,
+                    "{} out of memory mapping {} bytes (failed after {} of {} pages; memd holds "
+                    "{} bytes on the device): {}",
+                    gpu.info.id.to_string(), bytes, i, run->page_count, held, h.error().message);
+      }
+      return fail(h.error());
+    }
+    if (auto res = driver_->mem_map(at + i * g, g, 0, *h, 0); res != CUDA_SUCCESS) {
+      roll_back(gpu, at, handles, &*h);
+      return driver_failure(*driver_, res, fmt::format("cuMemMap at {:#x}", at + i * g));
+    }
+    handles.push_back(*h);
+  }
+  CUmemAccessDesc access{};
+  access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  access.location.id = gpu.cu_device;
+  access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  // Access once for the whole run: cuMemSetAccess dominates map cost
+  // (ANCHORS.md), so per-page calls would multiply it.
+  if (auto res = driver_->mem_set_access(at, bytes, &access, 1); res != CUDA_SUCCESS) {
+    roll_back(gpu, at, handles, nullptr);
+    return driver_failure(*driver_, res, fmt::format("cuMemSetAccess({}) at {:#x}", bytes, at));
+  }
+  for (std::uint64_t i = 0; i < run->page_count; ++i) {
+    r.pages[run->first_page + i] = handles[i];
+    r.mapped[run->first_page + i] = true;
+  }
+  std::lock_guard lock(gpu.mutex);
+  gpu.mapped_bytes += bytes;
+  return {};
+}
+
+Result<void> CudaBackend::unmap(const VirtualRange& range, std::uint64_t offset,
+                                std::uint64_t bytes) {
+  auto found = find_range(range);
+  if (!found) return fail(found.error());
+  auto& r = **found;
+  Gpu& gpu = *r.gpu;
+  const auto g = gpu.granularity;
+  auto run = check_page_run(range, offset, bytes, g);
+  if (!run) return fail(run.error());
+  std::lock_guard range_lock(r.mutex);
+  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p)
+    if (!r.mapped[p])
+      return fail(ErrorCode::conflict, "page at offset {} of range {:#x} is not mapped", p * g,
+                  r.base);
+  if (auto ok = set_device(gpu); !ok) return fail(ok.error());
+  // One call for the run: each page was mapped on its own, so the run is a
+  // union of whole mappings, which cuMemUnmap accepts.
+  if (auto res = driver_->mem_unmap(r.base + offset, bytes); res != CUDA_SUCCESS)
+    return driver_failure(*driver_, res,
+                          fmt::format("cuMemUnmap({}) at {:#x}", bytes, r.base + offset));
+  std::vector<Handle> handles;
+  handles.reserve(run->page_count);
+  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p) {
+    handles.push_back(r.pages[p]);
+    r.mapped[p] = false;
+  }
+  {
+    std::lock_guard lock(gpu.mutex);
+    gpu.mapped_bytes -= std::min(gpu.mapped_bytes, bytes);
+  }
+  give_back(gpu, handles);
+  return {};
+}
+
+Result<void> CudaBackend::release(const VirtualRange& range) {
+  std::shared_ptr<RangeState> state;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = ranges_.find(range.handle);
+    if (it == ranges_.end() || it->second->base != range.base || it->second->size != range.size ||
+        it->second->device != range.device)
+      return fail(ErrorCode::not_found, "no reserved range {:#x} of {} bytes on {}", range.base,
+                  range.size, range.device.to_string());
+    state = std::move(it->second);
+    ranges_.erase(it);
+  }
+  auto& r = *state;
+  Gpu& gpu = *r.gpu;
+  const auto g = gpu.granularity;
+  std::lock_guard range_lock(r.mutex);
+  if (auto ok = set_device(gpu); !ok) return fail(ok.error());
+  Result<void> result;
+  // Unmap each maximal mapped run with one call, as unmap() does.
+  std::size_t p = 0;
+  while (p < r.pages.size()) {
+    if (!r.mapped[p]) {
+      ++p;
+      continue;
+    }
+    std::size_t end = p;
+    while (end < r.pages.size() && r.mapped[end]) ++end;
+    const auto run_bytes = (end - p) * g;
+    if (auto res = driver_->mem_unmap(r.base + p * g, run_bytes); res != CUDA_SUCCESS) {
+      if (result) result = driver_failure(*driver_, res, fmt::format("cuMemUnmap({})", run_bytes));
+    }
+    std::vector<Handle> handles(r.pages.begin() + static_cast<std::ptrdiff_t>(p),
+                                r.pages.begin() + static_cast<std::ptrdiff_t>(end));
+    for (auto q = p; q < end; ++q) r.mapped[q] = false;
+    {
+      std::lock_guard lock(gpu.mutex);
+      gpu.mapped_bytes -= std::min(gpu.mapped_bytes, run_bytes);
+    }
+    give_back(gpu, handles);
+    p = end;
+  }
+  if (auto res = driver_->mem_address_free(r.base, r.size); res != CUDA_SUCCESS && result)
+    result = driver_failure(*driver_, res, fmt::format("cuMemAddressFree({})", r.size));
+  return result;
+}
+
+std::uint64_t CudaBackend::trim() {
+  std::uint64_t freed = 0;
+  for (auto& gpu : gpus_) {
+    std::vector<Handle> drop;
+    {
+      std::lock_guard lock(gpu->mutex);
+      drop.swap(gpu->cache);
+    }
+    if (drop.empty()) continue;
+    (void)cudaSetDevice(gpu->ordinal);
+    for (auto h : drop) (void)driver_->mem_release(h);
+    freed += drop.size() * gpu->granularity;
+  }
+  return freed;
+}
+
+void CudaBackend::set_handle_cache_limit(DeviceId device, std::uint64_t bytes) {
+  Gpu* gpu = gpu_for(device);
+  if (gpu == nullptr) return;
+  std::vector<Handle> drop;
+  {
+    std::lock_guard lock(gpu->mutex);
+    gpu->cache_limit = bytes;
+    while (!gpu->cache.empty() && gpu->cache.size() * gpu->granularity > bytes) {
+      drop.push_back(gpu->cache.back());
+      gpu->cache.pop_back();
+    }
+  }
+  if (drop.empty()) return;
+  (void)cudaSetDevice(gpu->ordinal);
+  for (auto h : drop) (void)driver_->mem_release(h);
+}
+
+std::uint64_t CudaBackend::physical_bytes(DeviceId device) const {
+  if (device.kind() == DeviceKind::Cpu) {
+    std::lock_guard lock(mutex_);
+    return cpu_segment_bytes_;
+  }
+  Gpu* gpu = gpu_for(device);
+  if (gpu == nullptr) return 0;
+  std::lock_guard lock(gpu->mutex);
+  return gpu->mapped_bytes + gpu->cache.size() * gpu->granularity + gpu->segment_bytes;
+}
+
+// --- segments ---------------------------------------------------------------
+
+Result<Segment> CudaBackend::allocate(DeviceId device, MemoryType type, std::uint64_t bytes) {
+  if (bytes == 0) return fail(ErrorCode::invalid_argument, "cannot allocate 0 bytes");
+  if (bytes > kMaxRequestBytes)
+    return fail(ErrorCode::invalid_argument, "{} bytes exceeds the largest request", bytes);
+  void* ptr = nullptr;
+  const auto where = device.to_string();
+  if (device.kind() == DeviceKind::Cpu) {
+    // Pinned and managed host memory need a CUDA context, hence a GPU.
+    Gpu* first = gpu_for(DeviceId::cuda(0));
+    if (first == nullptr)
+      return fail(ErrorCode::unavailable, "no CUDA device: cpu {} memory needs one",
+                  to_string(type));
+    if (auto ok = set_device(*first); !ok) return fail(ok.error());
+    if (type == MemoryType::SharedMemory) {
+      // Portable: pinned for every GPU's context, not just the current one.
+      if (auto e = cudaHostAlloc(&ptr, bytes, cudaHostAllocPortable); e != cudaSuccess)
+        return runtime_failure(e, fmt::format("cudaHostAlloc({}) for cpu", bytes));
+    } else if (type == MemoryType::UnifiedMemory) {
+      if (auto e = cudaMallocManaged(&ptr, bytes, cudaMemAttachGlobal); e != cudaSuccess)
+        return runtime_failure(e, fmt::format("cudaMallocManaged({}) for cpu", bytes));
+    } else {
+      return fail(ErrorCode::invalid_argument,
+                  "the CUDA backend serves cpu SharedMemory and UnifiedMemory, not {}",
+                  to_string(type));
+    }
+  } else {
+    auto found = require_gpu(device);
+    if (!found) return fail(found.error());
+    Gpu& gpu = **found;
+    if (type != MemoryType::VRAM && type != MemoryType::UnifiedMemory)
+      return fail(ErrorCode::invalid_argument, "device {} does not provide {} memory", where,
+                  to_string(type));
+    if (auto ok = set_device(gpu); !ok) return fail(ok.error());
+    if (type == MemoryType::VRAM) {
+      if (auto e = cudaMalloc(&ptr, bytes); e != cudaSuccess)
+        return runtime_failure(e, fmt::format("cudaMalloc({}) on {}", bytes, where));
+    } else {
+      // Managed memory would oversubscribe silently and fail later at fault
+      // time; refusing up front keeps out_of_memory where callers expect it.
+      std::size_t free_bytes = 0, total_bytes = 0;
+      if (auto e = cudaMemGetInfo(&free_bytes, &total_bytes); e != cudaSuccess)
+        return runtime_failure(e, fmt::format("cudaMemGetInfo on {}", where));
+      if (bytes > free_bytes)
+        return fail(ErrorCode::out_of_memory,
+                    "{} out of memory: {} bytes of managed memory requested, {} of {} free", where,
+                    bytes, free_bytes, total_bytes);
+      if (auto e = cudaMallocManaged(&ptr, bytes, cudaMemAttachGlobal); e != cudaSuccess)
+        return runtime_failure(e, fmt::format("cudaMallocManaged({}) on {}", bytes, where));
+    }
+    std::lock_guard lock(gpu.mutex);
+    gpu.segment_bytes += bytes;
+  }
+  std::lock_guard lock(mutex_);
+  if (device.kind() == DeviceKind::Cpu) cpu_segment_bytes_ += bytes;
+  const auto handle = next_handle_++;
+  segments_.emplace(handle, SegmentState{device, type, ptr, bytes});
+  return Segment{device, type, ptr, bytes, handle};
+}
+
+Result<void> CudaBackend::free(const Segment& segment) {
+  SegmentState state;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = segments_.find(segment.handle);
+    if (it == segments_.end() || it->second.ptr != segment.ptr ||
+        it->second.device != segment.device)
+      return fail(ErrorCode::not_found, "no segment {} on {}", segment.ptr,
+                  segment.device.to_string());
+    state = it->second;
+    segments_.erase(it);
+    if (state.device.kind() == DeviceKind::Cpu)
+      cpu_segment_bytes_ -= std::min(cpu_segment_bytes_, state.size);
+  }
+  Gpu* gpu = state.device.kind() == DeviceKind::Cpu ? gpu_for(DeviceId::cuda(0))
+                                                    : gpu_for(state.device);
+  if (gpu != nullptr) {
+    if (auto ok = set_device(*gpu); !ok) return fail(ok.error());
+    if (state.device.kind() == DeviceKind::Cuda) {
+      std::lock_guard lock(gpu->mutex);
+      gpu->segment_bytes -= std::min(gpu->segment_bytes, state.size);
+    }
+  }
+  const auto e = state.type == MemoryType::SharedMemory ? cudaFreeHost(state.ptr)
+                                                        : cudaFree(state.ptr);
+  if (e != cudaSuccess)
+    return runtime_failure(e, fmt::format("freeing {} segment {} on {}", to_string(state.type),
+                                          state.ptr, state.device.to_string()));
+  return {};
+}
+
+// --- streams and events -----------------------------------------------------
+
+Result<Stream> CudaBackend::create_stream(DeviceId device) {
+  auto found = require_gpu(device);
+  if (!found) return fail(found.error());
+  if (auto ok = set_device(**found); !ok) return fail(ok.error());
+  cudaStream_t stream = nullptr;
+  // Non-blocking: memd's copies must not serialise against the legacy
+  // default stream of whatever else runs in the process.
+  if (auto e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking); e != cudaSuccess)
+    return runtime_failure(e, fmt::format("cudaStreamCreateWithFlags on {}", device.to_string()));
+  std::lock_guard lock(mutex_);
+  const auto handle = next_handle_++;
+  streams_.emplace(handle, StreamState{device, stream});
+  return Stream{device, handle};
+}
+
+Result<void> CudaBackend::destroy_stream(const Stream& stream) {
+  if (stream.handle == 0)
+    return fail(ErrorCode::invalid_argument, "the default stream of {} cannot be destroyed",
+                stream.device.to_string());
+  StreamState state;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = streams_.find(stream.handle);
+    if (it == streams_.end() || it->second.device != stream.device)
+      return fail(ErrorCode::not_found, "no stream {} on {}", stream.handle,
+                  stream.device.to_string());
+    state = it->second;
+    streams_.erase(it);
+  }
+  Gpu* gpu = gpu_for(state.device);
+  if (gpu != nullptr)
+    if (auto ok = set_device(*gpu); !ok) return fail(ok.error());
+  // Drain first so destroy means the same on every backend: queued work done.
+  const auto synced = cudaStreamSynchronize(state.stream);
+  const auto destroyed = cudaStreamDestroy(state.stream);
+  if (synced != cudaSuccess) return runtime_failure(synced, "cudaStreamSynchronize");
+  if (destroyed != cudaSuccess) return runtime_failure(destroyed, "cudaStreamDestroy");
+  return {};
+}
+
+Result<cudaStream_t> CudaBackend::stream_for(const Stream& stream, Gpu** gpu_out) {
+  auto found = require_gpu(stream.device);
+  if (!found) return fail(found.error());
+  Gpu& gpu = **found;
+  *gpu_out = &gpu;
+  if (auto ok = set_device(gpu); !ok) return fail(ok.error());
+  if (stream.handle == 0) {
+    std::lock_guard lock(gpu.mutex);
+    if (gpu.default_stream == nullptr) {
+      // A stream of our own rather than the legacy default stream, which
+      // would synchronise with every other user of the device.
+      if (auto e = cudaStreamCreateWithFlags(&gpu.default_stream, cudaStreamNonBlocking);
+          e != cudaSuccess) {
+        gpu.default_stream = nullptr;
+        return runtime_failure(e, "cudaStreamCreateWithFlags (default stream)");
+      }
+    }
+    return gpu.default_stream;
+  }
+  std::lock_guard lock(mutex_);
+  auto it = streams_.find(stream.handle);
+  if (it == streams_.end() || it->second.device != stream.device)
+    return fail(ErrorCode::not_found, "no stream {} on {}", stream.handle,
+                stream.device.to_string());
+  return it->second.stream;
+}
+
+Result<void> CudaBackend::copy(void* dst, const void* src, std::uint64_t bytes,
+                               const Stream& stream) {
+  Gpu* gpu = nullptr;
+  auto s = stream_for(stream, &gpu);
+  if (!s) return fail(s.error());
+  if (bytes == 0) return {};
+  if (dst == nullptr || src == nullptr)
+    return fail(ErrorCode::invalid_argument, "copy of {} bytes with a null pointer", bytes);
+  if (auto e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, *s); e != cudaSuccess)
+    return runtime_failure(e, fmt::format("cudaMemcpyAsync({}) on {}", bytes,
+                                          stream.device.to_string()));
+  return {};
+}
+
+Result<void> CudaBackend::fill(void* dst, std::uint8_t value, std::uint64_t bytes,
+                               const Stream& stream) {
+  Gpu* gpu = nullptr;
+  auto s = stream_for(stream, &gpu);
+  if (!s) return fail(s.error());
+  if (bytes == 0) return {};
+  if (dst == nullptr)
+    return fail(ErrorCode::invalid_argument, "fill of {} bytes at a null pointer", bytes);
+  if (auto e = cudaMemsetAsync(dst, value, bytes, *s); e != cudaSuccess)
+    return runtime_failure(e, fmt::format("cudaMemsetAsync({}) on {}", bytes,
+                                          stream.device.to_string()));
+  return {};
+}
+
+Result<Event> CudaBackend::record(const Stream& stream) {
+  Gpu* gpu = nullptr;
+  auto s = stream_for(stream, &gpu);
+  if (!s) return fail(s.error());
+  cudaEvent_t event = nullptr;
+  if (auto e = cudaEventCreateWithFlags(&event, cudaEventDisableTiming); e != cudaSuccess)
+    return runtime_failure(e, "cudaEventCreateWithFlags");
+  if (auto e = cudaEventRecord(event, *s); e != cudaSuccess) {
+    (void)cudaEventDestroy(event);
+    return runtime_failure(e, "cudaEventRecord");
+  }
+  std::lock_guard lock(mutex_);
+  const auto handle = next_handle_++;
+  events_.emplace(handle, EventState{stream.device, gpu, event});
+  return Event{stream.device, handle};
+}
+
+Result<bool> CudaBackend::query(const Event& event) {
+  cudaEvent_t handle = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = events_.find(event.handle);
+    if (it == events_.end() || it->second.device != event.device)
+      return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
+    handle = it->second.event;
+  }
+  const auto e = cudaEventQuery(handle);
+  if (e == cudaSuccess) return true;
+  if (e == cudaErrorNotReady) return false;
+  return runtime_failure(e, "cudaEventQuery");
+}
+
+Result<void> CudaBackend::wait(const Event& event) {
+  cudaEvent_t handle = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = events_.find(event.handle);
+    if (it == events_.end() || it->second.device != event.device)
+      return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
+    handle = it->second.event;
+  }
+  if (auto e = cudaEventSynchronize(handle); e != cudaSuccess)
+    return runtime_failure(e, "cudaEventSynchronize");
+  return {};
+}
+
+Result<void> CudaBackend::destroy_event(const Event& event) {
+  cudaEvent_t handle = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = events_.find(event.handle);
+    if (it == events_.end() || it->second.device != event.device)
+      return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
+    handle = it->second.event;
+    events_.erase(it);
+  }
+  if (auto e = cudaEventDestroy(handle); e != cudaSuccess)
+    return runtime_failure(e, "cudaEventDestroy");
+  return {};
+}
+
+Result<void> CudaBackend::synchronize(const Stream& stream) {
+  Gpu* gpu = nullptr;
+  auto s = stream_for(stream, &gpu);
+  if (!s) return fail(s.error());
+  if (auto e = cudaStreamSynchronize(*s); e != cudaSuccess)
+    return runtime_failure(e, fmt::format("cudaStreamSynchronize on {}", stream.device.to_string()));
+  return {};
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<CudaBackend>(); }
+
+}  // namespace memd

@@ -1,0 +1,528 @@
+// Host backend: `cpu` (system RAM) and host:N stand-in GPUs built on mmap.
+//
+// Locking: mutex_ guards the handle tables and the committed-byte counters;
+// each reserved range has its own mutex so map/unmap syscalls on one range
+// never block work on another. Lock order is range mutex, then mutex_.
+#include "backends/host/host_backend.hpp"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <map>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/host/meminfo.hpp"
+#include "backends/host/stream_worker.hpp"
+#include "backends/page_run.hpp"
+
+namespace memd {
+namespace {
+
+constexpr std::uint64_t kMinGranularity = 4096;
+// Linux x86-64 user space is 47 bits; refusing larger reservations up front
+// turns a certain mmap failure (and an overflow in over-reservation) into a
+// clear invalid_argument.
+constexpr std::uint64_t kMaxReserveBytes = std::uint64_t{1} << 46;
+
+std::string errno_text(int error) { return std::system_category().message(error); }
+
+class HostBackend final : public Backend {
+ public:
+  explicit HostBackend(const BackendOptions& options);
+  ~HostBackend() override;
+
+  std::string_view name() const noexcept override { return "host"; }
+  std::vector<DeviceInfo> devices() const override;
+  Result<MemoryInfo> memory_info(DeviceId device) override;
+
+  Result<VirtualRange> reserve(DeviceId device, std::uint64_t bytes) override;
+  Result<void> release(const VirtualRange& range) override;
+  Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
+  Result<void> unmap(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
+  std::uint64_t physical_bytes(DeviceId device) const override;
+
+  Result<Segment> allocate(DeviceId device, MemoryType type, std::uint64_t bytes) override;
+  Result<void> free(const Segment& segment) override;
+
+  Result<Stream> create_stream(DeviceId device) override;
+  Result<void> destroy_stream(const Stream& stream) override;
+  Result<void> copy(void* dst, const void* src, std::uint64_t bytes, const Stream& stream) override;
+  Result<void> fill(void* dst, std::uint8_t value, std::uint64_t bytes, const Stream& stream) override;
+  Result<Event> record(const Stream& stream) override;
+  Result<bool> query(const Event& event) override;
+  Result<void> wait(const Event& event) override;
+  Result<void> destroy_event(const Event& event) override;
+  Result<void> synchronize(const Stream& stream) override;
+
+ private:
+  struct RangeState {
+    DeviceId device;
+    std::uintptr_t base = 0;
+    std::uint64_t size = 0;
+    std::mutex mutex;           // serialises map/unmap/release of this range
+    std::vector<bool> mapped;   // one bit per granule
+    std::uint64_t mapped_pages = 0;
+  };
+  struct SegmentState {
+    DeviceId device;
+    MemoryType type;
+    void* ptr;
+    std::uint64_t size;
+  };
+  struct StreamState {
+    DeviceId device;
+    std::shared_ptr<StreamWorker> worker;
+  };
+  struct EventState {
+    DeviceId device;
+    std::shared_ptr<StreamWorker> worker;  // keeps completion answerable after destroy_stream
+    std::uint64_t sequence;
+  };
+
+  bool is_host_device(DeviceId device) const noexcept {
+    return device.kind() == DeviceKind::Host && device.index() >= 0 &&
+           device.index() < host_devices_;
+  }
+  bool serves(DeviceId device) const noexcept {
+    return device.kind() == DeviceKind::Cpu || is_host_device(device);
+  }
+  Result<void> check_vm_device(DeviceId device) const;
+  Result<std::shared_ptr<RangeState>> find_range(const VirtualRange& range) const;
+  Result<std::shared_ptr<StreamWorker>> worker_for(const Stream& stream);
+  // Adds bytes to host:N's committed total unless that would pass capacity.
+  Result<void> charge(DeviceId device, std::uint64_t bytes);
+  void credit(DeviceId device, std::uint64_t bytes);
+
+  const std::uint64_t capacity_;
+  const std::uint64_t granularity_;
+  const int host_devices_;
+
+  mutable std::mutex mutex_;
+  std::vector<std::uint64_t> committed_;  // per host:N: mapped pages + segments
+  std::uint64_t cpu_segment_bytes_ = 0;
+  std::uint64_t next_handle_ = 1;
+  std::unordered_map<std::uint64_t, std::shared_ptr<RangeState>> ranges_;
+  std::unordered_map<std::uint64_t, SegmentState> segments_;
+  std::unordered_map<std::uint64_t, StreamState> streams_;
+  std::map<DeviceId, std::shared_ptr<StreamWorker>> default_streams_;
+  std::unordered_map<std::uint64_t, EventState> events_;
+};
+
+// make_host_backend has no error channel, so options that DeviceCatalog would
+// reject are clamped to the nearest sane value instead of trusted.
+std::uint64_t sane_granularity(std::uint64_t g) {
+  if (g < kMinGranularity) return kMinGranularity;
+  if (!is_power_of_two(g)) return std::uint64_t{1} << (64 - __builtin_clzll(g));
+  return g;
+}
+
+HostBackend::HostBackend(const BackendOptions& options)
+    : capacity_(options.host_device_bytes),
+      granularity_(sane_granularity(options.host_granularity)),
+      host_devices_(std::clamp(options.host_devices, 0, 64)),
+      committed_(static_cast<std::size_t>(host_devices_), 0) {}
+
+HostBackend::~HostBackend() {
+  // Join every worker before unmapping: queued copies may still target our memory.
+  for (auto& [handle, stream] : streams_) stream.worker->stop();
+  for (auto& [device, worker] : default_streams_) worker->stop();
+  for (auto& [handle, range] : ranges_) ::munmap(reinterpret_cast<void*>(range->base), range->size);
+  for (auto& [handle, segment] : segments_) ::munmap(segment.ptr, segment.size);
+}
+
+std::vector<DeviceInfo> HostBackend::devices() const {
+  std::vector<DeviceInfo> out;
+  for (int i = 0; i < host_devices_; ++i) {
+    DeviceInfo info;
+    info.id = DeviceId::host(i);
+    info.name = "host-backed device";
+    info.backend = "host";
+    info.simulated = true;
+    info.total_bytes = capacity_;
+    {
+      std::lock_guard lock(mutex_);
+      info.free_bytes = capacity_ - std::min(capacity_, committed_[static_cast<std::size_t>(i)]);
+    }
+    info.granularity = granularity_;
+    info.virtual_memory = true;
+    info.memory_types = {MemoryType::VRAM};
+    out.push_back(std::move(info));
+  }
+  DeviceInfo cpu;
+  cpu.id = DeviceId::cpu();
+  cpu.name = "system RAM";
+  cpu.backend = "host";
+  if (auto mem = read_meminfo()) {
+    cpu.total_bytes = mem->total_bytes;
+    cpu.free_bytes = mem->available_bytes;
+  }
+  cpu.memory_types = {MemoryType::RAM, MemoryType::SharedMemory, MemoryType::UnifiedMemory};
+  out.push_back(std::move(cpu));
+  return out;
+}
+
+Result<MemoryInfo> HostBackend::memory_info(DeviceId device) {
+  if (device.kind() == DeviceKind::Cpu) {
+    auto mem = read_meminfo();
+    if (!mem) return fail(mem.error());
+    return MemoryInfo{mem->total_bytes, mem->available_bytes,
+                      mem->total_bytes - mem->available_bytes, true};
+  }
+  if (!is_host_device(device))
+    return fail(ErrorCode::not_found, "the host backend has no device {}", device.to_string());
+  std::lock_guard lock(mutex_);
+  const auto used = std::min(capacity_, committed_[static_cast<std::size_t>(device.index())]);
+  return MemoryInfo{capacity_, capacity_ - used, used, false};
+}
+
+Result<void> HostBackend::check_vm_device(DeviceId device) const {
+  if (device.kind() == DeviceKind::Cpu)
+    return fail(ErrorCode::invalid_argument, "cpu has no virtual memory; use host:N");
+  if (!is_host_device(device))
+    return fail(ErrorCode::not_found, "the host backend has no device {}", device.to_string());
+  return {};
+}
+
+Result<void> HostBackend::charge(DeviceId device, std::uint64_t bytes) {
+  std::lock_guard lock(mutex_);
+  auto& committed = committed_[static_cast<std::size_t>(device.index())];
+  if (bytes > capacity_ || committed > capacity_ - bytes)
+    return fail(ErrorCode::out_of_memory,
+                "{} out of memory: {} bytes requested, {} of {} bytes committed, {} free",
+                device.to_string(), bytes, committed, capacity_,
+                capacity_ - std::min(capacity_, committed));
+  committed += bytes;
+  return {};
+}
+
+void HostBackend::credit(DeviceId device, std::uint64_t bytes) {
+  std::lock_guard lock(mutex_);
+  auto& committed = committed_[static_cast<std::size_t>(device.index())];
+  committed -= std::min(committed, bytes);
+}
+
+// --- virtual memory ---------------------------------------------------------
+
+Result<VirtualRange> HostBackend::reserve(DeviceId device, std::uint64_t bytes) {
+  if (auto ok = check_vm_device(device); !ok) return fail(ok.error());
+  if (bytes == 0 || bytes % granularity_ != 0)
+    return fail(ErrorCode::invalid_argument,
+                "reservation of {} bytes is not a non-zero multiple of the granularity {}", bytes,
+                granularity_);
+  if (bytes > kMaxReserveBytes)
+    return fail(ErrorCode::invalid_argument, "reservation of {} bytes exceeds the {} byte limit",
+                bytes, kMaxReserveBytes);
+  // Over-reserve by one granule so an aligned base exists, then give back the
+  // slack on both sides: mmap only promises page alignment.
+  const std::uint64_t length = bytes + granularity_;
+  void* raw = ::mmap(nullptr, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (raw == MAP_FAILED) {
+    const int error = errno;
+    return fail(error == ENOMEM ? ErrorCode::out_of_memory : ErrorCode::backend_error,
+                "mmap of {} bytes of address space failed: {}", length, errno_text(error));
+  }
+  const auto start = reinterpret_cast<std::uintptr_t>(raw);
+  const auto base = static_cast<std::uintptr_t>(round_up(start, granularity_));
+  if (base > start) ::munmap(raw, base - start);
+  const auto tail = start + length - (base + bytes);
+  if (tail > 0) ::munmap(reinterpret_cast<void*>(base + bytes), tail);
+
+  auto state = std::make_shared<RangeState>();
+  state->device = device;
+  state->base = base;
+  state->size = bytes;
+  state->mapped.assign(bytes / granularity_, false);
+  std::lock_guard lock(mutex_);
+  const auto handle = next_handle_++;
+  ranges_.emplace(handle, std::move(state));
+  return VirtualRange{device, base, bytes, handle};
+}
+
+Result<std::shared_ptr<HostBackend::RangeState>> HostBackend::find_range(
+    const VirtualRange& range) const {
+  std::lock_guard lock(mutex_);
+  auto it = ranges_.find(range.handle);
+  if (it == ranges_.end() || it->second->base != range.base || it->second->size != range.size ||
+      it->second->device != range.device)
+    return fail(ErrorCode::not_found, "no reserved range {:#x} of {} bytes on {}", range.base,
+                range.size, range.device.to_string());
+  return it->second;
+}
+
+Result<void> HostBackend::release(const VirtualRange& range) {
+  std::shared_ptr<RangeState> state;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = ranges_.find(range.handle);
+    if (it == ranges_.end() || it->second->base != range.base || it->second->size != range.size ||
+        it->second->device != range.device)
+      return fail(ErrorCode::not_found, "no reserved range {:#x} of {} bytes on {}", range.base,
+                  range.size, range.device.to_string());
+    state = std::move(it->second);
+    ranges_.erase(it);
+  }
+  std::lock_guard range_lock(state->mutex);
+  credit(state->device, state->mapped_pages * granularity_);
+  state->mapped_pages = 0;
+  if (::munmap(reinterpret_cast<void*>(state->base), state->size) != 0)
+    return fail(ErrorCode::backend_error, "munmap of {} bytes at {:#x} failed: {}", state->size,
+                state->base, errno_text(errno));
+  return {};
+}
+
+Result<void> HostBackend::map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) {
+  auto state = find_range(range);
+  if (!state) return fail(state.error());
+  auto run = check_page_run(range, offset, bytes, granularity_);
+  if (!run) return fail(run.error());
+  auto& r = **state;
+  std::lock_guard range_lock(r.mutex);
+  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p)
+    if (r.mapped[p])
+      return fail(ErrorCode::conflict, "page at offset {} of range {:#x} is already mapped",
+                  p * granularity_, r.base);
+  if (auto ok = charge(r.device, bytes); !ok) return fail(ok.error());
+  if (::mprotect(reinterpret_cast<void*>(r.base + offset), bytes, PROT_READ | PROT_WRITE) != 0) {
+    const int error = errno;
+    credit(r.device, bytes);
+    return fail(error == ENOMEM ? ErrorCode::out_of_memory : ErrorCode::backend_error,
+                "mprotect(read/write) of {} bytes at {:#x} failed: {}", bytes, r.base + offset,
+                errno_text(error));
+  }
+  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p) r.mapped[p] = true;
+  r.mapped_pages += run->page_count;
+  return {};
+}
+
+Result<void> HostBackend::unmap(const VirtualRange& range, std::uint64_t offset,
+                                std::uint64_t bytes) {
+  auto state = find_range(range);
+  if (!state) return fail(state.error());
+  auto run = check_page_run(range, offset, bytes, granularity_);
+  if (!run) return fail(run.error());
+  auto& r = **state;
+  std::lock_guard range_lock(r.mutex);
+  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p)
+    if (!r.mapped[p])
+      return fail(ErrorCode::conflict, "page at offset {} of range {:#x} is not mapped",
+                  p * granularity_, r.base);
+  void* at = reinterpret_cast<void*>(r.base + offset);
+  // DONTNEED returns the frames to the kernel now (the footprint drops) and
+  // guarantees zero pages if the run is mapped again, like fresh cuMemCreate.
+  if (::madvise(at, bytes, MADV_DONTNEED) != 0)
+    return fail(ErrorCode::backend_error, "madvise(DONTNEED) of {} bytes at {:#x} failed: {}",
+                bytes, r.base + offset, errno_text(errno));
+  if (::mprotect(at, bytes, PROT_NONE) != 0)
+    return fail(ErrorCode::backend_error, "mprotect(none) of {} bytes at {:#x} failed: {}", bytes,
+                r.base + offset, errno_text(errno));
+  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p) r.mapped[p] = false;
+  r.mapped_pages -= run->page_count;
+  credit(r.device, bytes);
+  return {};
+}
+
+std::uint64_t HostBackend::physical_bytes(DeviceId device) const {
+  std::lock_guard lock(mutex_);
+  if (device.kind() == DeviceKind::Cpu) return cpu_segment_bytes_;
+  if (!is_host_device(device)) return 0;
+  return committed_[static_cast<std::size_t>(device.index())];
+}
+
+// --- segments ---------------------------------------------------------------
+
+Result<Segment> HostBackend::allocate(DeviceId device, MemoryType type, std::uint64_t bytes) {
+  if (!serves(device))
+    return fail(ErrorCode::not_found, "the host backend has no device {}", device.to_string());
+  if (bytes == 0) return fail(ErrorCode::invalid_argument, "cannot allocate 0 bytes");
+  if (bytes > kMaxRequestBytes)
+    return fail(ErrorCode::invalid_argument, "{} bytes exceeds the largest request", bytes);
+  const bool host_device = device.kind() == DeviceKind::Host;
+  const bool type_ok = host_device ? type == MemoryType::VRAM
+                                   : (type == MemoryType::RAM || type == MemoryType::SharedMemory ||
+                                      type == MemoryType::UnifiedMemory);
+  if (!type_ok)
+    return fail(ErrorCode::invalid_argument, "device {} does not provide {} memory",
+                device.to_string(), to_string(type));
+  if (host_device)
+    if (auto ok = charge(device, bytes); !ok) return fail(ok.error());
+
+  // SharedMemory is MAP_SHARED so it can later be handed to another process
+  // (through a memfd-style export); everything else is private anonymous.
+  const int flags = type == MemoryType::SharedMemory ? MAP_SHARED | MAP_ANONYMOUS
+                                                     : MAP_PRIVATE | MAP_ANONYMOUS;
+  void* ptr = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, flags, -1, 0);
+  if (ptr == MAP_FAILED) {
+    const int error = errno;
+    if (host_device) credit(device, bytes);
+    return fail(error == ENOMEM ? ErrorCode::out_of_memory : ErrorCode::backend_error,
+                "mmap of {} bytes of {} memory on {} failed: {}", bytes, to_string(type),
+                device.to_string(), errno_text(error));
+  }
+  // Pinning is what SharedMemory means on a GPU box; without the privilege
+  // (RLIMIT_MEMLOCK) the memory is still correct, only pageable.
+  if (type == MemoryType::SharedMemory) (void)::mlock(ptr, bytes);
+
+  std::lock_guard lock(mutex_);
+  if (!host_device) cpu_segment_bytes_ += bytes;
+  const auto handle = next_handle_++;
+  segments_.emplace(handle, SegmentState{device, type, ptr, bytes});
+  return Segment{device, type, ptr, bytes, handle};
+}
+
+Result<void> HostBackend::free(const Segment& segment) {
+  SegmentState state;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = segments_.find(segment.handle);
+    if (it == segments_.end() || it->second.ptr != segment.ptr ||
+        it->second.device != segment.device)
+      return fail(ErrorCode::not_found, "no segment {} on {}", segment.ptr,
+                  segment.device.to_string());
+    state = it->second;
+    segments_.erase(it);
+    if (state.device.kind() == DeviceKind::Cpu)
+      cpu_segment_bytes_ -= std::min(cpu_segment_bytes_, state.size);
+  }
+  if (state.device.kind() == DeviceKind::Host) credit(state.device, state.size);
+  if (::munmap(state.ptr, state.size) != 0)
+    return fail(ErrorCode::backend_error, "munmap of segment {} failed: {}", state.ptr,
+                errno_text(errno));
+  return {};
+}
+
+// --- streams and events -----------------------------------------------------
+
+Result<Stream> HostBackend::create_stream(DeviceId device) {
+  if (!serves(device))
+    return fail(ErrorCode::not_found, "the host backend has no device {}", device.to_string());
+  auto worker = std::make_shared<StreamWorker>();
+  std::lock_guard lock(mutex_);
+  const auto handle = next_handle_++;
+  streams_.emplace(handle, StreamState{device, std::move(worker)});
+  return Stream{device, handle};
+}
+
+Result<void> HostBackend::destroy_stream(const Stream& stream) {
+  if (stream.handle == 0)
+    return fail(ErrorCode::invalid_argument, "the default stream of {} cannot be destroyed",
+                stream.device.to_string());
+  std::shared_ptr<StreamWorker> worker;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = streams_.find(stream.handle);
+    if (it == streams_.end() || it->second.device != stream.device)
+      return fail(ErrorCode::not_found, "no stream {} on {}", stream.handle,
+                  stream.device.to_string());
+    worker = std::move(it->second.worker);
+    streams_.erase(it);
+  }
+  worker->stop();  // drains, then joins: nothing queued is dropped
+  return {};
+}
+
+Result<std::shared_ptr<StreamWorker>> HostBackend::worker_for(const Stream& stream) {
+  if (!serves(stream.device))
+    return fail(ErrorCode::not_found, "the host backend has no device {}",
+                stream.device.to_string());
+  std::lock_guard lock(mutex_);
+  if (stream.handle == 0) {
+    auto& worker = default_streams_[stream.device];
+    if (!worker) worker = std::make_shared<StreamWorker>();
+    return worker;
+  }
+  auto it = streams_.find(stream.handle);
+  if (it == streams_.end() || it->second.device != stream.device)
+    return fail(ErrorCode::not_found, "no stream {} on {}", stream.handle,
+                stream.device.to_string());
+  return it->second.worker;
+}
+
+Result<void> HostBackend::copy(void* dst, const void* src, std::uint64_t bytes,
+                               const Stream& stream) {
+  auto worker = worker_for(stream);
+  if (!worker) return fail(worker.error());
+  if (bytes == 0) return {};
+  if (dst == nullptr || src == nullptr)
+    return fail(ErrorCode::invalid_argument, "copy of {} bytes with a null pointer", bytes);
+  (*worker)->enqueue_copy(dst, src, bytes);
+  return {};
+}
+
+Result<void> HostBackend::fill(void* dst, std::uint8_t value, std::uint64_t bytes,
+                               const Stream& stream) {
+  auto worker = worker_for(stream);
+  if (!worker) return fail(worker.error());
+  if (bytes == 0) return {};
+  if (dst == nullptr)
+    return fail(ErrorCode::invalid_argument, "fill of {} bytes at a null pointer", bytes);
+  (*worker)->enqueue_fill(dst, value, bytes);
+  return {};
+}
+
+Result<Event> HostBackend::record(const Stream& stream) {
+  auto worker = worker_for(stream);
+  if (!worker) return fail(worker.error());
+  const auto sequence = (*worker)->last_enqueued();
+  std::lock_guard lock(mutex_);
+  const auto handle = next_handle_++;
+  events_.emplace(handle, EventState{stream.device, std::move(*worker), sequence});
+  return Event{stream.device, handle};
+}
+
+Result<bool> HostBackend::query(const Event& event) {
+  std::shared_ptr<StreamWorker> worker;
+  std::uint64_t sequence;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = events_.find(event.handle);
+    if (it == events_.end() || it->second.device != event.device)
+      return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
+    worker = it->second.worker;
+    sequence = it->second.sequence;
+  }
+  return worker->is_complete(sequence);
+}
+
+Result<void> HostBackend::wait(const Event& event) {
+  std::shared_ptr<StreamWorker> worker;
+  std::uint64_t sequence;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = events_.find(event.handle);
+    if (it == events_.end() || it->second.device != event.device)
+      return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
+    worker = it->second.worker;
+    sequence = it->second.sequence;
+  }
+  worker->wait_for(sequence);
+  return {};
+}
+
+Result<void> HostBackend::destroy_event(const Event& event) {
+  std::lock_guard lock(mutex_);
+  auto it = events_.find(event.handle);
+  if (it == events_.end() || it->second.device != event.device)
+    return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
+  events_.erase(it);
+  return {};
+}
+
+Result<void> HostBackend::synchronize(const Stream& stream) {
+  auto worker = worker_for(stream);
+  if (!worker) return fail(worker.error());
+  (*worker)->drain();
+  return {};
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_host_backend(const BackendOptions& options) {
+  return std::make_unique<HostBackend>(options);
+}
+
+}  // namespace memd

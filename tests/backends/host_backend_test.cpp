@@ -1,0 +1,296 @@
+// Host backend: the shared conformance suite on host:0, plus what only the
+// host backend promises (/proc/meminfo, the cpu device, catalog routing when
+// no GPU exists, option validation, zeroed pages after remap).
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "backends/backend_conformance.hpp"
+#include "backends/device_catalog.hpp"
+#include "backends/host/host_backend.hpp"
+#include "backends/host/meminfo.hpp"
+#include "backends/host/stream_worker.hpp"
+
+namespace memd {
+namespace {
+
+constexpr std::uint64_t kTestCapacity = 64 * kMiB;
+constexpr std::uint64_t kTestGranularity = 2 * kMiB;
+
+BackendOptions test_options(int host_devices = 1) {
+  BackendOptions options;
+  options.host_device_bytes = kTestCapacity;
+  options.host_devices = host_devices;
+  options.host_granularity = kTestGranularity;
+  options.enable_cuda = false;
+  return options;
+}
+
+struct HostTraits {
+  static std::unique_ptr<Backend> make() { return make_host_backend(test_options()); }
+  static DeviceId device() { return DeviceId::host(0); }
+  static constexpr bool kEnforcesCapacity = true;
+  static std::string skip_message() { return "host:0 missing from the host backend (a bug)"; }
+};
+
+// A finer granularity too: the allocator above may configure 64 KiB pages.
+struct HostSmallPageTraits {
+  static std::unique_ptr<Backend> make() {
+    auto options = test_options();
+    options.host_granularity = 64 * kKiB;
+    options.host_device_bytes = 40 * kMiB;
+    return make_host_backend(options);
+  }
+  static DeviceId device() { return DeviceId::host(0); }
+  static constexpr bool kEnforcesCapacity = true;
+  static std::string skip_message() { return "host:0 missing from the host backend (a bug)"; }
+};
+
+}  // namespace
+
+namespace testing {
+INSTANTIATE_TYPED_TEST_SUITE_P(Host, BackendConformance, ::memd::HostTraits);
+INSTANTIATE_TYPED_TEST_SUITE_P(HostSmallPages, BackendConformance, ::memd::HostSmallPageTraits);
+}  // namespace testing
+
+namespace {
+
+constexpr const char* kSampleMeminfo =
+    "MemTotal:       16318152 kB\n"
+    "MemFree:         1234567 kB\n"
+    "MemAvailable:    9876543 kB\n"
+    "Buffers:          345678 kB\n"
+    "HugePages_Total:       0\n";
+
+TEST(HostMeminfo, ParsesTotalAndAvailableInBytes) {
+  auto mem = parse_meminfo(kSampleMeminfo);
+  ASSERT_TRUE(mem.has_value()) << mem.error().message;
+  EXPECT_EQ(mem->total_bytes, 16318152ull * 1024);
+  EXPECT_EQ(mem->available_bytes, 9876543ull * 1024);
+}
+
+TEST(HostMeminfo, RejectsMissingOrMalformedFields) {
+  EXPECT_FALSE(parse_meminfo("MemTotal: 100 kB\n").has_value());
+  EXPECT_FALSE(parse_meminfo("MemAvailable: 100 kB\n").has_value());
+  EXPECT_FALSE(parse_meminfo("").has_value());
+  EXPECT_FALSE(parse_meminfo("MemTotal: lots kB\nMemAvailable: 1 kB\n").has_value());
+  EXPECT_FALSE(parse_meminfo("MemTotal: 100 MB\nMemAvailable: 1 kB\n").has_value());
+  EXPECT_FALSE(parse_meminfo("MemTotal: 100 kB\nMemAvailable: 200 kB\n").has_value());
+  auto e = parse_meminfo("MemTotal: 100 kB\n");
+  EXPECT_EQ(e.error().code, ErrorCode::invalid_argument);
+  // No trailing newline and CRLF are both fine.
+  EXPECT_TRUE(parse_meminfo("MemTotal: 100 kB\r\nMemAvailable: 50 kB").has_value());
+}
+
+TEST(HostMeminfo, ReadsThisMachine) {
+  auto mem = read_meminfo();
+  ASSERT_TRUE(mem.has_value()) << mem.error().message;
+  EXPECT_GT(mem->total_bytes, 64 * kMiB);
+  EXPECT_LE(mem->available_bytes, mem->total_bytes);
+}
+
+TEST(HostBackend, ListsCpuAndEachHostDevice) {
+  auto backend = make_host_backend(test_options(3));
+  EXPECT_EQ(backend->name(), "host");
+  auto devices = backend->devices();
+  ASSERT_EQ(devices.size(), 4u);
+  int host_seen = 0;
+  for (const auto& d : devices) {
+    EXPECT_EQ(d.backend, "host");
+    if (d.id.kind() == DeviceKind::Cpu) {
+      EXPECT_EQ(d.name, "system RAM");
+      EXPECT_FALSE(d.simulated);
+      EXPECT_FALSE(d.virtual_memory);
+      EXPECT_EQ(d.granularity, 0u);
+      EXPECT_GT(d.total_bytes, 0u);
+      EXPECT_LE(d.free_bytes, d.total_bytes);
+      EXPECT_EQ(d.memory_types, (std::vector<MemoryType>{MemoryType::RAM, MemoryType::SharedMemory,
+                                                          MemoryType::UnifiedMemory}));
+    } else {
+      ASSERT_EQ(d.id.kind(), DeviceKind::Host);
+      EXPECT_EQ(d.id.index(), host_seen++);
+      EXPECT_EQ(d.name, "host-backed device");
+      EXPECT_TRUE(d.simulated);
+      EXPECT_TRUE(d.virtual_memory);
+      EXPECT_EQ(d.total_bytes, kTestCapacity);
+      EXPECT_EQ(d.free_bytes, kTestCapacity);
+      EXPECT_EQ(d.granularity, kTestGranularity);
+      EXPECT_EQ(d.memory_types, std::vector<MemoryType>{MemoryType::VRAM});
+    }
+  }
+  EXPECT_EQ(host_seen, 3);
+  auto none = make_host_backend(test_options(0));
+  ASSERT_EQ(none->devices().size(), 1u);
+  EXPECT_EQ(none->devices()[0].id, DeviceId::cpu());
+}
+
+TEST(HostBackend, MemoryInfoOfCpuSeesOtherProcessesAndHostDevicesDoNot) {
+  auto backend = make_host_backend(test_options());
+  auto cpu = backend->memory_info(DeviceId::cpu());
+  ASSERT_TRUE(cpu.has_value()) << cpu.error().message;
+  EXPECT_TRUE(cpu->sees_other_processes);
+  EXPECT_GT(cpu->total_bytes, 0u);
+  EXPECT_EQ(cpu->used_bytes, cpu->total_bytes - cpu->free_bytes);
+
+  auto seg = backend->allocate(DeviceId::host(0), MemoryType::VRAM, 3 * kMiB);
+  ASSERT_TRUE(seg.has_value());
+  auto host = backend->memory_info(DeviceId::host(0));
+  ASSERT_TRUE(host.has_value());
+  EXPECT_FALSE(host->sees_other_processes);
+  EXPECT_EQ(host->total_bytes, kTestCapacity);
+  EXPECT_EQ(host->used_bytes, 3 * kMiB);
+  EXPECT_EQ(host->free_bytes, kTestCapacity - 3 * kMiB);
+  EXPECT_EQ(backend->devices()[0].free_bytes, kTestCapacity - 3 * kMiB);
+  ASSERT_TRUE(backend->free(*seg).has_value());
+  EXPECT_EQ(backend->memory_info(DeviceId::cuda(0)).error().code, ErrorCode::not_found);
+}
+
+TEST(HostBackend, CpuSegmentsOfEveryTypeAreDirectlyAddressable) {
+  auto backend = make_host_backend(test_options());
+  for (auto type : {MemoryType::RAM, MemoryType::SharedMemory, MemoryType::UnifiedMemory}) {
+    SCOPED_TRACE(std::string(to_string(type)));
+    const auto before = backend->physical_bytes(DeviceId::cpu());
+    auto seg = backend->allocate(DeviceId::cpu(), type, 5000);
+    ASSERT_TRUE(seg.has_value()) << seg.error().message;
+    std::memset(seg->ptr, 0x42, 5000);
+    EXPECT_EQ(static_cast<unsigned char*>(seg->ptr)[4999], 0x42);
+    EXPECT_EQ(backend->physical_bytes(DeviceId::cpu()), before + 5000);
+    ASSERT_TRUE(backend->free(*seg).has_value());
+    EXPECT_EQ(backend->physical_bytes(DeviceId::cpu()), before);
+  }
+  EXPECT_EQ(backend->allocate(DeviceId::cpu(), MemoryType::VRAM, 4096).error().code,
+            ErrorCode::invalid_argument);
+  EXPECT_EQ(backend->allocate(DeviceId::cpu(), MemoryType::RAM, 0).error().code,
+            ErrorCode::invalid_argument);
+  EXPECT_EQ(backend->reserve(DeviceId::cpu(), kTestGranularity).error().code,
+            ErrorCode::invalid_argument);
+  // cpu streams exist too: host-to-host copies are asynchronous like any other.
+  auto stream = backend->create_stream(DeviceId::cpu());
+  ASSERT_TRUE(stream.has_value());
+  ASSERT_TRUE(backend->destroy_stream(*stream).has_value());
+}
+
+TEST(HostBackend, RemappedPagesReadAsZero) {
+  auto backend = make_host_backend(test_options());
+  auto range = backend->reserve(DeviceId::host(0), 2 * kTestGranularity);
+  ASSERT_TRUE(range.has_value());
+  ASSERT_TRUE(backend->map(*range, 0, 2 * kTestGranularity).has_value());
+  auto* bytes = reinterpret_cast<unsigned char*>(range->base);
+  std::memset(bytes, 0xFF, 2 * kTestGranularity);
+  ASSERT_TRUE(backend->unmap(*range, 0, kTestGranularity).has_value());
+  ASSERT_TRUE(backend->map(*range, 0, kTestGranularity).has_value());
+  EXPECT_EQ(bytes[0], 0);
+  EXPECT_EQ(bytes[kTestGranularity - 1], 0);
+  EXPECT_EQ(bytes[kTestGranularity], 0xFF) << "the untouched page keeps its bytes";
+  ASSERT_TRUE(backend->release(*range).has_value());
+}
+
+TEST(HostBackend, DestructionDrainsOutstandingWork) {
+  std::vector<unsigned char> dst(32 * kMiB);
+  std::vector<unsigned char> src(32 * kMiB, 0x33);
+  {
+    auto backend = make_host_backend(test_options());
+    auto stream = backend->create_stream(DeviceId::host(0));
+    ASSERT_TRUE(stream.has_value());
+    for (int i = 0; i < 8; ++i)
+      ASSERT_TRUE(backend->copy(dst.data(), src.data(), dst.size(), *stream).has_value());
+    ASSERT_TRUE(backend->copy(dst.data(), src.data(), dst.size(), Stream{DeviceId::host(0), 0})
+                    .has_value());
+    auto range = backend->reserve(DeviceId::host(0), kTestGranularity);
+    ASSERT_TRUE(range.has_value());
+    ASSERT_TRUE(backend->map(*range, 0, kTestGranularity).has_value());
+    // backend goes out of scope with a stream, a range and queued copies
+  }
+  EXPECT_EQ(dst.front(), 0x33);
+  EXPECT_EQ(dst.back(), 0x33);
+}
+
+TEST(HostBackend, OptionsThatSkipCatalogValidationAreClamped) {
+  BackendOptions options = test_options(-3);
+  options.host_granularity = 5000;  // not a power of two
+  auto backend = make_host_backend(options);
+  ASSERT_EQ(backend->devices().size(), 1u);  // cpu only
+  options.host_devices = 1;
+  backend = make_host_backend(options);
+  EXPECT_EQ(backend->devices()[0].granularity, 8192u);
+}
+
+TEST(HostStreamWorker, RunsItemsInOrderAndAfterStop) {
+  StreamWorker worker;
+  std::vector<unsigned char> buf(1024, 0);
+  const std::vector<unsigned char> ones(1024, 1);
+  EXPECT_TRUE(worker.is_complete(0));
+  worker.enqueue_fill(buf.data(), 7, buf.size());
+  const auto seq = worker.enqueue_copy(buf.data(), ones.data(), 512);
+  worker.wait_for(seq);
+  EXPECT_EQ(buf[0], 1);
+  EXPECT_EQ(buf[600], 7);
+  worker.stop();
+  worker.stop();  // idempotent
+  const auto late = worker.enqueue_fill(buf.data(), 9, 4);
+  EXPECT_TRUE(worker.is_complete(late)) << "work pushed after stop runs inline";
+  EXPECT_EQ(buf[0], 9);
+}
+
+// --- device catalog ---------------------------------------------------------
+
+TEST(DeviceCatalog, RoutesHostTypesToTheHostBackendWithoutAGpu) {
+  BackendOptions options = test_options();
+  options.enable_cuda = true;  // compiled in or not, this machine has no GPU
+  auto catalog = DeviceCatalog::discover(options);
+  ASSERT_TRUE(catalog.has_value()) << catalog.error().message;
+  auto& c = **catalog;
+  if (c.has_cuda_devices()) GTEST_SKIP() << "a GPU is present; the no-GPU routing does not apply";
+  EXPECT_EQ(c.default_device(), DeviceId::host(0));
+  auto ram = c.backend_for(DeviceId::cpu(), MemoryType::RAM);
+  ASSERT_TRUE(ram.has_value());
+  EXPECT_EQ((*ram)->name(), "host");
+  auto shared = c.backend_for(DeviceId::cpu(), MemoryType::SharedMemory);
+  ASSERT_TRUE(shared.has_value());
+  EXPECT_EQ((*shared)->name(), "host");
+  auto unified = c.backend_for(DeviceId::cpu(), MemoryType::UnifiedMemory);
+  ASSERT_TRUE(unified.has_value());
+  EXPECT_EQ((*unified)->name(), "host");
+  auto vram = c.backend_for(DeviceId::host(0), MemoryType::VRAM);
+  ASSERT_TRUE(vram.has_value());
+  EXPECT_EQ((*vram)->name(), "host");
+  EXPECT_EQ(c.backend_for(DeviceId::host(0), MemoryType::RAM).error().code,
+            ErrorCode::invalid_argument);
+  EXPECT_EQ(c.backend_for(DeviceId::cuda(0), MemoryType::VRAM).error().code, ErrorCode::not_found);
+  EXPECT_EQ(c.backend_for(DeviceId::host(1), MemoryType::VRAM).error().code, ErrorCode::not_found);
+  // host:0 before cpu: the order users see.
+  ASSERT_EQ(c.devices().size(), 2u);
+  EXPECT_EQ(c.devices()[0].id, DeviceId::host(0));
+  EXPECT_EQ(c.devices()[1].id, DeviceId::cpu());
+}
+
+TEST(DeviceCatalog, DefaultDeviceIsCpuWithoutHostDevices) {
+  auto catalog = DeviceCatalog::discover(test_options(0));
+  ASSERT_TRUE(catalog.has_value());
+  EXPECT_EQ((*catalog)->default_device(), DeviceId::cpu());
+  EXPECT_FALSE((*catalog)->info(DeviceId::host(0)).has_value());
+}
+
+TEST(DeviceCatalog, ValidatesBackendOptions) {
+  auto bad = [](auto mutate) {
+    BackendOptions options = test_options();
+    mutate(options);
+    auto catalog = DeviceCatalog::discover(options);
+    return !catalog.has_value() && catalog.error().code == ErrorCode::invalid_argument;
+  };
+  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_devices = -1; }));
+  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_devices = 65; }));
+  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_granularity = 0; }));
+  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_granularity = 2048; }));
+  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_granularity = 3 * kMiB; }));
+  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_device_bytes = 0; }));
+  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_device_bytes = kMiB; }));  // < one granule
+  EXPECT_FALSE(bad([](BackendOptions& o) { o.host_devices = 64; }));
+  EXPECT_FALSE(bad([](BackendOptions& o) {
+    o.host_devices = 0;
+    o.host_device_bytes = 0;  // capacity is irrelevant without host devices
+  }));
+}
+
+}  // namespace
+}  // namespace memd
