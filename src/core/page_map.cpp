@@ -10,52 +10,102 @@ PageMap::PageMap(std::uint64_t base, std::uint64_t size, std::uint64_t page)
     : base_(base), size_(size), page_(page) {
   std::size_t pages = static_cast<std::size_t>(size / page);
   live_.assign(pages, 0);
+  full_bits_.assign((pages + 63) / 64, 0);
   mapped_bits_.assign((pages + 63) / 64, 0);
   free_bits_.assign((pages + 63) / 64, 0);
 }
 
-void PageMap::acquire(std::uint64_t offset, std::uint64_t len, std::vector<PageRun>& to_map) {
-  std::uint64_t rel = offset - base_;
-  std::size_t first = static_cast<std::size_t>(rel / page_);
-  std::size_t last = static_cast<std::size_t>((rel + len - 1) / page_);
-  for (std::size_t p = first; p <= last; ++p) {
-    std::uint64_t page_start = p * page_;
-    std::uint64_t lo = std::max(rel, page_start);
-    std::uint64_t hi = std::min(rel + len, page_start + page_);
-    if (live_[p] == 0) {
-      ++busy_pages_;
-      if (mapped(p)) {
-        ++mapped_busy_pages_;
-        set_bit(free_bits_, p, false);
-      } else if (!to_map.empty() && to_map.back().offset + to_map.back().size == base_ + page_start) {
-        to_map.back().size += page_;
-      } else {
-        to_map.push_back({base_ + page_start, page_});
-      }
+void PageMap::append_run(std::vector<PageRun>& runs, std::size_t p, std::size_t count) const {
+  std::uint64_t off = base_ + p * page_;
+  if (!runs.empty() && runs.back().offset + runs.back().size == off) runs.back().size += count * page_;
+  else runs.push_back({off, count * page_});
+}
+
+void PageMap::add_partial(std::size_t p, std::uint64_t bytes, std::vector<PageRun>* to_map) {
+  if (!busy(p)) {
+    ++busy_pages_;
+    if (mapped(p)) {
+      ++mapped_busy_pages_;
+      set_bit(free_bits_, p, false);
+    } else {
+      append_run(*to_map, p, 1);
     }
-    live_[p] += hi - lo;
-    live_total_ += hi - lo;
+  }
+  live_[p] += bytes;
+  live_total_ += bytes;
+}
+
+void PageMap::remove_partial(std::size_t p, std::uint64_t bytes) {
+  live_[p] -= bytes;
+  live_total_ -= bytes;
+  if (!busy(p)) {
+    --busy_pages_;
+    if (mapped(p)) {
+      --mapped_busy_pages_;
+      set_bit(free_bits_, p, true);
+    }
   }
 }
 
-void PageMap::release(std::uint64_t offset, std::uint64_t len) {
-  std::uint64_t rel = offset - base_;
+void PageMap::acquire(std::uint64_t offset, std::uint64_t len, std::vector<PageRun>& to_map) {
+  std::uint64_t rel = offset - base_, end = rel + len;
   std::size_t first = static_cast<std::size_t>(rel / page_);
-  std::size_t last = static_cast<std::size_t>((rel + len - 1) / page_);
-  for (std::size_t p = first; p <= last; ++p) {
-    std::uint64_t page_start = p * page_;
-    std::uint64_t lo = std::max(rel, page_start);
-    std::uint64_t hi = std::min(rel + len, page_start + page_);
-    live_[p] -= hi - lo;
-    live_total_ -= hi - lo;
-    if (live_[p] == 0) {
-      --busy_pages_;
-      if (mapped(p)) {
-        --mapped_busy_pages_;
-        set_bit(free_bits_, p, true);
+  std::size_t last = static_cast<std::size_t>((end - 1) / page_);
+  if (first == last) {
+    add_partial(first, len, &to_map);
+    return;
+  }
+  add_partial(first, (first + 1) * page_ - rel, &to_map);
+  // Interior pages: free before (a block covers them alone now), so each is
+  // either free mapped or unmapped.
+  std::size_t unmapped_from = 0;
+  bool in_gap = false;
+  for_words(first + 1, last, [&](std::size_t w, std::uint64_t mask) {
+    std::uint64_t m = mapped_bits_[w] & mask;
+    full_bits_[w] |= mask;
+    free_bits_[w] &= ~mask;
+    auto n = static_cast<std::uint64_t>(std::popcount(mask));
+    auto nm = static_cast<std::uint64_t>(std::popcount(m));
+    busy_pages_ += n;
+    mapped_busy_pages_ += nm;
+    live_total_ += n * page_;
+    if (nm == n && !in_gap) return;  // all mapped: the common case
+    for (std::uint64_t bits = mask; bits != 0; bits &= bits - 1) {
+      int b = std::countr_zero(bits);
+      std::size_t p = w * 64 + static_cast<std::size_t>(b);
+      bool is_mapped = (m >> b) & 1u;
+      if (!is_mapped && !in_gap) {
+        in_gap = true;
+        unmapped_from = p;
+      } else if (is_mapped && in_gap) {
+        in_gap = false;
+        append_run(to_map, unmapped_from, p - unmapped_from);
       }
     }
+  });
+  if (in_gap) append_run(to_map, unmapped_from, last - unmapped_from);
+  add_partial(last, end - last * page_, &to_map);
+}
+
+void PageMap::release(std::uint64_t offset, std::uint64_t len) {
+  std::uint64_t rel = offset - base_, end = rel + len;
+  std::size_t first = static_cast<std::size_t>(rel / page_);
+  std::size_t last = static_cast<std::size_t>((end - 1) / page_);
+  if (first == last) {
+    remove_partial(first, len);
+    return;
   }
+  remove_partial(first, (first + 1) * page_ - rel);
+  for_words(first + 1, last, [&](std::size_t w, std::uint64_t mask) {
+    std::uint64_t m = mapped_bits_[w] & mask;
+    full_bits_[w] &= ~mask;
+    free_bits_[w] |= m;
+    auto n = static_cast<std::uint64_t>(std::popcount(mask));
+    busy_pages_ -= n;
+    mapped_busy_pages_ -= static_cast<std::uint64_t>(std::popcount(m));
+    live_total_ -= n * page_;
+  });
+  remove_partial(last, end - last * page_);
 }
 
 void PageMap::mark_mapped(const PageRun& run) {
@@ -64,7 +114,7 @@ void PageMap::mark_mapped(const PageRun& run) {
     if (mapped(p)) continue;
     set_bit(mapped_bits_, p, true);
     ++mapped_pages_;
-    if (live_[p] == 0) set_bit(free_bits_, p, true);
+    if (!busy(p)) set_bit(free_bits_, p, true);
     else ++mapped_busy_pages_;
   }
 }
@@ -76,7 +126,7 @@ void PageMap::mark_unmapped(const PageRun& run) {
     set_bit(mapped_bits_, p, false);
     set_bit(free_bits_, p, false);
     --mapped_pages_;
-    if (live_[p] != 0) --mapped_busy_pages_;  // caller broke the contract; validate() reports it
+    if (busy(p)) --mapped_busy_pages_;  // caller broke the contract; validate() reports it
   }
 }
 
@@ -105,19 +155,21 @@ bool PageMap::is_mapped(std::uint64_t offset) const {
 }
 
 Result<void> PageMap::validate() const {
-  std::uint64_t m = 0, busy = 0, mbusy = 0, total = 0;
+  std::uint64_t m = 0, busy_n = 0, mbusy = 0, total = 0;
   for (std::size_t p = 0; p < live_.size(); ++p) {
-    total += live_[p];
     bool is_m = mapped(p);
     bool is_f = (free_bits_[p / 64] >> (p % 64)) & 1u;
+    bool is_full = (full_bits_[p / 64] >> (p % 64)) & 1u;
     if (live_[p] > page_) return fail(ErrorCode::internal, "pagemap: page {} over-full", p);
-    if (live_[p] != 0 && !is_m) return fail(ErrorCode::internal, "pagemap: live page {} not mapped", p);
-    if (is_f != (is_m && live_[p] == 0)) return fail(ErrorCode::internal, "pagemap: free bit wrong at {}", p);
+    if (is_full && live_[p] != 0) return fail(ErrorCode::internal, "pagemap: page {} both full and shared", p);
+    total += is_full ? page_ : live_[p];
+    if (busy(p) && !is_m) return fail(ErrorCode::internal, "pagemap: live page {} not mapped", p);
+    if (is_f != (is_m && !busy(p))) return fail(ErrorCode::internal, "pagemap: free bit wrong at {}", p);
     m += is_m;
-    busy += live_[p] != 0;
-    mbusy += is_m && live_[p] != 0;
+    busy_n += busy(p);
+    mbusy += is_m && busy(p);
   }
-  if (m != mapped_pages_ || busy != busy_pages_ || mbusy != mapped_busy_pages_ || total != live_total_)
+  if (m != mapped_pages_ || busy_n != busy_pages_ || mbusy != mapped_busy_pages_ || total != live_total_)
     return fail(ErrorCode::internal, "pagemap: counters disagree");
   return {};
 }

@@ -2,7 +2,10 @@
 // of them live blocks need.
 //
 // Each page (the backend's mapping granularity, 2 MiB on CUDA) carries the
-// count of live bytes on it. A page must be mapped while any live byte is on
+// count of live bytes on it. Pages a block covers entirely (its interior) can
+// hold no other block, so they are tracked as one bit each and updated a
+// 64-page word at a time: a 1 GiB block costs a few word operations, not 512
+// counter updates. A page must be mapped while any live byte is on
 // it; a mapped page with none is "free mapped": slack the pool may keep for
 // reuse or unmap. The pool asks for the runs to map before handing out a
 // block and for free-mapped runs (highest addresses first, so memory stays
@@ -13,6 +16,7 @@
 // Thread safety: none; the owning pool serialises access.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -33,7 +37,8 @@ class PageMap {
   // [offset, offset + len) becomes live; appends the runs of its pages that
   // are not mapped yet (the caller maps them, then calls mark_mapped).
   void acquire(std::uint64_t offset, std::uint64_t len, std::vector<PageRun>& to_map);
-  // [offset, offset + len) is no longer live.
+  // [offset, offset + len) is no longer live. Must match an earlier acquire
+  // exactly (a block is released whole), since interior pages are kept as bits.
   void release(std::uint64_t offset, std::uint64_t len);
 
   void mark_mapped(const PageRun& run);
@@ -60,7 +65,26 @@ class PageMap {
   }
 
   std::uint64_t base_, size_, page_;
-  std::vector<std::uint64_t> live_;         // live bytes per page
+  // Applies f(word, mask) to the words of pages [first, last).
+  template <typename F>
+  static void for_words(std::size_t first, std::size_t last, F&& f) {
+    while (first < last) {
+      std::size_t w = first / 64, lo = first % 64;
+      std::size_t n = std::min<std::size_t>(64 - lo, last - first);
+      std::uint64_t mask = (n == 64 ? ~std::uint64_t{0} : ((std::uint64_t{1} << n) - 1)) << lo;
+      f(w, mask);
+      first += n;
+    }
+  }
+  void add_partial(std::size_t p, std::uint64_t bytes, std::vector<PageRun>* to_map);
+  void remove_partial(std::size_t p, std::uint64_t bytes);
+  void append_run(std::vector<PageRun>& runs, std::size_t p, std::size_t count) const;
+  bool busy(std::size_t p) const noexcept {
+    return live_[p] != 0 || ((full_bits_[p / 64] >> (p % 64)) & 1u);
+  }
+
+  std::vector<std::uint64_t> live_;         // live bytes per page from blocks that cover it partly
+  std::vector<std::uint64_t> full_bits_;    // page lies inside one block entirely
   std::vector<std::uint64_t> mapped_bits_;  // page is mapped
   std::vector<std::uint64_t> free_bits_;    // page is mapped and has no live byte
   std::uint64_t mapped_pages_ = 0;

@@ -1,0 +1,146 @@
+// alloc_bench — memd's pool on the host device against glibc malloc, in one
+// process: cached alloc+free pairs (512 B – 1 GiB), pairs and churn with 10 /
+// 10,000 / 100,000 live blocks, and several threads on one pool.
+//
+//   build/release/bench/memd_alloc_bench --benchmark_repetitions=5
+//       (add --benchmark_report_aggregates_only=true)
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+
+#include "bench_support.hpp"
+
+namespace memd::bench {
+namespace {
+
+DevicePool& host_pool() {
+  static PoolHolder holder = make_pool(DeviceId::host(0));
+  return *holder.pool;
+}
+
+void BM_MemdPair(benchmark::State& state) {
+  auto& pool = host_pool();
+  auto size = static_cast<std::uint64_t>(state.range(0));
+  for (auto _ : state) {
+    auto p = pool.allocate(size);
+    benchmark::DoNotOptimize(p);
+    (void)pool.deallocate(*p);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_MallocPair(benchmark::State& state) {
+  auto size = static_cast<std::size_t>(state.range(0));
+  for (auto _ : state) {
+    void* p = std::malloc(size);
+    benchmark::DoNotOptimize(p);
+    std::free(p);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// An alloc+free pair of mixed sizes while `live` other blocks are held.
+void BM_MemdPairWithLive(benchmark::State& state) {
+  auto& pool = host_pool();
+  auto live = static_cast<std::size_t>(state.range(0));
+  auto background = size_mix(live, 1);
+  std::vector<void*> held;
+  held.reserve(live);
+  for (auto s : background) held.push_back(*pool.allocate(s / 16 + 512));  // keep 100k blocks modest in bytes
+  auto sizes = size_mix(4096, 2);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto p = pool.allocate(sizes[i++ & 4095]);
+    benchmark::DoNotOptimize(p);
+    (void)pool.deallocate(*p);
+  }
+  for (auto* p : held) (void)pool.deallocate(p);
+  state.SetItemsProcessed(state.iterations());
+}
+
+// Replace a random one of `live` blocks per iteration (one free + one allocate).
+void BM_MemdChurnWithLive(benchmark::State& state) {
+  auto& pool = host_pool();
+  auto live = static_cast<std::size_t>(state.range(0));
+  auto sizes = size_mix(live + 8192, 3);
+  std::vector<void*> held;
+  held.reserve(live);
+  for (std::size_t k = 0; k < live; ++k) held.push_back(*pool.allocate(sizes[k] / 16 + 512));
+  std::mt19937_64 rng(4);
+  std::vector<std::size_t> victims(8192);
+  for (auto& v : victims) v = rng() % live;
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto k = victims[i & 8191];
+    (void)pool.deallocate(held[k]);
+    held[k] = *pool.allocate(sizes[i & 8191] / 16 + 512);
+    ++i;
+  }
+  for (auto* p : held) (void)pool.deallocate(p);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_MallocChurnWithLive(benchmark::State& state) {
+  auto live = static_cast<std::size_t>(state.range(0));
+  auto sizes = size_mix(live + 8192, 3);
+  std::vector<void*> held;
+  for (std::size_t k = 0; k < live; ++k) held.push_back(std::malloc(sizes[k] / 16 + 512));
+  std::mt19937_64 rng(4);
+  std::vector<std::size_t> victims(8192);
+  for (auto& v : victims) v = rng() % live;
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto k = victims[i & 8191];
+    std::free(held[k]);
+    held[k] = std::malloc(sizes[i & 8191] / 16 + 512);
+    ++i;
+  }
+  for (auto* p : held) std::free(p);
+  state.SetItemsProcessed(state.iterations());
+}
+
+// Several threads allocating and freeing mixed sizes on one pool.
+void BM_MemdThreads(benchmark::State& state) {
+  auto& pool = host_pool();
+  auto sizes = size_mix(1024, 10 + static_cast<std::uint64_t>(state.thread_index()));
+  std::vector<void*> mine(8, nullptr);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto& slot = mine[i & 7];
+    if (slot) (void)pool.deallocate(slot);
+    slot = *pool.allocate(sizes[i & 1023]);
+    ++i;
+  }
+  for (auto* p : mine)
+    if (p) (void)pool.deallocate(p);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_MallocThreads(benchmark::State& state) {
+  auto sizes = size_mix(1024, 10 + static_cast<std::uint64_t>(state.thread_index()));
+  std::vector<void*> mine(8, nullptr);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto& slot = mine[i & 7];
+    std::free(slot);
+    slot = std::malloc(sizes[i & 1023]);
+    ++i;
+  }
+  for (auto* p : mine) std::free(p);
+  state.SetItemsProcessed(state.iterations());
+}
+
+#define MEMD_PAIR_SIZES \
+  Arg(512)->Arg(4096)->Arg(65536)->Arg(1 << 20)->Arg(16 << 20)->Arg(64 << 20)->Arg(256 << 20)->Arg(1 << 30)
+BENCHMARK(BM_MemdPair)->MEMD_PAIR_SIZES;
+BENCHMARK(BM_MallocPair)->MEMD_PAIR_SIZES;
+BENCHMARK(BM_MemdPairWithLive)->Arg(10)->Arg(10000)->Arg(100000);
+BENCHMARK(BM_MemdChurnWithLive)->Arg(10)->Arg(10000)->Arg(100000);
+BENCHMARK(BM_MallocChurnWithLive)->Arg(10)->Arg(10000)->Arg(100000);
+BENCHMARK(BM_MemdThreads)->Threads(1)->Threads(2)->Threads(4)->UseRealTime();
+BENCHMARK(BM_MallocThreads)->Threads(1)->Threads(2)->Threads(4)->UseRealTime();
+
+}  // namespace
+}  // namespace memd::bench
+
+BENCHMARK_MAIN();

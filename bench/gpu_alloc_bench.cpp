@@ -1,0 +1,164 @@
+// gpu_alloc_bench — memd's pool on cuda:0 against cudaMalloc and the
+// cudaMallocAsync pool (release threshold = max), in one process, on the same
+// workloads: cached alloc+free pairs from 512 B to 1 GiB, and pairs with
+// 10 / 10,000 / 100,000 live blocks. Needs a GPU; exits 0 with a message
+// without one (or when built without CUDA).
+//
+//   LD_LIBRARY_PATH=.gpu/lib .gpu/bin/memd_gpu_alloc_bench
+//       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+
+#if defined(MEMD_WITH_CUDA)
+#include <cuda_runtime_api.h>
+
+#include <limits>
+
+#include "bench_support.hpp"
+
+namespace memd::bench {
+namespace {
+
+DevicePool& gpu_pool() {
+  static PoolHolder holder = make_pool(DeviceId::cuda(0));
+  return *holder.pool;
+}
+
+cudaStream_t bench_stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t st;
+    cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
+    return st;
+  }();
+  return s;
+}
+
+cudaMemPool_t async_pool() {
+  static cudaMemPool_t pool = [] {
+    cudaMemPool_t p;
+    cudaDeviceGetDefaultMemPool(&p, 0);
+    std::uint64_t threshold = std::numeric_limits<std::uint64_t>::max();
+    cudaMemPoolSetAttribute(p, cudaMemPoolAttrReleaseThreshold, &threshold);
+    return p;
+  }();
+  return pool;
+}
+
+void BM_MemdPair(benchmark::State& state) {
+  auto& pool = gpu_pool();
+  auto size = static_cast<std::uint64_t>(state.range(0));
+  for (auto _ : state) {
+    auto p = pool.allocate(size);
+    if (!p) {
+      state.SkipWithError(p.error().message.c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(p);
+    (void)pool.deallocate(*p);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_CudaMallocAsyncPair(benchmark::State& state) {
+  async_pool();
+  auto size = static_cast<std::size_t>(state.range(0));
+  auto s = bench_stream();
+  for (auto _ : state) {
+    void* p = nullptr;
+    if (cudaMallocAsync(&p, size, s) != cudaSuccess) {
+      state.SkipWithError("cudaMallocAsync failed");
+      break;
+    }
+    benchmark::DoNotOptimize(p);
+    cudaFreeAsync(p, s);
+  }
+  cudaStreamSynchronize(s);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_CudaMallocPair(benchmark::State& state) {
+  auto size = static_cast<std::size_t>(state.range(0));
+  for (auto _ : state) {
+    void* p = nullptr;
+    if (cudaMalloc(&p, size) != cudaSuccess) {
+      state.SkipWithError("cudaMalloc failed");
+      break;
+    }
+    benchmark::DoNotOptimize(p);
+    cudaFree(p);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_MemdPairWithLive(benchmark::State& state) {
+  auto& pool = gpu_pool();
+  auto live = static_cast<std::size_t>(state.range(0));
+  std::vector<void*> held;
+  for (auto s : size_mix(live, 1)) held.push_back(*pool.allocate(s / 16 + 512));
+  auto sizes = size_mix(4096, 2);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto p = pool.allocate(sizes[i++ & 4095]);
+    benchmark::DoNotOptimize(p);
+    (void)pool.deallocate(*p);
+  }
+  for (auto* p : held) (void)pool.deallocate(p);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_CudaMallocAsyncPairWithLive(benchmark::State& state) {
+  async_pool();
+  auto s = bench_stream();
+  auto live = static_cast<std::size_t>(state.range(0));
+  std::vector<void*> held;
+  for (auto sz : size_mix(live, 1)) {
+    void* p = nullptr;
+    cudaMallocAsync(&p, sz / 16 + 512, s);
+    held.push_back(p);
+  }
+  auto sizes = size_mix(4096, 2);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    void* p = nullptr;
+    cudaMallocAsync(&p, sizes[i++ & 4095], s);
+    benchmark::DoNotOptimize(p);
+    cudaFreeAsync(p, s);
+  }
+  for (auto* p : held) cudaFreeAsync(p, s);
+  cudaStreamSynchronize(s);
+  state.SetItemsProcessed(state.iterations());
+}
+
+#define MEMD_PAIR_SIZES \
+  Arg(512)->Arg(4096)->Arg(65536)->Arg(1 << 20)->Arg(16 << 20)->Arg(64 << 20)->Arg(256 << 20)->Arg(1 << 30)
+BENCHMARK(BM_MemdPair)->MEMD_PAIR_SIZES;
+BENCHMARK(BM_CudaMallocAsyncPair)->MEMD_PAIR_SIZES;
+BENCHMARK(BM_CudaMallocPair)->MEMD_PAIR_SIZES->Iterations(200);
+BENCHMARK(BM_MemdPairWithLive)->Arg(10)->Arg(10000)->Arg(100000);
+BENCHMARK(BM_CudaMallocAsyncPairWithLive)->Arg(10)->Arg(10000)->Arg(100000);
+
+bool have_gpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+}  // namespace
+}  // namespace memd::bench
+
+int main(int argc, char** argv) {
+  if (!memd::bench::have_gpu()) {
+    std::printf("gpu_alloc_bench: no CUDA device found; nothing to measure\n");
+    return 0;
+  }
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
+#else
+int main() {
+  std::printf("gpu_alloc_bench: built without CUDA; nothing to measure\n");
+  return 0;
+}
+#endif
