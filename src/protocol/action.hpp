@@ -1,0 +1,88 @@
+// protocol/action.hpp — what one entry of the action table is.
+//
+// An Action is everything memd knows about one operation: its stdio name, its
+// REST routes, the parameters it takes (checked by the dispatcher before the
+// handler runs, and rendered into docs/api.md and OpenAPI), an example, and
+// the handler that calls MemoryService and encodes the result. Transports
+// only translate their framing into (action, params, context) and back.
+//
+// Thread safety: actions are immutable; handlers are as thread-safe as
+// MemoryService (fully).
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "memd/error.hpp"
+
+namespace memd {
+
+class MemoryService;
+class Params;
+
+enum class HttpMethod { Get, Post, Put, Delete };
+std::string_view to_string(HttpMethod method) noexcept;
+
+// How a route carries its data. Json: params in path + query (GET/DELETE) or
+// path + JSON body (POST/PUT). Binary: path + query, with the payload as an
+// application/octet-stream body (upload) or response (download).
+enum class RouteBody { Json, BinaryUpload, BinaryDownload };
+
+struct Route {
+  HttpMethod method = HttpMethod::Get;
+  std::string_view path;  // template: "/api/memory/allocations/{allocationId}"
+  int success_status = 200;
+  RouteBody body = RouteBody::Json;
+  // True for a GET that must never change state (memory_limits reads).
+  bool read_only = false;
+};
+
+enum class ParamKind {
+  String, Size, Count, Boolean, StringList, DeviceId, AllocationId,
+  MemoryType, AllocationType, AllocationStatus, Priority, Base64,
+};
+std::string_view to_string(ParamKind kind) noexcept;
+
+struct ParamSpec {
+  std::string_view name;
+  ParamKind kind = ParamKind::String;
+  bool required = false;
+  std::string_view description;
+  // Only over stdio (REST carries these as the octet-stream body).
+  bool stdio_only = false;
+};
+
+// Who is calling and how. The owner comes from the transport (stdio host,
+// X-Memd-Owner), never from params, so a client cannot allocate as another.
+struct CallContext {
+  std::string owner = "anonymous";
+  std::optional<std::span<const std::byte>> payload;  // REST upload body
+  bool binary_response = false;                       // REST download
+  bool read_only = false;                             // the route only reads
+};
+
+struct Outcome {
+  nlohmann::json result = nlohmann::json::object();
+  std::optional<std::vector<std::byte>> bytes;  // a binary download's body
+};
+
+using ActionHandler = std::function<Result<Outcome>(MemoryService&, const Params&, const CallContext&)>;
+
+struct Action {
+  std::string_view name;         // "memory_allocate"
+  std::string_view summary;      // one line, for docs and OpenAPI
+  std::vector<Route> routes;
+  std::vector<ParamSpec> params;
+  std::string_view example_params;  // JSON text
+  std::string_view example_result;  // JSON text
+  ActionHandler handler;
+};
+
+}  // namespace memd

@@ -1,0 +1,426 @@
+// The action table: every operation of the Memory domain, once.
+//
+// Each entry's handler reads its (already validated) params, calls the
+// service and encodes the result. Adding an operation means adding an entry
+// here; both transports, docs/api.md and /api/openapi.json follow from it.
+#include "protocol/action_table.hpp"
+
+#include <algorithm>
+#include <new>
+
+#include "memd/size.hpp"
+#include "protocol/base64.hpp"
+#include "protocol/params.hpp"
+#include "protocol/wire_encoding.hpp"
+#include "service/memory_service.hpp"
+
+namespace memd {
+namespace {
+
+#define MEMD_CONCAT_INNER(a, b) a##b
+#define MEMD_CONCAT(a, b) MEMD_CONCAT_INNER(a, b)
+// Unwraps a Result into lhs or returns its error from the enclosing function.
+#define MEMD_ASSIGN_OR_RETURN(lhs, expr)                                       \
+  auto MEMD_CONCAT(memd_result_, __LINE__) = (expr);                           \
+  if (!MEMD_CONCAT(memd_result_, __LINE__))                                    \
+    return fail(std::move(MEMD_CONCAT(memd_result_, __LINE__)).error());       \
+  lhs = std::move(*MEMD_CONCAT(memd_result_, __LINE__))
+
+// One read answers at most this much: a stdio response line carries it in
+// base64 and a REST response in memory, so a whole 100 GiB allocation cannot
+// be asked for at once.
+constexpr std::uint64_t kMaxReadBytes = 1 * kGiB;
+constexpr std::uint64_t kMaxPageLimit = 1000;
+constexpr std::uint64_t kDefaultPageLimit = 100;
+
+Outcome ok(nlohmann::json result) { return Outcome{std::move(result), std::nullopt}; }
+
+Result<Outcome> memory_status(MemoryService& s, const Params& p, const CallContext&) {
+  MEMD_ASSIGN_OR_RETURN(auto device, p.device("deviceId"));
+  MEMD_ASSIGN_OR_RETURN(auto report, s.status(device));
+  return ok(to_json(report));
+}
+
+Result<Outcome> memory_usage(MemoryService& s, const Params&, const CallContext&) {
+  return ok(to_json(s.usage()));
+}
+
+Result<Outcome> memory_allocations(MemoryService& s, const Params& p, const CallContext&) {
+  AllocationQuery q;
+  MEMD_ASSIGN_OR_RETURN(q.filter.device, p.device("deviceId"));
+  MEMD_ASSIGN_OR_RETURN(q.filter.memory_type, p.memory_type("memoryType"));
+  MEMD_ASSIGN_OR_RETURN(q.filter.owner, p.string("owner"));
+  MEMD_ASSIGN_OR_RETURN(q.filter.status, p.allocation_status("status"));
+  MEMD_ASSIGN_OR_RETURN(q.filter.tag, p.string("tag"));
+  MEMD_ASSIGN_OR_RETURN(auto offset, p.count("offset", kMaxRequestBytes));
+  MEMD_ASSIGN_OR_RETURN(auto limit, p.count("limit", kMaxPageLimit));
+  q.offset = offset.value_or(0);
+  q.limit = limit.value_or(kDefaultPageLimit);
+  return ok(to_json(s.allocations(q)));
+}
+
+Result<Outcome> memory_allocation_details(MemoryService& s, const Params& p, const CallContext&) {
+  MEMD_ASSIGN_OR_RETURN(auto id, required(p.allocation_id("allocationId"), "allocationId"));
+  MEMD_ASSIGN_OR_RETURN(auto record, s.allocation(id));
+  return ok(to_json(record));
+}
+
+Result<Outcome> memory_allocate(MemoryService& s, const Params& p, const CallContext& ctx) {
+  AllocationRequest r;
+  MEMD_ASSIGN_OR_RETURN(r.size_bytes, required(p.size("sizeBytes"), "sizeBytes"));
+  MEMD_ASSIGN_OR_RETURN(r.device, p.device("deviceId"));
+  MEMD_ASSIGN_OR_RETURN(auto type, p.memory_type("memoryType"));
+  // System RAM has no VRAM: an untyped request for `cpu` means RAM.
+  r.memory_type = type.value_or(r.device && !r.device->is_gpu_like() ? MemoryType::RAM
+                                                                     : MemoryType::VRAM);
+  MEMD_ASSIGN_OR_RETURN(auto name, p.string("name"));
+  r.name = name.value_or("");
+  MEMD_ASSIGN_OR_RETURN(auto priority, p.priority("priority"));
+  r.priority = priority.value_or(MemoryPriority::Normal);
+  MEMD_ASSIGN_OR_RETURN(auto kind, p.allocation_type("allocationType"));
+  r.allocation_type = kind.value_or(MemoryAllocationType::Buffer);
+  MEMD_ASSIGN_OR_RETURN(auto tags, p.strings("tags"));
+  r.tags = tags.value_or(std::vector<std::string>{});
+  MEMD_ASSIGN_OR_RETURN(auto pinned, p.boolean("pinned"));
+  r.pinned = pinned.value_or(false);
+  r.owner = ctx.owner;
+  MEMD_ASSIGN_OR_RETURN(auto record, s.allocate(r));
+  return ok(to_json(record));
+}
+
+Result<Outcome> memory_deallocate(MemoryService& s, const Params& p, const CallContext&) {
+  MEMD_ASSIGN_OR_RETURN(auto id, required(p.allocation_id("allocationId"), "allocationId"));
+  MEMD_ASSIGN_OR_RETURN(auto record, s.deallocate(id));
+  return ok(to_json(record));
+}
+
+Result<Outcome> memory_write(MemoryService& s, const Params& p, const CallContext& ctx) {
+  MEMD_ASSIGN_OR_RETURN(auto id, required(p.allocation_id("allocationId"), "allocationId"));
+  MEMD_ASSIGN_OR_RETURN(auto offset, p.size("offset"));
+  std::vector<std::byte> decoded;
+  std::span<const std::byte> data;
+  if (ctx.payload) {
+    data = *ctx.payload;
+  } else {
+    MEMD_ASSIGN_OR_RETURN(auto text, required(p.string("data"), "data"));
+    auto bytes = base64_decode(text);
+    if (!bytes) return fail(ErrorCode::invalid_argument, "parameter 'data': {}", bytes.error().message);
+    decoded = std::move(*bytes);
+    data = decoded;
+  }
+  if (auto written = s.write(id, offset.value_or(0), data); !written) return fail(written.error());
+  return ok({{"allocationId", id.to_string()},
+             {"offset", offset.value_or(0)},
+             {"bytesWritten", data.size()}});
+}
+
+Result<Outcome> memory_read(MemoryService& s, const Params& p, const CallContext& ctx) {
+  MEMD_ASSIGN_OR_RETURN(auto id, required(p.allocation_id("allocationId"), "allocationId"));
+  MEMD_ASSIGN_OR_RETURN(auto offset_opt, p.size("offset"));
+  MEMD_ASSIGN_OR_RETURN(auto length_opt, p.size("length"));
+  const std::uint64_t offset = offset_opt.value_or(0);
+  std::uint64_t length = 0;
+  if (length_opt) {
+    length = *length_opt;
+  } else {
+    // Without a length, the rest of the allocation from offset.
+    MEMD_ASSIGN_OR_RETURN(auto record, s.allocation(id));
+    if (offset > record.size_bytes)
+      return fail(ErrorCode::invalid_argument, "offset {} is beyond the allocation's {} bytes",
+                  offset, record.size_bytes);
+    length = record.size_bytes - offset;
+  }
+  if (length > kMaxReadBytes)
+    return fail(ErrorCode::invalid_argument,
+                "length {} exceeds the {} bytes one read may return; read in pieces", length,
+                kMaxReadBytes);
+  MEMD_ASSIGN_OR_RETURN(auto bytes, s.read(id, offset, length));
+  Outcome out;
+  out.result = {{"allocationId", id.to_string()}, {"offset", offset}, {"length", bytes.size()}};
+  if (ctx.binary_response) out.bytes = std::move(bytes);
+  else out.result["data"] = base64_encode(bytes);
+  return out;
+}
+
+Result<Outcome> memory_limits(MemoryService& s, const Params& p, const CallContext& ctx) {
+  const bool names_scope = p.has_value("deviceId") || p.has_value("memoryType") || p.has_value("owner");
+  if (ctx.read_only || !names_scope) return ok(to_json(s.limits()));
+  LimitUpdate u;
+  MEMD_ASSIGN_OR_RETURN(u.device, p.device("deviceId"));
+  MEMD_ASSIGN_OR_RETURN(u.memory_type, p.memory_type("memoryType"));
+  MEMD_ASSIGN_OR_RETURN(u.owner, p.string("owner"));
+  // An absent `bytes` is a mistake more often than a wish to remove a limit:
+  // removal is spelled out as "bytes": null.
+  if (!p.contains("bytes"))
+    return fail(ErrorCode::invalid_argument,
+                "missing required parameter 'bytes' (null removes the limit)");
+  MEMD_ASSIGN_OR_RETURN(u.bytes, p.size("bytes"));
+  MEMD_ASSIGN_OR_RETURN(auto limits, s.update_limits(u));
+  return ok(to_json(limits));
+}
+
+Result<Outcome> memory_clear(MemoryService& s, const Params& p, const CallContext&) {
+  ClearRequest r;
+  MEMD_ASSIGN_OR_RETURN(r.owner, p.string("owner"));
+  MEMD_ASSIGN_OR_RETURN(r.memory_type, p.memory_type("memoryType"));
+  MEMD_ASSIGN_OR_RETURN(r.device, p.device("deviceId"));
+  MEMD_ASSIGN_OR_RETURN(r.below_priority, p.priority("belowPriority"));
+  MEMD_ASSIGN_OR_RETURN(auto pinned, p.boolean("includePinned"));
+  r.include_pinned = pinned.value_or(false);
+  return ok(to_json(s.clear(r)));
+}
+
+Result<Outcome> memory_optimize(MemoryService& s, const Params&, const CallContext&) {
+  return ok(to_json(s.optimize()));
+}
+
+Result<Outcome> memory_health(MemoryService& s, const Params&, const CallContext&) {
+  return ok(to_json(s.health()));
+}
+
+Result<Outcome> memory_devices(MemoryService& s, const Params&, const CallContext&) {
+  nlohmann::json devices = nlohmann::json::array();
+  for (const auto& d : s.devices()) devices.push_back(to_json(d));
+  return ok({{"devices", std::move(devices)}});
+}
+
+using K = ParamKind;
+constexpr auto Get = HttpMethod::Get;
+constexpr auto Post = HttpMethod::Post;
+constexpr auto Put = HttpMethod::Put;
+constexpr auto Delete = HttpMethod::Delete;
+
+std::vector<Action> build_table() {
+  std::vector<Action> t;
+  t.push_back(Action{
+      "memory_status",
+      "Memory of every device, or of one: device totals plus memd's reserved, allocated, fragmentation and health.",
+      {{Get, "/api/memory/status"}, {Get, "/api/memory/status/{deviceId}"}},
+      {{"deviceId", K::DeviceId, false, "Only this device (cuda:N, host:N or cpu)."}},
+      R"({"deviceId": "host:0"})",
+      R"({"health": "Healthy", "devices": [{"deviceId": "host:0", "name": "host-backed device", "backend": "host", "simulated": true, "totalBytes": 8589934592, "usedBytes": 2097152, "freeBytes": 8587837440, "reservedBytes": 2097152, "allocatedBytes": 1048576, "allocations": 1, "fragmentation": 0.0, "limitBytes": null, "health": "Healthy", "pools": [{"memoryType": "VRAM", "allocatedBytes": 1048576, "reservedBytes": 2097152, "liveAllocations": 1, "fragmentation": 0.0}]}]})",
+      memory_status});
+  t.push_back(Action{
+      "memory_usage",
+      "Bytes allocated and reserved, by device, by memory type and by owner.",
+      {{Get, "/api/memory/usage"}},
+      {},
+      R"({})",
+      R"({"total": {"allocatedBytes": 1048576, "reservedBytes": 2097152, "allocations": 1}, "byDevice": {"host:0": {"allocatedBytes": 1048576, "reservedBytes": 2097152, "allocations": 1}}, "byMemoryType": {"VRAM": {"allocatedBytes": 1048576, "reservedBytes": 2097152, "allocations": 1}}, "byOwner": {"anonymous": {"allocatedBytes": 1048576, "allocations": 1}}})",
+      memory_usage});
+  t.push_back(Action{
+      "memory_allocations",
+      "List allocations, newest first, filtered and paged; total counts every match.",
+      {{Get, "/api/memory/allocations"}},
+      {{"deviceId", K::DeviceId, false, "Only allocations on this device."},
+       {"memoryType", K::MemoryType, false, "Only this memory type."},
+       {"owner", K::String, false, "Only this owner's allocations."},
+       {"status", K::AllocationStatus, false, "Only allocations in this status."},
+       {"tag", K::String, false, "Only allocations carrying this tag."},
+       {"offset", K::Count, false, "Matches to skip (default 0)."},
+       {"limit", K::Count, false, "Most items to return (default 100, at most 1000)."}},
+      R"({"owner": "anonymous", "limit": 10})",
+      R"({"items": [{"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Allocated", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"}], "total": 1, "offset": 0, "limit": 10})",
+      memory_allocations});
+  t.push_back(Action{
+      "memory_allocation_details",
+      "One allocation's record.",
+      {{Get, "/api/memory/allocations/{allocationId}"}},
+      {{"allocationId", K::AllocationId, true, "The allocation's GUID."}},
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"})",
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Allocated", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"})",
+      memory_allocation_details});
+  t.push_back(Action{
+      "memory_allocate",
+      "Allocate memory for the caller (the owner is the stdio host or the X-Memd-Owner header).",
+      {{Post, "/api/memory/allocations", 201}},
+      {{"sizeBytes", K::Size, true, "Bytes to allocate: an integer or a string such as \"512MiB\"."},
+       {"memoryType", K::MemoryType, false, "VRAM (default; RAM for cpu), RAM, SharedMemory or UnifiedMemory."},
+       {"deviceId", K::DeviceId, false, "Where: cuda:N, host:N or cpu (default: first GPU, else host:0)."},
+       {"name", K::String, false, "A label for people."},
+       {"priority", K::Priority, false, "Low, Normal (default), High or Critical."},
+       {"allocationType", K::AllocationType, false, "What it is for (default Buffer)."},
+       {"tags", K::StringList, false, "Tags to filter by later."},
+       {"pinned", K::Boolean, false, "Never move it (default false)."}},
+      R"({"sizeBytes": 1048576, "memoryType": "VRAM", "deviceId": "host:0"})",
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Allocated", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"})",
+      memory_allocate});
+  t.push_back(Action{
+      "memory_deallocate",
+      "Free an allocation; answers its final record (status Freed). A second free is not_found.",
+      {{Delete, "/api/memory/allocations/{allocationId}"}},
+      {{"allocationId", K::AllocationId, true, "The allocation's GUID."}},
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"})",
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Freed", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"})",
+      memory_deallocate});
+  t.push_back(Action{
+      "memory_write",
+      "Write bytes into an allocation at offset (bounds-checked). REST sends them as an application/octet-stream body, stdio as base64 in data.",
+      {{Put, "/api/memory/allocations/{allocationId}/data", 200, RouteBody::BinaryUpload}},
+      {{"allocationId", K::AllocationId, true, "The allocation's GUID."},
+       {"offset", K::Size, false, "Where to start writing (default 0)."},
+       {"data", K::Base64, true, "The bytes, base64 (stdio only; REST sends the raw body).", true}},
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "offset": 0, "data": "aGVsbG8="})",
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "offset": 0, "bytesWritten": 5})",
+      memory_write});
+  t.push_back(Action{
+      "memory_read",
+      "Read bytes of an allocation (bounds-checked; at most 1 GiB a call). REST answers application/octet-stream, stdio base64 in data.",
+      {{Get, "/api/memory/allocations/{allocationId}/data", 200, RouteBody::BinaryDownload}},
+      {{"allocationId", K::AllocationId, true, "The allocation's GUID."},
+       {"offset", K::Size, false, "Where to start reading (default 0)."},
+       {"length", K::Size, false, "How many bytes (default: to the end)."}},
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "offset": 0, "length": 5})",
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "offset": 0, "length": 5, "data": "aGVsbG8="})",
+      memory_read});
+  t.push_back(Action{
+      "memory_limits",
+      "Read the limits, or set one: name exactly one of deviceId, memoryType or owner with bytes (null removes it).",
+      {{Get, "/api/memory/limits", 200, RouteBody::Json, true}, {Put, "/api/memory/limits"}},
+      {{"deviceId", K::DeviceId, false, "Limit this device."},
+       {"memoryType", K::MemoryType, false, "Limit this memory type (over all devices)."},
+       {"owner", K::String, false, "Limit this owner."},
+       {"bytes", K::Size, false, "The limit; null removes it. Required when setting."}},
+      R"({"owner": "worker-1", "bytes": "512MiB"})",
+      R"({"perDevice": {}, "perMemoryType": {}, "perOwner": {"worker-1": 536870912}})",
+      memory_limits});
+  t.push_back(Action{
+      "memory_clear",
+      "Give cached memory back to the devices; with a filter, also free the matching allocations (pinned ones only with includePinned).",
+      {{Post, "/api/memory/clear"}},
+      {{"owner", K::String, false, "Free this owner's allocations."},
+       {"memoryType", K::MemoryType, false, "Free allocations of this memory type."},
+       {"deviceId", K::DeviceId, false, "Free allocations on this device."},
+       {"belowPriority", K::Priority, false, "Free allocations of lower priority than this."},
+       {"includePinned", K::Boolean, false, "Free pinned allocations too (default false)."}},
+      R"({"owner": "worker-1"})",
+      R"({"freedAllocations": 1, "freedBytes": 1048576, "releasedBytes": 2097152, "allocationIds": ["a1b2c3d4-e5f6-4890-abcd-ef1234567890"]})",
+      memory_clear});
+  t.push_back(Action{
+      "memory_optimize",
+      "Release every byte memd holds but does not use, and report how many.",
+      {{Post, "/api/memory/optimize"}},
+      {},
+      R"({})",
+      R"({"releasedBytes": 2097152, "reservedBeforeBytes": 4194304, "reservedAfterBytes": 2097152})",
+      memory_optimize});
+  t.push_back(Action{
+      "memory_health",
+      "Overall health (the worst device's), version and uptime. Never needs a token.",
+      {{Get, "/healthz"}},
+      {},
+      R"({})",
+      R"({"status": "Healthy", "version": "0.1.0", "uptimeSeconds": 42, "devices": [{"deviceId": "host:0", "health": "Healthy"}, {"deviceId": "cpu", "health": "Healthy"}]})",
+      memory_health});
+  t.push_back(Action{
+      "memory_devices",
+      "The devices memd found and what they offer.",
+      {{Get, "/api/memory/devices"}},
+      {},
+      R"({})",
+      R"({"devices": [{"deviceId": "host:0", "name": "host-backed device", "backend": "host", "simulated": true, "totalBytes": 8589934592, "freeBytes": 8589934592, "granularity": 2097152, "virtualMemory": true, "memoryTypes": ["VRAM"]}]})",
+      memory_devices});
+  return t;
+}
+
+Result<void> validate_param(const Params& p, const ParamSpec& spec) {
+  auto check = [&](auto result) -> Result<void> {
+    if (!result) return fail(result.error());
+    if (spec.required && !result->has_value())
+      return fail(ErrorCode::invalid_argument, "missing required parameter '{}'", spec.name);
+    return {};
+  };
+  switch (spec.kind) {
+    case K::String:
+    case K::Base64: return check(p.string(spec.name));
+    case K::Size: return check(p.size(spec.name));
+    case K::Count: return check(p.count(spec.name, kMaxRequestBytes));
+    case K::Boolean: return check(p.boolean(spec.name));
+    case K::StringList: return check(p.strings(spec.name));
+    case K::DeviceId: return check(p.device(spec.name));
+    case K::AllocationId: return check(p.allocation_id(spec.name));
+    case K::MemoryType: return check(p.memory_type(spec.name));
+    case K::AllocationType: return check(p.allocation_type(spec.name));
+    case K::AllocationStatus: return check(p.allocation_status(spec.name));
+    case K::Priority: return check(p.priority(spec.name));
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string_view to_string(HttpMethod method) noexcept {
+  switch (method) {
+    case HttpMethod::Get: return "GET";
+    case HttpMethod::Post: return "POST";
+    case HttpMethod::Put: return "PUT";
+    case HttpMethod::Delete: return "DELETE";
+  }
+  return "GET";
+}
+
+std::string_view to_string(ParamKind kind) noexcept {
+  switch (kind) {
+    case K::String: return "string";
+    case K::Size: return "size";
+    case K::Count: return "integer";
+    case K::Boolean: return "boolean";
+    case K::StringList: return "string[]";
+    case K::DeviceId: return "deviceId";
+    case K::AllocationId: return "GUID";
+    case K::MemoryType: return "MemoryType";
+    case K::AllocationType: return "MemoryAllocationType";
+    case K::AllocationStatus: return "MemoryAllocationStatus";
+    case K::Priority: return "MemoryPriority";
+    case K::Base64: return "base64";
+  }
+  return "string";
+}
+
+std::span<const Action> action_table() {
+  static const std::vector<Action> table = build_table();
+  return table;
+}
+
+const Action* find_action(std::string_view name) {
+  for (const auto& a : action_table())
+    if (a.name == name) return &a;
+  return nullptr;
+}
+
+std::vector<std::string> path_parameters(std::string_view path) {
+  std::vector<std::string> names;
+  for (std::size_t i = path.find('{'); i != std::string_view::npos; i = path.find('{', i)) {
+    const auto end = path.find('}', i);
+    if (end == std::string_view::npos) break;
+    names.emplace_back(path.substr(i + 1, end - i - 1));
+    i = end;
+  }
+  return names;
+}
+
+Result<void> validate_params(const Action& action, const nlohmann::json& params,
+                             const CallContext& context) {
+  if (!params.is_object()) return fail(ErrorCode::invalid_argument, "params must be a JSON object");
+  const Params p(params);
+  const bool rest_binary = context.payload.has_value() || context.binary_response;
+  for (const auto& spec : action.params) {
+    if (spec.stdio_only && rest_binary) continue;
+    if (auto ok = validate_param(p, spec); !ok) return ok;
+  }
+  return {};
+}
+
+Result<Outcome> dispatch(MemoryService& service, const Action& action, const nlohmann::json& params,
+                         const CallContext& context) {
+  try {
+    if (auto ok = validate_params(action, params, context); !ok) return fail(ok.error());
+    return action.handler(service, Params(params), context);
+  } catch (const std::bad_alloc&) {
+    return fail(ErrorCode::out_of_memory, "memd ran out of host memory serving {}", action.name);
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::internal, "{} failed: {}", action.name, e.what());
+  }
+}
+
+}  // namespace memd

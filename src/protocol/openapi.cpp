@@ -1,0 +1,160 @@
+// OpenAPI 3.0 generation from the action table.
+#include "protocol/openapi.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+#include "memd/memory_types.hpp"
+#include "memd/version.hpp"
+#include "protocol/action_table.hpp"
+
+namespace memd {
+namespace {
+
+template <typename E>
+nlohmann::json enum_schema(std::span<const E> values) {
+  nlohmann::json names = nlohmann::json::array();
+  for (E v : values) names.push_back(std::string(to_string(v)));
+  return {{"type", "string"}, {"enum", std::move(names)}};
+}
+
+nlohmann::json schema_for(ParamKind kind) {
+  switch (kind) {
+    case ParamKind::String: return {{"type", "string"}};
+    case ParamKind::Size:
+      return {{"oneOf", {{{"type", "integer"}, {"minimum", 0}},
+                         {{"type", "string"}, {"example", "512MiB"}}}}};
+    case ParamKind::Count: return {{"type", "integer"}, {"minimum", 0}};
+    case ParamKind::Boolean: return {{"type", "boolean"}};
+    case ParamKind::StringList: return {{"type", "array"}, {"items", {{"type", "string"}}}};
+    case ParamKind::DeviceId:
+      return {{"type", "string"}, {"pattern", "^(cuda:[0-9]+|host:[0-9]+|cpu)$"}};
+    case ParamKind::AllocationId: return {{"type", "string"}, {"format", "uuid"}};
+    case ParamKind::MemoryType: return enum_schema(all_memory_types());
+    case ParamKind::AllocationType: return enum_schema(all_allocation_types());
+    case ParamKind::AllocationStatus: return enum_schema(all_allocation_statuses());
+    case ParamKind::Priority: return enum_schema(all_priorities());
+    case ParamKind::Base64: return {{"type", "string"}, {"format", "byte"}};
+  }
+  return {{"type", "string"}};
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+nlohmann::json operation(const Action& action, const Route& route, std::size_t index) {
+  const auto in_path = path_parameters(route.path);
+  const bool query_params = route.method == HttpMethod::Get || route.method == HttpMethod::Delete ||
+                            route.body != RouteBody::Json;
+  nlohmann::json op = {
+      {"operationId", index == 0 ? std::string(action.name)
+                                 : std::string(action.name) + "_" + std::to_string(index)},
+      {"summary", std::string(action.summary)},
+      {"tags", {"memory"}},
+  };
+  nlohmann::json parameters = nlohmann::json::array();
+  if (route.path.starts_with("/api/"))
+    parameters.push_back({{"name", "X-Memd-Owner"},
+                          {"in", "header"},
+                          {"required", false},
+                          {"description", "Who is calling (default \"anonymous\")."},
+                          {"schema", {{"type", "string"}}}});
+  nlohmann::json body_props = nlohmann::json::object();
+  nlohmann::json body_required = nlohmann::json::array();
+  for (const auto& p : action.params) {
+    const std::string name(p.name);
+    const bool path_param = std::find(in_path.begin(), in_path.end(), name) != in_path.end();
+    if (p.stdio_only) continue;
+    if (path_param) {
+      parameters.push_back({{"name", name}, {"in", "path"}, {"required", true},
+                            {"description", std::string(p.description)}, {"schema", schema_for(p.kind)}});
+    } else if (route.read_only) {
+      continue;  // a read-only GET takes no parameters
+    } else if (query_params) {
+      parameters.push_back({{"name", name}, {"in", "query"}, {"required", p.required},
+                            {"description", std::string(p.description)}, {"schema", schema_for(p.kind)}});
+    } else {
+      auto s = schema_for(p.kind);
+      s["description"] = std::string(p.description);
+      body_props[name] = std::move(s);
+      if (p.required) body_required.push_back(name);
+    }
+  }
+  if (!parameters.empty()) op["parameters"] = std::move(parameters);
+  if (route.body == RouteBody::BinaryUpload) {
+    op["requestBody"] = {{"required", true},
+                         {"content", {{"application/octet-stream",
+                                       {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}};
+  } else if (!query_params && !body_props.empty()) {
+    nlohmann::json schema = {{"type", "object"}, {"properties", std::move(body_props)}};
+    if (!body_required.empty()) schema["required"] = std::move(body_required);
+    op["requestBody"] = {
+        {"required", !schema.value("required", nlohmann::json::array()).empty()},
+        {"content", {{"application/json",
+                      {{"schema", std::move(schema)},
+                       {"example", nlohmann::json::parse(action.example_params)}}}}}};
+  }
+  nlohmann::json success;
+  if (route.body == RouteBody::BinaryDownload) {
+    success = {{"description", "The bytes"},
+               {"content", {{"application/octet-stream",
+                             {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}};
+  } else {
+    success = {{"description", "Success"},
+               {"content", {{"application/json",
+                             {{"schema", {{"type", "object"}}},
+                              {"example", nlohmann::json::parse(action.example_result)}}}}}};
+  }
+  op["responses"] = {
+      {std::to_string(route.success_status), std::move(success)},
+      {"default", {{"description", "An error from memd's closed list of codes"},
+                   {"content", {{"application/json",
+                                 {{"schema", {{"$ref", "#/components/schemas/Error"}}}}}}}}},
+  };
+  if (route.path == "/healthz") op["security"] = nlohmann::json::array();
+  return op;
+}
+
+}  // namespace
+
+nlohmann::json openapi_document() {
+  nlohmann::json paths = nlohmann::json::object();
+  for (const auto& action : action_table()) {
+    for (std::size_t i = 0; i < action.routes.size(); ++i) {
+      const auto& r = action.routes[i];
+      paths[std::string(r.path)][lower(to_string(r.method))] = operation(action, r, i);
+    }
+  }
+  paths["/api/openapi.json"]["get"] = {
+      {"operationId", "openapi"},
+      {"summary", "This document."},
+      {"responses", {{"200", {{"description", "The OpenAPI document"}}}}},
+  };
+  nlohmann::json codes = nlohmann::json::array();
+  for (auto c : kAllErrorCodes) codes.push_back(std::string(to_string(c)));
+  return {
+      {"openapi", "3.0.3"},
+      {"info", {{"title", "memd"},
+                {"version", std::string(version())},
+                {"description", "GPU memory manager for ML inference: the Memory domain's REST API."}}},
+      {"paths", std::move(paths)},
+      {"components",
+       {{"schemas",
+         {{"Error",
+           {{"type", "object"},
+            {"required", {"error"}},
+            {"properties",
+             {{"error", {{"type", "object"},
+                         {"required", {"code", "message"}},
+                         {"properties", {{"code", {{"type", "string"}, {"enum", std::move(codes)}}},
+                                         {"message", {{"type", "string"}}}}}}}}}}}}},
+        {"securitySchemes", {{"bearer", {{"type", "http"}, {"scheme", "bearer"}}}}}}},
+      {"security", {{{"bearer", nlohmann::json::array()}}}},
+  };
+}
+
+}  // namespace memd

@@ -1,0 +1,40 @@
+// server/http/http_options.hpp — how `memd serve` listens, and the rule that
+// keeps it safe.
+//
+// memd hands out and reads back memory: off loopback it must not be open to
+// anyone who can reach the port, so a non-loopback listen address is refused
+// unless a bearer token is configured (validate_http_options).
+//
+// Thread safety: values and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "memd/error.hpp"
+#include "memd/size.hpp"
+
+namespace memd {
+
+inline constexpr int kDefaultPort = 7870;
+inline constexpr std::uint64_t kDefaultMaxBody = 64 * kMiB;
+inline constexpr std::uint64_t kDefaultMaxUpload = 1 * kGiB;
+
+struct HttpOptions {
+  std::string host = "127.0.0.1";
+  int port = kDefaultPort;  // 0: any free port (tests)
+  std::string token;        // empty: no authentication (loopback only)
+  int threads = 8;
+  std::uint64_t max_body = kDefaultMaxBody;      // JSON bodies
+  std::uint64_t max_upload = kDefaultMaxUpload;  // PUT …/data bodies
+};
+
+// "127.0.0.1:7870", "[::1]:7870", "localhost:0", "0.0.0.0:80" → host and port.
+Result<void> parse_listen(std::string_view listen, HttpOptions& options);
+// 127.0.0.0/8, ::1 and "localhost".
+bool is_loopback_host(std::string_view host) noexcept;
+// Refuses non-loopback without a token, and nonsensical limits.
+Result<void> validate_http_options(const HttpOptions& options);
+
+}  // namespace memd

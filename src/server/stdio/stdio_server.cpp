@@ -1,0 +1,113 @@
+// The JSON-lines loop: framing only; the action table does the work.
+#include "server/stdio/stdio_server.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "protocol/action_table.hpp"
+#include "protocol/error_mapping.hpp"
+#include "protocol/json_parse.hpp"
+#include "server/stdio/line_reader.hpp"
+#include "service/memory_service.hpp"
+
+namespace memd {
+namespace {
+
+std::string error_response(const nlohmann::json& id, const Error& error) {
+  return to_wire_text({{"id", id}, {"ok", false}, {"error", error_object(error)}});
+}
+
+bool write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string stdio_too_long_response(std::uint64_t max_line) {
+  return error_response(nullptr, Error{ErrorCode::payload_too_large,
+                                       fmt::format("line longer than {} bytes", max_line)});
+}
+
+std::string handle_stdio_line(MemoryService& service, std::string_view line, const std::string& owner) {
+  try {
+    auto request = parse_request_json(line);
+    if (!request) return error_response(nullptr, request.error());
+    if (!request->is_object())
+      return error_response(nullptr, Error{ErrorCode::invalid_argument, "a request must be a JSON object"});
+    nlohmann::json id = nullptr;
+    if (auto it = request->find("id"); it != request->end() && (it->is_string() || it->is_number()))
+      id = *it;
+    auto action_it = request->find("action");
+    if (action_it == request->end() || action_it->is_null())
+      return error_response(id, Error{ErrorCode::invalid_argument, "missing 'action'"});
+    if (!action_it->is_string())
+      return error_response(id, Error{ErrorCode::invalid_argument, "'action' must be a string"});
+    const auto& name = action_it->get_ref<const std::string&>();
+    const Action* action = find_action(name);
+    if (action == nullptr)
+      return error_response(id, Error{ErrorCode::not_found, fmt::format("unknown action '{}'", name)});
+    nlohmann::json params = nlohmann::json::object();
+    if (auto p = request->find("params"); p != request->end() && !p->is_null()) {
+      if (!p->is_object())
+        return error_response(id, Error{ErrorCode::invalid_argument, "'params' must be a JSON object"});
+      params = std::move(*p);
+    }
+    CallContext context;
+    context.owner = owner;
+    auto outcome = dispatch(service, *action, params, context);
+    if (!outcome) return error_response(id, outcome.error());
+    return to_wire_text({{"id", id}, {"ok", true}, {"result", std::move(outcome->result)}});
+  } catch (const std::exception& e) {
+    // The protocol layer already turns its failures into values; this is the
+    // last line so that no line can end the loop.
+    return error_response(nullptr, Error{ErrorCode::internal, e.what()});
+  }
+}
+
+int run_stdio(MemoryService& service, const StdioOptions& options, int in_fd, int out_fd) {
+  const std::string owner =
+      options.owner.empty() ? "stdio-" + std::to_string(::getpid()) : options.owner;
+  spdlog::info("memd stdio: serving owner '{}' (max line {} bytes)", owner, options.max_line);
+  LineReader reader(in_fd, static_cast<std::size_t>(options.max_line));
+  std::string line;
+  int exit_code = 0;
+  for (;;) {
+    const auto status = reader.next(line);
+    if (status == LineReader::Status::Eof) break;
+    if (status == LineReader::Status::Error) {
+      spdlog::error("memd stdio: reading stdin failed: {}", std::strerror(errno));
+      break;
+    }
+    std::string response;
+    if (status == LineReader::Status::TooLong) {
+      response = stdio_too_long_response(options.max_line);
+    } else {
+      if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines are no requests
+      response = handle_stdio_line(service, line, owner);
+    }
+    response.push_back('\n');
+    if (!write_all(out_fd, response)) {
+      spdlog::error("memd stdio: writing stdout failed; stopping");
+      exit_code = 1;
+      break;
+    }
+  }
+  const auto freed = service.release_owner(owner);
+  std::uint64_t bytes = 0;
+  for (const auto& r : freed) bytes += r.size_bytes;
+  spdlog::info("memd stdio: end of input; released {} allocations ({} bytes) of '{}'", freed.size(),
+               bytes, owner);
+  return exit_code;
+}
+
+}  // namespace memd

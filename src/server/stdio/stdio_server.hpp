@@ -1,0 +1,44 @@
+// server/stdio/stdio_server.hpp — memd driven by JSON lines (`memd stdio`).
+//
+// One request per line on the input, one response per line on the output:
+//   {"id": "7", "action": "memory_allocate", "params": {...}}
+//   {"id": "7", "ok": true, "result": {...}}  or  {"id": "7", "ok": false, "error": {...}}
+// A line that is not JSON, too long, names no known action, or carries
+// non-object params gets an error response (id echoed when it could be read,
+// else null) and the loop goes on. The host is one owner: everything it
+// allocates is recorded under that owner, and at end of input all of it is
+// released. Nothing but responses is ever written to the output; logs go to
+// stderr.
+//
+// Thread safety: run_stdio owns the calling thread until end of input.
+// handle_stdio_line is thread-safe (it only calls the service).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "memd/size.hpp"
+
+namespace memd {
+
+class MemoryService;
+
+inline constexpr std::uint64_t kDefaultMaxLine = 16 * kMiB;
+
+struct StdioOptions {
+  std::uint64_t max_line = kDefaultMaxLine;
+  std::string owner;  // empty: "stdio-<pid>"
+};
+
+// Serves until end of input, releases the host's allocations, returns the
+// process exit code (0; 1 when the output cannot be written).
+int run_stdio(MemoryService& service, const StdioOptions& options, int in_fd, int out_fd);
+
+// One request line → one response (JSON text, no newline).
+std::string handle_stdio_line(MemoryService& service, std::string_view line, const std::string& owner);
+
+// The response to a line over the limit.
+std::string stdio_too_long_response(std::uint64_t max_line);
+
+}  // namespace memd

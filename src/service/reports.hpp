@@ -1,0 +1,113 @@
+// service/reports.hpp — the values MemoryService answers with.
+//
+// These are the service's results before any wire encoding: the protocol
+// layer turns each into the camelCase JSON documented in docs/api.md. Byte
+// counts are bytes; "device" numbers (total/used/free) are what the backend's
+// memory_info sees, memd's own numbers (reserved/allocated/fragmentation)
+// come from the pool statistics.
+//
+// Thread safety: values.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "alloc/allocation_record.hpp"
+#include "alloc/memory_manager.hpp"
+#include "alloc/pool_stats.hpp"
+#include "backends/backend.hpp"
+#include "memd/device.hpp"
+#include "memd/memory_types.hpp"
+
+namespace memd {
+
+// One device's memory as seen by the backend and by memd.
+struct DeviceStatus {
+  DeviceInfo info;
+  std::uint64_t total_bytes = 0;  // backend memory_info
+  std::uint64_t used_bytes = 0;   // backend memory_info (every process where visible)
+  std::uint64_t free_bytes = 0;   // backend memory_info
+  std::uint64_t reserved_bytes = 0;   // memd's footprint on the device, all pools
+  std::uint64_t allocated_bytes = 0;  // bytes memd's users hold, all pools
+  std::uint64_t allocations = 0;      // live allocations, all pools
+  double fragmentation = 0;           // 1 - largest free block / free bytes over all pools
+  std::optional<std::uint64_t> limit_bytes;  // per-device limit, if set
+  MemoryHealthStatus health = MemoryHealthStatus::Unknown;
+  std::map<MemoryType, PoolStats> pools;  // per memory type pools that exist
+};
+
+struct MemoryStatusReport {
+  std::vector<DeviceStatus> devices;
+  MemoryHealthStatus health = MemoryHealthStatus::Unknown;  // worst of the devices
+};
+
+struct UsageTotals {
+  std::uint64_t allocated_bytes = 0;
+  std::uint64_t reserved_bytes = 0;  // zero for owners: reservation is per pool
+  std::uint64_t allocations = 0;
+};
+
+struct UsageReport {
+  UsageTotals total;
+  std::map<DeviceId, UsageTotals> by_device;
+  std::map<MemoryType, UsageTotals> by_memory_type;
+  std::map<std::string, UsageTotals> by_owner;
+};
+
+struct AllocationQuery {
+  AllocationFilter filter;
+  std::uint64_t offset = 0;
+  std::uint64_t limit = 100;
+};
+
+struct AllocationPage {
+  std::vector<AllocationRecord> items;  // newest first
+  std::uint64_t total = 0;              // matches before paging
+  std::uint64_t offset = 0;
+  std::uint64_t limit = 0;
+};
+
+// Sets (or, with bytes absent, removes) exactly one limit.
+struct LimitUpdate {
+  std::optional<DeviceId> device;
+  std::optional<MemoryType> memory_type;
+  std::optional<std::string> owner;
+  std::optional<std::uint64_t> bytes;
+};
+
+struct ClearRequest {
+  std::optional<std::string> owner;
+  std::optional<MemoryType> memory_type;
+  std::optional<DeviceId> device;
+  std::optional<MemoryPriority> below_priority;
+  bool include_pinned = false;
+};
+
+struct ClearReport {
+  std::vector<AllocationRecord> freed;  // allocations freed (empty for a trim-only clear)
+  std::uint64_t freed_bytes = 0;        // their sizes, summed
+  std::uint64_t released_bytes = 0;     // cached memory given back to the backends
+};
+
+struct OptimizeReport {
+  std::uint64_t released_bytes = 0;
+  std::uint64_t reserved_before = 0;
+  std::uint64_t reserved_after = 0;
+};
+
+struct DeviceHealth {
+  DeviceId device;
+  MemoryHealthStatus health = MemoryHealthStatus::Unknown;
+};
+
+struct HealthReport {
+  MemoryHealthStatus status = MemoryHealthStatus::Unknown;
+  std::vector<DeviceHealth> devices;
+  std::chrono::seconds uptime{0};
+};
+
+}  // namespace memd

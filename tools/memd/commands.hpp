@@ -1,0 +1,73 @@
+// tools/memd/commands.hpp — the `memd` subcommands, one function each.
+//
+// main.cpp declares the flags with CLI11 and calls these; each returns the
+// process exit code (0 success, 1 failure with the message on stderr).
+//
+// Thread safety: called once from main's thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "api_client.hpp"
+
+namespace memd::cli {
+
+struct EngineOptions {
+  std::string host_device = "8GiB";  // capacity of host:0
+  bool no_cuda = false;              // ignore GPUs (tests, reproducible runs)
+};
+
+struct ServeFlags {
+  std::string listen = "127.0.0.1:7870";
+  std::string token;
+  int threads = 8;
+  std::string max_body = "64MiB";
+  std::string max_upload = "1GiB";
+};
+
+struct StdioFlags {
+  std::string max_line = "16MiB";
+  std::string owner;
+};
+
+int run_serve(const EngineOptions& engine, const ServeFlags& flags);
+int run_stdio_command(const EngineOptions& engine, const StdioFlags& flags);
+int run_devices(const EngineOptions& engine, bool json);
+int run_api_doc();
+
+// Client verbs of a running daemon.
+struct ClientFlags {
+  ClientOptions client;
+  bool json = false;
+};
+
+struct AllocationsFlags {
+  std::string device, type, owner, status, tag;
+  std::uint64_t limit = 100, offset = 0;
+};
+
+struct AllocateFlags {
+  std::string size, type, device, name, priority;
+};
+
+struct LimitsFlags {
+  std::string device, type, owner, bytes;
+  bool remove = false;
+};
+
+struct ClearFlags {
+  std::string owner, type, device, below_priority;
+  bool include_pinned = false;
+};
+
+int run_status(const ClientFlags& c, const std::string& device);
+int run_allocations(const ClientFlags& c, const AllocationsFlags& f);
+int run_allocate(const ClientFlags& c, const AllocateFlags& f);
+int run_free(const ClientFlags& c, const std::string& id);
+int run_limits(const ClientFlags& c, const LimitsFlags& f);
+int run_clear(const ClientFlags& c, const ClearFlags& f);
+int run_optimize(const ClientFlags& c);
+
+}  // namespace memd::cli

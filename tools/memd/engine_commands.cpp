@@ -1,0 +1,139 @@
+// Subcommands that run the engine in this process: serve, stdio, devices, api-doc.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "commands.hpp"
+#include "memd/size.hpp"
+#include "memd/version.hpp"
+#include "protocol/api_doc.hpp"
+#include "protocol/json_parse.hpp"
+#include "protocol/wire_encoding.hpp"
+#include "server/http/http_server.hpp"
+#include "server/stdio/stdio_server.hpp"
+#include "service/memory_service.hpp"
+#include "table.hpp"
+
+namespace memd::cli {
+namespace {
+
+int report(const Error& error) {
+  std::cerr << "memd: " << error.message << "\n";
+  return 1;
+}
+
+Result<ServiceOptions> service_options(const EngineOptions& engine) {
+  auto bytes = parse_size(engine.host_device);
+  if (!bytes) return fail(ErrorCode::invalid_argument, "--host-device: {}", bytes.error().message);
+  ServiceOptions options;
+  options.backends.host_device_bytes = *bytes;
+  options.backends.enable_cuda = !engine.no_cuda;
+  return options;
+}
+
+Result<std::uint64_t> size_flag(const std::string& name, const std::string& text) {
+  auto bytes = parse_size(text);
+  if (!bytes) return fail(ErrorCode::invalid_argument, "{}: {}", name, bytes.error().message);
+  if (*bytes == 0) return fail(ErrorCode::invalid_argument, "{} must be positive", name);
+  return *bytes;
+}
+
+}  // namespace
+
+int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
+  HttpOptions http;
+  if (auto ok = parse_listen(flags.listen, http); !ok) return report(ok.error());
+  http.token = flags.token;
+  http.threads = flags.threads;
+  auto max_body = size_flag("--max-body", flags.max_body);
+  if (!max_body) return report(max_body.error());
+  auto max_upload = size_flag("--max-upload", flags.max_upload);
+  if (!max_upload) return report(max_upload.error());
+  http.max_body = *max_body;
+  http.max_upload = *max_upload;
+  // Refuse before discovering devices: a misconfiguration should fail fast.
+  if (auto ok = validate_http_options(http); !ok) return report(ok.error());
+
+  auto options = service_options(engine);
+  if (!options) return report(options.error());
+  // SIGINT/SIGTERM are taken by one thread with sigwait, so the server's
+  // threads never run a signal handler and shutdown is an orderly stop().
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto service = MemoryService::create(*options);
+  if (!service) return report(service.error());
+  HttpServer server(**service, http);
+  auto port = server.bind();
+  if (!port) return report(port.error());
+  const std::string host = http.host.find(':') != std::string::npos ? "[" + http.host + "]" : http.host;
+  std::printf("memd listening on http://%s:%d\n", host.c_str(), *port);
+  std::fflush(stdout);
+  spdlog::info("memd {} serving {} device(s) on {}:{}", version(), (*service)->devices().size(),
+               host, *port);
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    spdlog::info("signal {}: shutting down", sig);
+    server.stop();
+  });
+  auto ran = server.run();
+  // Wake the waiter if the server stopped on its own.
+  pthread_kill(waiter.native_handle(), SIGTERM);
+  waiter.join();
+  if (!ran) return report(ran.error());
+  spdlog::info("memd stopped");
+  return 0;
+}
+
+int run_stdio_command(const EngineOptions& engine, const StdioFlags& flags) {
+  auto options = service_options(engine);
+  if (!options) return report(options.error());
+  auto max_line = size_flag("--max-line", flags.max_line);
+  if (!max_line) return report(max_line.error());
+  // A host that goes away must not kill memd before it releases memory.
+  ::signal(SIGPIPE, SIG_IGN);
+  auto service = MemoryService::create(*options);
+  if (!service) return report(service.error());
+  StdioOptions stdio;
+  stdio.max_line = *max_line;
+  stdio.owner = flags.owner;
+  return run_stdio(**service, stdio, STDIN_FILENO, STDOUT_FILENO);
+}
+
+int run_devices(const EngineOptions& engine, bool json) {
+  auto options = service_options(engine);
+  if (!options) return report(options.error());
+  auto catalog = DeviceCatalog::discover(options->backends);
+  if (!catalog) return report(catalog.error());
+  if (json) {
+    nlohmann::json devices = nlohmann::json::array();
+    for (const auto& d : (*catalog)->devices()) devices.push_back(to_json(d));
+    std::cout << nlohmann::json{{"devices", devices}}.dump(2) << "\n";
+    return 0;
+  }
+  Table table({"ID", "NAME", "BACKEND", "TOTAL", "FREE", "GRANULARITY", "SIMULATED"});
+  for (const auto& d : (*catalog)->devices())
+    table.add({d.id.to_string(), d.name, d.backend, format_size(d.total_bytes), format_size(d.free_bytes),
+               d.granularity ? format_size(d.granularity) : "-", d.simulated ? "yes" : "no"});
+  std::cout << table.render();
+  return 0;
+}
+
+int run_api_doc() {
+  std::cout << api_markdown();
+  return 0;
+}
+
+}  // namespace memd::cli

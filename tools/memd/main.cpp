@@ -1,0 +1,127 @@
+// memd — the daemon, the stdio worker and the command-line client, one binary.
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "commands.hpp"
+#include "memd/version.hpp"
+
+namespace {
+
+using namespace memd::cli;
+
+void add_client_flags(CLI::App* sub, ClientFlags& c) {
+  sub->add_option("--url", c.client.url, "Daemon URL")->envname("MEMD_URL")->capture_default_str();
+  sub->add_option("--token", c.client.token, "Bearer token")->envname("MEMD_TOKEN");
+  sub->add_flag("--json", c.json, "Print the JSON answer instead of a table");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // stdout belongs to the protocol (stdio) and to command output: logs go to stderr.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("memd"));
+
+  CLI::App app{"memd — GPU memory manager for ML inference"};
+  app.set_version_flag("--version", std::string(memd::version()));
+  app.require_subcommand(1);
+  app.fallthrough();
+  int exit_code = 0;
+
+  EngineOptions engine;
+  app.add_option("--host-device", engine.host_device, "Capacity of the host-backed device host:0")
+      ->capture_default_str();
+  app.add_flag("--no-cuda", engine.no_cuda, "Ignore CUDA GPUs (host devices only)");
+
+  ServeFlags serve;
+  auto* serve_cmd = app.add_subcommand("serve", "Run the REST daemon");
+  serve_cmd->add_option("--listen", serve.listen, "ADDRESS:PORT to listen on")->capture_default_str();
+  serve_cmd->add_option("--token", serve.token, "Require Authorization: Bearer TOKEN (needed off loopback)")
+      ->envname("MEMD_TOKEN");
+  serve_cmd->add_option("--threads", serve.threads, "Worker threads")->capture_default_str();
+  serve_cmd->add_option("--max-body", serve.max_body, "Largest JSON body")->capture_default_str();
+  serve_cmd->add_option("--max-upload", serve.max_upload, "Largest data upload body")->capture_default_str();
+  serve_cmd->callback([&] { exit_code = run_serve(engine, serve); });
+
+  StdioFlags stdio;
+  auto* stdio_cmd = app.add_subcommand("stdio", "Serve JSON lines on stdin/stdout for one host process");
+  stdio_cmd->add_option("--max-line", stdio.max_line, "Longest request line")->capture_default_str();
+  stdio_cmd->add_option("--owner", stdio.owner, "Owner name of the host (default stdio-<pid>)");
+  stdio_cmd->callback([&] { exit_code = run_stdio_command(engine, stdio); });
+
+  bool devices_json = false;
+  auto* devices_cmd = app.add_subcommand("devices", "List the devices this machine offers (local discovery)");
+  devices_cmd->add_flag("--json", devices_json, "Print JSON");
+  devices_cmd->callback([&] { exit_code = run_devices(engine, devices_json); });
+
+  auto* doc_cmd = app.add_subcommand("api-doc", "Print docs/api.md from the action table");
+  doc_cmd->group("");  // hidden: a maintainer's tool
+  doc_cmd->callback([&] { exit_code = run_api_doc(); });
+
+  ClientFlags client;
+  std::string status_device;
+  auto* status_cmd = app.add_subcommand("status", "Memory status of a running daemon");
+  add_client_flags(status_cmd, client);
+  status_cmd->add_option("--device", status_device, "Only this device");
+  status_cmd->callback([&] { exit_code = run_status(client, status_device); });
+
+  AllocationsFlags list;
+  auto* list_cmd = app.add_subcommand("allocations", "List a daemon's allocations");
+  add_client_flags(list_cmd, client);
+  list_cmd->add_option("--device", list.device, "Filter by device");
+  list_cmd->add_option("--type", list.type, "Filter by memory type");
+  list_cmd->add_option("--owner", list.owner, "Filter by owner");
+  list_cmd->add_option("--status", list.status, "Filter by status");
+  list_cmd->add_option("--tag", list.tag, "Filter by tag");
+  list_cmd->add_option("--limit", list.limit, "Page size")->capture_default_str();
+  list_cmd->add_option("--offset", list.offset, "Page start")->capture_default_str();
+  list_cmd->callback([&] { exit_code = run_allocations(client, list); });
+
+  AllocateFlags alloc;
+  auto* alloc_cmd = app.add_subcommand("allocate", "Allocate memory on a daemon");
+  add_client_flags(alloc_cmd, client);
+  alloc_cmd->add_option("size", alloc.size, "Size, e.g. 512MiB")->required();
+  alloc_cmd->add_option("--type", alloc.type, "Memory type (VRAM, RAM, SharedMemory, UnifiedMemory)");
+  alloc_cmd->add_option("--device", alloc.device, "Device, e.g. cuda:0 or host:0");
+  alloc_cmd->add_option("--owner", client.client.owner, "Owner (X-Memd-Owner)");
+  alloc_cmd->add_option("--name", alloc.name, "Label");
+  alloc_cmd->add_option("--priority", alloc.priority, "Low, Normal, High or Critical");
+  alloc_cmd->callback([&] { exit_code = run_allocate(client, alloc); });
+
+  std::string free_id;
+  auto* free_cmd = app.add_subcommand("free", "Free an allocation on a daemon");
+  add_client_flags(free_cmd, client);
+  free_cmd->add_option("id", free_id, "Allocation id")->required();
+  free_cmd->callback([&] { exit_code = run_free(client, free_id); });
+
+  LimitsFlags limits;
+  auto* limits_cmd = app.add_subcommand("limits", "Show limits, or set one (--device/--type/--owner with --bytes)");
+  add_client_flags(limits_cmd, client);
+  limits_cmd->add_option("--device", limits.device, "Limit a device");
+  limits_cmd->add_option("--type", limits.type, "Limit a memory type");
+  limits_cmd->add_option("--owner", limits.owner, "Limit an owner");
+  limits_cmd->add_option("--bytes", limits.bytes, "The limit, e.g. 4GiB");
+  limits_cmd->add_flag("--remove", limits.remove, "Remove the limit instead");
+  limits_cmd->callback([&] { exit_code = run_limits(client, limits); });
+
+  ClearFlags clear;
+  auto* clear_cmd = app.add_subcommand("clear", "Release cached memory; with a filter also free allocations");
+  add_client_flags(clear_cmd, client);
+  clear_cmd->add_option("--owner", clear.owner, "Free this owner's allocations");
+  clear_cmd->add_option("--type", clear.type, "Free allocations of this memory type");
+  clear_cmd->add_option("--device", clear.device, "Free allocations on this device");
+  clear_cmd->add_option("--below-priority", clear.below_priority, "Free allocations below this priority");
+  clear_cmd->add_flag("--include-pinned", clear.include_pinned, "Free pinned allocations too");
+  clear_cmd->callback([&] { exit_code = run_clear(client, clear); });
+
+  auto* optimize_cmd = app.add_subcommand("optimize", "Release unused memory and report how much");
+  add_client_flags(optimize_cmd, client);
+  optimize_cmd->callback([&] { exit_code = run_optimize(client); });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return exit_code;
+}
