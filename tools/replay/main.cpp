@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   std::string baseline = "memd";
   std::string host_device;
   bool json = false, segments = false, validate = false;
+  double max_ratio = 0;
   std::vector<std::string> traces;
   app.add_option("--backend", backend, "Device backend for memd: host (host:0) or cuda (cuda:0)")
       ->check(CLI::IsMember({"host", "cuda"}));
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
   app.add_flag("--segments", segments, "memd in plain-segment mode instead of virtual memory");
   app.add_flag("--validate", validate, "Run the pool's validate() after each trace");
   app.add_flag("--json", json, "One JSON object per trace and line");
+  app.add_option("--max-ratio", max_ratio, "Exit 1 if any trace's footprint_ratio exceeds this (0: no check)");
   app.add_option("TRACE", traces, "Trace files (gzip or text)")->required()->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
 
@@ -83,6 +85,11 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(r->device_calls));
     }
     std::fflush(stdout);
+    if (max_ratio > 0 && r->footprint_ratio > max_ratio) {
+      std::fprintf(stderr, "memd-replay: %s: footprint_ratio %.4f exceeds %.4f\n", r->trace.c_str(),
+                   r->footprint_ratio, max_ratio);
+      ++failures;
+    }
   }
   return failures == 0 ? 0 : 1;
 }

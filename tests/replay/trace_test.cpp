@@ -1,0 +1,78 @@
+// The trace loader: real format, gzip and plain, and hostile files.
+#include "trace.hpp"
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+namespace memd::replay {
+namespace {
+
+std::string write_file(const std::string& name, const std::string& body, bool gzip) {
+  std::string path = ::testing::TempDir() + name;
+  if (gzip) {
+    gzFile f = gzopen(path.c_str(), "wb");
+    gzwrite(f, body.data(), static_cast<unsigned>(body.size()));
+    gzclose(f);
+  } else {
+    std::ofstream(path) << body;
+  }
+  return path;
+}
+
+TEST(Trace, ParsesEventsAndPeakLive) {
+  for (bool gz : {true, false}) {
+    auto path = write_file(gz ? "ok.txt.gz" : "ok.txt", "a 7 1024\na 9 512\nf 7\na 7 4096\nf 9\nf 7\n", gz);
+    auto t = load_trace(path);
+    ASSERT_TRUE(t) << t.error().message;
+    EXPECT_EQ(t->ops.size(), 6u);
+    EXPECT_EQ(t->allocations, 3u);
+    EXPECT_EQ(t->peak_live_bytes, 4096u + 512u);
+    EXPECT_LE(t->slots, 2u);  // slots are reused after a free
+  }
+}
+
+TEST(Trace, RejectsMalformedAndInconsistentFiles) {
+  const char* bad[] = {
+      "a 1\n",                     // missing size
+      "a 1 12 3\n",                // trailing field
+      "a 1 -5\n",                  // negative size
+      "x 1 5\n",                   // unknown event
+      "f 3\n",                     // free of an unknown id
+      "a 1 5\na 1 5\n",            // id reused while live
+      "a 1 99999999999999999999\n",  // overflows 64 bits
+      "a one 5\n",
+  };
+  int i = 0;
+  for (const char* body : bad) {
+    auto path = write_file("bad" + std::to_string(i++) + ".txt", body, false);
+    auto t = load_trace(path);
+    ASSERT_FALSE(t) << body;
+    EXPECT_EQ(t.error().code, ErrorCode::invalid_argument) << body;
+    EXPECT_NE(t.error().message.find(".txt:"), std::string::npos) << t.error().message;  // names the line
+  }
+}
+
+TEST(Trace, MissingFileAndOverlongLinesAreErrors) {
+  auto missing = load_trace("/nonexistent/trace.gz");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, ErrorCode::not_found);
+  auto path = write_file("long.txt", "a 1 " + std::string(10000, '7') + "\n", false);
+  EXPECT_FALSE(load_trace(path));
+}
+
+TEST(Trace, CorruptGzipIsAnError) {
+  std::string body = "a 1 512\nf 1\n";
+  auto path = write_file("corrupt.txt.gz", body, true);
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(12);
+  f.write("\xff\xff\xff\xff\xff\xff", 6);
+  f.close();
+  EXPECT_FALSE(load_trace(path));
+}
+
+}  // namespace
+}  // namespace memd::replay
