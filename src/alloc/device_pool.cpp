@@ -141,7 +141,7 @@ struct DevicePool::Impl {
       scratch_runs = std::move(runs);
     }
     for (std::size_t i = 0; i < scratch_runs.size(); ++i) {
-      const auto& run = scratch_runs[i];
+      const PageRun run = scratch_runs[i];  // a copy: the OOM retry below replaces scratch_runs
       ++device_calls;
       auto mapped = backend.map(*arena, run.offset - arena->base, run.size);
       if (!mapped && mapped.error().code == ErrorCode::out_of_memory) {
