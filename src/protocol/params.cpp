@@ -61,7 +61,7 @@ Optional<std::string> Params::string(std::string_view key) const {
 
 Result<std::uint64_t> size_from_json(const nlohmann::json& v, std::string_view key) {
   std::uint64_t bytes = 0;
-  if (v.is_number_unsigned()) {
+  if (v.is_number_unsigned() || (v.is_number_integer() && v.get<std::int64_t>() >= 0)) {
     bytes = v.get<std::uint64_t>();
   } else if (v.is_number_integer()) {
     return fail(ErrorCode::invalid_argument, "parameter '{}' must not be negative", key);
@@ -98,7 +98,8 @@ Optional<std::uint64_t> Params::count(std::string_view key, std::uint64_t max) c
   const auto* v = find(key);
   if (v == nullptr) return std::optional<std::uint64_t>{};
   std::optional<std::uint64_t> n;
-  if (v->is_number_unsigned()) n = v->get<std::uint64_t>();
+  if (v->is_number_unsigned() || (v->is_number_integer() && v->get<std::int64_t>() >= 0))
+    n = v->get<std::uint64_t>();
   else if (v->is_string()) n = decimal(v->get_ref<const std::string&>());
   if (!n)
     return fail(ErrorCode::invalid_argument, "parameter '{}' must be a non-negative integer, not {}",

@@ -1,0 +1,30 @@
+// Every code of the closed list maps to one wire name and one HTTP status.
+#include <gtest/gtest.h>
+
+#include "protocol/error_mapping.hpp"
+
+namespace memd {
+namespace {
+
+TEST(ErrorMapping, ObjectAndBodyShapes) {
+  const Error e{ErrorCode::quota_exceeded, "owner limit"};
+  EXPECT_EQ(error_object(e), (nlohmann::json{{"code", "quota_exceeded"}, {"message", "owner limit"}}));
+  EXPECT_EQ(error_body(e), (nlohmann::json{{"error", error_object(e)}}));
+  EXPECT_EQ(error_status(e), 507);
+}
+
+TEST(ErrorMapping, StatusesMatchTheDesign) {
+  const std::pair<ErrorCode, int> expected[] = {
+      {ErrorCode::invalid_argument, 400}, {ErrorCode::unauthenticated, 401},
+      {ErrorCode::not_found, 404},        {ErrorCode::conflict, 409},
+      {ErrorCode::payload_too_large, 413}, {ErrorCode::out_of_memory, 507},
+      {ErrorCode::quota_exceeded, 507},   {ErrorCode::unavailable, 503},
+      {ErrorCode::backend_error, 502},    {ErrorCode::internal, 500}};
+  for (auto [code, status] : expected) {
+    EXPECT_EQ(error_status({code, ""}), status) << to_string(code);
+    EXPECT_EQ(error_object({code, ""})["code"], std::string(to_string(code)));
+  }
+}
+
+}  // namespace
+}  // namespace memd
