@@ -78,8 +78,10 @@ class Backend {
   virtual Result<VirtualRange> reserve(DeviceId device, std::uint64_t bytes) = 0;
   // Unmaps whatever is still mapped, then frees the address range.
   virtual Result<void> release(const VirtualRange& range) = 0;
-  // offset and bytes must be multiples of the granularity and inside the range.
-  // Mapping an already mapped page, or unmapping an unmapped one, is an error.
+  // offset and bytes must be multiples of the granularity and inside the range
+  // (else invalid_argument). Mapping an already mapped page, or unmapping an
+  // unmapped one, is ErrorCode::conflict and changes nothing: runs are all or
+  // nothing. Physical memory running out is out_of_memory.
   virtual Result<void> map(const VirtualRange& range, std::uint64_t offset,
                            std::uint64_t bytes) = 0;
   virtual Result<void> unmap(const VirtualRange& range, std::uint64_t offset,

@@ -187,6 +187,7 @@ TEST(HostBackend, RemappedPagesReadAsZero) {
 
 TEST(HostBackend, DestructionDrainsOutstandingWork) {
   std::vector<unsigned char> dst(32 * kMiB);
+  std::vector<unsigned char> dst_default(32 * kMiB);  // two streams never share a target
   std::vector<unsigned char> src(32 * kMiB, 0x33);
   {
     auto backend = make_host_backend(test_options());
@@ -194,7 +195,8 @@ TEST(HostBackend, DestructionDrainsOutstandingWork) {
     ASSERT_TRUE(stream.has_value());
     for (int i = 0; i < 8; ++i)
       ASSERT_TRUE(backend->copy(dst.data(), src.data(), dst.size(), *stream).has_value());
-    ASSERT_TRUE(backend->copy(dst.data(), src.data(), dst.size(), Stream{DeviceId::host(0), 0})
+    ASSERT_TRUE(backend
+                    ->copy(dst_default.data(), src.data(), dst.size(), Stream{DeviceId::host(0), 0})
                     .has_value());
     auto range = backend->reserve(DeviceId::host(0), kTestGranularity);
     ASSERT_TRUE(range.has_value());
@@ -203,6 +205,7 @@ TEST(HostBackend, DestructionDrainsOutstandingWork) {
   }
   EXPECT_EQ(dst.front(), 0x33);
   EXPECT_EQ(dst.back(), 0x33);
+  EXPECT_EQ(dst_default.back(), 0x33);
 }
 
 TEST(HostBackend, OptionsThatSkipCatalogValidationAreClamped) {
