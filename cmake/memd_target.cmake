@@ -3,6 +3,11 @@
 function(memd_target_defaults target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow
                          -Wnon-virtual-dtor -Wno-missing-field-initializers)
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    # GCC 12 reports -Wrestrict inside libstdc++'s std::string operator+ at -O2
+    # and above (GCC bug 105329): a false positive in optimised builds only.
+    target_compile_options(${target} PRIVATE -Wno-restrict)
+  endif()
   if(MEMD_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()
