@@ -1,0 +1,93 @@
+// The `memd` command line: version, help, local devices, and the client
+// verbs against a running daemon (tables, --json, failures exit non-zero).
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+
+#include <nlohmann/json.hpp>
+
+#include "server/child_process.hpp"
+
+namespace memd::testing {
+namespace {
+
+struct Run {
+  int code = -1;
+  std::string out;
+};
+
+// Runs memd with args through the shell, stdout and stderr together.
+Run memd(const std::string& args) {
+  Run r;
+  const std::string command = std::string(MEMD_BINARY) + " " + args + " 2>&1";
+  FILE* p = ::popen(command.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf{};
+  while (std::fgets(buf.data(), buf.size(), p) != nullptr) r.out += buf.data();
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+TEST(Cli, VersionHelpAndDevices) {
+  auto v = memd("--version");
+  EXPECT_EQ(v.code, 0);
+  EXPECT_EQ(v.out, "0.1.0\n");
+  auto h = memd("--help");
+  EXPECT_EQ(h.code, 0);
+  for (const char* verb : {"serve", "stdio", "devices", "status", "allocations", "allocate", "free", "limits",
+                           "clear", "optimize"})
+    EXPECT_NE(h.out.find(verb), std::string::npos) << verb;
+  auto d = memd("--no-cuda --host-device 2GiB devices");
+  EXPECT_EQ(d.code, 0);
+  EXPECT_NE(d.out.find("host:0"), std::string::npos);
+  EXPECT_NE(d.out.find("2.0 GiB"), std::string::npos);
+  auto j = memd("--no-cuda devices --json");
+  EXPECT_EQ(nlohmann::json::parse(j.out)["devices"][0]["deviceId"], "host:0");
+}
+
+TEST(Cli, UnreachableDaemonIsAClearFailure) {
+  auto r = memd("status --url http://127.0.0.1:1");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("cannot reach memd"), std::string::npos) << r.out;
+}
+
+TEST(Cli, ClientVerbsAgainstADaemon) {
+  ChildProcess daemon({MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "serve", "--listen", "127.0.0.1:0",
+                       "--token", "t0k"});
+  auto banner = daemon.read_line();
+  ASSERT_TRUE(banner);
+  const std::string url = "--url " + banner->substr(banner->find("http://")) + " --token t0k";
+
+  auto status = memd("status " + url);
+  EXPECT_EQ(status.code, 0) << status.out;
+  EXPECT_NE(status.out.find("DEVICE"), std::string::npos);
+  EXPECT_NE(status.out.find("host:0"), std::string::npos);
+
+  auto made = memd("allocate 1MiB --device host:0 --owner cli --json " + url);
+  ASSERT_EQ(made.code, 0) << made.out;
+  const std::string id = nlohmann::json::parse(made.out)["allocationId"];
+  auto listed = memd("allocations --owner cli " + url);
+  EXPECT_NE(listed.out.find(id), std::string::npos) << listed.out;
+
+  EXPECT_EQ(memd("limits --owner cli --bytes 1MiB " + url).code, 0);
+  auto over = memd("allocate 4KiB --device host:0 --owner cli " + url);
+  EXPECT_NE(over.code, 0);
+  EXPECT_NE(over.out.find("quota_exceeded"), std::string::npos) << over.out;
+  EXPECT_NE(memd("limits " + url).out.find("1.0 MiB"), std::string::npos);
+
+  EXPECT_EQ(memd("free " + id + " " + url).code, 0);
+  auto again = memd("free " + id + " " + url);
+  EXPECT_NE(again.code, 0);
+  EXPECT_NE(again.out.find("not_found"), std::string::npos);
+  EXPECT_EQ(memd("clear --owner cli " + url).code, 0);
+  EXPECT_EQ(memd("optimize " + url).code, 0);
+  EXPECT_NE(memd("status --url " + banner->substr(banner->find("http://"))).code, 0);  // no token
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0);
+}
+
+}  // namespace
+}  // namespace memd::testing
