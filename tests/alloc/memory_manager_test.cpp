@@ -10,6 +10,7 @@
 #include <limits>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "alloc/memory_manager.hpp"
@@ -256,6 +257,43 @@ TEST_F(MemoryManagerTest, OutOfBoundsAccessIsRejected) {
   ASSERT_TRUE(back);
   EXPECT_TRUE(*back == data);
   ASSERT_TRUE(manager_->deallocate(rec.id));
+}
+
+// get/read/write racing the allocation's deallocate: each sees the live
+// allocation (with its bytes) or not_found, never freed memory. Under TSan
+// this also checks that deallocate does not touch a record get() may copy.
+TEST_F(MemoryManagerTest, AccessRacingDeallocateSeesLiveOrNotFound) {
+  for (int round = 0; round < 150; ++round) {
+    auto rec = alloc(8192, "racer");
+    ASSERT_FALSE(HasFailure());
+    auto data = pattern_bytes(8192, static_cast<std::uint64_t>(round));
+    ASSERT_TRUE(manager_->write(rec.id, 0, data));
+    std::atomic<bool> started{false};
+    std::string problem;
+    std::thread reader([&] {
+      for (int i = 0;; ++i) {
+        if (i == 1) started.store(true);
+        auto got = manager_->get(rec.id);
+        if (!got) {
+          if (got.error().code != ErrorCode::not_found) problem = got.error().message;
+          return;
+        }
+        if (got->id != rec.id || got->size_bytes != 8192) problem = "get returned a different record";
+        auto back = manager_->read(rec.id, 0, 8192);
+        if (back && *back != data) problem = "read saw bytes that are not the allocation's";
+        if (!back && back.error().code != ErrorCode::not_found) problem = back.error().message;
+        if (!problem.empty()) return;
+        (void)manager_->write(rec.id, 0, std::span<const std::byte>(data).first(64));
+      }
+    });
+    while (!started.load()) std::this_thread::yield();
+    auto freed = manager_->deallocate(rec.id);
+    reader.join();
+    ASSERT_TRUE(freed) << freed.error().message;
+    EXPECT_EQ(freed->status, MemoryAllocationStatus::Freed);
+    ASSERT_EQ(problem, "") << "round " << round;
+  }
+  expect_valid("after racing access");
 }
 
 // ----- limits ----------------------------------------------------------------
@@ -554,6 +592,25 @@ TEST_F(MemoryManagerTest, DISABLED_RequestLargerThanTheDeviceDoesNotTriggerRecla
   EXPECT_EQ(oom.error().code, ErrorCode::out_of_memory);
   EXPECT_EQ(calls.load(), 0) << "reclaim was asked to make room for a request larger than the device";
   EXPECT_TRUE(manager_->get(model.id)) << "a model was evicted for an impossible request";
+}
+
+// ManagerOptions::max_device_fraction is "the fraction of a device's capacity
+// memd may reserve, absent explicit limits", but MemoryManager's pool_for only
+// applies it to Segments pools: VRAM pools (Virtual mode, every GPU and
+// host:N) get the whole device. See the report; enable once fixed.
+TEST_F(MemoryManagerTest, DISABLED_MaxDeviceFractionCapsVramPools) {
+  manager_.reset();
+  catalog_ = alloc_test::host_catalog(64 * kMiB);
+  ASSERT_TRUE(catalog_);
+  manager_ = std::make_unique<MemoryManager>(*catalog_, ManagerOptions{.max_device_fraction = 0.5});
+  AllocationRequest r;
+  r.size_bytes = 40 * kMiB;
+  auto rec = manager_->allocate(r);
+  ASSERT_FALSE(rec) << "40 MiB reserved on a 64 MiB device capped at half";
+  EXPECT_EQ(rec.error().code, ErrorCode::out_of_memory);
+  auto pool = manager_->pool(DeviceId::host(0), MemoryType::VRAM);
+  ASSERT_TRUE(pool);
+  EXPECT_LE((*pool)->options().capacity, 32 * kMiB);
 }
 
 // ----- free_matching and usage -----------------------------------------------

@@ -329,6 +329,15 @@ inline void run_manager_stress(const StressConfig& cfg) {
           s = shared[rng() % shared.size()];
         }
         racing_reads.fetch_add(1, std::memory_order_relaxed);
+        if (auto got = manager.get(s.id)) {
+          if (got->id != s.id || got->size_bytes != s.size || got->status == MemoryAllocationStatus::Unknown) {
+            log.add(fmt::format("racing get of {} returned a wrong record", s.id.to_string()));
+            return;
+          }
+        } else if (got.error().code != ErrorCode::not_found) {
+          log.add(fmt::format("racing get: {}", got.error().message));
+          return;
+        }
         auto back = manager.read(s.id, 0, std::min<std::uint64_t>(s.size, 512));
         if (!back) {
           if (back.error().code != ErrorCode::not_found) {
