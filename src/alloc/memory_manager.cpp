@@ -270,8 +270,11 @@ Result<AllocationRecord> MemoryManager::deallocate(const AllocationId& id) {
   std::unique_lock io(entry->io);  // wait for in-flight reads/writes
   if (auto r = entry->pool->deallocate(entry->ptr); !r)
     return fail(ErrorCode::internal, "registry and pool disagree on {}: {}", id.to_string(), r.error().message);
-  entry->record.status = MemoryAllocationStatus::Freed;
-  return entry->record;
+  // A copy: get() may still be copying entry->record under mu (it found the
+  // entry before it was unlinked), so the shared record is never written here.
+  AllocationRecord freed = entry->record;
+  freed.status = MemoryAllocationStatus::Freed;
+  return freed;
 }
 
 Result<AllocationRecord> MemoryManager::get(const AllocationId& id) const {
