@@ -3,7 +3,7 @@
 // A Backend owns devices of one family (CUDA GPUs, or host RAM and host-backed
 // stand-in devices) and offers exactly what the allocator above needs:
 //   * virtual memory: reserve an address range, map/unmap physical memory in it
-//     at the device's granularity (CUDA VMM; PROT_NONE mmap + commit on host);
+//     in units of whole granules (CUDA VMM; PROT_NONE mmap + commit on host);
 //   * whole segments: cudaMalloc / cudaHostAlloc / cudaMallocManaged / mmap;
 //   * streams, events, async copy and fill, with completion you can wait on;
 //   * memory info as the driver or OS sees it (other processes included where
@@ -76,24 +76,38 @@ class Backend {
   // --- virtual memory (only where DeviceInfo::virtual_memory) ---------------
   // bytes must be a multiple of the device granularity.
   virtual Result<VirtualRange> reserve(DeviceId device, std::uint64_t bytes) = 0;
-  // Unmaps whatever is still mapped, then frees the address range.
+  // Unmaps every unit still mapped, then frees the address range.
   virtual Result<void> release(const VirtualRange& range) = 0;
-  // offset and bytes must be multiples of the granularity and inside the range
-  // (else invalid_argument). Mapping an already mapped page, or unmapping an
-  // unmapped one, is ErrorCode::conflict and changes nothing: runs are all or
-  // nothing. Physical memory running out is out_of_memory.
+  // Mapping works in units. For both calls offset and bytes must be non-zero
+  // multiples of the granularity inside the range (else invalid_argument).
+  //
+  // map() creates ONE unit covering exactly [offset, offset + bytes): on CUDA
+  // one cuMemCreate(bytes), one cuMemMap and one cuMemSetAccess, so mapping
+  // in large units is cheap and page-by-page mapping is not (ANCHORS.md:
+  // ~36 µs a separately mapped page). Any page of the run already mapped is
+  // ErrorCode::conflict; physical memory running out is out_of_memory; either
+  // way nothing changes.
+  //
+  // unmap() must cover exactly a union of whole units: one, or several
+  // adjacent ones mapped by earlier map() calls. A run that cuts through a
+  // unit or covers an unmapped page is ErrorCode::conflict and changes
+  // nothing. The host backend enforces the same units as CUDA, so CPU tests
+  // catch callers that would break on a GPU. Pages mapped again read as zero
+  // on host; on CUDA a reused cached handle keeps its old bytes.
   virtual Result<void> map(const VirtualRange& range, std::uint64_t offset,
                            std::uint64_t bytes) = 0;
   virtual Result<void> unmap(const VirtualRange& range, std::uint64_t offset,
                              std::uint64_t bytes) = 0;
   // Drops physical memory the backend caches for reuse by later map() calls
-  // (CUDA keeps created handles to avoid cuMemCreate/cuMemRelease on the hot
-  // path). Returns the bytes given back.
+  // (CUDA keeps the handles of unmapped units, keyed by size, to avoid
+  // cuMemCreate/cuMemRelease on the hot path). Returns the bytes given back.
   virtual std::uint64_t trim() { return 0; }
   // Upper bound on the physical memory unmap() keeps cached on `device` for
-  // reuse instead of giving it back (CUDA: created handles). Default 0: nothing
-  // is cached. Lowering it gives back the excess at once. A no-op for backends
-  // that cache nothing.
+  // reuse instead of giving it back (CUDA: the handles of whole units, reused
+  // only by a map() of exactly the same size; the oldest are evicted first,
+  // and a map() that finds the device out of memory drops the cache and
+  // retries once). Default 0: nothing is cached. Lowering it gives back the
+  // excess at once. A no-op for backends that cache nothing.
   virtual void set_handle_cache_limit(DeviceId device, std::uint64_t bytes) {
     (void)device;
     (void)bytes;

@@ -1,5 +1,6 @@
 // CUDA backend: the shared conformance suite on cuda:0, plus CUDA-only
-// promises (pinned/managed cpu segments, no-driver discovery, handle cache).
+// promises (pinned/managed cpu segments, no-driver discovery, the per-size
+// handle cache of mapping units).
 // Every test skips with "no CUDA device found: …" where no GPU is visible, so
 // this binary is safe to run anywhere; it has the ctest label `gpu`.
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 #include <cuda_runtime_api.h>
 
 #include <string>
+#include <vector>
 
 #include "backends/backend_conformance.hpp"
 #include "backends/cuda/cuda_backend.hpp"
@@ -31,8 +33,6 @@ std::string no_gpu_message() {
 struct CudaTraits {
   static std::unique_ptr<Backend> make() { return make_cuda_backend(); }
   static DeviceId device() { return DeviceId::cuda(0); }
-  // Filling a real GPU in a test would disturb everything else on it.
-  static constexpr bool kEnforcesCapacity = false;
   static std::string skip_message() { return no_gpu_message(); }
 };
 
@@ -137,13 +137,21 @@ TEST_F(CudaBackendTest, CpuPinnedAndManagedSegmentsWork) {
 TEST_F(CudaBackendTest, HandleCacheIsBoundedAndTrimmed) {
   const auto device = DeviceId::cuda(0);
   const auto info = backend_->devices()[0];
-  if (!info.virtual_memory) GTEST_SKIP() << "cuda:0 has no virtual memory support";
+  ASSERT_TRUE(info.virtual_memory) << "cuda:0 has no virtual memory support";
   const auto g = info.granularity;
+  backend_->set_handle_cache_limit(device, 0);
+  backend_->trim();
   const auto p0 = backend_->physical_bytes(device);
   backend_->set_handle_cache_limit(device, 2 * g);
   auto range = backend_->reserve(device, 8 * g);
   ASSERT_TRUE(range.has_value()) << range.error().message;
+  // A unit larger than the limit is never cached.
   ASSERT_TRUE(backend_->map(*range, 0, 8 * g).has_value());
+  ASSERT_TRUE(backend_->unmap(*range, 0, 8 * g).has_value());
+  EXPECT_EQ(backend_->physical_bytes(device), p0) << "an 8-page unit does not fit a 2-page cache";
+  // Eight one-page units unmapped in one call: the cache keeps two.
+  for (std::uint64_t i = 0; i < 8; ++i)
+    ASSERT_TRUE(backend_->map(*range, i * g, g).has_value());
   ASSERT_TRUE(backend_->unmap(*range, 0, 8 * g).has_value());
   EXPECT_EQ(backend_->physical_bytes(device), p0 + 2 * g) << "cache keeps at most its limit";
   backend_->set_handle_cache_limit(device, g);
@@ -151,6 +159,39 @@ TEST_F(CudaBackendTest, HandleCacheIsBoundedAndTrimmed) {
   EXPECT_EQ(backend_->trim(), g);
   EXPECT_EQ(backend_->physical_bytes(device), p0);
   ASSERT_TRUE(backend_->release(*range).has_value());
+  backend_->set_handle_cache_limit(device, 0);
+}
+
+TEST_F(CudaBackendTest, HandleCacheServesMapsOfTheSameSizeOnly) {
+  const auto device = DeviceId::cuda(0);
+  const auto info = backend_->devices()[0];
+  ASSERT_TRUE(info.virtual_memory) << "cuda:0 has no virtual memory support";
+  const auto g = info.granularity;
+  backend_->set_handle_cache_limit(device, 0);
+  backend_->trim();
+  const auto p0 = backend_->physical_bytes(device);
+  backend_->set_handle_cache_limit(device, 4 * g);
+  auto range = backend_->reserve(device, 6 * g);
+  ASSERT_TRUE(range.has_value()) << range.error().message;
+  ASSERT_TRUE(backend_->map(*range, 0, 2 * g).has_value());
+  ASSERT_TRUE(backend_->unmap(*range, 0, 2 * g).has_value());
+  EXPECT_EQ(backend_->physical_bytes(device), p0 + 2 * g) << "the 2-page unit is cached";
+  ASSERT_TRUE(backend_->map(*range, 0, g).has_value());
+  EXPECT_EQ(backend_->physical_bytes(device), p0 + 3 * g) << "a 1-page map cannot use it";
+  ASSERT_TRUE(backend_->map(*range, 2 * g, 2 * g).has_value());
+  EXPECT_EQ(backend_->physical_bytes(device), p0 + 3 * g) << "a 2-page map reuses it";
+  // The reused memory works like fresh memory.
+  std::vector<unsigned char> in(2 * g, 0x6D), out(2 * g, 0);
+  const Stream stream{device, 0};
+  auto* at = reinterpret_cast<void*>(range->base + 2 * g);
+  ASSERT_TRUE(backend_->copy(at, in.data(), in.size(), stream).has_value());
+  ASSERT_TRUE(backend_->copy(out.data(), at, out.size(), stream).has_value());
+  ASSERT_TRUE(backend_->synchronize(stream).has_value());
+  EXPECT_EQ(out, in);
+  ASSERT_TRUE(backend_->release(*range).has_value());
+  EXPECT_EQ(backend_->physical_bytes(device), p0 + 3 * g) << "release caches both units";
+  EXPECT_EQ(backend_->trim(), 3 * g);
+  EXPECT_EQ(backend_->physical_bytes(device), p0);
   backend_->set_handle_cache_limit(device, 0);
 }
 

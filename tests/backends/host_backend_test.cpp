@@ -1,6 +1,7 @@
 // Host backend: the shared conformance suite on host:0, plus what only the
 // host backend promises (/proc/meminfo, the cpu device, catalog routing when
-// no GPU exists, option validation, zeroed pages after remap).
+// no GPU exists, option validation, zeroed pages after remap, exact capacity
+// exhaustion).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -29,7 +30,6 @@ BackendOptions test_options(int host_devices = 1) {
 struct HostTraits {
   static std::unique_ptr<Backend> make() { return make_host_backend(test_options()); }
   static DeviceId device() { return DeviceId::host(0); }
-  static constexpr bool kEnforcesCapacity = true;
   static std::string skip_message() { return "host:0 missing from the host backend (a bug)"; }
 };
 
@@ -42,7 +42,6 @@ struct HostSmallPageTraits {
     return make_host_backend(options);
   }
   static DeviceId device() { return DeviceId::host(0); }
-  static constexpr bool kEnforcesCapacity = true;
   static std::string skip_message() { return "host:0 missing from the host backend (a bug)"; }
 };
 
@@ -174,7 +173,8 @@ TEST(HostBackend, RemappedPagesReadAsZero) {
   auto backend = make_host_backend(test_options());
   auto range = backend->reserve(DeviceId::host(0), 2 * kTestGranularity);
   ASSERT_TRUE(range.has_value());
-  ASSERT_TRUE(backend->map(*range, 0, 2 * kTestGranularity).has_value());
+  ASSERT_TRUE(backend->map(*range, 0, kTestGranularity).has_value());
+  ASSERT_TRUE(backend->map(*range, kTestGranularity, kTestGranularity).has_value());
   auto* bytes = reinterpret_cast<unsigned char*>(range->base);
   std::memset(bytes, 0xFF, 2 * kTestGranularity);
   ASSERT_TRUE(backend->unmap(*range, 0, kTestGranularity).has_value());
@@ -183,6 +183,45 @@ TEST(HostBackend, RemappedPagesReadAsZero) {
   EXPECT_EQ(bytes[kTestGranularity - 1], 0);
   EXPECT_EQ(bytes[kTestGranularity], 0xFF) << "the untouched page keeps its bytes";
   ASSERT_TRUE(backend->release(*range).has_value());
+}
+
+// Filling a device to the byte is only safe on a host-backed one: a real GPU
+// is shared with everything else on it.
+TEST(HostBackend, CapacityExhaustionIsOutOfMemory) {
+  for (const std::uint64_t granularity : {kTestGranularity, 64 * kKiB}) {
+    SCOPED_TRACE(granularity);
+    auto options = test_options();
+    options.host_granularity = granularity;
+    auto backend = make_host_backend(options);
+    auto& b = *backend;
+    const auto device = DeviceId::host(0);
+    const auto g = granularity;
+    const auto capacity = kTestCapacity / g * g;
+    auto range = b.reserve(device, capacity + 2 * g);
+    ASSERT_TRUE(range.has_value()) << range.error().message;
+    // Two units, so one of them can be given back below.
+    ASSERT_TRUE(b.map(*range, 0, g).has_value());
+    ASSERT_TRUE(b.map(*range, g, capacity - g).has_value());
+    {
+      auto over = b.map(*range, capacity, g);
+      ASSERT_FALSE(over.has_value());
+      EXPECT_EQ(over.error().code, ErrorCode::out_of_memory);
+      EXPECT_NE(over.error().message.find(std::to_string(kTestCapacity)), std::string::npos)
+          << "the message explains with numbers: " << over.error().message;
+    }
+    EXPECT_EQ(b.physical_bytes(device), capacity) << "the failed map changed nothing";
+    auto segment = b.allocate(device, MemoryType::VRAM, g);
+    ASSERT_FALSE(segment.has_value());
+    EXPECT_EQ(segment.error().code, ErrorCode::out_of_memory);
+    auto info = b.memory_info(device);
+    ASSERT_TRUE(info.has_value());
+    EXPECT_EQ(info->free_bytes, kTestCapacity - capacity);
+
+    ASSERT_TRUE(b.unmap(*range, 0, g).has_value());
+    ASSERT_TRUE(b.map(*range, capacity, g).has_value()) << "room again";
+    ASSERT_TRUE(b.release(*range).has_value());
+    EXPECT_EQ(b.physical_bytes(device), 0u);
+  }
 }
 
 TEST(HostBackend, DestructionDrainsOutstandingWork) {
@@ -243,7 +282,14 @@ TEST(DeviceCatalog, RoutesHostTypesToTheHostBackendWithoutAGpu) {
   auto catalog = DeviceCatalog::discover(options);
   ASSERT_TRUE(catalog.has_value()) << catalog.error().message;
   auto& c = **catalog;
-  if (c.has_cuda_devices()) GTEST_SKIP() << "a GPU is present; the no-GPU routing does not apply";
+  if (c.has_cuda_devices()) {
+    // A GPU is present: the no-GPU routing does not apply, but RAM stays on host.
+    EXPECT_EQ(c.default_device(), DeviceId::cuda(0));
+    auto ram = c.backend_for(DeviceId::cpu(), MemoryType::RAM);
+    ASSERT_TRUE(ram.has_value());
+    EXPECT_EQ((*ram)->name(), "host");
+    return;
+  }
   EXPECT_EQ(c.default_device(), DeviceId::host(0));
   auto ram = c.backend_for(DeviceId::cpu(), MemoryType::RAM);
   ASSERT_TRUE(ram.has_value());

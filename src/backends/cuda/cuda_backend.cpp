@@ -15,6 +15,8 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <deque>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -25,6 +27,7 @@
 #include "backends/cuda/nvml.hpp"
 #include "backends/host/meminfo.hpp"
 #include "backends/page_run.hpp"
+#include "backends/unit_map.hpp"
 #include "memd/size.hpp"
 
 namespace memd {
@@ -42,8 +45,16 @@ struct Gpu {
   std::uint64_t granularity = 0;  // 0: no virtual memory on this GPU
   CUmemAllocationHandleType handle_types = CU_MEM_HANDLE_TYPE_NONE;
 
-  std::mutex mutex;             // guards everything below
-  std::vector<Handle> cache;    // released physical pages kept for reuse
+  // A physical allocation kept after unmap() for a later map() of exactly
+  // its size.
+  struct CachedHandle {
+    Handle handle = 0;
+    std::uint64_t bytes = 0;
+  };
+
+  std::mutex mutex;                 // guards everything below
+  std::deque<CachedHandle> cache;   // oldest first
+  std::uint64_t cached_bytes = 0;   // sum of cache[i].bytes
   std::uint64_t cache_limit = 0;
   std::uint64_t mapped_bytes = 0;
   std::uint64_t segment_bytes = 0;
@@ -87,8 +98,8 @@ class CudaBackend final : public Backend {
     CUdeviceptr base = 0;
     std::uint64_t size = 0;
     std::mutex mutex;
-    std::vector<Handle> pages;  // valid where mapped[i]
-    std::vector<bool> mapped;
+    // One unit per map() call: one cuMemCreate'd handle mapped whole.
+    UnitMap<Handle> units;
   };
   struct SegmentState {
     DeviceId device;
@@ -113,14 +124,15 @@ class CudaBackend final : public Backend {
   CUmemAllocationProp allocation_prop(const Gpu& gpu) const;
   Result<std::shared_ptr<RangeState>> find_range(const VirtualRange& range) const;
   Result<cudaStream_t> stream_for(const Stream& stream, Gpu** gpu);
-  // A physical page: from the GPU's cache, else freshly created.
-  Result<Handle> take_handle(Gpu& gpu);
-  // Back to the cache while under its limit, else released.
-  void give_back(Gpu& gpu, Handle handle);
-  void give_back(Gpu& gpu, const std::vector<Handle>& handles);
-  // Undoes a partly done map(): unmaps the pages mapped so far, returns handles.
-  void roll_back(Gpu& gpu, CUdeviceptr at, const std::vector<Handle>& mapped_handles,
-                 const Handle* unmapped_handle);
+  // Physical memory of exactly `bytes`: a cached handle of that size, else
+  // cuMemCreate (after dropping the cache of other sizes if the device is out
+  // of memory).
+  Result<Handle> take_handle(Gpu& gpu, std::uint64_t bytes);
+  // Back to the cache when it fits under the limit (evicting the oldest
+  // entries to make room), else released.
+  void give_back(Gpu& gpu, Handle handle, std::uint64_t bytes);
+  // Empties the cache down to `limit` bytes, oldest first; returns the bytes freed.
+  std::uint64_t shrink_cache(Gpu& gpu, std::uint64_t limit);
 
   const cuda::DriverApi* driver_ = nullptr;  // null when no GPU was found
   std::vector<std::unique_ptr<Gpu>> gpus_;
@@ -225,11 +237,9 @@ CudaBackend::~CudaBackend() {
   }
   for (auto& [handle, range] : ranges_) {
     (void)cudaSetDevice(range->gpu->ordinal);
-    const auto g = range->gpu->granularity;
-    for (std::size_t p = 0; p < range->pages.size(); ++p) {
-      if (!range->mapped[p]) continue;
-      (void)driver_->mem_unmap(range->base + p * g, g);
-      (void)driver_->mem_release(range->pages[p]);
+    for (const auto& [offset, unit] : range->units.units()) {
+      (void)driver_->mem_unmap(range->base + offset, unit.bytes);
+      (void)driver_->mem_release(unit.payload);
     }
     (void)driver_->mem_address_free(range->base, range->size);
   }
@@ -240,7 +250,7 @@ CudaBackend::~CudaBackend() {
       (void)cudaFree(segment.ptr);
   }
   for (auto& gpu : gpus_)
-    for (auto h : gpu->cache) (void)driver_->mem_release(h);
+    for (const auto& c : gpu->cache) (void)driver_->mem_release(c.handle);
   (void)cudaGetLastError();
 }
 
@@ -327,8 +337,6 @@ Result<VirtualRange> CudaBackend::reserve(DeviceId device, std::uint64_t bytes) 
   state->device = device;
   state->base = base;
   state->size = bytes;
-  state->pages.assign(bytes / g, 0);
-  state->mapped.assign(bytes / g, false);
   std::lock_guard lock(mutex_);
   const auto handle = next_handle_++;
   ranges_.emplace(handle, std::move(state));
@@ -346,45 +354,66 @@ Result<std::shared_ptr<CudaBackend::RangeState>> CudaBackend::find_range(
   return it->second;
 }
 
-Result<Handle> CudaBackend::take_handle(Gpu& gpu) {
+Result<Handle> CudaBackend::take_handle(Gpu& gpu, std::uint64_t bytes) {
   {
     std::lock_guard lock(gpu.mutex);
-    if (!gpu.cache.empty()) {
-      const Handle h = gpu.cache.back();
-      gpu.cache.pop_back();
+    // Newest first: the most recently unmapped unit is the likeliest match.
+    for (auto it = gpu.cache.rbegin(); it != gpu.cache.rend(); ++it) {
+      if (it->bytes != bytes) continue;
+      const Handle h = it->handle;
+      gpu.cached_bytes -= it->bytes;
+      gpu.cache.erase(std::next(it).base());
       return h;
     }
   }
   const auto prop = allocation_prop(gpu);
   Handle h = 0;
-  if (auto r = driver_->mem_create(&h, gpu.granularity, &prop, 0); r != CUDA_SUCCESS)
+  auto r = driver_->mem_create(&h, bytes, &prop, 0);
+  // Cached handles of other sizes are memd's own memory: never let them be
+  // the reason a map fails.
+  if (cuda::is_out_of_memory(r) && shrink_cache(gpu, 0) > 0)
+    r = driver_->mem_create(&h, bytes, &prop, 0);
+  if (r != CUDA_SUCCESS)
     return driver_failure(*driver_, r,
-                          fmt::format("cuMemCreate({}) on {}", gpu.granularity,
-                                      gpu.info.id.to_string()));
+                          fmt::format("cuMemCreate({}) on {}", bytes, gpu.info.id.to_string()));
   return h;
 }
 
-void CudaBackend::give_back(Gpu& gpu, Handle handle) {
+void CudaBackend::give_back(Gpu& gpu, Handle handle, std::uint64_t bytes) {
+  std::vector<Handle> drop;
   {
     std::lock_guard lock(gpu.mutex);
-    if ((gpu.cache.size() + 1) * gpu.granularity <= gpu.cache_limit) {
-      gpu.cache.push_back(handle);
-      return;
+    if (bytes <= gpu.cache_limit) {
+      while (!gpu.cache.empty() && gpu.cached_bytes + bytes > gpu.cache_limit) {
+        drop.push_back(gpu.cache.front().handle);
+        gpu.cached_bytes -= gpu.cache.front().bytes;
+        gpu.cache.pop_front();
+      }
+      gpu.cache.push_back({handle, bytes});
+      gpu.cached_bytes += bytes;
+    } else {
+      drop.push_back(handle);
     }
   }
-  (void)driver_->mem_release(handle);
+  for (auto h : drop) (void)driver_->mem_release(h);
 }
 
-void CudaBackend::give_back(Gpu& gpu, const std::vector<Handle>& handles) {
-  for (auto h : handles) give_back(gpu, h);
-}
-
-void CudaBackend::roll_back(Gpu& gpu, CUdeviceptr at, const std::vector<Handle>& mapped_handles,
-                            const Handle* unmapped_handle) {
-  if (!mapped_handles.empty())
-    (void)driver_->mem_unmap(at, mapped_handles.size() * gpu.granularity);
-  give_back(gpu, mapped_handles);
-  if (unmapped_handle != nullptr) give_back(gpu, *unmapped_handle);
+std::uint64_t CudaBackend::shrink_cache(Gpu& gpu, std::uint64_t limit) {
+  std::vector<Handle> drop;
+  std::uint64_t freed = 0;
+  {
+    std::lock_guard lock(gpu.mutex);
+    while (!gpu.cache.empty() && gpu.cached_bytes > limit) {
+      drop.push_back(gpu.cache.front().handle);
+      freed += gpu.cache.front().bytes;
+      gpu.cached_bytes -= gpu.cache.front().bytes;
+      gpu.cache.pop_front();
+    }
+  }
+  if (drop.empty()) return 0;
+  (void)cudaSetDevice(gpu.ordinal);
+  for (auto h : drop) (void)driver_->mem_release(h);
+  return freed;
 }
 
 Result<void> CudaBackend::map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) {
@@ -392,58 +421,41 @@ Result<void> CudaBackend::map(const VirtualRange& range, std::uint64_t offset, s
   if (!found) return fail(found.error());
   auto& r = **found;
   Gpu& gpu = *r.gpu;
-  const auto g = gpu.granularity;
-  auto run = check_page_run(range, offset, bytes, g);
+  auto run = check_page_run(range, offset, bytes, gpu.granularity);
   if (!run) return fail(run.error());
   std::lock_guard range_lock(r.mutex);
-  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p)
-    if (r.mapped[p])
-      return fail(ErrorCode::conflict, "page at offset {} of range {:#x} is already mapped",
-                  p * g, r.base);
+  if (auto free = r.units.check_unmapped(offset, bytes, r.base); !free) return fail(free.error());
   if (auto ok = set_device(gpu); !ok) return fail(ok.error());
 
+  // One unit: one physical allocation, one cuMemMap, one cuMemSetAccess.
+  // Per-page handles cost ~36 µs a page (ANCHORS.md); one call of 1 GiB ~100 µs.
   const CUdeviceptr at = r.base + offset;
-  std::vector<Handle> handles;
-  handles.reserve(run->page_count);
-  // One handle per granule, so any page-aligned sub-run can later be unmapped
-  // and its pages reused independently of the rest.
-  for (std::uint64_t i = 0; i < run->page_count; ++i) {
-    auto h = take_handle(gpu);
-    if (!h) {
-      roll_back(gpu, at, handles, nullptr);
-      if (h.error().code == ErrorCode::out_of_memory) {
-        std::uint64_t held = 0;
-        {
-          std::lock_guard lock(gpu.mutex);
-          held = gpu.mapped_bytes + gpu.cache.size() * g + gpu.segment_bytes;
-        }
-        return fail(ErrorCode::out_of_memory,
-                    "{} out of memory mapping {} bytes (failed after {} of {} pages; memd holds "
-                    "{} bytes on the device): {}",
-                    gpu.info.id.to_string(), bytes, i, run->page_count, held, h.error().message);
-      }
-      return fail(h.error());
+  auto h = take_handle(gpu, bytes);
+  if (!h) {
+    if (h.error().code != ErrorCode::out_of_memory) return fail(h.error());
+    std::uint64_t held = 0;
+    {
+      std::lock_guard lock(gpu.mutex);
+      held = gpu.mapped_bytes + gpu.cached_bytes + gpu.segment_bytes;
     }
-    if (auto res = driver_->mem_map(at + i * g, g, 0, *h, 0); res != CUDA_SUCCESS) {
-      roll_back(gpu, at, handles, &*h);
-      return driver_failure(*driver_, res, fmt::format("cuMemMap at {:#x}", at + i * g));
-    }
-    handles.push_back(*h);
+    return fail(ErrorCode::out_of_memory,
+                "{} out of memory mapping {} bytes (memd holds {} bytes on the device of {}): {}",
+                gpu.info.id.to_string(), bytes, held, gpu.info.total_bytes, h.error().message);
+  }
+  if (auto res = driver_->mem_map(at, bytes, 0, *h, 0); res != CUDA_SUCCESS) {
+    give_back(gpu, *h, bytes);
+    return driver_failure(*driver_, res, fmt::format("cuMemMap({}) at {:#x}", bytes, at));
   }
   CUmemAccessDesc access{};
   access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
   access.location.id = gpu.cu_device;
   access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-  // Access once for the whole run: cuMemSetAccess dominates map cost
-  // (ANCHORS.md), so per-page calls would multiply it.
   if (auto res = driver_->mem_set_access(at, bytes, &access, 1); res != CUDA_SUCCESS) {
-    roll_back(gpu, at, handles, nullptr);
+    (void)driver_->mem_unmap(at, bytes);
+    give_back(gpu, *h, bytes);
     return driver_failure(*driver_, res, fmt::format("cuMemSetAccess({}) at {:#x}", bytes, at));
   }
-  for (std::uint64_t i = 0; i < run->page_count; ++i) {
-    r.pages[run->first_page + i] = handles[i];
-    r.mapped[run->first_page + i] = true;
-  }
+  r.units.insert(offset, bytes, *h);
   std::lock_guard lock(gpu.mutex);
   gpu.mapped_bytes += bytes;
   return {};
@@ -455,31 +467,24 @@ Result<void> CudaBackend::unmap(const VirtualRange& range, std::uint64_t offset,
   if (!found) return fail(found.error());
   auto& r = **found;
   Gpu& gpu = *r.gpu;
-  const auto g = gpu.granularity;
-  auto run = check_page_run(range, offset, bytes, g);
+  auto run = check_page_run(range, offset, bytes, gpu.granularity);
   if (!run) return fail(run.error());
   std::lock_guard range_lock(r.mutex);
-  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p)
-    if (!r.mapped[p])
-      return fail(ErrorCode::conflict, "page at offset {} of range {:#x} is not mapped", p * g,
-                  r.base);
+  // Whole units only: cuMemUnmap cannot cut through a cuMemMap.
+  auto tiles = r.units.tiling(offset, bytes, r.base);
+  if (!tiles) return fail(tiles.error());
   if (auto ok = set_device(gpu); !ok) return fail(ok.error());
-  // One call for the run: each page was mapped on its own, so the run is a
-  // union of whole mappings, which cuMemUnmap accepts.
+  // One call for the run: it is a union of whole mappings, which cuMemUnmap
+  // accepts.
   if (auto res = driver_->mem_unmap(r.base + offset, bytes); res != CUDA_SUCCESS)
     return driver_failure(*driver_, res,
                           fmt::format("cuMemUnmap({}) at {:#x}", bytes, r.base + offset));
-  std::vector<Handle> handles;
-  handles.reserve(run->page_count);
-  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p) {
-    handles.push_back(r.pages[p]);
-    r.mapped[p] = false;
-  }
+  r.units.erase(offset, bytes);
   {
     std::lock_guard lock(gpu.mutex);
     gpu.mapped_bytes -= std::min(gpu.mapped_bytes, bytes);
   }
-  give_back(gpu, handles);
+  for (const auto& [unit_offset, unit] : *tiles) give_back(gpu, unit.payload, unit.bytes);
   return {};
 }
 
@@ -497,33 +502,34 @@ Result<void> CudaBackend::release(const VirtualRange& range) {
   }
   auto& r = *state;
   Gpu& gpu = *r.gpu;
-  const auto g = gpu.granularity;
   std::lock_guard range_lock(r.mutex);
   if (auto ok = set_device(gpu); !ok) return fail(ok.error());
   Result<void> result;
-  // Unmap each maximal mapped run with one call, as unmap() does.
-  std::size_t p = 0;
-  while (p < r.pages.size()) {
-    if (!r.mapped[p]) {
-      ++p;
-      continue;
+  // One cuMemUnmap per maximal run of adjacent units, as unmap() does.
+  const auto& units = r.units.units();
+  auto it = units.begin();
+  while (it != units.end()) {
+    const auto run_offset = it->first;
+    auto end = it;
+    std::uint64_t run_bytes = 0;
+    while (end != units.end() && end->first == run_offset + run_bytes) {
+      run_bytes += end->second.bytes;
+      ++end;
     }
-    std::size_t end = p;
-    while (end < r.pages.size() && r.mapped[end]) ++end;
-    const auto run_bytes = (end - p) * g;
-    if (auto res = driver_->mem_unmap(r.base + p * g, run_bytes); res != CUDA_SUCCESS) {
-      if (result) result = driver_failure(*driver_, res, fmt::format("cuMemUnmap({})", run_bytes));
+    if (auto res = driver_->mem_unmap(r.base + run_offset, run_bytes); res != CUDA_SUCCESS) {
+      if (result)
+        result = driver_failure(*driver_, res,
+                                fmt::format("cuMemUnmap({}) at {:#x}", run_bytes,
+                                            r.base + run_offset));
     }
-    std::vector<Handle> handles(r.pages.begin() + static_cast<std::ptrdiff_t>(p),
-                                r.pages.begin() + static_cast<std::ptrdiff_t>(end));
-    for (auto q = p; q < end; ++q) r.mapped[q] = false;
+    for (auto u = it; u != end; ++u) give_back(gpu, u->second.payload, u->second.bytes);
     {
       std::lock_guard lock(gpu.mutex);
       gpu.mapped_bytes -= std::min(gpu.mapped_bytes, run_bytes);
     }
-    give_back(gpu, handles);
-    p = end;
+    it = end;
   }
+  r.units.clear();
   if (auto res = driver_->mem_address_free(r.base, r.size); res != CUDA_SUCCESS && result)
     result = driver_failure(*driver_, res, fmt::format("cuMemAddressFree({})", r.size));
   return result;
@@ -531,35 +537,18 @@ Result<void> CudaBackend::release(const VirtualRange& range) {
 
 std::uint64_t CudaBackend::trim() {
   std::uint64_t freed = 0;
-  for (auto& gpu : gpus_) {
-    std::vector<Handle> drop;
-    {
-      std::lock_guard lock(gpu->mutex);
-      drop.swap(gpu->cache);
-    }
-    if (drop.empty()) continue;
-    (void)cudaSetDevice(gpu->ordinal);
-    for (auto h : drop) (void)driver_->mem_release(h);
-    freed += drop.size() * gpu->granularity;
-  }
+  for (auto& gpu : gpus_) freed += shrink_cache(*gpu, 0);
   return freed;
 }
 
 void CudaBackend::set_handle_cache_limit(DeviceId device, std::uint64_t bytes) {
   Gpu* gpu = gpu_for(device);
   if (gpu == nullptr) return;
-  std::vector<Handle> drop;
   {
     std::lock_guard lock(gpu->mutex);
     gpu->cache_limit = bytes;
-    while (!gpu->cache.empty() && gpu->cache.size() * gpu->granularity > bytes) {
-      drop.push_back(gpu->cache.back());
-      gpu->cache.pop_back();
-    }
   }
-  if (drop.empty()) return;
-  (void)cudaSetDevice(gpu->ordinal);
-  for (auto h : drop) (void)driver_->mem_release(h);
+  (void)shrink_cache(*gpu, bytes);
 }
 
 std::uint64_t CudaBackend::physical_bytes(DeviceId device) const {
@@ -570,7 +559,7 @@ std::uint64_t CudaBackend::physical_bytes(DeviceId device) const {
   Gpu* gpu = gpu_for(device);
   if (gpu == nullptr) return 0;
   std::lock_guard lock(gpu->mutex);
-  return gpu->mapped_bytes + gpu->cache.size() * gpu->granularity + gpu->segment_bytes;
+  return gpu->mapped_bytes + gpu->cached_bytes + gpu->segment_bytes;
 }
 
 // --- segments ---------------------------------------------------------------

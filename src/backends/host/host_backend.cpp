@@ -19,6 +19,7 @@
 #include "backends/host/meminfo.hpp"
 #include "backends/host/stream_worker.hpp"
 #include "backends/page_run.hpp"
+#include "backends/unit_map.hpp"
 
 namespace memd {
 namespace {
@@ -60,13 +61,14 @@ class HostBackend final : public Backend {
   Result<void> synchronize(const Stream& stream) override;
 
  private:
+  struct Empty {};
   struct RangeState {
     DeviceId device;
     std::uintptr_t base = 0;
     std::uint64_t size = 0;
-    std::mutex mutex;           // serialises map/unmap/release of this range
-    std::vector<bool> mapped;   // one bit per granule
-    std::uint64_t mapped_pages = 0;
+    std::mutex mutex;  // serialises map/unmap/release of this range
+    // One unit per map() call: unmap() takes whole units only, as on CUDA.
+    UnitMap<Empty> units;
   };
   struct SegmentState {
     DeviceId device;
@@ -236,7 +238,6 @@ Result<VirtualRange> HostBackend::reserve(DeviceId device, std::uint64_t bytes) 
   state->device = device;
   state->base = base;
   state->size = bytes;
-  state->mapped.assign(bytes / granularity_, false);
   std::lock_guard lock(mutex_);
   const auto handle = next_handle_++;
   ranges_.emplace(handle, std::move(state));
@@ -267,8 +268,8 @@ Result<void> HostBackend::release(const VirtualRange& range) {
     ranges_.erase(it);
   }
   std::lock_guard range_lock(state->mutex);
-  credit(state->device, state->mapped_pages * granularity_);
-  state->mapped_pages = 0;
+  credit(state->device, state->units.mapped_bytes());
+  state->units.clear();
   if (::munmap(reinterpret_cast<void*>(state->base), state->size) != 0)
     return fail(ErrorCode::backend_error, "munmap of {} bytes at {:#x} failed: {}", state->size,
                 state->base, errno_text(errno));
@@ -282,10 +283,7 @@ Result<void> HostBackend::map(const VirtualRange& range, std::uint64_t offset, s
   if (!run) return fail(run.error());
   auto& r = **state;
   std::lock_guard range_lock(r.mutex);
-  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p)
-    if (r.mapped[p])
-      return fail(ErrorCode::conflict, "page at offset {} of range {:#x} is already mapped",
-                  p * granularity_, r.base);
+  if (auto free = r.units.check_unmapped(offset, bytes, r.base); !free) return fail(free.error());
   if (auto ok = charge(r.device, bytes); !ok) return fail(ok.error());
   if (::mprotect(reinterpret_cast<void*>(r.base + offset), bytes, PROT_READ | PROT_WRITE) != 0) {
     const int error = errno;
@@ -294,8 +292,7 @@ Result<void> HostBackend::map(const VirtualRange& range, std::uint64_t offset, s
                 "mprotect(read/write) of {} bytes at {:#x} failed: {}", bytes, r.base + offset,
                 errno_text(error));
   }
-  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p) r.mapped[p] = true;
-  r.mapped_pages += run->page_count;
+  r.units.insert(offset, bytes, Empty{});
   return {};
 }
 
@@ -307,10 +304,10 @@ Result<void> HostBackend::unmap(const VirtualRange& range, std::uint64_t offset,
   if (!run) return fail(run.error());
   auto& r = **state;
   std::lock_guard range_lock(r.mutex);
-  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p)
-    if (!r.mapped[p])
-      return fail(ErrorCode::conflict, "page at offset {} of range {:#x} is not mapped",
-                  p * granularity_, r.base);
+  // Whole units only, exactly: CUDA cannot unmap part of a cuMemMap, and the
+  // host backend refuses the same requests so CPU tests catch such bugs.
+  if (auto tiles = r.units.tiling(offset, bytes, r.base); !tiles) return fail(tiles.error());
+  // The units are adjacent, so one madvise and one mprotect cover them all.
   void* at = reinterpret_cast<void*>(r.base + offset);
   // DONTNEED returns the frames to the kernel now (the footprint drops) and
   // guarantees zero pages if the run is mapped again, like fresh cuMemCreate.
@@ -320,8 +317,7 @@ Result<void> HostBackend::unmap(const VirtualRange& range, std::uint64_t offset,
   if (::mprotect(at, bytes, PROT_NONE) != 0)
     return fail(ErrorCode::backend_error, "mprotect(none) of {} bytes at {:#x} failed: {}", bytes,
                 r.base + offset, errno_text(errno));
-  for (auto p = run->first_page; p < run->first_page + run->page_count; ++p) r.mapped[p] = false;
-  r.mapped_pages -= run->page_count;
+  r.units.erase(offset, bytes);
   credit(r.device, bytes);
   return {};
 }
