@@ -3,12 +3,14 @@
 #include "alloc/device_pool.hpp"
 
 #include <algorithm>
+#include <array>
 #include <deque>
 #include <unordered_map>
 
 #include "core/flat_map.hpp"
 #include "core/page_map.hpp"
 #include "core/slab.hpp"
+#include "core/spin_lock.hpp"
 #include "core/tlsf.hpp"
 
 namespace memd {
@@ -45,7 +47,7 @@ struct DevicePool::Impl {
   Backend& backend;
   PoolOptions opt;
   std::uint64_t page = 0;  // mapping granularity (Virtual) or 2 MiB rounding (Segments)
-  mutable std::mutex mu;
+  mutable SpinLock mu;
 
   Tlsf tlsf{kUnit};
   SlabAllocator slab;
@@ -56,10 +58,11 @@ struct DevicePool::Impl {
   std::vector<Huge> huge_cache;
   std::vector<StreamState> streams;
   FlatMap pending;  // address → 1 while a stream-ordered free is in flight
+  std::map<std::uint64_t, std::uint64_t> units;  // Virtual mode: mapped units, offset → size
 
   std::uint64_t allocated = 0, peak_allocated = 0, peak_active = 0;
   std::uint64_t live = 0, peak_live = 0, total_allocs = 0, total_frees = 0, failed = 0;
-  std::uint64_t device_calls = 0;
+  std::uint64_t device_calls = 0, map_calls = 0, unmap_calls = 0;
   std::uint64_t huge_live_bytes = 0, huge_cache_bytes = 0, segment_bytes = 0;
   std::uint64_t peak_busy = 0, peak_reserved = 0;
   std::vector<PageRun> scratch_runs;
@@ -98,14 +101,24 @@ struct DevicePool::Impl {
       huge_cache_bytes -= h.size;
       released += h.size;
     }
-    if (released < bytes && pages) {
-      scratch_runs.clear();
-      pages->collect_free(round_up(bytes - released, page), scratch_runs);
-      for (const auto& run : scratch_runs) {
-        ++device_calls;
-        if (backend.unmap(*arena, run.offset - arena->base, run.size)) {
-          pages->mark_unmapped(run);
-          released += run.size;
+    if (released < bytes && pages && pages->free_mapped_bytes() > 0) {
+      // Only whole units can go: walk free runs from the top and unmap the
+      // units that lie entirely inside them.
+      std::vector<PageRun> free_runs;
+      pages->collect_free(pages->free_mapped_bytes(), free_runs);
+      for (const auto& run : free_runs) {
+        if (released >= bytes) break;
+        auto it = units.lower_bound(run.offset);
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> inside;
+        for (; it != units.end() && it->first + it->second <= run.offset + run.size; ++it) inside.push_back(*it);
+        for (auto u = inside.rbegin(); u != inside.rend() && released < bytes; ++u) {
+          ++device_calls;
+          ++unmap_calls;
+          if (backend.unmap(*arena, u->first - arena->base, u->second)) {
+            pages->mark_unmapped({u->first, u->second});
+            units.erase(u->first);
+            released += u->second;
+          }
         }
       }
     }
@@ -129,44 +142,52 @@ struct DevicePool::Impl {
     scratch_runs.clear();
     pages->acquire(block->offset, block->size, scratch_runs);
     if (scratch_runs.empty()) return block->offset;
+    std::vector<PageRun> runs = std::move(scratch_runs);
     std::uint64_t need = 0;
-    for (const auto& r : scratch_runs) need += r.size;
+    for (const auto& r : runs) need += r.size;
     // Keep mapped bytes within the retention budget: unmap slack first, with
     // 1% of the peak as hysteresis so the next allocations do not trim again.
-    std::uint64_t limit = allowed();
-    if (reserved() + need > limit) {
-      std::uint64_t hysteresis = round_up(peak_busy / 100, page);
-      std::vector<PageRun> runs = scratch_runs;  // release_slack reuses scratch
-      release_slack(reserved() + need - limit + hysteresis);
-      scratch_runs = std::move(runs);
+    if (std::uint64_t limit = allowed(); reserved() + need > limit)
+      release_slack(reserved() + need - limit + round_up(peak_busy / 100, page));
+
+    // Cut runs into units of at most map_unit_max.
+    std::vector<PageRun> todo;
+    for (const auto& run : runs) {
+      for (std::uint64_t off = run.offset, left = run.size; left > 0;) {
+        std::uint64_t piece = std::min(left, std::max(opt.map_unit_max / page, std::uint64_t{1}) * page);
+        todo.push_back({off, piece});
+        off += piece;
+        left -= piece;
+      }
     }
-    for (std::size_t i = 0; i < scratch_runs.size(); ++i) {
-      const PageRun run = scratch_runs[i];  // a copy: the OOM retry below replaces scratch_runs
+    for (std::size_t i = 0; i < todo.size(); ++i) {
+      const PageRun unit = todo[i];
       ++device_calls;
-      auto mapped = backend.map(*arena, run.offset - arena->base, run.size);
+      ++map_calls;
+      auto mapped = backend.map(*arena, unit.offset - arena->base, unit.size);
       if (!mapped && mapped.error().code == ErrorCode::out_of_memory) {
         // The device is full: give back every byte of slack, then try once more.
-        std::vector<PageRun> runs = scratch_runs;
         release_slack(~std::uint64_t{0} / 2);
-        scratch_runs = std::move(runs);
         ++device_calls;
-        mapped = backend.map(*arena, run.offset - arena->base, run.size);
+        mapped = backend.map(*arena, unit.offset - arena->base, unit.size);
       }
       if (!mapped) {
-        // Roll back: unmap what this call mapped, forget the block.
+        // Roll back: unmap the units this call mapped, forget the block.
         for (std::size_t j = 0; j < i; ++j) {
           ++device_calls;
-          (void)backend.unmap(*arena, scratch_runs[j].offset - arena->base, scratch_runs[j].size);
-          pages->mark_unmapped(scratch_runs[j]);
+          (void)backend.unmap(*arena, todo[j].offset - arena->base, todo[j].size);
+          pages->mark_unmapped(todo[j]);
+          units.erase(todo[j].offset);
         }
         pages->release(block->offset, block->size);
         (void)tlsf.free(block->offset);
         Error e = mapped.error();
-        e.message = fmt::format("mapping {} for a {} block on {}: {}", format_size(run.size),
+        e.message = fmt::format("mapping {} for a {} block on {}: {}", format_size(unit.size),
                                 format_size(size), opt.device.to_string(), e.message);
         return fail(std::move(e));
       }
-      pages->mark_mapped(run);
+      units.emplace(unit.offset, unit.size);
+      pages->mark_mapped(unit);
     }
     return block->offset;
   }
@@ -314,9 +335,11 @@ struct DevicePool::Impl {
   // Size of the live (not pending) block at address; nullopt if none.
   std::optional<std::uint64_t> live_block_size(std::uint64_t address) const {
     if (auto s = slab.slot_size(address)) return s;
+    if (auto t = tlsf.allocated_size(address)) {
+      if (slab.owns_span(address)) return std::nullopt;
+      return t;
+    }
     if (auto it = huge_live.find(address); it != huge_live.end()) return it->second.size;
-    auto t = tlsf.allocated_size(address);
-    if (t && !slab.owns_span(address)) return t;
     return std::nullopt;
   }
 
@@ -603,6 +626,8 @@ PoolStats DevicePool::stats() const {
   s.total_frees = m.total_frees;
   s.failed_allocations = m.failed;
   s.device_calls = m.device_calls;
+  s.map_calls = m.map_calls;
+  s.unmap_calls = m.unmap_calls;
   s.segments = (m.arena ? 1 : 0) + m.segments.size() + m.huge_live.size() + m.huge_cache.size();
   s.fragmentation = s.free_bytes == 0 ? 0.0
                                       : 1.0 - static_cast<double>(s.largest_free_block) /
@@ -679,6 +704,18 @@ Result<void> DevicePool::validate() const {
   if (expect != m.allocated + pending_bytes)
     return fail(ErrorCode::internal, "pool: allocated {} + pending {} != blocks {}", m.allocated, pending_bytes,
                 expect);
+  if (m.pages) {
+    std::uint64_t unit_bytes = 0, end = 0;
+    for (const auto& [off, size] : m.units) {
+      if (off < end) return fail(ErrorCode::internal, "pool: mapped units overlap at {:#x}", off);
+      if (!m.pages->is_mapped(off) || !m.pages->is_mapped(off + size - m.page))
+        return fail(ErrorCode::internal, "pool: unit {:#x} not mapped in the page map", off);
+      unit_bytes += size;
+      end = off + size;
+    }
+    if (unit_bytes != m.pages->mapped_bytes())
+      return fail(ErrorCode::internal, "pool: units cover {} bytes, page map {}", unit_bytes, m.pages->mapped_bytes());
+  }
   std::uint64_t cached = 0;
   for (const auto& h : m.huge_cache) cached += h.size;
   if (cached != m.huge_cache_bytes) return fail(ErrorCode::internal, "pool: huge cache bytes disagree");

@@ -40,6 +40,9 @@ struct MemoryManager::Impl {
   mutable std::mutex mu;  // registry, usage counters, limits
   std::unordered_map<AllocationId, std::shared_ptr<Entry>> entries;
   std::map<std::string, OwnerUsage> by_owner;
+  // Quota counted for allocations still on their way to the registry, so
+  // validate() can reconcile counters while allocations are in flight.
+  std::map<std::string, OwnerUsage> in_flight;
   std::map<DeviceId, std::uint64_t> by_device;
   std::map<MemoryType, std::uint64_t> by_type;
   Limits limits;
@@ -60,7 +63,8 @@ struct MemoryManager::Impl {
     po.memory_type = type;
     bool virtual_ok = info && info->virtual_memory && type == MemoryType::VRAM;
     po.mode = virtual_ok ? PoolMode::Virtual : PoolMode::Segments;
-    if (!virtual_ok && info && info->total_bytes != 0)
+    // The fraction caps every pool, so memd never claims a device whole.
+    if (info && info->total_bytes != 0)
       po.capacity = static_cast<std::uint64_t>(static_cast<double>(info->total_bytes) * options.max_device_fraction);
     auto created = DevicePool::create(**backend, po);
     if (!created) return fail(created.error());
@@ -105,7 +109,19 @@ struct MemoryManager::Impl {
     auto& o = by_owner[r.owner];
     o.bytes += size;
     o.allocations += 1;
+    auto& f = in_flight[r.owner];
+    f.bytes += size;
+    f.allocations += 1;
     return {};
+  }
+
+  // The allocation reached the registry (or failed): it is no longer in flight.
+  void land(const std::string& owner, std::uint64_t size) {
+    auto it = in_flight.find(owner);
+    if (it == in_flight.end()) return;
+    it->second.bytes -= size;
+    it->second.allocations -= 1;
+    if (it->second.allocations == 0) in_flight.erase(it);
   }
 
   void return_quota(const std::string& owner, DeviceId device, MemoryType type, std::uint64_t size) {
@@ -211,8 +227,15 @@ Result<AllocationRecord> MemoryManager::allocate(const AllocationRequest& reques
   }
   auto unreserve = [&] {
     std::lock_guard lock(m.mu);
+    m.land(request.owner, request.size_bytes);
     m.return_quota(request.owner, device, request.memory_type, request.size_bytes);
   };
+  // A request the pool can never hold must not evict anything on its way to failing.
+  if (std::uint64_t cap = (*pool)->options().capacity; cap != 0 && request.size_bytes > cap) {
+    unreserve();
+    return fail(ErrorCode::out_of_memory, "out of memory: {} (larger than the pool's capacity)",
+                m.shortfall_numbers(**pool, device, request.size_bytes));
+  }
 
   // The ladder: allocate; trim cached memory and retry; ask reclaimers and retry.
   auto ptr = (*pool)->allocate(request.size_bytes);
@@ -252,6 +275,7 @@ Result<AllocationRecord> MemoryManager::allocate(const AllocationRequest& reques
   entry->ptr = *ptr;
   AllocationRecord copy = r;
   std::lock_guard lock(m.mu);
+  m.land(request.owner, request.size_bytes);
   m.entries.emplace(r.id, std::move(entry));
   return copy;
 }
@@ -422,7 +446,7 @@ Result<void> MemoryManager::validate() const {
       if (auto r = pool->validate(); !r) return r;
   }
   std::lock_guard lock(impl_->mu);
-  std::map<std::string, OwnerUsage> owners;
+  std::map<std::string, OwnerUsage> owners = impl_->in_flight;
   for (const auto& [id, e] : impl_->entries) {
     auto size = e->pool->block_size(e->ptr);
     if (!size || *size < e->record.size_bytes)

@@ -3,8 +3,10 @@
 // MEMD_POOL_STAT_FIELDS is the single list of counters: the struct below, the
 // JSON encoding, the Prometheus metrics and the dashboard all expand it, so a
 // statistic cannot exist in one view and not another.
-//   allocated  = bytes users asked for and hold now
-//   active     = bytes of live blocks (allocated plus alignment rounding)
+//   allocated  = bytes of the blocks users hold now (each request rounded up
+//                to its block: 256 bytes, a slab class, or a page for huge)
+//   active     = bytes the allocator has carved for live use (allocated plus
+//                whole slab spans and blocks parked for stream-ordered reuse)
 //   reserved   = physical bytes held from the device (the footprint)
 //   fragmentation = 1 - largest free block / free bytes, over mapped memory
 //   footprint_ratio = reserved / allocated (1.0 is the physical limit)
@@ -18,8 +20,8 @@ namespace memd {
 
 // X(name, unit, help) — unit is "bytes", "count" or "ratio".
 #define MEMD_POOL_STAT_FIELDS(X)                                                         \
-  X(allocated_bytes, bytes, "Bytes requested by live allocations")                       \
-  X(active_bytes, bytes, "Bytes of live blocks, alignment rounding included")            \
+  X(allocated_bytes, bytes, "Bytes of blocks held by users (requests rounded to blocks)")\
+  X(active_bytes, bytes, "Bytes carved for live use (spans and pending frees included)")\
   X(reserved_bytes, bytes, "Physical bytes held from the device")                        \
   X(peak_allocated_bytes, bytes, "Peak of allocated_bytes")                              \
   X(peak_active_bytes, bytes, "Peak of active_bytes")                                    \
@@ -32,9 +34,11 @@ namespace memd {
   X(total_frees, count, "Frees since start")                                             \
   X(failed_allocations, count, "Allocations refused (out of memory or quota)")           \
   X(device_calls, count, "Calls into the backend (map, unmap, segment alloc/free)")      \
+  X(map_calls, count, "Mapping units created (virtual memory)")                           \
+  X(unmap_calls, count, "Mapping units released (virtual memory)")                        \
   X(segments, count, "Segments or reserved ranges held")                                 \
   X(fragmentation, ratio, "1 - largest free block / free bytes")                         \
-  X(footprint_ratio, ratio, "reserved_bytes / allocated_bytes")
+  X(footprint_ratio, ratio, "reserved_bytes / allocated_bytes (requested bytes live in the registry)")
 
 struct PoolStats {
 #define MEMD_DECLARE_STAT(name, unit, help) MEMD_STAT_TYPE_##unit name = 0;

@@ -550,7 +550,7 @@ TEST_F(MemoryManagerTest, ReclaimIsNotCalledWhenNothingIsShort) {
 // any thread while an allocation is in flight) fails with "stale owner usage
 // entries" or "usage counters of owner ... disagree with the registry".
 // See the report; enable once fixed.
-TEST_F(MemoryManagerTest, DISABLED_ValidateHoldsWhileAnAllocationIsInFlight) {
+TEST_F(MemoryManagerTest, ValidateHoldsWhileAnAllocationIsInFlight) {
   make(64 * kMiB);
   auto a = alloc(48 * kMiB, "models", MemoryType::VRAM, {"evictable"});
   ASSERT_FALSE(HasFailure());
@@ -574,7 +574,7 @@ TEST_F(MemoryManagerTest, DISABLED_ValidateHoldsWhileAnAllocationIsInFlight) {
 // A request larger than the whole device can never succeed; asking reclaim
 // callbacks to evict models for it destroys cached work for nothing.
 // See the report; enable once MemoryManager::allocate checks capacity first.
-TEST_F(MemoryManagerTest, DISABLED_RequestLargerThanTheDeviceDoesNotTriggerReclaim) {
+TEST_F(MemoryManagerTest, RequestLargerThanTheDeviceDoesNotTriggerReclaim) {
   make(64 * kMiB);
   auto model = alloc(16 * kMiB, "models", MemoryType::VRAM, {"evictable"});
   ASSERT_FALSE(HasFailure());
@@ -598,7 +598,7 @@ TEST_F(MemoryManagerTest, DISABLED_RequestLargerThanTheDeviceDoesNotTriggerRecla
 // memd may reserve, absent explicit limits", but MemoryManager's pool_for only
 // applies it to Segments pools: VRAM pools (Virtual mode, every GPU and
 // host:N) get the whole device. See the report; enable once fixed.
-TEST_F(MemoryManagerTest, DISABLED_MaxDeviceFractionCapsVramPools) {
+TEST_F(MemoryManagerTest, MaxDeviceFractionCapsVramPools) {
   manager_.reset();
   catalog_ = alloc_test::host_catalog(64 * kMiB);
   ASSERT_TRUE(catalog_);

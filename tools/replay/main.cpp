@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
   CLI::App app{"memd-replay: replay allocation traces on memd and on baseline allocators"};
   std::string backend = "host";
   std::string baseline = "memd";
-  std::string host_device;
+  std::string host_device, unit_max;
   bool json = false, segments = false, validate = false;
   double max_ratio = 0;
   std::vector<std::string> traces;
@@ -29,6 +29,9 @@ int main(int argc, char** argv) {
   app.add_option("--baseline", baseline, "Allocator to replay on")
       ->check(CLI::IsMember({"memd", "malloc", "cuda-malloc", "cuda-async"}));
   app.add_option("--host-device", host_device, "Capacity of host:0 (default: 2x the trace's peak, >= 1GiB)");
+  app.add_option("--map-unit-max", unit_max, "Largest mapping unit (memd, virtual mode)");
+  double retain_fraction = -1;
+  app.add_option("--retain-fraction", retain_fraction, "Slack kept above the peak of busy bytes (memd)");
   app.add_flag("--segments", segments, "memd in plain-segment mode instead of virtual memory");
   app.add_flag("--validate", validate, "Run the pool's validate() after each trace");
   app.add_flag("--json", json, "One JSON object per trace and line");
@@ -40,6 +43,7 @@ int main(int argc, char** argv) {
   mo.backend = backend;
   mo.segments = segments;
   mo.validate = validate;
+  mo.retain_fraction = retain_fraction;
   if (!host_device.empty()) {
     auto s = parse_size(host_device);
     if (!s) {
@@ -47,6 +51,15 @@ int main(int argc, char** argv) {
       return 2;
     }
     mo.host_device_bytes = *s;
+  }
+  for (auto [text, field] : {std::pair{&unit_max, &mo.map_unit_max}}) {
+    if (text->empty()) continue;
+    auto s = parse_size(*text);
+    if (!s) {
+      std::fprintf(stderr, "memd-replay: %s\n", s.error().message.c_str());
+      return 2;
+    }
+    *field = *s;
   }
   if (!json)
     std::printf("%-18s %-14s %-6s %14s %14s %9s %9s %10s %12s\n", "trace", "allocator", "backend", "peak_live",

@@ -2,6 +2,7 @@
 #include <malloc.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <vector>
 
@@ -38,6 +39,8 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
   po.device = device;
   po.mode = options.segments ? PoolMode::Segments : PoolMode::Virtual;
   if (options.backend == "host") po.capacity = bo.host_device_bytes;
+  if (options.map_unit_max != 0) po.map_unit_max = options.map_unit_max;
+  if (options.retain_fraction >= 0) po.retain_fraction = options.retain_fraction;
   auto pool = DevicePool::create(**backend, po);
   if (!pool) return fail(pool.error());
 
@@ -67,6 +70,9 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
   r.ops = trace.ops.size();
   r.ns_per_op = ns_per_op(elapsed, r.ops);
   r.device_calls = stats.device_calls;
+  if (std::getenv("MEMD_REPLAY_DEBUG"))
+    std::fprintf(stderr, "%s: maps %llu unmaps %llu\n", trace.name.c_str(),
+                 static_cast<unsigned long long>(stats.map_calls), static_cast<unsigned long long>(stats.unmap_calls));
   return r;
 }
 

@@ -35,6 +35,8 @@ struct MemdReplayOptions {
   std::uint64_t host_device_bytes = 0;  // 0: 2 × peak live, at least 1 GiB
   bool segments = false;                // plain-segment mode instead of virtual memory
   bool validate = false;                // validate() after the run
+  std::uint64_t map_unit_max = 0;
+  double retain_fraction = -1;  // <0: the pool's default
 };
 
 Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& options);
