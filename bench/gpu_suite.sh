@@ -13,6 +13,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 lscpu | grep -E 'Model name|^CPU\(s\)' | tee -a "$OUT/gpu.txt"
 
 echo "== ctest (all bundled tests; label gpu = CUDA conformance)"
+sed -i "s|@GPU@|$PWD/.gpu|g" .gpu/CTestTestfile.cmake
 (cd .gpu && ctest --output-on-failure 2>&1) | tee "$OUT/ctest.txt" | tail -15
 "$bin"/memd_backends_gpu_tests 2>&1 | grep -E 'PASSED|SKIPPED|FAILED' | tee -a "$OUT/ctest.txt"
 
