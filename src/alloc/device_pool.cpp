@@ -343,12 +343,21 @@ struct DevicePool::Impl {
     return std::nullopt;
   }
 
-  // Really frees a block (no stream semantics).
-  void release_block(std::uint64_t address) {
+  // Really frees a live block (no stream semantics) and returns its size;
+  // nullopt (and nothing changed) when address is not a live block. One
+  // lookup per structure, in the order sizes are most common.
+  std::optional<std::uint64_t> release_block(std::uint64_t address) {
     auto r = slab.free(address);
     if (r.outcome == SlabAllocator::FreeOutcome::Freed) {
       if (r.released_span) give_back(*r.released_span);
-      return;
+      return r.slot_size;
+    }
+    if (r.outcome == SlabAllocator::FreeOutcome::DoubleFree) return std::nullopt;
+    // NotSlab: the address's span base is no span, so it is no span itself
+    // either, and TLSF can free it directly.
+    if (auto freed = tlsf.free(address)) {
+      if (pages) pages->release(address, freed->size);
+      return freed->size;
     }
     if (auto it = huge_live.find(address); it != huge_live.end()) {
       Huge h = it->second;
@@ -357,9 +366,9 @@ struct DevicePool::Impl {
       huge_cache.push_back(h);  // kept as slack; the budget decides when it goes
       huge_cache_bytes += h.size;
       if (reserved() > allowed()) release_slack(reserved() - allowed());
-      return;
+      return h.size;
     }
-    give_back(address);
+    return std::nullopt;
   }
 
   Result<std::uint64_t> allocate_locked(std::uint64_t size) {
@@ -388,11 +397,10 @@ struct DevicePool::Impl {
   }
 
   Result<void> free_locked(std::uint64_t address) {
-    if (pending.find(address))
+    if (pending.size() != 0 && pending.find(address))
       return fail(ErrorCode::invalid_argument, "double free of {:#x} (a stream-ordered free is pending)", address);
-    auto size = live_block_size(address);
+    auto size = release_block(address);
     if (!size) return fail(ErrorCode::invalid_argument, "{:#x} is not a live block of this pool", address);
-    release_block(address);
     allocated -= *size;
     --live;
     ++total_frees;
@@ -424,7 +432,7 @@ struct DevicePool::Impl {
 
   void finish_pending(const Pending& p) {
     pending.erase(p.address);
-    release_block(p.address);
+    (void)release_block(p.address);
   }
 
   // Releases batches whose event completed; with wait, fences and waits for all.
