@@ -1,11 +1,12 @@
 // CUDA backend: GPUs through the runtime, virtual memory through driver entry
 // points, memory figures through NVML.
 //
-// Locking: mutex_ guards the handle tables and the cpu segment counter; each
-// GPU has a mutex for its handle cache, counters and default stream; each
-// reserved range has a mutex that serialises its map/unmap/release. Lock order
-// is range, then GPU, then mutex_; no CUDA call that can block on the device
-// (synchronize, event wait) runs under mutex_.
+// Locking: mutex_ guards the handle tables (but segments_, which locks itself
+// and counts cpu segment bytes); each GPU has a mutex for its handle cache,
+// counters and default stream; each reserved range has a mutex that
+// serialises its map/unmap/release. Lock order is range, then GPU, then
+// mutex_; no CUDA call that can block on the device (synchronize, event wait)
+// runs under mutex_. segments_'s lock is a leaf: taken under any of these.
 //
 // Every entry point calls cudaSetDevice first: the backend is used from many
 // threads and the current device is per thread.
@@ -26,7 +27,9 @@
 #include "backends/cuda/driver_api.hpp"
 #include "backends/cuda/nvml.hpp"
 #include "backends/host/meminfo.hpp"
+#include "backends/handle_lookup.hpp"
 #include "backends/page_run.hpp"
+#include "backends/segment_table.hpp"
 #include "backends/unit_map.hpp"
 #include "memd/size.hpp"
 
@@ -101,12 +104,6 @@ class CudaBackend final : public Backend {
     // One unit per map() call: one cuMemCreate'd handle mapped whole.
     UnitMap<Handle> units;
   };
-  struct SegmentState {
-    DeviceId device;
-    MemoryType type;
-    void* ptr;
-    std::uint64_t size;
-  };
   struct StreamState {
     DeviceId device;
     cudaStream_t stream;
@@ -122,7 +119,14 @@ class CudaBackend final : public Backend {
   Result<Gpu*> require_gpu(DeviceId device) const;
   static Result<void> set_device(const Gpu& gpu);
   CUmemAllocationProp allocation_prop(const Gpu& gpu) const;
+  std::uint64_t new_handle();
   Result<std::shared_ptr<RangeState>> find_range(const VirtualRange& range) const;
+  // find_range, then check_page_run of [offset, +bytes) at the range's GPU's
+  // granularity: map/unmap's checks.
+  Result<std::shared_ptr<RangeState>> find_range_run(const VirtualRange& range,
+                                                     std::uint64_t offset,
+                                                     std::uint64_t bytes) const;
+  Result<cudaEvent_t> event_for(const Event& event) const;
   Result<cudaStream_t> stream_for(const Stream& stream, Gpu** gpu);
   // Physical memory of exactly `bytes`: a cached handle of that size, else
   // cuMemCreate (after dropping the cache of other sizes if the device is out
@@ -139,9 +143,8 @@ class CudaBackend final : public Backend {
 
   mutable std::mutex mutex_;
   std::uint64_t next_handle_ = 1;
-  std::uint64_t cpu_segment_bytes_ = 0;
   std::unordered_map<std::uint64_t, std::shared_ptr<RangeState>> ranges_;
-  std::unordered_map<std::uint64_t, SegmentState> segments_;
+  SegmentTable segments_;  // cpu segment bytes included
   std::unordered_map<std::uint64_t, StreamState> streams_;
   std::unordered_map<std::uint64_t, EventState> events_;
 };
@@ -243,7 +246,7 @@ CudaBackend::~CudaBackend() {
     }
     (void)driver_->mem_address_free(range->base, range->size);
   }
-  for (auto& [handle, segment] : segments_) {
+  for (const auto& segment : segments_.take_all()) {
     if (segment.type == MemoryType::SharedMemory)
       (void)cudaFreeHost(segment.ptr);
     else
@@ -277,6 +280,11 @@ Result<Gpu*> CudaBackend::require_gpu(DeviceId device) const {
     return fail(ErrorCode::invalid_argument, "the CUDA backend serves cpu only for pinned and "
                                              "managed segments");
   return fail(ErrorCode::not_found, "the CUDA backend has no device {}", device.to_string());
+}
+
+std::uint64_t CudaBackend::new_handle() {
+  std::lock_guard lock(mutex_);
+  return next_handle_++;
 }
 
 Result<void> CudaBackend::set_device(const Gpu& gpu) {
@@ -346,12 +354,18 @@ Result<VirtualRange> CudaBackend::reserve(DeviceId device, std::uint64_t bytes) 
 Result<std::shared_ptr<CudaBackend::RangeState>> CudaBackend::find_range(
     const VirtualRange& range) const {
   std::lock_guard lock(mutex_);
-  auto it = ranges_.find(range.handle);
-  if (it == ranges_.end() || it->second->base != range.base || it->second->size != range.size ||
-      it->second->device != range.device)
-    return fail(ErrorCode::not_found, "no reserved range {:#x} of {} bytes on {}", range.base,
-                range.size, range.device.to_string());
-  return it->second;
+  auto it = find_range_in(ranges_, range);
+  if (!it) return fail(it.error());
+  return (*it)->second;
+}
+
+Result<std::shared_ptr<CudaBackend::RangeState>> CudaBackend::find_range_run(
+    const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) const {
+  auto found = find_range(range);
+  if (!found) return fail(found.error());
+  if (auto run = check_page_run(range, offset, bytes, (*found)->gpu->granularity); !run)
+    return fail(run.error());
+  return found;
 }
 
 Result<Handle> CudaBackend::take_handle(Gpu& gpu, std::uint64_t bytes) {
@@ -417,12 +431,10 @@ std::uint64_t CudaBackend::shrink_cache(Gpu& gpu, std::uint64_t limit) {
 }
 
 Result<void> CudaBackend::map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) {
-  auto found = find_range(range);
+  auto found = find_range_run(range, offset, bytes);
   if (!found) return fail(found.error());
   auto& r = **found;
   Gpu& gpu = *r.gpu;
-  auto run = check_page_run(range, offset, bytes, gpu.granularity);
-  if (!run) return fail(run.error());
   std::lock_guard range_lock(r.mutex);
   if (auto free = r.units.check_unmapped(offset, bytes, r.base); !free) return fail(free.error());
   if (auto ok = set_device(gpu); !ok) return fail(ok.error());
@@ -463,12 +475,10 @@ Result<void> CudaBackend::map(const VirtualRange& range, std::uint64_t offset, s
 
 Result<void> CudaBackend::unmap(const VirtualRange& range, std::uint64_t offset,
                                 std::uint64_t bytes) {
-  auto found = find_range(range);
+  auto found = find_range_run(range, offset, bytes);
   if (!found) return fail(found.error());
   auto& r = **found;
   Gpu& gpu = *r.gpu;
-  auto run = check_page_run(range, offset, bytes, gpu.granularity);
-  if (!run) return fail(run.error());
   std::lock_guard range_lock(r.mutex);
   // Whole units only: cuMemUnmap cannot cut through a cuMemMap.
   auto tiles = r.units.tiling(offset, bytes, r.base);
@@ -492,13 +502,10 @@ Result<void> CudaBackend::release(const VirtualRange& range) {
   std::shared_ptr<RangeState> state;
   {
     std::lock_guard lock(mutex_);
-    auto it = ranges_.find(range.handle);
-    if (it == ranges_.end() || it->second->base != range.base || it->second->size != range.size ||
-        it->second->device != range.device)
-      return fail(ErrorCode::not_found, "no reserved range {:#x} of {} bytes on {}", range.base,
-                  range.size, range.device.to_string());
-    state = std::move(it->second);
-    ranges_.erase(it);
+    auto it = find_range_in(ranges_, range);
+    if (!it) return fail(it.error());
+    state = (*it)->second;
+    ranges_.erase(*it);
   }
   auto& r = *state;
   Gpu& gpu = *r.gpu;
@@ -552,10 +559,7 @@ void CudaBackend::set_handle_cache_limit(DeviceId device, std::uint64_t bytes) {
 }
 
 std::uint64_t CudaBackend::physical_bytes(DeviceId device) const {
-  if (device.kind() == DeviceKind::Cpu) {
-    std::lock_guard lock(mutex_);
-    return cpu_segment_bytes_;
-  }
+  if (device.kind() == DeviceKind::Cpu) return segments_.cpu_bytes();
   Gpu* gpu = gpu_for(device);
   if (gpu == nullptr) return 0;
   std::lock_guard lock(gpu->mutex);
@@ -616,27 +620,15 @@ Result<Segment> CudaBackend::allocate(DeviceId device, MemoryType type, std::uin
     std::lock_guard lock(gpu.mutex);
     gpu.segment_bytes += bytes;
   }
-  std::lock_guard lock(mutex_);
-  if (device.kind() == DeviceKind::Cpu) cpu_segment_bytes_ += bytes;
-  const auto handle = next_handle_++;
-  segments_.emplace(handle, SegmentState{device, type, ptr, bytes});
-  return Segment{device, type, ptr, bytes, handle};
+  const Segment segment{device, type, ptr, bytes, new_handle()};
+  segments_.add(segment);
+  return segment;
 }
 
 Result<void> CudaBackend::free(const Segment& segment) {
-  SegmentState state;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = segments_.find(segment.handle);
-    if (it == segments_.end() || it->second.ptr != segment.ptr ||
-        it->second.device != segment.device)
-      return fail(ErrorCode::not_found, "no segment {} on {}", segment.ptr,
-                  segment.device.to_string());
-    state = it->second;
-    segments_.erase(it);
-    if (state.device.kind() == DeviceKind::Cpu)
-      cpu_segment_bytes_ -= std::min(cpu_segment_bytes_, state.size);
-  }
+  auto found = segments_.remove(segment);
+  if (!found) return fail(found.error());
+  const Segment& state = *found;
   Gpu* gpu = state.device.kind() == DeviceKind::Cpu ? gpu_for(DeviceId::cuda(0))
                                                     : gpu_for(state.device);
   if (gpu != nullptr) {
@@ -678,12 +670,10 @@ Result<void> CudaBackend::destroy_stream(const Stream& stream) {
   StreamState state;
   {
     std::lock_guard lock(mutex_);
-    auto it = streams_.find(stream.handle);
-    if (it == streams_.end() || it->second.device != stream.device)
-      return fail(ErrorCode::not_found, "no stream {} on {}", stream.handle,
-                  stream.device.to_string());
-    state = it->second;
-    streams_.erase(it);
+    auto it = find_stream_in(streams_, stream);
+    if (!it) return fail(it.error());
+    state = (*it)->second;
+    streams_.erase(*it);
   }
   Gpu* gpu = gpu_for(state.device);
   if (gpu != nullptr)
@@ -716,11 +706,9 @@ Result<cudaStream_t> CudaBackend::stream_for(const Stream& stream, Gpu** gpu_out
     return gpu.default_stream;
   }
   std::lock_guard lock(mutex_);
-  auto it = streams_.find(stream.handle);
-  if (it == streams_.end() || it->second.device != stream.device)
-    return fail(ErrorCode::not_found, "no stream {} on {}", stream.handle,
-                stream.device.to_string());
-  return it->second.stream;
+  auto it = find_stream_in(streams_, stream);
+  if (!it) return fail(it.error());
+  return (*it)->second.stream;
 }
 
 Result<void> CudaBackend::copy(void* dst, const void* src, std::uint64_t bytes,
@@ -768,31 +756,26 @@ Result<Event> CudaBackend::record(const Stream& stream) {
   return Event{stream.device, handle};
 }
 
+Result<cudaEvent_t> CudaBackend::event_for(const Event& event) const {
+  std::lock_guard lock(mutex_);
+  auto it = find_event_in(events_, event);
+  if (!it) return fail(it.error());
+  return (*it)->second.event;
+}
+
 Result<bool> CudaBackend::query(const Event& event) {
-  cudaEvent_t handle = nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = events_.find(event.handle);
-    if (it == events_.end() || it->second.device != event.device)
-      return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
-    handle = it->second.event;
-  }
-  const auto e = cudaEventQuery(handle);
+  auto handle = event_for(event);
+  if (!handle) return fail(handle.error());
+  const auto e = cudaEventQuery(*handle);
   if (e == cudaSuccess) return true;
   if (e == cudaErrorNotReady) return false;
   return runtime_failure(e, "cudaEventQuery");
 }
 
 Result<void> CudaBackend::wait(const Event& event) {
-  cudaEvent_t handle = nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = events_.find(event.handle);
-    if (it == events_.end() || it->second.device != event.device)
-      return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
-    handle = it->second.event;
-  }
-  if (auto e = cudaEventSynchronize(handle); e != cudaSuccess)
+  auto handle = event_for(event);
+  if (!handle) return fail(handle.error());
+  if (auto e = cudaEventSynchronize(*handle); e != cudaSuccess)
     return runtime_failure(e, "cudaEventSynchronize");
   return {};
 }
@@ -801,11 +784,10 @@ Result<void> CudaBackend::destroy_event(const Event& event) {
   cudaEvent_t handle = nullptr;
   {
     std::lock_guard lock(mutex_);
-    auto it = events_.find(event.handle);
-    if (it == events_.end() || it->second.device != event.device)
-      return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
-    handle = it->second.event;
-    events_.erase(it);
+    auto it = find_event_in(events_, event);
+    if (!it) return fail(it.error());
+    handle = (*it)->second.event;
+    events_.erase(*it);
   }
   if (auto e = cudaEventDestroy(handle); e != cudaSuccess)
     return runtime_failure(e, "cudaEventDestroy");

@@ -1,8 +1,9 @@
 // Host backend: `cpu` (system RAM) and host:N stand-in GPUs built on mmap.
 //
-// Locking: mutex_ guards the handle tables and the committed-byte counters;
-// each reserved range has its own mutex so map/unmap syscalls on one range
-// never block work on another. Lock order is range mutex, then mutex_.
+// Locking: mutex_ guards the handle tables (but segments_, which locks
+// itself) and the committed-byte counters; each reserved range has its own
+// mutex so map/unmap syscalls on one range never block work on another. Lock
+// order is range mutex, then mutex_; segments_'s lock is a leaf.
 #include "backends/host/host_backend.hpp"
 
 #include <sys/mman.h>
@@ -18,7 +19,9 @@
 
 #include "backends/host/meminfo.hpp"
 #include "backends/host/stream_worker.hpp"
+#include "backends/handle_lookup.hpp"
 #include "backends/page_run.hpp"
+#include "backends/segment_table.hpp"
 #include "backends/unit_map.hpp"
 
 namespace memd {
@@ -70,12 +73,6 @@ class HostBackend final : public Backend {
     // One unit per map() call: unmap() takes whole units only, as on CUDA.
     UnitMap<Empty> units;
   };
-  struct SegmentState {
-    DeviceId device;
-    MemoryType type;
-    void* ptr;
-    std::uint64_t size;
-  };
   struct StreamState {
     DeviceId device;
     std::shared_ptr<StreamWorker> worker;
@@ -93,8 +90,14 @@ class HostBackend final : public Backend {
   bool serves(DeviceId device) const noexcept {
     return device.kind() == DeviceKind::Cpu || is_host_device(device);
   }
+  std::uint64_t new_handle();
   Result<void> check_vm_device(DeviceId device) const;
   Result<std::shared_ptr<RangeState>> find_range(const VirtualRange& range) const;
+  // find_range, then check_page_run of [offset, +bytes): map/unmap's checks.
+  Result<std::shared_ptr<RangeState>> find_range_run(const VirtualRange& range,
+                                                     std::uint64_t offset,
+                                                     std::uint64_t bytes) const;
+  Result<EventState> find_event(const Event& event) const;
   Result<std::shared_ptr<StreamWorker>> worker_for(const Stream& stream);
   // Adds bytes to host:N's committed total unless that would pass capacity.
   Result<void> charge(DeviceId device, std::uint64_t bytes);
@@ -106,10 +109,9 @@ class HostBackend final : public Backend {
 
   mutable std::mutex mutex_;
   std::vector<std::uint64_t> committed_;  // per host:N: mapped pages + segments
-  std::uint64_t cpu_segment_bytes_ = 0;
   std::uint64_t next_handle_ = 1;
   std::unordered_map<std::uint64_t, std::shared_ptr<RangeState>> ranges_;
-  std::unordered_map<std::uint64_t, SegmentState> segments_;
+  SegmentTable segments_;  // cpu segment bytes included
   std::unordered_map<std::uint64_t, StreamState> streams_;
   std::map<DeviceId, std::shared_ptr<StreamWorker>> default_streams_;
   std::unordered_map<std::uint64_t, EventState> events_;
@@ -134,7 +136,12 @@ HostBackend::~HostBackend() {
   for (auto& [handle, stream] : streams_) stream.worker->stop();
   for (auto& [device, worker] : default_streams_) worker->stop();
   for (auto& [handle, range] : ranges_) ::munmap(reinterpret_cast<void*>(range->base), range->size);
-  for (auto& [handle, segment] : segments_) ::munmap(segment.ptr, segment.size);
+  for (const auto& segment : segments_.take_all()) ::munmap(segment.ptr, segment.size);
+}
+
+std::uint64_t HostBackend::new_handle() {
+  std::lock_guard lock(mutex_);
+  return next_handle_++;
 }
 
 std::vector<DeviceInfo> HostBackend::devices() const {
@@ -247,25 +254,27 @@ Result<VirtualRange> HostBackend::reserve(DeviceId device, std::uint64_t bytes) 
 Result<std::shared_ptr<HostBackend::RangeState>> HostBackend::find_range(
     const VirtualRange& range) const {
   std::lock_guard lock(mutex_);
-  auto it = ranges_.find(range.handle);
-  if (it == ranges_.end() || it->second->base != range.base || it->second->size != range.size ||
-      it->second->device != range.device)
-    return fail(ErrorCode::not_found, "no reserved range {:#x} of {} bytes on {}", range.base,
-                range.size, range.device.to_string());
-  return it->second;
+  auto it = find_range_in(ranges_, range);
+  if (!it) return fail(it.error());
+  return (*it)->second;
+}
+
+Result<std::shared_ptr<HostBackend::RangeState>> HostBackend::find_range_run(
+    const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) const {
+  auto state = find_range(range);
+  if (!state) return fail(state.error());
+  if (auto run = check_page_run(range, offset, bytes, granularity_); !run) return fail(run.error());
+  return state;
 }
 
 Result<void> HostBackend::release(const VirtualRange& range) {
   std::shared_ptr<RangeState> state;
   {
     std::lock_guard lock(mutex_);
-    auto it = ranges_.find(range.handle);
-    if (it == ranges_.end() || it->second->base != range.base || it->second->size != range.size ||
-        it->second->device != range.device)
-      return fail(ErrorCode::not_found, "no reserved range {:#x} of {} bytes on {}", range.base,
-                  range.size, range.device.to_string());
-    state = std::move(it->second);
-    ranges_.erase(it);
+    auto it = find_range_in(ranges_, range);
+    if (!it) return fail(it.error());
+    state = (*it)->second;
+    ranges_.erase(*it);
   }
   std::lock_guard range_lock(state->mutex);
   credit(state->device, state->units.mapped_bytes());
@@ -277,10 +286,8 @@ Result<void> HostBackend::release(const VirtualRange& range) {
 }
 
 Result<void> HostBackend::map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) {
-  auto state = find_range(range);
+  auto state = find_range_run(range, offset, bytes);
   if (!state) return fail(state.error());
-  auto run = check_page_run(range, offset, bytes, granularity_);
-  if (!run) return fail(run.error());
   auto& r = **state;
   std::lock_guard range_lock(r.mutex);
   if (auto free = r.units.check_unmapped(offset, bytes, r.base); !free) return fail(free.error());
@@ -298,10 +305,8 @@ Result<void> HostBackend::map(const VirtualRange& range, std::uint64_t offset, s
 
 Result<void> HostBackend::unmap(const VirtualRange& range, std::uint64_t offset,
                                 std::uint64_t bytes) {
-  auto state = find_range(range);
+  auto state = find_range_run(range, offset, bytes);
   if (!state) return fail(state.error());
-  auto run = check_page_run(range, offset, bytes, granularity_);
-  if (!run) return fail(run.error());
   auto& r = **state;
   std::lock_guard range_lock(r.mutex);
   // Whole units only, exactly: CUDA cannot unmap part of a cuMemMap, and the
@@ -323,8 +328,8 @@ Result<void> HostBackend::unmap(const VirtualRange& range, std::uint64_t offset,
 }
 
 std::uint64_t HostBackend::physical_bytes(DeviceId device) const {
+  if (device.kind() == DeviceKind::Cpu) return segments_.cpu_bytes();
   std::lock_guard lock(mutex_);
-  if (device.kind() == DeviceKind::Cpu) return cpu_segment_bytes_;
   if (!is_host_device(device)) return 0;
   return committed_[static_cast<std::size_t>(device.index())];
 }
@@ -363,27 +368,15 @@ Result<Segment> HostBackend::allocate(DeviceId device, MemoryType type, std::uin
   // (RLIMIT_MEMLOCK) the memory is still correct, only pageable.
   if (type == MemoryType::SharedMemory) (void)::mlock(ptr, bytes);
 
-  std::lock_guard lock(mutex_);
-  if (!host_device) cpu_segment_bytes_ += bytes;
-  const auto handle = next_handle_++;
-  segments_.emplace(handle, SegmentState{device, type, ptr, bytes});
-  return Segment{device, type, ptr, bytes, handle};
+  const Segment segment{device, type, ptr, bytes, new_handle()};
+  segments_.add(segment);
+  return segment;
 }
 
 Result<void> HostBackend::free(const Segment& segment) {
-  SegmentState state;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = segments_.find(segment.handle);
-    if (it == segments_.end() || it->second.ptr != segment.ptr ||
-        it->second.device != segment.device)
-      return fail(ErrorCode::not_found, "no segment {} on {}", segment.ptr,
-                  segment.device.to_string());
-    state = it->second;
-    segments_.erase(it);
-    if (state.device.kind() == DeviceKind::Cpu)
-      cpu_segment_bytes_ -= std::min(cpu_segment_bytes_, state.size);
-  }
+  auto found = segments_.remove(segment);
+  if (!found) return fail(found.error());
+  const Segment& state = *found;
   if (state.device.kind() == DeviceKind::Host) credit(state.device, state.size);
   if (::munmap(state.ptr, state.size) != 0)
     return fail(ErrorCode::backend_error, "munmap of segment {} failed: {}", state.ptr,
@@ -410,12 +403,10 @@ Result<void> HostBackend::destroy_stream(const Stream& stream) {
   std::shared_ptr<StreamWorker> worker;
   {
     std::lock_guard lock(mutex_);
-    auto it = streams_.find(stream.handle);
-    if (it == streams_.end() || it->second.device != stream.device)
-      return fail(ErrorCode::not_found, "no stream {} on {}", stream.handle,
-                  stream.device.to_string());
-    worker = std::move(it->second.worker);
-    streams_.erase(it);
+    auto it = find_stream_in(streams_, stream);
+    if (!it) return fail(it.error());
+    worker = (*it)->second.worker;
+    streams_.erase(*it);
   }
   worker->stop();  // drains, then joins: nothing queued is dropped
   return {};
@@ -431,11 +422,9 @@ Result<std::shared_ptr<StreamWorker>> HostBackend::worker_for(const Stream& stre
     if (!worker) worker = std::make_shared<StreamWorker>();
     return worker;
   }
-  auto it = streams_.find(stream.handle);
-  if (it == streams_.end() || it->second.device != stream.device)
-    return fail(ErrorCode::not_found, "no stream {} on {}", stream.handle,
-                stream.device.to_string());
-  return it->second.worker;
+  auto it = find_stream_in(streams_, stream);
+  if (!it) return fail(it.error());
+  return (*it)->second.worker;
 }
 
 Result<void> HostBackend::copy(void* dst, const void* src, std::uint64_t bytes,
@@ -470,41 +459,31 @@ Result<Event> HostBackend::record(const Stream& stream) {
   return Event{stream.device, handle};
 }
 
+Result<HostBackend::EventState> HostBackend::find_event(const Event& event) const {
+  std::lock_guard lock(mutex_);
+  auto it = find_event_in(events_, event);
+  if (!it) return fail(it.error());
+  return (*it)->second;
+}
+
 Result<bool> HostBackend::query(const Event& event) {
-  std::shared_ptr<StreamWorker> worker;
-  std::uint64_t sequence;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = events_.find(event.handle);
-    if (it == events_.end() || it->second.device != event.device)
-      return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
-    worker = it->second.worker;
-    sequence = it->second.sequence;
-  }
-  return worker->is_complete(sequence);
+  auto state = find_event(event);
+  if (!state) return fail(state.error());
+  return state->worker->is_complete(state->sequence);
 }
 
 Result<void> HostBackend::wait(const Event& event) {
-  std::shared_ptr<StreamWorker> worker;
-  std::uint64_t sequence;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = events_.find(event.handle);
-    if (it == events_.end() || it->second.device != event.device)
-      return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
-    worker = it->second.worker;
-    sequence = it->second.sequence;
-  }
-  worker->wait_for(sequence);
+  auto state = find_event(event);
+  if (!state) return fail(state.error());
+  state->worker->wait_for(state->sequence);
   return {};
 }
 
 Result<void> HostBackend::destroy_event(const Event& event) {
   std::lock_guard lock(mutex_);
-  auto it = events_.find(event.handle);
-  if (it == events_.end() || it->second.device != event.device)
-    return fail(ErrorCode::not_found, "no event {} on {}", event.handle, event.device.to_string());
-  events_.erase(it);
+  auto it = find_event_in(events_, event);
+  if (!it) return fail(it.error());
+  events_.erase(*it);
   return {};
 }
 
