@@ -23,11 +23,10 @@ echo "== memd devices"
 echo "== replay (JSON lines in replay.jsonl)"
 : > "$OUT/replay.jsonl"
 for b in memd cuda-async cuda-malloc; do
-  "$bin"/memd-replay --backend cuda --baseline "$b" --json "${traces[@]}" >> "$OUT/replay.jsonl" 2>> "$OUT/replay.err"
+  "$bin"/memd-replay --backend cuda --baseline "$b" --json "${traces[@]}" >> "$OUT/replay.jsonl" 2>> "$OUT/ctest.txt"
 done
-"$bin"/memd-replay --backend host --baseline memd --json "${traces[@]}" >> "$OUT/replay.jsonl" 2>> "$OUT/replay.err"
-"$bin"/memd-replay --baseline malloc --json "${traces[@]}" >> "$OUT/replay.jsonl" 2>> "$OUT/replay.err"
-cat "$OUT/replay.err"
+"$bin"/memd-replay --backend host --baseline memd --json "${traces[@]}" >> "$OUT/replay.jsonl" 2>> "$OUT/ctest.txt"
+"$bin"/memd-replay --baseline malloc --json "${traces[@]}" >> "$OUT/replay.jsonl" 2>> "$OUT/ctest.txt"
 python3 - "$OUT/replay.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
