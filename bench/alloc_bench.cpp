@@ -39,64 +39,16 @@ void BM_MallocPair(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
-// An alloc+free pair of mixed sizes while `live` other blocks are held.
 void BM_MemdPairWithLive(benchmark::State& state) {
-  auto& pool = host_pool();
-  auto live = static_cast<std::size_t>(state.range(0));
-  auto background = size_mix(live, 1);
-  std::vector<void*> held;
-  held.reserve(live);
-  for (auto s : background) held.push_back(*pool.allocate(s / 16 + 512));  // keep 100k blocks modest in bytes
-  auto sizes = size_mix(4096, 2);
-  std::size_t i = 0;
-  for (auto _ : state) {
-    auto p = pool.allocate(sizes[i++ & 4095]);
-    benchmark::DoNotOptimize(p);
-    (void)pool.deallocate(*p);
-  }
-  for (auto* p : held) (void)pool.deallocate(p);
-  state.SetItemsProcessed(state.iterations());
+  pair_with_live(state, pool_alloc(host_pool()), pool_release(host_pool()));
 }
 
-// Replace a random one of `live` blocks per iteration (one free + one allocate).
 void BM_MemdChurnWithLive(benchmark::State& state) {
-  auto& pool = host_pool();
-  auto live = static_cast<std::size_t>(state.range(0));
-  auto sizes = size_mix(live + 8192, 3);
-  std::vector<void*> held;
-  held.reserve(live);
-  for (std::size_t k = 0; k < live; ++k) held.push_back(*pool.allocate(sizes[k] / 16 + 512));
-  std::mt19937_64 rng(4);
-  std::vector<std::size_t> victims(8192);
-  for (auto& v : victims) v = rng() % live;
-  std::size_t i = 0;
-  for (auto _ : state) {
-    auto k = victims[i & 8191];
-    (void)pool.deallocate(held[k]);
-    held[k] = *pool.allocate(sizes[i & 8191] / 16 + 512);
-    ++i;
-  }
-  for (auto* p : held) (void)pool.deallocate(p);
-  state.SetItemsProcessed(state.iterations());
+  churn_with_live(state, pool_alloc(host_pool()), pool_release(host_pool()));
 }
 
 void BM_MallocChurnWithLive(benchmark::State& state) {
-  auto live = static_cast<std::size_t>(state.range(0));
-  auto sizes = size_mix(live + 8192, 3);
-  std::vector<void*> held;
-  for (std::size_t k = 0; k < live; ++k) held.push_back(std::malloc(sizes[k] / 16 + 512));
-  std::mt19937_64 rng(4);
-  std::vector<std::size_t> victims(8192);
-  for (auto& v : victims) v = rng() % live;
-  std::size_t i = 0;
-  for (auto _ : state) {
-    auto k = victims[i & 8191];
-    std::free(held[k]);
-    held[k] = std::malloc(sizes[i & 8191] / 16 + 512);
-    ++i;
-  }
-  for (auto* p : held) std::free(p);
-  state.SetItemsProcessed(state.iterations());
+  churn_with_live(state, [](std::uint64_t size) { return std::malloc(size); }, [](void* p) { std::free(p); });
 }
 
 // Several threads allocating and freeing mixed sizes on one pool.

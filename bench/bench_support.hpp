@@ -2,6 +2,8 @@
 // pool per device for the whole process, and deterministic size mixes.
 #pragma once
 
+#include <benchmark/benchmark.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -53,6 +55,66 @@ inline std::vector<std::uint64_t> size_mix(std::size_t n, std::uint64_t seed) {
     s = ((std::uint64_t{1} << shift) + rng() % (std::uint64_t{1} << shift)) / 512 * 512;
   }
   return v;
+}
+
+// The workloads, written once for every allocator: `alloc(size) -> void*`
+// and `release(void*)` adapt memd, glibc or CUDA.
+
+// An alloc+free pair of mixed sizes while `state.range(0)` other blocks are
+// held (sizes scaled down so 100,000 blocks stay modest in bytes).
+template <typename Alloc, typename Release>
+void pair_with_live(benchmark::State& state, Alloc alloc, Release release) {
+  auto live = static_cast<std::size_t>(state.range(0));
+  std::vector<void*> held;
+  held.reserve(live);
+  for (auto s : size_mix(live, 1)) held.push_back(alloc(s / 16 + 512));
+  auto sizes = size_mix(4096, 2);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    void* p = alloc(sizes[i++ & 4095]);
+    benchmark::DoNotOptimize(p);
+    release(p);
+  }
+  for (auto* p : held) release(p);
+  state.SetItemsProcessed(state.iterations());
+}
+
+// Replaces a random one of `state.range(0)` live blocks per iteration.
+template <typename Alloc, typename Release>
+void churn_with_live(benchmark::State& state, Alloc alloc, Release release) {
+  auto live = static_cast<std::size_t>(state.range(0));
+  auto sizes = size_mix(live + 8192, 3);
+  std::vector<void*> held;
+  held.reserve(live);
+  for (std::size_t k = 0; k < live; ++k) held.push_back(alloc(sizes[k] / 16 + 512));
+  std::mt19937_64 rng(4);
+  std::vector<std::size_t> victims(8192);
+  for (auto& v : victims) v = rng() % live;
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto k = victims[i & 8191];
+    release(held[k]);
+    held[k] = alloc(sizes[i & 8191] / 16 + 512);
+    ++i;
+  }
+  for (auto* p : held) release(p);
+  state.SetItemsProcessed(state.iterations());
+}
+
+// Adapters for a DevicePool (allocation failures abort the benchmark run:
+// the pools are sized far above what these workloads hold).
+inline auto pool_alloc(DevicePool& pool) {
+  return [&pool](std::uint64_t size) -> void* {
+    auto p = pool.allocate(size);
+    if (!p) {
+      std::fprintf(stderr, "bench: %s\n", p.error().message.c_str());
+      std::abort();
+    }
+    return *p;
+  };
+}
+inline auto pool_release(DevicePool& pool) {
+  return [&pool](void* p) { (void)pool.deallocate(p); };
 }
 
 }  // namespace memd::bench

@@ -92,42 +92,21 @@ void BM_CudaMallocPair(benchmark::State& state) {
 }
 
 void BM_MemdPairWithLive(benchmark::State& state) {
-  auto& pool = gpu_pool();
-  auto live = static_cast<std::size_t>(state.range(0));
-  std::vector<void*> held;
-  for (auto s : size_mix(live, 1)) held.push_back(*pool.allocate(s / 16 + 512));
-  auto sizes = size_mix(4096, 2);
-  std::size_t i = 0;
-  for (auto _ : state) {
-    auto p = pool.allocate(sizes[i++ & 4095]);
-    benchmark::DoNotOptimize(p);
-    (void)pool.deallocate(*p);
-  }
-  for (auto* p : held) (void)pool.deallocate(p);
-  state.SetItemsProcessed(state.iterations());
+  pair_with_live(state, pool_alloc(gpu_pool()), pool_release(gpu_pool()));
 }
 
 void BM_CudaMallocAsyncPairWithLive(benchmark::State& state) {
   async_pool();
   auto s = bench_stream();
-  auto live = static_cast<std::size_t>(state.range(0));
-  std::vector<void*> held;
-  for (auto sz : size_mix(live, 1)) {
-    void* p = nullptr;
-    cudaMallocAsync(&p, sz / 16 + 512, s);
-    held.push_back(p);
-  }
-  auto sizes = size_mix(4096, 2);
-  std::size_t i = 0;
-  for (auto _ : state) {
-    void* p = nullptr;
-    cudaMallocAsync(&p, sizes[i++ & 4095], s);
-    benchmark::DoNotOptimize(p);
-    cudaFreeAsync(p, s);
-  }
-  for (auto* p : held) cudaFreeAsync(p, s);
+  pair_with_live(
+      state,
+      [s](std::uint64_t size) {
+        void* p = nullptr;
+        cudaMallocAsync(&p, size, s);
+        return p;
+      },
+      [s](void* p) { cudaFreeAsync(p, s); });
   cudaStreamSynchronize(s);
-  state.SetItemsProcessed(state.iterations());
 }
 
 #define MEMD_PAIR_SIZES \
