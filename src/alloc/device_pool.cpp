@@ -65,7 +65,6 @@ struct DevicePool::Impl {
   std::uint64_t device_calls = 0, map_calls = 0, unmap_calls = 0;
   std::uint64_t huge_live_bytes = 0, huge_cache_bytes = 0, segment_bytes = 0;
   std::uint64_t peak_busy = 0, peak_reserved = 0;
-  std::vector<PageRun> scratch_runs;
 
   // ----- accounting -----------------------------------------------------------
   std::uint64_t reserved() const {
@@ -139,10 +138,9 @@ struct DevicePool::Impl {
     if (!block)
       return fail(ErrorCode::out_of_memory, "no free range of {} in the {} address space of {}",
                   format_size(size), format_size(opt.capacity), opt.device.to_string());
-    scratch_runs.clear();
-    pages->acquire(block->offset, block->size, scratch_runs);
-    if (scratch_runs.empty()) return block->offset;
-    std::vector<PageRun> runs = std::move(scratch_runs);
+    std::vector<PageRun> runs;  // stays empty (no allocation) when all pages are mapped
+    pages->acquire(block->offset, block->size, runs);
+    if (runs.empty()) return block->offset;
     std::uint64_t need = 0;
     for (const auto& r : runs) need += r.size;
     // Keep mapped bytes within the retention budget: unmap slack first, with
@@ -169,6 +167,7 @@ struct DevicePool::Impl {
         // The device is full: give back every byte of slack, then try once more.
         release_slack(~std::uint64_t{0} / 2);
         ++device_calls;
+        ++map_calls;
         mapped = backend.map(*arena, unit.offset - arena->base, unit.size);
       }
       if (!mapped) {
