@@ -8,7 +8,8 @@ MemoryHealthStatus classify_health(std::uint64_t total_bytes, std::uint64_t free
   if (total_bytes == 0) return MemoryHealthStatus::Unknown;
   const double free_fraction = static_cast<double>(free_bytes) / static_cast<double>(total_bytes);
   if (free_fraction < kCriticalFreeFraction) return MemoryHealthStatus::Critical;
-  if (free_fraction < kWarningFreeFraction || fragmentation > kWarningFragmentation)
+  if (free_fraction < kWarningFreeFraction) return MemoryHealthStatus::Warning;
+  if (free_fraction < kFragmentationMattersBelowFreeFraction && fragmentation > kWarningFragmentation)
     return MemoryHealthStatus::Warning;
   return MemoryHealthStatus::Healthy;
 }
