@@ -19,6 +19,14 @@
 namespace memd {
 namespace {
 
+// What a reclaim callback does in these tests (as the model manager will):
+// frees the allocations tagged "evictable" on the device, returns the bytes.
+std::uint64_t evict_tagged(MemoryManager& manager, DeviceId device) {
+  std::uint64_t freed = 0;
+  for (const auto& rec : manager.free_matching({.device = device, .tag = "evictable"}, false)) freed += rec.size_bytes;
+  return freed;
+}
+
 using alloc_test::expect_same_stats;
 
 std::vector<std::byte> pattern_bytes(std::uint64_t n, std::uint64_t seed) {
@@ -484,9 +492,7 @@ TEST_F(MemoryManagerTest, ReclaimCallbackFreesAndTheRetrySucceeds) {
     asked_device = d;
     asked_type = t;
     // Calls back into the manager, as the model manager will.
-    std::uint64_t freed = 0;
-    for (const auto& rec : manager_->free_matching({.device = d, .tag = "evictable"}, false)) freed += rec.size_bytes;
-    return freed;
+    return evict_tagged(*manager_, d);
   });
   AllocationRequest r;
   r.size_bytes = 32 * kMiB;
@@ -557,9 +563,7 @@ TEST_F(MemoryManagerTest, ValidateHoldsWhileAnAllocationIsInFlight) {
   std::string inside;
   manager_->add_reclaim_callback([&](DeviceId d, MemoryType, std::uint64_t) -> std::uint64_t {
     if (auto v = manager_->validate(); !v) inside = v.error().message;
-    std::uint64_t freed = 0;
-    for (const auto& rec : manager_->free_matching({.device = d, .tag = "evictable"}, false)) freed += rec.size_bytes;
-    return freed;
+    return evict_tagged(*manager_, d);
   });
   AllocationRequest r;
   r.size_bytes = 32 * kMiB;
@@ -581,9 +585,7 @@ TEST_F(MemoryManagerTest, RequestLargerThanTheDeviceDoesNotTriggerReclaim) {
   std::atomic<int> calls{0};
   manager_->add_reclaim_callback([&](DeviceId d, MemoryType, std::uint64_t) -> std::uint64_t {
     ++calls;
-    std::uint64_t freed = 0;
-    for (const auto& rec : manager_->free_matching({.device = d, .tag = "evictable"}, false)) freed += rec.size_bytes;
-    return freed;
+    return evict_tagged(*manager_, d);
   });
   AllocationRequest r;
   r.size_bytes = 65 * kMiB;

@@ -80,6 +80,19 @@ inline bool stamped(const void* p, std::uint64_t size, std::uint64_t salt) {
 
 // ----- DevicePool --------------------------------------------------------------
 
+// Runs cfg.threads workers and one checker for cfg.duration, then stops and
+// joins them all (the harness both workloads share).
+template <typename Worker, typename Checker>
+void run_for(const StressConfig& cfg, Worker& worker, Checker& checker, std::atomic<bool>& stop) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < cfg.threads; ++t) threads.emplace_back(worker, t);
+  std::thread check(checker);
+  std::this_thread::sleep_for(cfg.duration);
+  stop.store(true);
+  for (auto& th : threads) th.join();
+  check.join();
+}
+
 inline void run_pool_stress(const StressConfig& cfg) {
   PoolOptions options;
   options.huge_threshold = 16 * kMiB;
@@ -193,13 +206,7 @@ inline void run_pool_stress(const StressConfig& cfg) {
     }
   };
 
-  std::vector<std::thread> threads;
-  for (int t = 0; t < cfg.threads; ++t) threads.emplace_back(worker, t);
-  std::thread check(checker);
-  std::this_thread::sleep_for(cfg.duration);
-  stop.store(true);
-  for (auto& th : threads) th.join();
-  check.join();
+  run_for(cfg, worker, checker, stop);
   for (const auto& b : mailbox) (void)check_and_free(b, nullptr, "final mailbox");
   mailbox.clear();
   log.report();
@@ -366,9 +373,9 @@ inline void run_manager_stress(const StressConfig& cfg) {
   auto checker = [&] {
     int round = 0;
     while (!stop.load(std::memory_order_relaxed) && !log.failed()) {
-      // Pool invariants hold at every instant. (MemoryManager::validate() is
-      // only checked after joining: mid-allocation it reports the request's
-      // reserved quota as a registry disagreement; see memory_manager_test.)
+      // Invariants hold at every instant: the manager's (in-flight quota
+      // included) and each pool's.
+      if (auto v = manager.validate(); !v) log.add("manager validate during the run: " + v.error().message);
       for (auto [device, type] : {std::pair{DeviceId::host(0), MemoryType::VRAM}, std::pair{DeviceId::cpu(), MemoryType::RAM}})
         if (auto pool = manager.pool(device, type))
           if (auto v = (*pool)->validate(); !v) log.add("pool validate during the run: " + v.error().message);
@@ -378,13 +385,7 @@ inline void run_manager_stress(const StressConfig& cfg) {
     }
   };
 
-  std::vector<std::thread> threads;
-  for (int t = 0; t < cfg.threads; ++t) threads.emplace_back(worker, t);
-  std::thread check(checker);
-  std::this_thread::sleep_for(cfg.duration);
-  stop.store(true);
-  for (auto& th : threads) th.join();
-  check.join();
+  run_for(cfg, worker, checker, stop);
   log.report();
 
   MEMD_EXPECT_OK(manager.validate());
