@@ -141,28 +141,48 @@ struct DevicePool::Impl {
     std::vector<PageRun> runs;  // stays empty (no allocation) when all pages are mapped
     pages->acquire(block->offset, block->size, runs);
     if (runs.empty()) return block->offset;
+    // Slow path: good fit chose pages that are not mapped, and mapping costs
+    // tens of microseconds a unit. Undo it and place the block where the
+    // fewest pages need mapping (often none: a mapped hole elsewhere).
+    pages->release(block->offset, block->size);
+    (void)tlsf.free(block->offset);
+    block = place_over_mapped(size, alignment);
+    if (!block) return fail(ErrorCode::internal, "placement lost a block that good fit had found");
+    runs.clear();
+    pages->acquire(block->offset, block->size, runs);
+    if (runs.empty()) return block->offset;
     std::uint64_t need = 0;
     for (const auto& r : runs) need += r.size;
     // Keep mapped bytes within the retention budget: unmap slack first, with
     // 1% of the peak as hysteresis so the next allocations do not trim again.
-    if (std::uint64_t limit = allowed(); reserved() + need > limit)
+    peak_busy = std::max(peak_busy, busy());
+    bool trimmed = false;
+    if (std::uint64_t limit = allowed(); reserved() + need > limit) {
       release_slack(reserved() + need - limit + round_up(peak_busy / 100, page));
-
-    // Cut runs into units of at most map_unit_max.
+      trimmed = true;
+    }
+    const PageRun ahead = trimmed ? PageRun{} : growth_ahead(*block, size, runs.back(), need);
+    // Cut runs into units (see PoolOptions::map_unit_*).
+    const std::uint64_t unit_pages =
+        std::max<std::uint64_t>(1, std::clamp(peak_busy / std::max<std::uint64_t>(1, opt.map_unit_divisor),
+                                              opt.map_unit_min, std::max(opt.map_unit_min, opt.map_unit_max)) /
+                                       page);
     std::vector<PageRun> todo;
     for (const auto& run : runs) {
       for (std::uint64_t off = run.offset, left = run.size; left > 0;) {
-        std::uint64_t piece = std::min(left, std::max(opt.map_unit_max / page, std::uint64_t{1}) * page);
+        std::uint64_t piece = std::min(left, unit_pages * page);
         todo.push_back({off, piece});
         off += piece;
         left -= piece;
       }
     }
+    if (ahead.size != 0) todo.push_back(ahead);
     for (std::size_t i = 0; i < todo.size(); ++i) {
       const PageRun unit = todo[i];
       ++device_calls;
       ++map_calls;
       auto mapped = backend.map(*arena, unit.offset - arena->base, unit.size);
+      if (!mapped && ahead.size != 0 && i + 1 == todo.size()) break;  // mapping ahead is optional
       if (!mapped && mapped.error().code == ErrorCode::out_of_memory) {
         // The device is full: give back every byte of slack, then try once more.
         release_slack(~std::uint64_t{0} / 2);
@@ -189,6 +209,63 @@ struct DevicePool::Impl {
       pages->mark_mapped(unit);
     }
     return block->offset;
+  }
+
+  // Growth (nothing had to be trimmed) of a small block at the end of mapped
+  // memory: the idle pages after it, within the budget, retain_fraction of
+  // the busy bytes and map_ahead_max, to
+  // be mapped as a unit of their own, so the small blocks that follow (a
+  // model's tensors, one after another) find their pages mapped. Its own
+  // unit: it can go back whole if nothing lands there. Empty when not.
+  PageRun growth_ahead(const TlsfBlock& block, std::uint64_t size, const PageRun& last_run, std::uint64_t need) const {
+    if (opt.map_ahead_max < page || size > opt.map_ahead_max / 8) return {};
+    const std::uint64_t block_end = round_up(block.offset + block.size, page);
+    if (last_run.offset + last_run.size != block_end) return {};
+    const std::uint64_t limit = allowed(), used = reserved() + need;
+    if (limit <= used) return {};
+    // At most retain_fraction of the busy bytes: below an old peak the budget
+    // would allow more, but the footprint should follow the live bytes there.
+    const auto share = static_cast<std::uint64_t>(static_cast<double>(busy()) * opt.retain_fraction);
+    const std::uint64_t room = std::min({limit - used, share, opt.map_ahead_max});
+    const std::uint64_t n = pages->idle_unmapped_pages(block_end, room / page);
+    return n == 0 ? PageRun{} : PageRun{block_end, n * page};
+  }
+
+  // The free block and position that need the fewest unmapped pages for a
+  // block of `size`; ties go to the smaller free block (best fit), then the
+  // lower address. Candidates per free block: its aligned start and end, and
+  // each mapped stretch inside it, start- and end-aligned. O(free blocks);
+  // only runs when a map would otherwise follow.
+  std::optional<TlsfBlock> place_over_mapped(std::uint64_t size, std::uint64_t alignment) {
+    const std::uint64_t bytes = round_up(size, kUnit);
+    struct Best {
+      std::uint32_t handle = 0;
+      std::uint64_t at = 0, cost = ~std::uint64_t{0}, free_size = 0;
+    } best;
+    bool found = false;
+    tlsf.for_each_free(bytes, [&](std::uint32_t handle, std::uint64_t off, std::uint64_t fsize) {
+      const std::uint64_t lo = round_up(off, alignment);
+      if (lo + bytes > off + fsize) return true;
+      const std::uint64_t hi = (off + fsize - bytes) / alignment * alignment;
+      auto consider = [&](std::uint64_t at) {
+        at = std::clamp(at, lo, hi);
+        std::uint64_t cost = pages->unmapped_pages(at, bytes);
+        if (!found || cost < best.cost || (cost == best.cost && (fsize < best.free_size ||
+                                                                  (fsize == best.free_size && at < best.at)))) {
+          best = {handle, at, cost, fsize};
+          found = true;
+        }
+      };
+      consider(lo);
+      consider(hi);
+      pages->for_each_mapped_run(off, off + fsize, [&](std::uint64_t ms, std::uint64_t msz) {
+        consider(round_up(ms, alignment));
+        if (ms + msz >= bytes) consider((ms + msz - bytes) / alignment * alignment);
+      });
+      return true;
+    });
+    if (!found) return std::nullopt;
+    return tlsf.allocate_in(best.handle, best.at, bytes);
   }
 
   Result<std::uint64_t> take_segmented(std::uint64_t size, std::uint64_t alignment) {
@@ -576,6 +653,8 @@ Result<std::unique_ptr<DevicePool>> DevicePool::create(Backend& backend, const P
   } else {
     m.page = info.granularity != 0 ? info.granularity : 2 * kMiB;
   }
+  if (m.opt.huge_threshold == 0)
+    m.opt.huge_threshold = options.mode == PoolMode::Segments ? kGiB : ~std::uint64_t{0};
   if (m.opt.huge_threshold < 2 * SlabAllocator::kMaxSize) m.opt.huge_threshold = 2 * SlabAllocator::kMaxSize;
   return pool;
 }

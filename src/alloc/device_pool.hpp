@@ -5,8 +5,9 @@
 //     range the size of the device; physical pages are mapped on demand and
 //     unmapped when free pages exceed the retention budget, so the bytes held
 //     from the device follow the live bytes without moving anything. Small
-//     requests go to slabs, the rest to TLSF, huge ones (>= huge_threshold) to
-//     a range of their own, kept for reuse while the budget allows.
+//     requests go to slabs, the rest to TLSF. Where good fit would need pages
+//     mapped, placement looks for the free block that needs fewest (usually
+//     a mapped hole elsewhere), since each map costs tens of microseconds.
 //   * Segments: whole segments from the backend (cudaMalloc, cudaHostAlloc,
 //     mmap) carved by the same TLSF; for memory without virtual memory and for
 //     comparison.
@@ -48,19 +49,32 @@ struct PoolOptions {
   MemoryType memory_type = MemoryType::VRAM;
   PoolMode mode = PoolMode::Virtual;
   std::uint64_t capacity = 0;               // 0: the device's total bytes
-  std::uint64_t huge_threshold = 1 * kGiB;  // requests at least this get their own range
+  // Requests at least this get a range (Segments: a segment) of their own.
+  // 0: 1 GiB in Segments mode, never in Virtual mode, where a huge block in
+  // the arena lets its pages serve the next blocks of any size (own ranges
+  // made synth_segmentation unmap and remap 1006 times, the arena 359).
+  std::uint64_t huge_threshold = 0;
   double retain_fraction = 0.02;            // slack above the peak of busy bytes
   std::uint64_t retain_min_pages = 2;       // slack always allowed, in pages
   std::uint64_t segment_size = 32 * kMiB;   // Segments mode: growth unit
   std::uint64_t stream_batch = 64;          // frees per stream before an event is recorded
   // Virtual mode maps physical memory in units: each backend map() is one
-  // physical allocation (one cuMemCreate/cuMemMap/cuMemSetAccess, whose cost
-  // is per call, not per byte), and only whole units are unmapped. A run of
-  // pages a block needs is one unit up to map_unit_max; larger units were
-  // measured to stay pinned by a few live bytes after reuse (vision_mix:
-  // 1.022 at 16 MiB, 1.064 at 32 MiB, 1.152 at 64 MiB), and extending units
-  // beyond the block did the same.
-  std::uint64_t map_unit_max = 16 * kMiB;
+  // physical allocation, and only whole units are unmapped. On CUDA a unit
+  // costs ~44 us to map and ~35 us to unmap whatever its size up to 256 MiB
+  // (cuMemSetAccess and cuMemUnmap dominate; bench/vmm_calls.cpp), so fewer,
+  // larger units are faster; but a unit that later holds one live block
+  // among free pages cannot go back, so larger units raise the footprint
+  // (vision_mix: 1.022 at 16 MiB, 1.064 at 32 MiB, 1.152 at 64 MiB). The run
+  // of pages a block needs is cut into units of peak_busy / map_unit_divisor,
+  // clamped to [map_unit_min, map_unit_max]: small pools keep fine units,
+  // large pools (where 16 MiB is a sliver) make fewer calls.
+  std::uint64_t map_unit_min = 16 * kMiB;
+  std::uint64_t map_unit_max = 1 * kGiB;
+  std::uint64_t map_unit_divisor = 64;
+  // Growth of small blocks (<= map_ahead_max / 8) at the end of mapped memory
+  // maps up to this many idle bytes after the block, as a unit of its own,
+  // when the retention budget has room.
+  std::uint64_t map_ahead_max = 32 * kMiB;
 };
 
 struct BlockInfo {

@@ -154,6 +154,23 @@ bool PageMap::is_mapped(std::uint64_t offset) const {
   return mapped(static_cast<std::size_t>((offset - base_) / page_));
 }
 
+std::uint64_t PageMap::unmapped_pages(std::uint64_t offset, std::uint64_t len) const {
+  if (len == 0) return 0;
+  const auto first = static_cast<std::size_t>((offset - base_) / page_);
+  const auto last = static_cast<std::size_t>((offset + len - base_ + page_ - 1) / page_);
+  std::uint64_t mapped_n = 0;
+  for_words(first, last, [&](std::size_t w, std::uint64_t mask) { mapped_n += std::popcount(mapped_bits_[w] & mask); });
+  return (last - first) - mapped_n;
+}
+
+std::uint64_t PageMap::idle_unmapped_pages(std::uint64_t offset, std::uint64_t max_pages) const {
+  if (offset < base_ || offset >= base_ + size_) return 0;
+  auto p = static_cast<std::size_t>((offset - base_) / page_);
+  std::uint64_t n = 0;
+  while (n < max_pages && p < live_.size() && !mapped(p) && !busy(p)) ++n, ++p;
+  return n;
+}
+
 Result<void> PageMap::validate() const {
   std::uint64_t m = 0, busy_n = 0, mbusy = 0, total = 0;
   for (std::size_t p = 0; p < live_.size(); ++p) {

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <vector>
 
@@ -46,6 +47,44 @@ class PageMap {
   // Free-mapped runs totalling at most max_bytes, highest addresses first.
   void collect_free(std::uint64_t max_bytes, std::vector<PageRun>& out) const;
   bool is_mapped(std::uint64_t offset) const;
+  // Pages touched by [offset, offset + len) that are not mapped: what placing
+  // a block there would cost in new mappings.
+  std::uint64_t unmapped_pages(std::uint64_t offset, std::uint64_t len) const;
+  // Pages from offset (page-aligned) on, at most max_pages, that are neither
+  // mapped nor touched by a live block: room to map ahead of growth.
+  std::uint64_t idle_unmapped_pages(std::uint64_t offset, std::uint64_t max_pages) const;
+  // Calls f(offset, size) for each maximal run of mapped pages that overlaps
+  // [lo, hi), clipped to it, in address order.
+  template <typename F>
+  void for_each_mapped_run(std::uint64_t lo, std::uint64_t hi, F&& f) const {
+    if (hi <= lo) return;
+    std::size_t p = static_cast<std::size_t>((std::max(lo, base_) - base_) / page_);
+    const std::size_t end = static_cast<std::size_t>((std::min(hi, base_ + size_) - base_ + page_ - 1) / page_);
+    while (p < end) {
+      // Skip unmapped pages a word at a time.
+      std::uint64_t w = mapped_bits_[p / 64] >> (p % 64);
+      if (w == 0) {
+        p = (p / 64 + 1) * 64;
+        continue;
+      }
+      p += static_cast<std::size_t>(std::countr_zero(w));
+      if (p >= end) break;
+      std::size_t q = p;
+      while (q < end) {
+        std::uint64_t m = ~(mapped_bits_[q / 64] >> (q % 64));
+        if (m == 0) {
+          q = (q / 64 + 1) * 64;
+          continue;
+        }
+        q += static_cast<std::size_t>(std::countr_zero(m));
+        break;
+      }
+      q = std::min(q, end);
+      std::uint64_t a = std::max(lo, base_ + p * page_), b = std::min(hi, base_ + q * page_);
+      f(a, b - a);
+      p = q;
+    }
+  }
 
   std::uint64_t page_size() const noexcept { return page_; }
   std::uint64_t base() const noexcept { return base_; }

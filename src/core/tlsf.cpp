@@ -150,11 +150,24 @@ std::optional<TlsfBlock> Tlsf::allocate(std::uint64_t size, std::uint64_t alignm
     if (chosen == kNone) return std::nullopt;
   }
 
+  const std::uint64_t at = (nodes_[chosen].offset + alignment - 1) & ~(alignment - 1);
+  return carve(chosen, at, bytes);
+}
+
+std::optional<TlsfBlock> Tlsf::allocate_in(std::uint32_t handle, std::uint64_t at, std::uint64_t size) {
+  if (handle >= nodes_.size() || !nodes_[handle].free || size == 0 || at % unit_ != 0) return std::nullopt;
+  const std::uint64_t bytes = ((size + unit_ - 1) >> unit_shift_) << unit_shift_;
+  const Node& n = nodes_[handle];
+  if (at < n.offset || at + bytes > n.offset + n.size) return std::nullopt;
+  return carve(handle, at, bytes);
+}
+
+TlsfBlock Tlsf::carve(std::uint32_t chosen, std::uint64_t at, std::uint64_t bytes) {
   remove_free(chosen);
-  // Split off front padding for alignment; it stays free.
+  // Split off the padding before `at`; it stays free.
   {
     Node& n = nodes_[chosen];
-    std::uint64_t aligned = (n.offset + alignment - 1) & ~(alignment - 1);
+    std::uint64_t aligned = at;
     if (aligned != n.offset) {
       std::uint32_t front = new_node();
       Node& b = nodes_[chosen];  // new_node may reallocate

@@ -53,6 +53,26 @@ class Tlsf {
   // a multiple of `alignment` (a power of two; 0 = unit). nullopt when no free
   // block fits.
   std::optional<TlsfBlock> allocate(std::uint64_t size, std::uint64_t alignment = 0);
+  // Placement chosen by the caller, for policies TLSF cannot see (the pool's
+  // "which pages are mapped"). for_each_free calls f(handle, offset, size)
+  // for every free block of at least min_size bytes, largest lists last;
+  // f returns false to stop. allocate_in carves [at, at + size) out of the
+  // free block `handle` (valid until the next mutation); at must be a
+  // multiple of the unit and the range must lie inside that block.
+  template <typename F>
+  void for_each_free(std::uint64_t min_size, F&& f) const {
+    if (fl_bitmap_ == 0) return;
+    const Index first = mapping(std::max<std::uint64_t>(1, (min_size + unit_ - 1) >> unit_shift_));
+    for (int fl = first.fl; fl < kFlCount; ++fl) {
+      if (((fl_bitmap_ >> fl) & 1u) == 0) continue;
+      for (int sl = fl == first.fl ? first.sl : 0; sl < kSlCount; ++sl) {
+        for (std::uint32_t i = heads_[fl][sl]; i != kNone; i = nodes_[i].next_free)
+          if (nodes_[i].size >= min_size && !f(i, nodes_[i].offset, nodes_[i].size)) return;
+      }
+    }
+  }
+  std::optional<TlsfBlock> allocate_in(std::uint32_t handle, std::uint64_t at, std::uint64_t size);
+
   // Frees the allocated block starting at offset: its size and the free block
   // it became part of after coalescing; nullopt if no block is allocated there.
   std::optional<TlsfFreed> free(std::uint64_t offset);
@@ -109,6 +129,9 @@ class Tlsf {
   void remove_free(std::uint32_t i);
   std::uint32_t find_at_least(Index idx) const noexcept;
   std::uint32_t region_head(std::uint64_t offset) const;
+  // Takes [at, at + bytes) out of the free block `chosen` (already checked to
+  // contain it); the padding before and the tail after stay free.
+  TlsfBlock carve(std::uint32_t chosen, std::uint64_t at, std::uint64_t bytes);
 
   std::uint64_t unit_;
   int unit_shift_;

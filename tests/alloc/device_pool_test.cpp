@@ -437,6 +437,89 @@ TEST(DevicePool, DoubleAndForeignFreesAreRejectedAndChangeNothing) {
 
 // ----- huge ------------------------------------------------------------------
 
+// Where good fit would need pages mapped, a mapped hole elsewhere is used
+// instead: each map is a driver call costing tens of microseconds on CUDA.
+TEST(DevicePool, PlacementPrefersAMappedHoleOverMapping) {
+  PoolEnv env = make_pool(512 * kMiB, PoolOptions{.retain_fraction = 10, .map_ahead_max = 0});
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  // [a 16 MiB][b 2 MiB][c 8 MiB][d 2 MiB][tail], each on pages of its own so
+  // each hole's pages can be unmapped.
+  auto a = pool.allocate(16 * kMiB), b = pool.allocate(2 * kMiB), c = pool.allocate(8 * kMiB),
+       d = pool.allocate(2 * kMiB);
+  ASSERT_TRUE(a && b && c && d);
+  MEMD_ASSERT_OK(pool.deallocate(*a));
+  MEMD_ASSERT_OK(pool.deallocate(*c));
+  pool.trim();  // both holes unmapped
+  auto a2 = pool.allocate(16 * kMiB);  // maps a's hole again
+  ASSERT_TRUE(a2);
+  EXPECT_EQ(*a2, *a);
+  MEMD_ASSERT_OK(pool.deallocate(*a2));
+  // Now: a's hole mapped (16 MiB), c's hole unmapped (8 MiB). Good fit picks
+  // c's hole for 6 MiB; placement must take a's mapped pages instead.
+  const auto before = pool.stats();
+  auto e = pool.allocate(6 * kMiB);
+  ASSERT_TRUE(e);
+  const auto after = pool.stats();
+  EXPECT_EQ(after.map_calls, before.map_calls) << "mapped when a mapped hole could hold the block";
+  EXPECT_EQ(after.reserved_bytes, before.reserved_bytes);
+  auto ea = reinterpret_cast<std::uintptr_t>(*e), aa = reinterpret_cast<std::uintptr_t>(*a);
+  EXPECT_TRUE(ea >= aa && ea + 6 * kMiB <= aa + 16 * kMiB) << "not inside the mapped hole";
+  MEMD_ASSERT_OK(pool.validate());
+  // With no mapped hole that fits, it maps (and stays valid).
+  auto f = pool.allocate(24 * kMiB);
+  ASSERT_TRUE(f);
+  EXPECT_GT(pool.stats().map_calls, after.map_calls);
+  for (void* p : {*b, *d, *e, *f}) MEMD_ASSERT_OK(pool.deallocate(p));
+  MEMD_ASSERT_OK(pool.validate());
+}
+
+// Small blocks allocated one after another (a model's tensors) at the end of
+// mapped memory share map calls: growth maps idle pages ahead of them.
+TEST(DevicePool, GrowthMapsAheadForSmallBlocksWithinTheBudget) {
+  auto map_calls_for = [](std::uint64_t ahead) {
+    PoolEnv env = make_pool(2 * kGiB, PoolOptions{.retain_fraction = 0.1, .map_ahead_max = ahead});
+    EXPECT_TRUE(env.pool);
+    auto& pool = *env.pool;
+    std::vector<void*> blocks;
+    for (int i = 0; i < 400; ++i) {  // 400 x 1.5 MiB = 600 MiB
+      auto p = pool.allocate(3 * kMiB / 2);
+      EXPECT_TRUE(p);
+      if (p) blocks.push_back(*p);
+    }
+    auto st = pool.stats();
+    // Slack mapped ahead stays within retain_fraction of the busy bytes.
+    EXPECT_LE(st.reserved_bytes, static_cast<std::uint64_t>(1.1 * 600 * kMiB) + kPage);
+    EXPECT_TRUE(pool.validate());
+    for (void* p : blocks) EXPECT_TRUE(pool.deallocate(p));
+    return st.map_calls;
+  };
+  const auto without = map_calls_for(0);
+  const auto with = map_calls_for(32 * kMiB);
+  EXPECT_GE(without, 250u);  // ~one per block (2 MiB pages, 1.5 MiB blocks)
+  EXPECT_LE(with * 4, without) << "mapping ahead saved too few calls: " << with << " vs " << without;
+}
+
+// Virtual mode has no separate huge path: a 1 GiB block lives in the arena,
+// and once freed its pages serve blocks of other sizes without mapping.
+TEST(DevicePool, HugeBlocksShareTheArenaInVirtualMode) {
+  PoolEnv env = make_pool(2 * kGiB);
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  auto big = pool.allocate(kGiB);
+  ASSERT_TRUE(big);
+  for (const auto& seg : pool.snapshot()) EXPECT_EQ(seg.kind, "arena");
+  MEMD_ASSERT_OK(pool.deallocate(*big));
+  const auto calls = pool.stats().map_calls;
+  auto half = pool.allocate(512 * kMiB);
+  auto quarter = pool.allocate(256 * kMiB);
+  ASSERT_TRUE(half && quarter);
+  EXPECT_EQ(pool.stats().map_calls, calls) << "the freed 1 GiB was not reused";
+  MEMD_ASSERT_OK(pool.deallocate(*half));
+  MEMD_ASSERT_OK(pool.deallocate(*quarter));
+  MEMD_ASSERT_OK(pool.validate());
+}
+
 TEST(DevicePool, HugeRangeIsCachedReusedAndTrimmed) {
   PoolEnv env = make_pool(512 * kMiB, PoolOptions{.huge_threshold = 32 * kMiB});
   ASSERT_TRUE(env.pool);

@@ -94,5 +94,52 @@ TEST(PageMap, InteriorPagesOfALargeBlockMapAndFreeAsRuns) {
   ASSERT_TRUE(m.validate()) << m.validate().error().message;
 }
 
+TEST(PageMap, PlacementQueriesSeeMappedStretchesAndIdlePages) {
+  PageMap m(kBase, 256 * kPage, kPage);
+  std::vector<PageRun> runs;
+  // Map pages 2..5 and 70..71 (across a 64-page word), then free them all.
+  m.acquire(kBase + 2 * kPage, 4 * kPage, runs);
+  m.acquire(kBase + 70 * kPage, 2 * kPage, runs);
+  ASSERT_EQ(runs.size(), 2u);
+  for (const auto& r : runs) m.mark_mapped(r);
+  m.release(kBase + 2 * kPage, 4 * kPage);
+  m.release(kBase + 70 * kPage, 2 * kPage);
+
+  EXPECT_EQ(m.unmapped_pages(kBase + 2 * kPage, 4 * kPage), 0u);
+  EXPECT_EQ(m.unmapped_pages(kBase + kPage, 4 * kPage), 1u);
+  EXPECT_EQ(m.unmapped_pages(kBase + 2 * kPage + 256, 4 * kPage), 1u) << "a partial last page counts";
+  EXPECT_EQ(m.unmapped_pages(kBase, 128 * kPage), 122u);
+  EXPECT_EQ(m.unmapped_pages(kBase, 0), 0u);
+
+  std::vector<PageRun> seen;
+  m.for_each_mapped_run(kBase, kBase + 256 * kPage, [&](std::uint64_t off, std::uint64_t size) {
+    seen.push_back({off, size});
+  });
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0], (PageRun{kBase + 2 * kPage, 4 * kPage}));
+  EXPECT_EQ(seen[1], (PageRun{kBase + 70 * kPage, 2 * kPage}));
+  // Clipped to the window asked for, which need not be page-aligned.
+  seen.clear();
+  m.for_each_mapped_run(kBase + 3 * kPage + 512, kBase + 71 * kPage, [&](std::uint64_t off, std::uint64_t size) {
+    seen.push_back({off, size});
+  });
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0], (PageRun{kBase + 3 * kPage + 512, 3 * kPage - 512}));
+  EXPECT_EQ(seen[1], (PageRun{kBase + 70 * kPage, kPage}));
+
+  // Idle pages: not mapped and not touched by a live block.
+  EXPECT_EQ(m.idle_unmapped_pages(kBase + 6 * kPage, 100), 64u) << "stops at the mapped page 70";
+  EXPECT_EQ(m.idle_unmapped_pages(kBase + 6 * kPage, 10), 10u);
+  EXPECT_EQ(m.idle_unmapped_pages(kBase + 2 * kPage, 10), 0u) << "page 2 is mapped";
+  runs.clear();
+  m.acquire(kBase + 10 * kPage + 256, 256, runs);  // a live block on page 10
+  ASSERT_EQ(runs.size(), 1u);
+  m.mark_mapped(runs[0]);
+  EXPECT_EQ(m.idle_unmapped_pages(kBase + 6 * kPage, 100), 4u);
+  EXPECT_EQ(m.idle_unmapped_pages(kBase + 250 * kPage, 100), 6u) << "stops at the end of the range";
+  EXPECT_EQ(m.idle_unmapped_pages(kBase + 300 * kPage, 100), 0u);
+  ASSERT_TRUE(m.validate());
+}
+
 }  // namespace
 }  // namespace memd

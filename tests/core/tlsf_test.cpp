@@ -140,5 +140,57 @@ TEST(Tlsf, RandomisedAgainstAModel) {
   EXPECT_EQ(t.largest_free(), kSize);
 }
 
+TEST(Tlsf, CallerChosenPlacementCarvesExactlyTheRangeAsked) {
+  Tlsf t;
+  constexpr std::uint64_t kBase = 1ull << 30;
+  ASSERT_TRUE(t.add_region(kBase, 64 << 20));
+  auto a = t.allocate(1 << 20), b = t.allocate(4096), c = t.allocate(8 << 20), d = t.allocate(4096);
+  ASSERT_TRUE(a && b && c && d);
+  ASSERT_TRUE(t.free(a->offset));
+  ASSERT_TRUE(t.free(c->offset));
+  // Free blocks now: a's 1 MiB hole, c's 8 MiB hole, the tail. Only the ones
+  // of at least 2 MiB are offered, each once.
+  std::map<std::uint64_t, std::uint64_t> seen;
+  std::uint32_t c_handle = 0;
+  t.for_each_free(2 << 20, [&](std::uint32_t h, std::uint64_t off, std::uint64_t size) {
+    EXPECT_TRUE(seen.emplace(off, size).second);
+    if (off == c->offset) c_handle = h;
+    return true;
+  });
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen.at(c->offset), std::uint64_t{8} << 20);
+  EXPECT_TRUE(seen.count(d->offset + d->size));
+  // Stopping early is honoured.
+  int calls = 0;
+  t.for_each_free(0, [&](std::uint32_t, std::uint64_t, std::uint64_t) { return ++calls < 1; });
+  EXPECT_EQ(calls, 1);
+
+  // Carve the middle of c's hole: padding before and tail after stay free.
+  const std::uint64_t at = c->offset + (3 << 20);
+  auto mid = t.allocate_in(c_handle, at, 2 << 20);
+  ASSERT_TRUE(mid);
+  EXPECT_EQ(*mid, (TlsfBlock{at, std::uint64_t{2} << 20}));
+  EXPECT_EQ(t.free_block_at(c->offset), (TlsfBlock{c->offset, std::uint64_t{3} << 20}));
+  EXPECT_EQ(t.free_block_at(at + (2 << 20)), (TlsfBlock{at + (2 << 20), std::uint64_t{3} << 20}));
+  ASSERT_TRUE(t.validate());
+
+  // Hostile calls change nothing: a handle that is not a free block, a range
+  // outside its block, an unaligned start.
+  const auto used = t.used_bytes();
+  EXPECT_FALSE(t.allocate_in(c_handle, at, 256)) << "the handle is allocated now";
+  EXPECT_FALSE(t.allocate_in(0xFFFFFFF0u, at, 256));
+  std::uint32_t head = 0;
+  t.for_each_free(0, [&](std::uint32_t h, std::uint64_t off, std::uint64_t) {
+    if (off == c->offset) head = h;
+    return true;
+  });
+  EXPECT_FALSE(t.allocate_in(head, c->offset + (2 << 20), 2 << 20)) << "runs past the 3 MiB hole";
+  EXPECT_FALSE(t.allocate_in(head, c->offset + 100, 256)) << "not a multiple of the unit";
+  EXPECT_EQ(t.used_bytes(), used);
+  ASSERT_TRUE(t.validate());
+  ASSERT_TRUE(t.free(mid->offset));
+  ASSERT_TRUE(t.validate());
+}
+
 }  // namespace
 }  // namespace memd

@@ -30,6 +30,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"memd", "malloc", "cuda-malloc", "cuda-async"}));
   app.add_option("--host-device", host_device, "Capacity of host:0 (default: 2x the trace's peak, >= 1GiB)");
   app.add_option("--map-unit-max", unit_max, "Largest mapping unit (memd, virtual mode)");
+  std::string unit_min, ahead_max, huge_threshold;
+  app.add_option("--map-unit-min", unit_min, "Smallest mapping unit (memd, virtual mode)");
+  app.add_option("--map-ahead-max", ahead_max, "Most bytes mapped ahead of growth, 0B for none (memd)");
+  app.add_option("--huge-threshold", huge_threshold, "Requests at least this get a range of their own (memd)");
   double retain_fraction = -1;
   app.add_option("--retain-fraction", retain_fraction, "Slack kept above the peak of busy bytes (memd)");
   app.add_flag("--segments", segments, "memd in plain-segment mode instead of virtual memory");
@@ -52,7 +56,8 @@ int main(int argc, char** argv) {
     }
     mo.host_device_bytes = *s;
   }
-  for (auto [text, field] : {std::pair{&unit_max, &mo.map_unit_max}}) {
+  for (auto [text, field] : {std::pair{&unit_max, &mo.map_unit_max}, std::pair{&unit_min, &mo.map_unit_min},
+                              std::pair{&ahead_max, &mo.map_ahead_max}, std::pair{&huge_threshold, &mo.huge_threshold}}) {
     if (text->empty()) continue;
     auto s = parse_size(*text);
     if (!s) {

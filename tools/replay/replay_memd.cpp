@@ -40,6 +40,9 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
   po.mode = options.segments ? PoolMode::Segments : PoolMode::Virtual;
   if (options.backend == "host") po.capacity = bo.host_device_bytes;
   if (options.map_unit_max != 0) po.map_unit_max = options.map_unit_max;
+  if (options.map_unit_min != 0) po.map_unit_min = options.map_unit_min;
+  if (options.map_ahead_max != ~std::uint64_t{0}) po.map_ahead_max = options.map_ahead_max;
+  if (options.huge_threshold != 0) po.huge_threshold = options.huge_threshold;
   if (options.retain_fraction >= 0) po.retain_fraction = options.retain_fraction;
   auto pool = DevicePool::create(**backend, po);
   if (!pool) return fail(pool.error());

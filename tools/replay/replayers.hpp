@@ -36,6 +36,9 @@ struct MemdReplayOptions {
   bool segments = false;                // plain-segment mode instead of virtual memory
   bool validate = false;                // validate() after the run
   std::uint64_t map_unit_max = 0;
+  std::uint64_t map_unit_min = 0;
+  std::uint64_t map_ahead_max = ~std::uint64_t{0};  // all-ones: the pool's default
+  std::uint64_t huge_threshold = 0;  // 0: the pool's default
   double retain_fraction = -1;  // <0: the pool's default
 };
 
