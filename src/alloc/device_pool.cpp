@@ -110,14 +110,20 @@ struct DevicePool::Impl {
         auto it = units.lower_bound(run.offset);
         std::vector<std::pair<std::uint64_t, std::uint64_t>> inside;
         for (; it != units.end() && it->first + it->second <= run.offset + run.size; ++it) inside.push_back(*it);
-        for (auto u = inside.rbegin(); u != inside.rend() && released < bytes; ++u) {
-          ++device_calls;
-          ++unmap_calls;
-          if (backend.unmap(*arena, u->first - arena->base, u->second)) {
-            pages->mark_unmapped({u->first, u->second});
-            units.erase(u->first);
-            released += u->second;
-          }
+        // From the top, as many units as needed; adjacent ones go in one
+        // backend call (one cuMemUnmap covers several whole mappings).
+        std::size_t take_n = 0;
+        for (std::uint64_t sum = 0; take_n < inside.size() && released + sum < bytes; ++take_n)
+          sum += inside[inside.size() - 1 - take_n].second;
+        if (take_n == 0) continue;
+        const std::uint64_t lo = inside[inside.size() - take_n].first;
+        const std::uint64_t hi = inside.back().first + inside.back().second;
+        ++device_calls;
+        ++unmap_calls;
+        if (backend.unmap(*arena, lo - arena->base, hi - lo)) {
+          pages->mark_unmapped({lo, hi - lo});
+          units.erase(units.lower_bound(lo), units.lower_bound(hi));
+          released += hi - lo;
         }
       }
     }
@@ -162,51 +168,46 @@ struct DevicePool::Impl {
       trimmed = true;
     }
     const PageRun ahead = trimmed ? PageRun{} : growth_ahead(*block, size, runs.back(), need);
-    // Cut runs into units (see PoolOptions::map_unit_*).
-    const std::uint64_t unit_pages =
+    // Each run is one backend call, cut into units (see PoolOptions::map_unit_*);
+    // the pages mapped ahead are a unit of their own.
+    const std::uint64_t unit =
         std::max<std::uint64_t>(1, std::clamp(peak_busy / std::max<std::uint64_t>(1, opt.map_unit_divisor),
                                               opt.map_unit_min, std::max(opt.map_unit_min, opt.map_unit_max)) /
-                                       page);
-    std::vector<PageRun> todo;
-    for (const auto& run : runs) {
-      for (std::uint64_t off = run.offset, left = run.size; left > 0;) {
-        std::uint64_t piece = std::min(left, unit_pages * page);
-        todo.push_back({off, piece});
-        off += piece;
-        left -= piece;
-      }
-    }
-    if (ahead.size != 0) todo.push_back(ahead);
-    for (std::size_t i = 0; i < todo.size(); ++i) {
-      const PageRun unit = todo[i];
+                                       page) *
+        page;
+    if (ahead.size != 0) runs.push_back(ahead);
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      const PageRun run = runs[i];
+      const std::uint64_t run_unit = ahead.size != 0 && i + 1 == runs.size() ? 0 : unit;
       ++device_calls;
       ++map_calls;
-      auto mapped = backend.map(*arena, unit.offset - arena->base, unit.size);
-      if (!mapped && ahead.size != 0 && i + 1 == todo.size()) break;  // mapping ahead is optional
+      auto mapped = backend.map(*arena, run.offset - arena->base, run.size, run_unit);
+      if (!mapped && ahead.size != 0 && i + 1 == runs.size()) break;  // mapping ahead is optional
       if (!mapped && mapped.error().code == ErrorCode::out_of_memory) {
         // The device is full: give back every byte of slack, then try once more.
         release_slack(~std::uint64_t{0} / 2);
         ++device_calls;
         ++map_calls;
-        mapped = backend.map(*arena, unit.offset - arena->base, unit.size);
+        mapped = backend.map(*arena, run.offset - arena->base, run.size, run_unit);
       }
       if (!mapped) {
-        // Roll back: unmap the units this call mapped, forget the block.
+        // Roll back: unmap the runs this call mapped (whole units), forget the block.
         for (std::size_t j = 0; j < i; ++j) {
           ++device_calls;
-          (void)backend.unmap(*arena, todo[j].offset - arena->base, todo[j].size);
-          pages->mark_unmapped(todo[j]);
-          units.erase(todo[j].offset);
+          (void)backend.unmap(*arena, runs[j].offset - arena->base, runs[j].size);
+          pages->mark_unmapped(runs[j]);
+          units.erase(units.lower_bound(runs[j].offset), units.lower_bound(runs[j].offset + runs[j].size));
         }
         pages->release(block->offset, block->size);
         (void)tlsf.free(block->offset);
         Error e = mapped.error();
-        e.message = fmt::format("mapping {} for a {} block on {}: {}", format_size(unit.size),
+        e.message = fmt::format("mapping {} for a {} block on {}: {}", format_size(run.size),
                                 format_size(size), opt.device.to_string(), e.message);
         return fail(std::move(e));
       }
-      units.emplace(unit.offset, unit.size);
-      pages->mark_mapped(unit);
+      const std::uint64_t step = run_unit == 0 ? run.size : run_unit;
+      for (std::uint64_t at = 0; at < run.size; at += step) units.emplace(run.offset + at, std::min(step, run.size - at));
+      pages->mark_mapped(run);
     }
     return block->offset;
   }

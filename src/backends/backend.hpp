@@ -81,10 +81,13 @@ class Backend {
   // Mapping works in units. For both calls offset and bytes must be non-zero
   // multiples of the granularity inside the range (else invalid_argument).
   //
-  // map() creates ONE unit covering exactly [offset, offset + bytes): on CUDA
-  // one cuMemCreate(bytes), one cuMemMap and one cuMemSetAccess, so mapping
-  // in large units is cheap and page-by-page mapping is not (ANCHORS.md:
-  // ~36 µs a separately mapped page). Any page of the run already mapped is
+  // map() maps exactly [offset, offset + bytes) as consecutive units of
+  // unit_bytes (a multiple of the granularity; the last may be shorter; 0:
+  // the whole run is ONE unit), all or nothing. On CUDA each unit is one
+  // cuMemCreate and one cuMemMap, and one cuMemSetAccess covers the run: the
+  // cost is per unit (~44 µs each mapped alone on an H200, ~31 µs each in a
+  // run; bench/vmm_calls.cpp), so large units are cheap and page-by-page
+  // mapping is not. Any page of the run already mapped is
   // ErrorCode::conflict; physical memory running out is out_of_memory; either
   // way nothing changes.
   //
@@ -94,8 +97,8 @@ class Backend {
   // nothing. The host backend enforces the same units as CUDA, so CPU tests
   // catch callers that would break on a GPU. Pages mapped again read as zero
   // on host; on CUDA a reused cached handle keeps its old bytes.
-  virtual Result<void> map(const VirtualRange& range, std::uint64_t offset,
-                           std::uint64_t bytes) = 0;
+  virtual Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
+                           std::uint64_t unit_bytes = 0) = 0;
   virtual Result<void> unmap(const VirtualRange& range, std::uint64_t offset,
                              std::uint64_t bytes) = 0;
   // Drops physical memory the backend caches for reuse by later map() calls

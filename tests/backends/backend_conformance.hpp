@@ -558,8 +558,44 @@ TYPED_TEST_P(BackendConformance, StreamsAndEventsCanBeDestroyed) {
   MEMD_ASSERT_OK(b.free(*seg));
 }
 
+TYPED_TEST_P(BackendConformance, OneMapCanMakeSeveralUnits) {
+  if (this->skip_without_vm()) GTEST_SKIP() << "device has no virtual memory";
+  auto& b = *this->backend_;
+  const auto g = this->granularity();
+  b.set_handle_cache_limit(this->device_, 0);
+  b.trim();
+  const auto p0 = b.physical_bytes(this->device_);
+  auto range = b.reserve(this->device_, 6 * g);
+  ASSERT_TRUE(range.has_value()) << range.error().message;
+  auto* base = reinterpret_cast<void*>(range->base);
+  // Units of 2 pages: [0,2) [2,4) [4,5).
+  MEMD_EXPECT_CODE(b.map(*range, 0, 5 * g, g / 2), ErrorCode::invalid_argument);
+  MEMD_EXPECT_CODE(b.map(*range, 0, 5 * g, g + g / 2), ErrorCode::invalid_argument);
+  EXPECT_EQ(b.physical_bytes(this->device_), p0) << "a refused map changed something";
+  MEMD_ASSERT_OK(b.map(*range, 0, 5 * g, 2 * g));
+  EXPECT_EQ(b.physical_bytes(this->device_), p0 + 5 * g);
+  const auto data = pattern(static_cast<std::size_t>(5 * g), 7);
+  this->upload(base, data);
+  EXPECT_EQ(this->download(base, data.size()), data) << "the run is one accessible stretch";
+  MEMD_EXPECT_CODE(b.unmap(*range, g, 2 * g), ErrorCode::conflict);   // cuts two units
+  MEMD_EXPECT_CODE(b.unmap(*range, 0, 5 * g + g), ErrorCode::conflict);  // and an unmapped page
+  MEMD_EXPECT_CODE(b.map(*range, 4 * g, 2 * g, g), ErrorCode::conflict);  // overlaps the last unit
+  MEMD_ASSERT_OK(b.unmap(*range, 2 * g, 2 * g));  // the middle unit alone
+  EXPECT_EQ(b.physical_bytes(this->device_), p0 + 3 * g);
+  const std::vector<std::uint8_t> head(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(2 * g));
+  EXPECT_EQ(this->download(base, head.size()), head) << "the first unit keeps its bytes";
+  MEMD_ASSERT_OK(b.unmap(*range, 0, 2 * g));
+  MEMD_ASSERT_OK(b.unmap(*range, 4 * g, g));
+  EXPECT_EQ(b.physical_bytes(this->device_), p0);
+  // A unit size larger than the run: one unit.
+  MEMD_ASSERT_OK(b.map(*range, 0, 3 * g, 8 * g));
+  MEMD_EXPECT_CODE(b.unmap(*range, 0, g), ErrorCode::conflict);
+  MEMD_ASSERT_OK(b.release(*range));
+  EXPECT_EQ(b.physical_bytes(this->device_), p0);
+}
+
 REGISTER_TYPED_TEST_SUITE_P(BackendConformance, DiscoveryFieldsAreComplete,
-                            ReserveMapWriteReadUnmapRelease, UnmapTakesWholeUnitsOnly,
+                            ReserveMapWriteReadUnmapRelease, UnmapTakesWholeUnitsOnly, OneMapCanMakeSeveralUnits,
                             ReleaseUnmapsWhatIsStillMapped, DoubleMapIsRejected,
                             DoubleUnmapIsRejected, MisalignedAndOutOfRangeAreRejected,
                             MapLargerThanTheDeviceIsOutOfMemory,

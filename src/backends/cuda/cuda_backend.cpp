@@ -75,7 +75,8 @@ class CudaBackend final : public Backend {
 
   Result<VirtualRange> reserve(DeviceId device, std::uint64_t bytes) override;
   Result<void> release(const VirtualRange& range) override;
-  Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
+  Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
+                   std::uint64_t unit_bytes = 0) override;
   Result<void> unmap(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
   std::uint64_t trim() override;
   void set_handle_cache_limit(DeviceId device, std::uint64_t bytes) override;
@@ -430,44 +431,63 @@ std::uint64_t CudaBackend::shrink_cache(Gpu& gpu, std::uint64_t limit) {
   return freed;
 }
 
-Result<void> CudaBackend::map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) {
+Result<void> CudaBackend::map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
+                              std::uint64_t unit_bytes) {
   auto found = find_range_run(range, offset, bytes);
   if (!found) return fail(found.error());
   auto& r = **found;
   Gpu& gpu = *r.gpu;
+  if (unit_bytes % gpu.granularity != 0)
+    return fail(ErrorCode::invalid_argument, "unit size {} is not a multiple of the granularity {}", unit_bytes,
+                gpu.granularity);
   std::lock_guard range_lock(r.mutex);
   if (auto free = r.units.check_unmapped(offset, bytes, r.base); !free) return fail(free.error());
   if (auto ok = set_device(gpu); !ok) return fail(ok.error());
 
-  // One unit: one physical allocation, one cuMemMap, one cuMemSetAccess.
-  // Per-page handles cost ~36 µs a page (ANCHORS.md); one call of 1 GiB ~100 µs.
-  const CUdeviceptr at = r.base + offset;
-  auto h = take_handle(gpu, bytes);
-  if (!h) {
-    if (h.error().code != ErrorCode::out_of_memory) return fail(h.error());
-    std::uint64_t held = 0;
-    {
-      std::lock_guard lock(gpu.mutex);
-      held = gpu.mapped_bytes + gpu.cached_bytes + gpu.segment_bytes;
+  // Each unit: one physical allocation and one cuMemMap (both cheap); then
+  // one cuMemSetAccess for the whole run, whose cost is per mapping but
+  // saves the fixed part of a call per unit (bench/vmm_calls.cpp).
+  const std::uint64_t step = unit_bytes == 0 ? bytes : unit_bytes;
+  std::vector<std::pair<std::uint64_t, Handle>> done;  // offset within the run, handle
+  auto undo = [&] {
+    for (const auto& [at, h] : done) {
+      const std::uint64_t n = std::min(step, bytes - at);
+      (void)driver_->mem_unmap(r.base + offset + at, n);
+      give_back(gpu, h, n);
     }
-    return fail(ErrorCode::out_of_memory,
-                "{} out of memory mapping {} bytes (memd holds {} bytes on the device of {}): {}",
-                gpu.info.id.to_string(), bytes, held, gpu.info.total_bytes, h.error().message);
-  }
-  if (auto res = driver_->mem_map(at, bytes, 0, *h, 0); res != CUDA_SUCCESS) {
-    give_back(gpu, *h, bytes);
-    return driver_failure(*driver_, res, fmt::format("cuMemMap({}) at {:#x}", bytes, at));
+  };
+  for (std::uint64_t at = 0; at < bytes; at += step) {
+    const std::uint64_t n = std::min(step, bytes - at);
+    const CUdeviceptr where = r.base + offset + at;
+    auto h = take_handle(gpu, n);
+    if (!h) {
+      undo();
+      if (h.error().code != ErrorCode::out_of_memory) return fail(h.error());
+      std::uint64_t held = 0;
+      {
+        std::lock_guard lock(gpu.mutex);
+        held = gpu.mapped_bytes + gpu.cached_bytes + gpu.segment_bytes;
+      }
+      return fail(ErrorCode::out_of_memory,
+                  "{} out of memory mapping {} bytes (memd holds {} bytes on the device of {}): {}",
+                  gpu.info.id.to_string(), bytes, held, gpu.info.total_bytes, h.error().message);
+    }
+    if (auto res = driver_->mem_map(where, n, 0, *h, 0); res != CUDA_SUCCESS) {
+      give_back(gpu, *h, n);
+      undo();
+      return driver_failure(*driver_, res, fmt::format("cuMemMap({}) at {:#x}", n, where));
+    }
+    done.emplace_back(at, *h);
   }
   CUmemAccessDesc access{};
   access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
   access.location.id = gpu.cu_device;
   access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-  if (auto res = driver_->mem_set_access(at, bytes, &access, 1); res != CUDA_SUCCESS) {
-    (void)driver_->mem_unmap(at, bytes);
-    give_back(gpu, *h, bytes);
-    return driver_failure(*driver_, res, fmt::format("cuMemSetAccess({}) at {:#x}", bytes, at));
+  if (auto res = driver_->mem_set_access(r.base + offset, bytes, &access, 1); res != CUDA_SUCCESS) {
+    undo();
+    return driver_failure(*driver_, res, fmt::format("cuMemSetAccess({}) at {:#x}", bytes, r.base + offset));
   }
-  r.units.insert(offset, bytes, *h);
+  for (const auto& [at, h] : done) r.units.insert(offset + at, std::min(step, bytes - at), h);
   std::lock_guard lock(gpu.mutex);
   gpu.mapped_bytes += bytes;
   return {};

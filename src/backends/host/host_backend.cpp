@@ -46,7 +46,8 @@ class HostBackend final : public Backend {
 
   Result<VirtualRange> reserve(DeviceId device, std::uint64_t bytes) override;
   Result<void> release(const VirtualRange& range) override;
-  Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
+  Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
+                   std::uint64_t unit_bytes = 0) override;
   Result<void> unmap(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
   std::uint64_t physical_bytes(DeviceId device) const override;
 
@@ -70,7 +71,7 @@ class HostBackend final : public Backend {
     std::uintptr_t base = 0;
     std::uint64_t size = 0;
     std::mutex mutex;  // serialises map/unmap/release of this range
-    // One unit per map() call: unmap() takes whole units only, as on CUDA.
+    // The units map() made: unmap() takes whole units only, as on CUDA.
     UnitMap<Empty> units;
   };
   struct StreamState {
@@ -285,10 +286,14 @@ Result<void> HostBackend::release(const VirtualRange& range) {
   return {};
 }
 
-Result<void> HostBackend::map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) {
+Result<void> HostBackend::map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
+                              std::uint64_t unit_bytes) {
   auto state = find_range_run(range, offset, bytes);
   if (!state) return fail(state.error());
   auto& r = **state;
+  if (unit_bytes % granularity_ != 0)
+    return fail(ErrorCode::invalid_argument, "unit size {} is not a multiple of the granularity {}", unit_bytes,
+                granularity_);
   std::lock_guard range_lock(r.mutex);
   if (auto free = r.units.check_unmapped(offset, bytes, r.base); !free) return fail(free.error());
   if (auto ok = charge(r.device, bytes); !ok) return fail(ok.error());
@@ -299,7 +304,10 @@ Result<void> HostBackend::map(const VirtualRange& range, std::uint64_t offset, s
                 "mprotect(read/write) of {} bytes at {:#x} failed: {}", bytes, r.base + offset,
                 errno_text(error));
   }
-  r.units.insert(offset, bytes, Empty{});
+  // One mprotect for the run; the units are bookkeeping, kept exactly as CUDA
+  // would have them so unmap() refuses the same runs.
+  const std::uint64_t step = unit_bytes == 0 ? bytes : unit_bytes;
+  for (std::uint64_t at = 0; at < bytes; at += step) r.units.insert(offset + at, std::min(step, bytes - at), Empty{});
   return {};
 }
 
