@@ -5,6 +5,16 @@
 #include <bit>
 
 namespace memd {
+namespace {
+
+// Whole words are the common case inside large blocks: without -mpopcnt
+// (the x86-64 baseline) std::popcount is a libgcc call, which made a 1 GiB
+// alloc+free pair cost 135 ns instead of ~80 (perf, session 2).
+std::uint64_t bits_in(std::uint64_t w) noexcept {
+  return w == ~std::uint64_t{0} ? 64 : static_cast<std::uint64_t>(std::popcount(w));
+}
+
+}  // namespace
 
 PageMap::PageMap(std::uint64_t base, std::uint64_t size, std::uint64_t page)
     : base_(base), size_(size), page_(page) {
@@ -60,16 +70,17 @@ void PageMap::acquire(std::uint64_t offset, std::uint64_t len, std::vector<PageR
   // either free mapped or unmapped.
   std::size_t unmapped_from = 0;
   bool in_gap = false;
+  const std::uint64_t interior = last - first - 1;
+  std::uint64_t interior_mapped = 0;
   for_words(first + 1, last, [&](std::size_t w, std::uint64_t mask) {
     std::uint64_t m = mapped_bits_[w] & mask;
     full_bits_[w] |= mask;
     free_bits_[w] &= ~mask;
-    auto n = static_cast<std::uint64_t>(std::popcount(mask));
-    auto nm = static_cast<std::uint64_t>(std::popcount(m));
-    busy_pages_ += n;
-    mapped_busy_pages_ += nm;
-    live_total_ += n * page_;
-    if (nm == n && !in_gap) return;  // all mapped: the common case
+    if (m == mask && !in_gap) {  // all mapped: the common case
+      interior_mapped += bits_in(mask);
+      return;
+    }
+    interior_mapped += bits_in(m);
     for (std::uint64_t bits = mask; bits != 0; bits &= bits - 1) {
       int b = std::countr_zero(bits);
       std::size_t p = w * 64 + static_cast<std::size_t>(b);
@@ -83,6 +94,9 @@ void PageMap::acquire(std::uint64_t offset, std::uint64_t len, std::vector<PageR
       }
     }
   });
+  busy_pages_ += interior;
+  mapped_busy_pages_ += interior_mapped;
+  live_total_ += interior * page_;
   if (in_gap) append_run(to_map, unmapped_from, last - unmapped_from);
   add_partial(last, end - last * page_, &to_map);
 }
@@ -96,15 +110,17 @@ void PageMap::release(std::uint64_t offset, std::uint64_t len) {
     return;
   }
   remove_partial(first, (first + 1) * page_ - rel);
+  const std::uint64_t interior = last - first - 1;
+  std::uint64_t interior_mapped = 0;
   for_words(first + 1, last, [&](std::size_t w, std::uint64_t mask) {
     std::uint64_t m = mapped_bits_[w] & mask;
     full_bits_[w] &= ~mask;
     free_bits_[w] |= m;
-    auto n = static_cast<std::uint64_t>(std::popcount(mask));
-    busy_pages_ -= n;
-    mapped_busy_pages_ -= static_cast<std::uint64_t>(std::popcount(m));
-    live_total_ -= n * page_;
+    interior_mapped += bits_in(m);
   });
+  busy_pages_ -= interior;
+  mapped_busy_pages_ -= interior_mapped;
+  live_total_ -= interior * page_;
   remove_partial(last, end - last * page_);
 }
 
@@ -159,7 +175,7 @@ std::uint64_t PageMap::unmapped_pages(std::uint64_t offset, std::uint64_t len) c
   const auto first = static_cast<std::size_t>((offset - base_) / page_);
   const auto last = static_cast<std::size_t>((offset + len - base_ + page_ - 1) / page_);
   std::uint64_t mapped_n = 0;
-  for_words(first, last, [&](std::size_t w, std::uint64_t mask) { mapped_n += std::popcount(mapped_bits_[w] & mask); });
+  for_words(first, last, [&](std::size_t w, std::uint64_t mask) { mapped_n += bits_in(mapped_bits_[w] & mask); });
   return (last - first) - mapped_n;
 }
 
