@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <deque>
+#include <tuple>
 #include <unordered_map>
 
 #include "core/flat_map.hpp"
@@ -62,7 +63,7 @@ struct DevicePool::Impl {
 
   std::uint64_t allocated = 0, peak_allocated = 0, peak_active = 0;
   std::uint64_t live = 0, peak_live = 0, total_allocs = 0, total_frees = 0, failed = 0;
-  std::uint64_t device_calls = 0, map_calls = 0, unmap_calls = 0;
+  std::uint64_t device_calls = 0, map_calls = 0, unmap_calls = 0, mapped_units = 0, unmapped_units = 0;
   std::uint64_t huge_live_bytes = 0, huge_cache_bytes = 0, segment_bytes = 0;
   std::uint64_t peak_busy = 0, peak_reserved = 0;
 
@@ -121,6 +122,7 @@ struct DevicePool::Impl {
         ++device_calls;
         ++unmap_calls;
         if (backend.unmap(*arena, lo - arena->base, hi - lo)) {
+          unmapped_units += take_n;
           pages->mark_unmapped({lo, hi - lo});
           units.erase(units.lower_bound(lo), units.lower_bound(hi));
           released += hi - lo;
@@ -206,6 +208,7 @@ struct DevicePool::Impl {
         return fail(std::move(e));
       }
       const std::uint64_t step = run_unit == 0 ? run.size : run_unit;
+      mapped_units += (run.size + step - 1) / step;
       for (std::uint64_t at = 0; at < run.size; at += step) units.emplace(run.offset + at, std::min(step, run.size - at));
       pages->mark_mapped(run);
     }
@@ -232,16 +235,31 @@ struct DevicePool::Impl {
     return n == 0 ? PageRun{} : PageRun{block_end, n * page};
   }
 
+  // Bytes of mapped units, wholly free now, that a block at [at, at + bytes)
+  // would pin: such a unit could be unmapped whole; with one live block in it
+  // it cannot.
+  std::uint64_t pinned_bytes(std::uint64_t at, std::uint64_t bytes) const {
+    std::uint64_t total = 0;
+    auto it = units.upper_bound(at);
+    if (it != units.begin()) --it;
+    for (; it != units.end() && it->first < at + bytes; ++it)
+      if (it->first + it->second > at && !pages->any_busy(it->first, it->second)) total += it->second;
+    return total;
+  }
+
   // The free block and position that need the fewest unmapped pages for a
-  // block of `size`; ties go to the smaller free block (best fit), then the
-  // lower address. Candidates per free block: its aligned start and end, and
-  // each mapped stretch inside it, start- and end-aligned. O(free blocks);
-  // only runs when a map would otherwise follow.
+  // block of `size`; ties go to the position that pins the fewest bytes of
+  // wholly free units (so they stay free to unmap: vision_mix 1.0225 / 154
+  // units mapped+unmapped without this tie-break, 1.0070 / 102 with it), then
+  // the smaller free block (best fit), then the lower address. Candidates per
+  // free block: its aligned start and end, and each mapped stretch inside it,
+  // start- and end-aligned. O(free blocks); only runs when a map would
+  // otherwise follow.
   std::optional<TlsfBlock> place_over_mapped(std::uint64_t size, std::uint64_t alignment) {
     const std::uint64_t bytes = round_up(size, kUnit);
     struct Best {
       std::uint32_t handle = 0;
-      std::uint64_t at = 0, cost = ~std::uint64_t{0}, free_size = 0;
+      std::uint64_t at = 0, cost = ~std::uint64_t{0}, free_size = 0, pinned = 0;
     } best;
     bool found = false;
     tlsf.for_each_free(bytes, [&](std::uint32_t handle, std::uint64_t off, std::uint64_t fsize) {
@@ -250,10 +268,12 @@ struct DevicePool::Impl {
       const std::uint64_t hi = (off + fsize - bytes) / alignment * alignment;
       auto consider = [&](std::uint64_t at) {
         at = std::clamp(at, lo, hi);
-        std::uint64_t cost = pages->unmapped_pages(at, bytes);
-        if (!found || cost < best.cost || (cost == best.cost && (fsize < best.free_size ||
-                                                                  (fsize == best.free_size && at < best.at)))) {
-          best = {handle, at, cost, fsize};
+        const std::uint64_t cost = pages->unmapped_pages(at, bytes);
+        if (found && cost > best.cost) return;
+        const std::uint64_t pin = pinned_bytes(at, bytes);
+        if (!found || cost < best.cost ||
+            std::tie(pin, fsize, at) < std::tie(best.pinned, best.free_size, best.at)) {
+          best = {handle, at, cost, fsize, pin};
           found = true;
         }
       };
@@ -715,6 +735,8 @@ PoolStats DevicePool::stats() const {
   s.device_calls = m.device_calls;
   s.map_calls = m.map_calls;
   s.unmap_calls = m.unmap_calls;
+  s.mapped_units = m.mapped_units;
+  s.unmapped_units = m.unmapped_units;
   s.segments = (m.arena ? 1 : 0) + m.segments.size() + m.huge_live.size() + m.huge_cache.size();
   s.fragmentation = s.free_bytes == 0 ? 0.0
                                       : 1.0 - static_cast<double>(s.largest_free_block) /

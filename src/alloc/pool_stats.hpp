@@ -34,8 +34,10 @@ namespace memd {
   X(total_frees, count, "Frees since start")                                             \
   X(failed_allocations, count, "Allocations refused (out of memory or quota)")           \
   X(device_calls, count, "Calls into the backend (map, unmap, segment alloc/free)")      \
-  X(map_calls, count, "Mapping units created (virtual memory)")                           \
-  X(unmap_calls, count, "Mapping units released (virtual memory)")                        \
+  X(map_calls, count, "Backend map calls (virtual memory; one run of one or more units)") \
+  X(unmap_calls, count, "Backend unmap calls (virtual memory; adjacent whole units)")     \
+  X(mapped_units, count, "Mapping units created (each one physical allocation)")          \
+  X(unmapped_units, count, "Mapping units released")                                     \
   X(segments, count, "Segments or reserved ranges held")                                 \
   X(fragmentation, ratio, "1 - largest free block / free bytes")                         \
   X(footprint_ratio, ratio, "reserved_bytes / allocated_bytes (requested bytes live in the registry)")

@@ -187,6 +187,16 @@ std::uint64_t PageMap::idle_unmapped_pages(std::uint64_t offset, std::uint64_t m
   return n;
 }
 
+bool PageMap::any_busy(std::uint64_t offset, std::uint64_t len) const {
+  if (len == 0) return false;
+  const auto first = static_cast<std::size_t>((offset - base_) / page_);
+  const auto last = static_cast<std::size_t>((offset + len - base_ + page_ - 1) / page_);
+  bool found = false;
+  for_words(first, last, [&](std::size_t w, std::uint64_t mask) { found = found || (full_bits_[w] & mask) != 0; });
+  for (std::size_t p = first; !found && p < last; ++p) found = live_[p] != 0;
+  return found;
+}
+
 Result<void> PageMap::validate() const {
   std::uint64_t m = 0, busy_n = 0, mbusy = 0, total = 0;
   for (std::size_t p = 0; p < live_.size(); ++p) {

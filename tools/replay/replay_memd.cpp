@@ -74,8 +74,10 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
   r.ns_per_op = ns_per_op(elapsed, r.ops);
   r.device_calls = stats.device_calls;
   if (std::getenv("MEMD_REPLAY_DEBUG"))
-    std::fprintf(stderr, "%s: maps %llu unmaps %llu\n", trace.name.c_str(),
-                 static_cast<unsigned long long>(stats.map_calls), static_cast<unsigned long long>(stats.unmap_calls));
+    std::fprintf(stderr, "%s: map calls %llu (units %llu), unmap calls %llu (units %llu)\n", trace.name.c_str(),
+                 static_cast<unsigned long long>(stats.map_calls), static_cast<unsigned long long>(stats.mapped_units),
+                 static_cast<unsigned long long>(stats.unmap_calls),
+                 static_cast<unsigned long long>(stats.unmapped_units));
   return r;
 }
 

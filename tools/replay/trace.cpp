@@ -74,7 +74,9 @@ Result<Trace> load_trace(const std::string& path) {
     }
   }
   int err = 0;
-  const char* msg = gzerror(f, &err);
+  // gzerror's text lives in the gzFile: copy it before gzclose frees it
+  // (TSan caught the read after free on a corrupt file).
+  const std::string msg = gzerror(f, &err);
   gzclose(f);
   if (err != Z_OK && err != Z_STREAM_END) return fail(ErrorCode::invalid_argument, "{}: {}", path, msg);
   return t;
