@@ -3,7 +3,7 @@
 // folklore. Prints one line per (call, size): median and p90 in microseconds
 // over --reps cycles. Needs a GPU; exits 0 with a message without one.
 //
-//   LD_LIBRARY_PATH=.gpu/lib .gpu/bin/memd_vmm_calls [--reps N]
+//   LD_LIBRARY_PATH=.gpu/lib .gpu/bin/memd_vmm_calls [--reps N] [--range-gib G]
 //
 // Cycles measured, each on a fresh stretch of one reserved range:
 //   create / map / set_access / unmap / release   one handle of SIZE
@@ -54,8 +54,11 @@ struct Series {
 
 int main(int argc, char** argv) {
   int reps = 30;
-  for (int i = 1; i + 1 < argc; ++i)
+  std::size_t range_gib = 4;  // the reservation the cycles run in
+  for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--reps") == 0) reps = std::max(3, std::atoi(argv[i + 1]));
+    if (std::strcmp(argv[i], "--range-gib") == 0) range_gib = std::max(4, std::atoi(argv[i + 1]));
+  }
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     std::printf("memd_vmm_calls: no CUDA device; nothing measured\n");
@@ -85,12 +88,12 @@ int main(int argc, char** argv) {
     access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
 
     const std::size_t kMiB = 1 << 20;
-    const std::size_t range_bytes = std::size_t{4} << 30;
+    const std::size_t range_bytes = range_gib << 30;
     CUdeviceptr base = 0;
     CHECK(api.mem_address_reserve(&base, range_bytes, gran, 0, 0));
 
-    std::printf("== handle type %s, granularity %zu KiB, %d reps (microseconds: median / p90)\n",
-                shareable ? "POSIX fd" : "none", gran / 1024, reps);
+    std::printf("== handle type %s, granularity %zu KiB, %d reps, %zu GiB reserved (microseconds: median / p90)\n",
+                shareable ? "POSIX fd" : "none", gran / 1024, reps, range_gib);
     std::printf("%-8s %14s %14s %14s %14s %14s %14s\n", "size", "create", "map", "set_access", "unmap",
                 "release", "remap");
     for (std::size_t size : {2 * kMiB, 8 * kMiB, 16 * kMiB, 64 * kMiB, 256 * kMiB, 1024 * kMiB}) {
