@@ -97,6 +97,18 @@ class BackendConformance : public ::testing::Test {
 
   bool skip_without_vm() const { return !info_->virtual_memory; }
 
+  // A reserved range of `pages` granules, the handle cache emptied first so
+  // physical_bytes() moves only with what the test maps; p0 is its value then.
+  std::optional<VirtualRange> clean_range(std::uint64_t pages, std::uint64_t& p0) {
+    backend_->set_handle_cache_limit(device_, 0);
+    backend_->trim();
+    p0 = backend_->physical_bytes(device_);
+    auto range = backend_->reserve(device_, pages * granularity());
+    EXPECT_TRUE(range.has_value()) << range.error().message;
+    if (!range) return std::nullopt;
+    return *range;
+  }
+
   std::unique_ptr<Backend> backend_;
   DeviceId device_;
   std::optional<DeviceInfo> info_;
@@ -156,11 +168,9 @@ TYPED_TEST_P(BackendConformance, UnmapTakesWholeUnitsOnly) {
   if (this->skip_without_vm()) GTEST_SKIP() << "device has no virtual memory";
   auto& b = *this->backend_;
   const auto g = this->granularity();
-  b.set_handle_cache_limit(this->device_, 0);
-  b.trim();
-  const auto p0 = b.physical_bytes(this->device_);
-  auto range = b.reserve(this->device_, 6 * g);
-  ASSERT_TRUE(range.has_value()) << range.error().message;
+  std::uint64_t p0 = 0;
+  auto range = this->clean_range(6, p0);
+  ASSERT_TRUE(range.has_value());
   auto* base = reinterpret_cast<void*>(range->base);
   MEMD_ASSERT_OK(b.map(*range, 0, 3 * g));      // unit A: pages 0-2
   MEMD_ASSERT_OK(b.map(*range, 3 * g, 2 * g));  // unit B: pages 3-4, adjacent
@@ -562,11 +572,9 @@ TYPED_TEST_P(BackendConformance, OneMapCanMakeSeveralUnits) {
   if (this->skip_without_vm()) GTEST_SKIP() << "device has no virtual memory";
   auto& b = *this->backend_;
   const auto g = this->granularity();
-  b.set_handle_cache_limit(this->device_, 0);
-  b.trim();
-  const auto p0 = b.physical_bytes(this->device_);
-  auto range = b.reserve(this->device_, 6 * g);
-  ASSERT_TRUE(range.has_value()) << range.error().message;
+  std::uint64_t p0 = 0;
+  auto range = this->clean_range(6, p0);
+  ASSERT_TRUE(range.has_value());
   auto* base = reinterpret_cast<void*>(range->base);
   // Units of 2 pages: [0,2) [2,4) [4,5).
   MEMD_EXPECT_CODE(b.map(*range, 0, 5 * g, g / 2), ErrorCode::invalid_argument);
