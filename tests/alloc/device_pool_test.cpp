@@ -520,6 +520,44 @@ TEST(DevicePool, HugeBlocksShareTheArenaInVirtualMode) {
   MEMD_ASSERT_OK(pool.validate());
 }
 
+// A freed large block is kept whole for an immediate re-allocation of its
+// size; to every other caller it is simply free.
+TEST(DevicePool, LastFreedLargeBlockIsReusedAndOtherwiseFree) {
+  PoolEnv env = make_pool(1 * kGiB);
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  auto a = pool.allocate(100 * kMiB);
+  ASSERT_TRUE(a);
+  fill_pattern(*a, 100 * kMiB, 3);
+  MEMD_ASSERT_OK(pool.deallocate(*a));
+  // Freed means freed: a second free and a size query refuse it.
+  auto again = pool.deallocate(*a);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::invalid_argument);
+  EXPECT_FALSE(pool.block_size(*a).has_value());
+  EXPECT_EQ(pool.stats().allocated_bytes, 0u);
+  EXPECT_EQ(pool.stats().live_allocations, 0u);
+  // The same size comes back at the same address without mapping.
+  const auto calls = pool.stats().map_calls;
+  auto b = pool.allocate(100 * kMiB);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(*b, *a);
+  EXPECT_EQ(pool.stats().map_calls, calls);
+  EXPECT_EQ(pool.block_size(*b), std::optional<std::uint64_t>(100 * kMiB));
+  MEMD_ASSERT_OK(pool.deallocate(*b));
+  // Another size: the kept block goes back to TLSF first, so the new block
+  // can take its place (good fit over the freed hole).
+  auto c = pool.allocate(60 * kMiB);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c, *a) << "the kept block was not returned before placing another";
+  MEMD_ASSERT_OK(pool.validate());
+  MEMD_ASSERT_OK(pool.deallocate(*c));
+  // Trim gives everything back, the kept block included.
+  pool.trim();
+  EXPECT_EQ(pool.reserved_bytes(), 0u);
+  MEMD_ASSERT_OK(pool.validate());
+}
+
 TEST(DevicePool, HugeRangeIsCachedReusedAndTrimmed) {
   PoolEnv env = make_pool(512 * kMiB, PoolOptions{.huge_threshold = 32 * kMiB});
   ASSERT_TRUE(env.pool);
