@@ -263,8 +263,8 @@ struct DevicePool::Impl {
   // units mapped+unmapped without this tie-break, 1.0070 / 102 with it), then
   // the smaller free block (best fit), then the lower address. Candidates per
   // free block: its aligned start and end, and each mapped stretch inside it,
-  // start- and end-aligned. O(free blocks); only runs when a map would
-  // otherwise follow.
+  // start- and end-aligned. At most ~kScanBudget free blocks; only runs when
+  // a map would otherwise follow.
   std::optional<TlsfBlock> place_over_mapped(std::uint64_t size, std::uint64_t alignment) {
     const std::uint64_t bytes = round_up(size, kUnit);
     struct Best {
@@ -272,7 +272,16 @@ struct DevicePool::Impl {
       std::uint64_t at = 0, cost = ~std::uint64_t{0}, free_size = 0, pinned = 0;
     } best;
     bool found = false;
+    // Bounded: a pool with hundreds of thousands of holes must not scan them
+    // all on every growth. Lists are visited from the request's size class
+    // up, so the first blocks seen are the closest fits; once kScanBudget
+    // blocks have been looked at, the best so far is taken (the scan goes on
+    // only until something fits). An exact fit needing nothing ends it.
+    constexpr std::size_t kScanBudget = 1024;
+    std::size_t seen = 0;
     tlsf.for_each_free(bytes, [&](std::uint32_t handle, std::uint64_t off, std::uint64_t fsize) {
+      if (found && (++seen > kScanBudget || (best.cost == 0 && best.pinned == 0 && best.free_size == bytes)))
+        return false;
       const std::uint64_t lo = round_up(off, alignment);
       if (lo + bytes > off + fsize) return true;
       const std::uint64_t hi = (off + fsize - bytes) / alignment * alignment;
