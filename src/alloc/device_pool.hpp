@@ -8,6 +8,8 @@
 //     requests go to slabs, the rest to TLSF. Where good fit would need pages
 //     mapped, placement looks for the free block that needs fewest (usually
 //     a mapped hole elsewhere), since each map costs tens of microseconds.
+//     The last freed block of >= 64 MiB is kept whole for an immediate
+//     re-allocation of its size (returned to TLSF before anything else).
 //   * Segments: whole segments from the backend (cudaMalloc, cudaHostAlloc,
 //     mmap) carved by the same TLSF; for memory without virtual memory and for
 //     comparison.
@@ -24,8 +26,9 @@
 // after the free has completed. Events are recorded per batch of frees, not
 // per free, so the fast path records none.
 //
-// Thread safety: all methods are thread-safe (one spin lock per pool; backend
-// calls that map memory happen under it, which is rare by design).
+// Thread safety: all methods are thread-safe (one spin lock per pool, with
+// backoff; backend calls that map memory happen under it, which is rare by
+// design). Threads serialise on it: per-thread caches are the open item.
 #pragma once
 
 #include <cstdint>
@@ -60,16 +63,17 @@ struct PoolOptions {
   std::uint64_t retain_min_pages = 2;       // slack always allowed, in pages
   std::uint64_t segment_size = 32 * kMiB;   // Segments mode: growth unit
   std::uint64_t stream_batch = 64;          // frees per stream before an event is recorded
-  // Virtual mode maps physical memory in units: each backend map() is one
-  // physical allocation, and only whole units are unmapped. On CUDA a unit
-  // costs ~44 us to map and ~35 us to unmap whatever its size up to 256 MiB
-  // (cuMemSetAccess and cuMemUnmap dominate; bench/vmm_calls.cpp), so fewer,
-  // larger units are faster; but a unit that later holds one live block
-  // among free pages cannot go back, so larger units raise the footprint
-  // (vision_mix: 1.022 at 16 MiB, 1.064 at 32 MiB, 1.152 at 64 MiB). The run
-  // of pages a block needs is cut into units of peak_busy / map_unit_divisor,
-  // clamped to [map_unit_min, map_unit_max]: small pools keep fine units,
-  // large pools (where 16 MiB is a sliver) make fewer calls.
+  // Virtual mode maps physical memory in units: a unit is one physical
+  // allocation (one backend map() call maps a run of them), and only whole
+  // units are unmapped. On CUDA a unit costs ~44 us to map and ~35 us to
+  // unmap whatever its size up to 256 MiB (cuMemSetAccess and cuMemUnmap
+  // dominate; bench/vmm_calls.cpp), so fewer, larger units are faster; but a
+  // unit that later holds one live block among free pages cannot go back, so
+  // larger units raise the footprint (vision_mix: 1.0070 at 16 MiB, 1.0355 at
+  // 32 MiB, 1.0924 uncapped). The run of pages a block needs is cut into
+  // units of peak_busy / map_unit_divisor, clamped to [map_unit_min,
+  // map_unit_max]: small pools keep fine units, large pools (where 16 MiB is
+  // a sliver) make fewer calls.
   std::uint64_t map_unit_min = 16 * kMiB;
   std::uint64_t map_unit_max = 1 * kGiB;
   std::uint64_t map_unit_divisor = 64;
