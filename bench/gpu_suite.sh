@@ -33,9 +33,10 @@ done
 python3 - "$OUT/replay.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(f"{'trace':20} {'allocator':12} {'backend':7} {'ratio':>7} {'ns/op':>9} {'calls':>7}")
+print(f"{'trace':20} {'allocator':12} {'backend':7} {'ratio':>7} {'ns/op':>9} {'mapping':>9} {'calls':>7}")
 for r in rows:
-    print(f"{r['trace']:20} {r['allocator']:12} {r['backend']:7} {r['footprint_ratio']:7.4f} {r['ns_per_op']:9.1f} {r['device_calls']:7}")
+    mapping = f"{r['mapping_ns_per_op']:9.1f}" if 'mapping_ns_per_op' in r else f"{'':9}"
+    print(f"{r['trace']:20} {r['allocator']:12} {r['backend']:7} {r['footprint_ratio']:7.4f} {r['ns_per_op']:9.1f} {mapping} {r['device_calls']:7}")
 PY
 
 echo "== gpu_alloc_bench"

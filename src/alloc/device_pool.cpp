@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <deque>
 #include <tuple>
 #include <unordered_map>
@@ -73,6 +74,18 @@ struct DevicePool::Impl {
   std::uint64_t allocated = 0, peak_allocated = 0, peak_active = 0;
   std::uint64_t live = 0, peak_live = 0, total_allocs = 0, total_frees = 0, failed = 0;
   std::uint64_t device_calls = 0, map_calls = 0, unmap_calls = 0, mapped_units = 0, unmapped_units = 0;
+  std::uint64_t mapping_ns = 0;  // wall time inside backend map/unmap: what the mapping policy trades
+
+  // Runs one backend map/unmap call, counting it and its time.
+  template <typename F>
+  auto mapping_call(F&& f) {
+    ++device_calls;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = f();
+    mapping_ns += static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+    return r;
+  }
   std::uint64_t huge_live_bytes = 0, huge_cache_bytes = 0, segment_bytes = 0;
   std::uint64_t peak_busy = 0, peak_reserved = 0;
 
@@ -129,9 +142,8 @@ struct DevicePool::Impl {
         if (take_n == 0) continue;
         const std::uint64_t lo = inside[inside.size() - take_n].first;
         const std::uint64_t hi = inside.back().first + inside.back().second;
-        ++device_calls;
         ++unmap_calls;
-        if (backend.unmap(*arena, lo - arena->base, hi - lo)) {
+        if (mapping_call([&] { return backend.unmap(*arena, lo - arena->base, hi - lo); })) {
           unmapped_units += take_n;
           pages->mark_unmapped({lo, hi - lo});
           units.erase(units.lower_bound(lo), units.lower_bound(hi));
@@ -191,22 +203,20 @@ struct DevicePool::Impl {
     for (std::size_t i = 0; i < runs.size(); ++i) {
       const PageRun run = runs[i];
       const std::uint64_t run_unit = ahead.size != 0 && i + 1 == runs.size() ? 0 : unit;
-      ++device_calls;
       ++map_calls;
-      auto mapped = backend.map(*arena, run.offset - arena->base, run.size, run_unit);
+      auto map_run = [&] { return backend.map(*arena, run.offset - arena->base, run.size, run_unit); };
+      auto mapped = mapping_call(map_run);
       if (!mapped && ahead.size != 0 && i + 1 == runs.size()) break;  // mapping ahead is optional
       if (!mapped && mapped.error().code == ErrorCode::out_of_memory) {
         // The device is full: give back every byte of slack, then try once more.
         release_slack(~std::uint64_t{0} / 2);
-        ++device_calls;
         ++map_calls;
-        mapped = backend.map(*arena, run.offset - arena->base, run.size, run_unit);
+        mapped = mapping_call(map_run);
       }
       if (!mapped) {
         // Roll back: unmap the runs this call mapped (whole units), forget the block.
         for (std::size_t j = 0; j < i; ++j) {
-          ++device_calls;
-          (void)backend.unmap(*arena, runs[j].offset - arena->base, runs[j].size);
+          (void)mapping_call([&] { return backend.unmap(*arena, runs[j].offset - arena->base, runs[j].size); });
           pages->mark_unmapped(runs[j]);
           units.erase(units.lower_bound(runs[j].offset), units.lower_bound(runs[j].offset + runs[j].size));
         }
@@ -780,6 +790,7 @@ PoolStats DevicePool::stats() const {
   s.unmap_calls = m.unmap_calls;
   s.mapped_units = m.mapped_units;
   s.unmapped_units = m.unmapped_units;
+  s.mapping_ns = m.mapping_ns;
   s.segments = (m.arena ? 1 : 0) + m.segments.size() + m.huge_live.size() + m.huge_cache.size();
   s.fragmentation = s.free_bytes == 0 ? 0.0
                                       : 1.0 - static_cast<double>(s.largest_free_block) /

@@ -38,6 +38,7 @@ namespace memd {
   X(unmap_calls, count, "Backend unmap calls (virtual memory; adjacent whole units)")     \
   X(mapped_units, count, "Mapping units created (each one physical allocation)")          \
   X(unmapped_units, count, "Mapping units released")                                     \
+  X(mapping_ns, count, "Nanoseconds spent in backend map and unmap calls")              \
   X(segments, count, "Segments or reserved ranges held")                                 \
   X(fragmentation, ratio, "1 - largest free block / free bytes")                         \
   X(footprint_ratio, ratio, "reserved_bytes / allocated_bytes (requested bytes live in the registry)")

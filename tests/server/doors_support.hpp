@@ -1,5 +1,5 @@
 // tests/server/doors_support.hpp — helpers shared by the two-door tests:
-// normalising responses (GUIDs, times, addresses, the host's own RAM) so a
+// normalising responses (GUIDs, times, durations, addresses, the host's own RAM) so a
 // golden file can pin them, and sending an action through REST the way the
 // action table routes it.
 //
@@ -39,6 +39,7 @@ class Normalizer {
       if (key == "createdAt" || key == "lastUsedAt") out[key] = "<time>";
       else if (key == "address") out[key] = "<address>";
       else if (key == "uptimeSeconds") out[key] = "<uptime>";
+      else if (key == "mappingNs") out[key] = "<duration>";
       else if (host_ram && (key == "totalBytes" || key == "freeBytes" || key == "usedBytes" || key == "health"))
         out[key] = "<host-ram>";
       else out[key] = normalize(value);

@@ -110,11 +110,12 @@ int main(int argc, char** argv) {
       std::printf(
           "{\"trace\":\"%s\",\"allocator\":\"%s\",\"backend\":\"%s\",\"device\":\"%s\",\"peak_live_bytes\":%llu,"
           "\"peak_footprint_bytes\":%llu,\"footprint_ratio\":%.4f,\"ops\":%llu,\"ns_per_op\":%.1f,"
-          "\"device_calls\":%llu}\n",
+          "\"device_calls\":%llu%s}\n",
           r->trace.c_str(), r->allocator.c_str(), r->backend.c_str(), r->device.c_str(),
           static_cast<unsigned long long>(r->peak_live_bytes), static_cast<unsigned long long>(r->peak_footprint_bytes),
           r->footprint_ratio, static_cast<unsigned long long>(r->ops), r->ns_per_op,
-          static_cast<unsigned long long>(r->device_calls));
+          static_cast<unsigned long long>(r->device_calls),
+          r->mapping_ns_per_op < 0 ? "" : fmt::format(",\"mapping_ns_per_op\":{:.1f}", r->mapping_ns_per_op).c_str());
     } else {
       std::printf("%-18s %-14s %-6s %14s %14s %9.4f %9llu %10.1f %12llu\n", r->trace.c_str(), r->allocator.c_str(),
                   r->backend.c_str(), format_size(r->peak_live_bytes).c_str(),

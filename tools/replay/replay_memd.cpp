@@ -73,6 +73,7 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
   r.ops = trace.ops.size();
   r.ns_per_op = ns_per_op(elapsed, r.ops);
   r.device_calls = stats.device_calls;
+  r.mapping_ns_per_op = r.ops == 0 ? 0.0 : static_cast<double>(stats.mapping_ns) / static_cast<double>(r.ops);
   if (std::getenv("MEMD_REPLAY_DEBUG"))
     std::fprintf(stderr, "%s: map calls %llu (units %llu), unmap calls %llu (units %llu)\n", trace.name.c_str(),
                  static_cast<unsigned long long>(stats.map_calls), static_cast<unsigned long long>(stats.mapped_units),

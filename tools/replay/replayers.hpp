@@ -28,6 +28,9 @@ struct ReplayResult {
   std::uint64_t ops = 0;
   double ns_per_op = 0;
   std::uint64_t device_calls = 0;
+  // memd only: of ns_per_op, the time inside backend map/unmap calls
+  // (negative: not measured, for the baselines).
+  double mapping_ns_per_op = -1;
 };
 
 struct MemdReplayOptions {
