@@ -497,16 +497,15 @@ struct DevicePool::Impl {
     if (r.outcome == SlabAllocator::FreeOutcome::DoubleFree) return std::nullopt;
     // NotSlab: the address's span base is no span, so it is no span itself
     // either, and TLSF can free it directly.
-    if (pages) {
-      if (auto size = tlsf.allocated_size(address); size && *size >= kStashMin) {
-        flush_stash();
-        stash = {address, *size};
-        return *size;
-      }
-    }
-    if (auto freed = tlsf.free(address)) {
+    std::uint64_t kept = 0;
+    if (auto freed = tlsf.free_below(address, pages ? kStashMin : ~std::uint64_t{0}, kept)) {
       if (pages) pages->release(address, freed->size);
       return freed->size;
+    }
+    if (kept != 0) {  // large: keep it whole for an immediate re-allocation
+      flush_stash();
+      stash = {address, kept};
+      return kept;
     }
     if (auto it = huge_live.find(address); it != huge_live.end()) {
       Huge h = it->second;

@@ -50,27 +50,20 @@ class FlatMap {
 
   // Removes the key and returns its value, if present.
   std::optional<std::uint32_t> erase(std::uint64_t key) noexcept {
+    return erase_if(key, [](std::uint32_t) { return true; });
+  }
+
+  // The key's value, if present, removed only when pred(value) holds: one
+  // probe whether it is removed or not.
+  template <typename Pred>
+  std::optional<std::uint32_t> erase_if(std::uint64_t key, Pred&& pred) noexcept {
     std::size_t i = index(key);
     while (slots_[i].key != key) {
       if (slots_[i].key == kEmpty) return std::nullopt;
       i = (i + 1) & mask_;
     }
-    std::uint32_t value = slots_[i].value;
-    // Backward-shift: pull later entries of the probe chain into the hole so
-    // every remaining key stays reachable from its home slot.
-    std::size_t hole = i;
-    std::size_t j = (i + 1) & mask_;
-    while (slots_[j].key != kEmpty) {
-      std::size_t home = index(slots_[j].key);
-      bool movable = ((j - home) & mask_) >= ((j - hole) & mask_);
-      if (movable) {
-        slots_[hole] = slots_[j];
-        hole = j;
-      }
-      j = (j + 1) & mask_;
-    }
-    slots_[hole].key = kEmpty;
-    --size_;
+    const std::uint32_t value = slots_[i].value;
+    if (pred(value)) erase_at(i);
     return value;
   }
 
@@ -86,6 +79,24 @@ class FlatMap {
   }
 
  private:
+  void erase_at(std::size_t i) noexcept {
+    // Backward-shift: pull later entries of the probe chain into the hole so
+    // every remaining key stays reachable from its home slot.
+    std::size_t hole = i;
+    std::size_t j = (i + 1) & mask_;
+    while (slots_[j].key != kEmpty) {
+      std::size_t home = index(slots_[j].key);
+      bool movable = ((j - home) & mask_) >= ((j - hole) & mask_);
+      if (movable) {
+        slots_[hole] = slots_[j];
+        hole = j;
+      }
+      j = (j + 1) & mask_;
+    }
+    slots_[hole].key = kEmpty;
+    --size_;
+  }
+
   struct Slot {
     std::uint64_t key = kEmpty;
     std::uint32_t value = 0;

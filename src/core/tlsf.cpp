@@ -206,8 +206,18 @@ TlsfBlock Tlsf::carve(std::uint32_t chosen, std::uint64_t at, std::uint64_t byte
 }
 
 std::optional<TlsfFreed> Tlsf::free(std::uint64_t offset) {
-  auto found = used_.erase(offset);
+  std::uint64_t kept = 0;
+  return free_below(offset, ~std::uint64_t{0}, kept);
+}
+
+std::optional<TlsfFreed> Tlsf::free_below(std::uint64_t offset, std::uint64_t keep_min, std::uint64_t& kept) {
+  kept = 0;
+  auto found = used_.erase_if(offset, [&](std::uint32_t node) { return nodes_[node].size < keep_min; });
   if (!found) return std::nullopt;
+  if (nodes_[*found].size >= keep_min) {
+    kept = nodes_[*found].size;
+    return std::nullopt;
+  }
   std::uint32_t i = *found;
   const std::uint64_t freed = nodes_[i].size;
   used_bytes_ -= freed;

@@ -76,6 +76,10 @@ class Tlsf {
   // Frees the allocated block starting at offset: its size and the free block
   // it became part of after coalescing; nullopt if no block is allocated there.
   std::optional<TlsfFreed> free(std::uint64_t offset);
+  // Like free(), unless the block is at least keep_min bytes: then it stays
+  // allocated and `kept` is set to its size (0 otherwise). One lookup either
+  // way; the pool keeps its last large block this way.
+  std::optional<TlsfFreed> free_below(std::uint64_t offset, std::uint64_t keep_min, std::uint64_t& kept);
   // Size of the allocated block at offset, if any.
   std::optional<std::uint64_t> allocated_size(std::uint64_t offset) const;
   // The free block containing offset, if offset lies in free space.

@@ -192,5 +192,31 @@ TEST(Tlsf, CallerChosenPlacementCarvesExactlyTheRangeAsked) {
   ASSERT_TRUE(t.validate());
 }
 
+TEST(Tlsf, FreeBelowKeepsLargeBlocksAllocated) {
+  Tlsf t;
+  ASSERT_TRUE(t.add_region(1ull << 30, 64 << 20));
+  auto small = t.allocate(1 << 20), large = t.allocate(8 << 20);
+  ASSERT_TRUE(small && large);
+  std::uint64_t kept = 1;
+  // Large: stays allocated, its size reported, nothing changes.
+  EXPECT_FALSE(t.free_below(large->offset, 4 << 20, kept));
+  EXPECT_EQ(kept, std::uint64_t{8} << 20);
+  EXPECT_EQ(t.allocated_size(large->offset), std::optional<std::uint64_t>(8 << 20));
+  // Small: freed as free() would.
+  auto freed = t.free_below(small->offset, 4 << 20, kept);
+  ASSERT_TRUE(freed);
+  EXPECT_EQ(kept, 0u);
+  EXPECT_EQ(freed->size, std::uint64_t{1} << 20);
+  EXPECT_FALSE(t.allocated_size(small->offset));
+  // Unknown offsets: neither freed nor kept.
+  EXPECT_FALSE(t.free_below(small->offset, 4 << 20, kept));
+  EXPECT_EQ(kept, 0u);
+  EXPECT_FALSE(t.free_below(12345, 0, kept));
+  ASSERT_TRUE(t.validate());
+  ASSERT_TRUE(t.free(large->offset));
+  EXPECT_EQ(t.used_bytes(), 0u);
+  ASSERT_TRUE(t.validate());
+}
+
 }  // namespace
 }  // namespace memd
