@@ -6,11 +6,11 @@
 #include <array>
 #include <chrono>
 #include <deque>
-#include <tuple>
 #include <unordered_map>
 
 #include "core/flat_map.hpp"
 #include "core/page_map.hpp"
+#include "core/placement.hpp"
 #include "core/slab.hpp"
 #include "core/spin_lock.hpp"
 #include "core/tlsf.hpp"
@@ -60,7 +60,7 @@ struct DevicePool::Impl {
   std::vector<Huge> huge_cache;
   std::vector<StreamState> streams;
   FlatMap pending;  // address → 1 while a stream-ordered free is in flight
-  std::map<std::uint64_t, std::uint64_t> units;  // Virtual mode: mapped units, offset → size
+  UnitIndex units;  // Virtual mode: mapped units, offset → size
   // The last freed large TLSF block, kept whole (pages still counted live)
   // for an immediate re-allocation of exactly its size, the common pattern
   // of inference loops; any other allocation, trim or statistic returns it
@@ -176,7 +176,7 @@ struct DevicePool::Impl {
     // fewest pages need mapping (often none: a mapped hole elsewhere).
     pages->release(block->offset, block->size);
     (void)tlsf.free(block->offset);
-    block = place_over_mapped(size, alignment);
+    block = place_over_mapped(tlsf, *pages, units, round_up(size, kUnit), alignment);
     if (!block) return fail(ErrorCode::internal, "placement lost a block that good fit had found");
     runs.clear();
     pages->acquire(block->offset, block->size, runs);
@@ -253,69 +253,6 @@ struct DevicePool::Impl {
     const std::uint64_t room = std::min({limit - used, share, opt.map_ahead_max});
     const std::uint64_t n = pages->idle_unmapped_pages(block_end, room / page);
     return n == 0 ? PageRun{} : PageRun{block_end, n * page};
-  }
-
-  // Bytes of mapped units, wholly free now, that a block at [at, at + bytes)
-  // would pin: such a unit could be unmapped whole; with one live block in it
-  // it cannot.
-  std::uint64_t pinned_bytes(std::uint64_t at, std::uint64_t bytes) const {
-    std::uint64_t total = 0;
-    auto it = units.upper_bound(at);
-    if (it != units.begin()) --it;
-    for (; it != units.end() && it->first < at + bytes; ++it)
-      if (it->first + it->second > at && !pages->any_busy(it->first, it->second)) total += it->second;
-    return total;
-  }
-
-  // The free block and position that need the fewest unmapped pages for a
-  // block of `size`; ties go to the position that pins the fewest bytes of
-  // wholly free units (so they stay free to unmap: vision_mix 1.0225 / 154
-  // units mapped+unmapped without this tie-break, 1.0070 / 102 with it), then
-  // the smaller free block (best fit), then the lower address. Candidates per
-  // free block: its aligned start and end, and each mapped stretch inside it,
-  // start- and end-aligned. At most ~kScanBudget free blocks; only runs when
-  // a map would otherwise follow.
-  std::optional<TlsfBlock> place_over_mapped(std::uint64_t size, std::uint64_t alignment) {
-    const std::uint64_t bytes = round_up(size, kUnit);
-    struct Best {
-      std::uint32_t handle = 0;
-      std::uint64_t at = 0, cost = ~std::uint64_t{0}, free_size = 0, pinned = 0;
-    } best;
-    bool found = false;
-    // Bounded: a pool with hundreds of thousands of holes must not scan them
-    // all on every growth. Lists are visited from the request's size class
-    // up, so the first blocks seen are the closest fits; once kScanBudget
-    // blocks have been looked at, the best so far is taken (the scan goes on
-    // only until something fits). An exact fit needing nothing ends it.
-    constexpr std::size_t kScanBudget = 1024;
-    std::size_t seen = 0;
-    tlsf.for_each_free(bytes, [&](std::uint32_t handle, std::uint64_t off, std::uint64_t fsize) {
-      if (found && (++seen > kScanBudget || (best.cost == 0 && best.pinned == 0 && best.free_size == bytes)))
-        return false;
-      const std::uint64_t lo = round_up(off, alignment);
-      if (lo + bytes > off + fsize) return true;
-      const std::uint64_t hi = (off + fsize - bytes) / alignment * alignment;
-      auto consider = [&](std::uint64_t at) {
-        at = std::clamp(at, lo, hi);
-        const std::uint64_t cost = pages->unmapped_pages(at, bytes);
-        if (found && cost > best.cost) return;
-        const std::uint64_t pin = pinned_bytes(at, bytes);
-        if (!found || cost < best.cost ||
-            std::tie(pin, fsize, at) < std::tie(best.pinned, best.free_size, best.at)) {
-          best = {handle, at, cost, fsize, pin};
-          found = true;
-        }
-      };
-      consider(lo);
-      consider(hi);
-      pages->for_each_mapped_run(off, off + fsize, [&](std::uint64_t ms, std::uint64_t msz) {
-        consider(round_up(ms, alignment));
-        if (ms + msz >= bytes) consider((ms + msz - bytes) / alignment * alignment);
-      });
-      return true;
-    });
-    if (!found) return std::nullopt;
-    return tlsf.allocate_in(best.handle, best.at, bytes);
   }
 
   Result<std::uint64_t> take_segmented(std::uint64_t size, std::uint64_t alignment) {
