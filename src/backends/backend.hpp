@@ -14,6 +14,7 @@
 // Handles (ranges, segments, streams, events) must not be used after release.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -99,6 +100,12 @@ class Backend {
   // on host; on CUDA a reused cached handle keeps its old bytes.
   virtual Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
                            std::uint64_t unit_bytes = 0) = 0;
+  // The units such a map() makes, in order: f(offset within the run, bytes).
+  template <typename F>
+  static void for_each_map_unit(std::uint64_t bytes, std::uint64_t unit_bytes, F&& f) {
+    const std::uint64_t step = unit_bytes == 0 ? bytes : unit_bytes;
+    for (std::uint64_t at = 0; at < bytes; at += step) f(at, std::min(step, bytes - at));
+  }
   virtual Result<void> unmap(const VirtualRange& range, std::uint64_t offset,
                              std::uint64_t bytes) = 0;
   // Drops physical memory the backend caches for reuse by later map() calls

@@ -46,4 +46,13 @@ inline Result<PageRun> check_page_run(const VirtualRange& range, std::uint64_t o
   return PageRun{offset / granularity, bytes / granularity};
 }
 
+// invalid_argument unless unit_bytes (map()'s unit size, 0 = the whole run)
+// is a multiple of the granularity.
+inline Result<void> check_unit_size(std::uint64_t unit_bytes, std::uint64_t granularity) {
+  if (unit_bytes % granularity != 0)
+    return fail(ErrorCode::invalid_argument, "unit size {} is not a multiple of the granularity {}", unit_bytes,
+                granularity);
+  return {};
+}
+
 }  // namespace memd

@@ -1,7 +1,7 @@
 // backends/unit_map.hpp — the mapping units of one reserved range.
 //
-// Both backends keep the same book of what map() created: one unit per map()
-// call, [offset, offset + bytes), with backend payload (the CUDA physical
+// Both backends keep the same book of what map() created: the units of each
+// map() call (Backend::for_each_map_unit), [offset, offset + bytes), with backend payload (the CUDA physical
 // handle; nothing on host). map() may only create a unit over pages no unit
 // covers; unmap() may only remove a run that is exactly a union of whole,
 // adjacent units. Checking both in one place keeps the error codes and

@@ -437,9 +437,7 @@ Result<void> CudaBackend::map(const VirtualRange& range, std::uint64_t offset, s
   if (!found) return fail(found.error());
   auto& r = **found;
   Gpu& gpu = *r.gpu;
-  if (unit_bytes % gpu.granularity != 0)
-    return fail(ErrorCode::invalid_argument, "unit size {} is not a multiple of the granularity {}", unit_bytes,
-                gpu.granularity);
+  if (auto ok = check_unit_size(unit_bytes, gpu.granularity); !ok) return fail(ok.error());
   std::lock_guard range_lock(r.mutex);
   if (auto free = r.units.check_unmapped(offset, bytes, r.base); !free) return fail(free.error());
   if (auto ok = set_device(gpu); !ok) return fail(ok.error());
@@ -447,37 +445,47 @@ Result<void> CudaBackend::map(const VirtualRange& range, std::uint64_t offset, s
   // Each unit: one physical allocation and one cuMemMap (both cheap); then
   // one cuMemSetAccess for the whole run, whose cost is per mapping but
   // saves the fixed part of a call per unit (bench/vmm_calls.cpp).
-  const std::uint64_t step = unit_bytes == 0 ? bytes : unit_bytes;
-  std::vector<std::pair<std::uint64_t, Handle>> done;  // offset within the run, handle
+  struct Mapped {
+    std::uint64_t at, bytes;  // within the run
+    Handle handle;
+  };
+  std::vector<Mapped> done;
   auto undo = [&] {
-    for (const auto& [at, h] : done) {
-      const std::uint64_t n = std::min(step, bytes - at);
-      (void)driver_->mem_unmap(r.base + offset + at, n);
-      give_back(gpu, h, n);
+    for (const auto& m : done) {
+      (void)driver_->mem_unmap(r.base + offset + m.at, m.bytes);
+      give_back(gpu, m.handle, m.bytes);
     }
   };
-  for (std::uint64_t at = 0; at < bytes; at += step) {
-    const std::uint64_t n = std::min(step, bytes - at);
+  Result<void> status;
+  for_each_map_unit(bytes, unit_bytes, [&](std::uint64_t at, std::uint64_t n) {
+    if (!status) return;
     const CUdeviceptr where = r.base + offset + at;
     auto h = take_handle(gpu, n);
     if (!h) {
-      undo();
-      if (h.error().code != ErrorCode::out_of_memory) return fail(h.error());
+      if (h.error().code != ErrorCode::out_of_memory) {
+        status = fail(h.error());
+        return;
+      }
       std::uint64_t held = 0;
       {
         std::lock_guard lock(gpu.mutex);
         held = gpu.mapped_bytes + gpu.cached_bytes + gpu.segment_bytes;
       }
-      return fail(ErrorCode::out_of_memory,
-                  "{} out of memory mapping {} bytes (memd holds {} bytes on the device of {}): {}",
-                  gpu.info.id.to_string(), bytes, held, gpu.info.total_bytes, h.error().message);
+      status = fail(ErrorCode::out_of_memory,
+                    "{} out of memory mapping {} bytes (memd holds {} bytes on the device of {}): {}",
+                    gpu.info.id.to_string(), bytes, held, gpu.info.total_bytes, h.error().message);
+      return;
     }
     if (auto res = driver_->mem_map(where, n, 0, *h, 0); res != CUDA_SUCCESS) {
       give_back(gpu, *h, n);
-      undo();
-      return driver_failure(*driver_, res, fmt::format("cuMemMap({}) at {:#x}", n, where));
+      status = driver_failure(*driver_, res, fmt::format("cuMemMap({}) at {:#x}", n, where));
+      return;
     }
-    done.emplace_back(at, *h);
+    done.push_back({at, n, *h});
+  });
+  if (!status) {
+    undo();
+    return status;
   }
   CUmemAccessDesc access{};
   access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
@@ -487,7 +495,7 @@ Result<void> CudaBackend::map(const VirtualRange& range, std::uint64_t offset, s
     undo();
     return driver_failure(*driver_, res, fmt::format("cuMemSetAccess({}) at {:#x}", bytes, r.base + offset));
   }
-  for (const auto& [at, h] : done) r.units.insert(offset + at, std::min(step, bytes - at), h);
+  for (const auto& m : done) r.units.insert(offset + m.at, m.bytes, m.handle);
   std::lock_guard lock(gpu.mutex);
   gpu.mapped_bytes += bytes;
   return {};

@@ -291,9 +291,7 @@ Result<void> HostBackend::map(const VirtualRange& range, std::uint64_t offset, s
   auto state = find_range_run(range, offset, bytes);
   if (!state) return fail(state.error());
   auto& r = **state;
-  if (unit_bytes % granularity_ != 0)
-    return fail(ErrorCode::invalid_argument, "unit size {} is not a multiple of the granularity {}", unit_bytes,
-                granularity_);
+  if (auto ok = check_unit_size(unit_bytes, granularity_); !ok) return fail(ok.error());
   std::lock_guard range_lock(r.mutex);
   if (auto free = r.units.check_unmapped(offset, bytes, r.base); !free) return fail(free.error());
   if (auto ok = charge(r.device, bytes); !ok) return fail(ok.error());
@@ -306,8 +304,7 @@ Result<void> HostBackend::map(const VirtualRange& range, std::uint64_t offset, s
   }
   // One mprotect for the run; the units are bookkeeping, kept exactly as CUDA
   // would have them so unmap() refuses the same runs.
-  const std::uint64_t step = unit_bytes == 0 ? bytes : unit_bytes;
-  for (std::uint64_t at = 0; at < bytes; at += step) r.units.insert(offset + at, std::min(step, bytes - at), Empty{});
+  for_each_map_unit(bytes, unit_bytes, [&](std::uint64_t at, std::uint64_t n) { r.units.insert(offset + at, n, Empty{}); });
   return {};
 }
 
