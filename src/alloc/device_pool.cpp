@@ -4,11 +4,15 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <bit>
 #include <chrono>
 #include <deque>
 #include <unordered_map>
 
+#include "alloc/thread_cache.hpp"
 #include "core/flat_map.hpp"
+#include "core/live_slots.hpp"
 #include "core/page_map.hpp"
 #include "core/placement.hpp"
 #include "core/slab.hpp"
@@ -21,6 +25,32 @@ namespace {
 constexpr std::uint64_t kUnit = 256;
 
 std::uint64_t round_up(std::uint64_t v, std::uint64_t to) { return (v + to - 1) / to * to; }
+
+std::atomic<std::uint64_t> next_pool_id{1};
+
+// This thread's caches, one per pool it used; pool ids are never reused, so
+// an entry of a pool that is gone is never matched again (and is dropped when
+// the thread next meets a new pool). At thread exit every cache goes back.
+struct TlsCaches {
+  struct Entry {
+    std::uint64_t pool_id = 0;
+    std::shared_ptr<ThreadCache> cache;
+  };
+  std::vector<Entry> entries;
+  ~TlsCaches() {
+    for (auto& e : entries) {
+      std::lock_guard g(e.cache->mu);
+      if (e.cache->pool != nullptr && e.cache->return_to_pool != nullptr) e.cache->return_to_pool(*e.cache);
+      e.cache->exited = true;
+    }
+  }
+};
+thread_local TlsCaches tls_caches;
+// The last cache this thread used, as trivially destructible thread-locals:
+// reading them costs no TLS initialisation check (tls_caches, having a
+// destructor, would on every access).
+thread_local std::uint64_t tls_last_id = 0;
+thread_local ThreadCache* tls_last = nullptr;
 
 }  // namespace
 
@@ -79,6 +109,14 @@ struct DevicePool::Impl {
 
   std::uint64_t huge_live_bytes = 0, huge_cache_bytes = 0, segment_bytes = 0;
   std::uint64_t peak_busy = 0, peak_reserved = 0;
+
+  // Per-thread caches of small slots (Virtual mode, PoolOptions::thread_cache).
+  // live_slots says which slots the user holds, lock-free; caches_mu guards
+  // the registry. Lock order: caches_mu, then a cache's mu, then mu.
+  std::unique_ptr<LiveSlots> live_slots;
+  const std::uint64_t id = next_pool_id.fetch_add(1, std::memory_order_relaxed);
+  std::mutex caches_mu;
+  std::vector<std::shared_ptr<ThreadCache>> caches;
 
   // Runs one backend map/unmap call, counting it and its time.
   template <typename F>
@@ -312,6 +350,151 @@ struct DevicePool::Impl {
     auto freed = tlsf.free(address);
     if (freed && pages) pages->release(address, freed->size);
   }
+  // Returns an empty slab span.
+  void drop_span(std::uint64_t span) {
+    if (live_slots) live_slots->close_span(span);
+    give_back(span);
+  }
+
+  // ----- thread caches (see thread_cache.hpp) ------------------------------------
+  ThreadCache& my_cache() {
+    if (tls_last_id == id) return *tls_last;
+    return find_my_cache();
+  }
+  ThreadCache& find_my_cache() {
+    auto& t = tls_caches;
+    for (auto& e : t.entries)
+      if (e.pool_id == id) {
+        tls_last_id = id;
+        tls_last = e.cache.get();
+        return *tls_last;
+      }
+    std::erase_if(t.entries, [](const TlsCaches::Entry& e) {
+      std::lock_guard g(e.cache->mu);
+      return e.cache->pool == nullptr;
+    });
+    auto c = std::make_shared<ThreadCache>();
+    c->pool = this;
+    c->return_to_pool = [](ThreadCache& tc) {
+      auto* m = static_cast<Impl*>(tc.pool);
+      std::lock_guard lock(m->mu);
+      m->absorb(tc);
+    };
+    {
+      std::lock_guard g(caches_mu);
+      std::erase_if(caches, [](const std::shared_ptr<ThreadCache>& x) {
+        std::lock_guard cg(x->mu);
+        return x->exited;
+      });
+      caches.push_back(c);
+    }
+    t.entries.push_back({id, c});
+    tls_last_id = id;
+    tls_last = c.get();
+    return *c;
+  }
+
+  // Pool lock held: moves a cache's counters into the pool's. A thread's
+  // deltas can be negative (it frees what another allocated), so the peaks
+  // are taken only once every cache is folded (absorb_all) or when the sum
+  // stays sane; between folds they may miss at most the cached slots.
+  void fold(ThreadCache& c) {
+    allocated += static_cast<std::uint64_t>(c.allocated_delta);
+    live += static_cast<std::uint64_t>(c.live_delta);
+    total_allocs += c.allocs;
+    total_frees += c.frees;
+    c.allocated_delta = c.live_delta = 0;
+    c.allocs = c.frees = 0;
+    if (static_cast<std::int64_t>(allocated) >= 0 && static_cast<std::int64_t>(live) >= 0) note_peaks();
+  }
+  // Pool lock held: returns a bin's slots above `keep` to the slab.
+  void flush_bin(ThreadCache& c, int cls, std::uint32_t keep) {
+    auto& b = c.bins[static_cast<std::size_t>(cls)];
+    while (b.count > keep) {
+      auto r = slab.free(b.slots[--b.count]);
+      if (r.released_span) drop_span(*r.released_span);
+    }
+  }
+  // Pool lock held: takes everything a cache holds.
+  void absorb(ThreadCache& c) {
+    fold(c);
+    for (int cls = 0; cls < SlabAllocator::kClassCount; ++cls) flush_bin(c, cls, 0);
+  }
+  // No lock held: every cache gives its slots and counts back (statistics,
+  // trim and snapshots see cached slots as free). Caches stay registered.
+  void drain_caches() {
+    if (!live_slots) return;
+    std::lock_guard g(caches_mu);
+    for (auto& c : caches) {
+      std::lock_guard cg(c->mu);
+      if (c->pool == nullptr) continue;
+      std::lock_guard lock(mu);
+      absorb(*c);
+    }
+  }
+  // Cache lock held: one slot for the user, counted like any allocation (with
+  // the pressure ladder when it fails), plus up to half a bin more from spans
+  // already open (no new span, so a refill never maps memory for the cache).
+  Result<std::uint64_t> refill(ThreadCache& c, std::uint64_t size) {
+    std::lock_guard lock(mu);
+    fold(c);
+    auto r = allocate_locked(size);
+    if (!r) return r;
+    const int cls = ThreadCache::class_of(size);
+    auto& b = c.bins[static_cast<std::size_t>(cls)];
+    const std::uint32_t want = ThreadCache::capacity(cls) / 2;
+    auto no_new_span = []() -> std::optional<std::uint64_t> { return std::nullopt; };
+    while (b.count < want) {
+      auto slot = slab.allocate(size, no_new_span);
+      if (!slot) break;
+      b.slots[b.count++] = *slot;
+    }
+    return r;
+  }
+  Result<std::uint64_t> cached_allocate(std::uint64_t size) {
+    ThreadCache& c = my_cache();
+    std::lock_guard g(c.mu);
+    const int cls = ThreadCache::class_of(size);
+    auto& b = c.bins[static_cast<std::size_t>(cls)];
+    std::uint64_t address = 0;
+    if (b.count != 0) {
+      address = b.slots[--b.count];
+      c.allocated_delta += static_cast<std::int64_t>(ThreadCache::slot_bytes(cls));
+      ++c.live_delta;
+      ++c.allocs;
+    } else {
+      auto r = refill(c, size);
+      if (!r) return r;
+      address = *r;
+    }
+    if (!live_slots->set_live(address))
+      return fail(ErrorCode::internal, "slot {:#x} handed out twice on {}", address, opt.device.to_string());
+    return address;
+  }
+  Result<void> refuse_double_free(std::uint64_t address) const {
+    return fail(ErrorCode::invalid_argument, "double free of {:#x} (a small block that is not live)", address);
+  }
+  // A small slot back from the user. The live bit is cleared under the cache
+  // lock, so validate() (which holds every cache lock) never sees a slot
+  // that is neither live nor cached.
+  Result<void> cached_free(std::uint64_t address, const LiveSlots::Slot& slot) {
+    ThreadCache& c = my_cache();
+    std::lock_guard g(c.mu);
+    if (!LiveSlots::clear_live(slot)) return refuse_double_free(address);
+    const std::uint64_t slot_size = slot.size();
+    const int cls = ThreadCache::class_of(slot_size);
+    auto& b = c.bins[static_cast<std::size_t>(cls)];
+    if (b.count == ThreadCache::capacity(cls)) {
+      std::lock_guard lock(mu);
+      fold(c);
+      flush_bin(c, cls, b.count / 2);
+    }
+    b.slots[b.count++] = address;
+    c.allocated_delta -= static_cast<std::int64_t>(slot_size);
+    --c.live_delta;
+    ++c.frees;
+    return {};
+  }
 
   // ----- huge ------------------------------------------------------------------
   Result<std::uint64_t> take_huge(std::uint64_t size) {
@@ -398,6 +581,7 @@ struct DevicePool::Impl {
           span_error = span.error();
           return std::nullopt;
         }
+        if (live_slots) live_slots->open_span(*span, SlabAllocator::class_size(size));
         return *span;
       };
       auto slot = slab.allocate(size, source);
@@ -437,7 +621,7 @@ struct DevicePool::Impl {
     if (stashed(address)) return std::nullopt;  // freed already
     auto r = slab.free(address);
     if (r.outcome == SlabAllocator::FreeOutcome::Freed) {
-      if (r.released_span) give_back(*r.released_span);
+      if (r.released_span) drop_span(*r.released_span);
       return r.slot_size;
     }
     if (r.outcome == SlabAllocator::FreeOutcome::DoubleFree) return std::nullopt;
@@ -626,6 +810,15 @@ DevicePool::DevicePool() = default;
 DevicePool::~DevicePool() {
   if (!impl_) return;
   auto& m = *impl_;
+  {
+    // Threads that still hold a cache of this pool find it orphaned.
+    std::lock_guard g(m.caches_mu);
+    for (auto& c : m.caches) {
+      std::lock_guard cg(c->mu);
+      c->pool = nullptr;
+      c->bins = {};
+    }
+  }
   std::lock_guard lock(m.mu);
   for (auto& st : m.streams) {
     for (auto& b : st.fenced) {
@@ -668,6 +861,7 @@ Result<std::unique_ptr<DevicePool>> DevicePool::create(Backend& backend, const P
     m.arena = *range;
     m.pages = std::make_unique<PageMap>(range->base, m.opt.capacity, m.page);
     if (auto r = m.tlsf.add_region(range->base, m.opt.capacity); !r) return fail(r.error());
+    if (options.thread_cache) m.live_slots = std::make_unique<LiveSlots>(range->base, m.opt.capacity);
   } else {
     m.page = info.granularity != 0 ? info.granularity : 2 * kMiB;
   }
@@ -678,32 +872,55 @@ Result<std::unique_ptr<DevicePool>> DevicePool::create(Backend& backend, const P
 }
 
 Result<void*> DevicePool::allocate(std::uint64_t size) {
-  std::lock_guard lock(impl_->mu);
-  auto r = impl_->allocate_locked(size);
+  auto& m = *impl_;
+  if (m.live_slots && size != 0 && SlabAllocator::is_small(size)) {
+    auto r = m.cached_allocate(size);
+    if (!r) return fail(r.error());
+    return reinterpret_cast<void*>(*r);
+  }
+  std::lock_guard lock(m.mu);
+  auto r = m.allocate_locked(size);
   if (!r) return fail(r.error());
   return reinterpret_cast<void*>(*r);
 }
 
 Result<void*> DevicePool::allocate(std::uint64_t size, const Stream& stream) {
-  std::lock_guard lock(impl_->mu);
-  auto r = impl_->allocate_on(size, stream);
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto r = m.allocate_on(size, stream);
   if (!r) return fail(r.error());
+  if (m.live_slots && m.live_slots->slot_size(*r) != 0 && !m.live_slots->set_live(*r))
+    return fail(ErrorCode::internal, "slot {:#x} handed out twice on {}", *r, m.opt.device.to_string());
   return reinterpret_cast<void*>(*r);
 }
 
 Result<void> DevicePool::deallocate(void* ptr) {
-  std::lock_guard lock(impl_->mu);
-  return impl_->free_locked(reinterpret_cast<std::uint64_t>(ptr));
+  auto& m = *impl_;
+  const auto address = reinterpret_cast<std::uint64_t>(ptr);
+  if (m.live_slots)
+    if (auto slot = m.live_slots->find(address)) return m.cached_free(address, slot);
+  std::lock_guard lock(m.mu);
+  return m.free_locked(address);
 }
 
 Result<void> DevicePool::deallocate(void* ptr, const Stream& stream) {
-  std::lock_guard lock(impl_->mu);
-  return impl_->free_on(reinterpret_cast<std::uint64_t>(ptr), stream);
+  auto& m = *impl_;
+  const auto address = reinterpret_cast<std::uint64_t>(ptr);
+  const LiveSlots::Slot slot = m.live_slots ? m.live_slots->find(address) : LiveSlots::Slot{};
+  std::lock_guard lock(m.mu);  // before the live bit, so validate() sees no half-done free
+  if (slot && !LiveSlots::clear_live(slot)) return m.refuse_double_free(address);
+  auto r = m.free_on(address, stream);
+  if (!r && slot) (void)LiveSlots::set_live(slot);  // refused: the user still holds it
+  return r;
 }
 
 std::optional<std::uint64_t> DevicePool::block_size(const void* ptr) const {
-  std::lock_guard lock(impl_->mu);
   auto addr = reinterpret_cast<std::uint64_t>(ptr);
+  if (impl_->live_slots) {
+    if (auto slot = impl_->live_slots->find(addr))
+      return LiveSlots::is_live(slot) ? std::optional<std::uint64_t>(slot.size()) : std::nullopt;
+  }
+  std::lock_guard lock(impl_->mu);
   if (impl_->pending.find(addr)) return std::nullopt;
   return impl_->live_block_size(addr);
 }
@@ -714,6 +931,7 @@ std::uint64_t DevicePool::reserved_bytes() const {
 }
 
 PoolStats DevicePool::stats() const {
+  impl_->drain_caches();
   std::lock_guard lock(impl_->mu);
   impl_->flush_stash();  // views and trims see it freed
   const auto& m = *impl_;
@@ -745,12 +963,13 @@ PoolStats DevicePool::stats() const {
 }
 
 std::uint64_t DevicePool::trim() {
+  impl_->drain_caches();
   std::lock_guard lock(impl_->mu);
   impl_->flush_stash();  // views and trims see it freed
   auto& m = *impl_;
   if (!m.streams.empty()) m.drain_streams(/*wait=*/true);
   std::uint64_t released = 0;
-  for (auto span : m.slab.release_empty_spans()) m.give_back(span);
+  for (auto span : m.slab.release_empty_spans()) m.drop_span(span);
   released += m.release_slack(~std::uint64_t{0} / 2);
   if (m.opt.mode == PoolMode::Segments) released += m.release_empty_segments();
   released += m.backend.trim();
@@ -758,6 +977,7 @@ std::uint64_t DevicePool::trim() {
 }
 
 std::vector<SegmentInfo> DevicePool::snapshot() const {
+  impl_->drain_caches();
   std::lock_guard lock(impl_->mu);
   impl_->flush_stash();  // views and trims see it freed
   const auto& m = *impl_;
@@ -786,8 +1006,25 @@ std::vector<SegmentInfo> DevicePool::snapshot() const {
 }
 
 Result<void> DevicePool::validate() const {
+  // Freeze every thread cache (registry, caches, then the pool: the lock
+  // order), so the check is exact even while other threads use the pool.
+  std::unique_lock<std::mutex> registry(impl_->caches_mu, std::defer_lock);
+  std::vector<std::unique_lock<SpinLock>> frozen;
+  if (impl_->live_slots) {
+    registry.lock();
+    for (auto& c : impl_->caches) frozen.emplace_back(c->mu);
+  }
   std::lock_guard lock(impl_->mu);
   impl_->flush_stash();  // views and trims see it freed
+  std::unordered_map<std::uint64_t, std::uint64_t> cached;  // slot → size, every cache
+  for (auto& c : impl_->caches) {
+    if (c->pool == nullptr) continue;
+    impl_->fold(*c);
+    for (int cls = 0; cls < SlabAllocator::kClassCount; ++cls)
+      for (std::uint32_t i = 0; i < c->bins[static_cast<std::size_t>(cls)].count; ++i)
+        if (!cached.emplace(c->bins[static_cast<std::size_t>(cls)].slots[i], ThreadCache::slot_bytes(cls)).second)
+          return fail(ErrorCode::internal, "pool: a slot sits in two thread caches");
+  }
   const auto& m = *impl_;
   if (auto r = m.tlsf.validate(); !r) return r;
   if (auto r = m.slab.validate(); !r) return r;
@@ -811,10 +1048,36 @@ Result<void> DevicePool::validate() const {
       for (const auto& p : b.blocks) pending_bytes += p.size, ++pending_count;
   }
   if (pending_count != m.pending.size()) return fail(ErrorCode::internal, "pool: pending index disagrees");
+  std::uint64_t cached_bytes = 0;
+  for (const auto& [slot, size] : cached) cached_bytes += size;
   std::uint64_t expect = m.slab.used_bytes() + (m.tlsf.used_bytes() - m.slab.span_bytes()) + m.huge_live_bytes;
-  if (expect != m.allocated + pending_bytes)
-    return fail(ErrorCode::internal, "pool: allocated {} + pending {} != blocks {}", m.allocated, pending_bytes,
-                expect);
+  if (expect != m.allocated + pending_bytes + cached_bytes)
+    return fail(ErrorCode::internal, "pool: allocated {} + pending {} + cached {} != blocks {}", m.allocated,
+                pending_bytes, cached_bytes, expect);
+  if (m.live_slots) {
+    // Each slot the slab holds is exactly one of: held by the user (live
+    // bit), cached by a thread, or pending a stream-ordered free; no live bit
+    // is set anywhere else.
+    std::optional<Error> bad;
+    std::uint64_t user_slots = 0, user_bits = 0;
+    m.slab.for_each_slot([&](std::uint64_t off, std::uint64_t size) {
+      const bool user = m.live_slots->is_live(off), in_cache = cached.contains(off);
+      const bool pend = m.pending.find(off).has_value();
+      if (int(user) + int(in_cache) + int(pend) != 1 && !bad)
+        bad = Error{ErrorCode::internal, fmt::format("pool: slot {:#x} is live {} / cached {} / pending {}", off,
+                                                     user, in_cache, pend)};
+      if (m.live_slots->slot_size(off) != size && !bad)
+        bad = Error{ErrorCode::internal, fmt::format("pool: slot {:#x} has size {} in the live table", off, size)};
+      user_slots += user ? 1 : 0;
+    });
+    if (bad) return fail(std::move(*bad));
+    m.tlsf.for_each_block([&](std::uint64_t off, std::uint64_t, bool is_free) {
+      if (is_free || !m.slab.owns_span(off)) return;
+      for (auto w : m.live_slots->live_bits(off)) user_bits += static_cast<std::uint64_t>(std::popcount(w));
+    });
+    if (user_bits != user_slots)
+      return fail(ErrorCode::internal, "pool: {} live bits set, {} slots held by users", user_bits, user_slots);
+  }
   if (m.pages) {
     std::uint64_t unit_bytes = 0, end = 0;
     for (const auto& [off, size] : m.units) {
@@ -827,9 +1090,9 @@ Result<void> DevicePool::validate() const {
     if (unit_bytes != m.pages->mapped_bytes())
       return fail(ErrorCode::internal, "pool: units cover {} bytes, page map {}", unit_bytes, m.pages->mapped_bytes());
   }
-  std::uint64_t cached = 0;
-  for (const auto& h : m.huge_cache) cached += h.size;
-  if (cached != m.huge_cache_bytes) return fail(ErrorCode::internal, "pool: huge cache bytes disagree");
+  std::uint64_t huge_cached = 0;
+  for (const auto& h : m.huge_cache) huge_cached += h.size;
+  if (huge_cached != m.huge_cache_bytes) return fail(ErrorCode::internal, "pool: huge cache bytes disagree");
   return {};
 }
 

@@ -26,9 +26,14 @@
 // after the free has completed. Events are recorded per batch of frees, not
 // per free, so the fast path records none.
 //
-// Thread safety: all methods are thread-safe (one spin lock per pool, with
-// backoff; backend calls that map memory happen under it, which is rare by
-// design). Threads serialise on it: per-thread caches are the open item.
+// Thread safety: all methods are thread-safe. Small blocks (<= 8 KiB, the
+// slab classes) go through a per-thread cache of free slots and a lock-free
+// table of which slots the user holds (core/live_slots.hpp), so a double free
+// is still refused by the call that makes it; a thread takes the pool lock
+// only once per half a cache bin. Everything else takes the pool's spin lock
+// (with backoff; backend calls that map memory happen under it, which is rare
+// by design). Statistics, trim and snapshots first take every cached slot
+// back; validate() freezes the caches and checks them exactly.
 #pragma once
 
 #include <cstdint>
@@ -81,6 +86,10 @@ struct PoolOptions {
   // maps up to this many idle bytes after the block, as a unit of its own,
   // when the retention budget has room.
   std::uint64_t map_ahead_max = 64 * kMiB;
+  // Virtual mode: small blocks (<= 8 KiB) are served from per-thread caches
+  // without the pool lock (alloc/thread_cache.hpp); false sends every call
+  // through the lock (for comparison).
+  bool thread_cache = true;
 };
 
 struct BlockInfo {

@@ -1,0 +1,96 @@
+// Lock-free liveness of slab slots; see live_slots.hpp.
+#include "core/live_slots.hpp"
+
+namespace memd {
+
+LiveSlots::LiveSlots(std::uint64_t base, std::uint64_t size)
+    : base_(base),
+      size_(size),
+      chunk_count_(static_cast<std::size_t>((size + kChunkBytes - 1) / kChunkBytes)),
+      chunks_(std::make_unique<std::atomic<Chunk*>[]>(chunk_count_)) {
+  for (std::size_t i = 0; i < chunk_count_; ++i) chunks_[i].store(nullptr, std::memory_order_relaxed);
+}
+
+LiveSlots::~LiveSlots() {
+  for (std::size_t i = 0; i < chunk_count_; ++i) delete chunks_[i].load(std::memory_order_relaxed);
+}
+
+LiveSlots::Entry* LiveSlots::entry(std::uint64_t address) const noexcept {
+  if (address < base_ || address - base_ >= size_) return nullptr;
+  const std::uint64_t rel = address - base_;
+  Chunk* c = chunks_[rel / kChunkBytes].load(std::memory_order_acquire);
+  if (c == nullptr) return nullptr;
+  return &c->entries[(rel % kChunkBytes) / SlabAllocator::kSpanSize];
+}
+
+namespace {
+
+// Slot index of each 256-byte step of a span, per class: kNoSlot where the
+// step is inside a slot or in the tail that holds no whole slot. A table
+// lookup instead of two 64-bit divisions on every free (they cost more than
+// the rest of a cached free together).
+constexpr std::uint8_t kNoSlot = 0xFF;
+constexpr std::uint64_t kSteps = SlabAllocator::kSpanSize / SlabAllocator::kClassStep;
+using SlotTable = std::array<std::array<std::uint8_t, kSteps>, SlabAllocator::kClassCount>;
+constexpr SlotTable make_slot_table() {
+  SlotTable t{};
+  for (std::uint64_t c = 0; c < t.size(); ++c) {
+    const std::uint64_t per = c + 1;  // steps per slot
+    for (std::uint64_t r = 0; r < kSteps; ++r)
+      t[c][r] = r % per == 0 && (r + per) <= kSteps ? static_cast<std::uint8_t>(r / per) : kNoSlot;
+  }
+  return t;
+}
+constexpr SlotTable kSlotTable = make_slot_table();
+static_assert(kSteps <= 256, "slot indexes must fit a byte");
+
+}  // namespace
+
+LiveSlots::Slot LiveSlots::find(std::uint64_t address) const noexcept {
+  Slot out;
+  Entry* e = entry(address);
+  if (e == nullptr) return out;
+  const std::uint64_t size = e->slot_size.load(std::memory_order_acquire);
+  const std::uint64_t rel = address % SlabAllocator::kSpanSize;
+  if (size == 0 || rel % SlabAllocator::kClassStep != 0) return out;
+  const std::uint8_t k = kSlotTable[size / SlabAllocator::kClassStep - 1][rel / SlabAllocator::kClassStep];
+  if (k == kNoSlot) return out;
+  out.word_ = &e->live[k / 64];
+  out.bit_ = std::uint64_t{1} << (k % 64);
+  out.size_ = size;
+  return out;
+}
+
+bool LiveSlots::set_live(const Slot& slot) noexcept {
+  return slot && (slot.word_->fetch_or(slot.bit_, std::memory_order_acq_rel) & slot.bit_) == 0;
+}
+
+bool LiveSlots::clear_live(const Slot& slot) noexcept {
+  return slot && (slot.word_->fetch_and(~slot.bit_, std::memory_order_acq_rel) & slot.bit_) != 0;
+}
+
+bool LiveSlots::is_live(const Slot& slot) noexcept {
+  return slot && (slot.word_->load(std::memory_order_acquire) & slot.bit_) != 0;
+}
+
+void LiveSlots::open_span(std::uint64_t span_base, std::uint64_t slot_size) {
+  if (span_base < base_ || span_base - base_ >= size_) return;
+  auto& slot = chunks_[(span_base - base_) / kChunkBytes];
+  if (slot.load(std::memory_order_relaxed) == nullptr) slot.store(new Chunk(), std::memory_order_release);
+  Entry* e = entry(span_base);
+  for (auto& w : e->live) w.store(0, std::memory_order_relaxed);
+  e->slot_size.store(slot_size, std::memory_order_release);
+}
+
+void LiveSlots::close_span(std::uint64_t span_base) {
+  if (Entry* e = entry(span_base)) e->slot_size.store(0, std::memory_order_release);
+}
+
+std::array<std::uint64_t, LiveSlots::kWords> LiveSlots::live_bits(std::uint64_t span_base) const noexcept {
+  std::array<std::uint64_t, kWords> out{};
+  if (const Entry* e = entry(span_base))
+    for (std::size_t i = 0; i < kWords; ++i) out[i] = e->live[i].load(std::memory_order_acquire);
+  return out;
+}
+
+}  // namespace memd

@@ -1,0 +1,226 @@
+// Per-thread caches of small slots: a cached slot is free to the user (a
+// second free is refused at once, in any thread), statistics and trim see
+// cached slots as free, a thread's exit gives its cache back, a pool may go
+// before the threads that used it, and stream-ordered frees keep their rules.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "alloc_test_support.hpp"
+
+namespace memd {
+namespace {
+
+using alloc_test::make_pool;
+using alloc_test::PoolEnv;
+
+TEST(ThreadCache, FreedSlotIsReusedAndASecondFreeIsRefusedInAnyThread) {
+  PoolEnv env = make_pool(256 * kMiB);
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  auto a = pool.allocate(1000);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(pool.block_size(*a), 1024u);
+  MEMD_ASSERT_OK(pool.deallocate(*a));
+  EXPECT_FALSE(pool.block_size(*a)) << "a cached slot is no live block";
+  auto again = pool.deallocate(*a);
+  ASSERT_FALSE(again) << "double free of a cached slot was accepted";
+  EXPECT_EQ(again.error().code, ErrorCode::invalid_argument);
+  std::thread other([&] {
+    auto r = pool.deallocate(*a);  // the slot sits in the first thread's cache
+    EXPECT_FALSE(r);
+    if (!r) {
+      EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
+    }
+  });
+  other.join();
+  auto b = pool.allocate(1000);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(*b, *a) << "the thread's cache serves its last freed slot first";
+  MEMD_ASSERT_OK(pool.validate());
+  MEMD_ASSERT_OK(pool.deallocate(*b));
+  auto s = pool.stats();
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.live_allocations, 0u);
+  EXPECT_EQ(s.total_allocations, 2u);
+  EXPECT_EQ(s.total_frees, 2u);
+  MEMD_ASSERT_OK(pool.validate());
+}
+
+TEST(ThreadCache, SlotFreedByAnotherThreadIsCountedOnce) {
+  PoolEnv env = make_pool(256 * kMiB);
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  std::vector<void*> blocks;
+  for (int i = 0; i < 500; ++i) {
+    auto p = pool.allocate(256 + static_cast<std::uint64_t>(i % 32) * 256);
+    ASSERT_TRUE(p);
+    blocks.push_back(*p);
+  }
+  std::thread freer([&] {
+    for (void* p : blocks) EXPECT_TRUE(pool.deallocate(p).has_value());
+  });
+  freer.join();  // its cache went back to the pool at its exit
+  MEMD_ASSERT_OK(pool.validate());
+  auto s = pool.stats();
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.live_allocations, 0u);
+  EXPECT_EQ(s.total_allocations, 500u);
+  EXPECT_EQ(s.total_frees, 500u);
+  for (void* p : blocks) EXPECT_FALSE(pool.deallocate(p)) << "freed twice across threads";
+}
+
+TEST(ThreadCache, TrimReturnsCachedSlotsAndTheirSpans) {
+  PoolEnv env = make_pool(256 * kMiB);
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  std::vector<void*> blocks;
+  for (int i = 0; i < 2000; ++i) {
+    auto p = pool.allocate(4096);
+    ASSERT_TRUE(p);
+    blocks.push_back(*p);
+  }
+  for (void* p : blocks) MEMD_ASSERT_OK(pool.deallocate(p));
+  // Up to a bin of slots sits in this thread's cache, holding a span; trim
+  // takes them back, so every span and page goes.
+  pool.trim();
+  EXPECT_EQ(pool.reserved_bytes(), 0u);
+  auto snap = pool.snapshot();
+  for (const auto& seg : snap)
+    for (const auto& b : seg.blocks) EXPECT_NE(b.state, "slab") << "a span survived trim";
+  MEMD_ASSERT_OK(pool.validate());
+}
+
+TEST(ThreadCache, ThreadExitGivesTheCacheBackAndPoolMayGoFirst) {
+  PoolEnv env = make_pool(256 * kMiB);
+  ASSERT_TRUE(env.pool);
+  // A thread that used the pool outlives it: its exit must not touch the pool.
+  std::atomic<int> stage{0};
+  std::thread survivor([&] {
+    auto p = env.pool->allocate(512);
+    ASSERT_TRUE(p);
+    MEMD_ASSERT_OK(env.pool->deallocate(*p));  // now cached in this thread
+    stage = 1;
+    while (stage.load() != 2) std::this_thread::yield();
+  });
+  while (stage.load() != 1) std::this_thread::yield();
+  MEMD_ASSERT_OK(env.pool->validate());
+  EXPECT_EQ(env.pool->stats().live_allocations, 0u);
+  env.pool.reset();
+  stage = 2;
+  survivor.join();  // under ASan, any touch of the gone pool fails here
+
+  // A new pool on this thread does not inherit the old pool's cache.
+  auto fresh = DevicePool::create(*env.backend, PoolOptions{});
+  ASSERT_TRUE(fresh);
+  auto q = (*fresh)->allocate(512);
+  ASSERT_TRUE(q);
+  MEMD_ASSERT_OK((*fresh)->deallocate(*q));
+  MEMD_ASSERT_OK((*fresh)->validate());
+}
+
+TEST(ThreadCache, StreamFreesOfCachedSlotsKeepTheirRules) {
+  PoolEnv env = make_pool(256 * kMiB);
+  ASSERT_TRUE(env.pool);
+  auto stream = env.backend->create_stream(DeviceId::host(0));
+  ASSERT_TRUE(stream);
+  {
+    auto& pool = *env.pool;
+    auto a = pool.allocate(2048);  // through the cache
+    ASSERT_TRUE(a);
+    MEMD_ASSERT_OK(pool.deallocate(*a, *stream));
+    EXPECT_FALSE(pool.deallocate(*a)) << "plain free of a pending slot";
+    EXPECT_FALSE(pool.deallocate(*a, *stream)) << "second stream free";
+    auto b = pool.allocate(2048, *stream);  // same stream: reused at once
+    ASSERT_TRUE(b);
+    EXPECT_EQ(*b, *a);
+    EXPECT_EQ(pool.block_size(*b), 2048u);
+    MEMD_ASSERT_OK(pool.deallocate(*b));  // plain free of a stream-allocated slot
+    EXPECT_FALSE(pool.deallocate(*b, *stream));
+    MEMD_ASSERT_OK(pool.validate());
+    EXPECT_EQ(pool.stats().live_allocations, 0u);
+  }
+  env.pool.reset();
+  (void)env.backend->destroy_stream(*stream);
+}
+
+TEST(ThreadCache, DisabledCacheBehavesTheSame) {
+  PoolEnv env = make_pool(256 * kMiB, PoolOptions{.thread_cache = false});
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  auto a = pool.allocate(300);
+  ASSERT_TRUE(a);
+  MEMD_ASSERT_OK(pool.deallocate(*a));
+  EXPECT_FALSE(pool.deallocate(*a));
+  MEMD_ASSERT_OK(pool.validate());
+  EXPECT_EQ(pool.stats().total_allocations, 1u);
+}
+
+// Many threads on small and large blocks at once, freeing each other's blocks
+// through a shared hand-off, with validate() running concurrently: it must
+// hold exactly at every call (it freezes the caches).
+TEST(ThreadCache, ConcurrentCrossThreadFreesValidateAtEveryStep) {
+  PoolEnv env = make_pool(512 * kMiB);
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  constexpr int kThreads = 4, kOps = 2500;
+  std::mutex handoff_mu;
+  std::vector<void*> handoff;
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::thread checker([&] {
+    while (!stop.load())
+      if (!pool.validate()) ++failures;
+  });
+  std::vector<std::thread> workers;
+  for (int t = 0; t < kThreads; ++t)
+    workers.emplace_back([&, t] {
+      std::uint64_t x = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(t + 1);
+      std::vector<void*> mine;
+      for (int i = 0; i < kOps; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        const std::uint64_t size = x % 8 == 0 ? (x >> 8) % (4 * kMiB) + 1 : (x >> 8) % 8192 + 1;
+        auto p = pool.allocate(size);
+        if (!p) {
+          ++failures;
+          continue;
+        }
+        if (x % 3 == 0) {
+          std::lock_guard g(handoff_mu);
+          handoff.push_back(*p);
+        } else {
+          mine.push_back(*p);
+        }
+        if (mine.size() > 64) {
+          if (!pool.deallocate(mine.front())) ++failures;
+          mine.erase(mine.begin());
+        }
+        void* theirs = nullptr;
+        {
+          std::lock_guard g(handoff_mu);
+          if (handoff.size() > 32) {
+            theirs = handoff.back();
+            handoff.pop_back();
+          }
+        }
+        if (theirs && !pool.deallocate(theirs)) ++failures;
+      }
+      for (void* p : mine)
+        if (!pool.deallocate(p)) ++failures;
+    });
+  for (auto& w : workers) w.join();
+  stop = true;
+  checker.join();
+  for (void* p : handoff) MEMD_ASSERT_OK(pool.deallocate(p));
+  EXPECT_EQ(failures.load(), 0);
+  MEMD_ASSERT_OK(pool.validate());
+  auto s = pool.stats();
+  EXPECT_EQ(s.live_allocations, 0u);
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.total_allocations, s.total_frees);
+}
+
+}  // namespace
+}  // namespace memd
