@@ -78,13 +78,13 @@ struct PoolOptions {
   // 32 MiB, 1.0924 uncapped). The run of pages a block needs is cut into
   // units of peak_busy / map_unit_divisor, clamped to [map_unit_min,
   // map_unit_max]: small pools keep fine units, large pools (where 16 MiB is
-  // a sliver) make fewer calls.
+  // a sliver) make fewer calls. A run of up to 1.5 units is one unit.
   std::uint64_t map_unit_min = 16 * kMiB;
   std::uint64_t map_unit_max = 1 * kGiB;
   std::uint64_t map_unit_divisor = 64;
   // Growth of small blocks (<= map_ahead_max / 8) at the end of mapped memory
-  // maps up to this many idle bytes after the block, as a unit of its own,
-  // when the retention budget has room.
+  // maps up to this many idle bytes after the block, in one unit with the
+  // block's last pages, when the retention budget has room.
   std::uint64_t map_ahead_max = 64 * kMiB;
   // Virtual mode: small blocks (<= 8 KiB) are served from per-thread caches
   // without the pool lock (alloc/thread_cache.hpp); false sends every call
