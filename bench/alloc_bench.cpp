@@ -51,10 +51,20 @@ void BM_MallocChurnWithLive(benchmark::State& state) {
   churn_with_live(state, [](std::uint64_t size) { return std::malloc(size); }, [](void* p) { std::free(p); });
 }
 
-// Several threads allocating and freeing mixed sizes on one pool.
+// Several threads allocating and freeing on one pool: `small` draws sizes of
+// 256 B – 8 KiB (the slab classes, served from per-thread caches), otherwise
+// the 512 B – 2 MiB mix (two thirds of it goes through the pool lock).
+std::vector<std::uint64_t> thread_sizes(bool small, std::uint64_t seed) {
+  auto sizes = size_mix(1024, seed);
+  if (small)
+    for (auto& s : sizes) s = 256 + s % (8192 - 256);
+  return sizes;
+}
+
+template <bool kSmall>
 void BM_MemdThreads(benchmark::State& state) {
   auto& pool = host_pool();
-  auto sizes = size_mix(1024, 10 + static_cast<std::uint64_t>(state.thread_index()));
+  auto sizes = thread_sizes(kSmall, 10 + static_cast<std::uint64_t>(state.thread_index()));
   std::vector<void*> mine(8, nullptr);
   std::size_t i = 0;
   for (auto _ : state) {
@@ -68,8 +78,9 @@ void BM_MemdThreads(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+template <bool kSmall>
 void BM_MallocThreads(benchmark::State& state) {
-  auto sizes = size_mix(1024, 10 + static_cast<std::uint64_t>(state.thread_index()));
+  auto sizes = thread_sizes(kSmall, 10 + static_cast<std::uint64_t>(state.thread_index()));
   std::vector<void*> mine(8, nullptr);
   std::size_t i = 0;
   for (auto _ : state) {
@@ -89,8 +100,10 @@ BENCHMARK(BM_MallocPair)->MEMD_PAIR_SIZES;
 BENCHMARK(BM_MemdPairWithLive)->Arg(10)->Arg(10000)->Arg(100000);
 BENCHMARK(BM_MemdChurnWithLive)->Arg(10)->Arg(10000)->Arg(100000);
 BENCHMARK(BM_MallocChurnWithLive)->Arg(10)->Arg(10000)->Arg(100000);
-BENCHMARK(BM_MemdThreads)->Threads(1)->Threads(2)->Threads(4)->UseRealTime();
-BENCHMARK(BM_MallocThreads)->Threads(1)->Threads(2)->Threads(4)->UseRealTime();
+BENCHMARK(BM_MemdThreads<false>)->Name("BM_MemdThreads")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
+BENCHMARK(BM_MallocThreads<false>)->Name("BM_MallocThreads")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
+BENCHMARK(BM_MemdThreads<true>)->Name("BM_MemdThreadsSmall")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
+BENCHMARK(BM_MallocThreads<true>)->Name("BM_MallocThreadsSmall")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
 
 }  // namespace
 }  // namespace memd::bench

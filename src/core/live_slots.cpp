@@ -29,20 +29,20 @@ namespace {
 // step is inside a slot or in the tail that holds no whole slot. A table
 // lookup instead of two 64-bit divisions on every free (they cost more than
 // the rest of a cached free together).
-constexpr std::uint8_t kNoSlot = 0xFF;
+constexpr std::uint16_t kNoSlot = 0xFFFF;  // slot indexes run to 255
 constexpr std::uint64_t kSteps = SlabAllocator::kSpanSize / SlabAllocator::kClassStep;
-using SlotTable = std::array<std::array<std::uint8_t, kSteps>, SlabAllocator::kClassCount>;
+using SlotTable = std::array<std::array<std::uint16_t, kSteps>, SlabAllocator::kClassCount>;
 constexpr SlotTable make_slot_table() {
   SlotTable t{};
   for (std::uint64_t c = 0; c < t.size(); ++c) {
     const std::uint64_t per = c + 1;  // steps per slot
     for (std::uint64_t r = 0; r < kSteps; ++r)
-      t[c][r] = r % per == 0 && (r + per) <= kSteps ? static_cast<std::uint8_t>(r / per) : kNoSlot;
+      t[c][r] = r % per == 0 && (r + per) <= kSteps ? static_cast<std::uint16_t>(r / per) : kNoSlot;
   }
   return t;
 }
 constexpr SlotTable kSlotTable = make_slot_table();
-static_assert(kSteps <= 256, "slot indexes must fit a byte");
+static_assert(kSteps < kNoSlot, "slot indexes must not reach the sentinel");
 
 }  // namespace
 
@@ -53,7 +53,7 @@ LiveSlots::Slot LiveSlots::find(std::uint64_t address) const noexcept {
   const std::uint64_t size = e->slot_size.load(std::memory_order_acquire);
   const std::uint64_t rel = address % SlabAllocator::kSpanSize;
   if (size == 0 || rel % SlabAllocator::kClassStep != 0) return out;
-  const std::uint8_t k = kSlotTable[size / SlabAllocator::kClassStep - 1][rel / SlabAllocator::kClassStep];
+  const std::uint16_t k = kSlotTable[size / SlabAllocator::kClassStep - 1][rel / SlabAllocator::kClassStep];
   if (k == kNoSlot) return out;
   out.word_ = &e->live[k / 64];
   out.bit_ = std::uint64_t{1} << (k % 64);

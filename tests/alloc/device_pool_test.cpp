@@ -284,7 +284,7 @@ TEST(DevicePool, SmallBlocksShareSpansAndTrimReleasesThem) {
   std::vector<void*> ptrs;
   for (int i = 0; i < 4096; ++i) {  // 4096 × 256 B = 1 MiB of slots
     auto p = pool.allocate(200);
-    ASSERT_TRUE(p);
+    ASSERT_TRUE(p) << i << ": " << p.error().message;
     ptrs.push_back(*p);
   }
   // All of it fits in one page: slabs pack small blocks.

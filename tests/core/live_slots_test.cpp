@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <thread>
 #include <vector>
 
@@ -31,6 +32,21 @@ TEST(LiveSlots, SlotStartsFollowTheClassAndTheTailHoldsNone) {
   EXPECT_EQ(t.slot_size(kBase + 4 * kGiB), 0u) << "past the range";
   EXPECT_FALSE(t.set_live(span + 85 * 768));
   EXPECT_FALSE(t.set_live(kBase + 4 * kGiB));
+}
+
+TEST(LiveSlots, EverySlotOfEveryClassIsOneBitOfItsOwn) {
+  LiveSlots t(kBase, kGiB);
+  for (std::uint64_t size = SlabAllocator::kClassStep; size <= SlabAllocator::kMaxSize;
+       size += SlabAllocator::kClassStep) {
+    const std::uint64_t span = kBase + (size / SlabAllocator::kClassStep) * kSpan;
+    t.open_span(span, size);
+    const std::uint64_t slots = kSpan / size;
+    for (std::uint64_t k = 0; k < slots; ++k)
+      ASSERT_TRUE(t.set_live(span + k * size)) << "slot " << k << " of class " << size;
+    std::uint64_t bits = 0;
+    for (auto w : t.live_bits(span)) bits += static_cast<std::uint64_t>(std::popcount(w));
+    EXPECT_EQ(bits, slots) << "class " << size << ": two slots share a bit";
+  }
 }
 
 TEST(LiveSlots, SetAndClearReportTheOldState) {
