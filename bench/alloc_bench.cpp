@@ -18,8 +18,14 @@ DevicePool& host_pool() {
   return *holder.pool;
 }
 
+DevicePool& host_pool_locked() {
+  static PoolHolder holder = make_pool(DeviceId::host(0), 16 * kGiB, /*thread_cache=*/false);
+  return *holder.pool;
+}
+
+template <bool kLocked>
 void BM_MemdPair(benchmark::State& state) {
-  auto& pool = host_pool();
+  auto& pool = kLocked ? host_pool_locked() : host_pool();
   auto size = static_cast<std::uint64_t>(state.range(0));
   for (auto _ : state) {
     auto p = pool.allocate(size);
@@ -61,9 +67,9 @@ std::vector<std::uint64_t> thread_sizes(bool small, std::uint64_t seed) {
   return sizes;
 }
 
-template <bool kSmall>
+template <bool kSmall, bool kLocked = false>
 void BM_MemdThreads(benchmark::State& state) {
-  auto& pool = host_pool();
+  auto& pool = kLocked ? host_pool_locked() : host_pool();
   auto sizes = thread_sizes(kSmall, 10 + static_cast<std::uint64_t>(state.thread_index()));
   std::vector<void*> mine(8, nullptr);
   std::size_t i = 0;
@@ -95,7 +101,8 @@ void BM_MallocThreads(benchmark::State& state) {
 
 #define MEMD_PAIR_SIZES \
   Arg(512)->Arg(4096)->Arg(65536)->Arg(1 << 20)->Arg(16 << 20)->Arg(64 << 20)->Arg(256 << 20)->Arg(1 << 30)
-BENCHMARK(BM_MemdPair)->MEMD_PAIR_SIZES;
+BENCHMARK(BM_MemdPair<false>)->Name("BM_MemdPair")->MEMD_PAIR_SIZES;
+BENCHMARK(BM_MemdPair<true>)->Name("BM_MemdPairNoThreadCache")->Arg(512)->Arg(4096);
 BENCHMARK(BM_MallocPair)->MEMD_PAIR_SIZES;
 BENCHMARK(BM_MemdPairWithLive)->Arg(10)->Arg(10000)->Arg(100000);
 BENCHMARK(BM_MemdChurnWithLive)->Arg(10)->Arg(10000)->Arg(100000);
@@ -103,6 +110,7 @@ BENCHMARK(BM_MallocChurnWithLive)->Arg(10)->Arg(10000)->Arg(100000);
 BENCHMARK(BM_MemdThreads<false>)->Name("BM_MemdThreads")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
 BENCHMARK(BM_MallocThreads<false>)->Name("BM_MallocThreads")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
 BENCHMARK(BM_MemdThreads<true>)->Name("BM_MemdThreadsSmall")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
+BENCHMARK(BM_MemdThreads<true, true>)->Name("BM_MemdThreadsSmallNoThreadCache")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
 BENCHMARK(BM_MallocThreads<true>)->Name("BM_MallocThreadsSmall")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
 
 }  // namespace

@@ -20,9 +20,11 @@ struct PoolHolder {
   std::unique_ptr<DevicePool> pool;
 };
 
-// A Virtual-mode pool on `device` (host:0 gets `host_bytes` of capacity).
-// Exits with a message when the device does not exist.
-inline PoolHolder make_pool(DeviceId device, std::uint64_t host_bytes = 16 * kGiB) {
+// A Virtual-mode pool on `device` (host:0 gets `host_bytes` of capacity);
+// thread_cache false sends small blocks through the pool lock too (the
+// same-run baseline for the per-thread caches). Exits with a message when the
+// device does not exist.
+inline PoolHolder make_pool(DeviceId device, std::uint64_t host_bytes = 16 * kGiB, bool thread_cache = true) {
   BackendOptions bo;
   bo.host_device_bytes = host_bytes;
   bo.enable_cuda = device.kind() == DeviceKind::Cuda;
@@ -38,6 +40,7 @@ inline PoolHolder make_pool(DeviceId device, std::uint64_t host_bytes = 16 * kGi
   }
   PoolOptions po;
   po.device = device;
+  po.thread_cache = thread_cache;
   auto pool = DevicePool::create(**backend, po);
   if (!pool) {
     std::fprintf(stderr, "bench: %s\n", pool.error().message.c_str());

@@ -25,6 +25,13 @@ DevicePool& gpu_pool() {
   return *holder.pool;
 }
 
+// Small blocks through the pool lock (no per-thread cache): the baseline the
+// cache is judged against, in the same run.
+DevicePool& gpu_pool_locked() {
+  static PoolHolder holder = make_pool(DeviceId::cuda(0), 0, /*thread_cache=*/false);
+  return *holder.pool;
+}
+
 cudaStream_t bench_stream() {
   static cudaStream_t s = [] {
     cudaStream_t st;
@@ -45,8 +52,9 @@ cudaMemPool_t async_pool() {
   return pool;
 }
 
+template <bool kLocked>
 void BM_MemdPair(benchmark::State& state) {
-  auto& pool = gpu_pool();
+  auto& pool = kLocked ? gpu_pool_locked() : gpu_pool();
   auto size = static_cast<std::uint64_t>(state.range(0));
   for (auto _ : state) {
     auto p = pool.allocate(size);
@@ -111,7 +119,8 @@ void BM_CudaMallocAsyncPairWithLive(benchmark::State& state) {
 
 #define MEMD_PAIR_SIZES \
   Arg(512)->Arg(4096)->Arg(65536)->Arg(1 << 20)->Arg(16 << 20)->Arg(64 << 20)->Arg(256 << 20)->Arg(1 << 30)
-BENCHMARK(BM_MemdPair)->MEMD_PAIR_SIZES;
+BENCHMARK(BM_MemdPair<false>)->Name("BM_MemdPair")->MEMD_PAIR_SIZES;
+BENCHMARK(BM_MemdPair<true>)->Name("BM_MemdPairNoThreadCache")->Arg(512)->Arg(4096);
 BENCHMARK(BM_CudaMallocAsyncPair)->MEMD_PAIR_SIZES;
 BENCHMARK(BM_CudaMallocPair)->MEMD_PAIR_SIZES->Iterations(200);
 BENCHMARK(BM_MemdPairWithLive)->Arg(10)->Arg(10000)->Arg(100000);
