@@ -24,7 +24,10 @@ struct PoolHolder {
 // thread_cache false sends small blocks through the pool lock too (the
 // same-run baseline for the per-thread caches). Exits with a message when the
 // device does not exist.
-inline PoolHolder make_pool(DeviceId device, std::uint64_t host_bytes = 16 * kGiB, bool thread_cache = true) {
+// capacity 0: the whole device (a second pool on one GPU needs less: both
+// reserve their address range up front).
+inline PoolHolder make_pool(DeviceId device, std::uint64_t host_bytes = 16 * kGiB, bool thread_cache = true,
+                            std::uint64_t capacity = 0) {
   BackendOptions bo;
   bo.host_device_bytes = host_bytes;
   bo.enable_cuda = device.kind() == DeviceKind::Cuda;
@@ -41,6 +44,7 @@ inline PoolHolder make_pool(DeviceId device, std::uint64_t host_bytes = 16 * kGi
   PoolOptions po;
   po.device = device;
   po.thread_cache = thread_cache;
+  po.capacity = capacity;
   auto pool = DevicePool::create(**backend, po);
   if (!pool) {
     std::fprintf(stderr, "bench: %s\n", pool.error().message.c_str());

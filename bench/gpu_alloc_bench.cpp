@@ -28,7 +28,7 @@ DevicePool& gpu_pool() {
 // Small blocks through the pool lock (no per-thread cache): the baseline the
 // cache is judged against, in the same run.
 DevicePool& gpu_pool_locked() {
-  static PoolHolder holder = make_pool(DeviceId::cuda(0), 0, /*thread_cache=*/false);
+  static PoolHolder holder = make_pool(DeviceId::cuda(0), 16 * kGiB, /*thread_cache=*/false, 16 * kGiB);
   return *holder.pool;
 }
 
