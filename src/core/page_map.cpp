@@ -139,6 +139,7 @@ void PageMap::mark_mapped(const PageRun& run) {
     if (mapped(p)) continue;
     set_bit(mapped_bits_, p, true);
     ++mapped_pages_;
+    mapped_end_ = std::max(mapped_end_, p + 1);
     if (!busy(p)) set_bit(free_bits_, p, true);
     else ++mapped_busy_pages_;
   }
@@ -153,11 +154,22 @@ void PageMap::mark_unmapped(const PageRun& run) {
     --mapped_pages_;
     if (busy(p)) --mapped_busy_pages_;  // caller broke the contract; validate() reports it
   }
+  // Lower the bound past the pages just unmapped (a word at a time).
+  while (mapped_end_ > 0) {
+    const std::size_t w = (mapped_end_ - 1) / 64;
+    const std::size_t in_word = mapped_end_ - w * 64;  // bits of word w below mapped_end_
+    const std::uint64_t bits = mapped_bits_[w] & (in_word == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << in_word) - 1);
+    if (bits != 0) {
+      mapped_end_ = w * 64 + 64 - static_cast<std::size_t>(std::countl_zero(bits));
+      break;
+    }
+    mapped_end_ = w * 64;
+  }
 }
 
 void PageMap::collect_free(std::uint64_t max_bytes, std::vector<PageRun>& out) const {
   std::uint64_t taken = 0;
-  for (std::size_t w = free_bits_.size(); w-- > 0 && taken + page_ <= max_bytes;) {
+  for (std::size_t w = (mapped_end_ + 63) / 64; w-- > 0 && taken + page_ <= max_bytes;) {
     std::uint64_t bits = free_bits_[w];
     while (bits != 0 && taken + page_ <= max_bytes) {
       int b = 63 - std::countl_zero(bits);
@@ -223,6 +235,8 @@ Result<void> PageMap::validate() const {
   }
   if (m != mapped_pages_ || busy_n != busy_pages_ || mbusy != mapped_busy_pages_ || total != live_total_)
     return fail(ErrorCode::internal, "pagemap: counters disagree");
+  for (std::size_t p = mapped_end_; p < live_.size(); ++p)
+    if (mapped(p)) return fail(ErrorCode::internal, "pagemap: page {} mapped above the bound {}", p, mapped_end_);
   return {};
 }
 

@@ -61,7 +61,11 @@ class PageMap {
   void for_each_mapped_run(std::uint64_t lo, std::uint64_t hi, F&& f) const {
     if (hi <= lo) return;
     std::size_t p = static_cast<std::size_t>((std::max(lo, base_) - base_) / page_);
-    const std::size_t end = static_cast<std::size_t>((std::min(hi, base_ + size_) - base_ + page_ - 1) / page_);
+    // Nothing is mapped at or past mapped_end_: a free block reaching to the
+    // top of a 140 GiB arena costs a walk of the mapped part only (the whole
+    // range was 1,100 words a visit, most of what placement cost on CUDA).
+    const std::size_t end = std::min(
+        mapped_end_, static_cast<std::size_t>((std::min(hi, base_ + size_) - base_ + page_ - 1) / page_));
     while (p < end) {
       // Skip unmapped pages a word at a time.
       std::uint64_t w = mapped_bits_[p / 64] >> (p % 64);
@@ -129,6 +133,7 @@ class PageMap {
   std::vector<std::uint64_t> mapped_bits_;  // page is mapped
   std::vector<std::uint64_t> free_bits_;    // page is mapped and has no live byte
   std::uint64_t mapped_pages_ = 0;
+  std::size_t mapped_end_ = 0;           // one past the highest mapped page (0: none)
   std::uint64_t busy_pages_ = 0;         // pages with live bytes
   std::uint64_t mapped_busy_pages_ = 0;  // mapped pages with live bytes
   std::uint64_t live_total_ = 0;

@@ -25,7 +25,7 @@ std::optional<TlsfBlock> place_over_mapped(Tlsf& tlsf, const PageMap& pages, con
   bool found = false;
   std::size_t seen = 0;
   tlsf.for_each_free(bytes, [&](std::uint32_t handle, std::uint64_t off, std::uint64_t fsize) {
-    if (found && (++seen > kPlacementScanBudget || (best.cost == 0 && best.pinned == 0 && best.free_size == bytes)))
+    if (found && (++seen > kPlacementScanBudget || (best.cost == 0 && best.pinned == 0)))
       return false;
     const std::uint64_t lo = (off + alignment - 1) / alignment * alignment;
     if (lo + bytes > off + fsize) return true;

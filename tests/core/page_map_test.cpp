@@ -143,3 +143,43 @@ TEST(PageMap, PlacementQueriesSeeMappedStretchesAndIdlePages) {
 
 }  // namespace
 }  // namespace memd
+
+namespace memd {
+namespace {
+
+// Walks of mapped runs and free-page collection stop at the highest mapped
+// page, and that bound comes down when the top is unmapped (a wrong bound
+// would hide mapped pages from placement, or slack from release).
+TEST(PageMap, MappedRunsAndSlackAreFoundBelowAMovingTopBound) {
+  PageMap m(kBase, 4096 * kPage, kPage);  // 64 words of pages
+  auto runs_in_all = [&] {
+    std::vector<PageRun> out;
+    m.for_each_mapped_run(kBase, kBase + 4096 * kPage, [&](std::uint64_t a, std::uint64_t n) {
+      out.push_back({a, n});
+    });
+    return out;
+  };
+  m.mark_mapped({kBase + 3 * kPage, 2 * kPage});
+  m.mark_mapped({kBase + 2000 * kPage, kPage});  // word 31
+  m.mark_mapped({kBase + 4095 * kPage, kPage});  // the very last page
+  EXPECT_EQ(runs_in_all(), (std::vector<PageRun>{{kBase + 3 * kPage, 2 * kPage},
+                                                 {kBase + 2000 * kPage, kPage},
+                                                 {kBase + 4095 * kPage, kPage}}));
+  EXPECT_TRUE(m.validate().has_value());
+  m.mark_unmapped({kBase + 4095 * kPage, kPage});
+  EXPECT_EQ(runs_in_all().size(), 2u);
+  std::vector<PageRun> slack;
+  m.collect_free(~std::uint64_t{0}, slack);
+  EXPECT_EQ(slack, (std::vector<PageRun>{{kBase + 2000 * kPage, kPage}, {kBase + 3 * kPage, 2 * kPage}}));
+  m.mark_unmapped({kBase + 2000 * kPage, kPage});
+  EXPECT_EQ(runs_in_all(), (std::vector<PageRun>{{kBase + 3 * kPage, 2 * kPage}}));
+  m.mark_mapped({kBase + 64 * kPage, kPage});  // first page of word 1, above the bound again
+  EXPECT_EQ(runs_in_all().back(), (PageRun{kBase + 64 * kPage, kPage}));
+  m.mark_unmapped({kBase + 3 * kPage, 2 * kPage});
+  m.mark_unmapped({kBase + 64 * kPage, kPage});
+  EXPECT_TRUE(runs_in_all().empty());
+  EXPECT_TRUE(m.validate().has_value());
+}
+
+}  // namespace
+}  // namespace memd
