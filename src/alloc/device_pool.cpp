@@ -218,7 +218,7 @@ struct DevicePool::Impl {
     // (0, 1, 2, 3, 5%) the five reference traces kept their ratios only at
     // 1% and 2% (always on: llama 1.0279, vision_mix 1.0329).
     const bool near_trim = reserved() + peak_busy / 50 > allowed();
-    const bool pins = near_trim && pinned_bytes(*pages, units, block->offset, block->size) != 0;
+    const bool pins = near_trim && pinned_bytes(*pages, units, block->offset, block->size, 0) != 0;
     pages->acquire(block->offset, block->size, runs);
     if (runs.empty() && !pins) return block->offset;
     // Slow path: good fit chose pages that are not mapped, and mapping costs

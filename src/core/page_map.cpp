@@ -208,14 +208,13 @@ std::uint64_t PageMap::idle_unmapped_pages(std::uint64_t offset, std::uint64_t m
   return n;
 }
 
-bool PageMap::any_busy(std::uint64_t offset, std::uint64_t len) const {
-  if (len == 0) return false;
+bool PageMap::all_free(std::uint64_t offset, std::uint64_t len) const {
+  if (len == 0) return true;
   const auto first = static_cast<std::size_t>((offset - base_) / page_);
   const auto last = static_cast<std::size_t>((offset + len - base_ + page_ - 1) / page_);
-  bool found = false;
-  for_words(first, last, [&](std::size_t w, std::uint64_t mask) { found = found || (full_bits_[w] & mask) != 0; });
-  for (std::size_t p = first; !found && p < last; ++p) found = live_[p] != 0;
-  return found;
+  bool all = true;
+  for_words(first, last, [&](std::size_t w, std::uint64_t mask) { all = all && (free_bits_[w] & mask) == mask; });
+  return all;
 }
 
 Result<void> PageMap::validate() const {

@@ -53,8 +53,10 @@ class PageMap {
   // Pages from offset (page-aligned) on, at most max_pages, that are neither
   // mapped nor touched by a live block: room to map ahead of growth.
   std::uint64_t idle_unmapped_pages(std::uint64_t offset, std::uint64_t max_pages) const;
-  // Whether any page touched by [offset, offset + len) holds live bytes.
-  bool any_busy(std::uint64_t offset, std::uint64_t len) const;
+  // Whether every page touched by [offset, offset + len) is mapped and holds
+  // no live byte (a unit that could be unmapped). Word operations only: it
+  // runs for each unit under each position placement considers.
+  bool all_free(std::uint64_t offset, std::uint64_t len) const;
   // Calls f(offset, size) for each maximal run of mapped pages that overlaps
   // [lo, hi), clipped to it, in address order.
   template <typename F>

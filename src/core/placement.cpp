@@ -6,12 +6,13 @@
 
 namespace memd {
 
-std::uint64_t pinned_bytes(const PageMap& pages, const UnitIndex& units, std::uint64_t at, std::uint64_t bytes) {
+std::uint64_t pinned_bytes(const PageMap& pages, const UnitIndex& units, std::uint64_t at, std::uint64_t bytes,
+                           std::uint64_t stop) {
   std::uint64_t total = 0;
   auto it = units.upper_bound(at);
   if (it != units.begin()) --it;
-  for (; it != units.end() && it->first < at + bytes; ++it)
-    if (it->first + it->second > at && !pages.any_busy(it->first, it->second)) total += it->second;
+  for (; it != units.end() && it->first < at + bytes && total <= stop; ++it)
+    if (it->first + it->second > at && pages.all_free(it->first, it->second)) total += it->second;
   return total;
 }
 
@@ -34,7 +35,8 @@ std::optional<TlsfBlock> place_over_mapped(Tlsf& tlsf, const PageMap& pages, con
       at = std::clamp(at, lo, hi);
       const std::uint64_t cost = pages.unmapped_pages(at, bytes);
       if (found && cost > best.cost) return;
-      const std::uint64_t pin = pinned_bytes(pages, units, at, bytes);
+      const std::uint64_t pin =
+          pinned_bytes(pages, units, at, bytes, found && cost == best.cost ? best.pinned : ~std::uint64_t{0});
       if (!found || cost < best.cost || std::tie(pin, fsize, at) < std::tie(best.pinned, best.free_size, best.at)) {
         best = {handle, at, cost, fsize, pin};
         found = true;

@@ -29,8 +29,11 @@ namespace memd {
 // The mapped units of a range: offset → bytes (each one physical allocation).
 using UnitIndex = std::map<std::uint64_t, std::uint64_t>;
 
-// Bytes of units, wholly free now, that a block at [at, at + bytes) would pin.
-std::uint64_t pinned_bytes(const PageMap& pages, const UnitIndex& units, std::uint64_t at, std::uint64_t bytes);
+// Bytes of units, wholly free now, that a block at [at, at + bytes) would pin;
+// the count stops once it passes `stop` (a candidate that pins more than the
+// best so far has lost).
+std::uint64_t pinned_bytes(const PageMap& pages, const UnitIndex& units, std::uint64_t at, std::uint64_t bytes,
+                           std::uint64_t stop = ~std::uint64_t{0});
 
 // Carves out of `tlsf` a block of `bytes` (a multiple of tlsf.unit()) aligned
 // to `alignment`, at the best spot by the order above; nullopt when no free
