@@ -91,16 +91,20 @@ struct DevicePool::Impl {
   std::vector<StreamState> streams;
   FlatMap pending;  // address → 1 while a stream-ordered free is in flight
   UnitIndex units;  // Virtual mode: mapped units, offset → size
-  // The last freed large TLSF block, kept whole (pages still counted live)
-  // for an immediate re-allocation of exactly its size, the common pattern
-  // of inference loops; any other allocation, trim or statistic returns it
-  // to TLSF first, so placement and footprint are as if it had been freed.
-  // Saves the page-map work of a large block (1 GiB pair on an H200:
-  // 120-130 ns -> 40-43 ns).
+  // The last freed TLSF block (not a slab span), kept whole (pages still
+  // counted live) for an immediate re-allocation of exactly its size, the
+  // common pattern of inference loops; any other allocation, trim or
+  // statistic returns it to TLSF first. Saves the TLSF and page-map work of
+  // the pair (1 GiB on an H200: 120-130 ns -> 40-43 ns; 64 KiB - 16 MiB on
+  // the development machine: 70-96 -> 35 ns). At 64 MiB it moved no count;
+  // at 16 KiB it changes some placements (a block comes back where good fit
+  // might not have put it): over 28 traces the worst ratio stays 1.0412,
+  // llama_generate 1.0092/96 -> 1.0081/101 units, scaled vision_mix x0.5
+  // 1.0146 -> 1.0249, x1.1 1.0307/248 -> 1.0355/208 (docs/benchmarks.md).
   struct Stash {
     std::uint64_t address = 0, size = 0;
   } stash;
-  static constexpr std::uint64_t kStashMin = 64 * kMiB;
+  static constexpr std::uint64_t kStashMin = 16 * 1024;
 
   std::uint64_t allocated = 0, peak_allocated = 0, peak_active = 0;
   std::uint64_t live = 0, peak_live = 0, total_allocs = 0, total_frees = 0, failed = 0;

@@ -8,7 +8,7 @@
 //     requests go to slabs, the rest to TLSF. Where good fit would need pages
 //     mapped, placement looks for the free block that needs fewest (usually
 //     a mapped hole elsewhere), since each map costs tens of microseconds.
-//     The last freed block of >= 64 MiB is kept whole for an immediate
+//     The last freed TLSF block (>= 16 KiB) is kept whole for an immediate
 //     re-allocation of its size (returned to TLSF before anything else).
 //   * Segments: whole segments from the backend (cudaMalloc, cudaHostAlloc,
 //     mmap) carved by the same TLSF; for memory without virtual memory and for
