@@ -35,6 +35,23 @@ TEST(Trace, ParsesEventsAndPeakLive) {
   }
 }
 
+TEST(Trace, ScaledCopyRoundsSizesAndRecomputesPeakLive) {
+  auto path = write_file("scale.txt", "a 7 1024\na 9 512\nf 7\na 7 4096\nf 9\nf 7\n", false);
+  auto t = load_trace(path);
+  ASSERT_TRUE(t) << t.error().message;
+  auto half = scale_trace(*t, 0.5);
+  EXPECT_EQ(half.name, t->name + "_x0.5");
+  ASSERT_EQ(half.ops.size(), 6u);
+  EXPECT_EQ(half.ops[0].size, 512u);
+  EXPECT_EQ(half.ops[1].size, 512u) << "never below 512";
+  EXPECT_EQ(half.ops[3].size, 2048u);
+  EXPECT_EQ(half.peak_live_bytes, 2048u + 512u) << "slot 7 reused at its new size";
+  auto odd = scale_trace(*t, 1.3);
+  EXPECT_EQ(odd.ops[0].size, 1024u) << "1331 rounds down to 1024";
+  EXPECT_EQ(odd.ops[3].size, 5120u) << "5324 rounds down to 5120";
+  EXPECT_EQ(odd.peak_live_bytes, 5120u + 512u);
+}
+
 TEST(Trace, RejectsMalformedAndInconsistentFiles) {
   const char* bad[] = {
       "a 1\n",                     // missing size

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -43,9 +44,27 @@ int main(int argc, char** argv) {
   int repeat = 1;
   app.add_option("--repeat", repeat, "Replay each trace N times (a fresh pool each time); report the median time")
       ->check(CLI::Range(1, 100));
+  std::string scale_list;
+  app.add_option("--scale", scale_list,
+                 "Replay each trace with every size multiplied by F (rounded down to 512 B), once per F: "
+                 "--scale 0.5,0.8,2");
   app.add_option("--max-ratio", max_ratio, "Exit 1 if any trace's footprint_ratio exceeds this (0: no check)");
   app.add_option("TRACE", traces, "Trace files (gzip or text)")->required()->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
+
+  std::vector<double> scales;
+  for (std::size_t at = 0; !scale_list.empty() && at <= scale_list.size();) {
+    const std::size_t comma = std::min(scale_list.find(',', at), scale_list.size());
+    const std::string item = scale_list.substr(at, comma - at);
+    char* end = nullptr;
+    const double f = std::strtod(item.c_str(), &end);
+    if (item.empty() || end != item.c_str() + item.size() || !(f >= 0.01 && f <= 100)) {  // !(...) refuses NaN
+      std::fprintf(stderr, "memd-replay: --scale: '%s' is not a factor in [0.01, 100]\n", item.c_str());
+      return 2;
+    }
+    scales.push_back(f);
+    at = comma + 1;
+  }
 
   MemdReplayOptions mo;
   mo.backend = backend;
@@ -74,6 +93,7 @@ int main(int argc, char** argv) {
     std::printf("%-18s %-14s %-6s %14s %14s %9s %9s %10s %12s\n", "trace", "allocator", "backend", "peak_live",
                 "peak_footprint", "ratio", "ops", "ns_per_op", "device_calls");
   int failures = 0;
+  std::vector<Trace> loaded;
   for (const auto& path : traces) {
     auto trace = load_trace(path);
     if (!trace) {
@@ -81,6 +101,14 @@ int main(int argc, char** argv) {
       ++failures;
       continue;
     }
+    if (scales.empty()) {
+      loaded.push_back(std::move(*trace));
+      continue;
+    }
+    for (double f : scales) loaded.push_back(scale_trace(*trace, f));
+  }
+  for (auto& one : loaded) {
+    Trace* trace = &one;
     auto once = [&]() -> Result<ReplayResult> {
       return baseline == "memd"          ? replay_memd(*trace, mo)
              : baseline == "malloc"      ? replay_malloc(*trace)

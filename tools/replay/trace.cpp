@@ -82,4 +82,28 @@ Result<Trace> load_trace(const std::string& path) {
   return t;
 }
 
+Trace scale_trace(const Trace& trace, double factor) {
+  Trace out;
+  out.name = fmt::format("{}_x{}", trace.name, factor);
+  out.slots = trace.slots;
+  out.allocations = trace.allocations;
+  out.ops.reserve(trace.ops.size());
+  std::vector<std::uint64_t> size_of(trace.slots, 0);
+  std::uint64_t live = 0;
+  for (const auto& op : trace.ops) {
+    TraceOp o = op;
+    if (op.allocate) {
+      const auto scaled = static_cast<std::uint64_t>(static_cast<double>(op.size) * factor);
+      o.size = std::max<std::uint64_t>(512, scaled / 512 * 512);
+      size_of[op.slot] = o.size;
+      live += o.size;
+      out.peak_live_bytes = std::max(out.peak_live_bytes, live);
+    } else {
+      live -= size_of[op.slot];
+    }
+    out.ops.push_back(o);
+  }
+  return out;
+}
+
 }  // namespace memd::replay

@@ -33,4 +33,11 @@ struct Trace {
 // errors that name the line.
 Result<Trace> load_trace(const std::string& path);
 
+// The same sequence with every size multiplied by `factor` (> 0), rounded
+// down to PyTorch's 512 bytes and at least 512; named "<name>_x<factor>".
+// Why: a policy tuned on a few traces can sit on a cliff of their exact
+// sizes (vision_mix scaled by 0.5 once measured 1.0922 while the original
+// was 1.0070); scaled copies make that visible in a test.
+Trace scale_trace(const Trace& trace, double factor);
+
 }  // namespace memd::replay
