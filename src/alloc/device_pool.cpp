@@ -31,6 +31,10 @@ std::atomic<std::uint64_t> next_pool_id{1};
 // This thread's caches, one per pool it used; pool ids are never reused, so
 // an entry of a pool that is gone is never matched again (and is dropped when
 // the thread next meets a new pool). At thread exit every cache goes back.
+extern thread_local std::uint64_t tls_last_id;
+extern thread_local ThreadCache* tls_last;
+extern thread_local bool tls_gone;
+
 struct TlsCaches {
   struct Entry {
     std::uint64_t pool_id = 0;
@@ -38,6 +42,11 @@ struct TlsCaches {
   };
   std::vector<Entry> entries;
   ~TlsCaches() {
+    // Thread-local destructors that run after this one may still free (or
+    // allocate) pool memory: from now on this thread bypasses the caches.
+    tls_gone = true;
+    tls_last_id = 0;
+    tls_last = nullptr;
     for (auto& e : entries) {
       std::lock_guard g(e.cache->mu);
       if (e.cache->pool != nullptr && e.cache->return_to_pool != nullptr) e.cache->return_to_pool(*e.cache);
@@ -51,6 +60,7 @@ thread_local TlsCaches tls_caches;
 // destructor, would on every access).
 thread_local std::uint64_t tls_last_id = 0;
 thread_local ThreadCache* tls_last = nullptr;
+thread_local bool tls_gone = false;  // tls_caches is destroyed (thread exit)
 
 }  // namespace
 
@@ -149,9 +159,12 @@ struct DevicePool::Impl {
   void note_peaks() {
     peak_busy = std::max(peak_busy, busy());
     peak_reserved = std::max(peak_reserved, reserved());
-    peak_allocated = std::max(peak_allocated, allocated);
     peak_active = std::max(peak_active, tlsf.used_bytes() + huge_live_bytes);
-    peak_live = std::max(peak_live, live);
+    // allocated and live wrap below zero for a moment when a thread's cache
+    // folds in frees of blocks another thread's cache handed out and has not
+    // folded yet; such a moment is no peak.
+    if (static_cast<std::int64_t>(allocated) >= 0) peak_allocated = std::max(peak_allocated, allocated);
+    if (static_cast<std::int64_t>(live) >= 0) peak_live = std::max(peak_live, live);
   }
 
   // ----- releasing slack ------------------------------------------------------
@@ -448,13 +461,20 @@ struct DevicePool::Impl {
   // are taken only once every cache is folded (absorb_all) or when the sum
   // stays sane; between folds they may miss at most the cached slots.
   void fold(ThreadCache& c) {
+    // The cache's own high point since the last fold, on top of the pool's
+    // count now: exact with one thread; with several, an estimate (other
+    // threads' unfolded operations are not in `allocated` yet).
+    const auto high_allocated = static_cast<std::int64_t>(allocated) + c.allocated_high;
+    const auto high_live = static_cast<std::int64_t>(live) + c.live_high;
+    if (high_allocated >= 0) peak_allocated = std::max(peak_allocated, static_cast<std::uint64_t>(high_allocated));
+    if (high_live >= 0) peak_live = std::max(peak_live, static_cast<std::uint64_t>(high_live));
     allocated += static_cast<std::uint64_t>(c.allocated_delta);
     live += static_cast<std::uint64_t>(c.live_delta);
     total_allocs += c.allocs;
     total_frees += c.frees;
-    c.allocated_delta = c.live_delta = 0;
+    c.allocated_delta = c.live_delta = c.allocated_high = c.live_high = 0;
     c.allocs = c.frees = 0;
-    if (static_cast<std::int64_t>(allocated) >= 0 && static_cast<std::int64_t>(live) >= 0) note_peaks();
+    note_peaks();
   }
   // Pool lock held: returns a bin's slots above `keep` to the slab.
   void flush_bin(ThreadCache& c, int cls, std::uint32_t keep) {
@@ -511,6 +531,8 @@ struct DevicePool::Impl {
       c.allocated_delta += static_cast<std::int64_t>(ThreadCache::slot_bytes(cls));
       ++c.live_delta;
       ++c.allocs;
+      c.allocated_high = std::max(c.allocated_high, c.allocated_delta);
+      c.live_high = std::max(c.live_high, c.live_delta);
     } else {
       auto r = refill(c, size);
       if (!r) return r;
@@ -520,6 +542,25 @@ struct DevicePool::Impl {
       return fail(ErrorCode::internal, "slot {:#x} handed out twice on {}", address, opt.device.to_string());
     return address;
   }
+  // Small blocks of a thread whose caches are gone (its thread-local
+  // destructors are running): through the pool lock, live bits kept.
+  Result<std::uint64_t> uncached_small_allocate(std::uint64_t size) {
+    std::lock_guard lock(mu);
+    auto r = allocate_locked(size);
+    if (r && !live_slots->set_live(*r))
+      return fail(ErrorCode::internal, "slot {:#x} handed out twice on {}", *r, opt.device.to_string());
+    return r;
+  }
+  Result<void> uncached_small_free(std::uint64_t address, const LiveSlots::Slot& slot) {
+    std::lock_guard lock(mu);
+    if (!LiveSlots::clear_live(slot)) return refuse_double_free(address);
+    if (live_slots->slot_size(address) != slot.size()) {
+      (void)LiveSlots::set_live(slot);
+      return refuse_double_free(address);
+    }
+    return free_locked(address);
+  }
+
   Result<void> refuse_double_free(std::uint64_t address) const {
     return fail(ErrorCode::invalid_argument, "double free of {:#x} (a small block that is not live)", address);
   }
@@ -530,6 +571,12 @@ struct DevicePool::Impl {
     ThreadCache& c = my_cache();
     std::lock_guard g(c.mu);
     if (!LiveSlots::clear_live(slot)) return refuse_double_free(address);
+    if (live_slots->slot_size(address) != slot.size()) {
+      // A stale pointer whose span was closed and reopened for another class
+      // between find() and the clear: the bit belonged to someone else's slot.
+      (void)LiveSlots::set_live(slot);
+      return refuse_double_free(address);
+    }
     const std::uint64_t slot_size = slot.size();
     const int cls = ThreadCache::class_of(slot_size);
     auto& b = c.bins[static_cast<std::size_t>(cls)];
@@ -923,7 +970,7 @@ Result<std::unique_ptr<DevicePool>> DevicePool::create(Backend& backend, const P
 Result<void*> DevicePool::allocate(std::uint64_t size) {
   auto& m = *impl_;
   if (m.live_slots && size != 0 && SlabAllocator::is_small(size)) {
-    auto r = m.cached_allocate(size);
+    auto r = tls_gone ? m.uncached_small_allocate(size) : m.cached_allocate(size);
     if (!r) return fail(r.error());
     return reinterpret_cast<void*>(*r);
   }
@@ -947,7 +994,8 @@ Result<void> DevicePool::deallocate(void* ptr) {
   auto& m = *impl_;
   const auto address = reinterpret_cast<std::uint64_t>(ptr);
   if (m.live_slots)
-    if (auto slot = m.live_slots->find(address)) return m.cached_free(address, slot);
+    if (auto slot = m.live_slots->find(address))
+      return tls_gone ? m.uncached_small_free(address, slot) : m.cached_free(address, slot);
   std::lock_guard lock(m.mu);
   return m.free_locked(address);
 }

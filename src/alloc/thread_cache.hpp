@@ -56,6 +56,7 @@ struct ThreadCache {
   // Operations served from the cache since the pool last folded them in.
   std::int64_t allocated_delta = 0;  // bytes given to the user minus bytes returned
   std::int64_t live_delta = 0;
+  std::int64_t allocated_high = 0, live_high = 0;  // highest deltas since the last fold (for the peaks)
   std::uint64_t allocs = 0, frees = 0;
 
   std::uint64_t cached_bytes() const noexcept {

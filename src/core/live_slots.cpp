@@ -3,10 +3,14 @@
 
 namespace memd {
 
+// The base is rounded down to a span boundary: entries are found by span
+// number relative to it and slots by the absolute address within the span,
+// which agree only if the base is span-aligned (an arena on a 4 KiB-granular
+// host device need not be).
 LiveSlots::LiveSlots(std::uint64_t base, std::uint64_t size)
-    : base_(base),
-      size_(size),
-      chunk_count_(static_cast<std::size_t>((size + kChunkBytes - 1) / kChunkBytes)),
+    : base_(base / SlabAllocator::kSpanSize * SlabAllocator::kSpanSize),
+      size_(size + base % SlabAllocator::kSpanSize),
+      chunk_count_(static_cast<std::size_t>((size_ + kChunkBytes - 1) / kChunkBytes)),
       chunks_(std::make_unique<std::atomic<Chunk*>[]>(chunk_count_)) {
   for (std::size_t i = 0; i < chunk_count_; ++i) chunks_[i].store(nullptr, std::memory_order_relaxed);
 }

@@ -34,7 +34,7 @@ namespace memd {
 
 class LiveSlots {
  public:
-  // Covers [base, base + size); base aligned to SlabAllocator::kSpanSize.
+  // Covers [base, base + size), any base.
   LiveSlots(std::uint64_t base, std::uint64_t size);
   ~LiveSlots();
   LiveSlots(const LiveSlots&) = delete;

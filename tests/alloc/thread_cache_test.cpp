@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "alloc_test_support.hpp"
+#include "backends/device_catalog.hpp"
 
 namespace memd {
 namespace {
@@ -220,6 +221,125 @@ TEST(ThreadCache, ConcurrentCrossThreadFreesValidateAtEveryStep) {
   EXPECT_EQ(s.live_allocations, 0u);
   EXPECT_EQ(s.allocated_bytes, 0u);
   EXPECT_EQ(s.total_allocations, s.total_frees);
+}
+
+// Review findings of session 3, each a test that failed before its fix.
+
+// Counts served from a cache reach the peaks (they once read 256 B / 1 block
+// after 17 blocks were live at once).
+TEST(ThreadCache, PeaksCountBlocksServedFromTheCache) {
+  PoolEnv env = make_pool(256 * kMiB);
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  std::vector<void*> blocks;
+  for (int i = 0; i < 17; ++i) {
+    auto p = pool.allocate(256);
+    ASSERT_TRUE(p);
+    blocks.push_back(*p);
+  }
+  for (void* p : blocks) MEMD_ASSERT_OK(pool.deallocate(p));
+  auto s = pool.stats();
+  EXPECT_EQ(s.peak_allocated_bytes, 17u * 256);
+  EXPECT_EQ(s.peak_live_allocations, 17u);
+}
+
+// Another thread freeing what this one's cache handed out makes the pool's
+// count dip below zero for a moment; that moment must not become the peak
+// (it read 2^64 - 3584 bytes).
+TEST(ThreadCache, PeaksSurviveCrossThreadFrees) {
+  PoolEnv env = make_pool(256 * kMiB);
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  std::vector<void*> blocks;
+  for (int i = 0; i < 17; ++i) {
+    auto p = pool.allocate(256);
+    ASSERT_TRUE(p);
+    blocks.push_back(*p);
+  }
+  std::thread other([&] {
+    for (void* p : blocks) EXPECT_TRUE(pool.deallocate(p).has_value());
+    auto q = pool.allocate(512);
+    ASSERT_TRUE(q);
+    EXPECT_TRUE(pool.deallocate(*q).has_value());
+  });
+  other.join();
+  auto s = pool.stats();
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_LE(s.peak_allocated_bytes, 17u * 256 + 512);
+  EXPECT_LE(s.peak_live_allocations, 18u);
+}
+
+// A thread_local destructor that runs after the thread's caches are gone
+// still frees correctly (the block was once pushed into a dead cache and
+// lost, or into freed memory).
+struct LateFree {
+  DevicePool* pool = nullptr;
+  void* block = nullptr;
+  std::atomic<int>* stage = nullptr;
+  ~LateFree() {
+    if (block == nullptr) return;
+    if (stage != nullptr) {  // let another thread drop the exited cache first
+      stage->store(1);
+      while (stage->load() != 2) std::this_thread::yield();
+    }
+    EXPECT_TRUE(pool->deallocate(block).has_value());
+  }
+};
+thread_local LateFree late_free;
+
+TEST(ThreadCache, FreeFromALateThreadLocalDestructorIsCounted) {
+  PoolEnv env = make_pool(256 * kMiB);
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  std::atomic<int> stage{0};
+  std::thread t([&] {
+    late_free.pool = &pool;  // constructed before the pool's thread state: destroyed after it
+    late_free.stage = &stage;
+    auto p = pool.allocate(512);
+    ASSERT_TRUE(p);
+    late_free.block = *p;
+  });
+  while (stage.load() != 1) std::this_thread::yield();
+  // Meeting the pool from a new thread prunes exited caches from the registry.
+  std::thread([&] {
+    auto q = pool.allocate(256);
+    ASSERT_TRUE(q);
+    EXPECT_TRUE(pool.deallocate(*q).has_value());
+  }).join();
+  stage = 2;
+  t.join();
+  auto s = pool.stats();
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.live_allocations, 0u);
+  MEMD_ASSERT_OK(pool.validate());
+}
+
+// An arena whose base is not 64 KiB-aligned (a 4 KiB-granular host device):
+// the live-slot table once split spans across two entries and refused
+// allocations as "handed out twice".
+TEST(ThreadCache, ArenaOfFineGranularityServesSmallBlocks) {
+  for (int attempt = 0; attempt < 8; ++attempt) {  // several arenas: several base alignments
+    BackendOptions options;
+    options.host_device_bytes = 64 * kMiB;
+    options.host_devices = 1;
+    options.host_granularity = 4096;
+    options.enable_cuda = false;
+    auto catalog = DeviceCatalog::discover(options);
+    ASSERT_TRUE(catalog);
+    auto backend = (*catalog)->backend_for(DeviceId::host(0), MemoryType::VRAM);
+    ASSERT_TRUE(backend);
+    auto pool = DevicePool::create(**backend, PoolOptions{});
+    ASSERT_TRUE(pool) << pool.error().message;
+    std::vector<void*> blocks;
+    for (int i = 0; i < 600; ++i) {
+      auto p = (*pool)->allocate(256 + static_cast<std::uint64_t>(i % 4) * 256);
+      ASSERT_TRUE(p) << p.error().message;
+      blocks.push_back(*p);
+    }
+    for (void* p : blocks) MEMD_ASSERT_OK((*pool)->deallocate(p));
+    MEMD_ASSERT_OK((*pool)->validate());
+    EXPECT_EQ((*pool)->stats().live_allocations, 0u);
+  }
 }
 
 }  // namespace

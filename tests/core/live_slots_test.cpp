@@ -49,6 +49,18 @@ TEST(LiveSlots, EverySlotOfEveryClassIsOneBitOfItsOwn) {
   }
 }
 
+TEST(LiveSlots, AnUnalignedBaseStillIndexesWholeSpans) {
+  const std::uint64_t base = kBase + 12 * 1024;  // 4 KiB-granular arena
+  LiveSlots t(base, 256 * kMiB);
+  const std::uint64_t span = kBase + kSpan;  // spans are 64 KiB-aligned in absolute terms
+  t.open_span(span, 512);
+  for (std::uint64_t k = 0; k < kSpan / 512; ++k) ASSERT_TRUE(t.set_live(span + k * 512)) << k;
+  EXPECT_EQ(t.slot_size(span + kSpan), 0u) << "the next span is another entry";
+  std::uint64_t bits = 0;
+  for (auto w : t.live_bits(span)) bits += static_cast<std::uint64_t>(std::popcount(w));
+  EXPECT_EQ(bits, kSpan / 512);
+}
+
 TEST(LiveSlots, SetAndClearReportTheOldState) {
   LiveSlots t(kBase, kGiB);
   t.open_span(kBase, 256);
