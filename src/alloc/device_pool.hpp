@@ -33,7 +33,11 @@
 // only once per half a cache bin. Everything else takes the pool's spin lock
 // (with backoff; backend calls that map memory happen under it, which is rare
 // by design). Statistics, trim and snapshots first take every cached slot
-// back; validate() freezes the caches and checks them exactly.
+// back; validate() freezes the caches and checks them exactly. Counts are
+// exact at every statistics call; the peaks of allocated bytes and live
+// blocks see cached operations when a cache is folded in (exact for one
+// thread, an estimate when threads free each other's blocks). A thread whose
+// thread-local state is being destroyed uses the pool lock for everything.
 #pragma once
 
 #include <cstdint>
