@@ -553,12 +553,18 @@ struct DevicePool::Impl {
   }
   Result<void> uncached_small_free(std::uint64_t address, const LiveSlots::Slot& slot) {
     std::lock_guard lock(mu);
-    if (!LiveSlots::clear_live(slot)) return refuse_double_free(address);
-    if (live_slots->slot_size(address) != slot.size()) {
-      (void)LiveSlots::set_live(slot);
-      return refuse_double_free(address);
-    }
+    if (!take_back(address, slot)) return refuse_double_free(address);
     return free_locked(address);
+  }
+  // Clears the live bit of a slot the user gives back; false (and nothing
+  // changed) when it was not live, or when the address is a stale pointer
+  // whose span was closed and reopened for another class between find() and
+  // the clear (the bit then belonged to someone else's slot, and goes back).
+  bool take_back(std::uint64_t address, const LiveSlots::Slot& slot) {
+    if (!LiveSlots::clear_live(slot)) return false;
+    if (live_slots->slot_size(address) == slot.size()) return true;
+    (void)LiveSlots::set_live(slot);
+    return false;
   }
 
   Result<void> refuse_double_free(std::uint64_t address) const {
@@ -570,13 +576,7 @@ struct DevicePool::Impl {
   Result<void> cached_free(std::uint64_t address, const LiveSlots::Slot& slot) {
     ThreadCache& c = my_cache();
     std::lock_guard g(c.mu);
-    if (!LiveSlots::clear_live(slot)) return refuse_double_free(address);
-    if (live_slots->slot_size(address) != slot.size()) {
-      // A stale pointer whose span was closed and reopened for another class
-      // between find() and the clear: the bit belonged to someone else's slot.
-      (void)LiveSlots::set_live(slot);
-      return refuse_double_free(address);
-    }
+    if (!take_back(address, slot)) return refuse_double_free(address);
     const std::uint64_t slot_size = slot.size();
     const int cls = ThreadCache::class_of(slot_size);
     auto& b = c.bins[static_cast<std::size_t>(cls)];

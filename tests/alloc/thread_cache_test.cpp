@@ -17,6 +17,17 @@ namespace {
 using alloc_test::make_pool;
 using alloc_test::PoolEnv;
 
+// n blocks of `size` from this thread (asserting each succeeds).
+std::vector<void*> allocate_n(DevicePool& pool, int n, std::uint64_t size) {
+  std::vector<void*> blocks;
+  for (int i = 0; i < n; ++i) {
+    auto p = pool.allocate(size);
+    EXPECT_TRUE(p) << p.error().message;
+    if (p) blocks.push_back(*p);
+  }
+  return blocks;
+}
+
 TEST(ThreadCache, FreedSlotIsReusedAndASecondFreeIsRefusedInAnyThread) {
   PoolEnv env = make_pool(256 * kMiB);
   ASSERT_TRUE(env.pool);
@@ -77,12 +88,8 @@ TEST(ThreadCache, TrimReturnsCachedSlotsAndTheirSpans) {
   PoolEnv env = make_pool(256 * kMiB);
   ASSERT_TRUE(env.pool);
   auto& pool = *env.pool;
-  std::vector<void*> blocks;
-  for (int i = 0; i < 2000; ++i) {
-    auto p = pool.allocate(4096);
-    ASSERT_TRUE(p);
-    blocks.push_back(*p);
-  }
+  std::vector<void*> blocks = allocate_n(pool, 2000, 4096);
+  ASSERT_EQ(blocks.size(), 2000u);
   for (void* p : blocks) MEMD_ASSERT_OK(pool.deallocate(p));
   // Up to a bin of slots sits in this thread's cache, holding a span; trim
   // takes them back, so every span and page goes.
@@ -231,12 +238,8 @@ TEST(ThreadCache, PeaksCountBlocksServedFromTheCache) {
   PoolEnv env = make_pool(256 * kMiB);
   ASSERT_TRUE(env.pool);
   auto& pool = *env.pool;
-  std::vector<void*> blocks;
-  for (int i = 0; i < 17; ++i) {
-    auto p = pool.allocate(256);
-    ASSERT_TRUE(p);
-    blocks.push_back(*p);
-  }
+  std::vector<void*> blocks = allocate_n(pool, 17, 256);
+  ASSERT_EQ(blocks.size(), 17u);
   for (void* p : blocks) MEMD_ASSERT_OK(pool.deallocate(p));
   auto s = pool.stats();
   EXPECT_EQ(s.peak_allocated_bytes, 17u * 256);
@@ -250,12 +253,8 @@ TEST(ThreadCache, PeaksSurviveCrossThreadFrees) {
   PoolEnv env = make_pool(256 * kMiB);
   ASSERT_TRUE(env.pool);
   auto& pool = *env.pool;
-  std::vector<void*> blocks;
-  for (int i = 0; i < 17; ++i) {
-    auto p = pool.allocate(256);
-    ASSERT_TRUE(p);
-    blocks.push_back(*p);
-  }
+  std::vector<void*> blocks = allocate_n(pool, 17, 256);
+  ASSERT_EQ(blocks.size(), 17u);
   std::thread other([&] {
     for (void* p : blocks) EXPECT_TRUE(pool.deallocate(p).has_value());
     auto q = pool.allocate(512);
