@@ -107,11 +107,12 @@ BENCHMARK(BM_MallocPair)->MEMD_PAIR_SIZES;
 BENCHMARK(BM_MemdPairWithLive)->Arg(10)->Arg(10000)->Arg(100000);
 BENCHMARK(BM_MemdChurnWithLive)->Arg(10)->Arg(10000)->Arg(100000);
 BENCHMARK(BM_MallocChurnWithLive)->Arg(10)->Arg(10000)->Arg(100000);
-BENCHMARK(BM_MemdThreads<false>)->Name("BM_MemdThreads")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
-BENCHMARK(BM_MallocThreads<false>)->Name("BM_MallocThreads")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
-BENCHMARK(BM_MemdThreads<true>)->Name("BM_MemdThreadsSmall")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
-BENCHMARK(BM_MemdThreads<true, true>)->Name("BM_MemdThreadsSmallNoThreadCache")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
-BENCHMARK(BM_MallocThreads<true>)->Name("BM_MallocThreadsSmall")->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime();
+void thread_counts(benchmark::internal::Benchmark* b) { b->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime(); }
+BENCHMARK(BM_MemdThreads<false>)->Name("BM_MemdThreads")->Apply(thread_counts);
+BENCHMARK(BM_MallocThreads<false>)->Name("BM_MallocThreads")->Apply(thread_counts);
+BENCHMARK(BM_MemdThreads<true>)->Name("BM_MemdThreadsSmall")->Apply(thread_counts);
+BENCHMARK(BM_MemdThreads<true, true>)->Name("BM_MemdThreadsSmallNoThreadCache")->Apply(thread_counts);
+BENCHMARK(BM_MallocThreads<true>)->Name("BM_MallocThreadsSmall")->Apply(thread_counts);
 
 }  // namespace
 }  // namespace memd::bench

@@ -457,9 +457,8 @@ struct DevicePool::Impl {
   }
 
   // Pool lock held: moves a cache's counters into the pool's. A thread's
-  // deltas can be negative (it frees what another allocated), so the peaks
-  // are taken only once every cache is folded (absorb_all) or when the sum
-  // stays sane; between folds they may miss at most the cached slots.
+  // deltas can be negative (it frees what another allocated); note_peaks()
+  // skips the moments the sum dips below zero.
   void fold(ThreadCache& c) {
     // The cache's own high point since the last fold, on top of the pool's
     // count now: exact with one thread; with several, an estimate (other
@@ -985,7 +984,7 @@ Result<void*> DevicePool::allocate(std::uint64_t size, const Stream& stream) {
   std::lock_guard lock(m.mu);
   auto r = m.allocate_on(size, stream);
   if (!r) return fail(r.error());
-  if (m.live_slots && m.live_slots->slot_size(*r) != 0 && !m.live_slots->set_live(*r))
+  if (const auto slot = m.live_slots ? m.live_slots->find(*r) : LiveSlots::Slot{}; slot && !LiveSlots::set_live(slot))
     return fail(ErrorCode::internal, "slot {:#x} handed out twice on {}", *r, m.opt.device.to_string());
   return reinterpret_cast<void*>(*r);
 }

@@ -158,7 +158,8 @@ void PageMap::mark_unmapped(const PageRun& run) {
   while (mapped_end_ > 0) {
     const std::size_t w = (mapped_end_ - 1) / 64;
     const std::size_t in_word = mapped_end_ - w * 64;  // bits of word w below mapped_end_
-    const std::uint64_t bits = mapped_bits_[w] & (in_word == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << in_word) - 1);
+    const std::uint64_t below = in_word == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << in_word) - 1;
+    const std::uint64_t bits = mapped_bits_[w] & below;
     if (bits != 0) {
       mapped_end_ = w * 64 + 64 - static_cast<std::size_t>(std::countl_zero(bits));
       break;
