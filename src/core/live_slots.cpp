@@ -1,12 +1,22 @@
 // Lock-free liveness of slab slots; see live_slots.hpp.
 #include "core/live_slots.hpp"
 
+#include <sys/mman.h>
+
+#include <new>
+
 namespace memd {
 
 // The base is rounded down to a span boundary: entries are found by span
 // number relative to it and slots by the absolute address within the span,
 // which agree only if the base is span-aligned (an arena on a 4 KiB-granular
 // host device need not be).
+namespace {
+
+using Word = std::atomic_ref<std::uint64_t>;
+
+}  // namespace
+
 LiveSlots::LiveSlots(std::uint64_t base, std::uint64_t size)
     : base_(base / SlabAllocator::kSpanSize * SlabAllocator::kSpanSize),
       size_(size + base % SlabAllocator::kSpanSize),
@@ -16,7 +26,8 @@ LiveSlots::LiveSlots(std::uint64_t base, std::uint64_t size)
 }
 
 LiveSlots::~LiveSlots() {
-  for (std::size_t i = 0; i < chunk_count_; ++i) delete chunks_[i].load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < chunk_count_; ++i)
+    if (Chunk* c = chunks_[i].load(std::memory_order_relaxed)) ::munmap(c, sizeof(Chunk));
 }
 
 LiveSlots::Entry* LiveSlots::entry(std::uint64_t address) const noexcept {
@@ -24,7 +35,9 @@ LiveSlots::Entry* LiveSlots::entry(std::uint64_t address) const noexcept {
   const std::uint64_t rel = address - base_;
   Chunk* c = chunks_[rel / kChunkBytes].load(std::memory_order_acquire);
   if (c == nullptr) return nullptr;
-  return &c->entries[(rel % kChunkBytes) / SlabAllocator::kSpanSize];
+  const std::uint64_t i = (rel % kChunkBytes) / SlabAllocator::kSpanSize;
+  if ((Word(c->opened[i / 64]).load(std::memory_order_acquire) & (std::uint64_t{1} << (i % 64))) == 0) return nullptr;
+  return &c->entries[i];
 }
 
 namespace {
@@ -54,7 +67,7 @@ LiveSlots::Slot LiveSlots::find(std::uint64_t address) const noexcept {
   Slot out;
   Entry* e = entry(address);
   if (e == nullptr) return out;
-  const std::uint64_t size = e->slot_size.load(std::memory_order_acquire);
+  const std::uint64_t size = Word(e->slot_size).load(std::memory_order_acquire);
   const std::uint64_t rel = address % SlabAllocator::kSpanSize;
   if (size == 0 || rel % SlabAllocator::kClassStep != 0) return out;
   const std::uint16_t k = kSlotTable[size / SlabAllocator::kClassStep - 1][rel / SlabAllocator::kClassStep];
@@ -66,34 +79,42 @@ LiveSlots::Slot LiveSlots::find(std::uint64_t address) const noexcept {
 }
 
 bool LiveSlots::set_live(const Slot& slot) noexcept {
-  return slot && (slot.word_->fetch_or(slot.bit_, std::memory_order_acq_rel) & slot.bit_) == 0;
+  return slot && (Word(*slot.word_).fetch_or(slot.bit_, std::memory_order_acq_rel) & slot.bit_) == 0;
 }
 
 bool LiveSlots::clear_live(const Slot& slot) noexcept {
-  return slot && (slot.word_->fetch_and(~slot.bit_, std::memory_order_acq_rel) & slot.bit_) != 0;
+  return slot && (Word(*slot.word_).fetch_and(~slot.bit_, std::memory_order_acq_rel) & slot.bit_) != 0;
 }
 
 bool LiveSlots::is_live(const Slot& slot) noexcept {
-  return slot && (slot.word_->load(std::memory_order_acquire) & slot.bit_) != 0;
+  return slot && (Word(*slot.word_).load(std::memory_order_acquire) & slot.bit_) != 0;
 }
 
 void LiveSlots::open_span(std::uint64_t span_base, std::uint64_t slot_size) {
   if (span_base < base_ || span_base - base_ >= size_) return;
-  auto& slot = chunks_[(span_base - base_) / kChunkBytes];
-  if (slot.load(std::memory_order_relaxed) == nullptr) slot.store(new Chunk(), std::memory_order_release);
-  Entry* e = entry(span_base);
-  for (auto& w : e->live) w.store(0, std::memory_order_relaxed);
-  e->slot_size.store(slot_size, std::memory_order_release);
+  auto& chunk = chunks_[(span_base - base_) / kChunkBytes];
+  if (chunk.load(std::memory_order_relaxed) == nullptr) {
+    // Zero pages, faulted in only where entries are used (see the header).
+    void* mem = ::mmap(nullptr, sizeof(Chunk), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) throw std::bad_alloc();  // out of host memory, as operator new would report
+    chunk.store(static_cast<Chunk*>(mem), std::memory_order_release);
+  }
+  Chunk* c = chunk.load(std::memory_order_relaxed);
+  const std::uint64_t i = ((span_base - base_) % kChunkBytes) / SlabAllocator::kSpanSize;
+  Entry* e = &c->entries[i];
+  for (auto& w : e->live) Word(w).store(0, std::memory_order_relaxed);
+  Word(e->slot_size).store(slot_size, std::memory_order_release);
+  Word(c->opened[i / 64]).fetch_or(std::uint64_t{1} << (i % 64), std::memory_order_release);
 }
 
 void LiveSlots::close_span(std::uint64_t span_base) {
-  if (Entry* e = entry(span_base)) e->slot_size.store(0, std::memory_order_release);
+  if (Entry* e = entry(span_base)) Word(e->slot_size).store(0, std::memory_order_release);
 }
 
 std::array<std::uint64_t, LiveSlots::kWords> LiveSlots::live_bits(std::uint64_t span_base) const noexcept {
   std::array<std::uint64_t, kWords> out{};
-  if (const Entry* e = entry(span_base))
-    for (std::size_t i = 0; i < kWords; ++i) out[i] = e->live[i].load(std::memory_order_acquire);
+  if (Entry* e = entry(span_base))
+    for (std::size_t i = 0; i < kWords; ++i) out[i] = Word(e->live[i]).load(std::memory_order_acquire);
   return out;
 }
 

@@ -92,6 +92,25 @@ TEST(LiveSlots, ClosedSpanHasNoSlotsAndReopensClean) {
   EXPECT_FALSE(t.is_live(kBase + kSpan + 1024));
 }
 
+// Each span has an "opened" bit that a lookup reads before the entry (so
+// frees of large blocks do not fault in entry pages): spans on either side of
+// a 64-span word boundary and the last span of a chunk are told apart.
+TEST(LiveSlots, OpenedBitsSeparateNeighbouringSpans) {
+  LiveSlots t(kBase, 2 * kGiB);
+  const std::uint64_t spans_per_chunk = kGiB / kSpan;
+  for (std::uint64_t i : {std::uint64_t{63}, spans_per_chunk - 1}) {
+    const std::uint64_t at = kBase + i * kSpan;
+    t.open_span(at, 256);
+    EXPECT_EQ(t.slot_size(at), 256u) << "span " << i;
+    EXPECT_EQ(t.slot_size(at - kSpan), 0u) << "span " << i - 1 << " never opened";
+    EXPECT_EQ(t.slot_size(at + kSpan), 0u) << "span " << i + 1 << " never opened";
+    EXPECT_FALSE(t.set_live(at + kSpan));
+  }
+  t.open_span(kBase + 64 * kSpan, 512);
+  EXPECT_EQ(t.slot_size(kBase + 63 * kSpan + 512), 256u);
+  EXPECT_EQ(t.slot_size(kBase + 64 * kSpan + 512), 512u);
+}
+
 TEST(LiveSlots, ThreadsFlippingBitsOfOneWordLoseNone) {
   LiveSlots t(kBase, kGiB);
   t.open_span(kBase, 256);
