@@ -100,7 +100,6 @@ struct DevicePool::Impl {
   std::vector<Huge> huge_cache;
   std::vector<StreamState> streams;
   FlatMap pending;  // address → 1 while a stream-ordered free is in flight
-  UnitIndex units;  // Virtual mode: mapped units, offset → size
   // The last freed TLSF block (not a slab span), kept whole (pages still
   // counted live) for an immediate re-allocation of exactly its size, the
   // common pattern of inference loops; any other allocation, trim or
@@ -189,9 +188,10 @@ struct DevicePool::Impl {
       pages->collect_free(pages->free_mapped_bytes(), free_runs);
       for (const auto& run : free_runs) {
         if (released >= bytes) break;
-        auto it = units.lower_bound(run.offset);
         std::vector<std::pair<std::uint64_t, std::uint64_t>> inside;
-        for (; it != units.end() && it->first + it->second <= run.offset + run.size; ++it) inside.push_back(*it);
+        pages->for_each_unit(run.offset, run.offset + run.size, [&](std::uint64_t at, std::uint64_t n) {
+          if (at >= run.offset && at + n <= run.offset + run.size) inside.emplace_back(at, n);
+        });
         // From the top, as many units as needed; adjacent ones go in one
         // backend call (one cuMemUnmap covers several whole mappings).
         std::size_t take_n = 0;
@@ -204,7 +204,6 @@ struct DevicePool::Impl {
         if (mapping_call([&] { return backend.unmap(*arena, lo - arena->base, hi - lo); })) {
           unmapped_units += take_n;
           pages->mark_unmapped({lo, hi - lo});
-          units.erase(units.lower_bound(lo), units.lower_bound(hi));
           released += hi - lo;
         }
       }
@@ -235,7 +234,7 @@ struct DevicePool::Impl {
     // (0, 1, 2, 3, 5%) the five reference traces kept their ratios only at
     // 1% and 2% (always on: llama 1.0279, vision_mix 1.0329).
     const bool near_trim = reserved() + peak_busy / 50 > allowed();
-    const bool pins = near_trim && pinned_bytes(*pages, units, block->offset, block->size, 0) != 0;
+    const bool pins = near_trim && pages->free_unit_bytes(block->offset, block->size) != 0;
     pages->acquire(block->offset, block->size, runs);
     if (runs.empty() && !pins) return block->offset;
     // Slow path: good fit chose pages that are not mapped, and mapping costs
@@ -243,7 +242,7 @@ struct DevicePool::Impl {
     // fewest pages need mapping (often none: a mapped hole elsewhere).
     pages->release(block->offset, block->size);
     (void)tlsf.free(block->offset);
-    block = place_over_mapped(tlsf, *pages, units, round_up(size, kUnit), alignment);
+    block = place_over_mapped(tlsf, *pages, round_up(size, kUnit), alignment);
     if (!block) return fail(ErrorCode::internal, "placement lost a block that good fit had found");
     runs.clear();
     pages->acquire(block->offset, block->size, runs);
@@ -308,8 +307,9 @@ struct DevicePool::Impl {
         // Roll back: unmap the runs this call mapped (whole units), forget the block.
         for (std::size_t j = 0; j < i; ++j) {
           (void)mapping_call([&] { return backend.unmap(*arena, runs[j].offset - arena->base, runs[j].size); });
+          pages->for_each_unit(runs[j].offset, runs[j].offset + runs[j].size,
+                               [&](std::uint64_t, std::uint64_t) { ++unmapped_units; });
           pages->mark_unmapped(runs[j]);
-          units.erase(units.lower_bound(runs[j].offset), units.lower_bound(runs[j].offset + runs[j].size));
         }
         pages->release(block->offset, block->size);
         (void)tlsf.free(block->offset);
@@ -319,10 +319,9 @@ struct DevicePool::Impl {
         return fail(std::move(e));
       }
       Backend::for_each_map_unit(run.size, run_unit, [&](std::uint64_t at, std::uint64_t n) {
-        units.emplace(run.offset + at, n);
+        pages->mark_mapped({run.offset + at, n});
         ++mapped_units;
       });
-      pages->mark_mapped(run);
     }
     return block->offset;
   }
@@ -1175,16 +1174,14 @@ Result<void> DevicePool::validate() const {
       return fail(ErrorCode::internal, "pool: {} live bits set, {} slots held by users", user_bits, user_slots);
   }
   if (m.pages) {
-    std::uint64_t unit_bytes = 0, end = 0;
-    for (const auto& [off, size] : m.units) {
-      if (off < end) return fail(ErrorCode::internal, "pool: mapped units overlap at {:#x}", off);
-      if (!m.pages->is_mapped(off) || !m.pages->is_mapped(off + size - m.page))
-        return fail(ErrorCode::internal, "pool: unit {:#x} not mapped in the page map", off);
-      unit_bytes += size;
-      end = off + size;
-    }
-    if (unit_bytes != m.pages->mapped_bytes())
-      return fail(ErrorCode::internal, "pool: units cover {} bytes, page map {}", unit_bytes, m.pages->mapped_bytes());
+    // The page map checks its units itself; here, that they are the units
+    // the pool mapped and has not unmapped.
+    std::uint64_t units = 0;
+    m.pages->for_each_unit(m.pages->base(), m.pages->base() + m.pages->size(),
+                           [&](std::uint64_t, std::uint64_t) { ++units; });
+    if (units != m.mapped_units - m.unmapped_units)
+      return fail(ErrorCode::internal, "pool: page map holds {} units, pool mapped {} and unmapped {}", units,
+                  m.mapped_units, m.unmapped_units);
   }
   std::uint64_t huge_cached = 0;
   for (const auto& h : m.huge_cache) huge_cached += h.size;

@@ -32,6 +32,7 @@ PageMap::PageMap(std::uint64_t base, std::uint64_t size, std::uint64_t page)
   full_bits_.assign((pages + 63) / 64, 0);
   mapped_bits_.assign((pages + 63) / 64, 0);
   free_bits_.assign((pages + 63) / 64, 0);
+  unit_bits_.assign((pages + 63) / 64, 0);
 }
 
 void PageMap::append_run(std::vector<PageRun>& runs, std::size_t p, std::size_t count) const {
@@ -134,6 +135,7 @@ void PageMap::release(std::uint64_t offset, std::uint64_t len) {
 }
 
 void PageMap::mark_mapped(const PageRun& run) {
+  set_bit(unit_bits_, static_cast<std::size_t>((run.offset - base_) / page_), true);
   for (std::uint64_t o = run.offset; o < run.offset + run.size; o += page_) {
     auto p = static_cast<std::size_t>((o - base_) / page_);
     if (mapped(p)) continue;
@@ -151,6 +153,7 @@ void PageMap::mark_unmapped(const PageRun& run) {
     if (!mapped(p)) continue;
     set_bit(mapped_bits_, p, false);
     set_bit(free_bits_, p, false);
+    set_bit(unit_bits_, p, false);
     --mapped_pages_;
     if (busy(p)) --mapped_busy_pages_;  // caller broke the contract; validate() reports it
   }
@@ -209,13 +212,61 @@ std::uint64_t PageMap::idle_unmapped_pages(std::uint64_t offset, std::uint64_t m
   return n;
 }
 
-bool PageMap::all_free(std::uint64_t offset, std::uint64_t len) const {
-  if (len == 0) return true;
-  const auto first = static_cast<std::size_t>((offset - base_) / page_);
-  const auto last = static_cast<std::size_t>((offset + len - base_ + page_ - 1) / page_);
-  bool all = true;
-  for_words(first, last, [&](std::size_t w, std::uint64_t mask) { all = all && (free_bits_[w] & mask) == mask; });
-  return all;
+std::size_t PageMap::next_unit(std::size_t p) const noexcept {
+  while (p < mapped_end_) {
+    const std::uint64_t w = unit_bits_[p / 64] >> (p % 64);
+    if (w != 0) return std::min(mapped_end_, p + static_cast<std::size_t>(std::countr_zero(w)));
+    p = (p / 64 + 1) * 64;
+  }
+  return mapped_end_;
+}
+
+std::size_t PageMap::unit_end(std::size_t p) const noexcept {
+  // The first page after p that starts a unit or is not mapped.
+  std::size_t q = p + 1;
+  while (q < mapped_end_) {
+    const std::uint64_t w = (unit_bits_[q / 64] | ~mapped_bits_[q / 64]) >> (q % 64);
+    if (w != 0) return std::min(mapped_end_, q + static_cast<std::size_t>(std::countr_zero(w)));
+    q = (q / 64 + 1) * 64;
+  }
+  return mapped_end_;
+}
+
+std::size_t PageMap::first_unit_at(std::size_t p) const noexcept {
+  if (p >= mapped_end_) return mapped_end_;
+  if (!mapped(p)) return next_unit(p);
+  // Mapped: walk back to the unit's first page (it is mapped, so it exists).
+  std::size_t w = p / 64;
+  std::uint64_t bits = unit_bits_[w] & (p % 64 == 63 ? ~std::uint64_t{0} : (std::uint64_t{2} << (p % 64)) - 1);
+  while (bits == 0) bits = unit_bits_[--w];
+  return w * 64 + 63 - static_cast<std::size_t>(std::countl_zero(bits));
+}
+
+std::uint64_t PageMap::free_unit_bytes(std::uint64_t offset, std::uint64_t len) const {
+  if (len == 0) return 0;
+  const std::size_t p1 = std::min(mapped_end_, page_ceil(offset + len));
+  const std::size_t a = first_unit_at(page_floor(offset));
+  if (a >= p1) return 0;
+  // [a, b): the units that overlap the range, whole. Count their pages, then
+  // take away the units that hold a busy page, visiting busy pages rather
+  // than units: a spot placement considers lies in a free block, so busy
+  // pages are rare there (its edges) while units may be dozens.
+  const std::size_t b = mapped(p1 - 1) ? unit_end(p1 - 1) : p1;
+  std::uint64_t pages = 0;
+  for_words(a, b, [&](std::size_t w, std::uint64_t mask) { pages += bits_in(mapped_bits_[w] & mask); });
+  for (std::size_t p = a; p < b;) {
+    const std::uint64_t w = (mapped_bits_[p / 64] & ~free_bits_[p / 64]) >> (p % 64);
+    if (w == 0) {
+      p = (p / 64 + 1) * 64;
+      continue;
+    }
+    const std::size_t busy_page = p + static_cast<std::size_t>(std::countr_zero(w));
+    if (busy_page >= b) break;
+    const std::size_t s = first_unit_at(busy_page), e = unit_end(busy_page);
+    pages -= e - s;
+    p = e;
+  }
+  return pages * page_;
 }
 
 Result<void> PageMap::validate() const {
@@ -229,6 +280,10 @@ Result<void> PageMap::validate() const {
     total += is_full ? page_ : live_[p];
     if (busy(p) && !is_m) return fail(ErrorCode::internal, "pagemap: live page {} not mapped", p);
     if (is_f != (is_m && !busy(p))) return fail(ErrorCode::internal, "pagemap: free bit wrong at {}", p);
+    const bool unit_start = (unit_bits_[p / 64] >> (p % 64)) & 1u;
+    if (unit_start && !is_m) return fail(ErrorCode::internal, "pagemap: unit starts at unmapped page {}", p);
+    if (is_m && (p == 0 || !mapped(p - 1)) && !unit_start)
+      return fail(ErrorCode::internal, "pagemap: mapped page {} after a gap starts no unit", p);
     m += is_m;
     busy_n += busy(p);
     mbusy += is_m && busy(p);

@@ -11,6 +11,13 @@
 // block and for free-mapped runs (highest addresses first, so memory stays
 // packed low) when it trims. Runs let one backend call cover many pages.
 //
+// Mapped pages come in units, one physical allocation each (the backend can
+// only unmap a unit whole), kept as a bit at each unit's first page: a unit
+// runs from its bit to the next bit or the next unmapped page. Placement asks
+// how many bytes of wholly free units a spot would pin for every position it
+// considers, so this is word operations, not a search tree (a std::map of
+// units was half of placement's instructions on vision_mix).
+//
 // Offset-only: nothing here maps anything.
 //
 // Thread safety: none; the owning pool serialises access.
@@ -42,8 +49,10 @@ class PageMap {
   // exactly (a block is released whole), since interior pages are kept as bits.
   void release(std::uint64_t offset, std::uint64_t len);
 
+  // The run is now mapped as one unit.
   void mark_mapped(const PageRun& run);
-  void mark_unmapped(const PageRun& run);  // every page must be free mapped
+  // Every page must be free mapped, and the run whole units.
+  void mark_unmapped(const PageRun& run);
   // Free-mapped runs totalling at most max_bytes, highest addresses first.
   void collect_free(std::uint64_t max_bytes, std::vector<PageRun>& out) const;
   bool is_mapped(std::uint64_t offset) const;
@@ -53,10 +62,20 @@ class PageMap {
   // Pages from offset (page-aligned) on, at most max_pages, that are neither
   // mapped nor touched by a live block: room to map ahead of growth.
   std::uint64_t idle_unmapped_pages(std::uint64_t offset, std::uint64_t max_pages) const;
-  // Whether every page touched by [offset, offset + len) is mapped and holds
-  // no live byte (a unit that could be unmapped). Word operations only: it
-  // runs for each unit under each position placement considers.
-  bool all_free(std::uint64_t offset, std::uint64_t len) const;
+  // Bytes of units, wholly free now, that a block at [offset, offset + len)
+  // would pin (one live block keeps a whole unit from going back).
+  std::uint64_t free_unit_bytes(std::uint64_t offset, std::uint64_t len) const;
+  // Calls f(offset, size) for each unit that overlaps [lo, hi), whole, in
+  // address order.
+  template <typename F>
+  void for_each_unit(std::uint64_t lo, std::uint64_t hi, F&& f) const {
+    if (hi <= lo || hi <= base_ || lo >= base_ + size_) return;
+    const std::size_t last = std::min(mapped_end_, page_ceil(hi));
+    for (std::size_t p = first_unit_at(page_floor(lo)); p < last; p = next_unit(unit_end(p))) {
+      const std::size_t q = unit_end(p);
+      f(base_ + p * page_, (q - p) * page_);
+    }
+  }
   // Calls f(offset, size) for each maximal run of mapped pages that overlaps
   // [lo, hi), clipped to it, in address order.
   template <typename F>
@@ -106,6 +125,18 @@ class PageMap {
 
  private:
   bool mapped(std::size_t p) const noexcept { return (mapped_bits_[p / 64] >> (p % 64)) & 1u; }
+  std::size_t page_floor(std::uint64_t offset) const noexcept {
+    return static_cast<std::size_t>((std::max(offset, base_) - base_) / page_);
+  }
+  std::size_t page_ceil(std::uint64_t offset) const noexcept {
+    return static_cast<std::size_t>((std::min(offset, base_ + size_) - base_ + page_ - 1) / page_);
+  }
+  // Units: the start of the unit holding page p, or the first unit start
+  // after p when p is unmapped; the page past the unit that starts at p; the
+  // first unit start at or after p (mapped_end_ when none).
+  std::size_t first_unit_at(std::size_t p) const noexcept;
+  std::size_t unit_end(std::size_t p) const noexcept;
+  std::size_t next_unit(std::size_t p) const noexcept;
   void set_bit(std::vector<std::uint64_t>& v, std::size_t p, bool on) noexcept {
     if (on) v[p / 64] |= std::uint64_t{1} << (p % 64);
     else v[p / 64] &= ~(std::uint64_t{1} << (p % 64));
@@ -134,6 +165,7 @@ class PageMap {
   std::vector<std::uint64_t> full_bits_;    // page lies inside one block entirely
   std::vector<std::uint64_t> mapped_bits_;  // page is mapped
   std::vector<std::uint64_t> free_bits_;    // page is mapped and has no live byte
+  std::vector<std::uint64_t> unit_bits_;    // a unit (one backend allocation) starts at this page
   std::uint64_t mapped_pages_ = 0;
   std::size_t mapped_end_ = 0;           // one past the highest mapped page (0: none)
   std::uint64_t busy_pages_ = 0;         // pages with live bytes

@@ -6,18 +6,8 @@
 
 namespace memd {
 
-std::uint64_t pinned_bytes(const PageMap& pages, const UnitIndex& units, std::uint64_t at, std::uint64_t bytes,
-                           std::uint64_t stop) {
-  std::uint64_t total = 0;
-  auto it = units.upper_bound(at);
-  if (it != units.begin()) --it;
-  for (; it != units.end() && it->first < at + bytes && total <= stop; ++it)
-    if (it->first + it->second > at && pages.all_free(it->first, it->second)) total += it->second;
-  return total;
-}
-
-std::optional<TlsfBlock> place_over_mapped(Tlsf& tlsf, const PageMap& pages, const UnitIndex& units,
-                                           std::uint64_t bytes, std::uint64_t alignment) {
+std::optional<TlsfBlock> place_over_mapped(Tlsf& tlsf, const PageMap& pages, std::uint64_t bytes,
+                                           std::uint64_t alignment) {
   if (alignment < tlsf.unit()) alignment = tlsf.unit();
   struct Best {
     std::uint32_t handle = 0;
@@ -32,21 +22,28 @@ std::optional<TlsfBlock> place_over_mapped(Tlsf& tlsf, const PageMap& pages, con
     if (lo + bytes > off + fsize) return true;
     const std::uint64_t hi = (off + fsize - bytes) / alignment * alignment;
     auto consider = [&](std::uint64_t at) {
-      at = std::clamp(at, lo, hi);
       const std::uint64_t cost = pages.unmapped_pages(at, bytes);
       if (found && cost > best.cost) return;
-      const std::uint64_t pin =
-          pinned_bytes(pages, units, at, bytes, found && cost == best.cost ? best.pinned : ~std::uint64_t{0});
+      const std::uint64_t pin = pages.free_unit_bytes(at, bytes);
       if (!found || cost < best.cost || std::tie(pin, fsize, at) < std::tie(best.pinned, best.free_size, best.at)) {
         best = {handle, at, cost, fsize, pin};
         found = true;
       }
     };
     consider(lo);
-    consider(hi);
+    if (hi != lo) consider(hi);
+    // Each mapped stretch, start- and end-aligned; a stretch that reaches an
+    // end of the block gives that end again, which was weighed already.
+    std::uint64_t last = lo;
+    auto consider_inner = [&](std::uint64_t at) {
+      at = std::clamp(at, lo, hi);
+      if (at == lo || at == hi || at == last) return;
+      last = at;
+      consider(at);
+    };
     pages.for_each_mapped_run(off, off + fsize, [&](std::uint64_t ms, std::uint64_t msz) {
-      consider((ms + alignment - 1) / alignment * alignment);
-      if (ms + msz >= bytes) consider((ms + msz - bytes) / alignment * alignment);
+      consider_inner((ms + alignment - 1) / alignment * alignment);
+      if (ms + msz >= bytes) consider_inner((ms + msz - bytes) / alignment * alignment);
     });
     return true;
   });

@@ -18,22 +18,12 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <optional>
 
 #include "core/page_map.hpp"
 #include "core/tlsf.hpp"
 
 namespace memd {
-
-// The mapped units of a range: offset → bytes (each one physical allocation).
-using UnitIndex = std::map<std::uint64_t, std::uint64_t>;
-
-// Bytes of units, wholly free now, that a block at [at, at + bytes) would pin;
-// the count stops once it passes `stop` (a candidate that pins more than the
-// best so far has lost).
-std::uint64_t pinned_bytes(const PageMap& pages, const UnitIndex& units, std::uint64_t at, std::uint64_t bytes,
-                           std::uint64_t stop = ~std::uint64_t{0});
 
 // Carves out of `tlsf` a block of `bytes` (a multiple of tlsf.unit()) aligned
 // to `alignment`, at the best spot by the order above; nullopt when no free
@@ -46,7 +36,8 @@ std::uint64_t pinned_bytes(const PageMap& pages, const UnitIndex& units, std::ui
 // traces were the same as when it waited for an exact fit, and vision_mix
 // replayed 10 % faster).
 inline constexpr std::size_t kPlacementScanBudget = 1024;
-std::optional<TlsfBlock> place_over_mapped(Tlsf& tlsf, const PageMap& pages, const UnitIndex& units,
-                                           std::uint64_t bytes, std::uint64_t alignment);
+// Units pinned: PageMap::free_unit_bytes.
+std::optional<TlsfBlock> place_over_mapped(Tlsf& tlsf, const PageMap& pages, std::uint64_t bytes,
+                                           std::uint64_t alignment);
 
 }  // namespace memd

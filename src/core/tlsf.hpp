@@ -19,6 +19,7 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -63,9 +64,15 @@ class Tlsf {
   void for_each_free(std::uint64_t min_size, F&& f) const {
     if (fl_bitmap_ == 0) return;
     const Index first = mapping(std::max<std::uint64_t>(1, (min_size + unit_ - 1) >> unit_shift_));
-    for (int fl = first.fl; fl < kFlCount; ++fl) {
-      if (((fl_bitmap_ >> fl) & 1u) == 0) continue;
-      for (int sl = fl == first.fl ? first.sl : 0; sl < kSlCount; ++sl) {
+    // Non-empty lists only, through the bitmaps: walking every list head
+    // from a small request's class to the arena's top block was most of a
+    // placement search's cost.
+    for (std::uint64_t fls = fl_bitmap_ & (~std::uint64_t{0} << first.fl); fls != 0; fls &= fls - 1) {
+      const int fl = std::countr_zero(fls);
+      std::uint32_t sls = sl_bitmap_[static_cast<std::size_t>(fl)];
+      if (fl == first.fl) sls = first.sl < kSlCount ? sls & (~std::uint32_t{0} << first.sl) : 0;
+      for (; sls != 0; sls &= sls - 1) {
+        const int sl = std::countr_zero(sls);
         for (std::uint32_t i = heads_[fl][sl]; i != kNone; i = nodes_[i].next_free)
           if (nodes_[i].size >= min_size && !f(i, nodes_[i].offset, nodes_[i].size)) return;
       }

@@ -181,5 +181,46 @@ TEST(PageMap, MappedRunsAndSlackAreFoundBelowAMovingTopBound) {
   EXPECT_TRUE(m.validate().has_value());
 }
 
+// Units (one per mark_mapped) are found whole from any page inside them,
+// across 64-page words and gaps; free_unit_bytes counts only wholly free ones
+// and stops early; cutting a unit in two is caught by validate().
+TEST(PageMap, UnitsAreFoundWholeAcrossWordsAndGaps) {
+  PageMap m(kBase, 256 * kPage, kPage);
+  auto at = [](std::uint64_t page) { return kBase + page * kPage; };
+  m.mark_mapped({at(60), 10 * kPage});  // crosses words 0 and 1
+  m.mark_mapped({at(70), 2 * kPage});   // adjacent: a unit of its own
+  m.mark_mapped({at(130), kPage});      // after a gap
+  m.mark_mapped({at(131), 69 * kPage}); // crosses words 2 and 3
+  ASSERT_TRUE(m.validate());
+  using Units = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+  auto units = [&](std::uint64_t lo, std::uint64_t hi) {
+    Units out;
+    m.for_each_unit(lo, hi, [&](std::uint64_t o, std::uint64_t n) { out.emplace_back((o - kBase) / kPage, n / kPage); });
+    return out;
+  };
+  EXPECT_EQ(units(kBase, at(256)), (Units{{60, 10}, {70, 2}, {130, 1}, {131, 69}}));
+  EXPECT_EQ(units(at(65), at(71)), (Units{{60, 10}, {70, 2}})) << "overlapping units, whole";
+  EXPECT_EQ(units(at(80), at(100)), Units{}) << "the gap holds none";
+  EXPECT_EQ(units(at(199), at(199) + 1), (Units{{131, 69}}));
+
+  EXPECT_EQ(m.free_unit_bytes(at(65), kPage), 10 * kPage);
+  EXPECT_EQ(m.free_unit_bytes(at(69), 2 * kPage), 12 * kPage);
+  EXPECT_EQ(m.free_unit_bytes(at(59), 3 * kPage), 10 * kPage) << "from an unmapped page";
+  EXPECT_EQ(m.free_unit_bytes(at(120), 12 * kPage), 70 * kPage) << "into a unit that runs on past the range";
+  EXPECT_EQ(m.free_unit_bytes(at(80), 10 * kPage), 0u);
+  std::vector<PageRun> runs;
+  m.acquire(at(135), 256, runs);
+  EXPECT_TRUE(runs.empty());
+  EXPECT_EQ(m.free_unit_bytes(at(100), 40 * kPage), kPage) << "one live block keeps its whole unit";
+  m.release(at(135), 256);
+  EXPECT_EQ(m.free_unit_bytes(at(100), 40 * kPage), 70 * kPage);
+
+  m.mark_unmapped({at(70), 2 * kPage});
+  EXPECT_EQ(units(kBase, at(256)), (Units{{60, 10}, {130, 1}, {131, 69}}));
+  ASSERT_TRUE(m.validate());
+  m.mark_unmapped({at(60), kPage});  // cuts through a unit: page 61 now starts none
+  EXPECT_FALSE(m.validate());
+}
+
 }  // namespace
 }  // namespace memd

@@ -10,12 +10,11 @@ namespace {
 constexpr std::uint64_t kPage = 2 << 20;
 constexpr std::uint64_t kBase = 1ull << 40;
 
-// A TLSF over 64 pages with its page map and unit index, driven the way the
-// pool drives them.
+// A TLSF over 64 pages with its page map, driven the way the pool drives
+// them; units are mapped explicitly first (map), blocks then taken in order.
 struct Arena {
   Tlsf tlsf{256};
   PageMap pages{kBase, 64 * kPage, kPage};
-  UnitIndex units;
 
   Arena() { EXPECT_TRUE(tlsf.add_region(kBase, 64 * kPage)); }
 
@@ -32,10 +31,9 @@ struct Arena {
     ASSERT_TRUE(f);
     pages.release(offset, f->size);
   }
-  void unit(std::uint64_t first_page, std::uint64_t n) { units[kBase + first_page * kPage] = n * kPage; }
+  void unit(std::uint64_t first_page, std::uint64_t n) { pages.mark_mapped({kBase + first_page * kPage, n * kPage}); }
   void unmap(std::uint64_t first_page, std::uint64_t n) {
     pages.mark_unmapped({kBase + first_page * kPage, n * kPage});
-    units.erase(kBase + first_page * kPage);
   }
   std::uint64_t page_of(std::uint64_t offset) const { return (offset - kBase) / kPage; }
 };
@@ -43,8 +41,8 @@ struct Arena {
 TEST(Placement, PrefersAMappedHoleOverGoodFitsUnmappedOne) {
   Arena a;
   // [A 4 pages][B 1][C 2][D 1][tail]; units as mapped.
-  auto A = a.take(4 * kPage), B = a.take(kPage), C = a.take(2 * kPage), D = a.take(kPage);
   a.unit(0, 4), a.unit(4, 1), a.unit(5, 2), a.unit(7, 1);
+  auto A = a.take(4 * kPage), B = a.take(kPage), C = a.take(2 * kPage), D = a.take(kPage);
   a.give(A);
   a.give(C);
   a.unmap(5, 2);  // C's hole unmapped; A's hole still mapped
@@ -53,7 +51,7 @@ TEST(Placement, PrefersAMappedHoleOverGoodFitsUnmappedOne) {
   ASSERT_TRUE(gf);
   EXPECT_EQ(gf->offset, C);
   ASSERT_TRUE(a.tlsf.free(gf->offset));
-  auto p = place_over_mapped(a.tlsf, a.pages, a.units, 2 * kPage, 256);
+  auto p = place_over_mapped(a.tlsf, a.pages, 2 * kPage, 256);
   ASSERT_TRUE(p);
   EXPECT_EQ(a.pages.unmapped_pages(p->offset, p->size), 0u);
   EXPECT_GE(p->offset, A);
@@ -65,14 +63,14 @@ TEST(Placement, PrefersAMappedHoleOverGoodFitsUnmappedOne) {
 TEST(Placement, AmongFreeSpotsItAvoidsPinningAWhollyFreeUnit) {
   Arena a;
   // [P 1][Q 3] one unit; [S 1]; [R 2] a unit of its own; [T 1].
-  auto P = a.take(kPage), Q = a.take(3 * kPage), S = a.take(kPage), R = a.take(2 * kPage), T = a.take(kPage);
   a.unit(0, 4), a.unit(4, 1), a.unit(5, 2), a.unit(7, 1);
+  auto P = a.take(kPage), Q = a.take(3 * kPage), S = a.take(kPage), R = a.take(2 * kPage), T = a.take(kPage);
   a.give(Q);  // 3 free pages in a unit P keeps busy: placing there pins nothing new
   a.give(R);  // 2 free pages filling a unit: placing there pins it
-  EXPECT_EQ(pinned_bytes(a.pages, a.units, Q, 2 * kPage), 0u);
-  EXPECT_EQ(pinned_bytes(a.pages, a.units, R, 2 * kPage), 2 * kPage);
+  EXPECT_EQ(a.pages.free_unit_bytes(Q, 2 * kPage), 0u);
+  EXPECT_EQ(a.pages.free_unit_bytes(R, 2 * kPage), 2 * kPage);
   // Both need nothing mapped and R is the exact fit, but R would pin its unit.
-  auto p = place_over_mapped(a.tlsf, a.pages, a.units, 2 * kPage, 256);
+  auto p = place_over_mapped(a.tlsf, a.pages, 2 * kPage, 256);
   ASSERT_TRUE(p);
   EXPECT_GE(p->offset, Q);
   EXPECT_LE(p->offset + p->size, Q + 3 * kPage);
@@ -82,13 +80,13 @@ TEST(Placement, AmongFreeSpotsItAvoidsPinningAWhollyFreeUnit) {
 
 TEST(Placement, HonoursAlignmentAndSaysWhenNothingFits) {
   Arena a;
-  auto X = a.take(kPage / 2);
   a.unit(0, 1);
-  auto p = place_over_mapped(a.tlsf, a.pages, a.units, 64 * 1024, 64 * 1024);
+  auto X = a.take(kPage / 2);
+  auto p = place_over_mapped(a.tlsf, a.pages, 64 * 1024, 64 * 1024);
   ASSERT_TRUE(p);
   EXPECT_EQ(p->offset % (64 * 1024), 0u);
   EXPECT_EQ(a.pages.unmapped_pages(p->offset, p->size), 0u) << "the rest of page 0 was mapped";
-  EXPECT_FALSE(place_over_mapped(a.tlsf, a.pages, a.units, 64 * kPage, 256)) << "larger than the arena";
+  EXPECT_FALSE(place_over_mapped(a.tlsf, a.pages, 64 * kPage, 256)) << "larger than the arena";
   EXPECT_TRUE(a.tlsf.validate());
   (void)X;
 }
