@@ -18,6 +18,17 @@ DevicePool& host_pool() {
   return *holder.pool;
 }
 
+// The thread benchmarks' own pools, so that the contention they cause (which
+// turns medium caching on) does not change the single-thread figures.
+DevicePool& host_pool_threads() {
+  static PoolHolder holder = make_pool(DeviceId::host(0));
+  return *holder.pool;
+}
+DevicePool& host_pool_threads_no_medium() {
+  static PoolHolder holder = make_pool(DeviceId::host(0), 16 * kGiB, true, 0, PoolOptions::MediumCache::Never);
+  return *holder.pool;
+}
+
 DevicePool& host_pool_locked() {
   static PoolHolder holder = make_pool(DeviceId::host(0), 16 * kGiB, /*thread_cache=*/false);
   return *holder.pool;
@@ -59,7 +70,8 @@ void BM_MallocChurnWithLive(benchmark::State& state) {
 
 // Several threads allocating and freeing on one pool: `small` draws sizes of
 // 256 B – 8 KiB (the slab classes, served from per-thread caches), otherwise
-// the 512 B – 2 MiB mix (two thirds of it goes through the pool lock).
+// the 512 B – 2 MiB mix (two thirds of it medium blocks, cached per thread
+// once the lock is contended; NoMediumCache: through the pool lock).
 std::vector<std::uint64_t> thread_sizes(bool small, std::uint64_t seed) {
   auto sizes = size_mix(1024, seed);
   if (small)
@@ -67,9 +79,9 @@ std::vector<std::uint64_t> thread_sizes(bool small, std::uint64_t seed) {
   return sizes;
 }
 
-template <bool kSmall, bool kLocked = false>
+template <bool kSmall, bool kLocked = false, bool kNoMedium = false>
 void BM_MemdThreads(benchmark::State& state) {
-  auto& pool = kLocked ? host_pool_locked() : host_pool();
+  auto& pool = kLocked ? host_pool_locked() : kNoMedium ? host_pool_threads_no_medium() : host_pool_threads();
   auto sizes = thread_sizes(kSmall, 10 + static_cast<std::uint64_t>(state.thread_index()));
   std::vector<void*> mine(8, nullptr);
   std::size_t i = 0;
@@ -109,6 +121,7 @@ BENCHMARK(BM_MemdChurnWithLive)->Arg(10)->Arg(10000)->Arg(100000);
 BENCHMARK(BM_MallocChurnWithLive)->Arg(10)->Arg(10000)->Arg(100000);
 void thread_counts(benchmark::internal::Benchmark* b) { b->Threads(1)->Threads(2)->Threads(4)->Threads(8)->UseRealTime(); }
 BENCHMARK(BM_MemdThreads<false>)->Name("BM_MemdThreads")->Apply(thread_counts);
+BENCHMARK(BM_MemdThreads<false, false, true>)->Name("BM_MemdThreadsNoMediumCache")->Apply(thread_counts);
 BENCHMARK(BM_MallocThreads<false>)->Name("BM_MallocThreads")->Apply(thread_counts);
 BENCHMARK(BM_MemdThreads<true>)->Name("BM_MemdThreadsSmall")->Apply(thread_counts);
 BENCHMARK(BM_MemdThreads<true, true>)->Name("BM_MemdThreadsSmallNoThreadCache")->Apply(thread_counts);

@@ -25,9 +25,11 @@ struct PoolHolder {
 // same-run baseline for the per-thread caches). Exits with a message when the
 // device does not exist.
 // capacity 0: the whole device (a second pool on one GPU needs less: both
-// reserve their address range up front).
+// reserve their address range up front). `medium`: whether medium blocks may
+// be cached per thread (PoolOptions::medium_cache).
 inline PoolHolder make_pool(DeviceId device, std::uint64_t host_bytes = 16 * kGiB, bool thread_cache = true,
-                            std::uint64_t capacity = 0) {
+                            std::uint64_t capacity = 0,
+                            PoolOptions::MediumCache medium = PoolOptions::MediumCache::WhenContended) {
   BackendOptions bo;
   bo.host_device_bytes = host_bytes;
   bo.enable_cuda = device.kind() == DeviceKind::Cuda;
@@ -45,6 +47,7 @@ inline PoolHolder make_pool(DeviceId device, std::uint64_t host_bytes = 16 * kGi
   po.device = device;
   po.thread_cache = thread_cache;
   po.capacity = capacity;
+  po.medium_cache = medium;
   auto pool = DevicePool::create(**backend, po);
   if (!pool) {
     std::fprintf(stderr, "bench: %s\n", pool.error().message.c_str());

@@ -12,6 +12,7 @@
 
 #include "alloc/thread_cache.hpp"
 #include "core/flat_map.hpp"
+#include "core/live_blocks.hpp"
 #include "core/live_slots.hpp"
 #include "core/page_map.hpp"
 #include "core/placement.hpp"
@@ -128,6 +129,13 @@ struct DevicePool::Impl {
   // live_slots says which slots the user holds, lock-free; caches_mu guards
   // the registry. Lock order: caches_mu, then a cache's mu, then mu.
   std::unique_ptr<LiveSlots> live_slots;
+  // Medium blocks go through the thread caches too once the pool lock has
+  // been found held kContendedToCache times (a single thread never turns it
+  // on, so replays keep exact sizes); live_blocks tracks those blocks.
+  static constexpr std::uint32_t kContendedToCache = 64;
+  std::unique_ptr<LiveBlocks> live_blocks;
+  std::atomic<bool> medium_caching{false};
+  std::atomic<std::uint32_t> contended{0};
   const std::uint64_t id = next_pool_id.fetch_add(1, std::memory_order_relaxed);
   std::mutex caches_mu;
   std::vector<std::shared_ptr<ThreadCache>> caches;
@@ -455,6 +463,15 @@ struct DevicePool::Impl {
     return *c;
   }
 
+  // The pool lock, for the calls users make: counts the times it was found
+  // held, and turns medium caching on at kContendedToCache (see live_blocks).
+  std::unique_lock<SpinLock> lock_pool() {
+    if (mu.try_lock()) return std::unique_lock<SpinLock>(mu, std::adopt_lock);
+    if (live_blocks && contended.fetch_add(1, std::memory_order_relaxed) + 1 == kContendedToCache)
+      medium_caching.store(true, std::memory_order_release);
+    return std::unique_lock<SpinLock>(mu);
+  }
+
   // Pool lock held: moves a cache's counters into the pool's. A thread's
   // deltas can be negative (it frees what another allocated); note_peaks()
   // skips the moments the sum dips below zero.
@@ -486,6 +503,18 @@ struct DevicePool::Impl {
   void absorb(ThreadCache& c) {
     fold(c);
     for (int cls = 0; cls < SlabAllocator::kClassCount; ++cls) flush_bin(c, cls, 0);
+    for (int cls = 0; cls < ThreadCache::kMediumClasses; ++cls) flush_medium(c, cls, 0);
+  }
+  // Pool lock held: returns a medium bin's blocks above `keep` to TLSF (their
+  // counts left the pool when they were cached: release_block, not a free).
+  void flush_medium(ThreadCache& c, int cls, std::uint32_t keep) {
+    auto& b = c.medium[static_cast<std::size_t>(cls)];
+    while (b.count > keep) {
+      const std::uint64_t address = b.blocks[--b.count];
+      c.medium_cached -= ThreadCache::medium_bytes(cls);
+      live_blocks->erase(live_blocks->find(address));
+      (void)release_block(address);
+    }
   }
   // No lock held: every cache gives its slots and counts back (statistics,
   // trim and snapshots see cached slots as free). Caches stay registered.
@@ -503,7 +532,7 @@ struct DevicePool::Impl {
   // the pressure ladder when it fails), plus up to half a bin more from spans
   // already open (no new span, so a refill never maps memory for the cache).
   Result<std::uint64_t> refill(ThreadCache& c, std::uint64_t size) {
-    std::lock_guard lock(mu);
+    auto lock = lock_pool();
     fold(c);
     auto r = allocate_locked(size);
     if (!r) return r;
@@ -579,7 +608,7 @@ struct DevicePool::Impl {
     const int cls = ThreadCache::class_of(slot_size);
     auto& b = c.bins[static_cast<std::size_t>(cls)];
     if (b.count == ThreadCache::capacity(cls)) {
-      std::lock_guard lock(mu);
+      auto lock = lock_pool();
       fold(c);
       flush_bin(c, cls, b.count / 2);
     }
@@ -588,6 +617,80 @@ struct DevicePool::Impl {
     --c.live_delta;
     ++c.frees;
     return {};
+  }
+
+  // A medium block (contended pools only): from this thread's bin of its
+  // class, else through the pool lock at the class size, tracked so that
+  // its free can come back to a cache.
+  Result<std::uint64_t> cached_medium_allocate(std::uint64_t size) {
+    ThreadCache& c = my_cache();
+    std::lock_guard g(c.mu);
+    const int cls = ThreadCache::medium_class(size);
+    const std::uint64_t bytes = ThreadCache::medium_bytes(cls);
+    auto& b = c.medium[static_cast<std::size_t>(cls)];
+    if (b.count != 0) {
+      const std::uint64_t address = b.blocks[--b.count];
+      c.medium_cached -= bytes;
+      auto e = live_blocks->find(address);
+      if (!LiveBlocks::to_live(e))
+        return fail(ErrorCode::internal, "cached block {:#x} is not cached in the live table", address);
+      c.allocated_delta += static_cast<std::int64_t>(bytes);
+      ++c.live_delta;
+      ++c.allocs;
+      c.allocated_high = std::max(c.allocated_high, c.allocated_delta);
+      c.live_high = std::max(c.live_high, c.live_delta);
+      return address;
+    }
+    auto lock = lock_pool();
+    fold(c);
+    auto r = allocate_locked(bytes);
+    // Untracked when the table is full: its free then takes the pool lock.
+    if (r) (void)live_blocks->insert(*r, bytes);
+    return r;
+  }
+  // A tracked medium block back from the user: into this thread's bin. The
+  // swap to "cached" happens under the cache lock, so validate() (which holds
+  // every cache lock) sees each tracked block either live or in a bin.
+  Result<void> cached_medium_free(std::uint64_t address, LiveBlocks::Entry e) {
+    ThreadCache& c = my_cache();
+    std::lock_guard g(c.mu);
+    if (!LiveBlocks::to_cached(e)) {
+      // Cached already (a double free), or the entry changed since find():
+      // the pool lock decides.
+      auto lock = lock_pool();
+      return free_tracked_locked(address);
+    }
+    const std::uint64_t bytes = e.size();
+    const int cls = ThreadCache::medium_class(bytes);
+    auto& b = c.medium[static_cast<std::size_t>(cls)];
+    if (b.count == ThreadCache::kMediumPerBin || c.medium_cached + bytes > ThreadCache::kMediumBytes) {
+      auto lock = lock_pool();
+      fold(c);
+      if (b.count == ThreadCache::kMediumPerBin) flush_medium(c, cls, b.count / 2);
+      for (int k = ThreadCache::kMediumClasses; k-- > 0 && c.medium_cached + bytes > ThreadCache::kMediumBytes;)
+        flush_medium(c, k, 0);
+    }
+    b.blocks[b.count++] = address;
+    c.medium_cached += bytes;
+    c.allocated_delta -= static_cast<std::int64_t>(bytes);
+    --c.live_delta;
+    ++c.frees;
+    return {};
+  }
+  // Pool lock held: a free that did not go through a cache. A tracked block
+  // is live (its entry goes) or cached (a double free, refused).
+  Result<void> free_tracked_locked(std::uint64_t address) {
+    if (live_blocks)
+      if (auto e = live_blocks->find(address)) {
+        if (e.cached())
+          return fail(ErrorCode::invalid_argument, "double free of {:#x} (a medium block that is not live)",
+                      address);
+        live_blocks->erase(e);
+        auto r = free_locked(address);
+        if (!r) (void)live_blocks->insert(address, e.size());
+        return r;
+      }
+    return free_locked(address);
   }
 
   // ----- huge ------------------------------------------------------------------
@@ -955,7 +1058,13 @@ Result<std::unique_ptr<DevicePool>> DevicePool::create(Backend& backend, const P
     m.arena = *range;
     m.pages = std::make_unique<PageMap>(range->base, m.opt.capacity, m.page);
     if (auto r = m.tlsf.add_region(range->base, m.opt.capacity); !r) return fail(r.error());
-    if (options.thread_cache) m.live_slots = std::make_unique<LiveSlots>(range->base, m.opt.capacity);
+    if (options.thread_cache) {
+      m.live_slots = std::make_unique<LiveSlots>(range->base, m.opt.capacity);
+      if (options.medium_cache != PoolOptions::MediumCache::Never) {
+        m.live_blocks = std::make_unique<LiveBlocks>(range->base);
+        m.medium_caching.store(options.medium_cache == PoolOptions::MediumCache::Always);
+      }
+    }
   } else {
     m.page = info.granularity != 0 ? info.granularity : 2 * kMiB;
   }
@@ -972,7 +1081,12 @@ Result<void*> DevicePool::allocate(std::uint64_t size) {
     if (!r) return fail(r.error());
     return reinterpret_cast<void*>(*r);
   }
-  std::lock_guard lock(m.mu);
+  if (ThreadCache::is_medium(size) && m.medium_caching.load(std::memory_order_acquire) && !tls_gone) {
+    auto r = m.cached_medium_allocate(size);
+    if (!r) return fail(r.error());
+    return reinterpret_cast<void*>(*r);
+  }
+  auto lock = m.lock_pool();
   auto r = m.allocate_locked(size);
   if (!r) return fail(r.error());
   return reinterpret_cast<void*>(*r);
@@ -994,8 +1108,10 @@ Result<void> DevicePool::deallocate(void* ptr) {
   if (m.live_slots)
     if (auto slot = m.live_slots->find(address))
       return tls_gone ? m.uncached_small_free(address, slot) : m.cached_free(address, slot);
-  std::lock_guard lock(m.mu);
-  return m.free_locked(address);
+  if (m.medium_caching.load(std::memory_order_acquire) && !tls_gone)
+    if (auto e = m.live_blocks->find(address)) return m.cached_medium_free(address, e);
+  auto lock = m.lock_pool();
+  return m.free_tracked_locked(address);
 }
 
 Result<void> DevicePool::deallocate(void* ptr, const Stream& stream) {
@@ -1004,8 +1120,14 @@ Result<void> DevicePool::deallocate(void* ptr, const Stream& stream) {
   const LiveSlots::Slot slot = m.live_slots ? m.live_slots->find(address) : LiveSlots::Slot{};
   std::lock_guard lock(m.mu);  // before the live bit, so validate() sees no half-done free
   if (slot && !LiveSlots::clear_live(slot)) return m.refuse_double_free(address);
+  // A tracked medium block leaves the table (a cached one is not the user's).
+  LiveBlocks::Entry tracked = m.live_blocks ? m.live_blocks->find(address) : LiveBlocks::Entry{};
+  if (tracked && tracked.cached())
+    return fail(ErrorCode::invalid_argument, "double free of {:#x} (a medium block that is not live)", address);
+  if (tracked) m.live_blocks->erase(tracked);
   auto r = m.free_on(address, stream);
   if (!r && slot) (void)LiveSlots::set_live(slot);  // refused: the user still holds it
+  if (!r && tracked) (void)m.live_blocks->insert(address, tracked.size());
   return r;
 }
 
@@ -1015,6 +1137,9 @@ std::optional<std::uint64_t> DevicePool::block_size(const void* ptr) const {
     if (auto slot = impl_->live_slots->find(addr))
       return LiveSlots::is_live(slot) ? std::optional<std::uint64_t>(slot.size()) : std::nullopt;
   }
+  if (impl_->live_blocks)
+    if (auto e = impl_->live_blocks->find(addr))
+      return e.cached() ? std::nullopt : std::optional<std::uint64_t>(e.size());
   std::lock_guard lock(impl_->mu);
   if (impl_->pending.find(addr)) return std::nullopt;
   return impl_->live_block_size(addr);
@@ -1119,6 +1244,16 @@ Result<void> DevicePool::validate() const {
       for (std::uint32_t i = 0; i < c->bins[static_cast<std::size_t>(cls)].count; ++i)
         if (!cached.emplace(c->bins[static_cast<std::size_t>(cls)].slots[i], ThreadCache::slot_bytes(cls)).second)
           return fail(ErrorCode::internal, "pool: a slot sits in two thread caches");
+    std::uint64_t medium_bytes = 0;
+    for (int cls = 0; cls < ThreadCache::kMediumClasses; ++cls)
+      for (std::uint32_t i = 0; i < c->medium[static_cast<std::size_t>(cls)].count; ++i) {
+        medium_bytes += ThreadCache::medium_bytes(cls);
+        if (!cached.emplace(c->medium[static_cast<std::size_t>(cls)].blocks[i], ThreadCache::medium_bytes(cls)).second)
+          return fail(ErrorCode::internal, "pool: a medium block sits in two thread caches");
+      }
+    if (medium_bytes != c->medium_cached)
+      return fail(ErrorCode::internal, "pool: a cache counts {} medium bytes, its bins hold {}", c->medium_cached,
+                  medium_bytes);
   }
   const auto& m = *impl_;
   if (auto r = m.tlsf.validate(); !r) return r;
@@ -1172,6 +1307,34 @@ Result<void> DevicePool::validate() const {
     });
     if (user_bits != user_slots)
       return fail(ErrorCode::internal, "pool: {} live bits set, {} slots held by users", user_bits, user_slots);
+  }
+  if (m.live_blocks) {
+    // Each tracked medium block is a live TLSF block of its size, cached
+    // exactly when it sits in a thread's bin, and never pending.
+    std::optional<Error> bad;
+    std::size_t entries = 0, cached_entries = 0, medium_in_bins = 0;
+    for (const auto& [address, size] : cached) medium_in_bins += ThreadCache::is_medium(size) ? 1 : 0;
+    m.live_blocks->for_each([&](std::uint64_t address, std::uint64_t size, bool is_cached) {
+      ++entries;
+      cached_entries += is_cached ? 1 : 0;
+      const auto in_cache = cached.find(address);
+      if (bad) return;
+      if (m.tlsf.allocated_size(address) != size)
+        bad = Error{ErrorCode::internal, fmt::format("pool: tracked block {:#x} of {} is no TLSF block of that size",
+                                                     address, size)};
+      else if (is_cached != (in_cache != cached.end() && in_cache->second == size))
+        bad = Error{ErrorCode::internal,
+                    fmt::format("pool: tracked block {:#x} cached {} but in a bin {}", address, is_cached,
+                                in_cache != cached.end())};
+      else if (m.pending.find(address))
+        bad = Error{ErrorCode::internal, fmt::format("pool: tracked block {:#x} is pending", address)};
+    });
+    if (bad) return fail(std::move(*bad));
+    if (cached_entries != medium_in_bins)
+      return fail(ErrorCode::internal, "pool: {} medium blocks in bins, {} cached in the table", medium_in_bins,
+                  cached_entries);
+    if (entries != m.live_blocks->size())
+      return fail(ErrorCode::internal, "pool: live table counts {} entries, holds {}", m.live_blocks->size(), entries);
   }
   if (m.pages) {
     // The page map checks its units itself; here, that they are the units

@@ -38,6 +38,9 @@
 // blocks see cached operations when a cache is folded in (exact for one
 // thread, an estimate when threads free each other's blocks). A thread whose
 // thread-local state is being destroyed uses the pool lock for everything.
+// Once the pool lock is contended, medium blocks (8 KiB – 2 MiB) are cached
+// per thread as well, tracked by a lock-free table (core/live_blocks.hpp) so
+// their double frees are refused at once too (PoolOptions::medium_cache).
 #pragma once
 
 #include <cstdint>
@@ -94,6 +97,13 @@ struct PoolOptions {
   // without the pool lock (alloc/thread_cache.hpp); false sends every call
   // through the lock (for comparison).
   bool thread_cache = true;
+  // Medium blocks (8 KiB – 2 MiB) through the same caches, their sizes rounded
+  // up to four classes per power of two: WhenContended turns this on the
+  // first time the pool lock has been found held 64 times (one thread never
+  // does, so its sizes and footprint stay exact); Always and Never are for
+  // tests and comparison. Needs thread_cache.
+  enum class MediumCache { Never, WhenContended, Always };
+  MediumCache medium_cache = MediumCache::WhenContended;
 };
 
 struct BlockInfo {

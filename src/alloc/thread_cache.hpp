@@ -11,6 +11,14 @@
 // thread holds at most 32 × 64 KiB = 2 MiB of slots it does not use, all in
 // slab spans that are mapped anyway. Refills and flushes move half a bin.
 //
+// Medium blocks (8 KiB < size <= 2 MiB, TLSF blocks) are cached too, but only
+// once the pool has found its lock contended (DevicePool turns it on): their
+// sizes round up to four classes per power of two, which costs up to 25 % of
+// a block, and a cached block holds pages, so a single thread (every trace
+// replay) keeps the exact sizes and footprint it had. A thread keeps at most
+// kMediumPerBin blocks of a class and kMediumBytes in all; a medium block is
+// never refilled ahead (it is large: only frees fill these bins).
+//
 // The cache is a plain container; DevicePool owns the protocol (locks,
 // liveness bits, statistics). Its lock is taken by the owning thread on every
 // operation (uncontended: the line stays in that core) and by the pool when it
@@ -20,6 +28,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstdint>
 
 #include "core/slab.hpp"
@@ -47,12 +56,38 @@ struct ThreadCache {
     std::array<std::uint64_t, kMaxPerBin> slots{};
   };
 
+  static constexpr std::uint64_t kMediumMax = 2 * 1024 * 1024;
+  static constexpr int kMediumClasses = 32;  // (8 KiB, 2 MiB], four per power of two
+  static constexpr std::uint32_t kMediumPerBin = 4;
+  static constexpr std::uint64_t kMediumBytes = 16 * 1024 * 1024;
+  static constexpr bool is_medium(std::uint64_t size) noexcept {
+    return size > SlabAllocator::kMaxSize && size <= kMediumMax;
+  }
+  // Class of a medium size: with size in (2^p, 2^(p+1)], the quarter steps
+  // of 2^p above 2^p; a class size maps to its own class.
+  static constexpr int medium_class(std::uint64_t size) noexcept {
+    const int p = 63 - std::countl_zero(size - 1);
+    const std::uint64_t step = (std::uint64_t{1} << p) / 4;
+    const auto k = static_cast<int>((size - (std::uint64_t{1} << p) + step - 1) / step);
+    return (p - 13) * 4 + k - 1;
+  }
+  static constexpr std::uint64_t medium_bytes(int cls) noexcept {
+    const std::uint64_t base = std::uint64_t{1} << (13 + cls / 4);
+    return base + static_cast<std::uint64_t>(cls % 4 + 1) * (base / 4);
+  }
+  struct MediumBin {
+    std::uint32_t count = 0;
+    std::array<std::uint64_t, kMediumPerBin> blocks{};
+  };
+
   SpinLock mu;
   void* pool = nullptr;  // the pool's state while it lives; null once it is gone
   // Called (cache lock held) at thread exit to give everything back to the pool.
   void (*return_to_pool)(ThreadCache&) = nullptr;
   bool exited = false;   // the owning thread ended; the pool forgets this cache
   std::array<Bin, SlabAllocator::kClassCount> bins{};
+  std::array<MediumBin, kMediumClasses> medium{};
+  std::uint64_t medium_cached = 0;  // bytes in the medium bins
   // Operations served from the cache since the pool last folded them in.
   std::int64_t allocated_delta = 0;  // bytes given to the user minus bytes returned
   std::int64_t live_delta = 0;
@@ -62,8 +97,13 @@ struct ThreadCache {
   std::uint64_t cached_bytes() const noexcept {
     std::uint64_t b = 0;
     for (int c = 0; c < SlabAllocator::kClassCount; ++c) b += bins[c].count * slot_bytes(c);
-    return b;
+    return b + medium_cached;
   }
 };
+
+static_assert(ThreadCache::medium_class(SlabAllocator::kMaxSize + 1) == 0);
+static_assert(ThreadCache::medium_class(ThreadCache::kMediumMax) == ThreadCache::kMediumClasses - 1);
+static_assert(ThreadCache::medium_bytes(ThreadCache::kMediumClasses - 1) == ThreadCache::kMediumMax);
+static_assert(ThreadCache::medium_class(ThreadCache::medium_bytes(13)) == 13);
 
 }  // namespace memd

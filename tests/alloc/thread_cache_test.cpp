@@ -4,6 +4,8 @@
 // before the threads that used it, and stream-ordered frees keep their rules.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <set>
 #include <thread>
 #include <vector>
@@ -169,18 +171,22 @@ TEST(ThreadCache, DisabledCacheBehavesTheSame) {
 // Many threads on small and large blocks at once, freeing each other's blocks
 // through a shared hand-off, with validate() running concurrently: it must
 // hold exactly at every call (it freezes the caches).
-TEST(ThreadCache, ConcurrentCrossThreadFreesValidateAtEveryStep) {
-  PoolEnv env = make_pool(512 * kMiB);
+void cross_thread_frees_validate_at_every_step(PoolOptions options) {
+  PoolEnv env = make_pool(512 * kMiB, options);
   ASSERT_TRUE(env.pool);
   auto& pool = *env.pool;
-  constexpr int kThreads = 4, kOps = 2500;
+  constexpr int kThreads = 4, kOps = 20000;
   std::mutex handoff_mu;
   std::vector<void*> handoff;
   std::atomic<bool> stop{false};
   std::atomic<int> failures{0};
   std::thread checker([&] {
-    while (!stop.load())
+    // A pause between checks: validate() holds every lock, and back to back
+    // it starved the workers (seconds to minutes on two cores).
+    while (!stop.load()) {
       if (!pool.validate()) ++failures;
+      std::this_thread::sleep_for(std::chrono::microseconds(300));
+    }
   });
   std::vector<std::thread> workers;
   for (int t = 0; t < kThreads; ++t)
@@ -228,6 +234,141 @@ TEST(ThreadCache, ConcurrentCrossThreadFreesValidateAtEveryStep) {
   EXPECT_EQ(s.live_allocations, 0u);
   EXPECT_EQ(s.allocated_bytes, 0u);
   EXPECT_EQ(s.total_allocations, s.total_frees);
+}
+
+TEST(ThreadCache, ConcurrentCrossThreadFreesValidateAtEveryStep) {
+  cross_thread_frees_validate_at_every_step({});
+}
+
+TEST(ThreadCache, ConcurrentCrossThreadFreesOfCachedMediumBlocksValidateAtEveryStep) {
+  cross_thread_frees_validate_at_every_step({.medium_cache = PoolOptions::MediumCache::Always});
+}
+
+// Medium blocks (8 KiB – 2 MiB), cached once the pool lock is contended.
+
+TEST(ThreadCache, MediumBlocksAreCachedByClassAndDoubleFreesRefused) {
+  PoolEnv env = make_pool(256 * kMiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  auto a = pool.allocate(9000);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(pool.block_size(*a), 10240u) << "rounded up to its class";
+  MEMD_ASSERT_OK(pool.deallocate(*a));
+  EXPECT_FALSE(pool.block_size(*a)) << "a cached block is no live block";
+  auto again = pool.deallocate(*a);
+  ASSERT_FALSE(again) << "double free of a cached medium block was accepted";
+  EXPECT_EQ(again.error().code, ErrorCode::invalid_argument);
+  std::thread other([&] {
+    auto r = pool.deallocate(*a);
+    EXPECT_FALSE(r) << "double free from another thread";
+    auto big = pool.allocate(3 * kMiB);  // not medium: never cached
+    EXPECT_TRUE(big);
+    if (big) {
+      EXPECT_TRUE(pool.deallocate(*big));
+    }
+  });
+  other.join();
+  MEMD_ASSERT_OK(pool.validate());
+  auto b = pool.allocate(9500);  // the same class
+  ASSERT_TRUE(b);
+  EXPECT_EQ(*b, *a) << "the thread's bin serves its class";
+  EXPECT_EQ(pool.block_size(*b), 10240u);
+  // Freed by another thread: into that thread's bin, and still refused twice.
+  std::thread third([&] {
+    EXPECT_TRUE(pool.deallocate(*b));
+    EXPECT_FALSE(pool.deallocate(*b));
+  });
+  third.join();
+  EXPECT_FALSE(pool.deallocate(*b));
+  EXPECT_FALSE(pool.deallocate(static_cast<char*>(*b) + 256)) << "interior pointer";
+  MEMD_ASSERT_OK(pool.validate());
+  auto s = pool.stats();  // takes the bins back
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.live_allocations, 0u);
+  EXPECT_EQ(s.total_allocations, 3u);
+  EXPECT_EQ(s.total_frees, 3u);
+  MEMD_ASSERT_OK(pool.validate());
+}
+
+TEST(ThreadCache, StreamFreesOfMediumBlocksKeepTheirRules) {
+  PoolEnv env = make_pool(256 * kMiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
+  ASSERT_TRUE(env.pool);
+  auto stream = env.backend->create_stream(DeviceId::host(0));
+  ASSERT_TRUE(stream);
+  {
+    auto& pool = *env.pool;
+    auto a = pool.allocate(100 * 1024);
+    ASSERT_TRUE(a);
+    MEMD_ASSERT_OK(pool.deallocate(*a, *stream));  // tracked and live: leaves the table
+    EXPECT_FALSE(pool.deallocate(*a)) << "plain free of a pending block";
+    MEMD_ASSERT_OK(pool.validate());
+    auto b = pool.allocate(100 * 1024);
+    ASSERT_TRUE(b);
+    MEMD_ASSERT_OK(pool.deallocate(*b));  // cached
+    EXPECT_FALSE(pool.deallocate(*b, *stream)) << "stream free of a cached block";
+    MEMD_ASSERT_OK(pool.validate());
+    EXPECT_EQ(pool.stats().live_allocations, 0u);
+  }
+  env.pool.reset();
+  (void)env.backend->destroy_stream(*stream);
+}
+
+TEST(ThreadCache, ThreadExitGivesMediumBlocksBack) {
+  PoolEnv env = make_pool(256 * kMiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  std::thread t([&] {
+    // More than the bins hold: bins of a class flush, and the per-thread
+    // byte bound flushes other classes.
+    std::vector<void*> blocks;
+    for (int i = 0; i < 48; ++i) {
+      auto p = pool.allocate(static_cast<std::uint64_t>(16 + (i % 12) * 160) * 1024);
+      ASSERT_TRUE(p);
+      blocks.push_back(*p);
+    }
+    for (void* p : blocks) EXPECT_TRUE(pool.deallocate(p));
+    EXPECT_TRUE(pool.validate());
+  });
+  t.join();
+  MEMD_ASSERT_OK(pool.validate());
+  auto s = pool.stats();
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.total_allocations, s.total_frees);
+  EXPECT_EQ(s.active_bytes, 0u) << "every medium block is back in TLSF";
+}
+
+TEST(ThreadCache, OneThreadKeepsExactSizesAndContentionTurnsMediumCachingOn) {
+  PoolEnv env = make_pool(512 * kMiB);
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  for (int i = 0; i < 20000; ++i) {
+    auto p = pool.allocate(9000);
+    ASSERT_TRUE(p);
+    ASSERT_EQ(pool.block_size(*p), 9216u) << "one thread: exact (256-byte) sizes";
+    MEMD_ASSERT_OK(pool.deallocate(*p));
+  }
+  // Four threads on the pool lock (large blocks, never cached) until the
+  // lock has been found held often enough; on any machine with threads
+  // that takes milliseconds, the bound is seconds.
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> hammer;
+  for (int t = 0; t < 4; ++t)
+    hammer.emplace_back([&] {
+      while (!stop.load())
+        if (auto p = pool.allocate(3 * kMiB)) (void)pool.deallocate(*p);
+    });
+  bool rounded = false;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!rounded && std::chrono::steady_clock::now() < until) {
+    auto p = pool.allocate(9000);
+    ASSERT_TRUE(p);
+    rounded = pool.block_size(*p) == 10240u;
+    MEMD_ASSERT_OK(pool.deallocate(*p));
+  }
+  stop = true;
+  for (auto& h : hammer) h.join();
+  EXPECT_TRUE(rounded) << "medium caching never turned on under contention";
+  MEMD_ASSERT_OK(pool.validate());
 }
 
 // Review findings of session 3, each a test that failed before its fix.
