@@ -282,11 +282,27 @@ TEST(ThreadCache, MediumBlocksAreCachedByClassAndDoubleFreesRefused) {
   EXPECT_FALSE(pool.deallocate(*b));
   EXPECT_FALSE(pool.deallocate(static_cast<char*>(*b) + 256)) << "interior pointer";
   MEMD_ASSERT_OK(pool.validate());
+  // An empty class borrows from the next one up, never from further.
+  auto c14 = pool.allocate(14000);
+  ASSERT_TRUE(c14);
+  EXPECT_EQ(pool.block_size(*c14), 14336u);
+  MEMD_ASSERT_OK(pool.deallocate(*c14));
+  auto c12 = pool.allocate(12000);  // class 12288: empty bin
+  ASSERT_TRUE(c12);
+  EXPECT_EQ(*c12, *c14);
+  EXPECT_EQ(pool.block_size(*c12), 14336u);
+  MEMD_ASSERT_OK(pool.deallocate(*c12));
+  auto c10 = pool.allocate(9000);  // class 10240: two classes below, a fresh block
+  ASSERT_TRUE(c10);
+  EXPECT_NE(*c10, *c14);
+  EXPECT_EQ(pool.block_size(*c10), 10240u);
+  MEMD_ASSERT_OK(pool.deallocate(*c10));
+  MEMD_ASSERT_OK(pool.validate());
   auto s = pool.stats();  // takes the bins back
   EXPECT_EQ(s.allocated_bytes, 0u);
   EXPECT_EQ(s.live_allocations, 0u);
-  EXPECT_EQ(s.total_allocations, 3u);
-  EXPECT_EQ(s.total_frees, 3u);
+  EXPECT_EQ(s.total_allocations, 6u);
+  EXPECT_EQ(s.total_frees, 6u);
   MEMD_ASSERT_OK(pool.validate());
 }
 
