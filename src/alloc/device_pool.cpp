@@ -686,7 +686,9 @@ struct DevicePool::Impl {
   // Pool lock held: a free that did not go through a cache. A tracked block
   // is live (its entry goes) or cached (a double free, refused).
   Result<void> free_tracked_locked(std::uint64_t address) {
-    if (live_blocks)
+    // The table is empty until medium caching first tracks a block: no
+    // lookup on the free path of a pool that never did (every replay).
+    if (live_blocks && live_blocks->size() != 0)
       if (auto e = live_blocks->find(address)) {
         if (e.cached())
           return fail(ErrorCode::invalid_argument, "double free of {:#x} (a medium block that is not live)",
@@ -1127,7 +1129,8 @@ Result<void> DevicePool::deallocate(void* ptr, const Stream& stream) {
   std::lock_guard lock(m.mu);  // before the live bit, so validate() sees no half-done free
   if (slot && !LiveSlots::clear_live(slot)) return m.refuse_double_free(address);
   // A tracked medium block leaves the table (a cached one is not the user's).
-  LiveBlocks::Entry tracked = m.live_blocks ? m.live_blocks->find(address) : LiveBlocks::Entry{};
+  LiveBlocks::Entry tracked =
+      m.live_blocks && m.live_blocks->size() != 0 ? m.live_blocks->find(address) : LiveBlocks::Entry{};
   if (tracked && tracked.cached())
     return fail(ErrorCode::invalid_argument, "double free of {:#x} (a medium block that is not live)", address);
   if (tracked) m.live_blocks->erase(tracked);

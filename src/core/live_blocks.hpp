@@ -10,8 +10,9 @@
 // size and a "cached" bit, so a free is one lookup and one compare-and-swap,
 // and a word can never be mistaken for another block's (the key is in it).
 //
-// Layout: open addressing, a fixed power-of-two number of words, linear
-// probing bounded by kMaxProbe. Inserting into a full neighbourhood fails;
+// Layout: open addressing, a fixed power-of-two number of words (anonymous
+// zero pages: a pool that never caches medium blocks touches none of them),
+// linear probing bounded by kMaxProbe. Inserting into a full neighbourhood fails;
 // the pool then leaves that block untracked and frees it through its lock,
 // so a full table costs speed, never correctness. Erased words become
 // tombstones that later inserts reuse (lookups probe past them).
@@ -23,8 +24,8 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
-#include <memory>
 
 namespace memd {
 
@@ -36,6 +37,9 @@ class LiveBlocks {
 
   // Covers addresses from `base` on; 2^capacity_log2 words.
   explicit LiveBlocks(std::uint64_t base, unsigned capacity_log2 = 16);
+  ~LiveBlocks();
+  LiveBlocks(const LiveBlocks&) = delete;
+  LiveBlocks& operator=(const LiveBlocks&) = delete;
 
   // A tracked block as found: its word (for the swaps) and where it lives.
   class Entry {
@@ -46,7 +50,7 @@ class LiveBlocks {
 
    private:
     friend class LiveBlocks;
-    std::atomic<std::uint64_t>* slot_ = nullptr;
+    std::uint64_t* slot_ = nullptr;  // accessed through std::atomic_ref only
     std::uint64_t word_ = 0;
   };
 
@@ -67,7 +71,7 @@ class LiveBlocks {
   template <typename F>
   void for_each(F&& f) const {
     for (std::size_t i = 0; i <= mask_; ++i) {
-      const std::uint64_t w = words_[i].load(std::memory_order_acquire);
+      const std::uint64_t w = std::atomic_ref<std::uint64_t>(words_[i]).load(std::memory_order_acquire);
       if (w > kTombstone) f(address_of(w), ((w >> 1) & kSizeMask) * kGrain, (w & 1u) != 0);
     }
   }
@@ -89,7 +93,7 @@ class LiveBlocks {
   unsigned shift_;
   std::size_t mask_;
   std::size_t count_ = 0;
-  std::unique_ptr<std::atomic<std::uint64_t>[]> words_;
+  std::uint64_t* words_;  // 2^capacity_log2 words, mapped zero
 };
 
 }  // namespace memd
