@@ -1318,6 +1318,7 @@ Result<void> DevicePool::validate() const {
       return fail(ErrorCode::internal, "pool: {} live bits set, {} slots held by users", user_bits, user_slots);
   }
   if (m.live_blocks) {
+    if (auto r = m.live_blocks->validate(); !r) return r;
     // Each tracked medium block is a live TLSF block of its size, cached
     // exactly when it sits in a thread's bin, and never pending.
     std::optional<Error> bad;

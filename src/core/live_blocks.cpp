@@ -79,4 +79,19 @@ bool LiveBlocks::to_live(Entry& e) noexcept {
   return true;
 }
 
+Result<void> LiveBlocks::validate() const {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i <= mask_; ++i) {
+    const std::uint64_t w = Word(words_[i]).load(std::memory_order_acquire);
+    if (w <= kTombstone) continue;
+    ++n;
+    const std::uint64_t address = address_of(w);
+    const Entry e = find(address);
+    if (e.slot_ != &words_[i])
+      return fail(ErrorCode::internal, "live blocks: entry {:#x} at word {} is not found from its home", address, i);
+  }
+  if (n != count_) return fail(ErrorCode::internal, "live blocks: {} entries, count says {}", n, count_);
+  return {};
+}
+
 }  // namespace memd

@@ -27,6 +27,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "memd/error.hpp"
+
 namespace memd {
 
 class LiveBlocks {
@@ -76,6 +78,9 @@ class LiveBlocks {
     }
   }
   std::size_t size() const noexcept { return count_; }  // caller serialises
+  // Caller serialises: the count matches the words, and every entry is
+  // found from its home slot (within kMaxProbe, no empty word between).
+  Result<void> validate() const;
 
  private:
   static constexpr std::uint64_t kEmpty = 0, kTombstone = 1;

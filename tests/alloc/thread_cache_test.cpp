@@ -30,6 +30,18 @@ std::vector<void*> allocate_n(DevicePool& pool, int n, std::uint64_t size) {
   return blocks;
 }
 
+// After every block went back: nothing allocated or live, `n` allocations
+// and as many frees counted, and the pool valid.
+void expect_all_back(DevicePool& pool, std::uint64_t n) {
+  MEMD_ASSERT_OK(pool.validate());
+  auto s = pool.stats();  // takes cached blocks back
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.live_allocations, 0u);
+  EXPECT_EQ(s.total_allocations, n);
+  EXPECT_EQ(s.total_frees, n);
+  MEMD_ASSERT_OK(pool.validate());
+}
+
 TEST(ThreadCache, FreedSlotIsReusedAndASecondFreeIsRefusedInAnyThread) {
   PoolEnv env = make_pool(256 * kMiB);
   ASSERT_TRUE(env.pool);
@@ -55,12 +67,7 @@ TEST(ThreadCache, FreedSlotIsReusedAndASecondFreeIsRefusedInAnyThread) {
   EXPECT_EQ(*b, *a) << "the thread's cache serves its last freed slot first";
   MEMD_ASSERT_OK(pool.validate());
   MEMD_ASSERT_OK(pool.deallocate(*b));
-  auto s = pool.stats();
-  EXPECT_EQ(s.allocated_bytes, 0u);
-  EXPECT_EQ(s.live_allocations, 0u);
-  EXPECT_EQ(s.total_allocations, 2u);
-  EXPECT_EQ(s.total_frees, 2u);
-  MEMD_ASSERT_OK(pool.validate());
+  expect_all_back(pool, 2);
 }
 
 TEST(ThreadCache, SlotFreedByAnotherThreadIsCountedOnce) {
@@ -297,13 +304,7 @@ TEST(ThreadCache, MediumBlocksAreCachedByClassAndDoubleFreesRefused) {
   EXPECT_NE(*c10, *c14);
   EXPECT_EQ(pool.block_size(*c10), 10240u);
   MEMD_ASSERT_OK(pool.deallocate(*c10));
-  MEMD_ASSERT_OK(pool.validate());
-  auto s = pool.stats();  // takes the bins back
-  EXPECT_EQ(s.allocated_bytes, 0u);
-  EXPECT_EQ(s.live_allocations, 0u);
-  EXPECT_EQ(s.total_allocations, 6u);
-  EXPECT_EQ(s.total_frees, 6u);
-  MEMD_ASSERT_OK(pool.validate());
+  expect_all_back(pool, 6);
 }
 
 TEST(ThreadCache, StreamFreesOfMediumBlocksKeepTheirRules) {

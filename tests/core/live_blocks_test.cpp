@@ -28,6 +28,7 @@ TEST(LiveBlocks, FindsWhatWasInsertedWithItsSize) {
   EXPECT_FALSE(t.find(kBase - 256)) << "below the base";
   EXPECT_FALSE(t.find(kBase + 4097)) << "unaligned";
   EXPECT_EQ(t.size(), 2u);
+  EXPECT_TRUE(t.validate());
 }
 
 TEST(LiveBlocks, RefusesWhatItCannotTrack) {
@@ -86,6 +87,7 @@ TEST(LiveBlocks, AFullNeighbourhoodRefusesAndTombstonesAreReused) {
     ++seen;
   });
   EXPECT_EQ(seen, again);
+  EXPECT_TRUE(t.validate());
 }
 
 TEST(LiveBlocks, ThreadsFreeingTheSameBlocksLetExactlyOneWin) {
