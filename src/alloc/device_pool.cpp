@@ -512,7 +512,11 @@ struct DevicePool::Impl {
     while (b.count > keep) {
       const std::uint64_t address = b.blocks[--b.count];
       c.medium_cached -= ThreadCache::medium_bytes(cls);
-      live_blocks->erase(live_blocks->find(address));
+      // A binned block's word is "cached" and only its owner (holding the
+      // cache lock, as here) changes it; anything else is a broken table,
+      // and the block is then leaked rather than freed twice.
+      auto e = live_blocks->find(address);
+      if (!e || !e.cached() || !live_blocks->erase(e)) continue;
       (void)release_block(address);
     }
   }
@@ -650,8 +654,14 @@ struct DevicePool::Impl {
     auto lock = lock_pool();
     fold(c);
     auto r = allocate_locked(bytes);
-    // Untracked when the table is full: its free then takes the pool lock.
-    if (r) (void)live_blocks->insert(*r, bytes);
+    if (!r && r.error().code == ErrorCode::out_of_memory && c.medium_cached != 0) {
+      // This thread's own bins may be what is missing.
+      for (int k = 0; k < ThreadCache::kMediumClasses; ++k) flush_medium(c, k, 0);
+      r = allocate_locked(bytes);
+    }
+    // Tracked only as the TLSF block of exactly its class size it should be;
+    // untracked (the table is full) its free takes the pool lock.
+    if (r && tlsf.allocated_size(*r) == bytes) (void)live_blocks->insert(*r, bytes);
     return r;
   }
   // A tracked medium block back from the user: into this thread's bin. The
@@ -690,14 +700,19 @@ struct DevicePool::Impl {
     // lookup on the free path of a pool that never did (every replay).
     if (live_blocks && live_blocks->size() != 0)
       if (auto e = live_blocks->find(address)) {
-        if (e.cached())
+        if (e.cached() || !live_blocks->erase(e))
           return fail(ErrorCode::invalid_argument, "double free of {:#x} (a medium block that is not live)",
                       address);
-        live_blocks->erase(e);
         auto r = free_locked(address);
         if (!r) (void)live_blocks->insert(address, e.size());
         return r;
       }
+    // A slot address here missed the lock-free lookup (its span was not
+    // open then): a stale pointer. If a span opened there since, the slot
+    // must still be live to be freed, or a cached slot would be freed too.
+    if (live_slots)
+      if (const auto slot = live_slots->find(address); slot && !take_back(address, slot))
+        return refuse_double_free(address);
     return free_locked(address);
   }
 
@@ -1089,7 +1104,8 @@ Result<void*> DevicePool::allocate(std::uint64_t size) {
     if (!r) return fail(r.error());
     return reinterpret_cast<void*>(*r);
   }
-  if (ThreadCache::is_medium(size) && m.medium_caching.load(std::memory_order_acquire) && !tls_gone) {
+  if (ThreadCache::is_medium(size) && m.medium_caching.load(std::memory_order_acquire) && !tls_gone &&
+      ThreadCache::medium_bytes(ThreadCache::medium_class(size)) < m.opt.huge_threshold) {
     auto r = m.cached_medium_allocate(size);
     if (!r) return fail(r.error());
     return reinterpret_cast<void*>(*r);
@@ -1125,15 +1141,16 @@ Result<void> DevicePool::deallocate(void* ptr) {
 Result<void> DevicePool::deallocate(void* ptr, const Stream& stream) {
   auto& m = *impl_;
   const auto address = reinterpret_cast<std::uint64_t>(ptr);
-  const LiveSlots::Slot slot = m.live_slots ? m.live_slots->find(address) : LiveSlots::Slot{};
   std::lock_guard lock(m.mu);  // before the live bit, so validate() sees no half-done free
-  if (slot && !LiveSlots::clear_live(slot)) return m.refuse_double_free(address);
+  // Looked up under the lock: spans open and close under it, so a stale
+  // pointer cannot miss a span that opens between lookup and free.
+  const LiveSlots::Slot slot = m.live_slots ? m.live_slots->find(address) : LiveSlots::Slot{};
+  if (slot && !m.take_back(address, slot)) return m.refuse_double_free(address);
   // A tracked medium block leaves the table (a cached one is not the user's).
   LiveBlocks::Entry tracked =
       m.live_blocks && m.live_blocks->size() != 0 ? m.live_blocks->find(address) : LiveBlocks::Entry{};
-  if (tracked && tracked.cached())
+  if (tracked && (tracked.cached() || !m.live_blocks->erase(tracked)))
     return fail(ErrorCode::invalid_argument, "double free of {:#x} (a medium block that is not live)", address);
-  if (tracked) m.live_blocks->erase(tracked);
   auto r = m.free_on(address, stream);
   if (!r && slot) (void)LiveSlots::set_live(slot);  // refused: the user still holds it
   if (!r && tracked) (void)m.live_blocks->insert(address, tracked.size());

@@ -99,9 +99,11 @@ struct PoolOptions {
   bool thread_cache = true;
   // Medium blocks (8 KiB – 2 MiB) through the same caches, their sizes rounded
   // up to four classes per power of two: WhenContended turns this on the
-  // first time the pool lock has been found held 64 times (one thread never
-  // does, so its sizes and footprint stay exact); Always and Never are for
-  // tests and comparison. Needs thread_cache.
+  // first time an allocation or free has found the pool lock held 64 times
+  // (one thread alone never does, so its sizes and footprint stay exact;
+  // statistics or trims from another thread can count); Always and Never
+  // are for tests and comparison. Needs thread_cache; sizes whose class
+  // reaches huge_threshold are never cached.
   enum class MediumCache { Never, WhenContended, Always };
   MediumCache medium_cache = MediumCache::WhenContended;
 };

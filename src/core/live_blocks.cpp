@@ -40,10 +40,11 @@ bool LiveBlocks::insert(std::uint64_t address, std::uint64_t size) {
   return false;
 }
 
-void LiveBlocks::erase(const Entry& e) noexcept {
-  if (e.slot_ == nullptr) return;
-  Word(*e.slot_).store(kTombstone, std::memory_order_release);
+bool LiveBlocks::erase(Entry& e) noexcept {
+  if (e.slot_ == nullptr) return false;
+  if (!Word(*e.slot_).compare_exchange_strong(e.word_, kTombstone, std::memory_order_acq_rel)) return false;
   --count_;
+  return true;
 }
 
 LiveBlocks::Entry LiveBlocks::find(std::uint64_t address) const noexcept {

@@ -59,8 +59,10 @@ class LiveBlocks {
   // Caller serialises. Tracks a live block; false when the address is not
   // trackable (below base, unaligned, too large) or its neighbourhood is full.
   bool insert(std::uint64_t address, std::uint64_t size);
-  // Caller serialises; `e` from find() under the same serialisation.
-  void erase(const Entry& e) noexcept;
+  // Caller serialises. A compare-and-swap too: false (nothing changed) when
+  // the word is no longer what find() read — a lock-free free cached the
+  // block meanwhile, and the caller's free is a double free.
+  bool erase(Entry& e) noexcept;
 
   Entry find(std::uint64_t address) const noexcept;
   // Live -> cached (a free) and cached -> live (reuse from a cache). False

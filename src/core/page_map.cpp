@@ -238,7 +238,8 @@ std::size_t PageMap::first_unit_at(std::size_t p) const noexcept {
   // Mapped: walk back to the unit's first page (it is mapped, so it exists).
   std::size_t w = p / 64;
   std::uint64_t bits = unit_bits_[w] & (p % 64 == 63 ? ~std::uint64_t{0} : (std::uint64_t{2} << (p % 64)) - 1);
-  while (bits == 0) bits = unit_bits_[--w];
+  while (bits == 0 && w > 0) bits = unit_bits_[--w];
+  if (bits == 0) return p;  // no unit starts below: a cut unit (validate() reports it)
   return w * 64 + 63 - static_cast<std::size_t>(std::countl_zero(bits));
 }
 

@@ -3,6 +3,7 @@
 // cached slots as free, a thread's exit gives its cache back, a pool may go
 // before the threads that used it, and stream-ordered frees keep their rules.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <atomic>
 #include <chrono>
@@ -328,6 +329,92 @@ TEST(ThreadCache, StreamFreesOfMediumBlocksKeepTheirRules) {
   }
   env.pool.reset();
   (void)env.backend->destroy_stream(*stream);
+}
+
+// Review finding of session 4: a plain free (lock-free, into the caller's
+// bin) racing a stream free of the same tracked block (under the pool lock)
+// could both succeed, counting the block freed twice and later freeing it
+// while pending. Exactly one of the two frees may succeed, in every round.
+TEST(ThreadCache, RacingPlainAndStreamFreesOfOneMediumBlockNeverBothSucceed) {
+  PoolEnv env = make_pool(256 * kMiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
+  ASSERT_TRUE(env.pool);
+  auto stream = env.backend->create_stream(DeviceId::host(0));
+  ASSERT_TRUE(stream);
+  {
+    auto& pool = *env.pool;
+    constexpr int kRounds = 20000;
+    std::atomic<void*> target{nullptr};
+    std::atomic<int> round{0}, done{0}, both{0}, neither{0};
+    std::atomic<bool> plain_ok{false};
+    auto spin = [](int n) {
+      std::atomic<int> i{0};  // a delay the compiler keeps
+      while (i.load(std::memory_order_relaxed) < n) i.fetch_add(1, std::memory_order_relaxed);
+    };
+    std::thread other([&] {
+      for (int r = 1; r <= kRounds; ++r) {
+        while (round.load(std::memory_order_acquire) != r) {
+        }
+        spin(r % 64);
+        plain_ok.store(pool.deallocate(target.load()).has_value());
+        done.store(r, std::memory_order_release);
+      }
+    });
+    for (int r = 1; r <= kRounds; ++r) {
+      auto p = pool.allocate(100 * 1024);
+      ASSERT_TRUE(p) << p.error().message;
+      target.store(*p);
+      round.store(r, std::memory_order_release);
+      spin((r / 64) % 64);
+      const bool stream_ok = pool.deallocate(*p, *stream).has_value();
+      while (done.load(std::memory_order_acquire) != r) {
+      }
+      if (stream_ok && plain_ok.load()) ++both;
+      if (!stream_ok && !plain_ok.load()) ++neither;
+    }
+    other.join();
+    EXPECT_EQ(both.load(), 0) << "one block freed twice, both frees accepted";
+    EXPECT_EQ(neither.load(), 0) << "a live block's free refused";
+    MEMD_ASSERT_OK(pool.validate());
+    (void)pool.trim();  // waits for the pending frees
+    auto s = pool.stats();
+    EXPECT_EQ(s.allocated_bytes, 0u);
+    EXPECT_EQ(s.live_allocations, 0u);
+    MEMD_ASSERT_OK(pool.validate());
+  }
+  env.pool.reset();
+  (void)env.backend->destroy_stream(*stream);
+}
+
+// Review finding of session 4: with huge_threshold at or below 2 MiB a
+// medium class can be a huge range, which the cached path tracked at the
+// class size while the pool counted the page-rounded range. Such sizes stay
+// out of the caches. (The hole makes the huge range land above the arena,
+// where the old code tracked it.)
+TEST(ThreadCache, MediumSizesAtTheHugeThresholdAreNotCached) {
+  auto catalog = alloc_test::host_catalog(256 * kMiB);
+  ASSERT_TRUE(catalog);
+  PoolOptions opt{.huge_threshold = 1 * kMiB, .medium_cache = PoolOptions::MediumCache::Always};
+  auto backend = catalog->backend_for(opt.device, opt.memory_type);
+  ASSERT_TRUE(backend);
+  void* hole = ::mmap(nullptr, 512 * kMiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(hole, MAP_FAILED);
+  auto made = DevicePool::create(**backend, opt);
+  ASSERT_TRUE(made);
+  auto pool = std::move(*made);
+  ::munmap(hole, 512 * kMiB);
+  auto p = pool->allocate(1000 * 1024);  // class 1 MiB >= huge_threshold
+  ASSERT_TRUE(p);
+  EXPECT_EQ(pool->block_size(*p), 1000u * 1024) << "its exact size: not rounded to a class, not cached";
+  MEMD_ASSERT_OK(pool->validate());
+  auto q = pool->allocate(600 * 1024);  // class 640 KiB: cached as usual
+  ASSERT_TRUE(q);
+  EXPECT_EQ(pool->block_size(*q), 640u * 1024);
+  MEMD_ASSERT_OK(pool->deallocate(*p));
+  MEMD_ASSERT_OK(pool->deallocate(*q));
+  MEMD_ASSERT_OK(pool->validate());
+  auto s = pool->stats();
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.live_allocations, 0u);
 }
 
 TEST(ThreadCache, ThreadExitGivesMediumBlocksBack) {

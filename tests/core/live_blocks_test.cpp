@@ -74,7 +74,10 @@ TEST(LiveBlocks, AFullNeighbourhoodRefusesAndTombstonesAreReused) {
   EXPECT_LE(in.size(), 64u);
   EXPECT_GE(in.size(), 32u);
   for (auto a : in) EXPECT_TRUE(t.find(a)) << a;
-  for (auto a : in) t.erase(t.find(a));
+  for (auto a : in) {
+    auto e = t.find(a);
+    EXPECT_TRUE(t.erase(e));
+  }
   EXPECT_EQ(t.size(), 0u);
   std::size_t again = 0;
   for (std::uint64_t i = 0; i < 1000; ++i) again += t.insert(kBase + (5000 + i) * 4096, 4096);
@@ -88,6 +91,24 @@ TEST(LiveBlocks, AFullNeighbourhoodRefusesAndTombstonesAreReused) {
   });
   EXPECT_EQ(seen, again);
   EXPECT_TRUE(t.validate());
+}
+
+// The pool erases a live entry under its lock (a stream free, a free that
+// missed the caches) after find(); a lock-free free that cached the block in
+// between must make that erase fail, or both frees succeed (review finding of
+// session 4: erase was a plain store).
+TEST(LiveBlocks, EraseFailsWhenTheWordChangedSinceFind) {
+  LiveBlocks t(kBase, 10);
+  ASSERT_TRUE(t.insert(kBase + 65536, 16384));
+  auto pool_view = t.find(kBase + 65536);
+  auto free_view = t.find(kBase + 65536);
+  ASSERT_TRUE(LiveBlocks::to_cached(free_view));
+  EXPECT_FALSE(t.erase(pool_view));
+  auto now = t.find(kBase + 65536);
+  EXPECT_TRUE(now && now.cached()) << "a cached word was erased";
+  EXPECT_EQ(t.size(), 1u);
+  EXPECT_TRUE(t.erase(now));
+  EXPECT_EQ(t.size(), 0u);
 }
 
 TEST(LiveBlocks, ThreadsFreeingTheSameBlocksLetExactlyOneWin) {
