@@ -522,15 +522,19 @@ struct DevicePool::Impl {
   }
   // No lock held: every cache gives its slots and counts back (statistics,
   // trim and snapshots see cached slots as free). Caches stay registered.
-  void drain_caches() {
-    if (!live_slots) return;
+  // Returns the bytes the caches held.
+  std::uint64_t drain_caches() {
+    if (!live_slots) return 0;
+    std::uint64_t taken = 0;
     std::lock_guard g(caches_mu);
     for (auto& c : caches) {
       std::lock_guard cg(c->mu);
       if (c->pool == nullptr) continue;
+      taken += c->cached_bytes();
       std::lock_guard lock(mu);
       absorb(*c);
     }
+    return taken;
   }
   // Cache lock held: one slot for the user, counted like any allocation (with
   // the pressure ladder when it fails), plus up to half a bin more from spans
@@ -653,12 +657,7 @@ struct DevicePool::Impl {
     const std::uint64_t bytes = ThreadCache::medium_bytes(cls);
     auto lock = lock_pool();
     fold(c);
-    auto r = allocate_locked(bytes);
-    if (!r && r.error().code == ErrorCode::out_of_memory && c.medium_cached != 0) {
-      // This thread's own bins may be what is missing.
-      for (int k = 0; k < ThreadCache::kMediumClasses; ++k) flush_medium(c, k, 0);
-      r = allocate_locked(bytes);
-    }
+    auto r = allocate_locked(bytes);  // out of memory: DevicePool::allocate drains the caches and retries
     // Tracked only as the TLSF block of exactly its class size it should be;
     // untracked (the table is full) its free takes the pool lock.
     if (r && tlsf.allocated_size(*r) == bytes) (void)live_blocks->insert(*r, bytes);
@@ -1099,19 +1098,26 @@ Result<std::unique_ptr<DevicePool>> DevicePool::create(Backend& backend, const P
 
 Result<void*> DevicePool::allocate(std::uint64_t size) {
   auto& m = *impl_;
-  if (m.live_slots && size != 0 && SlabAllocator::is_small(size)) {
-    auto r = tls_gone ? m.uncached_small_allocate(size) : m.cached_allocate(size);
-    if (!r) return fail(r.error());
-    return reinterpret_cast<void*>(*r);
+  auto once = [&]() -> Result<std::uint64_t> {
+    if (m.live_slots && size != 0 && SlabAllocator::is_small(size))
+      return tls_gone ? m.uncached_small_allocate(size) : m.cached_allocate(size);
+    if (ThreadCache::is_medium(size) && m.medium_caching.load(std::memory_order_acquire) && !tls_gone &&
+        ThreadCache::medium_bytes(ThreadCache::medium_class(size)) < m.opt.huge_threshold)
+      return m.cached_medium_allocate(size);
+    auto lock = m.lock_pool();
+    return m.allocate_locked(size);
+  };
+  auto r = once();
+  if (!r && r.error().code == ErrorCode::out_of_memory && m.drain_caches() != 0) {
+    // What the thread caches held (up to 2 MiB of slots and 16 MiB of medium
+    // blocks a thread) may be what was missing: it is back, try once more.
+    // The first attempt counted a failure the call may not end with.
+    {
+      std::lock_guard lock(m.mu);
+      --m.failed;
+    }
+    r = once();
   }
-  if (ThreadCache::is_medium(size) && m.medium_caching.load(std::memory_order_acquire) && !tls_gone &&
-      ThreadCache::medium_bytes(ThreadCache::medium_class(size)) < m.opt.huge_threshold) {
-    auto r = m.cached_medium_allocate(size);
-    if (!r) return fail(r.error());
-    return reinterpret_cast<void*>(*r);
-  }
-  auto lock = m.lock_pool();
-  auto r = m.allocate_locked(size);
   if (!r) return fail(r.error());
   return reinterpret_cast<void*>(*r);
 }

@@ -417,6 +417,27 @@ TEST(ThreadCache, MediumSizesAtTheHugeThresholdAreNotCached) {
   EXPECT_EQ(s.live_allocations, 0u);
 }
 
+// Blocks parked in thread caches are given back before an allocation fails
+// for want of memory: 64 MiB device, medium blocks freed into this thread's
+// bins (and other threads' slots), then one block of nearly all of it.
+TEST(ThreadCache, CachedBlocksGoBackBeforeOutOfMemory) {
+  PoolEnv env = make_pool(64 * kMiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  std::vector<void*> blocks = allocate_n(pool, 12, 1900 * 1024);  // class 2 MiB
+  for (void* p : blocks) MEMD_ASSERT_OK(pool.deallocate(p));
+  std::thread other([&] {
+    auto small = allocate_n(pool, 64, 4096);
+    for (void* p : small) EXPECT_TRUE(pool.deallocate(p));
+  });
+  other.join();
+  auto big = pool.allocate(56 * kMiB);
+  ASSERT_TRUE(big) << big.error().message;
+  MEMD_ASSERT_OK(pool.validate());
+  MEMD_ASSERT_OK(pool.deallocate(*big));
+  MEMD_ASSERT_OK(pool.validate());
+}
+
 TEST(ThreadCache, ThreadExitGivesMediumBlocksBack) {
   PoolEnv env = make_pool(256 * kMiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
   ASSERT_TRUE(env.pool);
