@@ -563,11 +563,7 @@ struct DevicePool::Impl {
     std::uint64_t address = 0;
     if (b.count != 0) {
       address = b.slots[--b.count];
-      c.allocated_delta += static_cast<std::int64_t>(ThreadCache::slot_bytes(cls));
-      ++c.live_delta;
-      ++c.allocs;
-      c.allocated_high = std::max(c.allocated_high, c.allocated_delta);
-      c.live_high = std::max(c.live_high, c.live_delta);
+      c.count_allocate(ThreadCache::slot_bytes(cls));
     } else {
       auto r = refill(c, size);
       if (!r) return r;
@@ -621,9 +617,7 @@ struct DevicePool::Impl {
       flush_bin(c, cls, b.count / 2);
     }
     b.slots[b.count++] = address;
-    c.allocated_delta -= static_cast<std::int64_t>(slot_size);
-    --c.live_delta;
-    ++c.frees;
+    c.count_free(slot_size);
     return {};
   }
 
@@ -647,11 +641,7 @@ struct DevicePool::Impl {
       auto e = live_blocks->find(address);
       if (!LiveBlocks::to_live(e))
         return fail(ErrorCode::internal, "cached block {:#x} is not cached in the live table", address);
-      c.allocated_delta += static_cast<std::int64_t>(bytes);
-      ++c.live_delta;
-      ++c.allocs;
-      c.allocated_high = std::max(c.allocated_high, c.allocated_delta);
-      c.live_high = std::max(c.live_high, c.live_delta);
+      c.count_allocate(bytes);
       return address;
     }
     const std::uint64_t bytes = ThreadCache::medium_bytes(cls);
@@ -687,9 +677,7 @@ struct DevicePool::Impl {
     }
     b.blocks[b.count++] = address;
     c.medium_cached += bytes;
-    c.allocated_delta -= static_cast<std::int64_t>(bytes);
-    --c.live_delta;
-    ++c.frees;
+    c.count_free(bytes);
     return {};
   }
   // Pool lock held: a free that did not go through a cache. A tracked block

@@ -94,6 +94,21 @@ struct ThreadCache {
   std::int64_t allocated_high = 0, live_high = 0;  // highest deltas since the last fold (for the peaks)
   std::uint64_t allocs = 0, frees = 0;
 
+  // A block of `bytes` served from a bin / taken into one (the counts the
+  // pool folds in later).
+  void count_allocate(std::uint64_t bytes) noexcept {
+    allocated_delta += static_cast<std::int64_t>(bytes);
+    ++live_delta;
+    ++allocs;
+    allocated_high = std::max(allocated_high, allocated_delta);
+    live_high = std::max(live_high, live_delta);
+  }
+  void count_free(std::uint64_t bytes) noexcept {
+    allocated_delta -= static_cast<std::int64_t>(bytes);
+    --live_delta;
+    ++frees;
+  }
+
   std::uint64_t cached_bytes() const noexcept {
     std::uint64_t b = 0;
     for (int c = 0; c < SlabAllocator::kClassCount; ++c) b += bins[c].count * slot_bytes(c);
