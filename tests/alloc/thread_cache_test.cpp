@@ -43,6 +43,19 @@ void expect_all_back(DevicePool& pool, std::uint64_t n) {
   MEMD_ASSERT_OK(pool.validate());
 }
 
+// A 256 MiB pool on host:0 and a stream: f(pool, stream), then the pool goes
+// before its stream.
+template <typename F>
+void with_stream(PoolOptions options, F&& f) {
+  PoolEnv env = make_pool(256 * kMiB, options);
+  ASSERT_TRUE(env.pool);
+  auto stream = env.backend->create_stream(DeviceId::host(0));
+  ASSERT_TRUE(stream);
+  f(*env.pool, *stream);
+  env.pool.reset();
+  (void)env.backend->destroy_stream(*stream);
+}
+
 TEST(ThreadCache, FreedSlotIsReusedAndASecondFreeIsRefusedInAnyThread) {
   PoolEnv env = make_pool(256 * kMiB);
   ASSERT_TRUE(env.pool);
@@ -140,28 +153,21 @@ TEST(ThreadCache, ThreadExitGivesTheCacheBackAndPoolMayGoFirst) {
 }
 
 TEST(ThreadCache, StreamFreesOfCachedSlotsKeepTheirRules) {
-  PoolEnv env = make_pool(256 * kMiB);
-  ASSERT_TRUE(env.pool);
-  auto stream = env.backend->create_stream(DeviceId::host(0));
-  ASSERT_TRUE(stream);
-  {
-    auto& pool = *env.pool;
+  with_stream({}, [&](DevicePool& pool, const Stream& stream) {
     auto a = pool.allocate(2048);  // through the cache
     ASSERT_TRUE(a);
-    MEMD_ASSERT_OK(pool.deallocate(*a, *stream));
+    MEMD_ASSERT_OK(pool.deallocate(*a, stream));
     EXPECT_FALSE(pool.deallocate(*a)) << "plain free of a pending slot";
-    EXPECT_FALSE(pool.deallocate(*a, *stream)) << "second stream free";
-    auto b = pool.allocate(2048, *stream);  // same stream: reused at once
+    EXPECT_FALSE(pool.deallocate(*a, stream)) << "second stream free";
+    auto b = pool.allocate(2048, stream);  // same stream: reused at once
     ASSERT_TRUE(b);
     EXPECT_EQ(*b, *a);
     EXPECT_EQ(pool.block_size(*b), 2048u);
     MEMD_ASSERT_OK(pool.deallocate(*b));  // plain free of a stream-allocated slot
-    EXPECT_FALSE(pool.deallocate(*b, *stream));
+    EXPECT_FALSE(pool.deallocate(*b, stream));
     MEMD_ASSERT_OK(pool.validate());
     EXPECT_EQ(pool.stats().live_allocations, 0u);
-  }
-  env.pool.reset();
-  (void)env.backend->destroy_stream(*stream);
+  });
 }
 
 TEST(ThreadCache, DisabledCacheBehavesTheSame) {
@@ -309,26 +315,20 @@ TEST(ThreadCache, MediumBlocksAreCachedByClassAndDoubleFreesRefused) {
 }
 
 TEST(ThreadCache, StreamFreesOfMediumBlocksKeepTheirRules) {
-  PoolEnv env = make_pool(256 * kMiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
-  ASSERT_TRUE(env.pool);
-  auto stream = env.backend->create_stream(DeviceId::host(0));
-  ASSERT_TRUE(stream);
-  {
-    auto& pool = *env.pool;
+  const PoolOptions medium{.medium_cache = PoolOptions::MediumCache::Always};
+  with_stream(medium, [&](DevicePool& pool, const Stream& stream) {
     auto a = pool.allocate(100 * 1024);
     ASSERT_TRUE(a);
-    MEMD_ASSERT_OK(pool.deallocate(*a, *stream));  // tracked and live: leaves the table
+    MEMD_ASSERT_OK(pool.deallocate(*a, stream));  // tracked and live: leaves the table
     EXPECT_FALSE(pool.deallocate(*a)) << "plain free of a pending block";
     MEMD_ASSERT_OK(pool.validate());
     auto b = pool.allocate(100 * 1024);
     ASSERT_TRUE(b);
     MEMD_ASSERT_OK(pool.deallocate(*b));  // cached
-    EXPECT_FALSE(pool.deallocate(*b, *stream)) << "stream free of a cached block";
+    EXPECT_FALSE(pool.deallocate(*b, stream)) << "stream free of a cached block";
     MEMD_ASSERT_OK(pool.validate());
     EXPECT_EQ(pool.stats().live_allocations, 0u);
-  }
-  env.pool.reset();
-  (void)env.backend->destroy_stream(*stream);
+  });
 }
 
 // Review finding of session 4: a plain free (lock-free, into the caller's
@@ -336,12 +336,8 @@ TEST(ThreadCache, StreamFreesOfMediumBlocksKeepTheirRules) {
 // could both succeed, counting the block freed twice and later freeing it
 // while pending. Exactly one of the two frees may succeed, in every round.
 TEST(ThreadCache, RacingPlainAndStreamFreesOfOneMediumBlockNeverBothSucceed) {
-  PoolEnv env = make_pool(256 * kMiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
-  ASSERT_TRUE(env.pool);
-  auto stream = env.backend->create_stream(DeviceId::host(0));
-  ASSERT_TRUE(stream);
-  {
-    auto& pool = *env.pool;
+  const PoolOptions medium{.medium_cache = PoolOptions::MediumCache::Always};
+  with_stream(medium, [&](DevicePool& pool, const Stream& stream) {
     constexpr int kRounds = 20000;
     std::atomic<void*> target{nullptr};
     std::atomic<int> round{0}, done{0}, both{0}, neither{0};
@@ -365,7 +361,7 @@ TEST(ThreadCache, RacingPlainAndStreamFreesOfOneMediumBlockNeverBothSucceed) {
       target.store(*p);
       round.store(r, std::memory_order_release);
       spin((r / 64) % 64);
-      const bool stream_ok = pool.deallocate(*p, *stream).has_value();
+      const bool stream_ok = pool.deallocate(*p, stream).has_value();
       while (done.load(std::memory_order_acquire) != r) {
       }
       if (stream_ok && plain_ok.load()) ++both;
@@ -380,9 +376,7 @@ TEST(ThreadCache, RacingPlainAndStreamFreesOfOneMediumBlockNeverBothSucceed) {
     EXPECT_EQ(s.allocated_bytes, 0u);
     EXPECT_EQ(s.live_allocations, 0u);
     MEMD_ASSERT_OK(pool.validate());
-  }
-  env.pool.reset();
-  (void)env.backend->destroy_stream(*stream);
+  });
 }
 
 // Review finding of session 4: with huge_threshold at or below 2 MiB a

@@ -195,7 +195,8 @@ TEST(PageMap, UnitsAreFoundWholeAcrossWordsAndGaps) {
   using Units = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
   auto units = [&](std::uint64_t lo, std::uint64_t hi) {
     Units out;
-    m.for_each_unit(lo, hi, [&](std::uint64_t o, std::uint64_t n) { out.emplace_back((o - kBase) / kPage, n / kPage); });
+    m.for_each_unit(lo, hi,
+                    [&](std::uint64_t o, std::uint64_t n) { out.emplace_back((o - kBase) / kPage, n / kPage); });
     return out;
   };
   EXPECT_EQ(units(kBase, at(256)), (Units{{60, 10}, {70, 2}, {130, 1}, {131, 69}}));
