@@ -470,7 +470,10 @@ struct DevicePool::Impl {
   // held, and turns medium caching on at kContendedToCache (see live_blocks).
   std::unique_lock<SpinLock> lock_pool() {
     if (mu.try_lock()) return std::unique_lock<SpinLock>(mu, std::adopt_lock);
-    if (live_blocks && contended.fetch_add(1, std::memory_order_relaxed) + 1 == kContendedToCache)
+    // Counted only until caching is on: the counter shares a line with what
+    // every cached call reads, and a write per contended lock would bounce it.
+    if (live_blocks && !medium_caching.load(std::memory_order_relaxed) &&
+        contended.fetch_add(1, std::memory_order_relaxed) + 1 == kContendedToCache)
       medium_caching.store(true, std::memory_order_release);
     return std::unique_lock<SpinLock>(mu);
   }
