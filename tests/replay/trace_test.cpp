@@ -52,6 +52,42 @@ TEST(Trace, ScaledCopyRoundsSizesAndRecomputesPeakLive) {
   EXPECT_EQ(odd.peak_live_bytes, 5120u + 512u);
 }
 
+TEST(Trace, PrefixStopsWhereLiveFirstReachesTheFractionAndFreesTheRest) {
+  // live: 1024, 1536, 512, 4608 (peak), 4096, 0
+  auto path = write_file("prefix.txt", "a 7 1024\na 9 512\nf 7\na 7 4096\nf 9\nf 7\n", false);
+  auto t = load_trace(path);
+  ASSERT_TRUE(t) << t.error().message;
+  ASSERT_EQ(t->peak_live_bytes, 4608u);
+
+  auto third = prefix_trace(*t, 1.0 / 3);  // 1536 bytes: reached by the second event
+  EXPECT_EQ(third.name, t->name + "_to33.3333");
+  ASSERT_EQ(third.ops.size(), 4u) << "two events, then a free of each live block";
+  EXPECT_TRUE(third.ops[0].allocate);
+  EXPECT_TRUE(third.ops[1].allocate);
+  EXPECT_FALSE(third.ops[2].allocate);
+  EXPECT_FALSE(third.ops[3].allocate);
+  EXPECT_NE(third.ops[2].slot, third.ops[3].slot);
+  EXPECT_EQ(third.peak_live_bytes, 1536u);
+  EXPECT_EQ(third.allocations, 2u);
+
+  // A fraction the trace only reaches at its peak keeps the events up to it.
+  auto most = prefix_trace(*t, 0.99);
+  ASSERT_EQ(most.ops.size(), 6u) << "4 events up to the peak, then 2 frees";
+  EXPECT_EQ(most.peak_live_bytes, 4608u);
+  EXPECT_EQ(most.allocations, 3u);
+
+  auto all = prefix_trace(*t, 1.0);
+  EXPECT_EQ(all.peak_live_bytes, t->peak_live_bytes);
+  EXPECT_EQ(all.ops.size(), 6u);
+
+  // Every prefix replays to nothing live: each allocation is freed once.
+  for (const auto& p : {third, most, all}) {
+    std::vector<int> balance(p.slots, 0);
+    for (const auto& op : p.ops) balance[op.slot] += op.allocate ? 1 : -1;
+    for (int b : balance) EXPECT_EQ(b, 0) << p.name;
+  }
+}
+
 TEST(Trace, RejectsMalformedAndInconsistentFiles) {
   const char* bad[] = {
       "a 1\n",                     // missing size

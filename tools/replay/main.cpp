@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,23 +49,34 @@ int main(int argc, char** argv) {
   app.add_option("--scale", scale_list,
                  "Replay each trace with every size multiplied by F (rounded down to 512 B), once per F: "
                  "--scale 0.5,0.8,2");
+  std::string prefix_list;
+  app.add_option("--prefix", prefix_list,
+                 "Replay each trace only up to where its live bytes first reach F of the peak (then free "
+                 "everything), once per F in (0, 1]: --prefix 0.1,0.25,0.5. With --scale: every scaled copy");
   app.add_option("--max-ratio", max_ratio, "Exit 1 if any trace's footprint_ratio exceeds this (0: no check)");
   app.add_option("TRACE", traces, "Trace files (gzip or text)")->required()->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
 
-  std::vector<double> scales;
-  for (std::size_t at = 0; !scale_list.empty() && at <= scale_list.size();) {
-    const std::size_t comma = std::min(scale_list.find(',', at), scale_list.size());
-    const std::string item = scale_list.substr(at, comma - at);
-    char* end = nullptr;
-    const double f = std::strtod(item.c_str(), &end);
-    if (item.empty() || end != item.c_str() + item.size() || !(f >= 0.01 && f <= 100)) {  // !(...) refuses NaN
-      std::fprintf(stderr, "memd-replay: --scale: '%s' is not a factor in [0.01, 100]\n", item.c_str());
-      return 2;
+  // A comma-separated list of factors within [lo, hi]; an empty list is none.
+  auto factors = [](const std::string& list, const char* flag, double lo, double hi) -> std::optional<std::vector<double>> {
+    std::vector<double> out;
+    for (std::size_t at = 0; !list.empty() && at <= list.size();) {
+      const std::size_t comma = std::min(list.find(',', at), list.size());
+      const std::string item = list.substr(at, comma - at);
+      char* end = nullptr;
+      const double f = std::strtod(item.c_str(), &end);
+      if (item.empty() || end != item.c_str() + item.size() || !(f >= lo && f <= hi)) {  // !(...) refuses NaN
+        std::fprintf(stderr, "memd-replay: %s: '%s' is not a factor in [%g, %g]\n", flag, item.c_str(), lo, hi);
+        return std::nullopt;
+      }
+      out.push_back(f);
+      at = comma + 1;
     }
-    scales.push_back(f);
-    at = comma + 1;
-  }
+    return out;
+  };
+  auto scales = factors(scale_list, "--scale", 0.01, 100);
+  auto prefixes = factors(prefix_list, "--prefix", 0.001, 1);
+  if (!scales || !prefixes) return 2;
 
   MemdReplayOptions mo;
   mo.backend = backend;
@@ -101,11 +113,13 @@ int main(int argc, char** argv) {
       ++failures;
       continue;
     }
-    if (scales.empty()) {
-      loaded.push_back(std::move(*trace));
-      continue;
+    std::vector<Trace> scaled;
+    if (scales->empty()) scaled.push_back(std::move(*trace));
+    for (double f : *scales) scaled.push_back(scale_trace(*trace, f));
+    for (auto& t : scaled) {
+      if (prefixes->empty()) loaded.push_back(std::move(t));
+      for (double f : *prefixes) loaded.push_back(prefix_trace(t, f));
     }
-    for (double f : scales) loaded.push_back(scale_trace(*trace, f));
   }
   for (auto& one : loaded) {
     Trace* trace = &one;

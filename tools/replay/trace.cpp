@@ -106,4 +106,31 @@ Trace scale_trace(const Trace& trace, double factor) {
   return out;
 }
 
+Trace prefix_trace(const Trace& trace, double fraction) {
+  Trace out;
+  out.name = fmt::format("{}_to{:g}", trace.name, fraction * 100);
+  out.slots = trace.slots;
+  const auto target = static_cast<std::uint64_t>(static_cast<double>(trace.peak_live_bytes) * fraction);
+  std::vector<std::uint64_t> size_of(trace.slots, 0);
+  std::vector<bool> live_slot(trace.slots, false);
+  std::uint64_t live = 0;
+  for (const auto& op : trace.ops) {
+    out.ops.push_back(op);
+    if (op.allocate) {
+      size_of[op.slot] = op.size;
+      live_slot[op.slot] = true;
+      live += op.size;
+      ++out.allocations;
+      out.peak_live_bytes = std::max(out.peak_live_bytes, live);
+    } else {
+      live -= size_of[op.slot];
+      live_slot[op.slot] = false;
+    }
+    if (live >= target) break;
+  }
+  for (std::uint32_t s = 0; s < trace.slots; ++s)
+    if (live_slot[s]) out.ops.push_back({false, s, 0});
+  return out;
+}
+
 }  // namespace memd::replay

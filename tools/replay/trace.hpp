@@ -40,4 +40,14 @@ Result<Trace> load_trace(const std::string& path);
 // was 1.0070); scaled copies make that visible in a test.
 Trace scale_trace(const Trace& trace, double factor);
 
+// The trace as if the workload had stopped the first time its live bytes
+// reached `fraction` (in (0, 1]) of the peak: the events up to that one, then
+// a free of every block still live (in slot order); named "<name>_to<percent>".
+// Why: an allocator that does not know the future must hold its footprint
+// ratio at every such point, since any of them could have been the peak; an
+// allocator that grows in fixed steps looks good at the end of growth and not
+// at a point before it (cudaMallocAsync: 1.13-1.28 on prefixes of traces it
+// ends at 1.03-1.04, docs/benchmarks.md).
+Trace prefix_trace(const Trace& trace, double fraction);
+
 }  // namespace memd::replay
