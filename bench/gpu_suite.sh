@@ -22,11 +22,10 @@ echo "== memd devices"
 
 echo "== replay (JSON lines in replay.jsonl)"
 : > "$OUT/replay.jsonl"
-# memd and cudaMallocAsync: median time of 5 fresh replays each (short traces
-# are noisy on a GPU); cudaMalloc once (it is slow and not the contender).
-for b in memd cuda-async; do
-  "$bin"/memd-replay --backend cuda --baseline "$b" --repeat 5 --json "${traces[@]}" >> "$OUT/replay.jsonl" 2>> "$OUT/ctest.txt"
-done
+# memd and cudaMallocAsync: median time of 11 fresh replays each, the two
+# interleaved round by round (short traces are noisy on a GPU, and the noise
+# drifts); cudaMalloc once (it is slow and not the contender).
+"$bin"/memd-replay --backend cuda --baseline memd,cuda-async --repeat 11 --json "${traces[@]}" >> "$OUT/replay.jsonl" 2>> "$OUT/ctest.txt"
 "$bin"/memd-replay --backend cuda --baseline cuda-malloc --json "${traces[@]}" >> "$OUT/replay.jsonl" 2>> "$OUT/ctest.txt"
 "$bin"/memd-replay --backend host --baseline memd --json "${traces[@]}" >> "$OUT/replay.jsonl" 2>> "$OUT/ctest.txt"
 "$bin"/memd-replay --baseline malloc --json "${traces[@]}" >> "$OUT/replay.jsonl" 2>> "$OUT/ctest.txt"

@@ -1,38 +1,35 @@
 #!/usr/bin/env bash
 # The footprint-or-time decision on one card: memd's default units (sized for
-# a footprint within 5 % of the live peak), memd with one unit per mapped run
-# (--map-unit-min/max 64GiB: fewest driver calls, coarser give-back) and
-# cudaMallocAsync, each replayed 5 times (median), the three interleaved
-# twice. Run on the lent GPU machine after scripts/gpu-bundle; JSON lines
-# under $OUT, a table on stdout.
+# a footprint within 5 % of the live peak) and memd with one unit per mapped
+# run (--map-unit-min/max 64GiB: fewest driver calls, coarser give-back), each
+# against cudaMallocAsync in the same process, the two allocators interleaved
+# round by round (REPEAT rounds, median reported with the fastest and slowest:
+# one trace's times moved 40 % between calls a minute apart on one machine).
+# Run on the lent GPU machine after scripts/gpu-bundle; JSON lines under $OUT,
+# a table on stdout.
 set -uo pipefail
 export LD_LIBRARY_PATH=$PWD/.gpu/lib
 OUT=${OUT:-/tmp/memd-gpu}
+REPEAT=${REPEAT:-11}
 mkdir -p "$OUT"
 replay=.gpu/bin/memd-replay
-traces=(.gpu/traces/*.gz)
+traces=(${TRACES:-.gpu/traces/*.gz})
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 : > "$OUT/units.jsonl"
-for round in 1 2; do
-  "$replay" --backend cuda --baseline memd --repeat 5 --json "${traces[@]}" |
-    sed "s/\"allocator\":\"memd\"/\"allocator\":\"memd\",\"policy\":\"default\",\"round\":$round/" >> "$OUT/units.jsonl"
-  "$replay" --backend cuda --baseline memd --map-unit-min 64GiB --map-unit-max 64GiB --repeat 5 --json "${traces[@]}" |
-    sed "s/\"allocator\":\"memd\"/\"allocator\":\"memd\",\"policy\":\"unit-per-run\",\"round\":$round/" >> "$OUT/units.jsonl"
-  "$replay" --backend cuda --baseline cuda-async --repeat 5 --json "${traces[@]}" |
-    sed "s/\"allocator\":\"cuda-async\"/\"allocator\":\"cuda-async\",\"policy\":\"-\",\"round\":$round/" >> "$OUT/units.jsonl"
-done
+"$replay" --backend cuda --baseline memd,cuda-async --repeat "$REPEAT" --json "${traces[@]}" |
+  sed 's/"allocator":"memd"/"allocator":"memd","policy":"default"/; s/"allocator":"cuda-async"/"allocator":"cuda-async","policy":"with-default"/' >> "$OUT/units.jsonl"
+"$replay" --backend cuda --baseline memd,cuda-async --repeat "$REPEAT" --json --map-unit-min 64GiB --map-unit-max 64GiB "${traces[@]}" |
+  sed 's/"allocator":"memd"/"allocator":"memd","policy":"unit-per-run"/; s/"allocator":"cuda-async"/"allocator":"cuda-async","policy":"with-unit-per-run"/' >> "$OUT/units.jsonl"
 python3 - "$OUT/units.jsonl" <<'PY'
 import json, sys, collections
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = collections.defaultdict(dict)
 for r in rows:
-    by[r['trace']][(r['allocator'] + '/' + r['policy'], r['round'])] = r
-cols = ['memd/default', 'memd/unit-per-run', 'cuda-async/-']
-print(f"{'trace':22}" + ''.join(f"{c:>34}" for c in cols))
+    by[r['trace']][r['allocator'] + '/' + r['policy']] = r
+def cell(r):
+    return f"{r['footprint_ratio']:.4f} {r['ns_per_op']:7.1f} [{r.get('ns_per_op_min', 0):.0f}-{r.get('ns_per_op_max', 0):.0f}]"
+print(f"{'trace':22}{'memd default':>30}{'cudaMallocAsync':>30}{'memd unit-per-run':>30}{'cudaMallocAsync':>30}")
 for t, d in by.items():
-    cells = []
-    for c in cols:
-        a, b = d.get((c, 1)), d.get((c, 2))
-        cells.append(f"{a['footprint_ratio']:.4f} {a['ns_per_op']:8.1f} / {b['ns_per_op']:8.1f}" if a and b else 'missing')
-    print(f"{t:22}" + ''.join(f"{x:>34}" for x in cells))
+    cols = ['memd/default', 'cuda-async/with-default', 'memd/unit-per-run', 'cuda-async/with-unit-per-run']
+    print(f"{t:22}" + ''.join(f"{cell(d[c]) if c in d else 'missing':>30}" for c in cols))
 PY

@@ -1,10 +1,13 @@
 // memd-replay — replays allocation traces on memd and on baselines.
 //
-//   memd-replay [--backend host|cuda] [--baseline memd|malloc|cuda-malloc|cuda-async]
-//               [--segments] [--json] [--validate] TRACE...
+//   memd-replay [--backend host|cuda] [--baseline memd|malloc|cuda-malloc|cuda-async[,...]]
+//               [--repeat N] [--segments] [--json] [--validate] TRACE...
 //
 // Prints per trace: peak_live_bytes, peak_footprint_bytes, footprint_ratio,
-// ops, ns_per_op, device_calls (a JSON object per line with --json).
+// ops, ns_per_op, device_calls (a JSON object per line with --json). Several
+// baselines are replayed interleaved, round by round, so that a drift of the
+// machine (GPU replays of one trace moved 40 % between calls a minute apart)
+// hits them alike.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -29,8 +32,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> traces;
   app.add_option("--backend", backend, "Device backend for memd: host (host:0) or cuda (cuda:0)")
       ->check(CLI::IsMember({"host", "cuda"}));
-  app.add_option("--baseline", baseline, "Allocator to replay on")
-      ->check(CLI::IsMember({"memd", "malloc", "cuda-malloc", "cuda-async"}));
+  app.add_option("--baseline", baseline,
+                 "Allocators to replay on, comma-separated (memd, malloc, cuda-malloc, cuda-async); several are "
+                 "interleaved round by round");
   app.add_option("--host-device", host_device, "Capacity of host:0 (default: 2x the trace's peak, >= 1GiB)");
   app.add_option("--map-unit-max", unit_max, "Largest mapping unit (memd, virtual mode)");
   std::string unit_min, ahead_max, huge_threshold;
@@ -43,7 +47,9 @@ int main(int argc, char** argv) {
   app.add_flag("--validate", validate, "Run the pool's validate() after each trace");
   app.add_flag("--json", json, "One JSON object per trace and line");
   int repeat = 1;
-  app.add_option("--repeat", repeat, "Replay each trace N times (a fresh pool each time); report the median time")
+  app.add_option("--repeat", repeat,
+                 "Replay each trace N times per allocator (a fresh pool each time); report the median time and "
+                 "the fastest and slowest")
       ->check(CLI::Range(1, 100));
   std::string scale_list;
   app.add_option("--scale", scale_list,
@@ -74,6 +80,18 @@ int main(int argc, char** argv) {
     }
     return out;
   };
+  std::vector<std::string> baselines;
+  for (std::size_t at = 0; at <= baseline.size();) {
+    const std::size_t comma = std::min(baseline.find(',', at), baseline.size());
+    const std::string item = baseline.substr(at, comma - at);
+    if (item != "memd" && item != "malloc" && item != "cuda-malloc" && item != "cuda-async") {
+      std::fprintf(stderr, "memd-replay: --baseline: '%s' is not one of memd, malloc, cuda-malloc, cuda-async\n",
+                   item.c_str());
+      return 2;
+    }
+    if (std::find(baselines.begin(), baselines.end(), item) == baselines.end()) baselines.push_back(item);
+    at = comma + 1;
+  }
   auto scales = factors(scale_list, "--scale", 0.01, 100);
   auto prefixes = factors(prefix_list, "--prefix", 0.001, 1);
   if (!scales || !prefixes) return 2;
@@ -121,55 +139,66 @@ int main(int argc, char** argv) {
       for (double f : *prefixes) loaded.push_back(prefix_trace(t, f));
     }
   }
-  for (auto& one : loaded) {
-    Trace* trace = &one;
-    auto once = [&]() -> Result<ReplayResult> {
-      return baseline == "memd"          ? replay_memd(*trace, mo)
-             : baseline == "malloc"      ? replay_malloc(*trace)
-             : baseline == "cuda-malloc" ? replay_cuda_malloc(*trace)
-                                         : replay_cuda_async(*trace);
-    };
-    // Short traces on a GPU are noisy (cudaMallocAsync measured 764 and 2049
-    // ns/op a minute apart): with --repeat, the run with the median time is
-    // reported (its footprint too; memd's footprint is deterministic).
-    Result<ReplayResult> r = once();
-    if (r && repeat > 1) {
-      std::vector<ReplayResult> runs{*r};
-      for (int i = 1; i < repeat && r; ++i)
-        if (r = once(); r) runs.push_back(*r);
-      if (r) {
-        std::sort(runs.begin(), runs.end(),
-                  [](const ReplayResult& a, const ReplayResult& b) { return a.ns_per_op < b.ns_per_op; });
-        r = runs[runs.size() / 2];
-      }
-    }
-    if (!r) {
-      std::fprintf(stderr, "memd-replay: %s: %s\n", trace->name.c_str(), r.error().message.c_str());
-      ++failures;
-      continue;
-    }
+  auto print = [&](const ReplayResult& r, std::size_t runs, double fastest, double slowest) {
     if (json) {
+      std::string extra;
+      if (r.mapping_ns_per_op >= 0) extra += fmt::format(",\"mapping_ns_per_op\":{:.1f}", r.mapping_ns_per_op);
+      if (runs > 1)
+        extra += fmt::format(",\"repeats\":{},\"ns_per_op_min\":{:.1f},\"ns_per_op_max\":{:.1f}", runs, fastest,
+                             slowest);
       std::printf(
           "{\"trace\":\"%s\",\"allocator\":\"%s\",\"backend\":\"%s\",\"device\":\"%s\",\"peak_live_bytes\":%llu,"
           "\"peak_footprint_bytes\":%llu,\"footprint_ratio\":%.4f,\"ops\":%llu,\"ns_per_op\":%.1f,"
           "\"device_calls\":%llu%s}\n",
-          r->trace.c_str(), r->allocator.c_str(), r->backend.c_str(), r->device.c_str(),
-          static_cast<unsigned long long>(r->peak_live_bytes), static_cast<unsigned long long>(r->peak_footprint_bytes),
-          r->footprint_ratio, static_cast<unsigned long long>(r->ops), r->ns_per_op,
-          static_cast<unsigned long long>(r->device_calls),
-          r->mapping_ns_per_op < 0 ? "" : fmt::format(",\"mapping_ns_per_op\":{:.1f}", r->mapping_ns_per_op).c_str());
+          r.trace.c_str(), r.allocator.c_str(), r.backend.c_str(), r.device.c_str(),
+          static_cast<unsigned long long>(r.peak_live_bytes), static_cast<unsigned long long>(r.peak_footprint_bytes),
+          r.footprint_ratio, static_cast<unsigned long long>(r.ops), r.ns_per_op,
+          static_cast<unsigned long long>(r.device_calls), extra.c_str());
     } else {
-      std::printf("%-18s %-14s %-6s %14s %14s %9.4f %9llu %10.1f %12llu\n", r->trace.c_str(), r->allocator.c_str(),
-                  r->backend.c_str(), format_size(r->peak_live_bytes).c_str(),
-                  format_size(r->peak_footprint_bytes).c_str(), r->footprint_ratio,
-                  static_cast<unsigned long long>(r->ops), r->ns_per_op,
-                  static_cast<unsigned long long>(r->device_calls));
+      std::printf("%-18s %-14s %-6s %14s %14s %9.4f %9llu %10.1f %12llu\n", r.trace.c_str(), r.allocator.c_str(),
+                  r.backend.c_str(), format_size(r.peak_live_bytes).c_str(),
+                  format_size(r.peak_footprint_bytes).c_str(), r.footprint_ratio,
+                  static_cast<unsigned long long>(r.ops), r.ns_per_op, static_cast<unsigned long long>(r.device_calls));
     }
     std::fflush(stdout);
-    if (max_ratio > 0 && r->footprint_ratio > max_ratio) {
-      std::fprintf(stderr, "memd-replay: %s: footprint_ratio %.4f exceeds %.4f\n", r->trace.c_str(),
-                   r->footprint_ratio, max_ratio);
-      ++failures;
+  };
+  for (auto& one : loaded) {
+    const Trace& trace = one;
+    auto once = [&](const std::string& b) -> Result<ReplayResult> {
+      return b == "memd"          ? replay_memd(trace, mo)
+             : b == "malloc"      ? replay_malloc(trace)
+             : b == "cuda-malloc" ? replay_cuda_malloc(trace)
+                                  : replay_cuda_async(trace);
+    };
+    // Short traces on a GPU are noisy (cudaMallocAsync measured 764 and 2049
+    // ns/op a minute apart): with --repeat, the run with the median time is
+    // reported (its footprint too; memd's footprint is deterministic). Round
+    // i starts at baseline i mod n, so none always runs first.
+    std::vector<std::vector<ReplayResult>> runs(baselines.size());
+    std::vector<std::optional<Error>> failed(baselines.size());
+    for (int i = 0; i < repeat; ++i)
+      for (std::size_t k = 0; k < baselines.size(); ++k) {
+        const std::size_t b = (k + static_cast<std::size_t>(i)) % baselines.size();
+        if (failed[b]) continue;
+        if (auto r = once(baselines[b]); r) runs[b].push_back(std::move(*r));
+        else failed[b] = r.error();
+      }
+    for (std::size_t b = 0; b < baselines.size(); ++b) {
+      if (failed[b]) {
+        std::fprintf(stderr, "memd-replay: %s: %s\n", trace.name.c_str(), failed[b]->message.c_str());
+        ++failures;
+        continue;
+      }
+      auto& rs = runs[b];
+      std::sort(rs.begin(), rs.end(),
+                [](const ReplayResult& x, const ReplayResult& y) { return x.ns_per_op < y.ns_per_op; });
+      const ReplayResult& r = rs[rs.size() / 2];
+      print(r, rs.size(), rs.front().ns_per_op, rs.back().ns_per_op);
+      if (max_ratio > 0 && r.footprint_ratio > max_ratio) {
+        std::fprintf(stderr, "memd-replay: %s: footprint_ratio %.4f exceeds %.4f\n", r.trace.c_str(),
+                     r.footprint_ratio, max_ratio);
+        ++failures;
+      }
     }
   }
   return failures == 0 ? 0 : 1;
