@@ -20,6 +20,21 @@
 #include "memd/size.hpp"
 #include "replayers.hpp"
 
+namespace {
+
+// "a,b,,c" -> {"a", "b", "", "c"}; "" -> {""}.
+std::vector<std::string> split_commas(const std::string& list) {
+  std::vector<std::string> out;
+  for (std::size_t at = 0; at <= list.size();) {
+    const std::size_t comma = std::min(list.find(',', at), list.size());
+    out.push_back(list.substr(at, comma - at));
+    at = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace memd;
   using namespace memd::replay;
@@ -64,11 +79,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   // A comma-separated list of factors within [lo, hi]; an empty list is none.
-  auto factors = [](const std::string& list, const char* flag, double lo, double hi) -> std::optional<std::vector<double>> {
+  auto factors = [](const std::string& list, const char* flag, double lo,
+                    double hi) -> std::optional<std::vector<double>> {
     std::vector<double> out;
-    for (std::size_t at = 0; !list.empty() && at <= list.size();) {
-      const std::size_t comma = std::min(list.find(',', at), list.size());
-      const std::string item = list.substr(at, comma - at);
+    if (list.empty()) return out;
+    for (const auto& item : split_commas(list)) {
       char* end = nullptr;
       const double f = std::strtod(item.c_str(), &end);
       if (item.empty() || end != item.c_str() + item.size() || !(f >= lo && f <= hi)) {  // !(...) refuses NaN
@@ -76,21 +91,17 @@ int main(int argc, char** argv) {
         return std::nullopt;
       }
       out.push_back(f);
-      at = comma + 1;
     }
     return out;
   };
   std::vector<std::string> baselines;
-  for (std::size_t at = 0; at <= baseline.size();) {
-    const std::size_t comma = std::min(baseline.find(',', at), baseline.size());
-    const std::string item = baseline.substr(at, comma - at);
+  for (const auto& item : split_commas(baseline)) {
     if (item != "memd" && item != "malloc" && item != "cuda-malloc" && item != "cuda-async") {
       std::fprintf(stderr, "memd-replay: --baseline: '%s' is not one of memd, malloc, cuda-malloc, cuda-async\n",
                    item.c_str());
       return 2;
     }
     if (std::find(baselines.begin(), baselines.end(), item) == baselines.end()) baselines.push_back(item);
-    at = comma + 1;
   }
   auto scales = factors(scale_list, "--scale", 0.01, 100);
   auto prefixes = factors(prefix_list, "--prefix", 0.001, 1);
@@ -110,7 +121,8 @@ int main(int argc, char** argv) {
     mo.host_device_bytes = *s;
   }
   for (auto [text, field] : {std::pair{&unit_max, &mo.map_unit_max}, std::pair{&unit_min, &mo.map_unit_min},
-                              std::pair{&ahead_max, &mo.map_ahead_max}, std::pair{&huge_threshold, &mo.huge_threshold}}) {
+                              std::pair{&ahead_max, &mo.map_ahead_max},
+                              std::pair{&huge_threshold, &mo.huge_threshold}}) {
     if (text->empty()) continue;
     auto s = parse_size(*text);
     if (!s) {
