@@ -16,10 +16,15 @@ replay=.gpu/bin/memd-replay
 traces=(${TRACES:-.gpu/traces/*.gz})
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 : > "$OUT/units.jsonl"
-"$replay" --backend cuda --baseline memd,cuda-async --repeat "$REPEAT" --json "${traces[@]}" |
-  sed 's/"allocator":"memd"/"allocator":"memd","policy":"default"/; s/"allocator":"cuda-async"/"allocator":"cuda-async","policy":"with-default"/' >> "$OUT/units.jsonl"
-"$replay" --backend cuda --baseline memd,cuda-async --repeat "$REPEAT" --json --map-unit-min 64GiB --map-unit-max 64GiB "${traces[@]}" |
-  sed 's/"allocator":"memd"/"allocator":"memd","policy":"unit-per-run"/; s/"allocator":"cuda-async"/"allocator":"cuda-async","policy":"with-unit-per-run"/' >> "$OUT/units.jsonl"
+# pair POLICY [FLAGS...]: memd with FLAGS against cudaMallocAsync, tagged POLICY.
+pair() {
+  local policy=$1
+  shift
+  "$replay" --backend cuda --baseline memd,cuda-async --repeat "$REPEAT" --json "$@" "${traces[@]}" |
+    sed "s/\"allocator\":\"memd\"/\"allocator\":\"memd\",\"policy\":\"$policy\"/; s/\"allocator\":\"cuda-async\"/\"allocator\":\"cuda-async\",\"policy\":\"with-$policy\"/" >> "$OUT/units.jsonl"
+}
+pair default
+pair unit-per-run --map-unit-min 64GiB --map-unit-max 64GiB
 python3 - "$OUT/units.jsonl" <<'PY'
 import json, sys, collections
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

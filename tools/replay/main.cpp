@@ -174,8 +174,7 @@ int main(int argc, char** argv) {
     }
     std::fflush(stdout);
   };
-  for (auto& one : loaded) {
-    const Trace& trace = one;
+  for (const Trace& trace : loaded) {
     auto once = [&](const std::string& b) -> Result<ReplayResult> {
       return b == "memd"          ? replay_memd(trace, mo)
              : b == "malloc"      ? replay_malloc(trace)
