@@ -1223,6 +1223,31 @@ PoolStats DevicePool::stats() const {
   return s;
 }
 
+PoolStats DevicePool::counters() const {
+  std::lock_guard lock(impl_->mu);
+  const auto& m = *impl_;
+  PoolStats s;
+  s.allocated_bytes = m.allocated;
+  s.active_bytes = m.tlsf.used_bytes() + m.huge_live_bytes;
+  s.reserved_bytes = m.reserved();
+  s.peak_allocated_bytes = m.peak_allocated;
+  s.peak_active_bytes = m.peak_active;
+  s.peak_reserved_bytes = m.peak_reserved;
+  s.live_allocations = m.live;
+  s.peak_live_allocations = m.peak_live;
+  s.total_allocations = m.total_allocs;
+  s.total_frees = m.total_frees;
+  s.failed_allocations = m.failed;
+  s.device_calls = m.device_calls;
+  s.map_calls = m.map_calls;
+  s.unmap_calls = m.unmap_calls;
+  s.mapped_units = m.mapped_units;
+  s.unmapped_units = m.unmapped_units;
+  s.mapping_ns = m.mapping_ns;
+  s.segments = (m.arena ? 1 : 0) + m.segments.size() + m.huge_live.size() + m.huge_cache.size();
+  return s;
+}
+
 std::uint64_t DevicePool::trim() {
   impl_->drain_caches();
   std::lock_guard lock(impl_->mu);

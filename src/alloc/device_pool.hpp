@@ -140,6 +140,13 @@ class DevicePool {
   std::optional<std::uint64_t> block_size(const void* ptr) const;
 
   PoolStats stats() const;
+  // The counts kept as the pool runs (allocated, peaks, totals, device and
+  // mapping calls, reserved), without draining thread caches or walking free
+  // space: cheap and free of side effects, so a replay can read it between
+  // passes without changing what follows. Derived fields (free bytes,
+  // largest free block, fragmentation, footprint_ratio) are left 0; counts
+  // still sitting in thread caches are not included.
+  PoolStats counters() const;
   // Physical bytes held now; cheap (for replay and the limit ladder).
   std::uint64_t reserved_bytes() const;
   // Releases every free page, cached huge range and empty segment; waits for
