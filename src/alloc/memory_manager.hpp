@@ -1,29 +1,42 @@
 // alloc/memory_manager.hpp — allocations made through memd's API.
 //
-// The MemoryManager owns one pool per (device, memory type), the allocation
-// registry (GUID → record, O(1)), the limits, and the reclaim ladder: on a
-// shortfall it trims cached memory, calls registered reclaim callbacks (the
-// model manager registers one), retries, and only then fails with
-// out_of_memory / quota_exceeded and the numbers that explain it.
-// It also reads and writes an allocation's bytes through the backend.
+// The facade over four parts, each in its own file with its own state:
+//   * the pools, one per (device, memory type), created on first use and
+//     owned here (capped at max_device_fraction of the device);
+//   * alloc/allocation_registry — GUID → record, pool, pointer (O(1));
+//   * alloc/quotas — limits per device / memory type / owner and the bytes
+//     counted against them, checked before any device is touched;
+//   * alloc/reclaim_ladder — the one place out of memory is retried: trim,
+//     then the registered reclaim callbacks (the model manager registers
+//     one), then out_of_memory with the numbers that explain it.
+// allocate() validates the request, reserves its quota, climbs the ladder,
+// and registers the result. It also reads and writes an allocation's bytes
+// through the backend.
 //
 // Thread safety: every method is thread-safe. Reclaim callbacks are called
 // without the manager's locks held and may call back into the manager.
+// validate() sees the registry and the quota counters consistent: the two
+// steps that change both (register + land, unlink + release) happen under
+// a shared lock that validate() takes exclusively.
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "alloc/allocation_record.hpp"
+#include "alloc/allocation_registry.hpp"
 #include "alloc/device_pool.hpp"
 #include "alloc/limits.hpp"
 #include "alloc/pool_stats.hpp"
+#include "alloc/quotas.hpp"
+#include "alloc/reclaim_ladder.hpp"
 #include "backends/device_catalog.hpp"
 #include "memd/error.hpp"
 
@@ -41,29 +54,11 @@ struct AllocationRequest {
   bool pinned = false;
 };
 
-struct AllocationFilter {
-  std::optional<DeviceId> device;
-  std::optional<MemoryType> memory_type;
-  std::optional<std::string> owner;
-  std::optional<MemoryAllocationStatus> status;
-  std::optional<std::string> tag;
-  std::optional<MemoryPriority> below_priority;  // priority strictly lower than this
-};
-
-struct OwnerUsage {
-  std::uint64_t bytes = 0;
-  std::uint64_t allocations = 0;
-};
-
 struct PoolKey {
   DeviceId device;
   MemoryType memory_type = MemoryType::VRAM;
   friend auto operator<=>(const PoolKey&, const PoolKey&) = default;
 };
-
-// A reclaim callback is asked to free at least `needed` bytes on (device,
-// type); it returns how many it freed. Registered by higher managers.
-using ReclaimCallback = std::function<std::uint64_t(DeviceId, MemoryType, std::uint64_t needed)>;
 
 struct ManagerOptions {
   // Fraction of a device's capacity memd may reserve, absent explicit limits.
@@ -104,8 +99,11 @@ class MemoryManager {
   // include_pinned); returns the records freed.
   std::vector<AllocationRecord> free_matching(const AllocationFilter& filter, bool include_pinned);
 
+  // Forwarded to the ladder (alloc/reclaim_ladder.hpp).
   std::uint64_t add_reclaim_callback(ReclaimCallback callback);
   void remove_reclaim_callback(std::uint64_t handle);
+  // How often the ladder's rungs were used (for metrics).
+  ReclaimLadderCounts reclaim_counts() const;
 
   // The pool of (device, type), created on first use; for in-process users
   // (model manager, PyTorch shim) and for snapshots.
@@ -113,12 +111,27 @@ class MemoryManager {
   // Segments and blocks of every existing pool (for the dashboard).
   std::map<PoolKey, std::vector<SegmentInfo>> snapshot() const;
 
-  // Checks every pool's invariants and the registry against them.
+  // Checks every pool's invariants, then the registry against the pools
+  // (each allocation's block is live) and against the quota counters.
   Result<void> validate() const;
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  Result<DevicePool*> pool_for(DeviceId device, MemoryType type);
+  DeviceId default_device_for(MemoryType type) const;
+
+  const DeviceCatalog& catalog_;
+  const ManagerOptions options_;
+
+  mutable std::mutex pools_mu_;
+  std::map<PoolKey, std::unique_ptr<DevicePool>> pools_;
+
+  // Declared after the pools: registry entries point into them.
+  AllocationRegistry registry_;
+  Quotas quotas_;
+  ReclaimLadder ladder_;
+  // Shared by the steps that change registry and quotas together; exclusive
+  // in validate(), so it never sees one changed without the other.
+  mutable std::shared_mutex books_mu_;
 };
 
 }  // namespace memd

@@ -526,6 +526,8 @@ TEST_F(MemoryManagerTest, ReclaimCallbackFreesAndTheRetrySucceeds) {
   oom = manager_->allocate(r);
   ASSERT_FALSE(oom);
   EXPECT_EQ(calls.load(), 2);
+  // Each shortfall trimmed first; only the first was saved by reclaim.
+  EXPECT_EQ(manager_->reclaim_counts(), (ReclaimLadderCounts{.trim_retries = 3, .reclaim_retries = 1, .failures = 2}));
   ASSERT_TRUE(manager_->deallocate(ok->id));
 }
 
@@ -594,6 +596,7 @@ TEST_F(MemoryManagerTest, RequestLargerThanTheDeviceDoesNotTriggerReclaim) {
   EXPECT_EQ(oom.error().code, ErrorCode::out_of_memory);
   EXPECT_EQ(calls.load(), 0) << "reclaim was asked to make room for a request larger than the device";
   EXPECT_TRUE(manager_->get(model.id)) << "a model was evicted for an impossible request";
+  EXPECT_EQ(manager_->reclaim_counts(), (ReclaimLadderCounts{.capacity_refusals = 1}));
 }
 
 // ManagerOptions::max_device_fraction is "the fraction of a device's capacity
