@@ -1,6 +1,6 @@
 // alloc/pool_stats.hpp — allocator statistics, declared once.
 //
-// MEMD_POOL_STAT_FIELDS is the single list of counters: the struct below, the
+// MEMD_POOL_STAT_FIELDS is the single list of statistics: the struct below, the
 // JSON encoding, the Prometheus metrics and the dashboard all expand it, so a
 // statistic cannot exist in one view and not another.
 //   allocated  = bytes of the blocks users hold now (each request rounded up
@@ -19,15 +19,15 @@
 namespace memd {
 
 // X(name, unit, help) — unit is "bytes", "count" or "ratio".
-#define MEMD_POOL_STAT_FIELDS(X)                                                         \
+//
+// The list is two halves. Counters are kept by the pool as it runs
+// (PoolCounters, below, is exactly these) and copied out as they are; views
+// are computed from the pool's structures when statistics are asked for.
+#define MEMD_POOL_COUNTER_FIELDS(X)                                                      \
   X(allocated_bytes, bytes, "Bytes of blocks held by users (requests rounded to blocks)")\
-  X(active_bytes, bytes, "Bytes carved for live use (spans and pending frees included)")\
-  X(reserved_bytes, bytes, "Physical bytes held from the device")                        \
   X(peak_allocated_bytes, bytes, "Peak of allocated_bytes")                              \
   X(peak_active_bytes, bytes, "Peak of active_bytes")                                    \
   X(peak_reserved_bytes, bytes, "Peak of reserved_bytes")                                \
-  X(free_bytes, bytes, "Mapped bytes not in a live block")                               \
-  X(largest_free_block, bytes, "Largest mapped free block")                              \
   X(live_allocations, count, "Live allocations")                                         \
   X(peak_live_allocations, count, "Peak of live allocations")                            \
   X(total_allocations, count, "Allocations since start")                                 \
@@ -38,18 +38,42 @@ namespace memd {
   X(unmap_calls, count, "Backend unmap calls (virtual memory; adjacent whole units)")     \
   X(mapped_units, count, "Mapping units created (each one physical allocation)")          \
   X(unmapped_units, count, "Mapping units released")                                     \
-  X(mapping_ns, count, "Nanoseconds spent in backend map and unmap calls")              \
+  X(mapping_ns, count, "Nanoseconds spent in backend map and unmap calls")
+
+#define MEMD_POOL_VIEW_FIELDS(X)                                                         \
+  X(active_bytes, bytes, "Bytes carved for live use (spans and pending frees included)")\
+  X(reserved_bytes, bytes, "Physical bytes held from the device")                        \
+  X(free_bytes, bytes, "Mapped bytes not in a live block")                               \
+  X(largest_free_block, bytes, "Largest mapped free block")                              \
   X(segments, count, "Segments or reserved ranges held")                                 \
   X(fragmentation, ratio, "1 - largest free block / free bytes")                         \
   X(footprint_ratio, ratio, "reserved_bytes / allocated_bytes (requested bytes live in the registry)")
 
-struct PoolStats {
-#define MEMD_DECLARE_STAT(name, unit, help) MEMD_STAT_TYPE_##unit name = 0;
+#define MEMD_POOL_STAT_FIELDS(X) MEMD_POOL_COUNTER_FIELDS(X) MEMD_POOL_VIEW_FIELDS(X)
+
 #define MEMD_STAT_TYPE_bytes std::uint64_t
 #define MEMD_STAT_TYPE_count std::uint64_t
 #define MEMD_STAT_TYPE_ratio double
+
+// The counters a pool keeps, under its lock. Components that make backend
+// calls (arenas, huge blocks, stream fences) count into the same struct.
+struct PoolCounters {
+#define MEMD_DECLARE_COUNTER(name, unit, help) MEMD_STAT_TYPE_##unit name = 0;
+  MEMD_POOL_COUNTER_FIELDS(MEMD_DECLARE_COUNTER)
+#undef MEMD_DECLARE_COUNTER
+};
+
+struct PoolStats {
+#define MEMD_DECLARE_STAT(name, unit, help) MEMD_STAT_TYPE_##unit name = 0;
   MEMD_POOL_STAT_FIELDS(MEMD_DECLARE_STAT)
 #undef MEMD_DECLARE_STAT
 };
+
+// The counter half of a PoolStats, field by field from the one list.
+inline void copy_counters(const PoolCounters& from, PoolStats& to) {
+#define MEMD_COPY_COUNTER(name, unit, help) to.name = from.name;
+  MEMD_POOL_COUNTER_FIELDS(MEMD_COPY_COUNTER)
+#undef MEMD_COPY_COUNTER
+}
 
 }  // namespace memd

@@ -19,7 +19,8 @@
 // kMediumPerBin blocks of a class and kMediumBytes in all; a medium block is
 // never refilled ahead (it is large: only frees fill these bins).
 //
-// The cache is a plain container; DevicePool owns the protocol (locks,
+// The cache is a plain container (alloc/thread_caches.hpp keeps one per
+// thread and pool); DevicePool owns the protocol (locks,
 // liveness bits, statistics). Its lock is taken by the owning thread on every
 // operation (uncontended: the line stays in that core) and by the pool when it
 // drains caches for statistics, trim and validation; lock order is registry
@@ -35,6 +36,19 @@
 #include "core/spin_lock.hpp"
 
 namespace memd {
+
+struct ThreadCache;
+
+// The pool a cache belongs to, as the cache registry sees it.
+class CacheOwner {
+ public:
+  // Cache lock held: takes everything the cache holds back (the owning
+  // thread is exiting).
+  virtual void take_back(ThreadCache& cache) = 0;
+
+ protected:
+  ~CacheOwner() = default;
+};
 
 struct ThreadCache {
   static constexpr std::uint32_t kMaxPerBin = 32;
@@ -81,10 +95,8 @@ struct ThreadCache {
   };
 
   SpinLock mu;
-  void* pool = nullptr;  // the pool's state while it lives; null once it is gone
-  // Called (cache lock held) at thread exit to give everything back to the pool.
-  void (*return_to_pool)(ThreadCache&) = nullptr;
-  bool exited = false;   // the owning thread ended; the pool forgets this cache
+  CacheOwner* owner = nullptr;  // the pool while it lives; null once it is gone
+  bool exited = false;          // the owning thread ended; the pool forgets this cache
   std::array<Bin, SlabAllocator::kClassCount> bins{};
   std::array<MediumBin, kMediumClasses> medium{};
   std::uint64_t medium_cached = 0;  // bytes in the medium bins
