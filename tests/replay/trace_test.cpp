@@ -4,9 +4,13 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <string>
+
+#include "pass_summary.hpp"
 
 namespace memd::replay {
 namespace {
@@ -86,6 +90,121 @@ TEST(Trace, PrefixStopsWhereLiveFirstReachesTheFractionAndFreesTheRest) {
     for (const auto& op : p.ops) balance[op.slot] += op.allocate ? 1 : -1;
     for (int b : balance) EXPECT_EQ(b, 0) << p.name;
   }
+}
+
+// Leaves slot of ID 1 (the 256-byte block) live at its end: live 256, 1280,
+// 256, 2304 (peak), 256.
+Trace leaves_one_live() {
+  auto path = write_file("leaves.txt", "a 1 256\na 2 1024\nf 2\na 3 2048\nf 3\n", false);
+  auto t = load_trace(path);
+  EXPECT_TRUE(t) << t.error().message;
+  return *t;
+}
+
+TEST(Trace, RepeatRenamesSlotsPerPassAndKeepsPassOne) {
+  const Trace t = leaves_one_live();
+  const Trace r = repeat_trace(t, 3, 0.0, 1);
+  EXPECT_EQ(r.name, t.name);
+  ASSERT_EQ(r.ops.size(), 3 * t.ops.size());
+  EXPECT_EQ(r.slots, 3 * t.slots);
+  EXPECT_EQ(r.allocations, 3 * t.allocations);
+  ASSERT_EQ(r.pass_starts, (std::vector<std::size_t>{0, t.ops.size(), 2 * t.ops.size()}));
+  for (std::size_t pass = 0; pass < 3; ++pass)
+    for (std::size_t i = 0; i < t.ops.size(); ++i) {
+      const TraceOp& o = r.ops[pass * t.ops.size() + i];
+      EXPECT_EQ(o.allocate, t.ops[i].allocate);
+      EXPECT_EQ(o.slot, t.ops[i].slot + pass * t.slots) << "pass " << pass << " op " << i;
+      EXPECT_EQ(o.size, t.ops[i].size) << "jitter 0 copies exactly";
+    }
+  // Pass k's slots are all its own.
+  for (std::size_t pass = 0; pass < 3; ++pass)
+    for (std::size_t i = 0; i < t.ops.size(); ++i) {
+      const auto slot = r.ops[pass * t.ops.size() + i].slot;
+      EXPECT_GE(slot, pass * t.slots);
+      EXPECT_LT(slot, (pass + 1) * t.slots);
+    }
+  auto ranges = pass_ranges(r);
+  ASSERT_EQ(ranges.size(), 3u);
+  EXPECT_EQ(ranges[2].second, r.ops.size());
+  EXPECT_EQ(pass_ranges(t).size(), 1u) << "a loaded trace is one pass";
+}
+
+TEST(Trace, RepeatPeakLiveCountsWhatEachPassLeavesLive) {
+  const Trace t = leaves_one_live();
+  ASSERT_EQ(t.peak_live_bytes, 2304u);
+  // Pass k peaks at 2304 on top of k blocks of 256 left by the earlier passes.
+  EXPECT_EQ(repeat_trace(t, 1, 0.0, 1).peak_live_bytes, 2304u);
+  EXPECT_EQ(repeat_trace(t, 3, 0.0, 1).peak_live_bytes, 2304u + 2 * 256u);
+  EXPECT_EQ(repeat_trace(t, 1, 0.0, 1).ops.size(), t.ops.size());
+}
+
+TEST(Trace, RepeatJitterIsBoundedSeededAndSparesPassOne) {
+  auto path = write_file("jitter.txt", "a 1 1000000\nf 1\na 2 3\nf 2\na 3 1\nf 3\n", false);
+  auto loaded = load_trace(path);
+  ASSERT_TRUE(loaded) << loaded.error().message;
+  const Trace& t = *loaded;
+  const int passes = 50;
+  const double jitter = 0.1;
+  const Trace a = repeat_trace(t, passes, jitter, 7);
+  const Trace b = repeat_trace(t, passes, jitter, 7);
+  const Trace c = repeat_trace(t, passes, jitter, 8);
+  ASSERT_EQ(a.ops.size(), passes * t.ops.size());
+  for (std::size_t i = 0; i < t.ops.size(); ++i) EXPECT_EQ(a.ops[i].size, t.ops[i].size) << "pass 1 as recorded";
+  bool moved = false, differs = false;
+  std::uint64_t live = 0, peak = 0;
+  std::vector<std::uint64_t> size_of(a.slots, 0);
+  for (std::size_t i = 0; i < a.ops.size(); ++i) {
+    const TraceOp& o = a.ops[i];
+    EXPECT_EQ(o.size, b.ops[i].size) << "same seed, same sizes";
+    if (o.size != c.ops[i].size) differs = true;
+    if (o.allocate) {
+      const auto recorded = static_cast<double>(t.ops[i % t.ops.size()].size);
+      EXPECT_GE(o.size, 1u);
+      EXPECT_GE(static_cast<double>(o.size), std::floor(recorded * (1 - jitter)));
+      EXPECT_LE(static_cast<double>(o.size), std::ceil(recorded * (1 + jitter)));
+      if (o.size != t.ops[i % t.ops.size()].size) moved = true;
+      size_of[o.slot] = o.size;
+      live += o.size;
+      peak = std::max(peak, live);
+    } else {
+      live -= size_of[o.slot];
+    }
+  }
+  EXPECT_TRUE(moved) << "some later size jittered";
+  EXPECT_TRUE(differs) << "another seed draws other sizes";
+  EXPECT_EQ(a.peak_live_bytes, peak) << "peak live of the jittered run";
+  EXPECT_GT(a.peak_live_bytes, t.peak_live_bytes) << "some pass drew above 1x for the 1 MB block";
+}
+
+TEST(PassSummary, FirstPassAndLaterPassesApart) {
+  std::vector<PassFigures> passes(3);
+  passes[0] = {100, 10000, 5, 0, 9, 0};
+  passes[1] = {100, 2000, 1, 1, 1, 2};
+  passes[2] = {100, 4000, 0, 3, 0, 3};
+  const PassSummary s = summarise_passes(passes);
+  EXPECT_EQ(s.passes, 3);
+  EXPECT_DOUBLE_EQ(s.ns_per_op_first, 100.0);
+  EXPECT_DOUBLE_EQ(s.ns_per_op_later, 30.0);
+  ASSERT_TRUE(s.counted);
+  EXPECT_EQ(s.map_calls_first, 5);
+  EXPECT_EQ(s.mapped_units_first, 9);
+  EXPECT_DOUBLE_EQ(s.map_calls_later_per_pass, 0.5);
+  EXPECT_DOUBLE_EQ(s.unmap_calls_later_per_pass, 2.0);
+  EXPECT_DOUBLE_EQ(s.unmapped_units_later_per_pass, 2.5);
+  EXPECT_EQ(s.map_unmap_calls_later_max, 3);
+
+  // Baselines count nothing: times only.
+  std::vector<PassFigures> timed(2);
+  timed[0].ops = timed[1].ops = 10;
+  timed[0].ns = 50;
+  timed[1].ns = 20;
+  const PassSummary u = summarise_passes(timed);
+  EXPECT_FALSE(u.counted);
+  EXPECT_DOUBLE_EQ(u.ns_per_op_first, 5.0);
+  EXPECT_DOUBLE_EQ(u.ns_per_op_later, 2.0);
+
+  const PassSummary one = summarise_passes({timed[0]});
+  EXPECT_LT(one.ns_per_op_later, 0) << "no later passes";
 }
 
 TEST(Trace, RejectsMalformedAndInconsistentFiles) {

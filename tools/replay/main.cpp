@@ -1,16 +1,27 @@
 // memd-replay — replays allocation traces on memd and on baselines.
 //
 //   memd-replay [--backend host|cuda] [--baseline memd|malloc|cuda-malloc|cuda-async[,...]]
-//               [--repeat N] [--segments] [--json] [--validate] TRACE...
+//               [--repeat N] [--scale F,...] [--prefix F,...]
+//               [--passes N [--jitter F] [--seed S]]
+//               [--segments] [--json] [--validate] [--max-ratio R] TRACE...
 //
 // Prints per trace: peak_live_bytes, peak_footprint_bytes, footprint_ratio,
 // ops, ns_per_op, device_calls (a JSON object per line with --json). Several
 // baselines are replayed interleaved, round by round, so that a drift of the
 // machine (GPU replays of one trace moved 40 % between calls a minute apart)
 // hits them alike.
+//
+// --passes N replays each trace N times back to back in one pool (slot IDs
+// renamed per pass, so what a pass leaves live stays live under the next);
+// --jitter F multiplies each size of passes 2..N by a factor drawn from
+// [1-F, 1+F], seeded by --seed. The whole-run figures keep their meaning; with
+// N > 1 the first pass and the later ones are also reported apart: ns/op, and
+// for memd the map and unmap calls of pass 1 and per later pass (average, and
+// the most of any one later pass).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -74,20 +85,30 @@ int main(int argc, char** argv) {
   app.add_option("--prefix", prefix_list,
                  "Replay each trace only up to where its live bytes first reach F of the peak (then free "
                  "everything), once per F in (0, 1]: --prefix 0.1,0.25,0.5. With --scale: every scaled copy");
+  std::string passes_text = "1", jitter_text = "0", seed_text = "1";
+  app.add_option("--passes", passes_text,
+                 "Replay each trace N times back to back in one pool or allocator (1..1000); report the first "
+                 "pass and the later ones apart");
+  app.add_option("--jitter", jitter_text,
+                 "With --passes: multiply each size in passes 2..N by a factor drawn from [1-F, 1+F], 0 <= F < 1");
+  app.add_option("--seed", seed_text, "Seed of --jitter's draws (default 1)");
   app.add_option("--max-ratio", max_ratio, "Exit 1 if any trace's footprint_ratio exceeds this (0: no check)");
   app.add_option("TRACE", traces, "Trace files (gzip or text)")->required()->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
 
-  // A comma-separated list of factors within [lo, hi]; an empty list is none.
-  auto factors = [](const std::string& list, const char* flag, double lo,
-                    double hi) -> std::optional<std::vector<double>> {
+  // A comma-separated list of factors within [lo, hi], or [lo, hi) when
+  // `open_hi`; an empty list is none.
+  auto factors = [](const std::string& list, const char* flag, double lo, double hi,
+                    bool open_hi = false) -> std::optional<std::vector<double>> {
     std::vector<double> out;
     if (list.empty()) return out;
     for (const auto& item : split_commas(list)) {
       char* end = nullptr;
       const double f = std::strtod(item.c_str(), &end);
-      if (item.empty() || end != item.c_str() + item.size() || !(f >= lo && f <= hi)) {  // !(...) refuses NaN
-        std::fprintf(stderr, "memd-replay: %s: '%s' is not a factor in [%g, %g]\n", flag, item.c_str(), lo, hi);
+      // !(...) refuses NaN
+      if (item.empty() || end != item.c_str() + item.size() || !(f >= lo && (open_hi ? f < hi : f <= hi))) {
+        std::fprintf(stderr, "memd-replay: %s: '%s' is not a factor in [%g, %g%s\n", flag, item.c_str(), lo, hi,
+                     open_hi ? ")" : "]");
         return std::nullopt;
       }
       out.push_back(f);
@@ -106,6 +127,27 @@ int main(int argc, char** argv) {
   auto scales = factors(scale_list, "--scale", 0.01, 100);
   auto prefixes = factors(prefix_list, "--prefix", 0.001, 1);
   if (!scales || !prefixes) return 2;
+  // One whole number in [lo, hi]: refuses signs, fractions, NaN and lists.
+  auto whole = [](const std::string& text, const char* flag, std::uint64_t lo,
+                  std::uint64_t hi) -> std::optional<std::uint64_t> {
+    std::uint64_t n = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || n < lo || n > hi) {
+      std::fprintf(stderr, "memd-replay: %s: '%s' is not a whole number in [%llu, %llu]\n", flag, text.c_str(),
+                   static_cast<unsigned long long>(lo), static_cast<unsigned long long>(hi));
+      return std::nullopt;
+    }
+    return n;
+  };
+  const auto passes = whole(passes_text, "--passes", 1, 1000);
+  const auto seed = whole(seed_text, "--seed", 0, ~std::uint64_t{0});
+  // "," makes an empty --jitter a refused item rather than an empty list.
+  const auto jitter = factors(jitter_text.empty() ? "," : jitter_text, "--jitter", 0, 1, true);
+  if (!passes || !seed || !jitter) return 2;
+  if (jitter->size() != 1) {
+    std::fprintf(stderr, "memd-replay: --jitter: '%s' is one factor in [0, 1), not a list\n", jitter_text.c_str());
+    return 2;
+  }
 
   MemdReplayOptions mo;
   mo.backend = backend;
@@ -131,9 +173,16 @@ int main(int argc, char** argv) {
     }
     *field = *s;
   }
-  if (!json)
-    std::printf("%-18s %-14s %-6s %14s %14s %9s %9s %10s %12s\n", "trace", "allocator", "backend", "peak_live",
+  if (!json) {
+    std::printf("%-18s %-14s %-6s %14s %14s %9s %9s %10s %12s", "trace", "allocator", "backend", "peak_live",
                 "peak_footprint", "ratio", "ops", "ns_per_op", "device_calls");
+    // map/unmap: calls of pass 1, then the average per later pass and the
+    // most map + unmap calls of any one later pass.
+    if (*passes > 1)
+      std::printf(" %6s %9s %9s %11s %15s %9s", "passes", "ns_first", "ns_later", "map/unmap_1", "map/unmap_later",
+                  "max_later");
+    std::printf("\n");
+  }
   int failures = 0;
   std::vector<Trace> loaded;
   for (const auto& path : traces) {
@@ -146,18 +195,37 @@ int main(int argc, char** argv) {
     std::vector<Trace> scaled;
     if (scales->empty()) scaled.push_back(std::move(*trace));
     for (double f : *scales) scaled.push_back(scale_trace(*trace, f));
+    std::vector<Trace> cut;
     for (auto& t : scaled) {
-      if (prefixes->empty()) loaded.push_back(std::move(t));
-      for (double f : *prefixes) loaded.push_back(prefix_trace(t, f));
+      if (prefixes->empty()) cut.push_back(std::move(t));
+      for (double f : *prefixes) cut.push_back(prefix_trace(t, f));
     }
+    for (auto& t : cut)
+      loaded.push_back(*passes > 1 ? repeat_trace(t, static_cast<int>(*passes), jitter->front(), *seed) : std::move(t));
   }
   auto print = [&](const ReplayResult& r, std::size_t runs, double fastest, double slowest) {
+    const PassSummary ps = summarise_passes(r.passes);
     if (json) {
       std::string extra;
       if (r.mapping_ns_per_op >= 0) extra += fmt::format(",\"mapping_ns_per_op\":{:.1f}", r.mapping_ns_per_op);
       if (runs > 1)
         extra += fmt::format(",\"repeats\":{},\"ns_per_op_min\":{:.1f},\"ns_per_op_max\":{:.1f}", runs, fastest,
                              slowest);
+      // Only with --passes > 1, so that the lines of a plain run stay as they were.
+      if (*passes > 1) {
+        extra += fmt::format(",\"passes\":{},\"jitter\":{},\"seed\":{},\"ns_per_op_first\":{:.1f},"
+                             "\"ns_per_op_later\":{:.1f}",
+                             ps.passes, jitter->front(), *seed, ps.ns_per_op_first, ps.ns_per_op_later);
+        if (ps.counted)
+          extra += fmt::format(
+              ",\"map_calls_first\":{},\"unmap_calls_first\":{},\"mapped_units_first\":{},"
+              "\"unmapped_units_first\":{},\"map_calls_later_per_pass\":{:.2f},\"unmap_calls_later_per_pass\":{:.2f},"
+              "\"mapped_units_later_per_pass\":{:.2f},\"unmapped_units_later_per_pass\":{:.2f},"
+              "\"map_unmap_calls_later_max\":{}",
+              ps.map_calls_first, ps.unmap_calls_first, ps.mapped_units_first, ps.unmapped_units_first,
+              ps.map_calls_later_per_pass, ps.unmap_calls_later_per_pass, ps.mapped_units_later_per_pass,
+              ps.unmapped_units_later_per_pass, ps.map_unmap_calls_later_max);
+      }
       std::printf(
           "{\"trace\":\"%s\",\"allocator\":\"%s\",\"backend\":\"%s\",\"device\":\"%s\",\"peak_live_bytes\":%llu,"
           "\"peak_footprint_bytes\":%llu,\"footprint_ratio\":%.4f,\"ops\":%llu,\"ns_per_op\":%.1f,"
@@ -167,10 +235,21 @@ int main(int argc, char** argv) {
           r.footprint_ratio, static_cast<unsigned long long>(r.ops), r.ns_per_op,
           static_cast<unsigned long long>(r.device_calls), extra.c_str());
     } else {
-      std::printf("%-18s %-14s %-6s %14s %14s %9.4f %9llu %10.1f %12llu\n", r.trace.c_str(), r.allocator.c_str(),
+      std::printf("%-18s %-14s %-6s %14s %14s %9.4f %9llu %10.1f %12llu", r.trace.c_str(), r.allocator.c_str(),
                   r.backend.c_str(), format_size(r.peak_live_bytes).c_str(),
                   format_size(r.peak_footprint_bytes).c_str(), r.footprint_ratio,
                   static_cast<unsigned long long>(r.ops), r.ns_per_op, static_cast<unsigned long long>(r.device_calls));
+      if (*passes > 1) {
+        const std::string first =
+            ps.counted ? fmt::format("{}/{}", ps.map_calls_first, ps.unmap_calls_first) : std::string("-");
+        const std::string later = ps.counted ? fmt::format("{:.1f}/{:.1f}", ps.map_calls_later_per_pass,
+                                                           ps.unmap_calls_later_per_pass)
+                                             : std::string("-");
+        const std::string most = ps.counted ? fmt::format("{}", ps.map_unmap_calls_later_max) : std::string("-");
+        std::printf(" %6d %9.1f %9.1f %11s %15s %9s", ps.passes, ps.ns_per_op_first, ps.ns_per_op_later,
+                    first.c_str(), later.c_str(), most.c_str());
+      }
+      std::printf("\n");
     }
     std::fflush(stdout);
   };

@@ -26,6 +26,24 @@ Result<void> have_gpu() {
   return check(cudaSetDevice(0), "cudaSetDevice");
 }
 
+std::uint64_t to_ns(SteadyClock::duration d) {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+}
+
+// Map/unmap counts stay -1: the driver's calls are not visible from here.
+PassFigures timed_pass(std::size_t ops, SteadyClock::duration d) {
+  PassFigures p;
+  p.ops = ops;
+  p.ns = to_ns(d);
+  return p;
+}
+
+double ns_per_op(const std::vector<PassFigures>& passes, std::uint64_t ops) {
+  std::uint64_t ns = 0;
+  for (const auto& p : passes) ns += p.ns;
+  return ops == 0 ? 0.0 : static_cast<double>(ns) / static_cast<double>(ops);
+}
+
 ReplayResult base(const Trace& t, const char* allocator) {
   ReplayResult r;
   r.trace = t.name;
@@ -43,34 +61,40 @@ Result<ReplayResult> replay_cuda_malloc(const Trace& trace) {
   if (auto g = have_gpu(); !g) return fail(g.error());
   std::vector<void*> slots(trace.slots, nullptr);
   std::uint64_t calls = 0;
-  auto run = [&](bool sample, std::uint64_t& peak) -> Result<void> {
+  // With `passes`, timed: a timestamp at each pass boundary; without,
+  // sampling footprint into `peak` (untimed).
+  auto run = [&](std::vector<PassFigures>* passes, std::uint64_t& peak) -> Result<void> {
     std::size_t free0 = 0, total = 0;
-    if (sample) cudaMemGetInfo(&free0, &total);
-    for (const auto& op : trace.ops) {
-      if (op.allocate) {
-        if (auto c = check(cudaMalloc(&slots[op.slot], op.size == 0 ? 1 : op.size), "cudaMalloc"); !c) return c;
-        if (sample) {
-          std::size_t f = 0;
-          cudaMemGetInfo(&f, &total);
-          peak = std::max<std::uint64_t>(peak, free0 > f ? free0 - f : 0);
+    if (passes == nullptr) cudaMemGetInfo(&free0, &total);
+    for (auto [begin, end] : pass_ranges(trace)) {
+      auto start = SteadyClock::now();
+      for (std::size_t i = begin; i < end; ++i) {
+        const TraceOp& op = trace.ops[i];
+        if (op.allocate) {
+          if (auto c = check(cudaMalloc(&slots[op.slot], op.size == 0 ? 1 : op.size), "cudaMalloc"); !c) return c;
+          if (passes == nullptr) {
+            std::size_t f = 0;
+            cudaMemGetInfo(&f, &total);
+            peak = std::max<std::uint64_t>(peak, free0 > f ? free0 - f : 0);
+          }
+        } else {
+          if (auto c = check(cudaFree(slots[op.slot]), "cudaFree"); !c) return c;
         }
-      } else {
-        if (auto c = check(cudaFree(slots[op.slot]), "cudaFree"); !c) return c;
+        ++calls;
       }
-      ++calls;
+      if (passes != nullptr) passes->push_back(timed_pass(end - begin, SteadyClock::now() - start));
     }
     return {};
   };
+  std::vector<PassFigures> passes;
   std::uint64_t unused = 0, peak = 0;
-  auto start = SteadyClock::now();
-  if (auto r = run(false, unused); !r) return fail(r.error());
-  auto elapsed = SteadyClock::now() - start;
-  if (auto r = run(true, peak); !r) return fail(r.error());
+  if (auto r = run(&passes, unused); !r) return fail(r.error());
+  if (auto r = run(nullptr, peak); !r) return fail(r.error());
   auto r = base(trace, "cuda-malloc");
   r.peak_footprint_bytes = peak;
   r.footprint_ratio = static_cast<double>(peak) / static_cast<double>(trace.peak_live_bytes);
-  r.ns_per_op = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()) /
-                static_cast<double>(r.ops);
+  r.ns_per_op = ns_per_op(passes, r.ops);
+  r.passes = std::move(passes);
   r.device_calls = trace.ops.size();
   return r;
 }
@@ -89,18 +113,24 @@ Result<ReplayResult> replay_cuda_async(const Trace& trace) {
   cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
   std::vector<void*> slots(trace.slots, nullptr);
   Result<void> status;
-  auto start = SteadyClock::now();
-  for (const auto& op : trace.ops) {
-    if (op.allocate) {
-      status = check(cudaMallocFromPoolAsync(&slots[op.slot], op.size == 0 ? 1 : op.size, pool, stream),
-                     "cudaMallocFromPoolAsync");
-    } else {
-      status = check(cudaFreeAsync(slots[op.slot], stream), "cudaFreeAsync");
+  std::vector<PassFigures> passes;
+  for (auto [begin, end] : pass_ranges(trace)) {
+    auto start = SteadyClock::now();
+    for (std::size_t i = begin; i < end && status; ++i) {
+      const TraceOp& op = trace.ops[i];
+      if (op.allocate) {
+        status = check(cudaMallocFromPoolAsync(&slots[op.slot], op.size == 0 ? 1 : op.size, pool, stream),
+                       "cudaMallocFromPoolAsync");
+      } else {
+        status = check(cudaFreeAsync(slots[op.slot], stream), "cudaFreeAsync");
+      }
     }
+    // Each pass is timed to its completion, as the whole run was before
+    // passes: the stream is synchronised at every boundary.
+    cudaStreamSynchronize(stream);
+    passes.push_back(timed_pass(end - begin, SteadyClock::now() - start));
     if (!status) break;
   }
-  cudaStreamSynchronize(stream);
-  auto elapsed = SteadyClock::now() - start;
   std::uint64_t high = 0;
   cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &high);
   cudaStreamDestroy(stream);
@@ -109,9 +139,9 @@ Result<ReplayResult> replay_cuda_async(const Trace& trace) {
   auto r = base(trace, "cuda-async");
   r.peak_footprint_bytes = high;
   r.footprint_ratio = static_cast<double>(high) / static_cast<double>(trace.peak_live_bytes);
-  r.ns_per_op = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()) /
-                static_cast<double>(r.ops);
+  r.ns_per_op = ns_per_op(passes, r.ops);
   r.device_calls = 0;  // the pool's own driver calls are not visible
+  r.passes = std::move(passes);
   return r;
 }
 

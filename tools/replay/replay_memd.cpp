@@ -15,9 +15,12 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
+std::uint64_t to_ns(SteadyClock::duration d) {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+}
+
 double ns_per_op(SteadyClock::duration d, std::uint64_t ops) {
-  return ops == 0 ? 0.0 : static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()) /
-                              static_cast<double>(ops);
+  return ops == 0 ? 0.0 : static_cast<double>(to_ns(d)) / static_cast<double>(ops);
 }
 
 }  // namespace
@@ -48,17 +51,37 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
   if (!pool) return fail(pool.error());
 
   std::vector<void*> slots(trace.slots, nullptr);
-  auto start = SteadyClock::now();
-  for (const auto& op : trace.ops) {
-    if (op.allocate) {
-      auto p = (*pool)->allocate(op.size == 0 ? 1 : op.size);
-      if (!p) return fail(p.error().code, "{}: replay failed: {}", trace.name, p.error().message);
-      slots[op.slot] = *p;
-    } else {
-      if (auto r = (*pool)->deallocate(slots[op.slot]); !r) return fail(r.error());
+  std::vector<PassFigures> passes;
+  SteadyClock::duration elapsed{};
+  PoolStats before = (*pool)->counters();
+  for (auto [begin, end] : pass_ranges(trace)) {
+    auto start = SteadyClock::now();
+    for (std::size_t i = begin; i < end; ++i) {
+      const TraceOp& op = trace.ops[i];
+      if (op.allocate) {
+        auto p = (*pool)->allocate(op.size == 0 ? 1 : op.size);
+        if (!p) return fail(p.error().code, "{}: replay failed: {}", trace.name, p.error().message);
+        slots[op.slot] = *p;
+      } else {
+        if (auto r = (*pool)->deallocate(slots[op.slot]); !r) return fail(r.error());
+      }
     }
+    const auto pass_time = SteadyClock::now() - start;
+    elapsed += pass_time;
+    // counters(), not stats(): stats() drains the thread caches, which would
+    // change what the next pass finds.
+    const PoolStats after = (*pool)->counters();
+    auto delta = [](std::uint64_t a, std::uint64_t b) { return static_cast<std::int64_t>(a - b); };
+    PassFigures pass;
+    pass.ops = end - begin;
+    pass.ns = to_ns(pass_time);
+    pass.map_calls = delta(after.map_calls, before.map_calls);
+    pass.unmap_calls = delta(after.unmap_calls, before.unmap_calls);
+    pass.mapped_units = delta(after.mapped_units, before.mapped_units);
+    pass.unmapped_units = delta(after.unmapped_units, before.unmapped_units);
+    passes.push_back(pass);
+    before = after;
   }
-  auto elapsed = SteadyClock::now() - start;
   if (options.validate)
     if (auto v = (*pool)->validate(); !v) return fail(v.error());
   auto stats = (*pool)->stats();
@@ -74,6 +97,7 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
   r.ns_per_op = ns_per_op(elapsed, r.ops);
   r.device_calls = stats.device_calls;
   r.mapping_ns_per_op = r.ops == 0 ? 0.0 : static_cast<double>(stats.mapping_ns) / static_cast<double>(r.ops);
+  r.passes = std::move(passes);
   if (std::getenv("MEMD_REPLAY_DEBUG"))
     std::fprintf(stderr, "%s: map calls %llu (units %llu), unmap calls %llu (units %llu)\n", trace.name.c_str(),
                  static_cast<unsigned long long>(stats.map_calls), static_cast<unsigned long long>(stats.mapped_units),
@@ -84,36 +108,50 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
 
 Result<ReplayResult> replay_malloc(const Trace& trace) {
   std::vector<void*> slots(trace.slots, nullptr);
-  auto run = [&](bool sample) -> std::uint64_t {
+  // With `passes`, timed: a timestamp at each pass boundary; without,
+  // sampling footprint (untimed).
+  auto run = [&](std::vector<PassFigures>* passes) -> std::uint64_t {
     std::uint64_t peak = 0;
-    for (const auto& op : trace.ops) {
-      if (op.allocate) {
-        slots[op.slot] = std::malloc(op.size == 0 ? 1 : op.size);
-        if (sample) {
-          // Address space glibc holds from the OS: heap arena plus mmapped chunks.
-          struct mallinfo2 mi = mallinfo2();
-          peak = std::max<std::uint64_t>(peak, mi.arena + mi.hblkhd);
+    for (auto [begin, end] : pass_ranges(trace)) {
+      auto start = SteadyClock::now();
+      for (std::size_t i = begin; i < end; ++i) {
+        const TraceOp& op = trace.ops[i];
+        if (op.allocate) {
+          slots[op.slot] = std::malloc(op.size == 0 ? 1 : op.size);
+          if (passes == nullptr) {
+            // Address space glibc holds from the OS: heap arena plus mmapped chunks.
+            struct mallinfo2 mi = mallinfo2();
+            peak = std::max<std::uint64_t>(peak, mi.arena + mi.hblkhd);
+          }
+        } else {
+          std::free(slots[op.slot]);
         }
-      } else {
-        std::free(slots[op.slot]);
+      }
+      if (passes != nullptr) {
+        PassFigures pass;
+        pass.ops = end - begin;
+        pass.ns = to_ns(SteadyClock::now() - start);
+        passes->push_back(pass);
       }
     }
     return peak;
   };
-  auto start = SteadyClock::now();
-  run(false);
-  auto elapsed = SteadyClock::now() - start;
+  std::vector<PassFigures> passes;
+  run(&passes);
+  SteadyClock::duration elapsed{};
+  for (const auto& p : passes) elapsed += std::chrono::nanoseconds(static_cast<std::int64_t>(p.ns));
   ReplayResult r;
   r.trace = trace.name;
   r.allocator = "malloc";
   r.backend = "host";
   r.device = "cpu";
   r.peak_live_bytes = trace.peak_live_bytes;
-  r.peak_footprint_bytes = run(true);
+  r.peak_footprint_bytes = run(nullptr);
   r.footprint_ratio = static_cast<double>(r.peak_footprint_bytes) / static_cast<double>(trace.peak_live_bytes);
   r.ops = trace.ops.size();
   r.ns_per_op = ns_per_op(elapsed, r.ops);
   r.device_calls = 0;  // glibc's brk/mmap calls are not visible from here
+  r.passes = std::move(passes);
   return r;
 }
 

@@ -4,15 +4,20 @@
 // bytes (from the trace), peak bytes held from the device or OS, their ratio,
 // time per operation and calls into the device/OS. Timed passes do nothing but
 // allocate and free; footprint that can only be sampled (glibc, cudaMalloc)
-// is measured in a second, untimed pass.
+// is measured in a second, untimed pass. A trace of several passes
+// (repeat_trace) is replayed in one allocator instance, and each pass is
+// timed, and for memd counted, on its own: a timestamp at each boundary, and
+// memd's counters() read between passes, outside the timed loop.
 //
 // Thread safety: run one replay at a time.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "memd/error.hpp"
+#include "pass_summary.hpp"
 #include "trace.hpp"
 
 namespace memd::replay {
@@ -31,6 +36,8 @@ struct ReplayResult {
   // memd only: of ns_per_op, the time inside backend map/unmap calls
   // (negative: not measured, for the baselines).
   double mapping_ns_per_op = -1;
+  // One record per pass of the trace (pass_ranges), in order.
+  std::vector<PassFigures> passes;
 };
 
 struct MemdReplayOptions {

@@ -4,6 +4,8 @@
 #include <zlib.h>
 
 #include <charconv>
+#include <cmath>
+#include <random>
 #include <unordered_map>
 
 namespace memd::replay {
@@ -130,6 +132,54 @@ Trace prefix_trace(const Trace& trace, double fraction) {
   }
   for (std::uint32_t s = 0; s < trace.slots; ++s)
     if (live_slot[s]) out.ops.push_back({false, s, 0});
+  return out;
+}
+
+std::vector<std::pair<std::size_t, std::size_t>> pass_ranges(const Trace& trace) {
+  std::vector<std::pair<std::size_t, std::size_t>> out;
+  if (trace.pass_starts.empty()) {
+    out.emplace_back(0, trace.ops.size());
+    return out;
+  }
+  for (std::size_t k = 0; k < trace.pass_starts.size(); ++k)
+    out.emplace_back(trace.pass_starts[k],
+                     k + 1 < trace.pass_starts.size() ? trace.pass_starts[k + 1] : trace.ops.size());
+  return out;
+}
+
+Trace repeat_trace(const Trace& trace, int passes, double jitter, std::uint64_t seed) {
+  Trace out;
+  out.name = trace.name;
+  const auto n = static_cast<std::uint32_t>(std::max(passes, 1));
+  out.slots = trace.slots * n;
+  out.allocations = trace.allocations * n;
+  out.ops.reserve(trace.ops.size() * n);
+  // mt19937_64 and the 53-bit conversion below are fully specified, unlike
+  // std::uniform_real_distribution: the same seed gives the same sizes with
+  // any standard library.
+  std::mt19937_64 rng(seed);
+  std::vector<std::uint64_t> size_of(out.slots, 0);
+  std::uint64_t live = 0;
+  for (std::uint32_t pass = 0; pass < n; ++pass) {
+    out.pass_starts.push_back(out.ops.size());
+    for (const auto& op : trace.ops) {
+      TraceOp o = op;
+      o.slot = op.slot + pass * trace.slots;
+      if (op.allocate) {
+        if (pass > 0 && jitter > 0) {
+          const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;  // [0, 1)
+          const double factor = 1 - jitter + 2 * jitter * u;
+          o.size = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(std::llround(static_cast<double>(op.size) * factor)));
+        }
+        size_of[o.slot] = o.size;
+        live += o.size;
+        out.peak_live_bytes = std::max(out.peak_live_bytes, live);
+      } else {
+        live -= size_of[o.slot];
+      }
+      out.ops.push_back(o);
+    }
+  }
   return out;
 }
 

@@ -7,8 +7,10 @@
 // Thread safety: values.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "memd/error.hpp"
@@ -27,7 +29,14 @@ struct Trace {
   std::uint32_t slots = 0;          // distinct IDs
   std::uint64_t peak_live_bytes = 0;
   std::uint64_t allocations = 0;
+  // Op index where each pass begins (repeat_trace); empty: one pass, as
+  // loaded. Replayers time and count each pass apart.
+  std::vector<std::size_t> pass_starts;
 };
+
+// [begin, end) op indices of each pass: one range for a trace without
+// pass_starts.
+std::vector<std::pair<std::size_t, std::size_t>> pass_ranges(const Trace& trace);
 
 // Parses a trace; malformed lines, reused IDs and frees of unknown IDs are
 // errors that name the line.
@@ -49,5 +58,18 @@ Trace scale_trace(const Trace& trace, double factor);
 // at a point before it (cudaMallocAsync: 1.13-1.28 on prefixes of traces it
 // ends at 1.03-1.04, docs/benchmarks.md).
 Trace prefix_trace(const Trace& trace, double fraction);
+
+// The trace `passes` (>= 1) times back to back, as one run in one pool: pass
+// k's slots are the trace's shifted by k × slots, so blocks the trace leaves
+// live stay live and the next pass starts on top of them. Pass 1 is the trace
+// as recorded; in passes 2..N each allocation's size is multiplied by a factor
+// drawn uniformly from [1 - jitter, 1 + jitter] (0 <= jitter < 1; at least 1
+// byte), from a generator seeded with `seed` (same seed, same trace; jitter 0
+// draws nothing and copies exactly). peak_live_bytes is over the whole run;
+// pass_starts says where each pass begins. The name stays the trace's (the
+// replay reports the passes beside it). Why: a pool that serves one pass well
+// may map and unmap on every later one (a request loop or a model reloaded),
+// and only a run in one pool shows that.
+Trace repeat_trace(const Trace& trace, int passes, double jitter, std::uint64_t seed);
 
 }  // namespace memd::replay
