@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "alloc/device_pool.hpp"
+#include "alloc/reclaim_ladder.hpp"
 #include "alloc_test_support.hpp"
 #include "core/slab.hpp"
 
@@ -704,9 +705,15 @@ TEST(DevicePool, SegmentsModeOutOfMemoryLeavesPoolValid) {
   EXPECT_EQ(pool.stats().allocated_bytes, before.allocated_bytes);
   MEMD_ASSERT_OK(pool.deallocate(*a));
   // 50 MiB does not fit the now empty 42 MiB segment, and the device cannot
-  // hold both: the empty segment must be given back for the new one.
+  // hold both: the pool says so once, and the ladder's trim gives the empty
+  // segment back for the new one.
   b = pool.allocate(50 * kMiB);
+  ASSERT_FALSE(b) << "the pool retried by itself";
+  MEMD_ASSERT_OK(pool.validate());
+  ReclaimLadder ladder;
+  b = ladder.allocate(pool, 50 * kMiB);
   ASSERT_TRUE(b) << "an empty segment blocked a request that fits the device: " << b.error().message;
+  EXPECT_EQ(ladder.counts().trim_retries, 1u);
   EXPECT_LE(pool.reserved_bytes(), 52 * kMiB);
   MEMD_ASSERT_OK(pool.deallocate(*b));
   MEMD_ASSERT_OK(pool.validate());
@@ -830,10 +837,15 @@ TEST(DevicePoolStreams, PendingBlocksAreUsedBeforeFailingForMemory) {
   auto p = pool.allocate(48 * kMiB, *s);
   ASSERT_TRUE(p);
   MEMD_ASSERT_OK(pool.deallocate(*p, *s));
-  // Another stream needs the space: the pool must wait for the pending free
-  // rather than fail.
+  // Another stream needs the space: the pool answers out of memory once, and
+  // the ladder's trim waits for the pending free rather than fail.
   auto q = pool.allocate(40 * kMiB);
+  ASSERT_FALSE(q) << "the pool retried by itself";
+  EXPECT_EQ(q.error().code, ErrorCode::out_of_memory);
+  ReclaimLadder ladder;
+  q = ladder.allocate(pool, 40 * kMiB);
   ASSERT_TRUE(q) << q.error().message;
+  EXPECT_EQ(ladder.counts().trim_retries, 1u);
   MEMD_ASSERT_OK(pool.validate());
   MEMD_ASSERT_OK(pool.deallocate(*q));
   env.pool.reset();

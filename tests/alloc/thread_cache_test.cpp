@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "alloc/reclaim_ladder.hpp"
 #include "alloc_test_support.hpp"
 #include "backends/device_catalog.hpp"
 
@@ -413,7 +414,8 @@ TEST(ThreadCache, MediumSizesAtTheHugeThresholdAreNotCached) {
 
 // Blocks parked in thread caches are given back before an allocation fails
 // for want of memory: 64 MiB device, medium blocks freed into this thread's
-// bins (and other threads' slots), then one block of nearly all of it.
+// bins (and other threads' slots), then one block of nearly all of it. The
+// pool answers out of memory once; the ladder's trim drains the caches.
 TEST(ThreadCache, CachedBlocksGoBackBeforeOutOfMemory) {
   PoolEnv env = make_pool(64 * kMiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
   ASSERT_TRUE(env.pool);
@@ -425,8 +427,10 @@ TEST(ThreadCache, CachedBlocksGoBackBeforeOutOfMemory) {
     for (void* p : small) EXPECT_TRUE(pool.deallocate(p));
   });
   other.join();
-  auto big = pool.allocate(56 * kMiB);
+  ReclaimLadder ladder;
+  auto big = ladder.allocate(pool, 56 * kMiB);
   ASSERT_TRUE(big) << big.error().message;
+  EXPECT_EQ(ladder.counts().trim_retries, 1u);
   MEMD_ASSERT_OK(pool.validate());
   MEMD_ASSERT_OK(pool.deallocate(*big));
   MEMD_ASSERT_OK(pool.validate());
