@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The footprint-or-time decision on one card: memd's default units (sized for
 # a footprint within 5 % of the live peak) and memd with one unit per mapped
-# run (--map-unit-min/max 64GiB: fewest driver calls, coarser give-back), each
+# run (--pool-policy throughput: fewest driver calls, coarser give-back), each
 # against cudaMallocAsync in the same process, the two allocators interleaved
 # round by round (REPEAT rounds, median reported with the fastest and slowest:
 # one trace's times moved 40 % between calls a minute apart on one machine).
@@ -24,7 +24,7 @@ pair() {
     sed "s/\"allocator\":\"memd\"/\"allocator\":\"memd\",\"policy\":\"$policy\"/; s/\"allocator\":\"cuda-async\"/\"allocator\":\"cuda-async\",\"policy\":\"with-$policy\"/" >> "$OUT/units.jsonl"
 }
 pair default
-pair unit-per-run --map-unit-min 64GiB --map-unit-max 64GiB
+pair unit-per-run --pool-policy throughput
 python3 - "$OUT/units.jsonl" <<'PY'
 import json, sys, collections
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

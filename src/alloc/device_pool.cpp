@@ -20,6 +20,19 @@ std::optional<PoolPolicy> parse_pool_policy(std::string_view text) noexcept {
   return std::nullopt;
 }
 
+Result<std::pair<DeviceId, PoolPolicy>> parse_device_pool_policy(std::string_view text) {
+  const auto eq = text.find('=');
+  if (eq == std::string_view::npos)
+    return fail(ErrorCode::invalid_argument, "pool policy '{}' is not DEVICE=POLICY (e.g. cuda:0=throughput)", text);
+  auto device = DeviceId::parse(text.substr(0, eq));
+  if (!device) return fail(ErrorCode::invalid_argument, "pool policy '{}': {}", text, device.error().message);
+  auto policy = parse_pool_policy(text.substr(eq + 1));
+  if (!policy)
+    return fail(ErrorCode::invalid_argument, "pool policy '{}': '{}' is not footprint or throughput", text,
+                text.substr(eq + 1));
+  return std::pair{*device, *policy};
+}
+
 PoolOptions apply_policy(PoolOptions options) noexcept {
   if (options.policy == PoolPolicy::Throughput) options.map_unit_min = options.map_unit_max = kThroughputUnit;
   return options;

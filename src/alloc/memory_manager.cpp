@@ -60,6 +60,8 @@ Result<DevicePool*> MemoryManager::pool_for(DeviceId device, MemoryType type) {
   po.memory_type = type;
   bool virtual_ok = info && info->virtual_memory && type == MemoryType::VRAM;
   po.mode = virtual_ok ? PoolMode::Virtual : PoolMode::Segments;
+  if (auto policy = options_.pool_policies.find(device); policy != options_.pool_policies.end())
+    po.policy = policy->second;
   // The fraction caps every pool, so memd never claims a device whole.
   if (info && info->total_bytes != 0)
     po.capacity = static_cast<std::uint64_t>(static_cast<double>(info->total_bytes) * options_.max_device_fraction);

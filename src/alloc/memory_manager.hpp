@@ -63,6 +63,9 @@ struct PoolKey {
 struct ManagerOptions {
   // Fraction of a device's capacity memd may reserve, absent explicit limits.
   double max_device_fraction = 0.95;
+  // The pool policy of each device's pools (alloc/pool_options.hpp);
+  // devices not named get PoolPolicy::Footprint.
+  std::map<DeviceId, PoolPolicy> pool_policies;
 };
 
 class MemoryManager {

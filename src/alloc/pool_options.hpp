@@ -12,8 +12,10 @@
 #include <cstdint>
 #include <optional>
 #include <string_view>
+#include <utility>
 
 #include "memd/device.hpp"
+#include "memd/error.hpp"
 #include "memd/memory_types.hpp"
 #include "memd/size.hpp"
 
@@ -36,6 +38,9 @@ enum class PoolMode { Virtual, Segments };
 enum class PoolPolicy { Footprint, Throughput };
 std::string_view to_string(PoolPolicy policy) noexcept;
 std::optional<PoolPolicy> parse_pool_policy(std::string_view text) noexcept;
+// "DEVICE=POLICY" (e.g. "cuda:0=throughput"), as `memd serve --pool-policy`
+// takes it; invalid_argument naming what is wrong.
+Result<std::pair<DeviceId, PoolPolicy>> parse_device_pool_policy(std::string_view text);
 
 struct PoolOptions {
   DeviceId device = DeviceId::host(0);

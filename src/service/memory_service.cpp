@@ -29,6 +29,10 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
   if (!catalog) return fail(catalog.error());
   auto service = std::unique_ptr<MemoryService>(new MemoryService());
   service->catalog_ = std::move(*catalog);
+  for (const auto& [device, policy] : options.manager.pool_policies)
+    if (!service->catalog_->info(device))
+      return fail(ErrorCode::not_found, "a pool policy names {}, which this machine does not have",
+                  device.to_string());
   service->manager_ = std::make_unique<MemoryManager>(*service->catalog_, options.manager);
   return service;
 }

@@ -48,6 +48,25 @@ TEST(Cli, VersionHelpAndDevices) {
   EXPECT_EQ(nlohmann::json::parse(j.out)["devices"][0]["deviceId"], "host:0");
 }
 
+// --pool-policy is checked before anything serves: a bad spelling or a
+// device this machine lacks fails at once, naming the flag or the device.
+TEST(Cli, PoolPolicyFlagRefusesWhatItCannotApply) {
+  auto help = memd("serve --help");
+  EXPECT_NE(help.out.find("--pool-policy"), std::string::npos);
+  EXPECT_NE(help.out.find("throughput"), std::string::npos);
+  for (const char* bad : {"host:0=fast", "host:0", "=throughput", "gpu9=footprint", "host:0=Throughput "}) {
+    auto r = memd(std::string("--no-cuda --host-device 64MiB serve --listen 127.0.0.1:0 --pool-policy '") + bad + "'");
+    EXPECT_EQ(r.code, 1) << bad << ": " << r.out;
+    EXPECT_NE(r.out.find("--pool-policy"), std::string::npos) << bad << ": " << r.out;
+  }
+  auto unknown = memd("--no-cuda --host-device 64MiB serve --listen 127.0.0.1:0 --pool-policy host:7=throughput");
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_NE(unknown.out.find("host:7"), std::string::npos) << unknown.out;
+  // A valid policy reaches the pools: the stdio door shows the same engine.
+  auto ok = memd("--no-cuda --host-device 64MiB stdio --pool-policy host:0=throughput < /dev/null");
+  EXPECT_EQ(ok.code, 0) << ok.out;
+}
+
 TEST(Cli, UnreachableDaemonIsAClearFailure) {
   auto r = memd("status --url http://127.0.0.1:1");
   EXPECT_NE(r.code, 0);

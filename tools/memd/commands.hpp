@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "api_client.hpp"
 
@@ -17,6 +18,7 @@ namespace memd::cli {
 struct EngineOptions {
   std::string host_device = "8GiB";  // capacity of host:0
   bool no_cuda = false;              // ignore GPUs (tests, reproducible runs)
+  std::vector<std::string> pool_policies;  // DEVICE=POLICY (alloc/pool_options.hpp)
 };
 
 struct ServeFlags {

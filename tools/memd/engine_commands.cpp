@@ -35,6 +35,11 @@ Result<ServiceOptions> service_options(const EngineOptions& engine) {
   ServiceOptions options;
   options.backends.host_device_bytes = *bytes;
   options.backends.enable_cuda = !engine.no_cuda;
+  for (const auto& text : engine.pool_policies) {
+    auto policy = parse_device_pool_policy(text);
+    if (!policy) return fail(ErrorCode::invalid_argument, "--pool-policy: {}", policy.error().message);
+    options.manager.pool_policies[policy->first] = policy->second;
+  }
   return options;
 }
 

@@ -39,6 +39,11 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--token", serve.token, "Require Authorization: Bearer TOKEN (needed off loopback)")
       ->envname("MEMD_TOKEN");
   serve_cmd->add_option("--threads", serve.threads, "Worker threads")->capture_default_str();
+  const char* policy_help =
+      "DEVICE=POLICY, repeatable: how the device's pools trade memory held for mapping calls. footprint "
+      "(default): peak footprint within a few percent of peak live bytes; throughput: one mapping unit per "
+      "mapped run, fewest driver calls, up to ~17% more memory held where the layout fragments";
+  serve_cmd->add_option("--pool-policy", engine.pool_policies, policy_help);
   serve_cmd->add_option("--max-body", serve.max_body, "Largest JSON body")->capture_default_str();
   serve_cmd->add_option("--max-upload", serve.max_upload, "Largest data upload body")->capture_default_str();
   serve_cmd->callback([&] { exit_code = run_serve(engine, serve); });
@@ -47,6 +52,7 @@ int main(int argc, char** argv) {
   auto* stdio_cmd = app.add_subcommand("stdio", "Serve JSON lines on stdin/stdout for one host process");
   stdio_cmd->add_option("--max-line", stdio.max_line, "Longest request line")->capture_default_str();
   stdio_cmd->add_option("--owner", stdio.owner, "Owner name of the host (default stdio-<pid>)");
+  stdio_cmd->add_option("--pool-policy", engine.pool_policies, policy_help);
   stdio_cmd->callback([&] { exit_code = run_stdio_command(engine, stdio); });
 
   bool devices_json = false;

@@ -62,7 +62,12 @@ int main(int argc, char** argv) {
                  "Allocators to replay on, comma-separated (memd, malloc, cuda-malloc, cuda-async); several are "
                  "interleaved round by round");
   app.add_option("--host-device", host_device, "Capacity of host:0 (default: 2x the trace's peak, >= 1GiB)");
-  app.add_option("--map-unit-max", unit_max, "Largest mapping unit (memd, virtual mode)");
+  std::string policy = "footprint";
+  app.add_option("--pool-policy", policy,
+                 "memd's pool policy: footprint (default) or throughput (one mapping unit per mapped run); "
+                 "throughput is reported as allocator memd-throughput")
+      ->check(CLI::IsMember({"footprint", "throughput"}));
+  app.add_option("--map-unit-max", unit_max, "Largest mapping unit (memd, virtual mode; for tuning experiments)");
   std::string unit_min, ahead_max, huge_threshold;
   app.add_option("--map-unit-min", unit_min, "Smallest mapping unit (memd, virtual mode)");
   app.add_option("--map-ahead-max", ahead_max, "Most bytes mapped ahead of growth, 0B for none (memd)");
@@ -152,6 +157,7 @@ int main(int argc, char** argv) {
   MemdReplayOptions mo;
   mo.backend = backend;
   mo.segments = segments;
+  mo.policy = *parse_pool_policy(policy);
   mo.validate = validate;
   mo.retain_fraction = retain_fraction;
   if (!host_device.empty()) {

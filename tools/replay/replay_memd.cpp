@@ -41,6 +41,7 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
   PoolOptions po;
   po.device = device;
   po.mode = options.segments ? PoolMode::Segments : PoolMode::Virtual;
+  po.policy = options.policy;
   if (options.backend == "host") po.capacity = bo.host_device_bytes;
   if (options.map_unit_max != 0) po.map_unit_max = options.map_unit_max;
   if (options.map_unit_min != 0) po.map_unit_min = options.map_unit_min;
@@ -88,6 +89,7 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
   ReplayResult r;
   r.trace = trace.name;
   r.allocator = options.segments ? "memd-segments" : "memd";
+  if (options.policy == PoolPolicy::Throughput) r.allocator += "-throughput";
   r.backend = options.backend;
   r.device = device.to_string();
   r.peak_live_bytes = trace.peak_live_bytes;

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "alloc/pool_options.hpp"
 #include "memd/error.hpp"
 #include "pass_summary.hpp"
 #include "trace.hpp"
@@ -45,6 +46,7 @@ struct MemdReplayOptions {
   std::uint64_t host_device_bytes = 0;  // 0: 2 × peak live, at least 1 GiB
   bool segments = false;                // plain-segment mode instead of virtual memory
   bool validate = false;                // validate() after the run
+  PoolPolicy policy = PoolPolicy::Footprint;  // throughput: reported as memd-throughput
   std::uint64_t map_unit_max = 0;
   std::uint64_t map_unit_min = 0;
   std::uint64_t map_ahead_max = ~std::uint64_t{0};  // all-ones: the pool's default
