@@ -54,6 +54,8 @@ class Arena {
   // see it freed).
   virtual void flush_kept() = 0;
   virtual bool is_kept(std::uint64_t address) const = 0;
+  // Bytes of the kept block (0 when none).
+  virtual std::uint64_t kept_bytes() const = 0;
 
   // Physical bytes held from the device for blocks (the arena's footprint).
   virtual std::uint64_t held_bytes() const = 0;

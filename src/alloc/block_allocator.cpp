@@ -81,7 +81,8 @@ void BlockAllocator::drop_span(std::uint64_t span) {
 }
 
 std::uint64_t BlockAllocator::block_bytes() const noexcept {
-  return slab_.used_bytes() + (arena_.blocks().used_bytes() - slab_.span_bytes()) + huge_.live_bytes();
+  return slab_.used_bytes() + (arena_.blocks().used_bytes() - slab_.span_bytes() - arena_.kept_bytes()) +
+         huge_.live_bytes();
 }
 
 Result<void> BlockAllocator::validate() const {

@@ -56,12 +56,17 @@ Result<std::uint64_t> HugeBlocks::take(std::uint64_t size, Footprint& footprint)
     live_.emplace(address, h);
     return address;
   }
-  // Counted as busy before it exists, so the budget sees the growth.
+  // Counted as busy before it exists, so the budget sees the growth; a
+  // range that cannot be made leaves the peak where it was.
+  const std::uint64_t peak_before = footprint.state().peak_busy;
   footprint.note_busy(need);
   if (const std::uint64_t limit = footprint.allowed(need); footprint.reserved() + need > limit)
     footprint.release_slack(footprint.reserved() + need - limit);
   auto h = create(need);
-  if (!h) return fail(h.error());
+  if (!h) {
+    footprint.state().peak_busy = peak_before;
+    return fail(h.error());
+  }
   const std::uint64_t address = h->address(virtual_);
   live_.emplace(address, *h);
   live_bytes_ += need;

@@ -34,6 +34,7 @@ class SegmentArena final : public Arena {
   std::optional<std::uint64_t> take_kept(std::uint64_t) override { return std::nullopt; }
   void flush_kept() override {}
   bool is_kept(std::uint64_t) const override { return false; }
+  std::uint64_t kept_bytes() const override { return 0; }
 
   std::uint64_t held_bytes() const override { return segment_bytes_; }
   std::uint64_t busy_bytes() const override { return 0; }

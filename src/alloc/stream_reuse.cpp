@@ -77,6 +77,7 @@ void StreamReuse::abandon() {
       (void)backend_.destroy_event(b.event);
     }
   streams_.clear();
+  pending_ = FlatMap{};
   fenced_batches_ = 0;
 }
 

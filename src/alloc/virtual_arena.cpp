@@ -68,7 +68,9 @@ Result<std::uint64_t> VirtualArena::take(std::uint64_t size, std::uint64_t align
   std::uint64_t need = 0;
   for (const auto& r : runs) need += r.size;
   // Keep the footprint within the budget: give slack back first, with the
-  // hysteresis so the next allocations do not trim again.
+  // hysteresis so the next allocations do not trim again. A request that
+  // fails leaves the peak where it was (it never became busy).
+  const std::uint64_t peak_before = footprint.state().peak_busy;
   footprint.note_busy();
   bool trimmed = false;
   if (const std::uint64_t limit = footprint.allowed(); footprint.reserved() + need > limit) {
@@ -82,7 +84,10 @@ Result<std::uint64_t> VirtualArena::take(std::uint64_t size, std::uint64_t align
         retention::unit_bytes(options_, page_, footprint.state()) > retention::fragmented_unit_min(options_, page_))
       ++footprint.state().unit_halvings;
   }
-  if (auto mapped = map_runs(*block, size, runs, trimmed, footprint); !mapped) return fail(mapped.error());
+  if (auto mapped = map_runs(*block, size, runs, trimmed, footprint); !mapped) {
+    footprint.state().peak_busy = peak_before;
+    return fail(mapped.error());
+  }
   return block->offset;
 }
 
@@ -118,6 +123,7 @@ Result<void> VirtualArena::map_runs(const TlsfBlock& block, std::uint64_t size, 
     if (!mapped) {
       // Roll back: unmap the runs this call mapped (whole units), forget the block.
       for (std::size_t j = 0; j < i; ++j) {
+        ++counters_.unmap_calls;
         (void)mapping_call([&] { return backend_.unmap(range_, runs[j].offset - range_.base, runs[j].size); });
         pages_.for_each_unit(runs[j].offset, runs[j].offset + runs[j].size,
                              [&](std::uint64_t, std::uint64_t) { ++counters_.unmapped_units; });

@@ -48,6 +48,7 @@ class VirtualArena final : public Arena {
   std::optional<std::uint64_t> take_kept(std::uint64_t size) override;
   void flush_kept() override;
   bool is_kept(std::uint64_t address) const override { return kept_.size != 0 && address == kept_.address; }
+  std::uint64_t kept_bytes() const override { return kept_.size; }
 
   std::uint64_t held_bytes() const override { return pages_.mapped_bytes(); }
   std::uint64_t busy_bytes() const override { return pages_.busy_bytes(); }

@@ -264,15 +264,11 @@ TEST(BlockAllocator, SpanRefusalIsReturnedAndChangesNothing) {
   expect_consistent(b, "room again");
 }
 
-// BUG? (src/alloc/block_allocator.cpp, BlockAllocator::block_bytes): the
-// header promises "bytes of blocks users hold", and arena.hpp says a kept
-// block "then counts as freed", but block_bytes() counts TLSF used bytes, so
-// a block the arena keeps after release() still counts until something
-// flushes it. DevicePool::validate() flushes the kept block before comparing
-// block_bytes() with its counters, so the pool never shows it; the piece on
-// its own over-reports. Enable once block_bytes() leaves the kept block out
-// (or the header says it is counted).
-TEST(BlockAllocator, DISABLED_BlockBytesLeavesTheKeptBlockOut) {
+// Found by this test (session 6): block_bytes() counted the block the
+// arena keeps after release() until something flushed it, though the
+// header promises bytes users hold. The pool's validate() flushes first, so
+// only the piece on its own showed it.
+TEST(BlockAllocator, BlockBytesLeavesTheKeptBlockOut) {
   auto b = make_blocks();
   ASSERT_TRUE(b.blocks);
   const std::uint64_t a = alloc_ok(b, kMiB, kMiB);

@@ -300,13 +300,10 @@ TEST(VirtualArena, FailingMapRollsBack) {
   expect_consistent(*p, "4 MiB");
 }
 
-// BUG? (src/alloc/virtual_arena.cpp, VirtualArena::take): note_busy() runs
-// after pages_.acquire() of the placed block and before map_runs(); when the
-// map fails the block is rolled back but the peak of busy bytes keeps its
-// pages. The retention budget then allows peak * (1 + retain_fraction) of
-// mapped memory as if that block had lived (see the same in
-// huge_blocks_test.cpp). Enable once a refused take leaves the peak alone.
-TEST(VirtualArena, DISABLED_FailingMapLeavesThePeakAlone) {
+// Found by this test (session 6): a take whose map failed kept the peak of
+// busy bytes it had noted for the block, inflating the retention budget as
+// if the block had lived.
+TEST(VirtualArena, FailingMapLeavesThePeakAlone) {
   auto p = virtual_pieces(4 * kMiB, unit_options(32 * kMiB));
   ASSERT_TRUE(p);
   (void)take_ok(*p, kMiB);
@@ -366,13 +363,9 @@ TEST(VirtualArena, FailingSecondRunUnmapsTheFirst) {
   expect_consistent(*p, "fits once the device has room");
 }
 
-// BUG (src/alloc/virtual_arena.cpp, VirtualArena::map_runs, the rollback
-// loop): the unmap calls that undo the runs mapped before a failing map go
-// through mapping_call (device_calls, mapping_ns) and count unmapped_units,
-// but never ++counters_.unmap_calls, unlike release_free. After a rolled-back
-// take, unmap_calls ("Backend unmap calls") under-reports by one per
-// rolled-back run while unmapped_units does count them. Enable once fixed.
-TEST(VirtualArena, DISABLED_RollbackUnmapsAreCountedAsUnmapCalls) {
+// Found by this test (session 6): the unmaps that undo a failed take's
+// earlier runs counted units and device calls but not unmap_calls.
+TEST(VirtualArena, RollbackUnmapsAreCountedAsUnmapCalls) {
   auto p = virtual_pieces(8 * kMiB, unit_options(8 * kMiB));
   ASSERT_TRUE(p);
   std::optional<Segment> other;
