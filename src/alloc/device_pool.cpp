@@ -43,7 +43,7 @@ DevicePool::DevicePool(Backend& backend, const PoolOptions& options, std::uint64
     : backend_(backend),
       opt_(options),
       page_(page),
-      live_slots_(range && options.thread_cache ? std::make_unique<LiveSlots>(range->base, options.capacity)
+      live_slots_(range && options.thread_cache ? std::make_unique<LiveSlots>(range->base, range->size)
                                                 : nullptr),
       live_blocks_(live_slots_ && options.medium_cache != PoolOptions::MediumCache::Never
                        ? std::make_unique<LiveBlocks>(range->base)

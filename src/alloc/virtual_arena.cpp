@@ -14,7 +14,7 @@ namespace memd {
 using retention::round_up;
 
 Result<VirtualRange> VirtualArena::reserve(Backend& backend, const PoolOptions& options) {
-  return backend.reserve(options.device, options.capacity);
+  return backend.reserve(options.device, address_space(options));
 }
 
 VirtualArena::VirtualArena(Backend& backend, const PoolOptions& options, std::uint64_t page,
@@ -24,10 +24,10 @@ VirtualArena::VirtualArena(Backend& backend, const PoolOptions& options, std::ui
       page_(page),
       counters_(counters),
       range_(range),
-      pages_(range.base, options.capacity, page) {
+      pages_(range.base, range.size, page) {
   ++counters_.device_calls;  // the reservation
   // A fresh TLSF takes any non-empty region; create() checks it is there.
-  (void)tlsf_.add_region(range.base, options.capacity);
+  (void)tlsf_.add_region(range.base, range.size);
 }
 
 VirtualArena::~VirtualArena() { (void)backend_.release(range_); }
@@ -48,7 +48,7 @@ Result<std::uint64_t> VirtualArena::take(std::uint64_t size, std::uint64_t align
   auto block = tlsf_.allocate(size, alignment);
   if (!block)
     return fail(ErrorCode::out_of_memory, "no free range of {} in the {} address space of {}", format_size(size),
-                format_size(options_.capacity), options_.device.to_string());
+                format_size(range_.size), options_.device.to_string());
   std::vector<PageRun> runs;  // stays empty (no allocation) when all pages are mapped
   const std::uint64_t peak_busy = footprint.state().peak_busy;
   const bool pins = retention::near_trim(footprint.reserved(), peak_busy, footprint.allowed()) &&
@@ -83,6 +83,15 @@ Result<std::uint64_t> VirtualArena::take(std::uint64_t size, std::uint64_t align
     if (footprint.reserved() + need > limit &&
         retention::unit_bytes(options_, page_, footprint.state()) > retention::fragmented_unit_min(options_, page_))
       ++footprint.state().unit_halvings;
+  }
+  if (footprint.reserved() + need > options_.capacity) {
+    // The capacity bounds physical bytes; the address space is larger.
+    pages_.release(block->offset, block->size);
+    (void)tlsf_.free(block->offset);
+    footprint.state().peak_busy = peak_before;
+    return fail(ErrorCode::out_of_memory, "a {} block needs {} mapped on {}, which holds {} of its capacity {}",
+                format_size(size), format_size(need), options_.device.to_string(),
+                format_size(footprint.reserved()), format_size(options_.capacity));
   }
   if (auto mapped = map_runs(*block, size, runs, trimmed, footprint); !mapped) {
     footprint.state().peak_busy = peak_before;
@@ -154,8 +163,10 @@ PageRun VirtualArena::growth_ahead(const TlsfBlock& block, std::uint64_t size, c
   if (!retention::maps_ahead(options_, page_, size)) return {};
   const std::uint64_t block_end = round_up(block.offset + block.size, page_);
   if (last_run.offset + last_run.size != block_end) return {};
-  const std::uint64_t room =
-      retention::ahead_room(options_, footprint.allowed(), footprint.reserved() + need, footprint.busy());
+  const std::uint64_t used = footprint.reserved() + need;
+  if (used >= options_.capacity) return {};
+  const std::uint64_t room = std::min(retention::ahead_room(options_, footprint.allowed(), used, footprint.busy()),
+                                      options_.capacity - used);
   if (room == 0) return {};
   const std::uint64_t n = pages_.idle_unmapped_pages(block_end, room / page_);
   return n == 0 ? PageRun{} : PageRun{block_end, n * page_};

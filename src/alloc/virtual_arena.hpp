@@ -34,8 +34,17 @@ class VirtualArena final : public Arena {
  public:
   static constexpr std::uint64_t kKeepMin = 16 * 1024;
 
-  // Reserves `options.capacity` bytes (whole pages) on the device, for the
-  // arena to take over.
+  // Address space per byte of capacity. The capacity bounds physical bytes
+  // (checked before every map); the addresses are twice as many, so that a
+  // fragmented address space never refuses what physical memory could hold
+  // (repeated jittered work exhausted a range the size of the capacity while
+  // half of it was unmapped: docs/benchmarks.md, "address space").
+  static constexpr std::uint64_t kAddressSpaceFactor = 2;
+  static std::uint64_t address_space(const PoolOptions& options) noexcept {
+    return options.capacity * kAddressSpaceFactor;
+  }
+  // Reserves address_space(options) bytes on the device, for the arena to
+  // take over.
   static Result<VirtualRange> reserve(Backend& backend, const PoolOptions& options);
   // Takes over `range` (released with the arena); counts its reservation.
   VirtualArena(Backend& backend, const PoolOptions& options, std::uint64_t page, PoolCounters& counters,

@@ -39,7 +39,7 @@ TEST(VirtualArena, ReservationIsCountedAndNothingIsMapped) {
   EXPECT_EQ(p->counters.map_calls, 0u);
   EXPECT_EQ(p->arena->held_bytes(), 0u);
   EXPECT_EQ(p->arena->busy_bytes(), 0u);
-  EXPECT_EQ(p->varena().range().size, 32 * kMiB);
+  EXPECT_EQ(p->varena().range().size, 32 * kMiB * VirtualArena::kAddressSpaceFactor);
   EXPECT_EQ(p->arena->regions_held(), 1u);
   EXPECT_EQ(p->arena->region_kind(), "arena");
   std::uint64_t free_bytes = 1, largest = 1;
@@ -279,6 +279,31 @@ TEST(VirtualArena, OverCapacityTakeIsOutOfMemoryAndChangesNothing) {
   (void)take_ok(*p, 6 * kMiB);
   ASSERT_TRUE(p->arena->give_back(a));
   expect_consistent(*p, "full");
+}
+
+// The capacity bounds physical bytes, not addresses: a live block in the
+// middle of a range the size of the capacity splits its free addresses, and
+// a block that physical memory could hold must still find a range (repeated
+// jittered replays were refused this way while half the capacity was free).
+TEST(VirtualArena, FragmentedAddressesDoNotRefuseWhatTheCapacityHolds) {
+  auto p = virtual_pieces(64 * kMiB, unit_options(16 * kMiB));
+  ASSERT_TRUE(p);
+  const std::uint64_t a = take_ok(*p, 6 * kMiB);
+  const std::uint64_t b = take_ok(*p, 2 * kMiB);
+  const std::uint64_t c = take_ok(*p, 6 * kMiB);
+  ASSERT_TRUE(p->arena->give_back(a));
+  ASSERT_TRUE(p->arena->give_back(c));
+  EXPECT_GT(p->arena->release_free(~std::uint64_t{0} / 2), 0u);
+  const std::uint64_t d = take_ok(*p, 12 * kMiB);
+  EXPECT_LE(p->arena->held_bytes(), 16 * kMiB);
+  // ... and the capacity still refuses what would exceed it.
+  auto e = p->arena->take(4 * kMiB, Arena::kUnit, *p->footprint);
+  ASSERT_FALSE(e.has_value());
+  EXPECT_EQ(e.error().code, ErrorCode::out_of_memory);
+  EXPECT_NE(e.error().message.find("capacity"), std::string::npos) << e.error().message;
+  ASSERT_TRUE(p->arena->give_back(b));
+  ASSERT_TRUE(p->arena->give_back(d));
+  expect_consistent(*p, "after");
 }
 
 TEST(VirtualArena, FailingMapRollsBack) {
