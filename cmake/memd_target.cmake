@@ -18,7 +18,12 @@ endfunction()
 
 # memd_add_test(NAME SOURCES <files> LIBS <libs> [LABELS <labels>])
 # One gtest executable; its tests are discovered one by one so ctest can run
-# and label them individually. Label `gpu` marks tests that need a GPU.
+# and label them individually (default label `unit`). Label `gpu` marks tests
+# that need a GPU; label `concurrency` marks an executable whose tests run
+# threads (their own, host stream workers, the HTTP server's pool): the tsan
+# stage of scripts/test builds the target `memd_concurrency_tests` (every such
+# executable) and runs `ctest -L concurrency`. A new threaded test opts in by
+# living in such an executable or by passing the label.
 function(memd_add_test name)
   cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${T_SOURCES})
@@ -29,6 +34,18 @@ function(memd_add_test name)
   if(T_LABELS)
     set(labels ${T_LABELS})
   endif()
-  gtest_discover_tests(${name} PROPERTIES LABELS "${labels}" DISCOVERY_TIMEOUT 60
+  gtest_discover_tests(${name} TEST_LIST ${name}_TESTS DISCOVERY_TIMEOUT 60
                        WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  # Labels are set by a script ctest reads after the discovered tests: CMake
+  # 3.25's gtest_discover_tests(PROPERTIES) flattens a list value, so it cannot
+  # give a test two labels (`unit;concurrency`).
+  set(labels_file ${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake)
+  file(WRITE ${labels_file}
+       "if(DEFINED ${name}_TESTS)\n"
+       "  set_tests_properties(\${${name}_TESTS} PROPERTIES LABELS \"${labels}\")\n"
+       "endif()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${labels_file})
+  if("concurrency" IN_LIST labels)
+    set_property(GLOBAL APPEND PROPERTY MEMD_CONCURRENCY_TEST_TARGETS ${name})
+  endif()
 endfunction()
