@@ -207,7 +207,8 @@ Result<void> DevicePool::free_tracked_locked(std::uint64_t address, std::uint64_
   // then): a stale pointer. If a span opened there since, the slot must
   // still be live to be freed, or a cached slot would be freed too. (Only if
   // any span opened since: a lookup on every large free cost llama_generate
-  // 7 % more instructions.)
+  // measurably more instructions; docs/benchmarks.md, "What a replay costs
+  // on the CPU".)
   if (live_slots_ && blocks_.spans_opened() != spans_seen)
     if (const auto slot = live_slots_->find(address); slot && !take_back(address, slot))
       return refuse_double_free(address);

@@ -32,9 +32,9 @@ enum class PoolMode { Virtual, Segments };
 //     peak live bytes on every trace we have, at the cost of more map calls.
 //   Throughput: one unit per mapped run (each map is one backend call however
 //     large), so growth costs the fewest calls; a unit that later holds one
-//     live block among free pages cannot go back, so the footprint can be
-//     10-17 % above peak live where the layout fragments (docs/benchmarks.md,
-//     "pool policies"). Opt-in.
+//     live block among free pages cannot go back, so the footprint can rise
+//     well above peak live where the layout fragments (docs/benchmarks.md,
+//     "Pool policies"). Opt-in.
 enum class PoolPolicy { Footprint, Throughput };
 std::string_view to_string(PoolPolicy policy) noexcept;
 std::optional<PoolPolicy> parse_pool_policy(std::string_view text) noexcept;
@@ -53,22 +53,26 @@ struct PoolOptions {
   // Requests at least this get a range (Segments: a segment) of their own.
   // 0: 1 GiB in Segments mode, never in Virtual mode, where a huge block in
   // the arena lets its pages serve the next blocks of any size (own ranges
-  // made synth_segmentation unmap and remap 1006 times, the arena 359).
+  // made synth_segmentation unmap and remap far more often than the arena;
+  // docs/benchmarks.md, "Policy changes, chosen on exact counts").
   std::uint64_t huge_threshold = 0;
-  // Slack above the peak of busy bytes. 0.03: same ratios as 0.02 on every
-  // trace measured, 5–15% fewer units mapped (docs/benchmarks.md).
+  // Slack above the peak of busy bytes. 0.03 rather than 0.02: the same
+  // ratios on every trace measured, fewer units mapped (docs/benchmarks.md,
+  // "Retention").
   double retain_fraction = 0.03;
   std::uint64_t retain_min_pages = 2;       // slack always allowed, in pages
   std::uint64_t segment_size = 32 * kMiB;   // Segments mode: growth unit
   std::uint64_t stream_batch = 64;          // frees per stream before an event is recorded
   // Virtual mode maps physical memory in units: a unit is one physical
   // allocation (one backend map() call maps a run of them), and only whole
-  // units are unmapped. On CUDA a unit costs ~44 us to map and ~35 us to
-  // unmap whatever its size up to 256 MiB (cuMemSetAccess and cuMemUnmap
-  // dominate; bench/vmm_calls.cpp), so fewer, larger units are faster; but a
-  // unit that later holds one live block among free pages cannot go back, so
-  // larger units raise the footprint (vision_mix: 1.0070 at 16 MiB, 1.0355 at
-  // 32 MiB, 1.0924 uncapped). The run of pages a block needs is cut into
+  // units are unmapped. On CUDA a unit costs about the same to map, and to
+  // unmap, whatever its size up to 256 MiB (cuMemSetAccess and cuMemUnmap
+  // dominate; bench/vmm_calls.cpp; docs/benchmarks.md, "Driver call costs"),
+  // so fewer, larger units are faster; but a unit that later holds one live
+  // block among free pages cannot go back, so larger units raise the
+  // footprint (vision_mix at 16 MiB, 32 MiB and uncapped units:
+  // docs/benchmarks.md, "Policy changes, chosen on exact counts"). The run of
+  // pages a block needs is cut into
   // units of peak_busy / map_unit_divisor, clamped to [map_unit_min,
   // map_unit_max]: small pools keep fine units, large pools (where 16 MiB is
   // a sliver) make fewer calls. A run of up to 1.5 units is one unit.

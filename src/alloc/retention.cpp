@@ -13,9 +13,10 @@ std::uint64_t allowed(const PoolOptions& options, std::uint64_t page, std::uint6
   return std::max(busy + options.retain_min_pages * page, peak_busy + round_up(slack, page));
 }
 
-// 2 %: scaled vision_mix traces (sizes x0.5..x2) went from a worst ratio of
-// 1.0922 to 1.0570 with it; of the margins tried (0, 1, 2, 3, 5 %) only 1 and
-// 2 % kept the reference traces' ratios (docs/benchmarks.md).
+// 2 %: it lowered the worst ratio of the scaled vision_mix traces (sizes
+// x0.5..x2), and of the margins tried only 1 and 2 % kept the reference
+// traces' ratios (docs/benchmarks.md, "Footprint on traces not tuned for:
+// scaled vision_mix" and "Retention").
 bool near_trim(std::uint64_t reserved, std::uint64_t peak_busy, std::uint64_t allowed) noexcept {
   return reserved + peak_busy / 50 > allowed;
 }
@@ -37,7 +38,8 @@ std::uint64_t unit_bytes(const PoolOptions& options, std::uint64_t page, const R
 }
 
 // A 22 MiB block at 16 MiB units was a 16 + 6 MiB pair; as one unit,
-// llama_generate mapped 96 units instead of 126 and no ratio moved.
+// llama_generate mapped fewer units and no ratio moved (docs/benchmarks.md,
+// "Fewer units: map-ahead joins the block's unit").
 std::uint64_t run_unit(std::uint64_t run_bytes, std::uint64_t unit) noexcept {
   return run_bytes <= unit + unit / 2 ? 0 : unit;
 }

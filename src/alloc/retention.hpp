@@ -17,7 +17,8 @@
 // fragments (a trim could not make room), units halve down to
 // fragmented_unit_min, because a unit holding one live block among free
 // pages cannot go back. Measurements behind each constant:
-// docs/benchmarks.md ("mapping units", "retention").
+// docs/benchmarks.md ("Policy changes, chosen on exact counts", "Footprint
+// on traces not tuned for: scaled vision_mix", "Retention").
 //
 // Thread safety: pure functions and a plain struct; the pool guards its
 // RetentionState with its lock.

@@ -14,7 +14,8 @@
 // counted live, for an immediate re-allocation of exactly its size — the
 // common pattern of inference loops; any other allocation, trim or
 // statistic returns it to TLSF first. It saves the TLSF and page-map work of
-// the pair (docs/benchmarks.md, "the kept block").
+// the pair (docs/benchmarks.md, "Placement costs less; the exact-size keep
+// from 16 KiB").
 //
 // Thread safety: none; used under the pool lock.
 #pragma once

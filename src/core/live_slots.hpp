@@ -14,9 +14,10 @@
 // span opens there (a device of 140 GiB that keeps its small blocks in a few
 // GiB pays for a few chunks of ~640 KiB of address space, not 140). A chunk
 // is anonymous zero pages from the OS, so only the pages of entries a span
-// has used are ever touched: zeroing whole chunks cost about a fifth of
+// has used are ever touched: zeroing whole chunks cost a sizeable share of
 // vision_mix's replay time on the host device (page faults of a fresh
-// 640 KiB at each new GiB holding small blocks).
+// 640 KiB at each new GiB holding small blocks; docs/benchmarks.md, "CPU
+// cost of the page map, placement and live slots").
 //
 // Thread safety: set_live, clear_live, slot_size and is_live are lock-free and
 // may run in any thread at any time. open_span and close_span change the

@@ -8,8 +8,9 @@ namespace memd {
 namespace {
 
 // Without -mpopcnt (the x86-64 baseline) std::popcount is a call into
-// libgcc; perf showed __popcountdi2 at 18% of a 1 GiB alloc+free pair
-// (session 2). Full words, the common case inside large blocks, skip it.
+// libgcc, which perf showed as a large share of a 1 GiB alloc+free pair
+// (docs/benchmarks.md, "CPU cost of the page map, placement and live
+// slots"). Full words, the common case inside large blocks, skip it.
 std::uint64_t bits_in(std::uint64_t w) noexcept {
 #if defined(__POPCNT__) || !(defined(__x86_64__) || defined(__i386__))
   return static_cast<std::uint64_t>(std::popcount(w));

@@ -16,7 +16,8 @@
 // runs from its bit to the next bit or the next unmapped page. Placement asks
 // how many bytes of wholly free units a spot would pin for every position it
 // considers, so this is word operations, not a search tree (a std::map of
-// units was half of placement's instructions on vision_mix).
+// units was a large share of placement's instructions on vision_mix;
+// docs/benchmarks.md, "CPU cost of the page map, placement and live slots").
 //
 // Offset-only: nothing here maps anything.
 //
@@ -83,8 +84,10 @@ class PageMap {
     if (hi <= lo) return;
     std::size_t p = static_cast<std::size_t>((std::max(lo, base_) - base_) / page_);
     // Nothing is mapped at or past mapped_end_: a free block reaching to the
-    // top of a 140 GiB arena costs a walk of the mapped part only (the whole
-    // range was 1,100 words a visit, most of what placement cost on CUDA).
+    // top of a 140 GiB arena costs a walk of the mapped part only (walking
+    // the whole range was most of what placement cost on CUDA;
+    // docs/benchmarks.md, "Placement costs less; the exact-size keep from
+    // 16 KiB").
     const std::size_t end = std::min(
         mapped_end_, static_cast<std::size_t>((std::min(hi, base_ + size_) - base_ + page_ - 1) / page_));
     while (p < end) {

@@ -9,9 +9,10 @@
 // unmapped whole, so one live block in a free unit keeps all of it), then
 // the smaller free block (best fit), then the lower address.
 //
-// Measured (host replay counts, docs/benchmarks.md): vision_mix 1.0225 with
-// 322 units mapped+unmapped under good fit alone, 154 with the fewest-pages
-// search, 102 (and 1.0070) with the pinning tie-break.
+// Measured on exact host replay counts: the fewest-pages search cut the
+// units vision_mix maps and unmaps under good fit alone, and the pinning
+// tie-break cut them again and lowered its ratio (docs/benchmarks.md,
+// "Policy changes, chosen on exact counts").
 //
 // Offset-only: nothing here maps anything. Thread safety: none; the owning
 // pool serialises access.
@@ -34,7 +35,8 @@ namespace memd {
 // position that needs no map and pins no free unit (lists are visited from
 // the closest size class up, so that is a close fit already; counts over 28
 // traces were the same as when it waited for an exact fit, and vision_mix
-// replayed 10 % faster).
+// replayed faster: docs/benchmarks.md, "CPU cost of the page map, placement
+// and live slots").
 inline constexpr std::size_t kPlacementScanBudget = 1024;
 // Units pinned: PageMap::free_unit_bytes.
 std::optional<TlsfBlock> place_over_mapped(Tlsf& tlsf, const PageMap& pages, std::uint64_t bytes,

@@ -2,14 +2,15 @@
 //
 // Why not std::mutex: the critical sections it guards last tens of
 // nanoseconds, and a futex-based mutex under contention puts threads to sleep
-// and wakes them, which measured 13x slower than uncontended on four threads.
-// Spinning briefly then yielding keeps the lock handed over in cache-line
-// time, while a holder doing a rare slow operation (mapping pages) does not
-// burn other cores for long. Meets BasicLockable, so std::lock_guard works.
-// Exponential backoff after a lost race took four threads on an H200 host
-// from 407 to 212 ns per pool operation (one thread: ~100 ns); flat combining
-// (the holder runs the waiters' operations) was tried and measured worse,
-// 869 ns, since each handed-over operation still crosses cores.
+// and wakes them, which measured many times slower than uncontended on four
+// threads. Spinning briefly then yielding keeps the lock handed over in
+// cache-line time, while a holder doing a rare slow operation (mapping pages)
+// does not burn other cores for long. Meets BasicLockable, so std::lock_guard
+// works. Exponential backoff after a lost race cut the time per pool
+// operation of four threads on an H200 host; flat combining (the holder runs
+// the waiters' operations) was tried and measured worse, since each
+// handed-over operation still crosses cores (docs/benchmarks.md, "The pool
+// lock").
 //
 // Thread safety: that is its purpose.
 #pragma once
@@ -25,7 +26,8 @@ class SpinLock {
     // Test-and-test-and-set with exponential backoff: after losing a race for
     // the lock, wait 2^k pauses (capped) before looking again, so waiters do
     // not all pounce on the line the moment it is released (the storm that
-    // made 4 threads 5x slower in total than one).
+    // made four threads slower in total than one; docs/benchmarks.md, "The
+    // pool lock").
     unsigned backoff = 1;
     for (unsigned rounds = 0;; ++rounds) {
       if (!locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire)) return;
