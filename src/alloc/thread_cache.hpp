@@ -76,10 +76,16 @@ struct ThreadCache {
   static constexpr std::uint64_t slot_bytes(int cls) noexcept {
     return static_cast<std::uint64_t>(cls + 1) * SlabAllocator::kClassStep;
   }
-  static constexpr std::uint32_t capacity(int cls) noexcept {
-    return static_cast<std::uint32_t>(
-        std::clamp<std::uint64_t>(kBinBytes / slot_bytes(cls), 2, kMaxPerBin));
-  }
+  static constexpr std::uint32_t capacity(int cls) noexcept { return kCapacities[static_cast<std::size_t>(cls)]; }
+  // kBinBytes of each class, within [2, kMaxPerBin]: a table, since every
+  // small free asks and a 64-bit division costs more than the rest of it.
+  static constexpr std::array<std::uint32_t, SlabAllocator::kClassCount> kCapacities = [] {
+    std::array<std::uint32_t, SlabAllocator::kClassCount> a{};
+    for (int c = 0; c < SlabAllocator::kClassCount; ++c)
+      a[static_cast<std::size_t>(c)] = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(
+          kBinBytes / (static_cast<std::uint64_t>(c + 1) * SlabAllocator::kClassStep), 2, kMaxPerBin));
+    return a;
+  }();
 
   struct Bin {
     std::uint32_t count = 0;
@@ -108,9 +114,16 @@ struct ThreadCache {
     return (p - 13) * 4 + k - 1;
   }
   static constexpr std::uint64_t medium_bytes(int cls) noexcept {
-    const std::uint64_t base = std::uint64_t{1} << (13 + cls / 4);
-    return base + static_cast<std::uint64_t>(cls % 4 + 1) * (base / 4);
+    return kMediumSizes[static_cast<std::size_t>(cls)];
   }
+  static constexpr std::array<std::uint64_t, kMediumClasses> kMediumSizes = [] {
+    std::array<std::uint64_t, kMediumClasses> a{};
+    for (int c = 0; c < kMediumClasses; ++c) {
+      const std::uint64_t base = std::uint64_t{1} << (13 + c / 4);
+      a[static_cast<std::size_t>(c)] = base + static_cast<std::uint64_t>(c % 4 + 1) * (base / 4);
+    }
+    return a;
+  }();
   static constexpr std::uint32_t medium_capacity(int cls) noexcept {
     return kMediumCapacities[static_cast<std::size_t>(cls)];
   }
@@ -119,15 +132,12 @@ struct ThreadCache {
     std::array<std::uint64_t, kMaxPerBin> blocks{};
   };
   // kMediumBinBytes of each class, within [kMediumMinPerBin, kMaxPerBin]
-  // (a table: the free path would divide otherwise).
+  // (a table, as kCapacities).
   static constexpr std::array<std::uint32_t, kMediumClasses> kMediumCapacities = [] {
     std::array<std::uint32_t, kMediumClasses> a{};
-    for (int c = 0; c < kMediumClasses; ++c) {
-      const std::uint64_t base = std::uint64_t{1} << (13 + c / 4);  // medium_bytes(c), not usable here yet
-      const std::uint64_t bytes = base + static_cast<std::uint64_t>(c % 4 + 1) * (base / 4);
-      a[static_cast<std::size_t>(c)] =
-          static_cast<std::uint32_t>(std::clamp<std::uint64_t>(kMediumBinBytes / bytes, kMediumMinPerBin, kMaxPerBin));
-    }
+    for (int c = 0; c < kMediumClasses; ++c)
+      a[static_cast<std::size_t>(c)] = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(
+          kMediumBinBytes / kMediumSizes[static_cast<std::size_t>(c)], kMediumMinPerBin, kMaxPerBin));
     return a;
   }();
 
