@@ -29,8 +29,9 @@
 // and needs ~21 MiB of bins to stop missing (one or two blocks of each of
 // the 32 classes); at 16 MiB it missed on 2.8 % of medium allocations and
 // flushed on 2.5 % of frees, each through the pool lock (~3.5 % of all
-// operations), and that lock capped 8 threads at ~29 M ops/s. At 32 MiB the
-// misses are the first use of each class only. A thread whose blocks fit
+// operations), with ~100 ns (one thread) to ~650 ns (two) of lock hold
+// each: the likely cap of 8 threads at ~29 M ops/s on a 16-core host. At
+// 32 MiB misses fell to 0.009 % of medium allocations (mostly first uses). A thread whose blocks fit
 // (or that never reuses what the limit flushed) stays at 16 MiB. Every drain
 // (statistics, trim, thread exit) empties the bins and resets the limit.
 //
