@@ -39,11 +39,14 @@ void DevicePool::flush_bin(ThreadCache& c, int cls, std::uint32_t keep) {
   }
 }
 
-// Pool lock held: takes everything a cache holds.
+// Pool lock held: takes everything a cache holds; its medium limit starts
+// over (a drain is a statistics call, a trim or a thread exit: the bins it
+// emptied were grown for a working set that may be gone).
 void DevicePool::absorb(ThreadCache& c) {
   fold(c);
   for (int cls = 0; cls < SlabAllocator::kClassCount; ++cls) flush_bin(c, cls, 0);
   for (int cls = 0; cls < ThreadCache::kMediumClasses; ++cls) flush_medium(c, cls, 0);
+  c.reset_medium_limit();
 }
 
 void DevicePool::take_back(ThreadCache& cache) {
@@ -187,8 +190,12 @@ Result<std::uint64_t> DevicePool::cached_medium_allocate(std::uint64_t size) {
     if (!LiveBlocks::to_live(e))
       return fail(ErrorCode::internal, "cached block {:#x} is not cached in the live table", address);
     c.count_allocate(bytes);
+    c.note_medium_hit();
     return address;
   }
+  // A miss the byte limit caused (it flushed this class) counts toward
+  // doubling the limit.
+  (void)c.note_medium_miss(cls, std::min(cls + 1, ThreadCache::kMediumClasses - 1));
   const std::uint64_t bytes = ThreadCache::medium_bytes(cls);
   auto lock = lock_pool();
   fold(c);
@@ -214,12 +221,19 @@ Result<void> DevicePool::cached_medium_free(std::uint64_t address, LiveBlocks::E
   const std::uint64_t bytes = e.size();
   const int cls = ThreadCache::medium_class(bytes);
   auto& b = c.medium[static_cast<std::size_t>(cls)];
-  if (b.count == ThreadCache::kMediumPerBin || c.medium_cached + bytes > ThreadCache::kMediumBytes) {
+  const std::uint32_t capacity = ThreadCache::medium_capacity(cls);
+  if (b.count == capacity || c.medium_cached + bytes > c.medium_limit) {
     auto lock = lock_pool();
     fold(c);
-    if (b.count == ThreadCache::kMediumPerBin) flush_medium(c, cls, b.count / 2);
-    for (int k = ThreadCache::kMediumClasses; k-- > 0 && c.medium_cached + bytes > ThreadCache::kMediumBytes;)
-      flush_medium(c, k, 0);
+    if (b.count == capacity) flush_medium(c, cls, b.count / 2);
+    // Over the byte limit: the largest classes go first (they free the most
+    // for one lock), and are marked, so that their next miss can tell the
+    // limit was too small.
+    for (int k = ThreadCache::kMediumClasses; k-- > 0 && c.medium_cached + bytes > c.medium_limit;)
+      if (c.medium[static_cast<std::size_t>(k)].count != 0) {
+        flush_medium(c, k, 0);
+        c.note_limit_flush(k);
+      }
   }
   b.blocks[b.count++] = address;
   c.medium_cached += bytes;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <set>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "alloc/reclaim_ladder.hpp"
@@ -492,6 +493,217 @@ TEST(ThreadCache, OneThreadKeepsExactSizesAndContentionTurnsMediumCachingOn) {
   for (auto& h : hammer) h.join();
   EXPECT_TRUE(rounded) << "medium caching never turned on under contention";
   MEMD_ASSERT_OK(pool.validate());
+}
+
+// Medium bins by bytes and the per-thread byte limit that grows when it
+// pays (issue 11, step 5).
+
+// counters() leaves out what sits in caches until a cache next takes the
+// pool lock (it folds then): equal counts before and after some operations
+// mean they took no pool lock.
+std::pair<std::uint64_t, std::uint64_t> folded_counts(const DevicePool& pool) {
+  const auto s = pool.counters();
+  return {s.total_allocations, s.total_frees};
+}
+
+TEST(ThreadCache, MediumBinCapacitiesFollowTheirBytes) {
+  static_assert(ThreadCache::medium_bytes(0) == 10 * 1024);
+  EXPECT_EQ(ThreadCache::medium_capacity(0), ThreadCache::kMaxPerBin) << "10 KiB: as many as a slab bin";
+  EXPECT_EQ(ThreadCache::medium_capacity(ThreadCache::medium_class(64 * 1024)), 8u);
+  EXPECT_EQ(ThreadCache::medium_capacity(ThreadCache::medium_class(128 * 1024)), ThreadCache::kMediumMinPerBin);
+  EXPECT_EQ(ThreadCache::medium_capacity(ThreadCache::kMediumClasses - 1), ThreadCache::kMediumMinPerBin);
+  for (int cls = 0; cls < ThreadCache::kMediumClasses; ++cls) {
+    const std::uint64_t bin = ThreadCache::medium_capacity(cls) * ThreadCache::medium_bytes(cls);
+    EXPECT_LE(bin, std::max(ThreadCache::kMediumBinBytes, ThreadCache::kMediumMinPerBin * ThreadCache::medium_bytes(cls)))
+        << "class " << cls;
+    EXPECT_GE(ThreadCache::medium_capacity(cls), ThreadCache::kMediumMinPerBin);
+  }
+}
+
+// The limit's bookkeeping, on a cache alone: only misses of classes the
+// limit flushed count, kGrowAfter of them within a window double it, never
+// past kMediumBytesMax; a drain starts over.
+TEST(ThreadCache, MediumLimitGrowsOnlyOnMissesItCaused) {
+  auto c = std::make_unique<ThreadCache>();
+  MEMD_ASSERT_OK(c->validate());
+  EXPECT_EQ(c->medium_limit, ThreadCache::kMediumBytes);
+  for (std::uint32_t i = 0; i < 4 * ThreadCache::kGrowAfter; ++i) EXPECT_FALSE(c->note_medium_miss(3, 4));
+  EXPECT_EQ(c->medium_limit, ThreadCache::kMediumBytes) << "misses of classes the limit never flushed";
+  for (std::uint32_t i = 0; i + 1 < ThreadCache::kGrowAfter; ++i) {
+    c->note_limit_flush(7);
+    EXPECT_FALSE(c->note_medium_miss(6, 7)) << "the class it may borrow from counts too";
+    EXPECT_FALSE(c->note_medium_miss(6, 7)) << "one flush, one counted miss";
+  }
+  // A window of hits forgets the misses counted so far.
+  for (std::uint32_t i = 0; i < ThreadCache::kGrowWindow; ++i) c->note_medium_hit();
+  c->note_limit_flush(7);
+  EXPECT_FALSE(c->note_medium_miss(7, 8));
+  EXPECT_EQ(c->medium_limit, ThreadCache::kMediumBytes);
+  bool grew = false;
+  for (std::uint32_t i = 1; i < ThreadCache::kGrowAfter; ++i) {
+    c->note_limit_flush(31);
+    grew = c->note_medium_miss(31, 31);
+    MEMD_ASSERT_OK(c->validate());
+  }
+  EXPECT_TRUE(grew);
+  EXPECT_EQ(c->medium_limit, 2 * ThreadCache::kMediumBytes);
+  for (std::uint32_t i = 0; i < 8 * ThreadCache::kGrowAfter; ++i) {
+    c->note_limit_flush(31);
+    (void)c->note_medium_miss(31, 31);
+    MEMD_ASSERT_OK(c->validate());
+  }
+  EXPECT_EQ(c->medium_limit, ThreadCache::kMediumBytesMax);
+  c->reset_medium_limit();
+  EXPECT_EQ(c->medium_limit, ThreadCache::kMediumBytes);
+  MEMD_ASSERT_OK(c->validate());
+}
+
+// A burst of small medium blocks stays in one bin (it held 4 of a class,
+// and went to the pool lock every 2 frees), and each cached block is still
+// refused a second free, from any thread.
+TEST(ThreadCache, SmallMediumClassesCacheABurstWithoutThePoolLock) {
+  PoolEnv env = make_pool(256 * kMiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  constexpr int kBurst = 24;
+  static_assert(kBurst <= ThreadCache::kMaxPerBin);
+  std::vector<void*> blocks = allocate_n(pool, kBurst, 10 * 1024);
+  ASSERT_EQ(blocks.size(), static_cast<std::size_t>(kBurst));
+  const auto before = folded_counts(pool);
+  for (void* p : blocks) MEMD_ASSERT_OK(pool.deallocate(p));
+  EXPECT_EQ(folded_counts(pool), before) << "a free of the burst took the pool lock";
+  for (void* p : blocks) EXPECT_FALSE(pool.deallocate(p)) << "double free of a cached block";
+  std::thread other([&] {
+    for (void* p : blocks) EXPECT_FALSE(pool.deallocate(p)) << "double free from another thread";
+  });
+  other.join();
+  MEMD_ASSERT_OK(pool.validate());  // folds the caches' counts in
+  const auto folded = folded_counts(pool);
+  std::vector<void*> again = allocate_n(pool, kBurst, 10 * 1024);
+  EXPECT_EQ(folded_counts(pool), folded) << "the burst came back from the bin";
+  EXPECT_EQ(std::set<void*>(again.begin(), again.end()), std::set<void*>(blocks.begin(), blocks.end()));
+  for (void* p : again) MEMD_ASSERT_OK(pool.deallocate(p));
+  expect_all_back(pool, 2 * kBurst);
+}
+
+// One allocation and one free of each of `sizes`, in this thread.
+void cycle(DevicePool& pool, const std::vector<std::uint64_t>& sizes, std::vector<void*>* kept = nullptr) {
+  std::vector<void*> blocks;
+  for (auto size : sizes) {
+    auto p = pool.allocate(size);
+    ASSERT_TRUE(p) << p.error().message;
+    blocks.push_back(*p);
+  }
+  for (void* p : blocks) MEMD_ASSERT_OK(pool.deallocate(p));
+  if (kept) *kept = blocks;
+}
+
+// A thread whose working set is above kMediumBytes (three blocks of each
+// class from 1.25 to 2 MiB: 19.5 MiB) misses what the limit flushed, the
+// limit grows, and then a whole round of it takes no pool lock. Blocks
+// cached above the first limit are still refused a second free in any
+// thread. A drain (statistics) starts the limit over.
+TEST(ThreadCache, MediumLimitGrowsToAWorkingSetThatMissesBecauseOfIt) {
+  PoolEnv env = make_pool(512 * kMiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  std::vector<std::uint64_t> sizes;
+  for (int cls = ThreadCache::kMediumClasses - 4; cls < ThreadCache::kMediumClasses; ++cls)
+    for (int k = 0; k < 3; ++k) sizes.push_back(ThreadCache::medium_bytes(cls));
+  std::uint64_t total = 0;
+  for (auto s : sizes) total += s;
+  ASSERT_GT(total, ThreadCache::kMediumBytes);
+  ASSERT_LE(total, ThreadCache::kMediumBytesMax);
+  int rounds_locked = 0, round = 0;
+  bool quiet = false;
+  std::vector<void*> cached;
+  for (; round < 4 * static_cast<int>(ThreadCache::kGrowAfter) && !quiet; ++round) {
+    const auto before = folded_counts(pool);
+    cycle(pool, sizes, &cached);
+    quiet = folded_counts(pool) == before;
+    if (!quiet) ++rounds_locked;
+  }
+  EXPECT_TRUE(quiet) << "the working set never stopped missing (" << round << " rounds)";
+  EXPECT_GT(rounds_locked, 1) << "the first limit should have been too small";
+  MEMD_ASSERT_OK(pool.validate());
+  for (void* p : cached) EXPECT_FALSE(pool.deallocate(p)) << "double free of a cached block";
+  std::thread other([&] {
+    for (void* p : cached) EXPECT_FALSE(pool.deallocate(p)) << "double free from another thread";
+  });
+  other.join();
+  (void)pool.stats();  // drains: the limit starts over
+  cycle(pool, sizes);    // misses every class (the bins were emptied)
+  const auto before = folded_counts(pool);
+  cycle(pool, sizes);
+  EXPECT_NE(folded_counts(pool), before) << "the grown limit survived a drain";
+  const auto s = pool.stats();
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.total_allocations, s.total_frees);
+  EXPECT_EQ(s.active_bytes, 0u);
+  MEMD_ASSERT_OK(pool.validate());
+}
+
+// Threads whose working sets grow their limits, freeing each other's blocks,
+// with validate() and statistics (which reset the limits) running meanwhile.
+TEST(ThreadCache, GrowingMediumLimitsValidateUnderThreads) {
+  PoolEnv env = make_pool(1 * kGiB, PoolOptions{.medium_cache = PoolOptions::MediumCache::Always});
+  ASSERT_TRUE(env.pool);
+  auto& pool = *env.pool;
+  constexpr int kThreads = 4, kOps = 4000;
+  std::mutex handoff_mu;
+  std::vector<void*> handoff;
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::thread checker([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      if (!pool.validate()) ++failures;
+      if (i % 8 == 7) (void)pool.stats();
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+  });
+  std::vector<std::thread> workers;
+  for (int t = 0; t < kThreads; ++t)
+    workers.emplace_back([&, t] {
+      std::uint64_t x = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(t + 1);
+      std::vector<void*> mine(8, nullptr);
+      for (int i = 0; i < kOps; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        // 8 KiB – 2 MiB, every octave alike: ~21 MiB of classes a thread.
+        const int shift = 13 + static_cast<int>(x % 8);
+        const std::uint64_t size = (std::uint64_t{1} << shift) + (x >> 8) % (std::uint64_t{1} << shift);
+        auto& slot = mine[static_cast<std::size_t>(i) & 7];
+        if (slot && !pool.deallocate(slot)) ++failures;
+        auto p = pool.allocate(size);
+        slot = p ? *p : nullptr;
+        if (!p) ++failures;
+        if (slot && x % 16 == 0) {  // another thread frees it
+          std::lock_guard g(handoff_mu);
+          handoff.push_back(slot);
+          slot = nullptr;
+        }
+        void* theirs = nullptr;
+        {
+          std::lock_guard g(handoff_mu);
+          if (handoff.size() > 8) {
+            theirs = handoff.back();
+            handoff.pop_back();
+          }
+        }
+        if (theirs && !pool.deallocate(theirs)) ++failures;
+      }
+      for (void* p : mine)
+        if (p && !pool.deallocate(p)) ++failures;
+    });
+  for (auto& w : workers) w.join();
+  stop = true;
+  checker.join();
+  for (void* p : handoff) MEMD_ASSERT_OK(pool.deallocate(p));
+  EXPECT_EQ(failures.load(), 0);
+  MEMD_ASSERT_OK(pool.validate());
+  const auto s = pool.stats();
+  EXPECT_EQ(s.live_allocations, 0u);
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.total_allocations, s.total_frees);
 }
 
 // Review findings of session 3, each a test that failed before its fix.
