@@ -99,6 +99,7 @@ Result<void> DevicePool::validate() const {
   std::unordered_map<std::uint64_t, std::uint64_t> cached;  // block → bytes, every cache
   for (auto& c : frozen.caches()) {
     if (c->owner == nullptr) continue;
+    if (auto r = c->validate(); !r) return r;
     self.fold(*c);
     for (int cls = 0; cls < SlabAllocator::kClassCount; ++cls)
       for (std::uint32_t i = 0; i < c->bins[static_cast<std::size_t>(cls)].count; ++i)
