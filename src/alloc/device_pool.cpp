@@ -165,21 +165,37 @@ Result<std::uint64_t> DevicePool::allocate_locked(std::uint64_t size) {
     ++counters_.failed_allocations;
     return r;
   }
+  count_allocation(bytes);
+  return r;
+}
+
+void DevicePool::count_allocation(std::uint64_t bytes) {
   counters_.allocated_bytes += bytes;
   ++counters_.live_allocations;
   ++counters_.total_allocations;
   note_peaks();
-  return r;
+}
+
+void DevicePool::count_free(std::uint64_t bytes) {
+  counters_.allocated_bytes -= bytes;
+  --counters_.live_allocations;
+  ++counters_.total_frees;
+}
+
+// Pool lock held: the live block at `address` and its bytes, or the error a
+// free of it gets (pending in stream order, or no live block).
+Result<std::uint64_t> DevicePool::freeable(std::uint64_t address, bool release) {
+  if (streams_.is_pending(address))
+    return fail(ErrorCode::invalid_argument, "double free of {:#x} (a stream-ordered free is pending)", address);
+  auto size = release ? blocks_.release(address) : blocks_.live_size(address);
+  if (!size) return fail(ErrorCode::invalid_argument, "{:#x} is not a live block of this pool", address);
+  return *size;
 }
 
 Result<void> DevicePool::free_locked(std::uint64_t address) {
-  if (streams_.is_pending(address))
-    return fail(ErrorCode::invalid_argument, "double free of {:#x} (a stream-ordered free is pending)", address);
-  auto size = blocks_.release(address);
-  if (!size) return fail(ErrorCode::invalid_argument, "{:#x} is not a live block of this pool", address);
-  counters_.allocated_bytes -= *size;
-  --counters_.live_allocations;
-  ++counters_.total_frees;
+  auto size = freeable(address, /*release=*/true);
+  if (!size) return fail(size.error());
+  count_free(*size);
   return {};
 }
 
@@ -219,10 +235,7 @@ Result<std::uint64_t> DevicePool::allocate_on(std::uint64_t size, const Stream& 
   if (size == 0) return fail(ErrorCode::invalid_argument, "allocation size must be positive");
   const std::uint64_t want = size > kMaxRequestBytes ? 0 : blocks_.block_bytes_for(size);
   if (auto hit = streams_.reuse(stream, want)) {
-    counters_.allocated_bytes += want;
-    ++counters_.live_allocations;
-    ++counters_.total_allocations;
-    note_peaks();
+    count_allocation(want);
     return *hit;
   }
   streams_.drain(/*wait=*/false);
@@ -230,13 +243,9 @@ Result<std::uint64_t> DevicePool::allocate_on(std::uint64_t size, const Stream& 
 }
 
 Result<void> DevicePool::free_on(std::uint64_t address, const Stream& stream) {
-  if (streams_.is_pending(address))
-    return fail(ErrorCode::invalid_argument, "double free of {:#x} (a stream-ordered free is pending)", address);
-  auto size = blocks_.live_size(address);
-  if (!size) return fail(ErrorCode::invalid_argument, "{:#x} is not a live block of this pool", address);
-  counters_.allocated_bytes -= *size;
-  --counters_.live_allocations;
-  ++counters_.total_frees;
+  auto size = freeable(address, /*release=*/false);
+  if (!size) return fail(size.error());
+  count_free(*size);
   streams_.add(stream, address, *size);
   return {};
 }

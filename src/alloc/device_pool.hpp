@@ -119,6 +119,10 @@ class DevicePool final : private CacheOwner {
   Result<void> free_on(std::uint64_t address, const Stream& stream);
   Result<void> refuse_double_free(std::uint64_t address) const;
   void note_peaks();
+  void count_allocation(std::uint64_t bytes);
+  void count_free(std::uint64_t bytes);
+  // release: free the block now (else leave it for stream-ordered reuse).
+  Result<std::uint64_t> freeable(std::uint64_t address, bool release);
   std::unique_lock<SpinLock> lock_pool();
 
   // The thread-cache protocol (pool_thread_paths.cpp).
