@@ -75,8 +75,14 @@ struct PoolOptions {
   // pages a block needs is cut into
   // units of peak_busy / map_unit_divisor, clamped to [map_unit_min,
   // map_unit_max]: small pools keep fine units, large pools (where 16 MiB is
-  // a sliver) make fewer calls. A run of up to 1.5 units is one unit.
-  std::uint64_t map_unit_min = 16 * kMiB;
+  // a sliver) make fewer calls. A run of up to 1.5 units is one unit. The
+  // floor is 4 MiB: with 16 MiB, pools under 1 GiB had units of 2-4 % of
+  // themselves, and free pages pinned in partly used units put repeated and
+  // scaled replays over 1.05 (vision_mix stopped at 50 %, five passes:
+  // 1.0531); 4 MiB holds every replay of the grid, costs more units while a
+  // small pool grows and fewer once it repeats (docs/benchmarks.md,
+  // session 6, "the unit floor").
+  std::uint64_t map_unit_min = 4 * kMiB;
   std::uint64_t map_unit_max = 1 * kGiB;
   std::uint64_t map_unit_divisor = 64;
   // Growth of small blocks (<= map_ahead_max / 8) at the end of mapped memory

@@ -16,7 +16,27 @@ using namespace retention;
 
 constexpr std::uint64_t kPage = 2 * kMiB;
 
-PoolOptions defaults() { return PoolOptions{}; }  // retain 0.03, 2 pages, units [16 MiB, 1 GiB] / 64
+// The defaults with units of [16 MiB, 1 GiB] / 64, so the unit arithmetic
+// below reads in round numbers (the default floor is 4 MiB: see
+// DefaultUnitFloorIsFourMiB).
+PoolOptions defaults() {
+  PoolOptions o;  // retain 0.03, 2 pages
+  o.map_unit_min = 16 * kMiB;
+  return o;
+}
+
+// Session 6 lowered the floor from 16 MiB: pools under 1 GiB had units of
+// 2-4 % of themselves, and free pages pinned in partly used units put
+// repeated replays over 1.05. A change of the default shows here first.
+TEST(Retention, DefaultUnitFloorIsFourMiB) {
+  const PoolOptions o;
+  EXPECT_EQ(o.map_unit_min, 4 * kMiB);
+  RetentionState s;
+  EXPECT_EQ(unit_bytes(o, kPage, s), 4 * kMiB);
+  s.peak_busy = 512 * kMiB;  // a 512 MiB pool: 8 MiB units
+  EXPECT_EQ(unit_bytes(o, kPage, s), 8 * kMiB);
+  EXPECT_EQ(fragmented_unit_min(o, kPage), 4 * kMiB);
+}
 
 TEST(Retention, RoundUp) {
   EXPECT_EQ(round_up(0, kPage), 0u);
