@@ -22,6 +22,9 @@
 #include <thread>
 #include <vector>
 
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
 #include "server/http/http_server.hpp"
 #include "service/memory_service.hpp"
 
@@ -260,6 +263,52 @@ TEST(HttpServer, OversizedBodiesAnswer413ChunkedOrNot) {
     ASSERT_TRUE(response);
     EXPECT_TRUE(response->starts_with("HTTP/1.1 400")) << *response;
   }
+}
+
+// Large bodies both ways, with Content-Length and chunked, byte for byte.
+TEST(HttpServer, LargeUploadsAndDownloadsKeepEveryByte) {
+  Server server;
+  ASSERT_NE(server.port(), 0);
+  httplib::Client client("127.0.0.1", server.port());
+  client.set_read_timeout(30);
+  client.set_write_timeout(30);
+  constexpr std::size_t kSize = 16 * kMiB;
+  auto made = client.Post("/api/memory/allocations", R"({"sizeBytes": "16MiB", "deviceId": "host:0"})",
+                          "application/json");
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 201) << made->body;
+  const std::string id = nlohmann::json::parse(made->body)["allocationId"];
+  std::string bytes(kSize, '\0');
+  std::uint32_t x = 12345;
+  for (auto& c : bytes) {
+    x = x * 1664525u + 1013904223u;
+    c = static_cast<char>(x >> 24);
+  }
+  auto put = client.Put("/api/memory/allocations/" + id + "/data", bytes, "application/octet-stream");
+  ASSERT_TRUE(put);
+  ASSERT_EQ(put->status, 200) << put->body;
+  auto get = client.Get("/api/memory/allocations/" + id + "/data");
+  ASSERT_TRUE(get);
+  ASSERT_EQ(get->status, 200);
+  EXPECT_TRUE(get->body == bytes) << "the read-back differs (" << get->body.size() << " bytes)";
+
+  // A chunked upload (no Content-Length) of the first MiB, reversed.
+  std::string head(bytes.rbegin(), bytes.rbegin() + kMiB);
+  auto chunked = client.Put(
+      "/api/memory/allocations/" + id + "/data",
+      [&](std::size_t offset, httplib::DataSink& sink) {
+        const std::size_t n = std::min<std::size_t>(64 * 1024, head.size() - offset);
+        sink.write(head.data() + offset, n);
+        if (offset + n == head.size()) sink.done();
+        return true;
+      },
+      "application/octet-stream");
+  ASSERT_TRUE(chunked);
+  ASSERT_EQ(chunked->status, 200) << chunked->body;
+  auto back = client.Get("/api/memory/allocations/" + id + "/data?offset=0&length=" + std::to_string(kMiB + 8));
+  ASSERT_TRUE(back);
+  ASSERT_EQ(back->status, 200);
+  EXPECT_TRUE(back->body == head + bytes.substr(kMiB, 8));
 }
 
 TEST(HttpServer, ASecondServerOnABusyAddressFailsToBind) {

@@ -280,11 +280,19 @@ struct HttpServer::Impl {
       }
       http::request_parser<http::string_body> parser;
       parser.header_limit(kHeaderLimit);
+      // The parser checks Content-Length against its body limit as soon as the
+      // header is complete; the route's own limit is applied below.
+      parser.body_limit(std::max(options.max_body, options.max_upload));
       stream.expires_after(options.header_timeout);
       {
         auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kTuple);
         if (ec) {
           if (is_disconnect(ec)) co_return;
+          if (ec == http::error::body_limit) {
+            auto res = error_response(11, {ErrorCode::payload_too_large, "request body over the limit"});
+            co_await refuse(stream, res);
+            co_return;
+          }
           const std::string what = ec == http::error::header_limit
                                        ? fmt::format("request line and headers over {} bytes", kHeaderLimit)
                                        : "malformed HTTP request: " + ec.message();
