@@ -37,7 +37,33 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 using Request = http::request<http::string_body>;
-using Response = http::response<http::string_body>;
+
+// A response body that is either text (JSON) or the bytes a binary download
+// returned, sent from the handler's own vector without copying it.
+struct ResponseBody {
+  struct value_type {
+    std::string text;
+    std::vector<std::byte> bytes;
+  };
+  static std::uint64_t size(const value_type& body) { return body.text.size() + body.bytes.size(); }
+
+  class writer {
+   public:
+    using const_buffers_type = asio::const_buffer;
+    template <bool isRequest, class Fields>
+    writer(const http::header<isRequest, Fields>&, const value_type& body) : body_(body) {}
+    void init(beast::error_code& ec) { ec = {}; }
+    boost::optional<std::pair<const_buffers_type, bool>> get(beast::error_code& ec) {
+      ec = {};
+      if (!body_.bytes.empty()) return {{asio::const_buffer(body_.bytes.data(), body_.bytes.size()), false}};
+      return {{asio::const_buffer(body_.text.data(), body_.text.size()), false}};
+    }
+
+   private:
+    const value_type& body_;
+  };
+};
+using Response = http::response<ResponseBody>;
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* kJson = "application/json";
@@ -53,7 +79,7 @@ constexpr std::uint64_t kDrainBytes = 256 * kMiB;
 Response error_response(unsigned version, const Error& error) {
   Response res{static_cast<http::status>(error_status(error)), version};
   res.set(http::field::content_type, kJson);
-  res.body() = to_wire_text(error_body(error));
+  res.body().text = to_wire_text(error_body(error));
   return res;
 }
 
@@ -211,12 +237,11 @@ struct HttpServer::Impl {
     if (!outcome) return error_response(version, outcome.error());
     Response res{static_cast<http::status>(route.success_status), version};
     if (outcome->bytes) {
-      const auto& b = *outcome->bytes;
       res.set(http::field::content_type, kOctets);
-      res.body().assign(reinterpret_cast<const char*>(b.data()), b.size());
+      res.body().bytes = std::move(*outcome->bytes);
     } else {
       res.set(http::field::content_type, kJson);
-      res.body() = to_wire_text(outcome->result);
+      res.body().text = to_wire_text(outcome->result);
     }
     return res;
   }
@@ -232,7 +257,7 @@ struct HttpServer::Impl {
       if (req.method() == http::verb::get && path == "/api/openapi.json") {
         Response res{http::status::ok, req.version()};
         res.set(http::field::content_type, kJson);
-        res.body() = openapi_text;
+        res.body().text = openapi_text;
         return res;
       }
       return error_response(req.version(), {ErrorCode::not_found,
@@ -352,7 +377,7 @@ struct HttpServer::Impl {
       res.keep_alive(keep_alive);
       res.prepare_payload();
       stream.expires_after(options.write_timeout +
-                           options.write_per_mib * static_cast<std::int64_t>(res.body().size() / kMiB));
+                           options.write_per_mib * static_cast<std::int64_t>(ResponseBody::size(res.body()) / kMiB));
       auto [ec, n] = co_await http::async_write(stream, res, kTuple);
       if (ec || !keep_alive) {
         beast::error_code ignored;

@@ -21,7 +21,9 @@
 // process listens on fails at once with `unavailable`.
 //
 // Request bodies and binary responses are held whole in memory (bounded by
-// the limits above); streaming them is issue 12's remaining work.
+// the limits above), each in one buffer the handler reads from or returned,
+// without a second copy; streaming them in pieces is issue 12's remaining
+// work.
 //
 // Thread safety: stop() may be called from any thread (a signal-waiting
 // thread) and makes run() return.
