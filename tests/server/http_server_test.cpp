@@ -90,6 +90,19 @@ class Socket {
     }
   }
 
+  // Reads one response's header only (a HEAD answer has no body).
+  std::optional<std::string> header_only(milliseconds timeout = milliseconds(5000)) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      if (const auto end = buffer_.find("\r\n\r\n"); end != std::string::npos) {
+        std::string out = buffer_.substr(0, end + 4);
+        buffer_.erase(0, end + 4);
+        return out;
+      }
+      if (!fill(deadline)) return std::nullopt;
+    }
+  }
+
   // True once the server has closed the connection (read returns 0 or an
   // error) within the timeout; anything it sends first is skipped.
   bool closed_within(milliseconds timeout) {
@@ -175,6 +188,14 @@ TEST(HttpServer, KeepAliveAnswersQuicklyWithoutARequestCap) {
   // Pipelined: several requests in one write, answered in order.
   ASSERT_TRUE(client.send(std::string(kHealthz) + std::string(kHealthz) + std::string(kHealthz)));
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(answered_ok(client.response())) << "pipelined " << i;
+  // HEAD: GET's header (its Content-Length) and no body; the next request on
+  // the connection is answered.
+  ASSERT_TRUE(client.send("HEAD /healthz HTTP/1.1\r\nHost: memd\r\n\r\n" + std::string(kHealthz)));
+  const auto head = client.header_only();
+  ASSERT_TRUE(head);
+  EXPECT_TRUE(head->starts_with("HTTP/1.1 200")) << *head;
+  EXPECT_NE(head->find("Content-Length: "), std::string::npos) << *head;
+  EXPECT_TRUE(answered_ok(client.response()));
 }
 
 TEST(HttpServer, IdleConnectionsHoldNoThread) {

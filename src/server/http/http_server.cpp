@@ -249,12 +249,14 @@ struct HttpServer::Impl {
   Response respond(const Request& req) {
     try {
       const std::string path = percent_decode(target_path(req.target()), false);
+      // HEAD is answered as GET would be; the session sends only the header.
+      const http::verb method = req.method() == http::verb::head ? http::verb::get : req.method();
       for (const auto& r : routes) {
-        if (r.method != req.method()) continue;
+        if (r.method != method) continue;
         std::smatch match;
         if (std::regex_match(path, match, r.pattern)) return handle(*r.action, *r.route, req, match);
       }
-      if (req.method() == http::verb::get && path == "/api/openapi.json") {
+      if (method == http::verb::get && path == "/api/openapi.json") {
         Response res{http::status::ok, req.version()};
         res.set(http::field::content_type, kJson);
         res.body().text = openapi_text;
@@ -371,6 +373,7 @@ struct HttpServer::Impl {
 
       Request req = parser.release();
       const bool keep_alive = req.keep_alive();
+      const bool head_only = req.method() == http::verb::head;
       auto work = [this, &req]() -> asio::awaitable<Response> { co_return respond(req); };
       auto worker = workers->get_executor();
       Response res = co_await asio::co_spawn(worker, work, asio::use_awaitable);
@@ -378,7 +381,15 @@ struct HttpServer::Impl {
       res.prepare_payload();
       stream.expires_after(options.write_timeout +
                            options.write_per_mib * static_cast<std::int64_t>(ResponseBody::size(res.body()) / kMiB));
-      auto [ec, n] = co_await http::async_write(stream, res, kTuple);
+      beast::error_code ec;
+      if (head_only) {
+        http::response_serializer<ResponseBody> serializer{res};
+        auto [e, n] = co_await http::async_write_header(stream, serializer, kTuple);
+        ec = e;
+      } else {
+        auto [e, n] = co_await http::async_write(stream, res, kTuple);
+        ec = e;
+      }
       if (ec || !keep_alive) {
         beast::error_code ignored;
         stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
