@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -330,6 +331,45 @@ TEST(HttpServer, LargeUploadsAndDownloadsKeepEveryByte) {
   ASSERT_TRUE(back);
   ASSERT_EQ(back->status, 200);
   EXPECT_TRUE(back->body == head + bytes.substr(kMiB, 8));
+}
+
+// Clients at once, each on its own kept-alive connection: allocate, write,
+// read back, free, with byte checks; every answer is right.
+TEST(HttpServer, ConcurrentClientsGetTheirOwnBytes) {
+  HttpOptions options;
+  options.threads = 4;
+  Server server(options);
+  ASSERT_NE(server.port(), 0);
+  constexpr int kClients = 8, kCycles = 25;
+  std::atomic<int> errors{0}, mismatches{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      httplib::Client client("127.0.0.1", server.port());
+      client.set_keep_alive(true);
+      client.set_tcp_nodelay(true);  // no client-side Nagle wait between header and body
+      const std::string owner = "client-" + std::to_string(c);
+      const httplib::Headers headers{{"X-Memd-Owner", owner}};
+      for (int i = 0; i < kCycles; ++i) {
+        auto made = client.Post("/api/memory/allocations", headers,
+                                R"({"sizeBytes": 65536, "deviceId": "host:0"})", "application/json");
+        if (!made || made->status != 201) {
+          ++errors;
+          continue;
+        }
+        const std::string id = nlohmann::json::parse(made->body)["allocationId"];
+        const std::string bytes(65536, static_cast<char>('a' + (c * kCycles + i) % 26));
+        auto put = client.Put("/api/memory/allocations/" + id + "/data", headers, bytes, "application/octet-stream");
+        auto get = client.Get("/api/memory/allocations/" + id + "/data", headers);
+        auto del = client.Delete("/api/memory/allocations/" + id, headers);
+        if (!put || put->status != 200 || !get || get->status != 200 || !del || del->status != 200) ++errors;
+        else if (get->body != bytes) ++mismatches;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST(HttpServer, ASecondServerOnABusyAddressFailsToBind) {
