@@ -37,6 +37,10 @@ through both doors:
   `Authorization: Bearer <token>`. Bodies over `--max-body` (64 MiB) or, for
   data uploads, `--max-upload` (1 GiB) are refused with 413.
   `GET /api/openapi.json` serves the OpenAPI 3.0 document of these routes.
+  Connections stay open for any number of requests (HTTP/1.1 keep-alive);
+  one idle for 120 s, or whose request header takes longer than 10 s to
+  arrive, is closed. One daemon per address: `memd serve` on an address in
+  use fails at once (exit 1).
 
 Parameters: keys are camelCase; unknown keys are ignored. Sizes are integers
 (bytes) or strings such as `"512MiB"` (units B, KiB, MiB, GiB, TiB; K/KB, M/MB

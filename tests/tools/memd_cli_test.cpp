@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -65,6 +66,26 @@ TEST(Cli, PoolPolicyFlagRefusesWhatItCannotApply) {
   // A valid policy reaches the pools: the stdio door shows the same engine.
   auto ok = memd("--no-cuda --host-device 64MiB stdio --pool-policy host:0=throughput < /dev/null");
   EXPECT_EQ(ok.code, 0) << ok.out;
+}
+
+// One daemon per address (issue 12): a second `memd serve` on an address a
+// daemon listens on fails at once, naming the address, instead of sharing
+// the port and splitting requests between two engines.
+TEST(Cli, SecondDaemonOnABusyAddressFailsAtOnce) {
+  ChildProcess first({MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "serve", "--listen", "127.0.0.1:0"});
+  auto banner = first.read_line();
+  ASSERT_TRUE(banner);
+  const std::string address = banner->substr(banner->find("http://") + 7);  // 127.0.0.1:PORT
+  const auto start = std::chrono::steady_clock::now();
+  auto second = memd("--no-cuda --host-device 64MiB serve --listen " + address + " < /dev/null");
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_NE(second.code, 0) << second.out;
+  EXPECT_NE(second.out.find(address), std::string::npos) << second.out;
+  EXPECT_NE(second.out.find("already in use"), std::string::npos) << second.out;
+  EXPECT_EQ(second.out.find("listening"), std::string::npos) << second.out;
+  EXPECT_LT(took, std::chrono::seconds(5));
+  first.signal(SIGTERM);
+  EXPECT_EQ(first.wait(), 0);
 }
 
 TEST(Cli, UnreachableDaemonIsAClearFailure) {

@@ -25,6 +25,7 @@ struct ServeFlags {
   std::string listen = "127.0.0.1:7870";
   std::string token;
   int threads = 8;
+  int io_threads = 2;
   std::string max_body = "64MiB";
   std::string max_upload = "1GiB";
 };

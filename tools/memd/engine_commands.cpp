@@ -57,6 +57,7 @@ int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
   if (auto ok = parse_listen(flags.listen, http); !ok) return report(ok.error());
   http.token = flags.token;
   http.threads = flags.threads;
+  http.io_threads = flags.io_threads;
   auto max_body = size_flag("--max-body", flags.max_body);
   if (!max_body) return report(max_body.error());
   auto max_upload = size_flag("--max-upload", flags.max_upload);

@@ -38,7 +38,12 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--listen", serve.listen, "ADDRESS:PORT to listen on")->capture_default_str();
   serve_cmd->add_option("--token", serve.token, "Require Authorization: Bearer TOKEN (needed off loopback)")
       ->envname("MEMD_TOKEN");
-  serve_cmd->add_option("--threads", serve.threads, "Worker threads")->capture_default_str();
+  serve_cmd->add_option("--threads", serve.threads,
+                        "Worker threads that run request handlers (allocations, copies); connections are "
+                        "carried by the --io-threads")
+      ->capture_default_str();
+  serve_cmd->add_option("--io-threads", serve.io_threads, "Threads that run the sockets (never block)")
+      ->capture_default_str();
   const char* policy_help =
       "DEVICE=POLICY, repeatable: how the device's pools trade memory held for mapping calls. footprint "
       "(default): peak footprint within a few percent of peak live bytes; throughput: one mapping unit per "

@@ -51,6 +51,11 @@ Result<void> validate_http_options(const HttpOptions& options) {
                 options.host);
   if (options.threads < 1 || options.threads > 1024)
     return fail(ErrorCode::invalid_argument, "--threads must be 1..1024");
+  if (options.io_threads < 1 || options.io_threads > 64)
+    return fail(ErrorCode::invalid_argument, "--io-threads must be 1..64");
+  if (options.header_timeout.count() <= 0 || options.body_timeout.count() <= 0 ||
+      options.idle_timeout.count() <= 0 || options.write_timeout.count() <= 0 || options.backlog < 1)
+    return fail(ErrorCode::invalid_argument, "HTTP timeouts and the listen backlog must be positive");
   if (options.max_body == 0 || options.max_upload == 0)
     return fail(ErrorCode::invalid_argument, "--max-body and --max-upload must be positive");
   return {};

@@ -8,6 +8,7 @@
 // Thread safety: values and pure functions.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -25,9 +26,21 @@ struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = kDefaultPort;  // 0: any free port (tests)
   std::string token;        // empty: no authentication (loopback only)
-  int threads = 8;
+  int threads = 8;     // worker pool: runs the action handlers (they may block)
+  int io_threads = 2;  // run the sockets; never block, carry any number of connections
   std::uint64_t max_body = kDefaultMaxBody;      // JSON bodies
   std::uint64_t max_upload = kDefaultMaxUpload;  // PUT …/data bodies
+  // Per connection. header: from a request's first byte to its last header
+  // line (cuts off slowloris clients). body: longest pause between two reads
+  // of a request body. idle: a keep-alive connection with no request.
+  // write: a response's first byte to its last, plus write_per_mib for
+  // every MiB of it.
+  std::chrono::milliseconds header_timeout{10'000};
+  std::chrono::milliseconds body_timeout{30'000};
+  std::chrono::milliseconds idle_timeout{120'000};
+  std::chrono::milliseconds write_timeout{30'000};
+  std::chrono::milliseconds write_per_mib{1'000};
+  int backlog = 4096;  // listen(2) queue; the kernel caps it at somaxconn
 };
 
 // "127.0.0.1:7870", "[::1]:7870", "localhost:0", "0.0.0.0:80" → host and port.
