@@ -20,7 +20,7 @@
 namespace memd {
 
 enum class ErrorCode : std::uint8_t {
-  invalid_argument,   // the request is malformed or out of range (HTTP 400)
+  invalid_argument,   // the request's shape is wrong: type, pattern, bound, missing key (HTTP 400)
   unauthenticated,    // missing or wrong bearer token (HTTP 401)
   not_found,          // no such allocation, device, model, route or action (HTTP 404)
   conflict,           // valid request that contradicts current state (HTTP 409)
@@ -30,13 +30,21 @@ enum class ErrorCode : std::uint8_t {
   unavailable,        // the device or service cannot serve now (HTTP 503)
   backend_error,      // the driver/OS call failed in a way we did not expect (HTTP 502)
   internal,           // a bug in memd (HTTP 500)
+  permission_denied,  // authenticated, but not allowed to act on this (HTTP 403)
+  out_of_range,       // a well-formed request outside an existing allocation's bounds (HTTP 416)
+  invalid_file,       // a model file that is malformed, unreadable or escapes its root (HTTP 422)
+  method_not_allowed, // a known path asked with a method it does not take (HTTP 405, with Allow)
+  uri_too_long,       // a request target over the transport's limit (HTTP 414)
+  unsupported_media_type,  // a JSON route sent another content type (HTTP 415)
 };
 
 inline constexpr ErrorCode kAllErrorCodes[] = {
     ErrorCode::invalid_argument, ErrorCode::unauthenticated, ErrorCode::not_found,
     ErrorCode::conflict,         ErrorCode::payload_too_large, ErrorCode::out_of_memory,
     ErrorCode::quota_exceeded,   ErrorCode::unavailable,     ErrorCode::backend_error,
-    ErrorCode::internal,
+    ErrorCode::internal,         ErrorCode::permission_denied, ErrorCode::out_of_range,
+    ErrorCode::invalid_file,     ErrorCode::method_not_allowed, ErrorCode::uri_too_long,
+    ErrorCode::unsupported_media_type,
 };
 
 // Wire name of a code, e.g. "out_of_memory".

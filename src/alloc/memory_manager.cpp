@@ -2,6 +2,7 @@
 #include "alloc/memory_manager.hpp"
 
 #include "memd/size.hpp"
+#include "memd/text.hpp"
 
 namespace memd {
 namespace {
@@ -12,17 +13,18 @@ constexpr std::size_t kMaxTagLength = 128;
 
 Result<void> check_request(const AllocationRequest& request) {
   if (request.size_bytes == 0) return fail(ErrorCode::invalid_argument, "sizeBytes must be positive");
+  // Well-formed but larger than anything memd will try to place: no device can hold it.
   if (request.size_bytes > kMaxRequestBytes)
-    return fail(ErrorCode::invalid_argument, "sizeBytes {} is larger than any device ({} max)", request.size_bytes,
+    return fail(ErrorCode::out_of_memory, "sizeBytes {} is larger than any device ({} max)", request.size_bytes,
                 kMaxRequestBytes);
   if (request.memory_type == MemoryType::Unknown)
     return fail(ErrorCode::invalid_argument, "memoryType must be RAM, VRAM, SharedMemory or UnifiedMemory");
   if (auto owner = check_owner(request.owner); !owner) return owner;
-  if (request.name.size() > kMaxNameLength)
+  if (utf8_chars(request.name) > kMaxNameLength)
     return fail(ErrorCode::invalid_argument, "name must be at most {} characters", kMaxNameLength);
   if (request.tags.size() > kMaxTags) return fail(ErrorCode::invalid_argument, "at most {} tags", kMaxTags);
   for (const auto& t : request.tags)
-    if (t.empty() || t.size() > kMaxTagLength)
+    if (t.empty() || utf8_chars(t) > kMaxTagLength)
       return fail(ErrorCode::invalid_argument, "tags must be 1..{} characters", kMaxTagLength);
   return {};
 }
@@ -163,7 +165,7 @@ Result<void> MemoryManager::write(const AllocationId& id, std::uint64_t offset, 
   std::shared_lock io(entry.io);
   const std::uint64_t size = entry.record.size_bytes;  // never changes after insertion
   if (offset > size || data.size() > size - offset)
-    return fail(ErrorCode::invalid_argument, "write of {} bytes at offset {} is outside the allocation of {} bytes",
+    return fail(ErrorCode::out_of_range, "write of {} bytes at offset {} is outside the allocation of {} bytes",
                 data.size(), offset, size);
   if (data.empty()) return {};
   if (auto r = copy_sync(entry.pool->backend(), entry.record.device, static_cast<std::byte*>(entry.ptr) + offset,
@@ -181,7 +183,7 @@ Result<std::vector<std::byte>> MemoryManager::read(const AllocationId& id, std::
   std::shared_lock io(entry.io);
   const std::uint64_t size = entry.record.size_bytes;
   if (offset > size || length > size - offset)
-    return fail(ErrorCode::invalid_argument, "read of {} bytes at offset {} is outside the allocation of {} bytes",
+    return fail(ErrorCode::out_of_range, "read of {} bytes at offset {} is outside the allocation of {} bytes",
                 length, offset, size);
   std::vector<std::byte> out(length);
   if (length == 0) return out;

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "memd/size.hpp"
+#include "memd/text.hpp"
 
 namespace memd {
 namespace {
@@ -29,7 +30,7 @@ void take_off_usage(std::map<std::string, OwnerUsage>& map, const std::string& o
 }  // namespace
 
 Result<void> check_owner(std::string_view owner) {
-  if (owner.empty() || owner.size() > kMaxOwnerLength)
+  if (owner.empty() || utf8_chars(owner) > kMaxOwnerLength)
     return fail(ErrorCode::invalid_argument, "owner must be 1..{} characters", kMaxOwnerLength);
   return {};
 }

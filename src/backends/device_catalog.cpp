@@ -56,7 +56,9 @@ Result<Backend*> DeviceCatalog::backend_for(DeviceId device, MemoryType type) co
   if (!found) return fail(found.error());
   const auto& types = found->memory_types;
   if (std::find(types.begin(), types.end(), type) == types.end())
-    return fail(ErrorCode::invalid_argument, "device {} does not provide {} memory",
+    // The device exists but has no pool of this type: like a device that is
+    // not there, a fact of this daemon's devices, not of the request's shape.
+    return fail(ErrorCode::not_found, "device {} does not provide {} memory",
                 device.to_string(), to_string(type));
   switch (device.kind()) {
     case DeviceKind::Cuda: return cuda_;

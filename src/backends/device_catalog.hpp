@@ -32,7 +32,8 @@ class DeviceCatalog {
 
   const std::vector<DeviceInfo>& devices() const noexcept { return devices_; }
   Result<DeviceInfo> info(DeviceId device) const;
-  // The backend for this device and memory type, or not_found / invalid_argument.
+  // The backend for this device and memory type, or not_found (no such device,
+  // or the device offers no memory of that type).
   Result<Backend*> backend_for(DeviceId device, MemoryType type) const;
   // First GPU if any, else host:0, else cpu.
   DeviceId default_device() const noexcept;

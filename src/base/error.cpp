@@ -15,6 +15,12 @@ std::string_view to_string(ErrorCode code) noexcept {
     case ErrorCode::unavailable: return "unavailable";
     case ErrorCode::backend_error: return "backend_error";
     case ErrorCode::internal: return "internal";
+    case ErrorCode::permission_denied: return "permission_denied";
+    case ErrorCode::out_of_range: return "out_of_range";
+    case ErrorCode::invalid_file: return "invalid_file";
+    case ErrorCode::method_not_allowed: return "method_not_allowed";
+    case ErrorCode::uri_too_long: return "uri_too_long";
+    case ErrorCode::unsupported_media_type: return "unsupported_media_type";
   }
   return "internal";
 }
@@ -37,6 +43,12 @@ int http_status(ErrorCode code) noexcept {
     case ErrorCode::unavailable: return 503;
     case ErrorCode::backend_error: return 502;
     case ErrorCode::internal: return 500;
+    case ErrorCode::permission_denied: return 403;
+    case ErrorCode::out_of_range: return 416;
+    case ErrorCode::invalid_file: return 422;
+    case ErrorCode::method_not_allowed: return 405;
+    case ErrorCode::uri_too_long: return 414;
+    case ErrorCode::unsupported_media_type: return 415;
   }
   return 500;
 }

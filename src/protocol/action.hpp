@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <span>
@@ -44,9 +45,17 @@ struct Route {
   bool read_only = false;
 };
 
+// What a parameter accepts. Each kind has one reader in Params and one
+// schema in OpenAPI (openapi.cpp); the two are kept equal by a schema-driven
+// test (tests/protocol/schema_conformance_test.cpp).
 enum class ParamKind {
   String, Size, Count, Boolean, StringList, DeviceId, AllocationId,
   MemoryType, AllocationType, AllocationStatus, Priority, Base64,
+  AllocationSize,       // a Size of at least one byte
+  AllocatableMemoryType,  // a MemoryType other than Unknown
+  Owner,                // 1..128 characters
+  Name,                 // 0..256 characters
+  Tag,                  // 1..128 characters
 };
 std::string_view to_string(ParamKind kind) noexcept;
 
@@ -57,6 +66,15 @@ struct ParamSpec {
   std::string_view description;
   // Only over stdio (REST carries these as the octet-stream body).
   bool stdio_only = false;
+  // Count: the largest value accepted (0: kMaxWireBytes).
+  std::uint64_t maximum = 0;
+  // JSON null is accepted and means something (limits' bytes: remove). Every
+  // other key refuses null: absent is spelled by leaving the key out.
+  bool nullable = false;
+  // memory_limits' rule, published as OpenAPI `oneOf`: a body names exactly
+  // one `scope` key together with every `scoped` key, or none of them (a read).
+  bool scope = false;
+  bool scoped = false;
 };
 
 // Who is calling and how. The owner comes from the transport (stdio host,

@@ -49,10 +49,10 @@ Result<Outcome> memory_allocations(MemoryService& s, const Params& p, const Call
   AllocationQuery q;
   MEMD_ASSIGN_OR_RETURN(q.filter.device, p.device("deviceId"));
   MEMD_ASSIGN_OR_RETURN(q.filter.memory_type, p.memory_type("memoryType"));
-  MEMD_ASSIGN_OR_RETURN(q.filter.owner, p.string("owner"));
+  MEMD_ASSIGN_OR_RETURN(q.filter.owner, p.owner("owner"));
   MEMD_ASSIGN_OR_RETURN(q.filter.status, p.allocation_status("status"));
-  MEMD_ASSIGN_OR_RETURN(q.filter.tag, p.string("tag"));
-  MEMD_ASSIGN_OR_RETURN(auto offset, p.count("offset", kMaxRequestBytes));
+  MEMD_ASSIGN_OR_RETURN(q.filter.tag, p.tag("tag"));
+  MEMD_ASSIGN_OR_RETURN(auto offset, p.count("offset", kMaxWireBytes));
   MEMD_ASSIGN_OR_RETURN(auto limit, p.count("limit", kMaxPageLimit));
   q.offset = offset.value_or(0);
   q.limit = limit.value_or(kDefaultPageLimit);
@@ -67,13 +67,13 @@ Result<Outcome> memory_allocation_details(MemoryService& s, const Params& p, con
 
 Result<Outcome> memory_allocate(MemoryService& s, const Params& p, const CallContext& ctx) {
   AllocationRequest r;
-  MEMD_ASSIGN_OR_RETURN(r.size_bytes, required(p.size("sizeBytes"), "sizeBytes"));
+  MEMD_ASSIGN_OR_RETURN(r.size_bytes, required(p.size("sizeBytes", 1), "sizeBytes"));
   MEMD_ASSIGN_OR_RETURN(r.device, p.device("deviceId"));
-  MEMD_ASSIGN_OR_RETURN(auto type, p.memory_type("memoryType"));
+  MEMD_ASSIGN_OR_RETURN(auto type, p.memory_type("memoryType", /*allocatable=*/true));
   // System RAM has no VRAM: an untyped request for `cpu` means RAM.
   r.memory_type = type.value_or(r.device && !r.device->is_gpu_like() ? MemoryType::RAM
                                                                      : MemoryType::VRAM);
-  MEMD_ASSIGN_OR_RETURN(auto name, p.string("name"));
+  MEMD_ASSIGN_OR_RETURN(auto name, p.name("name"));
   r.name = name.value_or("");
   MEMD_ASSIGN_OR_RETURN(auto priority, p.priority("priority"));
   r.priority = priority.value_or(MemoryPriority::Normal);
@@ -126,12 +126,13 @@ Result<Outcome> memory_read(MemoryService& s, const Params& p, const CallContext
     // Without a length, the rest of the allocation from offset.
     MEMD_ASSIGN_OR_RETURN(auto record, s.allocation(id));
     if (offset > record.size_bytes)
-      return fail(ErrorCode::invalid_argument, "offset {} is beyond the allocation's {} bytes",
+      return fail(ErrorCode::out_of_range, "offset {} is beyond the allocation's {} bytes",
                   offset, record.size_bytes);
     length = record.size_bytes - offset;
   }
+  // A well-formed length whose answer would be too large to carry at once.
   if (length > kMaxReadBytes)
-    return fail(ErrorCode::invalid_argument,
+    return fail(ErrorCode::payload_too_large,
                 "length {} exceeds the {} bytes one read may return; read in pieces", length,
                 kMaxReadBytes);
   MEMD_ASSIGN_OR_RETURN(auto bytes, s.read(id, offset, length));
@@ -143,25 +144,32 @@ Result<Outcome> memory_read(MemoryService& s, const Params& p, const CallContext
 }
 
 Result<Outcome> memory_limits(MemoryService& s, const Params& p, const CallContext& ctx) {
-  const bool names_scope = p.has_value("deviceId") || p.has_value("memoryType") || p.has_value("owner");
-  if (ctx.read_only || !names_scope) return ok(to_json(s.limits()));
+  // The published shape (OpenAPI `oneOf`): no scope and no bytes reads the
+  // limits; exactly one scope with bytes sets one.
+  const int scopes = int{p.contains("deviceId")} + int{p.contains("memoryType")} + int{p.contains("owner")};
+  if (ctx.read_only || (scopes == 0 && !p.contains("bytes"))) return ok(to_json(s.limits()));
+  if (scopes != 1)
+    return fail(ErrorCode::invalid_argument,
+                "a limit update names exactly one of deviceId, memoryType or owner, with bytes");
   LimitUpdate u;
   MEMD_ASSIGN_OR_RETURN(u.device, p.device("deviceId"));
-  MEMD_ASSIGN_OR_RETURN(u.memory_type, p.memory_type("memoryType"));
-  MEMD_ASSIGN_OR_RETURN(u.owner, p.string("owner"));
+  MEMD_ASSIGN_OR_RETURN(u.memory_type, p.memory_type("memoryType", /*allocatable=*/true));
+  MEMD_ASSIGN_OR_RETURN(u.owner, p.owner("owner"));
   // An absent `bytes` is a mistake more often than a wish to remove a limit:
   // removal is spelled out as "bytes": null.
   if (!p.contains("bytes"))
     return fail(ErrorCode::invalid_argument,
                 "missing required parameter 'bytes' (null removes the limit)");
-  MEMD_ASSIGN_OR_RETURN(u.bytes, p.size("bytes"));
+  if (!p.is_null("bytes")) {
+    MEMD_ASSIGN_OR_RETURN(u.bytes, p.size("bytes"));
+  }
   MEMD_ASSIGN_OR_RETURN(auto limits, s.update_limits(u));
   return ok(to_json(limits));
 }
 
 Result<Outcome> memory_clear(MemoryService& s, const Params& p, const CallContext&) {
   ClearRequest r;
-  MEMD_ASSIGN_OR_RETURN(r.owner, p.string("owner"));
+  MEMD_ASSIGN_OR_RETURN(r.owner, p.owner("owner"));
   MEMD_ASSIGN_OR_RETURN(r.memory_type, p.memory_type("memoryType"));
   MEMD_ASSIGN_OR_RETURN(r.device, p.device("deviceId"));
   MEMD_ASSIGN_OR_RETURN(r.below_priority, p.priority("belowPriority"));
@@ -214,11 +222,11 @@ std::vector<Action> build_table() {
       {{Get, "/api/memory/allocations"}},
       {{"deviceId", K::DeviceId, false, "Only allocations on this device."},
        {"memoryType", K::MemoryType, false, "Only this memory type."},
-       {"owner", K::String, false, "Only this owner's allocations."},
+       {"owner", K::Owner, false, "Only this owner's allocations."},
        {"status", K::AllocationStatus, false, "Only allocations in this status."},
-       {"tag", K::String, false, "Only allocations carrying this tag."},
+       {"tag", K::Tag, false, "Only allocations carrying this tag."},
        {"offset", K::Count, false, "Matches to skip (default 0)."},
-       {"limit", K::Count, false, "Most items to return (default 100, at most 1000)."}},
+       {"limit", K::Count, false, "Most items to return (default 100, at most 1000).", false, kMaxPageLimit}},
       R"({"owner": "anonymous", "limit": 10})",
       R"({"items": [{"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Allocated", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"}], "total": 1, "offset": 0, "limit": 10})",
       memory_allocations});
@@ -234,14 +242,14 @@ std::vector<Action> build_table() {
       "memory_allocate",
       "Allocate memory for the caller (the owner is the stdio host or the X-Memd-Owner header).",
       {{Post, "/api/memory/allocations", 201}},
-      {{"sizeBytes", K::Size, true, "Bytes to allocate: an integer or a string such as \"512MiB\"."},
-       {"memoryType", K::MemoryType, false, "VRAM (default; RAM for cpu), RAM, SharedMemory or UnifiedMemory."},
+      {{"sizeBytes", K::AllocationSize, true, "Bytes to allocate (at least 1): an integer or a string such as \"512MiB\" or \"1.5GiB\"."},
+       {"memoryType", K::AllocatableMemoryType, false, "VRAM (default; RAM for cpu), RAM, SharedMemory or UnifiedMemory."},
        {"deviceId", K::DeviceId, false, "Where: cuda:N, host:N or cpu (default: first GPU, else host:0)."},
-       {"name", K::String, false, "A label for people."},
+       {"name", K::Name, false, "A label for people (at most 256 characters)."},
        {"priority", K::Priority, false, "Low, Normal (default), High or Critical."},
        {"allocationType", K::AllocationType, false, "What it is for (default Buffer)."},
-       {"tags", K::StringList, false, "Tags to filter by later."},
-       {"pinned", K::Boolean, false, "Never move it (default false)."}},
+       {"tags", K::StringList, false, "Tags to filter by later (at most 64, each 1..128 characters)."},
+       {"pinned", K::Boolean, false, "Never move it (default false; JSON true/false only)."}},
       R"({"sizeBytes": 1048576, "memoryType": "VRAM", "deviceId": "host:0"})",
       R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Allocated", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"})",
       memory_allocate});
@@ -277,10 +285,12 @@ std::vector<Action> build_table() {
       "memory_limits",
       "Read the limits, or set one: name exactly one of deviceId, memoryType or owner with bytes (null removes it).",
       {{Get, "/api/memory/limits", 200, RouteBody::Json, true}, {Put, "/api/memory/limits"}},
-      {{"deviceId", K::DeviceId, false, "Limit this device."},
-       {"memoryType", K::MemoryType, false, "Limit this memory type (over all devices)."},
-       {"owner", K::String, false, "Limit this owner."},
-       {"bytes", K::Size, false, "The limit; null removes it. Required when setting."}},
+      {{.name = "deviceId", .kind = K::DeviceId, .description = "Limit this device.", .scope = true},
+       {.name = "memoryType", .kind = K::AllocatableMemoryType,
+        .description = "Limit this memory type (over all devices).", .scope = true},
+       {.name = "owner", .kind = K::Owner, .description = "Limit this owner.", .scope = true},
+       {.name = "bytes", .kind = K::Size, .description = "The limit; null removes it. Required when setting.",
+        .nullable = true, .scoped = true}},
       R"({"owner": "worker-1", "bytes": "512MiB"})",
       R"({"perDevice": {}, "perMemoryType": {}, "perOwner": {"worker-1": 536870912}})",
       memory_limits});
@@ -288,7 +298,7 @@ std::vector<Action> build_table() {
       "memory_clear",
       "Give cached memory back to the devices; with a filter, also free the matching allocations (pinned ones only with includePinned).",
       {{Post, "/api/memory/clear"}},
-      {{"owner", K::String, false, "Free this owner's allocations."},
+      {{"owner", K::Owner, false, "Free this owner's allocations."},
        {"memoryType", K::MemoryType, false, "Free allocations of this memory type."},
        {"deviceId", K::DeviceId, false, "Free allocations on this device."},
        {"belowPriority", K::Priority, false, "Free allocations of lower priority than this."},
@@ -324,6 +334,7 @@ std::vector<Action> build_table() {
 }
 
 Result<void> validate_param(const Params& p, const ParamSpec& spec) {
+  if (spec.nullable && p.is_null(spec.name)) return {};
   auto check = [&](auto result) -> Result<void> {
     if (!result) return fail(result.error());
     if (spec.required && !result->has_value())
@@ -334,7 +345,12 @@ Result<void> validate_param(const Params& p, const ParamSpec& spec) {
     case K::String:
     case K::Base64: return check(p.string(spec.name));
     case K::Size: return check(p.size(spec.name));
-    case K::Count: return check(p.count(spec.name, kMaxRequestBytes));
+    case K::Count: return check(p.count(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
+    case K::AllocationSize: return check(p.size(spec.name, 1));
+    case K::AllocatableMemoryType: return check(p.memory_type(spec.name, true));
+    case K::Owner: return check(p.owner(spec.name));
+    case K::Name: return check(p.name(spec.name));
+    case K::Tag: return check(p.tag(spec.name));
     case K::Boolean: return check(p.boolean(spec.name));
     case K::StringList: return check(p.strings(spec.name));
     case K::DeviceId: return check(p.device(spec.name));
@@ -373,6 +389,11 @@ std::string_view to_string(ParamKind kind) noexcept {
     case K::AllocationStatus: return "MemoryAllocationStatus";
     case K::Priority: return "MemoryPriority";
     case K::Base64: return "base64";
+    case K::AllocationSize: return "size (>= 1 byte)";
+    case K::AllocatableMemoryType: return "MemoryType (not Unknown)";
+    case K::Owner: return "owner (1..256 chars)";
+    case K::Name: return "string (<= 256 chars)";
+    case K::Tag: return "tag (1..128 chars)";
   }
   return "string";
 }

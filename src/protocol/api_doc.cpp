@@ -34,19 +34,52 @@ through both doors:
   take parameters in the path and query string, POST and PUT in a JSON body.
   The owner is the `X-Memd-Owner` header (default `anonymous`). With `--token`
   (required off loopback) every request but `GET /healthz` needs
-  `Authorization: Bearer <token>`. Bodies over `--max-body` (64 MiB) or, for
-  data uploads, `--max-upload` (1 GiB) are refused with 413.
+  `Authorization: Bearer <token>`; on loopback without `--token` none is
+  needed, so OpenAPI declares the bearer scheme optional. Bodies over
+  `--max-body` (64 MiB) or, for data uploads, `--max-upload` (1 GiB) are
+  refused with 413.
   `GET /api/openapi.json` serves the OpenAPI 3.0 document of these routes.
   Connections stay open for any number of requests (HTTP/1.1 keep-alive);
   one idle for 120 s, or whose request header takes longer than 10 s to
   arrive, is closed. One daemon per address: `memd serve` on an address in
   use fails at once (exit 1).
 
-Parameters: keys are camelCase; unknown keys are ignored. Sizes are integers
-(bytes) or strings such as `"512MiB"` (units B, KiB, MiB, GiB, TiB; K/KB, M/MB
-… mean the same powers of 1024); negative, fractional and sizes above 2^62 are
-`invalid_argument`. Enums travel as names and the integer values are accepted
-too. A wrong type is `invalid_argument` naming the key.
+Parameters: keys are camelCase; unknown keys are ignored. `GET
+/api/openapi.json` states exactly what is accepted (a schema-driven test
+holds the validator to it):
+
+- Sizes are integers (bytes, 0 to 999999999999999999) or strings of up to 18
+  digits, or a number with up to three decimals and a unit: K/KB/KiB, M/MB/MiB,
+  G/GB/GiB, T/TB/TiB, any letter case, all powers of 1024 (`"512MiB"`,
+  `"1.5GiB"` are accepted; no sign, no spaces). An allocation's `sizeBytes` is
+  at least 1 byte.
+- Counts (`offset`, `limit`) are integers with the maximum their parameter
+  states; a query string carries them as decimal text.
+- Booleans are JSON `true` / `false` only: `"true"`, `1` are refused.
+- Enums are their names in exact case (`"VRAM"`, not `"vram"`) or the integer
+  values below (as JSON integers or their decimal text); `Unknown` cannot be
+  allocated nor limited.
+- Device ids are `cuda:N`, `host:N` (N from 0 to 1023) or `cpu`; allocation
+  ids are GUIDs.
+- `tags` is an array of at most 64 strings of 1..128 characters (a bare
+  string is refused); names are at most 256 characters, owners 1..256.
+- `null` is refused for every key but limits' `bytes`, where it removes the
+  limit: leave an optional key out instead.
+
+`invalid_argument` (400) means the request's shape is wrong (type, pattern,
+bound, missing key, and the key is named). A well-formed request that the
+daemon's state refuses gets its own code: `not_found` for an unknown id,
+device or a device without that memory type, `out_of_range` (416) for a read
+or write outside an existing allocation's bounds, `out_of_memory` for a size
+no device can hold, `payload_too_large` for a read over 1 GiB, `invalid_file`
+(422) for a malformed, unreadable or escaping model file. 416 says "this
+range of this resource cannot be served" and 422 "well-formed, but what it
+names cannot be processed", so a client tells both apart from a 400 without
+reading the message. Transport refusals
+have their own codes: `method_not_allowed` (405, with `Allow`) for a known
+path asked with another method, `uri_too_long` (414), `unsupported_media_type`
+(415) for a JSON route sent another content type, `permission_denied` (403)
+for another owner's allocation.
 
 )";
 

@@ -3,40 +3,106 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "memd/memory_types.hpp"
 #include "memd/version.hpp"
 #include "protocol/action_table.hpp"
+#include "protocol/params.hpp"
 
 namespace memd {
 namespace {
 
+// Names (exact case) or the seed's integers; the integers' decimal text is a
+// string spelling too, because a query string carries every value as text.
 template <typename E>
-nlohmann::json enum_schema(std::span<const E> values) {
+nlohmann::json enum_schema(std::span<const E> values, bool allocatable = false) {
   nlohmann::json names = nlohmann::json::array();
-  for (E v : values) names.push_back(std::string(to_string(v)));
-  return {{"type", "string"}, {"enum", std::move(names)}};
+  nlohmann::json texts = nlohmann::json::array();
+  nlohmann::json ints = nlohmann::json::array();
+  for (E v : values) {
+    if (allocatable && static_cast<int>(v) == 0) continue;
+    names.push_back(std::string(to_string(v)));
+    texts.push_back(std::to_string(static_cast<int>(v)));
+    ints.push_back(static_cast<int>(v));
+  }
+  for (auto& t : texts) names.push_back(std::move(t));
+  return {{"anyOf", {{{"type", "string"}, {"enum", std::move(names)}},
+                     {{"type", "integer"}, {"enum", std::move(ints)}}}}};
 }
 
-nlohmann::json schema_for(ParamKind kind) {
-  switch (kind) {
+nlohmann::json size_schema(std::uint64_t minimum, std::string_view pattern) {
+  return {{"anyOf", {{{"type", "integer"}, {"minimum", minimum}, {"maximum", kMaxWireBytes}},
+                     {{"type", "string"}, {"pattern", std::string(pattern)}, {"example", "512MiB"}}}}};
+}
+
+nlohmann::json text_schema(std::size_t min_chars, std::size_t max_chars) {
+  nlohmann::json s = {{"type", "string"}, {"maxLength", max_chars}};
+  if (min_chars > 0) s["minLength"] = min_chars;
+  return s;
+}
+
+nlohmann::json kind_schema(const ParamSpec& spec) {
+  switch (spec.kind) {
     case ParamKind::String: return {{"type", "string"}};
-    case ParamKind::Size:
-      return {{"oneOf", {{{"type", "integer"}, {"minimum", 0}},
-                         {{"type", "string"}, {"example", "512MiB"}}}}};
-    case ParamKind::Count: return {{"type", "integer"}, {"minimum", 0}};
+    case ParamKind::Size: return size_schema(0, kSizeStringPattern);
+    case ParamKind::AllocationSize: return size_schema(1, kAllocationSizeStringPattern);
+    case ParamKind::Count:
+      return {{"type", "integer"}, {"minimum", 0},
+              {"maximum", spec.maximum != 0 ? spec.maximum : kMaxWireBytes}};
     case ParamKind::Boolean: return {{"type", "boolean"}};
-    case ParamKind::StringList: return {{"type", "array"}, {"items", {{"type", "string"}}}};
-    case ParamKind::DeviceId:
-      return {{"type", "string"}, {"pattern", "^(cuda:[0-9]+|host:[0-9]+|cpu)$"}};
-    case ParamKind::AllocationId: return {{"type", "string"}, {"format", "uuid"}};
+    case ParamKind::StringList:
+      return {{"type", "array"}, {"maxItems", kMaxTags}, {"items", text_schema(1, kMaxTagChars)}};
+    case ParamKind::DeviceId: return {{"type", "string"}, {"pattern", std::string(kDeviceIdPattern)}};
+    case ParamKind::AllocationId:
+      return {{"type", "string"}, {"format", "uuid"}, {"pattern", std::string(kGuidPattern)}};
     case ParamKind::MemoryType: return enum_schema(all_memory_types());
+    case ParamKind::AllocatableMemoryType: return enum_schema(all_memory_types(), true);
     case ParamKind::AllocationType: return enum_schema(all_allocation_types());
     case ParamKind::AllocationStatus: return enum_schema(all_allocation_statuses());
     case ParamKind::Priority: return enum_schema(all_priorities());
     case ParamKind::Base64: return {{"type", "string"}, {"format", "byte"}};
+    case ParamKind::Owner: return text_schema(1, kMaxOwnerChars);
+    case ParamKind::Name: return text_schema(0, kMaxNameChars);
+    case ParamKind::Tag: return text_schema(1, kMaxTagChars);
   }
   return {{"type", "string"}};
+}
+
+// OpenAPI 3.0 has no null type: `nullable` goes on each typed schema.
+nlohmann::json schema_for(const ParamSpec& spec) {
+  auto s = kind_schema(spec);
+  if (spec.nullable) {
+    if (s.contains("anyOf"))
+      for (auto& branch : s["anyOf"]) branch["nullable"] = true;
+    else
+      s["nullable"] = true;
+  }
+  return s;
+}
+
+// The one-scope rule of a body (memory_limits): exactly one scope key with the
+// scoped keys, or none of them.
+std::optional<nlohmann::json> scope_rule(const Action& action) {
+  std::vector<std::string> scopes, scoped;
+  for (const auto& p : action.params) {
+    if (p.scope) scopes.emplace_back(p.name);
+    if (p.scoped) scoped.emplace_back(p.name);
+  }
+  if (scopes.empty()) return std::nullopt;
+  nlohmann::json branches = nlohmann::json::array();
+  nlohmann::json any = nlohmann::json::array();
+  for (const auto& s : scopes) {
+    nlohmann::json required = {s};
+    for (const auto& v : scoped) required.push_back(v);
+    branches.push_back({{"required", std::move(required)}});
+    any.push_back({{"required", {s}}});
+  }
+  for (const auto& v : scoped) any.push_back({{"required", {v}}});
+  branches.push_back({{"not", {{"anyOf", std::move(any)}}}});
+  return branches;
 }
 
 std::string lower(std::string_view s) {
@@ -71,14 +137,14 @@ nlohmann::json operation(const Action& action, const Route& route, std::size_t i
     if (p.stdio_only) continue;
     if (path_param) {
       parameters.push_back({{"name", name}, {"in", "path"}, {"required", true},
-                            {"description", std::string(p.description)}, {"schema", schema_for(p.kind)}});
+                            {"description", std::string(p.description)}, {"schema", schema_for(p)}});
     } else if (route.read_only) {
       continue;  // a read-only GET takes no parameters
     } else if (query_params) {
       parameters.push_back({{"name", name}, {"in", "query"}, {"required", p.required},
-                            {"description", std::string(p.description)}, {"schema", schema_for(p.kind)}});
+                            {"description", std::string(p.description)}, {"schema", schema_for(p)}});
     } else {
-      auto s = schema_for(p.kind);
+      auto s = schema_for(p);
       s["description"] = std::string(p.description);
       body_props[name] = std::move(s);
       if (p.required) body_required.push_back(name);
@@ -92,6 +158,7 @@ nlohmann::json operation(const Action& action, const Route& route, std::size_t i
   } else if (!query_params && !body_props.empty()) {
     nlohmann::json schema = {{"type", "object"}, {"properties", std::move(body_props)}};
     if (!body_required.empty()) schema["required"] = std::move(body_required);
+    if (auto rule = scope_rule(action)) schema["oneOf"] = std::move(*rule);
     op["requestBody"] = {
         {"required", !schema.value("required", nlohmann::json::array()).empty()},
         {"content", {{"application/json",
@@ -152,8 +219,13 @@ nlohmann::json openapi_document() {
                          {"required", {"code", "message"}},
                          {"properties", {{"code", {{"type", "string"}, {"enum", std::move(codes)}}},
                                          {"message", {{"type", "string"}}}}}}}}}}}}},
-        {"securitySchemes", {{"bearer", {{"type", "http"}, {"scheme", "bearer"}}}}}}},
-      {"security", {{{"bearer", nlohmann::json::array()}}}},
+        {"securitySchemes",
+         {{"bearer", {{"type", "http"},
+                      {"scheme", "bearer"},
+                      {"description", "Required when memd serves with --token (always off "
+                                      "loopback); on loopback without --token no token is needed."}}}}}}},
+      // Optional: the empty requirement is the loopback daemon without --token.
+      {"security", {{{"bearer", nlohmann::json::array()}}, nlohmann::json::object()}},
   };
 }
 

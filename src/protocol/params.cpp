@@ -2,8 +2,10 @@
 #include "protocol/params.hpp"
 
 #include <charconv>
+#include <regex>
 
 #include "memd/size.hpp"
+#include "memd/text.hpp"
 
 namespace memd {
 namespace {
@@ -19,50 +21,101 @@ std::string_view type_name(const nlohmann::json& v) {
 }
 
 std::optional<std::uint64_t> decimal(std::string_view s) {
+  if (s.empty() || s.size() > 18) return std::nullopt;
   std::uint64_t v = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) return std::nullopt;
+  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
   return v;
 }
 
-template <typename E, typename ParseName, typename FromInt>
+// The patterns are compiled once; std::regex's ECMAScript grammar is the one
+// OpenAPI's `pattern` uses.
+bool matches(std::string_view pattern, const std::string& text) {
+  static const std::regex size_re{std::string(kSizeStringPattern)};
+  static const std::regex allocation_size_re{std::string(kAllocationSizeStringPattern)};
+  static const std::regex device_re{std::string(kDeviceIdPattern)};
+  const std::regex* re = pattern == kSizeStringPattern             ? &size_re
+                         : pattern == kAllocationSizeStringPattern ? &allocation_size_re
+                                                                   : &device_re;
+  return std::regex_match(text, *re);
+}
+
+// Exact names, or the integer (JSON or its decimal text) of a value in `values`.
+template <typename E>
 Optional<E> read_enum(const nlohmann::json* v, std::string_view key, std::string_view what,
-                      ParseName parse_name, FromInt from_int) {
+                      std::span<const E> values, bool allocatable) {
   if (v == nullptr) return std::optional<E>{};
-  std::optional<E> out;
-  if (v->is_string()) out = parse_name(v->get_ref<const std::string&>());
-  else if (v->is_number_integer()) out = from_int(v->get<std::int64_t>());
-  else
+  auto allowed = [&](E e) { return !(allocatable && static_cast<int>(e) == 0); };
+  if (v->is_string()) {
+    const auto& s = v->get_ref<const std::string&>();
+    for (E e : values)
+      if (allowed(e) && (s == to_string(e) || s == std::to_string(static_cast<int>(e)))) return e;
+  } else if (v->is_number_integer()) {
+    const bool negative = v->is_number_integer() && !v->is_number_unsigned() && v->get<std::int64_t>() < 0;
+    if (!negative) {
+      const auto n = v->get<std::uint64_t>();
+      for (E e : values)
+        if (allowed(e) && n == static_cast<std::uint64_t>(e)) return e;
+    }
+  } else {
     return fail(ErrorCode::invalid_argument, "parameter '{}' must be a {} name or integer, not {}",
                 key, what, type_name(*v));
-  if (!out) return fail(ErrorCode::invalid_argument, "parameter '{}' is not a valid {}: {}", key, what, v->dump());
-  return out;
+  }
+  std::string names;
+  for (E e : values)
+    if (allowed(e)) names += (names.empty() ? "" : ", ") + std::string(to_string(e));
+  return fail(ErrorCode::invalid_argument, "parameter '{}' is not a valid {} ({}, exact case): {}",
+              key, what, names, v->dump());
 }
 
 }  // namespace
 
-const nlohmann::json* Params::find(std::string_view key) const {
+Result<const nlohmann::json*> Params::find(std::string_view key) const {
   auto it = object_.find(key);
-  if (it == object_.end() || it->is_null()) return nullptr;
+  if (it == object_.end()) return nullptr;
+  if (it->is_null())
+    return fail(ErrorCode::invalid_argument,
+                "parameter '{}' must not be null (leave an optional key out instead)", key);
   return &*it;
 }
 
 bool Params::contains(std::string_view key) const { return object_.find(key) != object_.end(); }
-bool Params::has_value(std::string_view key) const { return find(key) != nullptr; }
-
-Optional<std::string> Params::string(std::string_view key) const {
-  const auto* v = find(key);
-  if (v == nullptr) return std::optional<std::string>{};
-  if (!v->is_string())
-    return fail(ErrorCode::invalid_argument, "parameter '{}' must be a string, not {}", key,
-                type_name(*v));
-  return v->get<std::string>();
+bool Params::has_value(std::string_view key) const {
+  auto it = object_.find(key);
+  return it != object_.end() && !it->is_null();
+}
+bool Params::is_null(std::string_view key) const {
+  auto it = object_.find(key);
+  return it != object_.end() && it->is_null();
 }
 
-Result<std::uint64_t> size_from_json(const nlohmann::json& v, std::string_view key) {
+Optional<std::string> Params::string(std::string_view key) const {
+  auto v = find(key);
+  if (!v) return fail(v.error());
+  if (*v == nullptr) return std::optional<std::string>{};
+  if (!(*v)->is_string())
+    return fail(ErrorCode::invalid_argument, "parameter '{}' must be a string, not {}", key,
+                type_name(**v));
+  return (*v)->get<std::string>();
+}
+
+Optional<std::string> Params::text(std::string_view key, std::size_t min_chars, std::size_t max_chars) const {
+  auto s = string(key);
+  if (!s || !*s) return s;
+  const auto n = utf8_chars(**s);
+  if (n < min_chars || n > max_chars)
+    return fail(ErrorCode::invalid_argument, "parameter '{}' must be {}..{} characters, not {}", key,
+                min_chars, max_chars, n);
+  return s;
+}
+
+Result<std::uint64_t> size_from_json(const nlohmann::json& v, std::string_view key, std::uint64_t min_bytes) {
   std::uint64_t bytes = 0;
   if (v.is_number_unsigned() || (v.is_number_integer() && v.get<std::int64_t>() >= 0)) {
     bytes = v.get<std::uint64_t>();
+    if (bytes > kMaxWireBytes)
+      return fail(ErrorCode::invalid_argument, "parameter '{}' is {} bytes, above the maximum of {}",
+                  key, bytes, kMaxWireBytes);
   } else if (v.is_number_integer()) {
     return fail(ErrorCode::invalid_argument, "parameter '{}' must not be negative", key);
   } else if (v.is_number_float()) {
@@ -70,8 +123,11 @@ Result<std::uint64_t> size_from_json(const nlohmann::json& v, std::string_view k
                 "parameter '{}' must be a whole number of bytes (or a string like \"512MiB\")", key);
   } else if (v.is_string()) {
     const auto& s = v.get_ref<const std::string&>();
-    if (!s.empty() && s.front() == '-')
-      return fail(ErrorCode::invalid_argument, "parameter '{}' must not be negative", key);
+    if (!matches(kSizeStringPattern, s))
+      return fail(ErrorCode::invalid_argument,
+                  "parameter '{}': '{}' is not a size (digits, or a number with up to 3 decimals "
+                  "and a unit K, M, G or T, optionally KiB/KB...; at most {} bytes)",
+                  key, s, kMaxWireBytes);
     auto parsed = parse_size(s);
     if (!parsed)
       return fail(ErrorCode::invalid_argument, "parameter '{}': {}", key, parsed.error().message);
@@ -80,22 +136,24 @@ Result<std::uint64_t> size_from_json(const nlohmann::json& v, std::string_view k
     return fail(ErrorCode::invalid_argument,
                 "parameter '{}' must be a byte count or a size string, not {}", key, type_name(v));
   }
-  if (bytes > kMaxRequestBytes)
-    return fail(ErrorCode::invalid_argument, "parameter '{}' is {} bytes, above the maximum of {}",
-                key, bytes, kMaxRequestBytes);
+  if (bytes < min_bytes)
+    return fail(ErrorCode::invalid_argument, "parameter '{}' must be at least {} byte(s)", key, min_bytes);
   return bytes;
 }
 
-Optional<std::uint64_t> Params::size(std::string_view key) const {
-  const auto* v = find(key);
-  if (v == nullptr) return std::optional<std::uint64_t>{};
-  auto bytes = size_from_json(*v, key);
+Optional<std::uint64_t> Params::size(std::string_view key, std::uint64_t min_bytes) const {
+  auto v = find(key);
+  if (!v) return fail(v.error());
+  if (*v == nullptr) return std::optional<std::uint64_t>{};
+  auto bytes = size_from_json(**v, key, min_bytes);
   if (!bytes) return fail(bytes.error());
   return *bytes;
 }
 
 Optional<std::uint64_t> Params::count(std::string_view key, std::uint64_t max) const {
-  const auto* v = find(key);
+  auto found = find(key);
+  if (!found) return fail(found.error());
+  const auto* v = *found;
   if (v == nullptr) return std::optional<std::uint64_t>{};
   std::optional<std::uint64_t> n;
   if (v->is_number_unsigned() || (v->is_number_integer() && v->get<std::int64_t>() >= 0))
@@ -110,30 +168,32 @@ Optional<std::uint64_t> Params::count(std::string_view key, std::uint64_t max) c
 }
 
 Optional<bool> Params::boolean(std::string_view key) const {
-  const auto* v = find(key);
-  if (v == nullptr) return std::optional<bool>{};
-  if (v->is_boolean()) return v->get<bool>();
-  if (v->is_string()) {
-    const auto& s = v->get_ref<const std::string&>();
-    if (s == "true" || s == "1") return true;
-    if (s == "false" || s == "0") return false;
-  }
-  return fail(ErrorCode::invalid_argument, "parameter '{}' must be a boolean", key);
+  auto v = find(key);
+  if (!v) return fail(v.error());
+  if (*v == nullptr) return std::optional<bool>{};
+  if ((*v)->is_boolean()) return (*v)->get<bool>();
+  return fail(ErrorCode::invalid_argument, "parameter '{}' must be true or false, not {}", key,
+              (*v)->dump());
 }
 
 Optional<std::vector<std::string>> Params::strings(std::string_view key) const {
-  const auto* v = find(key);
+  auto found = find(key);
+  if (!found) return fail(found.error());
+  const auto* v = *found;
   if (v == nullptr) return std::optional<std::vector<std::string>>{};
-  std::vector<std::string> out;
-  if (v->is_string()) {
-    out.push_back(v->get<std::string>());  // a single tag is a list of one
-    return out;
-  }
   if (!v->is_array())
-    return fail(ErrorCode::invalid_argument, "parameter '{}' must be an array of strings", key);
+    return fail(ErrorCode::invalid_argument, "parameter '{}' must be an array of strings, not {}", key,
+                type_name(*v));
+  if (v->size() > kMaxTags)
+    return fail(ErrorCode::invalid_argument, "parameter '{}' takes at most {} items", key, kMaxTags);
+  std::vector<std::string> out;
   for (const auto& item : *v) {
     if (!item.is_string())
       return fail(ErrorCode::invalid_argument, "parameter '{}' must be an array of strings", key);
+    const auto n = utf8_chars(item.get_ref<const std::string&>());
+    if (n < 1 || n > kMaxTagChars)
+      return fail(ErrorCode::invalid_argument, "parameter '{}': each item must be 1..{} characters", key,
+                  kMaxTagChars);
     out.push_back(item.get<std::string>());
   }
   return out;
@@ -143,6 +203,10 @@ Optional<DeviceId> Params::device(std::string_view key) const {
   auto text = string(key);
   if (!text) return fail(text.error());
   if (!*text) return std::optional<DeviceId>{};
+  if (!matches(kDeviceIdPattern, **text))
+    return fail(ErrorCode::invalid_argument,
+                "parameter '{}': invalid device id '{}': expected cuda:N, host:N (N 0..1023) or cpu", key,
+                **text);
   auto id = DeviceId::parse(**text);
   if (!id) return fail(ErrorCode::invalid_argument, "parameter '{}': {}", key, id.error().message);
   return *id;
@@ -157,19 +221,25 @@ Optional<AllocationId> Params::allocation_id(std::string_view key) const {
   return *id;
 }
 
-Optional<MemoryType> Params::memory_type(std::string_view key) const {
-  return read_enum<MemoryType>(find(key), key, "memory type", parse_memory_type, memory_type_from_int);
+Optional<MemoryType> Params::memory_type(std::string_view key, bool allocatable) const {
+  auto v = find(key);
+  if (!v) return fail(v.error());
+  return read_enum<MemoryType>(*v, key, "memory type", all_memory_types(), allocatable);
 }
 Optional<MemoryAllocationType> Params::allocation_type(std::string_view key) const {
-  return read_enum<MemoryAllocationType>(find(key), key, "allocation type", parse_allocation_type,
-                                         allocation_type_from_int);
+  auto v = find(key);
+  if (!v) return fail(v.error());
+  return read_enum<MemoryAllocationType>(*v, key, "allocation type", all_allocation_types(), false);
 }
 Optional<MemoryAllocationStatus> Params::allocation_status(std::string_view key) const {
-  return read_enum<MemoryAllocationStatus>(find(key), key, "allocation status",
-                                           parse_allocation_status, allocation_status_from_int);
+  auto v = find(key);
+  if (!v) return fail(v.error());
+  return read_enum<MemoryAllocationStatus>(*v, key, "allocation status", all_allocation_statuses(), false);
 }
 Optional<MemoryPriority> Params::priority(std::string_view key) const {
-  return read_enum<MemoryPriority>(find(key), key, "priority", parse_priority, priority_from_int);
+  auto v = find(key);
+  if (!v) return fail(v.error());
+  return read_enum<MemoryPriority>(*v, key, "priority", all_priorities(), false);
 }
 
 }  // namespace memd

@@ -2,19 +2,35 @@
 //
 // Both transports hand the protocol a JSON object: stdio's `params`, REST's
 // body merged with path and query parameters (which arrive as strings, so the
-// readers accept decimal strings where a number is expected). Every reader
-// returns nullopt for an absent or null key and invalid_argument naming the
-// key for a wrong type or value; unknown keys are ignored so newer clients
-// work with older daemons.
+// readers accept decimal strings where an integer or an enum's integer is
+// expected). Every reader returns nullopt for an absent key and
+// invalid_argument naming the key for a wrong type or value; unknown keys are
+// ignored so newer clients work with older daemons.
 //
-// Sizes are a JSON integer of bytes or a string such as "512MiB"; negative,
-// fractional and larger-than-kMaxRequestBytes sizes are refused. Enums are
-// their string names or the seed's integers.
+// What each reader accepts is exactly what /api/openapi.json states (the
+// patterns below are published there verbatim; a schema-driven test holds the
+// two together):
+// - null is refused: an optional key is left out, not sent as null. The one
+//   exception is a key whose spec is `nullable` (limits' `bytes`: null removes
+//   the limit); the handler reads it with is_null() first.
+// - Sizes are a JSON integer 0..kMaxWireBytes or a string matching
+//   kSizeStringPattern: up to 18 digits, or a number with up to 3 decimals and
+//   a unit K/KB/KiB, M/MB/MiB, G/GB/GiB, T/TB/TiB (any letter case; all powers
+//   of 1024), so "1.5MiB" is accepted; no sign, no spaces.
+// - Counts are a JSON integer (or its decimal text) from 0 to the spec's maximum.
+// - Booleans are JSON true/false only; "true" and 1 are refused.
+// - Enums are their names, exact case ("VRAM", not "vram"), or the seed's
+//   integer as a JSON integer or its decimal text.
+// - Device ids match kDeviceIdPattern (cuda:N, host:N with N 0..1023, or cpu);
+//   allocation ids are GUIDs (kGuidPattern).
+// - Owners, names and tags have character (code point) bounds; tags is an
+//   array of at most kMaxTags tags, never a bare string.
 //
 // Thread safety: a Params only reads the object it was built on, which must
 // outlive it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -33,35 +49,75 @@ namespace memd {
 template <typename T>
 using Optional = Result<std::optional<T>>;
 
+// The largest size or count on the wire: 18 decimal digits, so a size written
+// as an integer and as its decimal text (a query string) bound the same way.
+inline constexpr std::uint64_t kMaxWireBytes = 999'999'999'999'999'999;
+// Text bounds, in characters (code points, as JSON Schema counts them); the
+// allocator checks the same numbers (alloc/memory_manager.cpp, alloc/quotas.hpp).
+inline constexpr std::size_t kMaxOwnerChars = 256;
+inline constexpr std::size_t kMaxNameChars = 256;
+inline constexpr std::size_t kMaxTagChars = 128;
+inline constexpr std::size_t kMaxTags = 64;
+
+// ECMA-262 patterns, as published in OpenAPI and matched by the readers.
+// Each unit's digit count keeps every accepted string under kMaxWireBytes.
+inline constexpr std::string_view kSizeStringPattern =
+    "^([0-9]{1,18}[bB]?|[0-9]{1,14}(\\.[0-9]{1,3})?[kK]([iI]?[bB])?"
+    "|[0-9]{1,11}(\\.[0-9]{1,3})?[mM]([iI]?[bB])?|[0-9]{1,8}(\\.[0-9]{1,3})?[gG]([iI]?[bB])?"
+    "|[0-9]{1,5}(\\.[0-9]{1,3})?[tT]([iI]?[bB])?)$";
+// The same, with a non-zero digit somewhere: at least one byte (three
+// decimals of a KiB are at least one byte).
+inline constexpr std::string_view kAllocationSizeStringPattern =
+    "^(?=.*[1-9])([0-9]{1,18}[bB]?|[0-9]{1,14}(\\.[0-9]{1,3})?[kK]([iI]?[bB])?"
+    "|[0-9]{1,11}(\\.[0-9]{1,3})?[mM]([iI]?[bB])?|[0-9]{1,8}(\\.[0-9]{1,3})?[gG]([iI]?[bB])?"
+    "|[0-9]{1,5}(\\.[0-9]{1,3})?[tT]([iI]?[bB])?)$";
+inline constexpr std::string_view kDeviceIdPattern =
+    "^(cpu|(cuda|host):([0-9]{1,3}|0[0-9]{3}|10[01][0-9]|102[0-3]))$";
+inline constexpr std::string_view kGuidPattern =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
 class Params {
  public:
   // object must be a JSON object (the dispatcher checks that first).
   explicit Params(const nlohmann::json& object) : object_(object) {}
 
-  // Present, even when null (null has meaning for some keys: "remove").
+  // Present, even when null.
   bool contains(std::string_view key) const;
+  // Present and not null.
   bool has_value(std::string_view key) const;
+  // Present and null (meaningful only for nullable keys).
+  bool is_null(std::string_view key) const;
 
   Optional<std::string> string(std::string_view key) const;
-  Optional<std::uint64_t> size(std::string_view key) const;
+  // A string of min_chars..max_chars characters.
+  Optional<std::string> text(std::string_view key, std::size_t min_chars, std::size_t max_chars) const;
+  Optional<std::string> owner(std::string_view key) const { return text(key, 1, kMaxOwnerChars); }
+  Optional<std::string> name(std::string_view key) const { return text(key, 0, kMaxNameChars); }
+  Optional<std::string> tag(std::string_view key) const { return text(key, 1, kMaxTagChars); }
+  // A size (see above); with min_bytes 1, an allocation's size.
+  Optional<std::uint64_t> size(std::string_view key, std::uint64_t min_bytes = 0) const;
   // A non-negative integer (paging offsets and counts), up to max.
   Optional<std::uint64_t> count(std::string_view key, std::uint64_t max) const;
   Optional<bool> boolean(std::string_view key) const;
+  // An array of tags.
   Optional<std::vector<std::string>> strings(std::string_view key) const;
   Optional<DeviceId> device(std::string_view key) const;
   Optional<AllocationId> allocation_id(std::string_view key) const;
-  Optional<MemoryType> memory_type(std::string_view key) const;
+  // With allocatable, Unknown (0) is refused.
+  Optional<MemoryType> memory_type(std::string_view key, bool allocatable = false) const;
   Optional<MemoryAllocationType> allocation_type(std::string_view key) const;
   Optional<MemoryAllocationStatus> allocation_status(std::string_view key) const;
   Optional<MemoryPriority> priority(std::string_view key) const;
 
  private:
-  const nlohmann::json* find(std::string_view key) const;
+  // nullptr when absent; invalid_argument when null.
+  Result<const nlohmann::json*> find(std::string_view key) const;
   const nlohmann::json& object_;
 };
 
 // A size from a JSON value (used by Params::size and the limit maps).
-Result<std::uint64_t> size_from_json(const nlohmann::json& value, std::string_view key);
+Result<std::uint64_t> size_from_json(const nlohmann::json& value, std::string_view key,
+                                     std::uint64_t min_bytes = 0);
 
 // Unwraps a required parameter: invalid_argument "missing required parameter
 // 'key'" when absent.

@@ -134,7 +134,7 @@ Result<AllocationRecord> MemoryService::allocation(const AllocationId& id) const
 Result<AllocationRecord> MemoryService::allocate(const AllocationRequest& request) {
   if (request.size_bytes == 0) return fail(ErrorCode::invalid_argument, "sizeBytes must be positive");
   if (request.size_bytes > kMaxRequestBytes)
-    return fail(ErrorCode::invalid_argument, "sizeBytes {} exceeds the maximum request of {} bytes",
+    return fail(ErrorCode::out_of_memory, "sizeBytes {} exceeds the maximum request of {} bytes",
                 request.size_bytes, kMaxRequestBytes);
   if (request.memory_type == MemoryType::Unknown)
     return fail(ErrorCode::invalid_argument, "memoryType Unknown cannot be allocated");

@@ -304,7 +304,7 @@ TEST(DeviceCatalog, RoutesHostTypesToTheHostBackendWithoutAGpu) {
   ASSERT_TRUE(vram.has_value());
   EXPECT_EQ((*vram)->name(), "host");
   EXPECT_EQ(c.backend_for(DeviceId::host(0), MemoryType::RAM).error().code,
-            ErrorCode::invalid_argument);
+            ErrorCode::not_found);
   EXPECT_EQ(c.backend_for(DeviceId::cuda(0), MemoryType::VRAM).error().code, ErrorCode::not_found);
   EXPECT_EQ(c.backend_for(DeviceId::host(1), MemoryType::VRAM).error().code, ErrorCode::not_found);
   // host:0 before cpu: the order users see.

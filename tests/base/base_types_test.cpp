@@ -47,6 +47,12 @@ TEST(ErrorCodes, EveryCodeHasOneNameAndStatus) {
   EXPECT_EQ(http_status(ErrorCode::invalid_argument), 400);
   EXPECT_EQ(http_status(ErrorCode::not_found), 404);
   EXPECT_EQ(http_status(ErrorCode::conflict), 409);
+  EXPECT_EQ(http_status(ErrorCode::permission_denied), 403);
+  EXPECT_EQ(http_status(ErrorCode::out_of_range), 416);
+  EXPECT_EQ(http_status(ErrorCode::invalid_file), 422);
+  EXPECT_EQ(http_status(ErrorCode::method_not_allowed), 405);
+  EXPECT_EQ(http_status(ErrorCode::uri_too_long), 414);
+  EXPECT_EQ(http_status(ErrorCode::unsupported_media_type), 415);
   EXPECT_EQ(http_status(ErrorCode::out_of_memory), 507);
   EXPECT_EQ(http_status(ErrorCode::quota_exceeded), 507);
   EXPECT_EQ(http_status(ErrorCode::unavailable), 503);

@@ -19,7 +19,11 @@ TEST(ErrorMapping, StatusesMatchTheDesign) {
       {ErrorCode::not_found, 404},        {ErrorCode::conflict, 409},
       {ErrorCode::payload_too_large, 413}, {ErrorCode::out_of_memory, 507},
       {ErrorCode::quota_exceeded, 507},   {ErrorCode::unavailable, 503},
-      {ErrorCode::backend_error, 502},    {ErrorCode::internal, 500}};
+      {ErrorCode::backend_error, 502},    {ErrorCode::internal, 500},
+      {ErrorCode::permission_denied, 403}, {ErrorCode::out_of_range, 416},
+      {ErrorCode::invalid_file, 422},     {ErrorCode::method_not_allowed, 405},
+      {ErrorCode::uri_too_long, 414},     {ErrorCode::unsupported_media_type, 415}};
+  EXPECT_EQ(std::size(expected), std::size(kAllErrorCodes)) << "a code without a status here";
   for (auto [code, status] : expected) {
     EXPECT_EQ(error_status({code, ""}), status) << to_string(code);
     EXPECT_EQ(error_object({code, ""})["code"], std::string(to_string(code)));

@@ -135,11 +135,13 @@ TEST_F(RestTest, HostileInputGetsItsCodeAndLeavesAllocationsIntact) {
   auto unknown = client_->Get("/api/memory/nothing");
   EXPECT_EQ(unknown->status, 404);
   EXPECT_EQ(error_code(unknown), "not_found");
-  EXPECT_EQ(error_code(client_->Get("/api/memory/allocations/" + id + "/data?offset=65530&length=10")),
-            "invalid_argument");
+  // Well-formed, but outside the allocation: out_of_range (416), not a shape error.
+  auto outside = client_->Get("/api/memory/allocations/" + id + "/data?offset=65530&length=10");
+  EXPECT_EQ(error_code(outside), "out_of_range");
+  EXPECT_EQ(outside->status, 416);
   EXPECT_EQ(error_code(client_->Put("/api/memory/allocations/" + id + "/data?offset=65535", "ab",
                                     "application/octet-stream")),
-            "invalid_argument");
+            "out_of_range");
   EXPECT_EQ(error_code(client_->Get("/api/memory/allocations?limit=abc")), "invalid_argument");
 
   auto back = client_->Get("/api/memory/allocations/" + id + "/data?length=8");

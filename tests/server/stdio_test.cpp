@@ -51,8 +51,8 @@ TEST(Stdio, HostileLinesGetErrorsAndTheLoopGoesOn) {
       {R"({"id":"g","action":"memory_deallocate","params":{"allocationId":"xyz"}})", "g", "invalid_argument"},
       {R"({"id":"f","action":"memory_deallocate","params":{"allocationId":"a1b2c3d4-e5f6-4890-abcd-ef1234567890"}})", "f", "not_found"},
       {R"({"id":"b","action":"memory_write","params":{"allocationId":")" + id + R"(","data":"!!"}})", "b", "invalid_argument"},
-      {R"({"id":"o","action":"memory_read","params":{"allocationId":")" + id + R"(","offset":4000,"length":200}})", "o", "invalid_argument"},
-      {R"({"id":"q","action":"memory_write","params":{"allocationId":")" + id + R"(","offset":4095,"data":"aGk="}})", "q", "invalid_argument"},
+      {R"({"id":"o","action":"memory_read","params":{"allocationId":")" + id + R"(","offset":4000,"length":200}})", "o", "out_of_range"},
+      {R"({"id":"q","action":"memory_write","params":{"allocationId":")" + id + R"(","offset":4095,"data":"aGk="}})", "q", "out_of_range"},
       {std::string(100000, '['), nullptr, "invalid_argument"},
       {std::string(2 * 1024 * 1024, ' ') + "{}", nullptr, "payload_too_large"},
   };

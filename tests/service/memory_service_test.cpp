@@ -51,8 +51,8 @@ TEST_F(MemoryServiceTest, RefusesWhatOnlyTheServiceCanCheck) {
   AllocationRequest r;
   r.size_bytes = 0;
   EXPECT_EQ(service_->allocate(r).error().code, ErrorCode::invalid_argument);
-  r.size_bytes = kMaxRequestBytes + 1;
-  EXPECT_EQ(service_->allocate(r).error().code, ErrorCode::invalid_argument);
+  r.size_bytes = kMaxRequestBytes + 1;  // well-formed, but no device holds it
+  EXPECT_EQ(service_->allocate(r).error().code, ErrorCode::out_of_memory);
   r.size_bytes = 1;
   r.device = DeviceId::cuda(7);
   EXPECT_EQ(service_->allocate(r).error().code, ErrorCode::not_found);
