@@ -118,6 +118,15 @@ TEST(Cli, ClientVerbsAgainstADaemon) {
   EXPECT_NE(over.out.find("quota_exceeded"), std::string::npos) << over.out;
   EXPECT_NE(memd("limits " + url).out.find("1.0 MiB"), std::string::npos);
 
+  // The wire spells memory types one way; the CLI takes any case.
+  auto lower = memd("allocate 4KiB --type vram --device host:0 --owner typed --json " + url);
+  ASSERT_EQ(lower.code, 0) << lower.out;
+  EXPECT_EQ(nlohmann::json::parse(lower.out)["memoryType"], "VRAM");
+  auto bad = memd("allocate 4KiB --type vramm --device host:0 --owner typed " + url);
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("invalid_argument"), std::string::npos) << bad.out;
+  EXPECT_EQ(memd("clear --owner typed " + url).code, 0);
+
   EXPECT_EQ(memd("free " + id + " " + url).code, 0);
   auto again = memd("free " + id + " " + url);
   EXPECT_NE(again.code, 0);

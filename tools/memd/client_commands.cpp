@@ -1,12 +1,30 @@
 // Client verbs: one REST call each, a table or the raw JSON out.
+#include <algorithm>
+#include <cctype>
 #include <iostream>
 
 #include "commands.hpp"
+#include "memd/memory_types.hpp"
 #include "memd/size.hpp"
 #include "table.hpp"
 
 namespace memd::cli {
 namespace {
+
+// The wire takes memory types in one spelling ("VRAM"); a person typing
+// `--type vram` means the same, so the client spells it the wire's way.
+// Anything else goes as typed, for the daemon to refuse with its message.
+std::string wire_type(const std::string& typed) {
+  for (auto t : {MemoryType::RAM, MemoryType::VRAM, MemoryType::SharedMemory, MemoryType::UnifiedMemory}) {
+    const std::string_view name = to_string(t);
+    if (name.size() == typed.size() &&
+        std::equal(name.begin(), name.end(), typed.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+        }))
+      return std::string(name);
+  }
+  return typed;
+}
 
 int report(const Error& error) {
   std::cerr << "memd: " << to_string(error.code) << ": " << error.message << "\n";
@@ -73,7 +91,7 @@ int run_allocations(const ClientFlags& c, const AllocationsFlags& f) {
   ApiClient api(c.client);
   std::string target = "/api/memory/allocations";
   add_query(target, "deviceId", f.device);
-  add_query(target, "memoryType", f.type);
+  add_query(target, "memoryType", wire_type(f.type));
   add_query(target, "owner", f.owner);
   add_query(target, "status", f.status);
   add_query(target, "tag", f.tag);
@@ -91,7 +109,7 @@ int run_allocations(const ClientFlags& c, const AllocationsFlags& f) {
 int run_allocate(const ClientFlags& c, const AllocateFlags& f) {
   ApiClient api(c.client);
   nlohmann::json body = {{"sizeBytes", f.size}};
-  if (!f.type.empty()) body["memoryType"] = f.type;
+  if (!f.type.empty()) body["memoryType"] = wire_type(f.type);
   if (!f.device.empty()) body["deviceId"] = f.device;
   if (!f.name.empty()) body["name"] = f.name;
   if (!f.priority.empty()) body["priority"] = f.priority;
@@ -115,7 +133,7 @@ int run_limits(const ClientFlags& c, const LimitsFlags& f) {
       return report({ErrorCode::invalid_argument, "give --bytes N to set the limit or --remove to drop it"});
     nlohmann::json body = {{"bytes", f.remove ? nlohmann::json(nullptr) : nlohmann::json(f.bytes)}};
     if (!f.device.empty()) body["deviceId"] = f.device;
-    if (!f.type.empty()) body["memoryType"] = f.type;
+    if (!f.type.empty()) body["memoryType"] = wire_type(f.type);
     if (!f.owner.empty()) body["owner"] = f.owner;
     result = api.put("/api/memory/limits", body);
   }
@@ -133,7 +151,7 @@ int run_clear(const ClientFlags& c, const ClearFlags& f) {
   ApiClient api(c.client);
   nlohmann::json body = nlohmann::json::object();
   if (!f.owner.empty()) body["owner"] = f.owner;
-  if (!f.type.empty()) body["memoryType"] = f.type;
+  if (!f.type.empty()) body["memoryType"] = wire_type(f.type);
   if (!f.device.empty()) body["deviceId"] = f.device;
   if (!f.below_priority.empty()) body["belowPriority"] = f.below_priority;
   if (f.include_pinned) body["includePinned"] = true;
