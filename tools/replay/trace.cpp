@@ -84,25 +84,45 @@ Result<Trace> load_trace(const std::string& path) {
   return t;
 }
 
+namespace {
+
+// Live bytes of a trace as it is built op by op, and their peak: what every
+// transform below must recompute for the trace it makes.
+class LiveTally {
+ public:
+  explicit LiveTally(std::uint32_t slots) : size_of_(slots, 0) {}
+  void count(const TraceOp& op, std::uint64_t& peak) {
+    if (op.allocate) {
+      size_of_[op.slot] = op.size;
+      live_ += op.size;
+      peak = std::max(peak, live_);
+    } else {
+      live_ -= size_of_[op.slot];
+    }
+  }
+  std::uint64_t live() const noexcept { return live_; }
+
+ private:
+  std::vector<std::uint64_t> size_of_;
+  std::uint64_t live_ = 0;
+};
+
+}  // namespace
+
 Trace scale_trace(const Trace& trace, double factor) {
   Trace out;
   out.name = fmt::format("{}_x{}", trace.name, factor);
   out.slots = trace.slots;
   out.allocations = trace.allocations;
   out.ops.reserve(trace.ops.size());
-  std::vector<std::uint64_t> size_of(trace.slots, 0);
-  std::uint64_t live = 0;
+  LiveTally tally(trace.slots);
   for (const auto& op : trace.ops) {
     TraceOp o = op;
     if (op.allocate) {
       const auto scaled = static_cast<std::uint64_t>(static_cast<double>(op.size) * factor);
       o.size = std::max<std::uint64_t>(512, scaled / 512 * 512);
-      size_of[op.slot] = o.size;
-      live += o.size;
-      out.peak_live_bytes = std::max(out.peak_live_bytes, live);
-    } else {
-      live -= size_of[op.slot];
     }
+    tally.count(o, out.peak_live_bytes);
     out.ops.push_back(o);
   }
   return out;
@@ -113,22 +133,14 @@ Trace prefix_trace(const Trace& trace, double fraction) {
   out.name = fmt::format("{}_to{:g}", trace.name, fraction * 100);
   out.slots = trace.slots;
   const auto target = static_cast<std::uint64_t>(static_cast<double>(trace.peak_live_bytes) * fraction);
-  std::vector<std::uint64_t> size_of(trace.slots, 0);
+  LiveTally tally(trace.slots);
   std::vector<bool> live_slot(trace.slots, false);
-  std::uint64_t live = 0;
   for (const auto& op : trace.ops) {
     out.ops.push_back(op);
-    if (op.allocate) {
-      size_of[op.slot] = op.size;
-      live_slot[op.slot] = true;
-      live += op.size;
-      ++out.allocations;
-      out.peak_live_bytes = std::max(out.peak_live_bytes, live);
-    } else {
-      live -= size_of[op.slot];
-      live_slot[op.slot] = false;
-    }
-    if (live >= target) break;
+    tally.count(op, out.peak_live_bytes);
+    live_slot[op.slot] = op.allocate;
+    if (op.allocate) ++out.allocations;
+    if (tally.live() >= target) break;
   }
   for (std::uint32_t s = 0; s < trace.slots; ++s)
     if (live_slot[s]) out.ops.push_back({false, s, 0});
@@ -158,25 +170,18 @@ Trace repeat_trace(const Trace& trace, int passes, double jitter, std::uint64_t 
   // std::uniform_real_distribution: the same seed gives the same sizes with
   // any standard library.
   std::mt19937_64 rng(seed);
-  std::vector<std::uint64_t> size_of(out.slots, 0);
-  std::uint64_t live = 0;
+  LiveTally tally(out.slots);
   for (std::uint32_t pass = 0; pass < n; ++pass) {
     out.pass_starts.push_back(out.ops.size());
     for (const auto& op : trace.ops) {
       TraceOp o = op;
       o.slot = op.slot + pass * trace.slots;
-      if (op.allocate) {
-        if (pass > 0 && jitter > 0) {
-          const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;  // [0, 1)
-          const double factor = 1 - jitter + 2 * jitter * u;
-          o.size = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(std::llround(static_cast<double>(op.size) * factor)));
-        }
-        size_of[o.slot] = o.size;
-        live += o.size;
-        out.peak_live_bytes = std::max(out.peak_live_bytes, live);
-      } else {
-        live -= size_of[o.slot];
+      if (op.allocate && pass > 0 && jitter > 0) {
+        const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;  // [0, 1)
+        const double factor = 1 - jitter + 2 * jitter * u;
+        o.size = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(std::llround(static_cast<double>(op.size) * factor)));
       }
+      tally.count(o, out.peak_live_bytes);
       out.ops.push_back(o);
     }
   }
