@@ -39,7 +39,7 @@ TEST(Cli, VersionHelpAndDevices) {
   auto h = memd("--help");
   EXPECT_EQ(h.code, 0);
   for (const char* verb : {"serve", "stdio", "devices", "status", "allocations", "allocate", "free", "limits",
-                           "clear", "optimize"})
+                           "clear", "optimize", "api-doc"})
     EXPECT_NE(h.out.find(verb), std::string::npos) << verb;
   auto d = memd("--no-cuda --host-device 2GiB devices");
   EXPECT_EQ(d.code, 0);
@@ -86,6 +86,14 @@ TEST(Cli, SecondDaemonOnABusyAddressFailsAtOnce) {
   EXPECT_LT(took, std::chrono::seconds(5));
   first.signal(SIGTERM);
   EXPECT_EQ(first.wait(), 0);
+}
+
+// No verb is a usage error: the help (naming the verbs) and exit 2.
+TEST(Cli, NoVerbPrintsHelpAndExitsTwo) {
+  auto r = memd("");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("Subcommands"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("serve"), std::string::npos) << r.out;
 }
 
 TEST(Cli, UnreachableDaemonIsAClearFailure) {

@@ -1,5 +1,7 @@
 // memd — the daemon, the stdio worker and the command-line client, one binary.
 #include <CLI/CLI.hpp>
+
+#include <iostream>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -67,7 +69,6 @@ int main(int argc, char** argv) {
   devices_cmd->callback([&] { exit_code = run_devices(engine, devices_json); });
 
   auto* doc_cmd = app.add_subcommand("api-doc", "Print docs/api.md from the action table");
-  doc_cmd->group("");  // hidden: a maintainer's tool
   doc_cmd->callback([&] { exit_code = run_api_doc(); });
 
   ClientFlags client;
@@ -130,6 +131,12 @@ int main(int argc, char** argv) {
   add_client_flags(optimize_cmd, client);
   optimize_cmd->callback([&] { exit_code = run_optimize(client); });
 
+  // No verb: the help, on stderr, and the usage-error status (2), like any
+  // command line tool given nothing to do.
+  if (argc <= 1) {
+    std::cerr << app.help();
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
