@@ -24,7 +24,8 @@ through both doors:
   `{"id": "7", "action": "memory_allocate", "params": {...}}`, answered by one
   line on stdout, `{"id": "7", "ok": true, "result": {...}}` or
   `{"id": "7", "ok": false, "error": {"code": "...", "message": "..."}}`.
-  The host process is one owner (`--owner`, default `stdio-<pid>`); when stdin
+  The `id` may be any JSON value and comes back as given (null when missing);
+  blank lines are ignored. The host process is one owner (`--owner`, default `stdio-<pid>`); when stdin
   closes, everything it allocated is freed and memd exits 0. Lines longer than
   `--max-line` (16 MiB) are refused with `payload_too_large`. Binary data
   travels as base64 in `data`.

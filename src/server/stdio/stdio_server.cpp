@@ -44,9 +44,10 @@ std::string handle_stdio_line(MemoryService& service, std::string_view line, con
     if (!request) return error_response(nullptr, request.error());
     if (!request->is_object())
       return error_response(nullptr, Error{ErrorCode::invalid_argument, "a request must be a JSON object"});
+    // The id is the host's to choose: any JSON value comes back as given
+    // (a missing id as null), so a host can correlate with whatever it uses.
     nlohmann::json id = nullptr;
-    if (auto it = request->find("id"); it != request->end() && (it->is_string() || it->is_number()))
-      id = *it;
+    if (auto it = request->find("id"); it != request->end()) id = *it;
     auto action_it = request->find("action");
     if (action_it == request->end() || action_it->is_null())
       return error_response(id, Error{ErrorCode::invalid_argument, "missing 'action'"});
