@@ -32,9 +32,7 @@ PoolOptions roomy() {
 }
 
 void expect_consistent(Pieces& p, const char* where) {
-  auto huge = p.huge->validate();
-  EXPECT_TRUE(huge.has_value()) << where << ": " << (huge ? "" : huge.error().message);
-  EXPECT_EQ(p.physical(), p.footprint->reserved()) << where;
+  expect_pieces_agree(p, where);
   std::uint64_t live = 0, cached = 0, n = 0;
   p.huge->for_each([&](std::uint64_t, std::uint64_t size, bool is_live) {
     (is_live ? live : cached) += size;

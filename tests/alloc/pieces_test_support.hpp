@@ -89,6 +89,16 @@ inline std::unique_ptr<Pieces> segment_pieces(std::uint64_t device_bytes, const 
   return p;
 }
 
+// What every step must leave: the arena's and huge blocks' own checks pass,
+// and the backend holds exactly what the footprint says is held.
+inline void expect_pieces_agree(Pieces& p, const char* where) {
+  auto arena = p.arena->validate();
+  EXPECT_TRUE(arena.has_value()) << where << ": " << (arena ? "" : arena.error().message);
+  auto huge = p.huge->validate();
+  EXPECT_TRUE(huge.has_value()) << where << ": " << (huge ? "" : huge.error().message);
+  EXPECT_EQ(p.physical(), p.footprint->reserved()) << where;
+}
+
 #define MEMD_PIECE_OK(expr)                                                               \
   do {                                                                                    \
     auto memd_piece_ok_ = (expr);                                                         \

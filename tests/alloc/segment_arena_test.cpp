@@ -20,11 +20,7 @@ PoolOptions segment_options(std::uint64_t capacity) {
 }
 
 void expect_consistent(Pieces& p, const char* where) {
-  auto arena = p.arena->validate();
-  EXPECT_TRUE(arena.has_value()) << where << ": " << (arena ? "" : arena.error().message);
-  auto huge = p.huge->validate();
-  EXPECT_TRUE(huge.has_value()) << where << ": " << (huge ? "" : huge.error().message);
-  EXPECT_EQ(p.physical(), p.footprint->reserved()) << where;
+  expect_pieces_agree(p, where);
   EXPECT_EQ(p.arena->busy_bytes(), 0u) << where;
 }
 

@@ -16,15 +16,7 @@ namespace {
 
 using namespace pieces_test;
 
-// What every step must leave: the arena's and huge blocks' own checks pass,
-// and the backend holds exactly what the footprint says is held.
-void expect_consistent(Pieces& p, const char* where) {
-  auto arena = p.arena->validate();
-  EXPECT_TRUE(arena.has_value()) << where << ": " << (arena ? "" : arena.error().message);
-  auto huge = p.huge->validate();
-  EXPECT_TRUE(huge.has_value()) << where << ": " << (huge ? "" : huge.error().message);
-  EXPECT_EQ(p.physical(), p.footprint->reserved()) << where;
-}
+void expect_consistent(Pieces& p, const char* where) { expect_pieces_agree(p, where); }
 
 std::uint64_t take_ok(Pieces& p, std::uint64_t size) {
   auto r = p.arena->take(size, Arena::kUnit, *p.footprint);
