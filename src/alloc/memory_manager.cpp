@@ -211,6 +211,8 @@ std::map<PoolKey, PoolStats> MemoryManager::pool_stats() const {
 }
 
 std::map<std::string, OwnerUsage> MemoryManager::usage_by_owner() const { return quotas_.usage_by_owner(); }
+std::map<DeviceId, std::uint64_t> MemoryManager::requested_by_device() const { return quotas_.usage_by_device(); }
+std::map<MemoryType, std::uint64_t> MemoryManager::requested_by_type() const { return quotas_.usage_by_type(); }
 
 std::uint64_t MemoryManager::trim() {
   std::lock_guard lock(pools_mu_);

@@ -95,6 +95,9 @@ class MemoryManager {
   // Statistics of every pool that exists (created on first use).
   std::map<PoolKey, PoolStats> pool_stats() const;
   std::map<std::string, OwnerUsage> usage_by_owner() const;
+  // Requested bytes of live allocations (the quota counters) by device and type.
+  std::map<DeviceId, std::uint64_t> requested_by_device() const;
+  std::map<MemoryType, std::uint64_t> requested_by_type() const;
 
   // Gives cached memory back to the backends; returns the bytes released.
   std::uint64_t trim();

@@ -210,11 +210,11 @@ std::vector<Action> build_table() {
       memory_status});
   t.push_back(Action{
       "memory_usage",
-      "Bytes allocated and reserved, by device, by memory type and by owner.",
+      "Bytes requested (what callers asked for, what limits count), rounded (what the pools hold for them) and reserved (held from the device), by device, by memory type and by owner (requested only).",
       {{Get, "/api/memory/usage"}},
       {},
       R"({})",
-      R"({"total": {"allocatedBytes": 1048576, "reservedBytes": 2097152, "allocations": 1}, "byDevice": {"host:0": {"allocatedBytes": 1048576, "reservedBytes": 2097152, "allocations": 1}}, "byMemoryType": {"VRAM": {"allocatedBytes": 1048576, "reservedBytes": 2097152, "allocations": 1}}, "byOwner": {"anonymous": {"allocatedBytes": 1048576, "allocations": 1}}})",
+      R"({"total": {"requestedBytes": 1000000, "roundedBytes": 1048576, "reservedBytes": 2097152, "allocations": 1}, "byDevice": {"host:0": {"requestedBytes": 1000000, "roundedBytes": 1048576, "reservedBytes": 2097152, "allocations": 1}}, "byMemoryType": {"VRAM": {"requestedBytes": 1000000, "roundedBytes": 1048576, "reservedBytes": 2097152, "allocations": 1}}, "byOwner": {"anonymous": {"requestedBytes": 1000000, "allocations": 1}}})",
       memory_usage});
   t.push_back(Action{
       "memory_allocations",

@@ -9,9 +9,10 @@ namespace memd {
 namespace {
 
 nlohmann::json usage_json(const UsageTotals& t) {
-  return {{"allocatedBytes", t.allocated_bytes},
-          {"reservedBytes", t.reserved_bytes},
-          {"allocations", t.allocations}};
+  nlohmann::json out = {{"requestedBytes", t.requested_bytes}, {"allocations", t.allocations}};
+  if (t.rounded_bytes) out["roundedBytes"] = *t.rounded_bytes;
+  if (t.reserved_bytes) out["reservedBytes"] = *t.reserved_bytes;
+  return out;
 }
 
 }  // namespace
@@ -126,9 +127,7 @@ nlohmann::json to_json(const UsageReport& report) {
                  by_owner = nlohmann::json::object();
   for (const auto& [d, t] : report.by_device) by_device[d.to_string()] = usage_json(t);
   for (const auto& [m, t] : report.by_memory_type) by_type[std::string(to_string(m))] = usage_json(t);
-  for (const auto& [o, t] : report.by_owner) {
-    by_owner[o] = {{"allocatedBytes", t.allocated_bytes}, {"allocations", t.allocations}};
-  }
+  for (const auto& [o, t] : report.by_owner) by_owner[o] = usage_json(t);
   return {{"total", usage_json(report.total)},
           {"byDevice", std::move(by_device)},
           {"byMemoryType", std::move(by_type)},

@@ -99,14 +99,21 @@ UsageReport MemoryService::usage() const {
   for (const auto& [key, stats] : manager_->pool_stats()) {
     for (UsageTotals* t : {&report.total, &report.by_device[key.device],
                            &report.by_memory_type[key.memory_type]}) {
-      t->allocated_bytes += stats.allocated_bytes;
-      t->reserved_bytes += stats.reserved_bytes;
+      t->rounded_bytes = t->rounded_bytes.value_or(0) + stats.allocated_bytes;
+      t->reserved_bytes = t->reserved_bytes.value_or(0) + stats.reserved_bytes;
       t->allocations += stats.live_allocations;
     }
   }
+  // Requested bytes come from the quota counters (the sizes asked for), not
+  // from the pools (which see only rounded blocks).
+  for (const auto& [device, bytes] : manager_->requested_by_device()) {
+    report.by_device[device].requested_bytes = bytes;
+    report.total.requested_bytes += bytes;
+  }
+  for (const auto& [type, bytes] : manager_->requested_by_type()) report.by_memory_type[type].requested_bytes = bytes;
   for (const auto& [owner, use] : manager_->usage_by_owner()) {
     auto& t = report.by_owner[owner];
-    t.allocated_bytes = use.bytes;
+    t.requested_bytes = use.bytes;
     t.allocations = use.allocations;
   }
   return report;

@@ -45,9 +45,15 @@ struct MemoryStatusReport {
   MemoryHealthStatus health = MemoryHealthStatus::Unknown;  // worst of the devices
 };
 
+// Two sizes of the same allocations, named so nobody mistakes one for the
+// other: requested is what callers asked for (what limits count); rounded is
+// what the pools hold for them (requests rounded up to size classes and
+// pages). Reserved is what the pools hold from the device, used or not.
+// Owners have no rounded or reserved figure: pools are per device and type.
 struct UsageTotals {
-  std::uint64_t allocated_bytes = 0;
-  std::uint64_t reserved_bytes = 0;  // zero for owners: reservation is per pool
+  std::uint64_t requested_bytes = 0;
+  std::optional<std::uint64_t> rounded_bytes;
+  std::optional<std::uint64_t> reserved_bytes;
   std::uint64_t allocations = 0;
 };
 

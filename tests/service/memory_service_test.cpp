@@ -73,8 +73,10 @@ TEST_F(MemoryServiceTest, StatusUsageAndListing) {
   EXPECT_EQ(all->devices.size(), service_->devices().size());
 
   auto usage = service_->usage();
-  EXPECT_EQ(usage.total.allocated_bytes, 3 * kMiB);
-  EXPECT_EQ(usage.by_owner["bob"].allocated_bytes, 2 * kMiB);
+  EXPECT_EQ(usage.total.requested_bytes, 3 * kMiB);
+  EXPECT_EQ(usage.total.rounded_bytes, 3 * kMiB);
+  EXPECT_EQ(usage.by_owner["bob"].requested_bytes, 2 * kMiB);
+  EXPECT_FALSE(usage.by_owner["bob"].rounded_bytes) << "pools are per device and type, not per owner";
   EXPECT_EQ(usage.by_memory_type[MemoryType::VRAM].allocations, 2u);
 
   AllocationQuery q;
@@ -87,6 +89,25 @@ TEST_F(MemoryServiceTest, StatusUsageAndListing) {
   EXPECT_EQ(service_->allocations(q).items.at(0).owner, "alice");
   q.offset = 5;
   EXPECT_TRUE(service_->allocations(q).items.empty());
+}
+
+// A user read `allocatedBytes` as what they asked for and found more: usage
+// now names both sizes. An odd size must show as requested exactly and as
+// rounded up, on every view that has both.
+TEST_F(MemoryServiceTest, UsageNamesRequestedAndRoundedBytesApart) {
+  allocate(1000, "carol");
+  allocate(kMiB + 1, "carol");
+  const auto usage = service_->usage();
+  const std::uint64_t requested = 1000 + kMiB + 1;
+  for (const UsageTotals* t : {&usage.total, &usage.by_device.at(DeviceId::host(0)),
+                               &usage.by_memory_type.at(MemoryType::VRAM)}) {
+    EXPECT_EQ(t->requested_bytes, requested);
+    ASSERT_TRUE(t->rounded_bytes);
+    EXPECT_GT(*t->rounded_bytes, requested) << "rounded bytes should include the size-class rounding";
+    EXPECT_GE(t->reserved_bytes.value_or(0), *t->rounded_bytes);
+  }
+  EXPECT_EQ(usage.by_owner.at("carol").requested_bytes, requested);
+  EXPECT_EQ(usage.by_owner.at("carol").allocations, 2u);
 }
 
 TEST_F(MemoryServiceTest, LimitsUpdateOneScopeAtATime) {

@@ -113,6 +113,9 @@ int run_allocate(const ClientFlags& c, const AllocateFlags& f) {
   if (!f.device.empty()) body["deviceId"] = f.device;
   if (!f.name.empty()) body["name"] = f.name;
   if (!f.priority.empty()) body["priority"] = f.priority;
+  if (!f.allocation_type.empty()) body["allocationType"] = f.allocation_type;
+  if (!f.tags.empty()) body["tags"] = f.tags;
+  if (f.pinned) body["pinned"] = true;
   return finish(c, api.post("/api/memory/allocations", body),
                 [](const nlohmann::json& r) { print_allocation(r, "allocated"); });
 }

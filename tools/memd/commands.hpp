@@ -52,7 +52,9 @@ struct AllocationsFlags {
 };
 
 struct AllocateFlags {
-  std::string size, type, device, name, priority;
+  std::string size, type, device, name, priority, allocation_type;
+  std::vector<std::string> tags;
+  bool pinned = false;
 };
 
 struct LimitsFlags {

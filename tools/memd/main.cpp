@@ -99,6 +99,10 @@ int main(int argc, char** argv) {
   alloc_cmd->add_option("--owner", client.client.owner, "Owner (X-Memd-Owner)");
   alloc_cmd->add_option("--name", alloc.name, "Label");
   alloc_cmd->add_option("--priority", alloc.priority, "Low, Normal, High or Critical");
+  alloc_cmd->add_option("--allocation-type", alloc.allocation_type,
+                        "What it holds: Model, Tensor, Buffer, Cache, Workspace or Staging");
+  alloc_cmd->add_option("--tags", alloc.tags, "Tags, comma-separated (e.g. unet,fp16)")->delimiter(',');
+  alloc_cmd->add_flag("--pinned", alloc.pinned, "Never move it (defragmentation); clear frees it only with --include-pinned");
   alloc_cmd->callback([&] { exit_code = run_allocate(client, alloc); });
 
   std::string free_id;
