@@ -135,6 +135,24 @@ TEST(Cli, ClientVerbsAgainstADaemon) {
   EXPECT_NE(bad.out.find("invalid_argument"), std::string::npos) << bad.out;
   EXPECT_EQ(memd("clear --owner typed " + url).code, 0);
 
+  // Every field the wire takes can be given from the CLI.
+  auto full = memd("allocate 8KiB --device host:0 --owner tagged --tags unet,fp16 --pinned "
+                   "--allocation-type Model --priority High --name weights --json " + url);
+  ASSERT_EQ(full.code, 0) << full.out;
+  const auto record = nlohmann::json::parse(full.out);
+  EXPECT_EQ(record["tags"], nlohmann::json::array({"unet", "fp16"}));
+  EXPECT_EQ(record["pinned"], true);
+  EXPECT_EQ(record["allocationType"], "Model");
+  EXPECT_EQ(record["priority"], "High");
+  auto bad_type = memd("allocate 8KiB --device host:0 --owner tagged --allocation-type Modle " + url);
+  EXPECT_NE(bad_type.code, 0);
+  EXPECT_NE(bad_type.out.find("invalid_argument"), std::string::npos) << bad_type.out;
+  // Pinned: a plain clear of the owner leaves it; --include-pinned frees it.
+  EXPECT_EQ(memd("clear --owner tagged " + url).code, 0);
+  EXPECT_NE(memd("allocations --owner tagged " + url).out.find(record["allocationId"].get<std::string>()),
+            std::string::npos);
+  EXPECT_EQ(memd("clear --owner tagged --include-pinned " + url).code, 0);
+
   EXPECT_EQ(memd("free " + id + " " + url).code, 0);
   auto again = memd("free " + id + " " + url);
   EXPECT_NE(again.code, 0);
