@@ -30,6 +30,9 @@ function(memd_add_test name)
   memd_target_defaults(${name})
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main GTest::gmock)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+  # Where the checkout is, for tests that read its files (docs/api.md);
+  # __FILE__ is relative when ccache rewrites paths (CCACHE_BASEDIR).
+  target_compile_definitions(${name} PRIVATE MEMD_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   set(labels unit)
   if(T_LABELS)
     set(labels ${T_LABELS})

@@ -15,8 +15,7 @@ namespace memd {
 namespace {
 
 std::string read_api_md() {
-  const auto root = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
-  std::ifstream in(root / "docs" / "api.md");
+  std::ifstream in(std::filesystem::path(MEMD_SOURCE_DIR) / "docs" / "api.md");
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
