@@ -75,34 +75,37 @@ std::string handle_stdio_line(MemoryService& service, std::string_view line, con
   }
 }
 
-int run_stdio(MemoryService& service, const StdioOptions& options, int in_fd, int out_fd) {
-  const std::string owner =
-      options.owner.empty() ? "stdio-" + std::to_string(::getpid()) : options.owner;
-  spdlog::info("memd stdio: serving owner '{}' (max line {} bytes)", owner, options.max_line);
+int serve_lines(const StdioOptions& options, int in_fd, int out_fd, const LineAnswer& answer) {
   LineReader reader(in_fd, static_cast<std::size_t>(options.max_line));
   std::string line;
-  int exit_code = 0;
   for (;;) {
     const auto status = reader.next(line);
-    if (status == LineReader::Status::Eof) break;
+    if (status == LineReader::Status::Eof) return 0;
     if (status == LineReader::Status::Error) {
       spdlog::error("memd stdio: reading stdin failed: {}", std::strerror(errno));
-      break;
+      return 1;
     }
     std::string response;
     if (status == LineReader::Status::TooLong) {
       response = stdio_too_long_response(options.max_line);
     } else {
       if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines are no requests
-      response = handle_stdio_line(service, line, owner);
+      response = answer(line);
     }
     response.push_back('\n');
     if (!write_all(out_fd, response)) {
       spdlog::error("memd stdio: writing stdout failed; stopping");
-      exit_code = 1;
-      break;
+      return 1;
     }
   }
+}
+
+int run_stdio(MemoryService& service, const StdioOptions& options, int in_fd, int out_fd) {
+  const std::string owner =
+      options.owner.empty() ? "stdio-" + std::to_string(::getpid()) : options.owner;
+  spdlog::info("memd stdio: serving owner '{}' (max line {} bytes)", owner, options.max_line);
+  const int exit_code = serve_lines(options, in_fd, out_fd,
+                                    [&](std::string_view line) { return handle_stdio_line(service, line, owner); });
   const auto freed = service.release_owner(owner);
   std::uint64_t bytes = 0;
   for (const auto& r : freed) bytes += r.size_bytes;

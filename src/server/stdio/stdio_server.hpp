@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -30,6 +31,14 @@ struct StdioOptions {
   std::uint64_t max_line = kDefaultMaxLine;
   std::string owner;  // empty: "stdio-<pid>"
 };
+
+// The framing both stdio doors share (in-process here, the bridge to a
+// daemon in tools/memd/stdio_bridge.cpp): reads lines up to max_line, skips
+// blank ones, answers over-long ones itself, hands every other line to
+// `answer` and writes its reply and a newline. Returns at end of input: 0,
+// or 1 when the input cannot be read or the output cannot be written.
+using LineAnswer = std::function<std::string(std::string_view line)>;
+int serve_lines(const StdioOptions& options, int in_fd, int out_fd, const LineAnswer& answer);
 
 // Serves until end of input, releases the host's allocations, returns the
 // process exit code (0; 1 when the output cannot be written).
