@@ -33,6 +33,10 @@ struct ServeFlags {
 struct StdioFlags {
   std::string max_line = "16MiB";
   std::string owner;
+  // --connect: bridge to a running daemon instead of an engine in-process.
+  std::string connect, token;
+  bool admin = false;
+  int ttl_seconds = 30;
 };
 
 int run_serve(const EngineOptions& engine, const ServeFlags& flags);

@@ -19,6 +19,7 @@
 #include "server/http/http_server.hpp"
 #include "server/stdio/stdio_server.hpp"
 #include "service/memory_service.hpp"
+#include "stdio_bridge.hpp"
 #include "table.hpp"
 
 namespace memd::cli {
@@ -104,6 +105,14 @@ int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
 }
 
 int run_stdio_command(const EngineOptions& engine, const StdioFlags& flags) {
+  if (!flags.connect.empty()) {
+    if (!engine.pool_policies.empty())
+      return report({ErrorCode::invalid_argument, "--pool-policy is the daemon's to set, not the bridge's"});
+    return run_stdio_bridge({.url = flags.connect, .token = flags.token, .owner = flags.owner,
+                             .admin = flags.admin, .max_line = flags.max_line, .ttl_seconds = flags.ttl_seconds});
+  }
+  if (!flags.token.empty() || flags.admin)
+    return report({ErrorCode::invalid_argument, "--token and --admin go with --connect"});
   auto options = service_options(engine);
   if (!options) return report(options.error());
   auto max_line = size_flag("--max-line", flags.max_line);

@@ -60,6 +60,13 @@ int main(int argc, char** argv) {
   auto* stdio_cmd = app.add_subcommand("stdio", "Serve JSON lines on stdin/stdout for one host process");
   stdio_cmd->add_option("--max-line", stdio.max_line, "Longest request line")->capture_default_str();
   stdio_cmd->add_option("--owner", stdio.owner, "Owner name of the host (default stdio-<pid>)");
+  stdio_cmd->add_option("--connect", stdio.connect,
+                        "Bridge to a running daemon at this URL (e.g. http://127.0.0.1:7870) instead of "
+                        "running an engine here; closing stdin releases what this host allocated");
+  stdio_cmd->add_option("--token", stdio.token, "With --connect: bearer token");
+  stdio_cmd->add_flag("--admin", stdio.admin, "With --connect: ask for admin (loopback without --tokens)");
+  stdio_cmd->add_option("--ttl", stdio.ttl_seconds, "With --connect: session lease in seconds, renewed every third")
+      ->capture_default_str();
   stdio_cmd->add_option("--pool-policy", engine.pool_policies, policy_help);
   stdio_cmd->callback([&] { exit_code = run_stdio_command(engine, stdio); });
 
