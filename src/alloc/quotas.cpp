@@ -4,7 +4,6 @@
 #include <algorithm>
 
 #include "memd/size.hpp"
-#include "memd/text.hpp"
 
 namespace memd {
 namespace {
@@ -28,12 +27,6 @@ void take_off_usage(std::map<std::string, OwnerUsage>& map, const std::string& o
 }
 
 }  // namespace
-
-Result<void> check_owner(std::string_view owner) {
-  if (owner.empty() || utf8_chars(owner) > kMaxOwnerLength)
-    return fail(ErrorCode::invalid_argument, "owner must be 1..{} characters", kMaxOwnerLength);
-  return {};
-}
 
 Result<void> Quotas::set_limits(const Limits& limits) {
   for (const auto& [device, bytes] : limits.per_device)

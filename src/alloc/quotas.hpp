@@ -26,12 +26,9 @@
 
 #include "alloc/limits.hpp"
 #include "memd/error.hpp"
+#include "memd/owner_name.hpp"  // the one owner rule, checked on limits
 
 namespace memd {
-
-// The one owner rule: 1..kMaxOwnerLength characters, for requests and limits.
-inline constexpr std::size_t kMaxOwnerLength = 256;
-Result<void> check_owner(std::string_view owner);
 
 struct OwnerUsage {
   std::uint64_t bytes = 0;

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "memd/error.hpp"
+#include "service/caller.hpp"
 
 namespace memd {
 
@@ -53,9 +54,11 @@ enum class ParamKind {
   MemoryType, AllocationType, AllocationStatus, Priority, Base64,
   AllocationSize,       // a Size of at least one byte
   AllocatableMemoryType,  // a MemoryType other than Unknown
-  Owner,                // 1..128 characters
+  Owner,                // 1..128 bytes of UTF-8, no Cc/Cf (memd/owner_name.hpp)
   Name,                 // 0..256 characters
   Tag,                  // 1..128 characters
+  SessionId,            // a GUID that session_open answered
+  JsonInteger,          // a JSON integer minimum..maximum, never its text (JSON bodies only)
 };
 std::string_view to_string(ParamKind kind) noexcept;
 
@@ -66,8 +69,10 @@ struct ParamSpec {
   std::string_view description;
   // Only over stdio (REST carries these as the octet-stream body).
   bool stdio_only = false;
-  // Count: the largest value accepted (0: kMaxWireBytes).
+  // Count, JsonInteger: the largest value accepted (0: kMaxWireBytes), and
+  // the smallest.
   std::uint64_t maximum = 0;
+  std::uint64_t minimum = 0;
   // JSON null is accepted and means something (limits' bytes: remove). Every
   // other key refuses null: absent is spelled by leaving the key out.
   bool nullable = false;
@@ -77,10 +82,12 @@ struct ParamSpec {
   bool scoped = false;
 };
 
-// Who is calling and how. The owner comes from the transport (stdio host,
-// X-Memd-Owner), never from params, so a client cannot allocate as another.
+// Who is calling and how. The caller (owner, admin, session) comes from the
+// transport — the stdio host, or REST's bearer token and X-Memd-* headers
+// (server/http/caller.hpp) — never from params, so a client cannot act as
+// another by what it puts in a body. The service enforces what it may touch.
 struct CallContext {
-  std::string owner = "anonymous";
+  Caller caller;
   std::optional<std::span<const std::byte>> payload;  // REST upload body
   bool binary_response = false;                       // REST download
   bool read_only = false;                             // the route only reads

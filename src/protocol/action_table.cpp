@@ -45,7 +45,7 @@ Result<Outcome> memory_usage(MemoryService& s, const Params&, const CallContext&
   return ok(to_json(s.usage()));
 }
 
-Result<Outcome> memory_allocations(MemoryService& s, const Params& p, const CallContext&) {
+Result<Outcome> memory_allocations(MemoryService& s, const Params& p, const CallContext& ctx) {
   AllocationQuery q;
   MEMD_ASSIGN_OR_RETURN(q.filter.device, p.device("deviceId"));
   MEMD_ASSIGN_OR_RETURN(q.filter.memory_type, p.memory_type("memoryType"));
@@ -56,12 +56,13 @@ Result<Outcome> memory_allocations(MemoryService& s, const Params& p, const Call
   MEMD_ASSIGN_OR_RETURN(auto limit, p.count("limit", kMaxPageLimit));
   q.offset = offset.value_or(0);
   q.limit = limit.value_or(kDefaultPageLimit);
-  return ok(to_json(s.allocations(q)));
+  MEMD_ASSIGN_OR_RETURN(auto page, s.allocations(ctx.caller, q));
+  return ok(to_json(page));
 }
 
-Result<Outcome> memory_allocation_details(MemoryService& s, const Params& p, const CallContext&) {
+Result<Outcome> memory_allocation_details(MemoryService& s, const Params& p, const CallContext& ctx) {
   MEMD_ASSIGN_OR_RETURN(auto id, required(p.allocation_id("allocationId"), "allocationId"));
-  MEMD_ASSIGN_OR_RETURN(auto record, s.allocation(id));
+  MEMD_ASSIGN_OR_RETURN(auto record, s.allocation(ctx.caller, id));
   return ok(to_json(record));
 }
 
@@ -83,14 +84,13 @@ Result<Outcome> memory_allocate(MemoryService& s, const Params& p, const CallCon
   r.tags = tags.value_or(std::vector<std::string>{});
   MEMD_ASSIGN_OR_RETURN(auto pinned, p.boolean("pinned"));
   r.pinned = pinned.value_or(false);
-  r.owner = ctx.owner;
-  MEMD_ASSIGN_OR_RETURN(auto record, s.allocate(r));
+  MEMD_ASSIGN_OR_RETURN(auto record, s.allocate(ctx.caller, r));
   return ok(to_json(record));
 }
 
-Result<Outcome> memory_deallocate(MemoryService& s, const Params& p, const CallContext&) {
+Result<Outcome> memory_deallocate(MemoryService& s, const Params& p, const CallContext& ctx) {
   MEMD_ASSIGN_OR_RETURN(auto id, required(p.allocation_id("allocationId"), "allocationId"));
-  MEMD_ASSIGN_OR_RETURN(auto record, s.deallocate(id));
+  MEMD_ASSIGN_OR_RETURN(auto record, s.deallocate(ctx.caller, id));
   return ok(to_json(record));
 }
 
@@ -108,7 +108,7 @@ Result<Outcome> memory_write(MemoryService& s, const Params& p, const CallContex
     decoded = std::move(*bytes);
     data = decoded;
   }
-  if (auto written = s.write(id, offset.value_or(0), data); !written) return fail(written.error());
+  if (auto written = s.write(ctx.caller, id, offset.value_or(0), data); !written) return fail(written.error());
   return ok({{"allocationId", id.to_string()},
              {"offset", offset.value_or(0)},
              {"bytesWritten", data.size()}});
@@ -124,7 +124,7 @@ Result<Outcome> memory_read(MemoryService& s, const Params& p, const CallContext
     length = *length_opt;
   } else {
     // Without a length, the rest of the allocation from offset.
-    MEMD_ASSIGN_OR_RETURN(auto record, s.allocation(id));
+    MEMD_ASSIGN_OR_RETURN(auto record, s.allocation(ctx.caller, id));
     if (offset > record.size_bytes)
       return fail(ErrorCode::out_of_range, "offset {} is beyond the allocation's {} bytes",
                   offset, record.size_bytes);
@@ -135,7 +135,7 @@ Result<Outcome> memory_read(MemoryService& s, const Params& p, const CallContext
     return fail(ErrorCode::payload_too_large,
                 "length {} exceeds the {} bytes one read may return; read in pieces", length,
                 kMaxReadBytes);
-  MEMD_ASSIGN_OR_RETURN(auto bytes, s.read(id, offset, length));
+  MEMD_ASSIGN_OR_RETURN(auto bytes, s.read(ctx.caller, id, offset, length));
   Outcome out;
   out.result = {{"allocationId", id.to_string()}, {"offset", offset}, {"length", bytes.size()}};
   if (ctx.binary_response) out.bytes = std::move(bytes);
@@ -163,11 +163,11 @@ Result<Outcome> memory_limits(MemoryService& s, const Params& p, const CallConte
   if (!p.is_null("bytes")) {
     MEMD_ASSIGN_OR_RETURN(u.bytes, p.size("bytes"));
   }
-  MEMD_ASSIGN_OR_RETURN(auto limits, s.update_limits(u));
+  MEMD_ASSIGN_OR_RETURN(auto limits, s.update_limits(ctx.caller, u));
   return ok(to_json(limits));
 }
 
-Result<Outcome> memory_clear(MemoryService& s, const Params& p, const CallContext&) {
+Result<Outcome> memory_clear(MemoryService& s, const Params& p, const CallContext& ctx) {
   ClearRequest r;
   MEMD_ASSIGN_OR_RETURN(r.owner, p.owner("owner"));
   MEMD_ASSIGN_OR_RETURN(r.memory_type, p.memory_type("memoryType"));
@@ -175,7 +175,8 @@ Result<Outcome> memory_clear(MemoryService& s, const Params& p, const CallContex
   MEMD_ASSIGN_OR_RETURN(r.below_priority, p.priority("belowPriority"));
   MEMD_ASSIGN_OR_RETURN(auto pinned, p.boolean("includePinned"));
   r.include_pinned = pinned.value_or(false);
-  return ok(to_json(s.clear(r)));
+  MEMD_ASSIGN_OR_RETURN(auto report, s.clear(ctx.caller, r));
+  return ok(to_json(report));
 }
 
 Result<Outcome> memory_optimize(MemoryService& s, const Params&, const CallContext&) {
@@ -190,6 +191,33 @@ Result<Outcome> memory_devices(MemoryService& s, const Params&, const CallContex
   nlohmann::json devices = nlohmann::json::array();
   for (const auto& d : s.devices()) devices.push_back(to_json(d));
   return ok({{"devices", std::move(devices)}});
+}
+
+Result<Outcome> session_open(MemoryService& s, const Params& p, const CallContext& ctx) {
+  MEMD_ASSIGN_OR_RETURN(auto ttl, p.json_integer("ttlSeconds", kMinSessionTtl.count(), kMaxSessionTtl.count()));
+  std::optional<std::chrono::seconds> seconds;
+  if (ttl) seconds = std::chrono::seconds(static_cast<std::int64_t>(*ttl));
+  MEMD_ASSIGN_OR_RETURN(auto session, s.open_session(ctx.caller, seconds));
+  return ok(to_json(session));
+}
+
+Result<Outcome> session_heartbeat(MemoryService& s, const Params& p, const CallContext& ctx) {
+  MEMD_ASSIGN_OR_RETURN(auto id, required(p.session_id("sessionId"), "sessionId"));
+  MEMD_ASSIGN_OR_RETURN(auto session, s.heartbeat_session(ctx.caller, id));
+  return ok(to_json(session));
+}
+
+Result<Outcome> session_close(MemoryService& s, const Params& p, const CallContext& ctx) {
+  MEMD_ASSIGN_OR_RETURN(auto id, required(p.session_id("sessionId"), "sessionId"));
+  MEMD_ASSIGN_OR_RETURN(auto closed, s.close_session(ctx.caller, id));
+  return ok(to_json(closed));
+}
+
+Result<Outcome> session_list(MemoryService& s, const Params&, const CallContext& ctx) {
+  MEMD_ASSIGN_OR_RETURN(auto sessions, s.sessions(ctx.caller));
+  nlohmann::json items = nlohmann::json::array();
+  for (const auto& session : sessions) items.push_back(to_json(session));
+  return ok({{"sessions", std::move(items)}});
 }
 
 using K = ParamKind;
@@ -218,11 +246,11 @@ std::vector<Action> build_table() {
       memory_usage});
   t.push_back(Action{
       "memory_allocations",
-      "List allocations, newest first, filtered and paged; total counts every match.",
+      "List your allocations (the admin: anyone's), newest first, filtered and paged; total counts every match.",
       {{Get, "/api/memory/allocations"}},
       {{"deviceId", K::DeviceId, false, "Only allocations on this device."},
        {"memoryType", K::MemoryType, false, "Only this memory type."},
-       {"owner", K::Owner, false, "Only this owner's allocations."},
+       {"owner", K::Owner, false, "Only this owner's allocations: your own unless you are the admin (another owner: permission_denied)."},
        {"status", K::AllocationStatus, false, "Only allocations in this status."},
        {"tag", K::Tag, false, "Only allocations carrying this tag."},
        {"offset", K::Count, false, "Matches to skip (default 0)."},
@@ -232,7 +260,7 @@ std::vector<Action> build_table() {
       memory_allocations});
   t.push_back(Action{
       "memory_allocation_details",
-      "One allocation's record.",
+      "One allocation's record (its owner or the admin; another owner's: permission_denied).",
       {{Get, "/api/memory/allocations/{allocationId}"}},
       {{"allocationId", K::AllocationId, true, "The allocation's GUID."}},
       R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"})",
@@ -240,7 +268,7 @@ std::vector<Action> build_table() {
       memory_allocation_details});
   t.push_back(Action{
       "memory_allocate",
-      "Allocate memory for the caller (the owner is the stdio host or the X-Memd-Owner header).",
+      "Allocate memory for the caller: the owner is the stdio host, the owner of a --tokens bearer token, or the X-Memd-Owner label; with a session (X-Memd-Session) it is freed when the session ends.",
       {{Post, "/api/memory/allocations", 201}},
       {{"sizeBytes", K::AllocationSize, true, "Bytes to allocate (at least 1): an integer or a string such as \"512MiB\" or \"1.5GiB\"."},
        {"memoryType", K::AllocatableMemoryType, false, "VRAM (default; RAM for cpu), RAM, SharedMemory or UnifiedMemory."},
@@ -255,7 +283,7 @@ std::vector<Action> build_table() {
       memory_allocate});
   t.push_back(Action{
       "memory_deallocate",
-      "Free an allocation; answers its final record (status Freed). A second free is not_found.",
+      "Free an allocation (its owner or the admin); answers its final record (status Freed). A second free is not_found.",
       {{Delete, "/api/memory/allocations/{allocationId}"}},
       {{"allocationId", K::AllocationId, true, "The allocation's GUID."}},
       R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"})",
@@ -263,7 +291,7 @@ std::vector<Action> build_table() {
       memory_deallocate});
   t.push_back(Action{
       "memory_write",
-      "Write bytes into an allocation at offset (bounds-checked). REST sends them as an application/octet-stream body, stdio as base64 in data.",
+      "Write bytes into an allocation at offset (bounds-checked; its owner or the admin). REST sends them as an application/octet-stream body, stdio as base64 in data.",
       {{Put, "/api/memory/allocations/{allocationId}/data", 200, RouteBody::BinaryUpload}},
       {{"allocationId", K::AllocationId, true, "The allocation's GUID."},
        {"offset", K::Size, false, "Where to start writing (default 0)."},
@@ -273,7 +301,7 @@ std::vector<Action> build_table() {
       memory_write});
   t.push_back(Action{
       "memory_read",
-      "Read bytes of an allocation (bounds-checked; at most 1 GiB a call). REST answers application/octet-stream, stdio base64 in data.",
+      "Read bytes of an allocation (bounds-checked; at most 1 GiB a call; its owner or the admin). REST answers application/octet-stream, stdio base64 in data.",
       {{Get, "/api/memory/allocations/{allocationId}/data", 200, RouteBody::BinaryDownload}},
       {{"allocationId", K::AllocationId, true, "The allocation's GUID."},
        {"offset", K::Size, false, "Where to start reading (default 0)."},
@@ -283,7 +311,7 @@ std::vector<Action> build_table() {
       memory_read});
   t.push_back(Action{
       "memory_limits",
-      "Read the limits, or set one: name exactly one of deviceId, memoryType or owner with bytes (null removes it).",
+      "Read the limits (anyone), or set one (the admin only): name exactly one of deviceId, memoryType or owner with bytes (null removes it).",
       {{Get, "/api/memory/limits", 200, RouteBody::Json, true}, {Put, "/api/memory/limits"}},
       {{.name = "deviceId", .kind = K::DeviceId, .description = "Limit this device.", .scope = true},
        {.name = "memoryType", .kind = K::AllocatableMemoryType,
@@ -296,7 +324,7 @@ std::vector<Action> build_table() {
       memory_limits});
   t.push_back(Action{
       "memory_clear",
-      "Give cached memory back to the devices; with a filter, also free the matching allocations (pinned ones only with includePinned).",
+      "Give cached memory back to the devices (anyone); with a filter, also free the matching allocations (pinned ones only with includePinned): your own with owner set to yourself, anyone's only as the admin.",
       {{Post, "/api/memory/clear"}},
       {{"owner", K::Owner, false, "Free this owner's allocations."},
        {"memoryType", K::MemoryType, false, "Free allocations of this memory type."},
@@ -308,7 +336,7 @@ std::vector<Action> build_table() {
       memory_clear});
   t.push_back(Action{
       "memory_optimize",
-      "Release every byte memd holds but does not use, and report how many.",
+      "Release every byte memd holds but does not use, and report how many (anyone: it frees nothing anyone holds).",
       {{Post, "/api/memory/optimize"}},
       {},
       R"({})",
@@ -330,6 +358,41 @@ std::vector<Action> build_table() {
       R"({})",
       R"({"devices": [{"deviceId": "host:0", "name": "host-backed device", "backend": "host", "simulated": true, "totalBytes": 8589934592, "freeBytes": 8589934592, "granularity": 2097152, "virtualMemory": true, "memoryTypes": ["VRAM"]}]})",
       memory_devices});
+  t.push_back(Action{
+      "session_open",
+      "Open a session of the caller's owner: a lease on the allocations made in it (REST: X-Memd-Session: <sessionId>; stdio: \"session\" beside \"params\"). Closing it, or ttlSeconds passing without a heartbeat, frees them, so a crashed worker leaks nothing.",
+      {{Post, "/api/sessions", 201}},
+      {{.name = "ttlSeconds", .kind = K::JsonInteger,
+        .description = "Lease length in seconds, 1..86400 (default 60); each heartbeat starts it again.",
+        .maximum = static_cast<std::uint64_t>(kMaxSessionTtl.count()),
+        .minimum = static_cast<std::uint64_t>(kMinSessionTtl.count())}},
+      R"({"ttlSeconds": 30})",
+      R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "ttlSeconds": 30, "expiresAt": "2026-01-01T00:00:30.000Z", "allocations": 0, "allocatedBytes": 0})",
+      session_open});
+  t.push_back(Action{
+      "session_heartbeat",
+      "Renew a session's lease for its ttlSeconds from now (its owner or the admin). A lapsed session cannot be renewed: not_found, its allocations already freed.",
+      {{Post, "/api/sessions/{sessionId}/heartbeat"}},
+      {{"sessionId", K::SessionId, true, "The session's GUID."}},
+      R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890"})",
+      R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "ttlSeconds": 30, "expiresAt": "2026-01-01T00:01:00.000Z", "allocations": 1, "allocatedBytes": 1048576})",
+      session_heartbeat});
+  t.push_back(Action{
+      "session_close",
+      "Close a session (its owner or the admin) and free every allocation still in it; answers what it freed.",
+      {{Delete, "/api/sessions/{sessionId}"}},
+      {{"sessionId", K::SessionId, true, "The session's GUID."}},
+      R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890"})",
+      R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "releasedAllocations": 1, "releasedBytes": 1048576, "allocationIds": ["a1b2c3d4-e5f6-4890-abcd-ef1234567890"]})",
+      session_close});
+  t.push_back(Action{
+      "session_list",
+      "Your open sessions (the admin: everyone's), soonest to lapse first.",
+      {{Get, "/api/sessions"}},
+      {},
+      R"({})",
+      R"({"sessions": [{"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "ttlSeconds": 30, "expiresAt": "2026-01-01T00:00:30.000Z", "allocations": 1, "allocatedBytes": 1048576}]})",
+      session_list});
   return t;
 }
 
@@ -345,10 +408,14 @@ Result<void> validate_param(const Params& p, const ParamSpec& spec) {
     case K::String:
     case K::Base64: return check(p.string(spec.name));
     case K::Size: return check(p.size(spec.name));
-    case K::Count: return check(p.count(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
+    case K::Count:
+      return check(p.count(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes, spec.minimum));
     case K::AllocationSize: return check(p.size(spec.name, 1));
     case K::AllocatableMemoryType: return check(p.memory_type(spec.name, true));
     case K::Owner: return check(p.owner(spec.name));
+    case K::SessionId: return check(p.session_id(spec.name));
+    case K::JsonInteger:
+      return check(p.json_integer(spec.name, spec.minimum, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
     case K::Name: return check(p.name(spec.name));
     case K::Tag: return check(p.tag(spec.name));
     case K::Boolean: return check(p.boolean(spec.name));
@@ -391,7 +458,9 @@ std::string_view to_string(ParamKind kind) noexcept {
     case K::Base64: return "base64";
     case K::AllocationSize: return "size (>= 1 byte)";
     case K::AllocatableMemoryType: return "MemoryType (not Unknown)";
-    case K::Owner: return "owner (1..256 chars)";
+    case K::Owner: return "owner (1..128 bytes)";
+    case K::SessionId: return "GUID (session)";
+    case K::JsonInteger: return "integer (JSON)";
     case K::Name: return "string (<= 256 chars)";
     case K::Tag: return "tag (1..128 chars)";
   }
@@ -436,6 +505,10 @@ Result<Outcome> dispatch(MemoryService& service, const Action& action, const nlo
                          const CallContext& context) {
   try {
     if (auto ok = validate_params(action, params, context); !ok) return fail(ok.error());
+    // A request naming a closed, lapsed or foreign session is refused
+    // whatever it asks, so a worker learns at its next call that its lease
+    // (and the memory in it) is gone.
+    if (auto ok = service.admit(context.caller); !ok) return fail(ok.error());
     return action.handler(service, Params(params), context);
   } catch (const std::bad_alloc&) {
     return fail(ErrorCode::out_of_memory, "memd ran out of host memory serving {}", action.name);

@@ -26,17 +26,19 @@ through both doors:
   `{"id": "7", "ok": false, "error": {"code": "...", "message": "..."}}`.
   The `id` may be any JSON value and comes back as given (null when missing);
   blank lines are ignored. The host process is one owner (`--owner`, default `stdio-<pid>`); when stdin
-  closes, everything it allocated is freed and memd exits 0. Lines longer than
+  closes, everything it allocated is freed, its sessions end, and memd exits 0. The host spawned the
+  engine and owns it: it is the admin. A line may carry `"session": "<sessionId>"` beside `params`,
+  as REST's `X-Memd-Session`. Lines longer than
   `--max-line` (16 MiB) are refused with `payload_too_large`. Binary data
   travels as base64 in `data`.
 - **REST** (`memd serve`, default `http://127.0.0.1:7870`): the routes below.
   Success bodies are the `result` object itself (201 for a creation); error
   bodies are `{"error": {"code": "...", "message": "..."}}`. GET and DELETE
   take parameters in the path and query string, POST and PUT in a JSON body.
-  The owner is the `X-Memd-Owner` header (default `anonymous`). With `--token`
-  (required off loopback) every request but `GET /healthz` needs
-  `Authorization: Bearer <token>`; on loopback without `--token` none is
-  needed, so OpenAPI declares the bearer scheme optional. Bodies over
+  With `--token` or `--tokens` (one of them is required off loopback) every
+  request but `GET /healthz` needs `Authorization: Bearer <token>` (else 401);
+  on loopback without them none is needed, so OpenAPI declares the bearer
+  scheme optional. Bodies over
   `--max-body` (64 MiB) or, for data uploads, `--max-upload` (1 GiB) are
   refused with 413.
   `GET /api/openapi.json` serves the OpenAPI 3.0 document of these routes.
@@ -44,6 +46,36 @@ through both doors:
   one idle for 120 s, or whose request header takes longer than 10 s to
   arrive, is closed. One daemon per address: `memd serve` on an address in
   use fails at once (exit 1).
+
+Owners, the admin and sessions:
+
+- Every allocation has an owner. A request acts on its own owner's
+  allocations only: details, reads, writes and frees of another owner's
+  allocation, and listing another owner's, answer `permission_denied` (403).
+  The admin acts on anyone's, and alone sets limits (any scope) and clears
+  other owners' or device- and type-wide allocations; clearing your own
+  (`owner` set to yourself) is yours. Status, usage, limits (reading),
+  devices, health and optimize (it frees nothing anyone holds) are open.
+- Who the owner is: with `--tokens FILE` (lines `TOKEN OWNER [admin]`; memd
+  refuses to start if group or others may read the file) the bearer token
+  names the owner and whether it is the admin; an `X-Memd-Owner` that
+  contradicts it, or `X-Memd-Admin: true` with a non-admin token, is refused
+  (403). The single `--token` is the admin's; its requests act as
+  `X-Memd-Owner`. Without tokens (loopback only) `X-Memd-Owner` is a label
+  (default `anonymous`) and the admin is asked for with `X-Memd-Admin: true`:
+  a guard against mistakes, not security, since anyone may send any label.
+  Use `--tokens` to keep owners apart for real.
+- Owner names (`X-Memd-Owner`, the `owner` parameters, the tokens file) are
+  1..128 bytes of UTF-8 with no control or format character (Unicode Cc,
+  Cf: no NUL, newline or U+202E); anything else is `invalid_argument`.
+- Sessions: `session_open` gives a session id; requests carrying it
+  (`X-Memd-Session`, or stdio's `session`) allocate in it, and whatever of
+  that is still allocated is freed when the session is closed or when its
+  lease (`ttlSeconds`, default 60) passes without a `session_heartbeat`, so
+  a crashed worker leaks nothing; each release is logged with its owner. A
+  request naming another owner's session gets `permission_denied`; a closed
+  or lapsed one `not_found` (saying which); a malformed id
+  `invalid_argument`.
 
 Parameters: keys are camelCase; unknown keys are ignored. `GET
 /api/openapi.json` states exactly what is accepted (a schema-driven test
@@ -63,7 +95,8 @@ holds the validator to it):
 - Device ids are `cuda:N`, `host:N` (N from 0 to 1023) or `cpu`; allocation
   ids are GUIDs.
 - `tags` is an array of at most 64 strings of 1..128 characters (a bare
-  string is refused); names are at most 256 characters, owners 1..256.
+  string is refused); names are at most 256 characters; owners are 1..128
+  bytes (above).
 - `null` is refused for every key but limits' `bytes`, where it removes the
   limit: leave an optional key out instead.
 
@@ -79,8 +112,8 @@ names cannot be processed", so a client tells both apart from a 400 without
 reading the message. Transport refusals
 have their own codes: `method_not_allowed` (405, with `Allow`) for a known
 path asked with another method, `uri_too_long` (414), `unsupported_media_type`
-(415) for a JSON route sent another content type, `permission_denied` (403)
-for another owner's allocation.
+(415) for a JSON route sent another content type. `permission_denied` (403)
+is an authenticated caller acting beyond its owner (above).
 
 )";
 
@@ -180,7 +213,11 @@ std::string api_markdown() {
       out += "Content-Type: application/octet-stream\n\n<bytes>\n";
     } else if (r.body == RouteBody::Json &&
                (r.method == HttpMethod::Post || r.method == HttpMethod::Put)) {
-      out += "Content-Type: application/json\n\n" + params.dump() + "\n";
+      // The body is what the path does not carry.
+      auto body = params;
+      for (const auto& name : path_parameters(r.path)) body.erase(name);
+      if (!body.empty() || r.method == HttpMethod::Put || path_parameters(r.path).empty())
+        out += "Content-Type: application/json\n\n" + body.dump() + "\n";
     }
     out += "```\n\n";
     if (r.body == RouteBody::BinaryDownload) {

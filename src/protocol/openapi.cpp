@@ -44,27 +44,57 @@ nlohmann::json text_schema(std::size_t min_chars, std::size_t max_chars) {
   return s;
 }
 
+// The owner rule (memd/owner_name.hpp) as JSON Schema can say it: the
+// pattern carries the character rule; JSON Schema counts characters, so
+// maxLength (128 characters) is only implied by the byte bound, and the
+// extension x-memd-maxBytes states the bound memd applies.
+nlohmann::json owner_schema() {
+  return {{"type", "string"},
+          {"minLength", 1},
+          {"maxLength", kMaxOwnerBytes},
+          {"x-memd-maxBytes", kMaxOwnerBytes},
+          {"pattern", owner_pattern()}};
+}
+
+constexpr std::string_view kOwnerRule =
+    " An owner is 1..128 bytes of UTF-8 (bytes, not characters: maxLength is only the character bound "
+    "the byte bound implies; x-memd-maxBytes is the exact one) with no control or format character "
+    "(Unicode Cc, Cf; the pattern).";
+
+std::string describe(const ParamSpec& spec) {
+  std::string d(spec.description);
+  if (spec.kind == ParamKind::Owner) d += kOwnerRule;
+  return d;
+}
+
+nlohmann::json guid_schema() {
+  return {{"type", "string"}, {"format", "uuid"}, {"pattern", std::string(kGuidPattern)}};
+}
+
 nlohmann::json kind_schema(const ParamSpec& spec) {
   switch (spec.kind) {
     case ParamKind::String: return {{"type", "string"}};
     case ParamKind::Size: return size_schema(0, kSizeStringPattern);
     case ParamKind::AllocationSize: return size_schema(1, kAllocationSizeStringPattern);
     case ParamKind::Count:
-      return {{"type", "integer"}, {"minimum", 0},
+      return {{"type", "integer"}, {"minimum", spec.minimum},
+              {"maximum", spec.maximum != 0 ? spec.maximum : kMaxWireBytes}};
+    case ParamKind::JsonInteger:
+      return {{"type", "integer"}, {"minimum", spec.minimum},
               {"maximum", spec.maximum != 0 ? spec.maximum : kMaxWireBytes}};
     case ParamKind::Boolean: return {{"type", "boolean"}};
     case ParamKind::StringList:
       return {{"type", "array"}, {"maxItems", kMaxTags}, {"items", text_schema(1, kMaxTagChars)}};
     case ParamKind::DeviceId: return {{"type", "string"}, {"pattern", std::string(kDeviceIdPattern)}};
-    case ParamKind::AllocationId:
-      return {{"type", "string"}, {"format", "uuid"}, {"pattern", std::string(kGuidPattern)}};
+    case ParamKind::AllocationId: return guid_schema();
+    case ParamKind::SessionId: return guid_schema();
     case ParamKind::MemoryType: return enum_schema(all_memory_types());
     case ParamKind::AllocatableMemoryType: return enum_schema(all_memory_types(), true);
     case ParamKind::AllocationType: return enum_schema(all_allocation_types());
     case ParamKind::AllocationStatus: return enum_schema(all_allocation_statuses());
     case ParamKind::Priority: return enum_schema(all_priorities());
     case ParamKind::Base64: return {{"type", "string"}, {"format", "byte"}};
-    case ParamKind::Owner: return text_schema(1, kMaxOwnerChars);
+    case ParamKind::Owner: return owner_schema();
     case ParamKind::Name: return text_schema(0, kMaxNameChars);
     case ParamKind::Tag: return text_schema(1, kMaxTagChars);
   }
@@ -120,15 +150,36 @@ nlohmann::json operation(const Action& action, const Route& route, std::size_t i
       {"operationId", index == 0 ? std::string(action.name)
                                  : std::string(action.name) + "_" + std::to_string(index)},
       {"summary", std::string(action.summary)},
-      {"tags", {"memory"}},
+      {"tags", {route.path.starts_with("/api/sessions") ? "sessions" : "memory"}},
   };
   nlohmann::json parameters = nlohmann::json::array();
-  if (route.path.starts_with("/api/"))
-    parameters.push_back({{"name", "X-Memd-Owner"},
-                          {"in", "header"},
-                          {"required", false},
-                          {"description", "Who is calling (default \"anonymous\")."},
-                          {"schema", {{"type", "string"}}}});
+  if (route.path.starts_with("/api/")) {
+    parameters.push_back(
+        {{"name", "X-Memd-Owner"},
+         {"in", "header"},
+         {"required", false},
+         {"description", "Who is calling, without --tokens (default \"anonymous\"): a label that guards "
+                         "against mistakes, not security. With a --tokens bearer the token names the owner, "
+                         "and a different X-Memd-Owner is refused (permission_denied)." +
+                             std::string(kOwnerRule)},
+         {"schema", owner_schema()}});
+    parameters.push_back(
+        {{"name", "X-Memd-Admin"},
+         {"in", "header"},
+         {"required", false},
+         {"description", "true asks to act as the admin on a daemon without tokens (any other owner's "
+                         "allocations, limits, clears across owners). With tokens the token decides; true "
+                         "with a non-admin token is refused (permission_denied)."},
+         {"schema", {{"type", "string"}, {"enum", {"true", "false"}}}}});
+    parameters.push_back(
+        {{"name", "X-Memd-Session"},
+         {"in", "header"},
+         {"required", false},
+         {"description", "A session of the caller's owner (session_open): allocations made with it are "
+                         "freed when it closes or lapses. Another owner's: permission_denied; closed or "
+                         "lapsed: not_found."},
+         {"schema", guid_schema()}});
+  }
   nlohmann::json body_props = nlohmann::json::object();
   nlohmann::json body_required = nlohmann::json::array();
   for (const auto& p : action.params) {
@@ -137,15 +188,15 @@ nlohmann::json operation(const Action& action, const Route& route, std::size_t i
     if (p.stdio_only) continue;
     if (path_param) {
       parameters.push_back({{"name", name}, {"in", "path"}, {"required", true},
-                            {"description", std::string(p.description)}, {"schema", schema_for(p)}});
+                            {"description", describe(p)}, {"schema", schema_for(p)}});
     } else if (route.read_only) {
       continue;  // a read-only GET takes no parameters
     } else if (query_params) {
       parameters.push_back({{"name", name}, {"in", "query"}, {"required", p.required},
-                            {"description", std::string(p.description)}, {"schema", schema_for(p)}});
+                            {"description", describe(p)}, {"schema", schema_for(p)}});
     } else {
       auto s = schema_for(p);
-      s["description"] = std::string(p.description);
+      s["description"] = describe(p);
       body_props[name] = std::move(s);
       if (p.required) body_required.push_back(name);
     }
@@ -222,8 +273,10 @@ nlohmann::json openapi_document() {
         {"securitySchemes",
          {{"bearer", {{"type", "http"},
                       {"scheme", "bearer"},
-                      {"description", "Required when memd serves with --token (always off "
-                                      "loopback); on loopback without --token no token is needed."}}}}}}},
+                      {"description", "Required when memd serves with --token or --tokens (always off "
+                                      "loopback); on loopback without them no token is needed. A --tokens "
+                                      "token names its owner (and whether it is the admin); the --token "
+                                      "token is the admin's."}}}}}}},
       // Optional: the empty requirement is the loopback daemon without --token.
       {"security", {{{"bearer", nlohmann::json::array()}}, nlohmann::json::object()}},
   };

@@ -1,6 +1,7 @@
 // Typed parameter readers: one place decides what each wire type accepts.
 #include "protocol/params.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <regex>
 
@@ -109,6 +110,53 @@ Optional<std::string> Params::text(std::string_view key, std::size_t min_chars, 
   return s;
 }
 
+Optional<std::string> Params::owner(std::string_view key) const {
+  auto s = string(key);
+  if (!s || !*s) return s;
+  if (auto ok = check_owner(**s); !ok)
+    return fail(ErrorCode::invalid_argument, "parameter '{}': {}", key, ok.error().message);
+  return s;
+}
+
+namespace {
+
+// \uXXXX, as ECMA-262 spells a UTF-16 code unit.
+std::string unit(char32_t u) { return fmt::format("\\u{:04x}", static_cast<std::uint32_t>(u)); }
+
+std::string build_owner_pattern() {
+  // Forbidden BMP code points go in one negated class with the surrogates (a
+  // lone surrogate is not a character); forbidden supplementary ones become
+  // surrogate pairs a lookahead excludes from "any well-formed pair".
+  std::string bmp, pairs;
+  for (const auto& r : owner_forbidden_code_points()) {
+    if (r.first <= 0xFFFF) {
+      bmp += unit(r.first);
+      if (r.last != r.first) bmp += "-" + unit(r.last);
+      continue;
+    }
+    // Split the range by high surrogate.
+    for (char32_t c = r.first; c <= r.last;) {
+      const char32_t high = 0xD800 + ((c - 0x10000) >> 10);
+      const char32_t block_last = std::min<char32_t>(r.last, 0x10000 + (((high - 0xD800) + 1) << 10) - 1);
+      const char32_t low_first = 0xDC00 + ((c - 0x10000) & 0x3FF);
+      const char32_t low_last = 0xDC00 + ((block_last - 0x10000) & 0x3FF);
+      pairs += (pairs.empty() ? "" : "|") + unit(high) + "[" + unit(low_first);
+      if (low_last != low_first) pairs += "-" + unit(low_last);
+      pairs += "]";
+      c = block_last + 1;
+    }
+  }
+  return "^(?:[^" + bmp + unit(0xD800) + "-" + unit(0xDFFF) + "]|(?!" + pairs + ")[" + unit(0xD800) + "-" +
+         unit(0xDBFF) + "][" + unit(0xDC00) + "-" + unit(0xDFFF) + "])+$";
+}
+
+}  // namespace
+
+const std::string& owner_pattern() {
+  static const std::string pattern = build_owner_pattern();
+  return pattern;
+}
+
 Result<std::uint64_t> size_from_json(const nlohmann::json& v, std::string_view key, std::uint64_t min_bytes) {
   std::uint64_t bytes = 0;
   if (v.is_number_unsigned() || (v.is_number_integer() && v.get<std::int64_t>() >= 0)) {
@@ -150,7 +198,7 @@ Optional<std::uint64_t> Params::size(std::string_view key, std::uint64_t min_byt
   return *bytes;
 }
 
-Optional<std::uint64_t> Params::count(std::string_view key, std::uint64_t max) const {
+Optional<std::uint64_t> Params::count(std::string_view key, std::uint64_t max, std::uint64_t min) const {
   auto found = find(key);
   if (!found) return fail(found.error());
   const auto* v = *found;
@@ -164,7 +212,21 @@ Optional<std::uint64_t> Params::count(std::string_view key, std::uint64_t max) c
                 key, v->is_string() ? v->dump() : std::string(type_name(*v)));
   if (*n > max)
     return fail(ErrorCode::invalid_argument, "parameter '{}' must be at most {}", key, max);
+  if (*n < min)
+    return fail(ErrorCode::invalid_argument, "parameter '{}' must be at least {}", key, min);
   return n;
+}
+
+Optional<std::uint64_t> Params::json_integer(std::string_view key, std::uint64_t min, std::uint64_t max) const {
+  auto found = find(key);
+  if (!found) return fail(found.error());
+  const auto* v = *found;
+  if (v == nullptr) return std::optional<std::uint64_t>{};
+  const bool non_negative = v->is_number_unsigned() || (v->is_number_integer() && v->get<std::int64_t>() >= 0);
+  if (!non_negative || v->get<std::uint64_t>() < min || v->get<std::uint64_t>() > max)
+    return fail(ErrorCode::invalid_argument, "parameter '{}' must be a JSON integer from {} to {}, not {}", key,
+                min, max, v->is_string() ? v->dump() : std::string(type_name(*v)));
+  return v->get<std::uint64_t>();
 }
 
 Optional<bool> Params::boolean(std::string_view key) const {
@@ -217,6 +279,15 @@ Optional<AllocationId> Params::allocation_id(std::string_view key) const {
   if (!text) return fail(text.error());
   if (!*text) return std::optional<AllocationId>{};
   auto id = AllocationId::parse(**text);
+  if (!id) return fail(ErrorCode::invalid_argument, "parameter '{}': {}", key, id.error().message);
+  return *id;
+}
+
+Optional<SessionId> Params::session_id(std::string_view key) const {
+  auto text = string(key);
+  if (!text) return fail(text.error());
+  if (!*text) return std::optional<SessionId>{};
+  auto id = SessionId::parse(**text);
   if (!id) return fail(ErrorCode::invalid_argument, "parameter '{}': {}", key, id.error().message);
   return *id;
 }

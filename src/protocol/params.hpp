@@ -18,13 +18,19 @@
 //   a unit K/KB/KiB, M/MB/MiB, G/GB/GiB, T/TB/TiB (any letter case; all powers
 //   of 1024), so "1.5MiB" is accepted; no sign, no spaces.
 // - Counts are a JSON integer (or its decimal text) from 0 to the spec's maximum.
+//   Integers of JSON bodies (ttlSeconds) are JSON integers only.
 // - Booleans are JSON true/false only; "true" and 1 are refused.
 // - Enums are their names, exact case ("VRAM", not "vram"), or the seed's
 //   integer as a JSON integer or its decimal text.
 // - Device ids match kDeviceIdPattern (cuda:N, host:N with N 0..1023, or cpu);
 //   allocation ids are GUIDs (kGuidPattern).
-// - Owners, names and tags have character (code point) bounds; tags is an
-//   array of at most kMaxTags tags, never a bare string.
+// - Names and tags have character (code point) bounds; tags is an array of
+//   at most kMaxTags tags, never a bare string. Owners follow the one owner
+//   rule (memd/owner_name.hpp): 1..128 BYTES of UTF-8 without control or
+//   format characters; OpenAPI states it as owner_pattern() (the Cc/Cf rule,
+//   in UTF-16 code units as ECMA-262 matches), maxLength 128 (characters: a
+//   necessary bound) and the extension x-memd-maxBytes 128 (the exact one).
+// - Session ids are GUIDs, like allocation ids.
 //
 // Thread safety: a Params only reads the object it was built on, which must
 // outlive it.
@@ -43,6 +49,8 @@
 #include "memd/device.hpp"
 #include "memd/error.hpp"
 #include "memd/memory_types.hpp"
+#include "memd/owner_name.hpp"
+#include "service/session_id.hpp"
 
 namespace memd {
 
@@ -53,8 +61,8 @@ using Optional = Result<std::optional<T>>;
 // as an integer and as its decimal text (a query string) bound the same way.
 inline constexpr std::uint64_t kMaxWireBytes = 999'999'999'999'999'999;
 // Text bounds, in characters (code points, as JSON Schema counts them); the
-// allocator checks the same numbers (alloc/memory_manager.cpp, alloc/quotas.hpp).
-inline constexpr std::size_t kMaxOwnerChars = 256;
+// allocator checks the same numbers (alloc/memory_manager.cpp). Owners are
+// bounded in bytes instead (kMaxOwnerBytes, memd/owner_name.hpp).
 inline constexpr std::size_t kMaxNameChars = 256;
 inline constexpr std::size_t kMaxTagChars = 128;
 inline constexpr std::size_t kMaxTags = 64;
@@ -76,6 +84,12 @@ inline constexpr std::string_view kDeviceIdPattern =
 inline constexpr std::string_view kGuidPattern =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
+// The owner rule's characters as an ECMA-262 pattern over UTF-16 code units
+// (no `u` flag, as JSON Schema and OpenAPI 3.0 match): one or more of any
+// code point but Cc and Cf, built from owner_forbidden_code_points(). The
+// byte bound is not in it; see above.
+const std::string& owner_pattern();
+
 class Params {
  public:
   // object must be a JSON object (the dispatcher checks that first).
@@ -91,18 +105,23 @@ class Params {
   Optional<std::string> string(std::string_view key) const;
   // A string of min_chars..max_chars characters.
   Optional<std::string> text(std::string_view key, std::size_t min_chars, std::size_t max_chars) const;
-  Optional<std::string> owner(std::string_view key) const { return text(key, 1, kMaxOwnerChars); }
+  // An owner by the owner rule (memd/owner_name.hpp).
+  Optional<std::string> owner(std::string_view key) const;
   Optional<std::string> name(std::string_view key) const { return text(key, 0, kMaxNameChars); }
   Optional<std::string> tag(std::string_view key) const { return text(key, 1, kMaxTagChars); }
   // A size (see above); with min_bytes 1, an allocation's size.
   Optional<std::uint64_t> size(std::string_view key, std::uint64_t min_bytes = 0) const;
-  // A non-negative integer (paging offsets and counts), up to max.
-  Optional<std::uint64_t> count(std::string_view key, std::uint64_t max) const;
+  // A non-negative integer (paging offsets and counts, seconds), min..max.
+  Optional<std::uint64_t> count(std::string_view key, std::uint64_t max, std::uint64_t min = 0) const;
+  // A JSON integer min..max; unlike count(), its decimal text is refused
+  // (for keys that only a JSON body carries).
+  Optional<std::uint64_t> json_integer(std::string_view key, std::uint64_t min, std::uint64_t max) const;
   Optional<bool> boolean(std::string_view key) const;
   // An array of tags.
   Optional<std::vector<std::string>> strings(std::string_view key) const;
   Optional<DeviceId> device(std::string_view key) const;
   Optional<AllocationId> allocation_id(std::string_view key) const;
+  Optional<SessionId> session_id(std::string_view key) const;
   // With allocatable, Unknown (0) is refused.
   Optional<MemoryType> memory_type(std::string_view key, bool allocatable = false) const;
   Optional<MemoryAllocationType> allocation_type(std::string_view key) const;

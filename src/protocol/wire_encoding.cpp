@@ -179,4 +179,23 @@ nlohmann::json to_json(const HealthReport& report) {
           {"devices", std::move(devices)}};
 }
 
+nlohmann::json to_json(const SessionReport& report) {
+  return {{"sessionId", report.id.to_string()},
+          {"owner", report.owner},
+          {"ttlSeconds", report.ttl.count()},
+          {"expiresAt", iso8601(report.expires_at)},
+          {"allocations", report.allocations},
+          {"allocatedBytes", report.allocated_bytes}};
+}
+
+nlohmann::json to_json(const SessionCloseReport& report) {
+  nlohmann::json ids = nlohmann::json::array();
+  for (const auto& r : report.released) ids.push_back(r.id.to_string());
+  return {{"sessionId", report.session.id.to_string()},
+          {"owner", report.session.owner},
+          {"releasedAllocations", report.released.size()},
+          {"releasedBytes", report.released_bytes},
+          {"allocationIds", std::move(ids)}};
+}
+
 }  // namespace memd

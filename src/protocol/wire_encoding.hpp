@@ -35,5 +35,7 @@ nlohmann::json to_json(const Limits& limits);
 nlohmann::json to_json(const ClearReport& report);
 nlohmann::json to_json(const OptimizeReport& report);
 nlohmann::json to_json(const HealthReport& report);
+nlohmann::json to_json(const SessionReport& report);
+nlohmann::json to_json(const SessionCloseReport& report);
 
 }  // namespace memd

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 
+#include <spdlog/spdlog.h>
+
+#include "memd/owner_name.hpp"
 #include "memd/size.hpp"
 #include "service/health_policy.hpp"
 
@@ -34,11 +37,44 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
       return fail(ErrorCode::not_found, "a pool policy names {}, which this machine does not have",
                   device.to_string());
   service->manager_ = std::make_unique<MemoryManager>(*service->catalog_, options.manager);
+  service->clock_ = options.clock ? options.clock : LeaseClock([] { return std::chrono::steady_clock::now(); });
+  service->sessions_ = std::make_unique<SessionTable>(options.session_limits);
+  if (options.session_sweep_interval.count() > 0) {
+    MemoryService* self = service.get();
+    service->reaper_ = std::make_unique<LeaseReaper>([self](SteadyTime now) { self->sweep_at(now); },
+                                                     options.session_sweep_interval, service->clock_);
+  }
   return service;
 }
 
-// The manager must go before the catalog whose backends it holds memory of.
-MemoryService::~MemoryService() { manager_.reset(); }
+// The reaper goes first (it calls into the rest); the manager must go before
+// the catalog whose backends it holds memory of.
+MemoryService::~MemoryService() {
+  if (reaper_) reaper_->stop();
+  reaper_.reset();
+  manager_.reset();
+}
+
+SteadyTime MemoryService::now() const { return clock_(); }
+
+Result<void> MemoryService::admit(const Caller& caller) {
+  if (!caller.session) return {};
+  const SessionId& id = *caller.session;
+  auto session = sessions_->find(id);
+  if (!session) return fail(session.error());
+  if (session->owner != caller.owner)
+    return fail(ErrorCode::permission_denied, "session {} belongs to '{}'; '{}' may not work in it",
+                id.to_string(), session->owner, caller.owner);
+  if (session->expires_at <= now()) {
+    // Lapsed but not swept yet: end it now, so what the caller is told
+    // (its allocations are gone) is already true.
+    sweep_sessions();
+    auto gone = sessions_->find(id);
+    if (!gone) return fail(gone.error());
+    return fail(ErrorCode::not_found, "session {} lapsed", id.to_string());
+  }
+  return {};
+}
 
 Result<MemoryStatusReport> MemoryService::status(std::optional<DeviceId> device) const {
   std::vector<DeviceInfo> infos;
@@ -119,8 +155,17 @@ UsageReport MemoryService::usage() const {
   return report;
 }
 
-AllocationPage MemoryService::allocations(const AllocationQuery& query) const {
-  auto all = manager_->list(query.filter);
+Result<AllocationPage> MemoryService::allocations(const Caller& caller, const AllocationQuery& query) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  AllocationFilter filter = query.filter;
+  if (!caller.admin) {
+    if (filter.owner && *filter.owner != caller.owner)
+      return fail(ErrorCode::permission_denied,
+                  "'{}' may list only its own allocations; listing '{}''s needs the admin", caller.owner,
+                  *filter.owner);
+    filter.owner = caller.owner;
+  }
+  auto all = manager_->list(filter);
   AllocationPage page;
   page.total = all.size();
   page.offset = query.offset;
@@ -134,42 +179,72 @@ AllocationPage MemoryService::allocations(const AllocationQuery& query) const {
   return page;
 }
 
-Result<AllocationRecord> MemoryService::allocation(const AllocationId& id) const {
-  return manager_->get(id);
+Result<AllocationRecord> MemoryService::owned(const Caller& caller, const AllocationId& id,
+                                              std::string_view verb) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  auto record = manager_->get(id);
+  if (!record) return record;
+  // Ids are never reused, so the owner read here is the owner of whatever
+  // the caller then touches under this id.
+  if (auto ok = require_owner(caller, record->owner, fmt::format("{} allocation {}", verb, id.to_string())); !ok)
+    return fail(ok.error());
+  return record;
 }
 
-Result<AllocationRecord> MemoryService::allocate(const AllocationRequest& request) {
+Result<AllocationRecord> MemoryService::allocation(const Caller& caller, const AllocationId& id) {
+  return owned(caller, id, "see");
+}
+
+Result<AllocationRecord> MemoryService::allocate(const Caller& caller, const AllocationRequest& request_in) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  AllocationRequest request = request_in;
+  request.owner = caller.owner;
+  if (auto ok = check_owner(request.owner); !ok) return fail(ok.error());
   if (request.size_bytes == 0) return fail(ErrorCode::invalid_argument, "sizeBytes must be positive");
   if (request.size_bytes > kMaxRequestBytes)
     return fail(ErrorCode::out_of_memory, "sizeBytes {} exceeds the maximum request of {} bytes",
                 request.size_bytes, kMaxRequestBytes);
   if (request.memory_type == MemoryType::Unknown)
     return fail(ErrorCode::invalid_argument, "memoryType Unknown cannot be allocated");
-  if (request.owner.empty()) return fail(ErrorCode::invalid_argument, "owner must not be empty");
   if (request.device) {
     if (auto ok = check_device_offers(*catalog_, *request.device, request.memory_type); !ok)
       return fail(ok.error());
   }
-  return manager_->allocate(request);
+  auto record = manager_->allocate(request);
+  if (!record || !caller.session) return record;
+  // The session may have ended while the memory was found: then the
+  // allocation must not outlive it either.
+  if (auto joined = sessions_->attach(*caller.session, record->id, record->size_bytes, now()); !joined) {
+    (void)manager_->deallocate(record->id);
+    return fail(joined.error());
+  }
+  return record;
 }
 
-Result<AllocationRecord> MemoryService::deallocate(const AllocationId& id) {
-  return manager_->deallocate(id);
+Result<AllocationRecord> MemoryService::deallocate(const Caller& caller, const AllocationId& id) {
+  if (auto ok = owned(caller, id, "free"); !ok) return ok;
+  auto freed = manager_->deallocate(id);
+  if (freed) sessions_->detach(id);
+  return freed;
 }
 
-Result<void> MemoryService::write(const AllocationId& id, std::uint64_t offset,
+Result<void> MemoryService::write(const Caller& caller, const AllocationId& id, std::uint64_t offset,
                                   std::span<const std::byte> data) {
+  if (auto ok = owned(caller, id, "write to"); !ok) return fail(ok.error());
   return manager_->write(id, offset, data);
 }
 
-Result<std::vector<std::byte>> MemoryService::read(const AllocationId& id, std::uint64_t offset,
-                                                   std::uint64_t length) {
+Result<std::vector<std::byte>> MemoryService::read(const Caller& caller, const AllocationId& id,
+                                                   std::uint64_t offset, std::uint64_t length) {
+  if (auto ok = owned(caller, id, "read"); !ok) return fail(ok.error());
   return manager_->read(id, offset, length);
 }
 
 Limits MemoryService::limits() const { return manager_->limits(); }
 
-Result<Limits> MemoryService::update_limits(const LimitUpdate& update) {
+Result<Limits> MemoryService::update_limits(const Caller& caller, const LimitUpdate& update) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  if (auto ok = require_admin(caller, "change limits"); !ok) return fail(ok.error());
   const int scopes = int{update.device.has_value()} + int{update.memory_type.has_value()} +
                      int{update.owner.has_value()};
   if (scopes != 1)
@@ -183,8 +258,9 @@ Result<Limits> MemoryService::update_limits(const LimitUpdate& update) {
   }
   if (update.memory_type && *update.memory_type == MemoryType::Unknown)
     return fail(ErrorCode::invalid_argument, "memoryType Unknown cannot carry a limit");
-  if (update.owner && update.owner->empty())
-    return fail(ErrorCode::invalid_argument, "owner must not be empty");
+  if (update.owner) {
+    if (auto ok = check_owner(*update.owner); !ok) return fail(ok.error());
+  }
 
   std::lock_guard lock(limits_mutex_);
   Limits limits = manager_->limits();
@@ -199,10 +275,20 @@ Result<Limits> MemoryService::update_limits(const LimitUpdate& update) {
   return manager_->limits();
 }
 
-ClearReport MemoryService::clear(const ClearRequest& request) {
+Result<ClearReport> MemoryService::clear(const Caller& caller, const ClearRequest& request) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
   ClearReport report;
   const bool any_filter = request.owner || request.memory_type || request.device ||
                           request.below_priority;
+  // Freeing your own allocations (narrowed by any other filter) is yours to
+  // do; a filter without an owner reaches every owner's.
+  if (any_filter && !caller.admin && request.owner != caller.owner)
+    return fail(ErrorCode::permission_denied, "{}",
+                request.owner ? fmt::format("'{}' may not clear the allocations of '{}': only the admin may",
+                                            caller.owner, *request.owner)
+                              : fmt::format("a clear without an owner frees every owner's allocations: only the "
+                                            "admin may; '{}' may clear its own with owner '{}'",
+                                            caller.owner, caller.owner));
   if (any_filter) {
     AllocationFilter filter;
     filter.owner = request.owner;
@@ -210,7 +296,10 @@ ClearReport MemoryService::clear(const ClearRequest& request) {
     filter.device = request.device;
     filter.below_priority = request.below_priority;
     report.freed = manager_->free_matching(filter, request.include_pinned);
-    for (const auto& r : report.freed) report.freed_bytes += r.size_bytes;
+    for (const auto& r : report.freed) {
+      report.freed_bytes += r.size_bytes;
+      sessions_->detach(r.id);
+    }
   }
   // Trim after freeing so the memory just freed goes back to the device too.
   report.released_bytes = manager_->trim();
@@ -242,11 +331,125 @@ HealthReport MemoryService::health() const {
 std::vector<DeviceInfo> MemoryService::devices() const { return catalog_->devices(); }
 
 std::vector<AllocationRecord> MemoryService::release_owner(std::string_view owner) {
+  // Sessions first: an allocation racing in one of them is then refused by
+  // attach() and freed by its own request, or is already listed below.
+  const auto ended = sessions_->take_owner(owner);
   AllocationFilter filter;
   filter.owner = std::string(owner);
   auto freed = manager_->free_matching(filter, /*include_pinned=*/true);
+  for (const auto& r : freed) {
+    sessions_->detach(r.id);
+    spdlog::info("released allocation {} of '{}' ({} bytes): its host went away", r.id.to_string(), r.owner,
+                 r.size_bytes);
+  }
+  for (const auto& e : ended)
+    spdlog::info("session {} of '{}' ended with its host", e.session.id.to_string(), e.session.owner);
   manager_->trim();
   return freed;
+}
+
+SessionReport MemoryService::report(const Session& session) const {
+  SessionReport r;
+  r.id = session.id;
+  r.owner = session.owner;
+  r.ttl = session.ttl;
+  // Leases run on the steady clock; clients read wall-clock time.
+  r.expires_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(session.expires_at - now());
+  r.allocations = session.allocations;
+  r.allocated_bytes = session.allocated_bytes;
+  return r;
+}
+
+Result<SessionReport> MemoryService::open_session(const Caller& caller, std::optional<std::chrono::seconds> ttl) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  if (auto ok = check_owner(caller.owner); !ok) return fail(ok.error());
+  auto session = sessions_->open(caller.owner, ttl.value_or(kDefaultSessionTtl), now());
+  if (!session) return fail(session.error());
+  spdlog::info("session {} opened for '{}' ({} s lease)", session->id.to_string(), session->owner,
+               session->ttl.count());
+  return report(*session);
+}
+
+Result<SessionReport> MemoryService::heartbeat_session(const Caller& caller, const SessionId& id) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  auto session = sessions_->find(id);
+  if (!session) return fail(session.error());
+  if (auto ok = require_owner(caller, session->owner, "renew session " + id.to_string()); !ok)
+    return fail(ok.error());
+  auto renewed = sessions_->renew(id, now());
+  if (!renewed) {
+    sweep_sessions();  // it lapsed: release its allocations before saying so
+    return fail(renewed.error());
+  }
+  return report(*renewed);
+}
+
+Result<SessionCloseReport> MemoryService::close_session(const Caller& caller, const SessionId& id) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  auto session = sessions_->find(id);
+  if (!session) return fail(session.error());
+  if (auto ok = require_owner(caller, session->owner, "close session " + id.to_string()); !ok)
+    return fail(ok.error());
+  if (session->expires_at <= now()) {
+    // Too late to close: the lease lapsed, and lapsing releases the same way.
+    sweep_sessions();
+    auto gone = sessions_->find(id);
+    if (!gone) return fail(gone.error());
+    return fail(ErrorCode::not_found, "session {} lapsed", id.to_string());
+  }
+  auto ended = sessions_->close(id);
+  if (!ended) return fail(ended.error());
+  SessionCloseReport out;
+  out.session = report(ended->session);
+  out.released = release(*ended, "closed");
+  for (const auto& r : out.released) out.released_bytes += r.size_bytes;
+  out.session.allocations = 0;
+  out.session.allocated_bytes = 0;
+  if (!out.released.empty()) manager_->trim();
+  return out;
+}
+
+Result<std::vector<SessionReport>> MemoryService::sessions(const Caller& caller) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  std::vector<SessionReport> out;
+  for (const auto& s : sessions_->list(caller.admin ? std::nullopt : std::optional(caller.owner)))
+    out.push_back(report(s));
+  return out;
+}
+
+std::size_t MemoryService::sweep_sessions() { return sweep_at(now()); }
+
+std::size_t MemoryService::sweep_at(SteadyTime now) {
+  const auto lapsed = sessions_->take_lapsed(now);
+  bool freed_any = false;
+  for (const auto& e : lapsed) {
+    spdlog::info("session {} of '{}' lapsed (no heartbeat within {} s)", e.session.id.to_string(),
+                 e.session.owner, e.session.ttl.count());
+    freed_any |= !release(e, "lapsed").empty();
+  }
+  if (freed_any) manager_->trim();
+  return lapsed.size();
+}
+
+std::vector<AllocationRecord> MemoryService::release(const EndedSession& ended, std::string_view why) {
+  std::vector<AllocationRecord> freed;
+  for (const auto& id : ended.allocations) {
+    auto record = manager_->deallocate(id);
+    if (record) {
+      spdlog::info("released allocation {} of '{}' ({} bytes): session {} {}", id.to_string(), record->owner,
+                   record->size_bytes, ended.session.id.to_string(), why);
+      freed.push_back(std::move(*record));
+    } else if (record.error().code != ErrorCode::not_found) {  // not_found: freed meanwhile by its owner
+      spdlog::warn("session {}: releasing allocation {} failed: {}", ended.session.id.to_string(), id.to_string(),
+                   record.error().message);
+    }
+  }
+  return freed;
+}
+
+Result<void> MemoryService::validate() const {
+  if (auto ok = manager_->validate(); !ok) return ok;
+  return sessions_->validate();
 }
 
 std::uint64_t MemoryService::reserved_total() const {

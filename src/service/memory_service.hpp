@@ -1,18 +1,33 @@
 // service/memory_service.hpp — the Memory domain's one facade.
 //
-// MemoryService owns the device catalog (built from BackendOptions) and the
-// MemoryManager, and answers every operation both transports expose: status,
-// usage, allocation listing and details, allocate/deallocate, byte access,
-// limits, clear, optimize, health and devices. Transports never reach past it
-// to a manager, so the two doors cannot behave differently. Later managers
-// (transfers, monitor, models) are owned and wired here too.
+// MemoryService owns the device catalog (built from BackendOptions), the
+// MemoryManager and the sessions, and answers every operation both
+// transports expose: status, usage, allocation listing and details,
+// allocate/deallocate, byte access, limits, clear, optimize, sessions,
+// health and devices. Transports never reach past it to a manager, so the
+// two doors cannot behave differently. Later managers (transfers, monitor,
+// models) are owned and wired here too.
+//
+// Ownership is enforced here, not in the dispatcher: every operation that
+// touches an owner's allocations, limits or sessions takes the Caller
+// (service/caller.hpp) and applies the rule itself, so in-process users (the
+// stdio host, a future socket door, tests) meet the same rule as REST
+// clients, and no door can skip it by calling the service directly. Reads of
+// aggregates (status, usage, limits, devices, health) stay open to everyone.
+//
+// Sessions: an allocation made by a Caller with a session joins it; closing
+// the session, or its lease lapsing without a heartbeat, frees what is still
+// attached (each release logged at info with owner, id and bytes). A
+// LeaseReaper thread sweeps lapsed leases every session_sweep_interval; a
+// request that names a lapsed session ends it at once too.
 //
 // Input has already been shaped by the protocol layer; the service still
 // checks what only it can know (that a device exists and offers the memory
-// type, that a size is in range) so in-process callers get the same errors.
+// type, that a size is in range, that an owner obeys the owner rule) so
+// in-process callers get the same errors.
 //
 // Thread safety: every method is thread-safe; calls may run concurrently from
-// any number of transport threads.
+// any number of transport threads and the reaper.
 #pragma once
 
 #include <chrono>
@@ -28,13 +43,22 @@
 #include "alloc/memory_manager.hpp"
 #include "backends/device_catalog.hpp"
 #include "memd/error.hpp"
+#include "service/caller.hpp"
+#include "service/lease_reaper.hpp"
 #include "service/reports.hpp"
+#include "service/session_table.hpp"
 
 namespace memd {
 
 struct ServiceOptions {
   BackendOptions backends;
   ManagerOptions manager;
+  // How often the reaper looks for lapsed leases; zero runs no reaper thread
+  // (a request naming a lapsed session, or sweep_sessions(), still ends it).
+  std::chrono::milliseconds session_sweep_interval{1000};
+  // The clock leases run on; null: std::chrono::steady_clock (tests inject one).
+  LeaseClock clock;
+  SessionLimits session_limits;
 };
 
 class MemoryService {
@@ -47,41 +71,85 @@ class MemoryService {
   const DeviceCatalog& catalog() const noexcept { return *catalog_; }
   MemoryManager& manager() noexcept { return *manager_; }
 
-  // All devices, or one (not_found for an unknown device).
+  // Checks the caller's session, if it names one: not_found (saying how it
+  // ended) when closed or lapsed — a lapsed one is released on the spot —
+  // and permission_denied when it is another owner's (even for the admin: a
+  // session is an identity to work in, not a permission). Every operation
+  // below that takes a Caller runs it first; the dispatcher runs it for the
+  // others too, so any request naming a dead session learns it.
+  Result<void> admit(const Caller& caller);
+
+  // All devices, or one (not_found for an unknown device). Open to all.
   Result<MemoryStatusReport> status(std::optional<DeviceId> device) const;
   UsageReport usage() const;
-  AllocationPage allocations(const AllocationQuery& query) const;
-  Result<AllocationRecord> allocation(const AllocationId& id) const;
+  // The caller's own allocations; the admin's query may name any owner or
+  // none. A non-admin naming another owner: permission_denied.
+  Result<AllocationPage> allocations(const Caller& caller, const AllocationQuery& query);
+  // Details, free, write and read: the allocation's owner or the admin only.
+  Result<AllocationRecord> allocation(const Caller& caller, const AllocationId& id);
 
-  Result<AllocationRecord> allocate(const AllocationRequest& request);
-  Result<AllocationRecord> deallocate(const AllocationId& id);
-  Result<void> write(const AllocationId& id, std::uint64_t offset, std::span<const std::byte> data);
-  Result<std::vector<std::byte>> read(const AllocationId& id, std::uint64_t offset,
+  // Allocates as caller.owner (request.owner is ignored), in caller.session
+  // when it names one.
+  Result<AllocationRecord> allocate(const Caller& caller, const AllocationRequest& request);
+  Result<AllocationRecord> deallocate(const Caller& caller, const AllocationId& id);
+  Result<void> write(const Caller& caller, const AllocationId& id, std::uint64_t offset,
+                     std::span<const std::byte> data);
+  Result<std::vector<std::byte>> read(const Caller& caller, const AllocationId& id, std::uint64_t offset,
                                       std::uint64_t length);
 
   Limits limits() const;
-  // Applies one change and returns the limits now in force.
-  Result<Limits> update_limits(const LimitUpdate& update);
+  // Applies one change and returns the limits now in force. Admin only:
+  // an owner that could raise its own quota would have none.
+  Result<Limits> update_limits(const Caller& caller, const LimitUpdate& update);
 
-  // Trims cached memory; with any filter set also frees the matching
-  // allocations (never everything by accident: no filter, no frees).
-  ClearReport clear(const ClearRequest& request);
+  // Trims cached memory (open to all: it frees nothing anyone holds); with
+  // any filter set also frees the matching allocations (never everything by
+  // accident: no filter, no frees). Freeing needs the admin unless the
+  // filter names the caller's own owner.
+  Result<ClearReport> clear(const Caller& caller, const ClearRequest& request);
+  // Open to all, like a trim: it gives back only memory no one holds.
   OptimizeReport optimize();
   HealthReport health() const;
   std::vector<DeviceInfo> devices() const;
 
-  // Frees everything `owner` holds (pinned included): a stdio host's exit.
+  // Sessions (service/session_table.hpp). open: a session of caller.owner
+  // (ttl default kDefaultSessionTtl). heartbeat, close: the session's owner
+  // or the admin. sessions: the caller's own; the admin sees all.
+  Result<SessionReport> open_session(const Caller& caller, std::optional<std::chrono::seconds> ttl);
+  Result<SessionReport> heartbeat_session(const Caller& caller, const SessionId& id);
+  Result<SessionCloseReport> close_session(const Caller& caller, const SessionId& id);
+  Result<std::vector<SessionReport>> sessions(const Caller& caller);
+  // Ends every lapsed lease and frees its allocations; what the reaper runs.
+  // Returns the sessions ended.
+  std::size_t sweep_sessions();
+
+  // Frees everything `owner` holds (pinned included) and ends its sessions:
+  // a stdio host's exit.
   std::vector<AllocationRecord> release_owner(std::string_view owner);
+
+  // The manager's invariants, then the session table's.
+  Result<void> validate() const;
 
  private:
   MemoryService() = default;
   std::uint64_t reserved_total() const;
+  SteadyTime now() const;
+  std::size_t sweep_at(SteadyTime now);
+  SessionReport report(const Session& session) const;
+  // The allocation, if the caller may `verb` it.
+  Result<AllocationRecord> owned(const Caller& caller, const AllocationId& id, std::string_view verb);
+  // Frees an ended session's allocations, logging each; returns what it freed.
+  std::vector<AllocationRecord> release(const EndedSession& ended, std::string_view why);
 
   std::unique_ptr<DeviceCatalog> catalog_;
   std::unique_ptr<MemoryManager> manager_;
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   // Limit updates are read-modify-write of the manager's whole Limits value.
   std::mutex limits_mutex_;
+  LeaseClock clock_;
+  std::unique_ptr<SessionTable> sessions_;
+  // Last: it calls back into everything above, and is stopped first.
+  std::unique_ptr<LeaseReaper> reaper_;
 };
 
 }  // namespace memd

@@ -22,6 +22,7 @@
 #include "backends/backend.hpp"
 #include "memd/device.hpp"
 #include "memd/memory_types.hpp"
+#include "service/session_id.hpp"
 
 namespace memd {
 
@@ -103,6 +104,23 @@ struct OptimizeReport {
   std::uint64_t released_bytes = 0;
   std::uint64_t reserved_before = 0;
   std::uint64_t reserved_after = 0;
+};
+
+// A session as a client sees it: expiry in wall-clock time.
+struct SessionReport {
+  SessionId id;
+  std::string owner;
+  std::chrono::seconds ttl{0};
+  Clock::time_point expires_at{};
+  std::uint64_t allocations = 0;
+  std::uint64_t allocated_bytes = 0;
+};
+
+// A closed session and what closing it released.
+struct SessionCloseReport {
+  SessionReport session;
+  std::vector<AllocationRecord> released;
+  std::uint64_t released_bytes = 0;
 };
 
 struct DeviceHealth {

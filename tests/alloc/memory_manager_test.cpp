@@ -702,8 +702,13 @@ TEST_F(MemoryManagerTest, InvalidRequestsAreRejectedBeforeAnythingHappens) {
   }
   {
     auto r = base();
-    r.owner = std::string(257, 'o');
+    r.owner = std::string(kMaxOwnerBytes + 1, 'o');
     bad.emplace_back("owner too long", r);
+  }
+  {
+    auto r = base();
+    r.owner = "owner\nINFO forged log line";
+    bad.emplace_back("owner with a control character", r);
   }
   {
     auto r = base();
@@ -739,7 +744,7 @@ TEST_F(MemoryManagerTest, InvalidRequestsAreRejectedBeforeAnythingHappens) {
 
   // The limits of what is allowed are allowed.
   auto r = base();
-  r.owner = std::string(256, 'o');
+  r.owner = std::string(kMaxOwnerBytes, 'o');
   r.tags.assign(64, "t");
   auto rec = manager_->allocate(r);
   ASSERT_TRUE(rec) << rec.error().message;

@@ -128,7 +128,7 @@ TEST(Quotas, SetLimitsChecksValues) {
   const Limits bad[] = {
       Limits{.per_memory_type = {{MemoryType::Unknown, kMiB}}},
       Limits{.per_owner = {{"", kMiB}}},
-      Limits{.per_owner = {{std::string(kMaxOwnerLength + 1, 'o'), kMiB}}},
+      Limits{.per_owner = {{std::string(kMaxOwnerBytes + 1, 'o'), kMiB}}},
       Limits{.per_owner = {{"x", kMax}}},
       Limits{.per_device = {{DeviceId::host(0), kMaxRequestBytes + 1}}},
       Limits{.per_memory_type = {{MemoryType::RAM, kMax}}},
@@ -141,16 +141,16 @@ TEST(Quotas, SetLimitsChecksValues) {
   }
   // The bounds themselves are allowed; devices are not checked here.
   const Limits edge{.per_device = {{DeviceId::cuda(7), kMaxRequestBytes}},
-                    .per_owner = {{std::string(kMaxOwnerLength, 'o'), 0}}};
+                    .per_owner = {{std::string(kMaxOwnerBytes, 'o'), 0}}};
   ASSERT_TRUE(q.set_limits(edge));
   EXPECT_EQ(q.limits(), edge);
   // A zero limit refuses everything in its scope.
-  EXPECT_FALSE(q.reserve(charge(std::string(kMaxOwnerLength, 'o'), 1)));
+  EXPECT_FALSE(q.reserve(charge(std::string(kMaxOwnerBytes, 'o'), 1)));
 
   EXPECT_TRUE(check_owner("a"));
   EXPECT_FALSE(check_owner(""));
-  EXPECT_TRUE(check_owner(std::string(kMaxOwnerLength, 'o')));
-  EXPECT_FALSE(check_owner(std::string(kMaxOwnerLength + 1, 'o')));
+  EXPECT_TRUE(check_owner(std::string(kMaxOwnerBytes, 'o')));
+  EXPECT_FALSE(check_owner(std::string(kMaxOwnerBytes + 1, 'o')));
 }
 
 }  // namespace

@@ -123,6 +123,55 @@ TEST(Params, QueryStringsConvert) {
   EXPECT_FALSE(p.strings("tag"));
 }
 
+// The owner rule at the protocol edge (the header's twin is in
+// tests/server/caller_test.cpp): hostile names are refused naming the key,
+// and the published pattern refuses the same characters.
+TEST(Params, HostileOwnersAreRefused) {
+  std::string kanji_129;
+  for (int i = 0; i < 43; ++i) kanji_129 += "日";
+  const json object = {{"nul", std::string("ali\0ce", 6)},
+                       {"rlo", "alice\u202e"},
+                       {"bad", std::string("ali\xff")},
+                       {"long", std::string(129, 'o')},
+                       {"kanji", kanji_129},
+                       {"empty", ""},
+                       {"newline", "alice\nINFO forged"},
+                       {"ok", std::string(128, 'o')},
+                       {"utf8", "мария"}};
+  Params p(object);
+  for (const char* key : {"nul", "rlo", "bad", "long", "kanji", "empty", "newline"}) {
+    auto r = p.owner(key);
+    ASSERT_FALSE(r) << key;
+    EXPECT_EQ(r.error().code, ErrorCode::invalid_argument) << key;
+    EXPECT_NE(r.error().message.find(std::string("'") + key + "'"), std::string::npos) << r.error().message;
+  }
+  EXPECT_NE(p.owner("kanji").error().message.find("129 bytes"), std::string::npos);
+  EXPECT_NE(p.owner("rlo").error().message.find("U+202E"), std::string::npos);
+  EXPECT_EQ(**p.owner("ok"), std::string(128, 'o'));
+  EXPECT_EQ(**p.owner("utf8"), "мария");
+}
+
+TEST(Params, CountsHaveAMinimumAndSessionIdsAreGuids) {
+  const json object = {{"zero", 0}, {"one", "1"}, {"sid", "a1b2c3d4-e5f6-4890-abcd-ef1234567890"}, {"bad", "s-1"}};
+  Params p(object);
+  EXPECT_FALSE(p.count("zero", 10, 1));
+  EXPECT_EQ(**p.count("one", 10, 1), 1u);
+  EXPECT_EQ((**p.session_id("sid")).to_string(), "a1b2c3d4-e5f6-4890-abcd-ef1234567890");
+  auto bad = p.session_id("bad");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("'bad'"), std::string::npos);
+}
+
+TEST(Params, OwnerPatternExcludesControlAndFormatCodeUnits) {
+  const std::string& pattern = owner_pattern();
+  // Spot checks of the generated text: the BMP class, the surrogate pairs of
+  // U+E0001 (DB40 DC01) and U+1D173..1D17A (D834 DD73-DD7A).
+  for (const char* piece : {"\\u0000-\\u001f", "\\u202a-\\u202e", "\\ufeff", "\\udb40[\\udc01]",
+                            "\\ud834[\\udd73-\\udd7a]"})
+    EXPECT_NE(pattern.find(piece), std::string::npos) << piece << " in " << pattern;
+  EXPECT_TRUE(pattern.starts_with("^(?:") && pattern.ends_with(")+$")) << pattern;
+}
+
 TEST(Params, RequiredReportsMissingKey) {
   const json object = json::object();
   auto r = required(Params(object).size("sizeBytes"), "sizeBytes");

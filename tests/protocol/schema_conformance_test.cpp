@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "memd/owner_name.hpp"
 #include "memd/size.hpp"
 #include "memd/text.hpp"
 #include "protocol/action_table.hpp"
@@ -172,6 +173,46 @@ const std::regex& compiled(const std::string& pattern) {
   return it->second;
 }
 
+// A pattern written in \uXXXX code units (the owner rule) is matched the way
+// ECMA-262 without the `u` flag matches it: on the string's UTF-16 code
+// units. std::wregex on a wstring holding one code unit per element does
+// exactly that, independently of how memd decodes UTF-8.
+bool utf16_pattern(const std::string& pattern) { return pattern.find("\\u") != std::string::npos; }
+
+std::optional<std::wstring> utf16_units(const std::string& s) {
+  std::wstring out;
+  for (std::size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    const std::size_t n = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return std::nullopt;
+    char32_t c = n == 1 ? b : b & (0x7F >> n);
+    for (std::size_t k = 1; k < n; ++k) {
+      const auto cont = static_cast<unsigned char>(s[i + k]);
+      if ((cont & 0xC0) != 0x80) return std::nullopt;
+      c = (c << 6) | (cont & 0x3F);
+    }
+    const char32_t minimum[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (c < minimum[n] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return std::nullopt;
+    if (c >= 0x10000) {
+      out.push_back(static_cast<wchar_t>(0xD800 + ((c - 0x10000) >> 10)));
+      out.push_back(static_cast<wchar_t>(0xDC00 + ((c - 0x10000) & 0x3FF)));
+    } else {
+      out.push_back(static_cast<wchar_t>(c));
+    }
+    i += n;
+  }
+  return out;
+}
+
+bool pattern_matches(const std::string& pattern, const std::string& s) {
+  if (!utf16_pattern(pattern)) return std::regex_search(s, compiled(pattern));
+  static std::map<std::string, std::wregex> cache;
+  auto it = cache.find(pattern);
+  if (it == cache.end()) it = cache.emplace(pattern, std::wregex(std::wstring(pattern.begin(), pattern.end()))).first;
+  const auto units = utf16_units(s);
+  return units && std::regex_search(*units, it->second);
+}
+
 std::string from_pattern(const std::string& pattern, Rng& rng) {
   const RegexNode tree = RegexParser(pattern).parse();
   for (int attempt = 0; attempt < 1000; ++attempt) {
@@ -226,7 +267,9 @@ bool valid(const json& schema, const json& v) {
     const auto n = utf8_chars(s);
     if (schema.contains("minLength") && n < schema["minLength"].get<std::size_t>()) return false;
     if (schema.contains("maxLength") && n > schema["maxLength"].get<std::size_t>()) return false;
-    if (schema.contains("pattern") && !std::regex_search(s, compiled(schema["pattern"]))) return false;
+    // memd's extension: a bound in bytes, which JSON Schema cannot state.
+    if (schema.contains("x-memd-maxBytes") && s.size() > schema["x-memd-maxBytes"].get<std::size_t>()) return false;
+    if (schema.contains("pattern") && !pattern_matches(schema["pattern"], s)) return false;
   }
   if (v.is_number()) {
     if (schema.contains("minimum") && number(v) < number(schema["minimum"])) return false;
@@ -332,7 +375,7 @@ struct Generator {
     }
     if (schema.value("format", "") == "uuid" && !live_ids.empty() && chance(rng, 0.6))
       return live_ids[uniform(rng, 0, live_ids.size() - 1)];
-    if (schema.contains("pattern")) return from_pattern(schema["pattern"], rng);
+    if (schema.contains("pattern") && !utf16_pattern(schema["pattern"])) return from_pattern(schema["pattern"], rng);
     return text(schema.value("minLength", std::size_t{0}), schema.value("maxLength", std::size_t{40}));
   }
 
@@ -377,7 +420,28 @@ struct Generator {
         }
         out.push_back("Nope" + std::to_string(uniform(rng, 0, 999)));
       }
-      if (b.contains("pattern")) {
+      if (b.contains("x-memd-maxBytes")) {
+        // Within maxLength in characters, over the bound in bytes.
+        const auto bytes = b["x-memd-maxBytes"].get<std::size_t>();
+        std::string wide;
+        while (wide.size() <= bytes) wide += "日";
+        out.push_back(wide);
+        out.push_back(std::string(bytes + 1, 'o'));
+      }
+      if (b.contains("pattern") && utf16_pattern(b["pattern"])) {
+        // Control and format characters (Cc, Cf), one in each of a few
+        // valid values: NUL, DEL, NEL, soft hyphen, RLO, zero width space,
+        // BOM, and the LANGUAGE TAG (a surrogate pair in UTF-16).
+        static const char* kHostile[] = {"\x01",         "\x7f",         "\xc2\x85",     "\xc2\xad",
+                                         "\xe2\x80\xae", "\xe2\x80\x8b", "\xef\xbb\xbf", "\xf3\xa0\x80\x81",
+                                         "\n"};
+        for (const char* bad : kHostile) {
+          std::string s = value(b).get<std::string>();
+          s.insert(uniform(rng, 0, s.size()), bad);
+          out.push_back(s);
+        }
+        out.push_back(std::string("a\0b", 3));
+      } else if (b.contains("pattern")) {
         for (int k = 0; k < 6; ++k) {
           std::string s = from_pattern(b["pattern"], rng);
           switch (k % 3) {
@@ -531,9 +595,14 @@ TEST(SchemaConformance, GeneratedRequestsAreAnsweredAsTheDocumentSays) {
   ServiceOptions options;
   options.backends.host_device_bytes = 64 * kMiB;
   options.backends.enable_cuda = false;
+  options.session_sweep_interval = std::chrono::milliseconds(0);  // no reaper thread: one-threaded test
   auto created = MemoryService::create(options);
   ASSERT_TRUE(created) << created.error().message;
   MemoryService& service = **created;
+  // Generated requests come as the default caller (anonymous, not the
+  // admin): a valid request it may not make is answered permission_denied,
+  // which is not invalid_argument, so the document's promise still holds.
+  const Caller host = Caller::host("schema-test");
 
   const std::uint64_t seed = env_or("MEMD_SCHEMA_SEED", 20261206);
   const std::uint64_t rounds = env_or("MEMD_SCHEMA_ROUNDS", 120);
@@ -544,8 +613,7 @@ TEST(SchemaConformance, GeneratedRequestsAreAnsweredAsTheDocumentSays) {
   for (int k = 0; k < 4; ++k) {
     AllocationRequest a;
     a.size_bytes = 4096;
-    a.owner = "anonymous";
-    auto rec = service.allocate(a);
+    auto rec = service.allocate(Caller::as("anonymous"), a);
     ASSERT_TRUE(rec) << rec.error().message;
     g.live_ids.push_back(rec->id.to_string());
   }
@@ -557,7 +625,7 @@ TEST(SchemaConformance, GeneratedRequestsAreAnsweredAsTheDocumentSays) {
     LimitUpdate u;
     u.device = DeviceId::cpu();
     u.bytes = 64 * kMiB;
-    ASSERT_TRUE(service.update_limits(u));
+    ASSERT_TRUE(service.update_limits(host, u));
   };
   guard_cpu();
   auto run = [&](const Operation& op, const Request& r) {
@@ -573,7 +641,7 @@ TEST(SchemaConformance, GeneratedRequestsAreAnsweredAsTheDocumentSays) {
       // (up to 1 GiB each) and writes stay small on a shared machine.
       const std::string id = outcome->result["allocationId"];
       if (outcome->result["sizeBytes"].get<std::uint64_t>() <= 16 * kMiB) g.live_ids.push_back(id);
-      else EXPECT_TRUE(service.deallocate(*AllocationId::parse(id)));
+      else EXPECT_TRUE(service.deallocate(host, *AllocationId::parse(id)));
     }
     return outcome;
   };
@@ -631,6 +699,57 @@ TEST(SchemaConformance, BearerIsOptionalAndLimitsSayOneScope) {
   EXPECT_FALSE(valid(alloc["schema"], json{{"sizeBytes", 1}, {"memoryType", "Unknown"}}));
   EXPECT_TRUE(valid(alloc["schema"], json{{"sizeBytes", "1.5MiB"}, {"memoryType", "VRAM"}}));
   EXPECT_TRUE(valid(alloc["schema"], alloc["example"]));
+}
+
+// The owner schema and the owner rule agree code point by code point: the
+// published pattern (matched on UTF-16 code units, as ECMA-262 does) with
+// x-memd-maxBytes against memd's UTF-8 decoder, on strings built from the
+// edges of every forbidden range, their neighbours and random code points.
+TEST(SchemaConformance, OwnerSchemaAgreesWithTheOwnerRule) {
+  const auto doc = openapi_document();
+  json schema;
+  for (const auto& p : doc["paths"]["/api/memory/allocations"]["get"]["parameters"])
+    if (p["name"] == "owner") schema = p["schema"];
+  ASSERT_TRUE(schema.contains("pattern"));
+  ASSERT_EQ(schema["x-memd-maxBytes"], kMaxOwnerBytes);
+
+  auto utf8 = [](char32_t c) {
+    std::string out;
+    if (c < 0x80) out += static_cast<char>(c);
+    else if (c < 0x800) out += {static_cast<char>(0xC0 | (c >> 6)), static_cast<char>(0x80 | (c & 0x3F))};
+    else if (c < 0x10000)
+      out += {static_cast<char>(0xE0 | (c >> 12)), static_cast<char>(0x80 | ((c >> 6) & 0x3F)),
+              static_cast<char>(0x80 | (c & 0x3F))};
+    else
+      out += {static_cast<char>(0xF0 | (c >> 18)), static_cast<char>(0x80 | ((c >> 12) & 0x3F)),
+              static_cast<char>(0x80 | ((c >> 6) & 0x3F)), static_cast<char>(0x80 | (c & 0x3F))};
+    return out;
+  };
+  std::vector<char32_t> pool = {'a', 'Z', '0', ' ', '~', 0xE9, 0x65E5, 0x1F642};
+  for (const auto& r : owner_forbidden_code_points())
+    for (char32_t c : {char32_t(r.first - 1), r.first, r.last, char32_t(r.last + 1)})
+      if (c < 0xD800 || (c > 0xDFFF && c <= 0x10FFFF)) pool.push_back(c);
+  Rng rng(7);
+  for (int k = 0; k < 64; ++k) {
+    char32_t c = static_cast<char32_t>(uniform(rng, 1, 0x10FFFF));
+    if (c < 0xD800 || c > 0xDFFF) pool.push_back(c);
+  }
+  int refused = 0, accepted = 0;
+  for (int k = 0; k < 3000; ++k) {
+    std::string s;
+    const auto n = uniform(rng, 0, 40);
+    for (std::uint64_t i = 0; i < n; ++i) {
+      // Mostly harmless characters, so refusals come one cause at a time.
+      const bool plain = chance(rng, 0.9);
+      s += utf8(plain ? pool[uniform(rng, 0, 7)] : pool[uniform(rng, 0, pool.size() - 1)]);
+    }
+    const bool by_rule = static_cast<bool>(check_owner(s));
+    EXPECT_EQ(valid(schema, json(s)), by_rule) << "owner of " << s.size() << " bytes: the schema and the rule disagree"
+                                               << (by_rule ? "" : ": " + check_owner(s).error().message);
+    (by_rule ? accepted : refused)++;
+  }
+  EXPECT_GT(accepted, 300);
+  EXPECT_GT(refused, 300);
 }
 
 }  // namespace

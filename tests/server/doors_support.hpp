@@ -79,7 +79,9 @@ inline std::string query_text(const json& v) { return v.is_string() ? v.get<std:
 
 // Sends {"id","action","params"} through REST as the action table routes it
 // and answers in stdio's response shape, so the two doors compare directly.
-inline json rest_call(httplib::Client& client, const json& request, const std::string& owner) {
+// `admin` sends X-Memd-Admin: true (a stdio host is the admin of its engine).
+inline json rest_call(httplib::Client& client, const json& request, const std::string& owner,
+                      bool admin = false) {
   const json id = request.value("id", json(nullptr));
   const std::string name = request.at("action");
   json params = request.value("params", json::object());
@@ -119,6 +121,7 @@ inline json rest_call(httplib::Client& client, const json& request, const std::s
     path += q;
   }
   httplib::Headers headers{{"X-Memd-Owner", owner}};
+  if (admin) headers.emplace("X-Memd-Admin", "true");
   httplib::Result res = [&] {
     switch (route->method) {
       case HttpMethod::Get: return client.Get(path, headers);

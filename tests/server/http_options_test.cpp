@@ -42,5 +42,18 @@ TEST(HttpOptions, NonLoopbackNeedsAToken) {
   EXPECT_FALSE(validate_http_options(o));
 }
 
+TEST(HttpOptions, TokensCountOffLoopbackAndMayNotRepeatTheAdminToken) {
+  HttpOptions o;
+  o.host = "10.1.2.3";
+  o.tokens = {{"alice-token", "alice", false, 1}};
+  EXPECT_TRUE(validate_http_options(o)) << "--tokens alone must be enough off loopback";
+  o.token = "alice-token";
+  auto clash = validate_http_options(o);
+  ASSERT_FALSE(clash);
+  EXPECT_NE(clash.error().message.find("line 1"), std::string::npos) << clash.error().message;
+  o.token = "other";
+  EXPECT_TRUE(validate_http_options(o));
+}
+
 }  // namespace
 }  // namespace memd

@@ -4,36 +4,18 @@
 #include <gtest/gtest.h>
 
 #include "server/child_process.hpp"
+#include "server/daemon.hpp"
 #include "server/doors_support.hpp"
 
 namespace memd::testing {
 namespace {
 
-class Daemon {
- public:
-  explicit Daemon(std::vector<std::string> extra = {})
-      : process_([&] {
-          std::vector<std::string> args{MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "serve",
-                                        "--listen", "127.0.0.1:0", "--max-body", "4KiB", "--max-upload",
-                                        "64KiB"};
-          args.insert(args.end(), extra.begin(), extra.end());
-          return args;
-        }()) {
-    auto banner = process_.read_line();
-    if (banner && banner->find("http://") != std::string::npos) url_ = banner->substr(banner->find("http://"));
-  }
-  ~Daemon() {
-    process_.signal(SIGTERM);
-    EXPECT_EQ(process_.wait(), 0) << "memd serve did not shut down cleanly";
-  }
-  const std::string& url() const { return url_; }
-
- private:
-  ChildProcess process_;
-  std::string url_;
-};
-
 json body_of(const httplib::Result& r) { return json::parse(r->body); }
+
+// Allocations are their owner's: the tests act as the owner that made them,
+// and set limits as the admin.
+const httplib::Headers kTester{{"X-Memd-Owner", "tester"}};
+const httplib::Headers kAdmin{{"X-Memd-Owner", "ops"}, {"X-Memd-Admin", "true"}};
 
 std::string error_code(const httplib::Result& r) {
   if (!r) return "transport";
@@ -76,18 +58,20 @@ TEST_F(RestTest, EveryReadRouteAnswers) {
 TEST_F(RestTest, AllocateWriteReadFreeAndLimits) {
   const std::string id = allocate("1MiB");
   const std::string payload = "binary\0data\xff", with_nul(payload.data(), 12);
-  auto put = client_->Put("/api/memory/allocations/" + id + "/data?offset=100", with_nul, "application/octet-stream");
+  auto put = client_->Put("/api/memory/allocations/" + id + "/data?offset=100", kTester, with_nul,
+                          "application/octet-stream");
   ASSERT_EQ(put->status, 200) << put->body;
   EXPECT_EQ(body_of(put)["bytesWritten"], 12);
-  auto get = client_->Get("/api/memory/allocations/" + id + "/data?offset=100&length=12");
+  auto get = client_->Get("/api/memory/allocations/" + id + "/data?offset=100&length=12", kTester);
   ASSERT_EQ(get->status, 200);
   EXPECT_EQ(get->get_header_value("Content-Type"), "application/octet-stream");
   EXPECT_EQ(get->body, with_nul);
-  EXPECT_EQ(body_of(client_->Get("/api/memory/allocations/" + id))["sizeBytes"], 1048576);
-  auto listed = body_of(client_->Get("/api/memory/allocations?owner=tester&limit=5"));
+  EXPECT_EQ(body_of(client_->Get("/api/memory/allocations/" + id, kTester))["sizeBytes"], 1048576);
+  auto listed = body_of(client_->Get("/api/memory/allocations?owner=tester&limit=5", kTester));
   EXPECT_EQ(listed["total"], 1);
 
-  auto limit = client_->Put("/api/memory/limits", json{{"owner", "tester"}, {"bytes", "1MiB"}}.dump(), "application/json");
+  auto limit = client_->Put("/api/memory/limits", kAdmin, json{{"owner", "tester"}, {"bytes", "1MiB"}}.dump(),
+                            "application/json");
   ASSERT_EQ(limit->status, 200) << limit->body;
   auto over = client_->Post("/api/memory/allocations", {{"X-Memd-Owner", "tester"}},
                             json{{"sizeBytes", 4096}, {"deviceId", "host:0"}}.dump(), "application/json");
@@ -97,10 +81,10 @@ TEST_F(RestTest, AllocateWriteReadFreeAndLimits) {
   // GET never changes limits, whatever its query says.
   EXPECT_EQ(body_of(client_->Get("/api/memory/limits?owner=tester"))["perOwner"]["tester"], 1048576);
 
-  auto del = client_->Delete("/api/memory/allocations/" + id);
+  auto del = client_->Delete("/api/memory/allocations/" + id, kTester);
   EXPECT_EQ(del->status, 200);
   EXPECT_EQ(body_of(del)["status"], "Freed");
-  auto again = client_->Delete("/api/memory/allocations/" + id);
+  auto again = client_->Delete("/api/memory/allocations/" + id, kTester);
   EXPECT_EQ(again->status, 404);
   EXPECT_EQ(error_code(again), "not_found");
   EXPECT_EQ(client_->Get("/healthz")->status, 200);  // still serving
@@ -108,7 +92,8 @@ TEST_F(RestTest, AllocateWriteReadFreeAndLimits) {
 
 TEST_F(RestTest, HostileInputGetsItsCodeAndLeavesAllocationsIntact) {
   const std::string id = allocate("64KiB");
-  ASSERT_EQ(client_->Put("/api/memory/allocations/" + id + "/data", "precious", "application/octet-stream")->status, 200);
+  ASSERT_EQ(client_->Put("/api/memory/allocations/" + id + "/data", kTester, "precious", "application/octet-stream")->status,
+            200);
 
   auto post = [&](const std::string& body) {
     return client_->Post("/api/memory/allocations", body, "application/json");
@@ -136,15 +121,15 @@ TEST_F(RestTest, HostileInputGetsItsCodeAndLeavesAllocationsIntact) {
   EXPECT_EQ(unknown->status, 404);
   EXPECT_EQ(error_code(unknown), "not_found");
   // Well-formed, but outside the allocation: out_of_range (416), not a shape error.
-  auto outside = client_->Get("/api/memory/allocations/" + id + "/data?offset=65530&length=10");
+  auto outside = client_->Get("/api/memory/allocations/" + id + "/data?offset=65530&length=10", kTester);
   EXPECT_EQ(error_code(outside), "out_of_range");
   EXPECT_EQ(outside->status, 416);
-  EXPECT_EQ(error_code(client_->Put("/api/memory/allocations/" + id + "/data?offset=65535", "ab",
+  EXPECT_EQ(error_code(client_->Put("/api/memory/allocations/" + id + "/data?offset=65535", kTester, "ab",
                                     "application/octet-stream")),
             "out_of_range");
   EXPECT_EQ(error_code(client_->Get("/api/memory/allocations?limit=abc")), "invalid_argument");
 
-  auto back = client_->Get("/api/memory/allocations/" + id + "/data?length=8");
+  auto back = client_->Get("/api/memory/allocations/" + id + "/data?length=8", kTester);
   ASSERT_EQ(back->status, 200);
   EXPECT_EQ(back->body, "precious");
   EXPECT_EQ(body_of(client_->Get("/api/memory/usage"))["total"]["allocations"], 1);

@@ -80,9 +80,8 @@ TEST(Stdio, EndOfInputReleasesEverythingTheHostAllocated) {
   // Another owner's memory must survive the host's exit.
   AllocationRequest other;
   other.size_bytes = kMiB;
-  other.owner = "someone-else";
   other.device = DeviceId::host(0);
-  ASSERT_TRUE((*service)->allocate(other));
+  ASSERT_TRUE((*service)->allocate(Caller::as("someone-else"), other));
 
   int in[2], out[2];
   ASSERT_EQ(::pipe(in), 0);

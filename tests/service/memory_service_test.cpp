@@ -7,6 +7,9 @@
 namespace memd {
 namespace {
 
+// The in-process host: the admin (ownership has its own tests).
+const Caller kHost = Caller::host("host");
+
 class MemoryServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -23,9 +26,8 @@ class MemoryServiceTest : public ::testing::Test {
     AllocationRequest r;
     r.size_bytes = bytes;
     r.device = DeviceId::host(0);
-    r.owner = std::move(owner);
     r.priority = priority;
-    auto record = service_->allocate(r);
+    auto record = service_->allocate(Caller::as(std::move(owner)), r);
     EXPECT_TRUE(record) << record.error().message;
     return record.value_or(AllocationRecord{});
   }
@@ -36,26 +38,29 @@ class MemoryServiceTest : public ::testing::Test {
 TEST_F(MemoryServiceTest, AllocateWriteReadDeallocate) {
   auto a = allocate(kMiB);
   const std::string text = "hello";
-  ASSERT_TRUE(service_->write(a.id, 10, std::as_bytes(std::span(text.data(), text.size()))));
-  auto back = service_->read(a.id, 10, 5);
+  ASSERT_TRUE(service_->write(kHost, a.id, 10, std::as_bytes(std::span(text.data(), text.size()))));
+  auto back = service_->read(kHost, a.id, 10, 5);
   ASSERT_TRUE(back);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(back->data()), back->size()), text);
-  EXPECT_FALSE(service_->read(a.id, kMiB - 2, 5));
-  auto freed = service_->deallocate(a.id);
+  EXPECT_FALSE(service_->read(kHost, a.id, kMiB - 2, 5));
+  auto freed = service_->deallocate(kHost, a.id);
   ASSERT_TRUE(freed);
   EXPECT_EQ(freed->status, MemoryAllocationStatus::Freed);
-  EXPECT_EQ(service_->deallocate(a.id).error().code, ErrorCode::not_found);
+  EXPECT_EQ(service_->deallocate(kHost, a.id).error().code, ErrorCode::not_found);
 }
 
 TEST_F(MemoryServiceTest, RefusesWhatOnlyTheServiceCanCheck) {
   AllocationRequest r;
   r.size_bytes = 0;
-  EXPECT_EQ(service_->allocate(r).error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(service_->allocate(kHost, r).error().code, ErrorCode::invalid_argument);
   r.size_bytes = kMaxRequestBytes + 1;  // well-formed, but no device holds it
-  EXPECT_EQ(service_->allocate(r).error().code, ErrorCode::out_of_memory);
+  EXPECT_EQ(service_->allocate(kHost, r).error().code, ErrorCode::out_of_memory);
   r.size_bytes = 1;
   r.device = DeviceId::cuda(7);
-  EXPECT_EQ(service_->allocate(r).error().code, ErrorCode::not_found);
+  EXPECT_EQ(service_->allocate(kHost, r).error().code, ErrorCode::not_found);
+  // In-process callers meet the owner rule too.
+  r.device = DeviceId::host(0);
+  EXPECT_EQ(service_->allocate(Caller::as("bad\nname"), r).error().code, ErrorCode::invalid_argument);
 }
 
 TEST_F(MemoryServiceTest, StatusUsageAndListing) {
@@ -81,14 +86,14 @@ TEST_F(MemoryServiceTest, StatusUsageAndListing) {
 
   AllocationQuery q;
   q.limit = 1;
-  auto page = service_->allocations(q);
+  auto page = service_->allocations(kHost, q).value();
   EXPECT_EQ(page.total, 2u);
   EXPECT_EQ(page.items.size(), 1u);
   q.filter.owner = "alice";
   q.limit = 10;
-  EXPECT_EQ(service_->allocations(q).items.at(0).owner, "alice");
+  EXPECT_EQ(service_->allocations(kHost, q)->items.at(0).owner, "alice");
   q.offset = 5;
-  EXPECT_TRUE(service_->allocations(q).items.empty());
+  EXPECT_TRUE(service_->allocations(kHost, q)->items.empty());
 }
 
 // A user read `allocatedBytes` as what they asked for and found more: usage
@@ -114,40 +119,39 @@ TEST_F(MemoryServiceTest, LimitsUpdateOneScopeAtATime) {
   LimitUpdate u;
   u.owner = "alice";
   u.bytes = kMiB;
-  auto limits = service_->update_limits(u);
+  auto limits = service_->update_limits(kHost, u);
   ASSERT_TRUE(limits);
   EXPECT_EQ(limits->per_owner.at("alice"), kMiB);
   AllocationRequest r;
   r.size_bytes = 2 * kMiB;
-  r.owner = "alice";
   r.device = DeviceId::host(0);
-  auto refused = service_->allocate(r);
+  auto refused = service_->allocate(Caller::as("alice"), r);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, ErrorCode::quota_exceeded);
   u.bytes.reset();
-  EXPECT_TRUE(service_->update_limits(u)->per_owner.empty());
+  EXPECT_TRUE(service_->update_limits(kHost, u)->per_owner.empty());
   LimitUpdate two;
   two.owner = "a";
   two.memory_type = MemoryType::VRAM;
-  EXPECT_EQ(service_->update_limits(two).error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(service_->update_limits(kHost, two).error().code, ErrorCode::invalid_argument);
   LimitUpdate bad_device;
   bad_device.device = DeviceId::cuda(3);
   bad_device.bytes = 1;
-  EXPECT_EQ(service_->update_limits(bad_device).error().code, ErrorCode::not_found);
+  EXPECT_EQ(service_->update_limits(kHost, bad_device).error().code, ErrorCode::not_found);
 }
 
 TEST_F(MemoryServiceTest, ClearFreesOnlyWhatTheFilterNames) {
   allocate(kMiB, "alice", MemoryPriority::Low);
   auto keep = allocate(kMiB, "bob", MemoryPriority::High);
-  auto trim_only = service_->clear({});
-  EXPECT_TRUE(trim_only.freed.empty());
+  auto trim_only = service_->clear(kHost, {});
+  EXPECT_TRUE(trim_only->freed.empty());
   ClearRequest low;
   low.below_priority = MemoryPriority::Normal;
-  auto report = service_->clear(low);
+  auto report = service_->clear(kHost, low).value();
   ASSERT_EQ(report.freed.size(), 1u);
   EXPECT_EQ(report.freed[0].owner, "alice");
   EXPECT_EQ(report.freed_bytes, kMiB);
-  EXPECT_TRUE(service_->allocation(keep.id));
+  EXPECT_TRUE(service_->allocation(kHost, keep.id));
 }
 
 TEST_F(MemoryServiceTest, ReleaseOwnerAndOptimize) {
@@ -155,8 +159,8 @@ TEST_F(MemoryServiceTest, ReleaseOwnerAndOptimize) {
   allocate(kMiB, "host-1");
   auto other = allocate(kMiB, "host-2");
   EXPECT_EQ(service_->release_owner("host-1").size(), 2u);
-  EXPECT_TRUE(service_->allocation(other.id));
-  ASSERT_TRUE(service_->deallocate(other.id));
+  EXPECT_TRUE(service_->allocation(kHost, other.id));
+  ASSERT_TRUE(service_->deallocate(kHost, other.id));
   auto optimized = service_->optimize();
   EXPECT_EQ(optimized.reserved_after, 0u);
   EXPECT_EQ(service_->health().status, MemoryHealthStatus::Healthy);

@@ -6,6 +6,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
 
@@ -162,6 +166,73 @@ TEST(Cli, ClientVerbsAgainstADaemon) {
   EXPECT_NE(memd("status --url " + banner->substr(banner->find("http://"))).code, 0);  // no token
   daemon.signal(SIGTERM);
   EXPECT_EQ(daemon.wait(), 0);
+}
+
+// Owners from the command line: --as names the caller, --admin asks for the
+// admin (on a daemon without tokens), and sessions open, carry, renew and
+// close from one-shot commands.
+TEST(Cli, OwnersAdminAndSessions) {
+  ChildProcess daemon({MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "serve", "--listen", "127.0.0.1:0"});
+  auto banner = daemon.read_line();
+  ASSERT_TRUE(banner);
+  const std::string url = " --url " + banner->substr(banner->find("http://"));
+
+  auto made = memd("allocate 1MiB --device host:0 --as alice --json" + url);
+  ASSERT_EQ(made.code, 0) << made.out;
+  const std::string id = nlohmann::json::parse(made.out)["allocationId"];
+  auto denied = memd("free " + id + " --as mallory" + url);
+  EXPECT_EQ(denied.code, 1);
+  EXPECT_NE(denied.out.find("permission_denied"), std::string::npos) << denied.out;
+  auto by_admin = memd("--admin free " + id + url);
+  EXPECT_EQ(by_admin.code, 0) << by_admin.out;
+  EXPECT_NE(by_admin.out.find("owner alice"), std::string::npos) << by_admin.out;
+
+  auto opened = memd("session open --ttl 30 --as alice --json" + url);
+  ASSERT_EQ(opened.code, 0) << opened.out;
+  const std::string session = nlohmann::json::parse(opened.out)["sessionId"];
+  EXPECT_EQ(memd("allocate 4KiB --device host:0 --as alice --session " + session + url).code, 0);
+  auto listed = memd("sessions --as alice" + url);
+  EXPECT_NE(listed.out.find(session), std::string::npos) << listed.out;
+  EXPECT_NE(memd("session heartbeat " + session + " --as alice" + url).out.find("renewed"), std::string::npos);
+  EXPECT_NE(memd("session close " + session + " --as mallory" + url).out.find("permission_denied"), std::string::npos);
+  auto closed = memd("session close " + session + " --as alice" + url);
+  EXPECT_EQ(closed.code, 0) << closed.out;
+  EXPECT_NE(closed.out.find("released 1 allocations"), std::string::npos) << closed.out;
+  auto bad_ttl = memd("session open --ttl 0 --as alice" + url);
+  EXPECT_NE(bad_ttl.out.find("invalid_argument"), std::string::npos) << bad_ttl.out;
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.wait(), 0);
+}
+
+// A tokens file is checked before anything serves: one others may read, a
+// malformed line (named by number), or a duplicate token stop the daemon
+// with the reason and exit 1.
+TEST(Cli, TokensFileIsCheckedAtStart) {
+  char dir_template[] = "/tmp/memd-cli-tokens-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template, file = dir + "/tokens";
+  auto serve = [&](const std::string& text, mode_t mode, const std::string& extra = "") {
+    { std::ofstream(file) << text; }
+    EXPECT_EQ(::chmod(file.c_str(), mode), 0);
+    return memd("--no-cuda --host-device 64MiB serve --listen 127.0.0.1:0 --tokens " + file + extra + " < /dev/null");
+  };
+  for (mode_t loose : {0644, 0640}) {
+    auto r = serve("alice-token alice\n", loose);
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_NE(r.out.find("chmod 600"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("listening"), std::string::npos) << r.out;
+  }
+  auto malformed = serve("alice-token alice\nbob-token\n", 0600);
+  EXPECT_EQ(malformed.code, 1);
+  EXPECT_NE(malformed.out.find(file + ":2:"), std::string::npos) << malformed.out;
+  auto duplicate = serve("same alice\nsame bob\n", 0600);
+  EXPECT_EQ(duplicate.code, 1);
+  EXPECT_NE(duplicate.out.find("line 1 again"), std::string::npos) << duplicate.out;
+  EXPECT_EQ(duplicate.out.find("same"), std::string::npos) << "a token was printed: " << duplicate.out;
+  auto clash = serve("root-token ops admin\n", 0600, " --token root-token");
+  EXPECT_EQ(clash.code, 1);
+  EXPECT_NE(clash.out.find("--token is also the token of line 1"), std::string::npos) << clash.out;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -33,6 +33,8 @@ Result<nlohmann::json> ApiClient::send(const std::string& method, const std::str
     httplib::Headers headers;
     if (!options_.token.empty()) headers.emplace("Authorization", "Bearer " + options_.token);
     if (!options_.owner.empty()) headers.emplace("X-Memd-Owner", options_.owner);
+    if (options_.admin) headers.emplace("X-Memd-Admin", "true");
+    if (!options_.session.empty()) headers.emplace("X-Memd-Session", options_.session);
     const std::string payload = body ? to_wire_text(*body) : std::string();
     httplib::Result res = [&] {
       if (method == "GET") return client.Get(target, headers);

@@ -18,7 +18,9 @@ namespace memd::cli {
 struct ClientOptions {
   std::string url = "http://127.0.0.1:7870";
   std::string token;
-  std::string owner;  // X-Memd-Owner, when set
+  std::string owner;    // X-Memd-Owner, when set
+  bool admin = false;   // X-Memd-Admin: true (--admin)
+  std::string session;  // X-Memd-Session, when set
 };
 
 class ApiClient {

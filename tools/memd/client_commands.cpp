@@ -164,6 +164,48 @@ int run_clear(const ClientFlags& c, const ClearFlags& f) {
   });
 }
 
+namespace {
+
+void print_session(const nlohmann::json& r, const char* verb) {
+  std::cout << verb << " session " << text(r, "sessionId") << " of " << text(r, "owner") << ": lease "
+            << text(r, "ttlSeconds") << " s, expires " << text(r, "expiresAt") << "\n";
+}
+
+}  // namespace
+
+int run_sessions(const ClientFlags& c) {
+  ApiClient api(c.client);
+  return finish(c, api.get("/api/sessions"), [](const nlohmann::json& r) {
+    Table t({"SESSION", "OWNER", "TTL", "EXPIRES", "ALLOCS", "BYTES"});
+    for (const auto& s : r["sessions"])
+      t.add({text(s, "sessionId"), text(s, "owner"), text(s, "ttlSeconds") + " s", text(s, "expiresAt"),
+             text(s, "allocations"), bytes_text(s["allocatedBytes"])});
+    if (t.empty()) std::cout << "no open sessions\n";
+    else std::cout << t.render();
+  });
+}
+
+int run_session_open(const ClientFlags& c, std::optional<std::uint64_t> ttl_seconds) {
+  ApiClient api(c.client);
+  nlohmann::json body = nlohmann::json::object();
+  if (ttl_seconds) body["ttlSeconds"] = *ttl_seconds;
+  return finish(c, api.post("/api/sessions", body), [](const nlohmann::json& r) { print_session(r, "opened"); });
+}
+
+int run_session_heartbeat(const ClientFlags& c, const std::string& id) {
+  ApiClient api(c.client);
+  return finish(c, api.post("/api/sessions/" + url_encode(id) + "/heartbeat", nlohmann::json::object()),
+                [](const nlohmann::json& r) { print_session(r, "renewed"); });
+}
+
+int run_session_close(const ClientFlags& c, const std::string& id) {
+  ApiClient api(c.client);
+  return finish(c, api.del("/api/sessions/" + url_encode(id)), [](const nlohmann::json& r) {
+    std::cout << "closed session " << text(r, "sessionId") << " of " << text(r, "owner") << ": released "
+              << text(r, "releasedAllocations") << " allocations (" << bytes_text(r["releasedBytes"]) << ")\n";
+  });
+}
+
 int run_optimize(const ClientFlags& c) {
   ApiClient api(c.client);
   return finish(c, api.post("/api/memory/optimize", nlohmann::json::object()), [](const nlohmann::json& r) {

@@ -24,6 +24,7 @@ struct EngineOptions {
 struct ServeFlags {
   std::string listen = "127.0.0.1:7870";
   std::string token;
+  std::string tokens_file;
   int threads = 8;
   int io_threads = 2;
   std::string max_body = "64MiB";
@@ -78,5 +79,9 @@ int run_free(const ClientFlags& c, const std::string& id);
 int run_limits(const ClientFlags& c, const LimitsFlags& f);
 int run_clear(const ClientFlags& c, const ClearFlags& f);
 int run_optimize(const ClientFlags& c);
+int run_sessions(const ClientFlags& c);
+int run_session_open(const ClientFlags& c, std::optional<std::uint64_t> ttl_seconds);
+int run_session_heartbeat(const ClientFlags& c, const std::string& id);
+int run_session_close(const ClientFlags& c, const std::string& id);
 
 }  // namespace memd::cli

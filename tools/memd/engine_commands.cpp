@@ -57,6 +57,11 @@ int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
   HttpOptions http;
   if (auto ok = parse_listen(flags.listen, http); !ok) return report(ok.error());
   http.token = flags.token;
+  if (!flags.tokens_file.empty()) {
+    auto tokens = load_tokens_file(flags.tokens_file);
+    if (!tokens) return report(tokens.error());
+    http.tokens = std::move(*tokens);
+  }
   http.threads = flags.threads;
   http.io_threads = flags.io_threads;
   auto max_body = size_flag("--max-body", flags.max_body);

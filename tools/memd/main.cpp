@@ -15,6 +15,11 @@ using namespace memd::cli;
 void add_client_flags(CLI::App* sub, ClientFlags& c) {
   sub->add_option("--url", c.client.url, "Daemon URL")->envname("MEMD_URL")->capture_default_str();
   sub->add_option("--token", c.client.token, "Bearer token")->envname("MEMD_TOKEN");
+  sub->add_option("--as", c.client.owner,
+                  "Act as this owner (X-Memd-Owner; a label without --tokens on the daemon, where the token "
+                  "names the owner)")
+      ->envname("MEMD_OWNER");
+  sub->add_option("--session", c.client.session, "Work in this session (X-Memd-Session)")->envname("MEMD_SESSION");
   sub->add_flag("--json", c.json, "Print the JSON answer instead of a table");
 }
 
@@ -34,12 +39,21 @@ int main(int argc, char** argv) {
   app.add_option("--host-device", engine.host_device, "Capacity of the host-backed device host:0")
       ->capture_default_str();
   app.add_flag("--no-cuda", engine.no_cuda, "Ignore CUDA GPUs (host devices only)");
+  ClientFlags client;
+  app.add_flag("--admin", client.client.admin,
+               "Client verbs: act as the admin (X-Memd-Admin: true) on a daemon without tokens; with "
+               "tokens the token decides");
 
   ServeFlags serve;
   auto* serve_cmd = app.add_subcommand("serve", "Run the REST daemon");
   serve_cmd->add_option("--listen", serve.listen, "ADDRESS:PORT to listen on")->capture_default_str();
-  serve_cmd->add_option("--token", serve.token, "Require Authorization: Bearer TOKEN (needed off loopback)")
+  serve_cmd->add_option("--token", serve.token,
+                        "The admin's bearer token: require Authorization: Bearer TOKEN (this or --tokens is "
+                        "needed off loopback); its requests act as X-Memd-Owner")
       ->envname("MEMD_TOKEN");
+  serve_cmd->add_option("--tokens", serve.tokens_file,
+                        "FILE of lines 'TOKEN OWNER [admin]': each bearer token acts as its owner (real "
+                        "isolation between owners). Refused unless only its owner may read it (chmod 600)");
   serve_cmd->add_option("--threads", serve.threads,
                         "Worker threads that run request handlers (allocations, copies); connections are "
                         "carried by the --io-threads")
@@ -78,7 +92,6 @@ int main(int argc, char** argv) {
   auto* doc_cmd = app.add_subcommand("api-doc", "Print docs/api.md from the action table");
   doc_cmd->callback([&] { exit_code = run_api_doc(); });
 
-  ClientFlags client;
   std::string status_device;
   auto* status_cmd = app.add_subcommand("status", "Memory status of a running daemon");
   add_client_flags(status_cmd, client);
@@ -141,6 +154,31 @@ int main(int argc, char** argv) {
   auto* optimize_cmd = app.add_subcommand("optimize", "Release unused memory and report how much");
   add_client_flags(optimize_cmd, client);
   optimize_cmd->callback([&] { exit_code = run_optimize(client); });
+
+  auto* sessions_cmd = app.add_subcommand("sessions", "List your open sessions (the admin: all)");
+  add_client_flags(sessions_cmd, client);
+  sessions_cmd->callback([&] { exit_code = run_sessions(client); });
+
+  // A session outlives the CLI call that opens it: scripts open one, pass
+  // its id with --session (or MEMD_SESSION), heartbeat and close it.
+  auto* session_cmd = app.add_subcommand("session", "Open, renew or close a session (a lease on allocations)");
+  session_cmd->require_subcommand(1);
+  std::uint64_t ttl_seconds = 0;
+  std::string session_id;
+  auto* open_cmd = session_cmd->add_subcommand("open", "Open a session; allocations made in it end with it");
+  add_client_flags(open_cmd, client);
+  auto* ttl_opt = open_cmd->add_option("--ttl", ttl_seconds, "Lease in seconds, 1..86400 (default 60)");
+  open_cmd->callback([&, ttl_opt] {
+    exit_code = run_session_open(client, ttl_opt->count() ? std::optional(ttl_seconds) : std::nullopt);
+  });
+  auto* beat_cmd = session_cmd->add_subcommand("heartbeat", "Renew a session's lease");
+  add_client_flags(beat_cmd, client);
+  beat_cmd->add_option("id", session_id, "Session id")->required();
+  beat_cmd->callback([&] { exit_code = run_session_heartbeat(client, session_id); });
+  auto* close_cmd = session_cmd->add_subcommand("close", "Close a session and free what is in it");
+  add_client_flags(close_cmd, client);
+  close_cmd->add_option("id", session_id, "Session id")->required();
+  close_cmd->callback([&] { exit_code = run_session_close(client, session_id); });
 
   // No verb: the help, on stderr, and the usage-error status (2), like any
   // command line tool given nothing to do.

@@ -44,11 +44,16 @@ bool is_loopback_host(std::string_view host) noexcept {
 }
 
 Result<void> validate_http_options(const HttpOptions& options) {
-  if (!is_loopback_host(options.host) && options.token.empty())
+  if (!is_loopback_host(options.host) && options.token.empty() && options.tokens.empty())
     return fail(ErrorCode::invalid_argument,
-                "refusing to listen on {} without --token: memd exposes device memory; off "
+                "refusing to listen on {} without --token or --tokens: memd exposes device memory; off "
                 "loopback every request must carry a bearer token (or listen on 127.0.0.1)",
                 options.host);
+  // One token, one identity: the admin token may not also name an owner.
+  for (const auto& e : options.tokens)
+    if (!options.token.empty() && e.token == options.token)
+      return fail(ErrorCode::invalid_argument, "--token is also the token of line {} of --tokens ('{}')", e.line,
+                  e.owner);
   if (options.threads < 1 || options.threads > 1024)
     return fail(ErrorCode::invalid_argument, "--threads must be 1..1024");
   if (options.io_threads < 1 || options.io_threads > 64)

@@ -3,7 +3,8 @@
 //
 // memd hands out and reads back memory: off loopback it must not be open to
 // anyone who can reach the port, so a non-loopback listen address is refused
-// unless a bearer token is configured (validate_http_options).
+// unless bearer tokens are configured, --token or --tokens
+// (validate_http_options).
 //
 // Thread safety: values and pure functions.
 #pragma once
@@ -15,6 +16,7 @@
 
 #include "memd/error.hpp"
 #include "memd/size.hpp"
+#include "server/http/tokens_file.hpp"
 
 namespace memd {
 
@@ -25,7 +27,8 @@ inline constexpr std::uint64_t kDefaultMaxUpload = 1 * kGiB;
 struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = kDefaultPort;  // 0: any free port (tests)
-  std::string token;        // empty: no authentication (loopback only)
+  std::string token;        // the admin's bearer token (--token)
+  TokenTable tokens;        // bearer token → owner (--tokens); both empty: loopback only
   int threads = 8;     // worker pool: runs the action handlers (they may block)
   int io_threads = 2;  // run the sockets; never block, carry any number of connections
   std::uint64_t max_body = kDefaultMaxBody;      // JSON bodies
@@ -47,7 +50,8 @@ struct HttpOptions {
 Result<void> parse_listen(std::string_view listen, HttpOptions& options);
 // 127.0.0.0/8, ::1 and "localhost".
 bool is_loopback_host(std::string_view host) noexcept;
-// Refuses non-loopback without a token, and nonsensical limits.
+// Refuses non-loopback without a token, a --token that is also a --tokens
+// token, and nonsensical limits.
 Result<void> validate_http_options(const HttpOptions& options);
 
 }  // namespace memd

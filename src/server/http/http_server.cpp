@@ -27,6 +27,7 @@
 #include "protocol/error_mapping.hpp"
 #include "protocol/json_parse.hpp"
 #include "protocol/openapi.hpp"
+#include "server/http/caller.hpp"
 #include "service/memory_service.hpp"
 
 namespace memd {
@@ -81,15 +82,6 @@ Response error_response(unsigned version, const Error& error) {
   res.set(http::field::content_type, kJson);
   res.body().text = to_wire_text(error_body(error));
   return res;
-}
-
-// Compares without an early exit so response time does not leak how much of
-// a guessed token was right.
-bool same_secret(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
-  return diff == 0;
 }
 
 // "/api/memory/allocations/{allocationId}/data" → "/api/memory/allocations/([^/]+)/data"
@@ -186,6 +178,7 @@ struct CompiledRoute {
 struct HttpServer::Impl {
   MemoryService& service;
   HttpOptions options;
+  CallerResolver callers{options.token, options.tokens};
   std::vector<CompiledRoute> routes;
   std::string openapi_text;
   // Declaration order is destruction order reversed: the acceptor goes first,
@@ -206,7 +199,8 @@ struct HttpServer::Impl {
 
   // ---- the worker side: one request in, one response out; may block ------
 
-  Response handle(const Action& action, const Route& route, const Request& req, const std::smatch& match) {
+  Response handle(const Action& action, const Route& route, const Request& req, const std::smatch& match,
+                  const Caller& caller) {
     const unsigned version = req.version();
     nlohmann::json params = nlohmann::json::object();
     if (route.body == RouteBody::Json &&
@@ -226,8 +220,7 @@ struct HttpServer::Impl {
     for (std::size_t i = 0; i < names.size() && i + 1 < match.size(); ++i) params[names[i]] = match[i + 1].str();
 
     CallContext context;
-    context.owner = std::string(req["X-Memd-Owner"]);
-    if (context.owner.empty()) context.owner = "anonymous";
+    context.caller = caller;
     context.read_only = route.read_only;
     if (route.body == RouteBody::BinaryUpload)
       context.payload = std::as_bytes(std::span<const char>(req.body().data(), req.body().size()));
@@ -246,7 +239,7 @@ struct HttpServer::Impl {
     return res;
   }
 
-  Response respond(const Request& req) {
+  Response respond(const Request& req, const Caller& caller) {
     try {
       const std::string path = percent_decode(target_path(req.target()), false);
       // HEAD is answered as GET would be; the session sends only the header.
@@ -254,7 +247,7 @@ struct HttpServer::Impl {
       for (const auto& r : routes) {
         if (r.method != method) continue;
         std::smatch match;
-        if (std::regex_match(path, match, r.pattern)) return handle(*r.action, *r.route, req, match);
+        if (std::regex_match(path, match, r.pattern)) return handle(*r.action, *r.route, req, match, caller);
       }
       if (method == http::verb::get && path == "/api/openapi.json") {
         Response res{http::status::ok, req.version()};
@@ -332,14 +325,13 @@ struct HttpServer::Impl {
       const unsigned version = header.version();
       const std::string_view path = target_path(header.target());
 
-      if (!options.token.empty() && path != "/healthz") {
-        const std::string_view auth = header[http::field::authorization];
-        if (!auth.starts_with("Bearer ") || !same_secret(auth.substr(7), options.token)) {
-          auto res = error_response(version, {ErrorCode::unauthenticated, "missing or wrong bearer token"});
-          res.set(http::field::www_authenticate, "Bearer");
-          co_await refuse(stream, res);
-          co_return;
-        }
+      // Who is asking (server/http/caller.hpp): every route but /healthz.
+      Result<Caller> caller = path == "/healthz" ? Result<Caller>(Caller{}) : callers.resolve(header);
+      if (!caller) {
+        auto res = error_response(version, caller.error());
+        if (caller.error().code == ErrorCode::unauthenticated) res.set(http::field::www_authenticate, "Bearer");
+        co_await refuse(stream, res);
+        co_return;
       }
       const std::uint64_t limit = is_upload(header.method(), path) ? options.max_upload : options.max_body;
       if (const auto length = parser.content_length(); length && *length > limit) {
@@ -374,7 +366,7 @@ struct HttpServer::Impl {
       Request req = parser.release();
       const bool keep_alive = req.keep_alive();
       const bool head_only = req.method() == http::verb::head;
-      auto work = [this, &req]() -> asio::awaitable<Response> { co_return respond(req); };
+      auto work = [this, &req, &caller]() -> asio::awaitable<Response> { co_return respond(req, *caller); };
       auto worker = workers->get_executor();
       Response res = co_await asio::co_spawn(worker, work, asio::use_awaitable);
       res.keep_alive(keep_alive);

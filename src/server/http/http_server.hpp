@@ -9,8 +9,9 @@
 // Routes come only from the action table (path templates become regexes;
 // path, query and JSON body merge into the action's params), plus
 // GET /api/openapi.json. Cross-cutting rules are checked after the header and
-// before the body is read, so no route can skip them: the bearer token (all
-// but /healthz) and the body limit (--max-upload for PUT …/data, --max-body
+// before the body is read, so no route can skip them: who is calling (bearer
+// token, X-Memd-* headers → a Caller, server/http/caller.hpp; all but
+// /healthz) and the body limit (--max-upload for PUT …/data, --max-body
 // otherwise). Unknown routes, oversized bodies, malformed requests and handler
 // exceptions all answer the JSON error shape. Every accepted socket gets
 // TCP_NODELAY; keep-alive has no request cap; header, body, idle and write

@@ -63,8 +63,17 @@ std::string handle_stdio_line(MemoryService& service, std::string_view line, con
         return error_response(id, Error{ErrorCode::invalid_argument, "'params' must be a JSON object"});
       params = std::move(*p);
     }
+    // The host owns the engine it spawned: it is the admin, acting as its
+    // owner. "session" (beside "params") is what X-Memd-Session is to REST.
     CallContext context;
-    context.owner = owner;
+    context.caller = Caller::host(owner);
+    if (auto it = request->find("session"); it != request->end() && !it->is_null()) {
+      if (!it->is_string())
+        return error_response(id, Error{ErrorCode::invalid_argument, "'session' must be a session id string"});
+      auto session = SessionId::parse(it->get_ref<const std::string&>());
+      if (!session) return error_response(id, session.error());
+      context.caller.session = *session;
+    }
     auto outcome = dispatch(service, *action, params, context);
     if (!outcome) return error_response(id, outcome.error());
     return to_wire_text({{"id", id}, {"ok", true}, {"result", std::move(outcome->result)}});

@@ -7,8 +7,11 @@
 // non-object params gets an error response (id echoed when it could be read,
 // else null) and the loop goes on. The host is one owner: everything it
 // allocates is recorded under that owner, and at end of input all of it is
-// released. Nothing but responses is ever written to the output; logs go to
-// stderr.
+// released, its sessions ended. The host spawned this engine and owns it, so
+// it is the admin (it may touch any owner's allocations and set limits). A
+// line may name a session of the host's (`"session": "<id>"` beside
+// "params"), as X-Memd-Session does over REST. Nothing but responses is ever
+// written to the output; logs go to stderr.
 //
 // Thread safety: run_stdio owns the calling thread until end of input.
 // handle_stdio_line is thread-safe (it only calls the service).
