@@ -13,9 +13,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "daemon.hpp"
+#include "daemon_json.hpp"
 #include "http_client.hpp"
 #include "pattern.hpp"
 #include "proc_stats.hpp"
@@ -38,26 +38,6 @@ double seconds_since(Clock::time_point t0) {
 std::uint64_t big_seed(std::size_t k) { return 0xB16B00B5ull * 0x10001ull + k; }
 std::uint64_t cycle_seed(std::size_t client, std::uint64_t n) {
   return pattern_word(0xC1C1Eull, (static_cast<std::uint64_t>(client) << 40) ^ n);
-}
-
-// A GUID as memd writes it; anything else is not put into a URL.
-bool is_guid(const std::string& s) {
-  if (s.size() != 36) return false;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? s[i] != '-' : !std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
-  }
-  return true;
-}
-
-std::optional<std::string> allocation_id(const std::string& body) {
-  const auto doc = nlohmann::json::parse(body, nullptr, false);
-  if (!doc.is_object()) return std::nullopt;
-  const auto id = doc.find("allocationId");
-  if (id == doc.end() || !id->is_string()) return std::nullopt;
-  auto text = id->get<std::string>();
-  if (!is_guid(text)) return std::nullopt;
-  return text;
 }
 
 struct IdleConn {

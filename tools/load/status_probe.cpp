@@ -5,8 +5,8 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <nlohmann/json.hpp>
 
+#include "daemon_json.hpp"
 #include "proc_stats.hpp"
 
 namespace memd::load {
@@ -20,23 +20,6 @@ std::int64_t since(std::chrono::steady_clock::time_point t0) {
 }
 
 }  // namespace
-
-std::optional<std::uint64_t> allocated_bytes(const std::string& status_json) {
-  const auto doc = nlohmann::json::parse(status_json, nullptr, /*allow_exceptions=*/false);
-  if (!doc.is_object()) return std::nullopt;
-  const auto devices = doc.find("devices");
-  if (devices == doc.end() || !devices->is_array()) return std::nullopt;
-  std::uint64_t sum = 0;
-  for (const auto& d : *devices) {
-    if (!d.is_object()) return std::nullopt;
-    const auto a = d.find("allocatedBytes");
-    if (a == d.end() || !a->is_number_unsigned()) return std::nullopt;
-    const auto v = a->get<std::uint64_t>();
-    if (v > (std::uint64_t{1} << 62) || sum > (std::uint64_t{1} << 62)) return std::nullopt;
-    sum += v;
-  }
-  return sum;
-}
 
 void StatusProbe::start() {
   asio::co_spawn(ioc_, run(), asio::detached);

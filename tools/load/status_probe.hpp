@@ -63,8 +63,4 @@ class StatusProbe {
   asio::steady_timer* timer_ = nullptr;
 };
 
-// Sum of devices[].allocatedBytes in a memory_status answer; nullopt if the
-// text is not that shape.
-std::optional<std::uint64_t> allocated_bytes(const std::string& status_json);
-
 }  // namespace memd::load
