@@ -147,7 +147,7 @@ ParsedFlags parse_load_flags(int argc, const char* const* argv) {
   std::string url, pid, spawn, host_device, daemon_log, device = "host:0";
   std::string idle = "10000", slow = "1000", clients = "16", big_count = "4", big_size = "256MiB",
               cycle_size = "4MiB", slow_rate = "32KiB", slow_rcvbuf = "8KiB", fill_piece = "16MiB",
-              dur = "60s", ramp = "60s", request_timeout = "10s", probe = "20ms", deadline, concurrency = "256",
+              dur = "60s", ramp = "60s", request_timeout = "10s", probe = "20ms", progress = "5s", deadline, concurrency = "256",
               rss_limit = "8GiB", min_available = "1GiB", json, max_p99, max_overhead, max_ratio;
   std::vector<std::string> extra;
   app.add_option("--url", url, "Attach to the daemon at this loopback URL (http://127.0.0.1:PORT); needs --pid");
@@ -176,8 +176,9 @@ ParsedFlags parse_load_flags(int argc, const char* const* argv) {
       ->capture_default_str();
   app.add_option("--probe-interval", probe, "Pause between status probes (keep-alive, then fresh)")
       ->capture_default_str();
-  app.add_option("--deadline", deadline, "Stop everything after this (default: 2 ramps + duration + 120s)");
-  app.add_option("--connect-concurrency", concurrency, "Connections being opened at once during a ramp")
+  app.add_option("--progress", progress, "A progress line on stderr this often (0: none)")->capture_default_str();
+  app.add_option("--deadline", deadline, "Stop everything after this (default: 2 ramps + duration + 10 request timeouts + 120s)");
+  app.add_option("--connect-concurrency", concurrency, "Connections being opened at once during a ramp (slow readers: at most 64)")
       ->capture_default_str();
   app.add_option("--rss-limit", rss_limit, "Stop the run (and kill a spawned daemon) when the daemon's RSS "
                                            "passes this")
@@ -236,7 +237,13 @@ ParsedFlags parse_load_flags(int argc, const char* const* argv) {
     o.ramp_timeout = duration("--ramp-timeout", ramp, Millis(100), kMaxDuration);
     o.request_timeout = duration("--request-timeout", request_timeout, Millis(10), Millis(600'000));
     o.probe_interval = duration("--probe-interval", probe, Millis(1), Millis(60'000));
-    o.deadline = deadline.empty() ? 2 * o.ramp_timeout + o.duration + Millis(120'000)
+    o.progress_interval = duration("--progress", progress, Millis(0), kMaxDuration);
+    if (o.progress_interval.count() > 0 && o.progress_interval < Millis(100))
+      throw Refusal{fmt::format("--progress: '{}' is under 100 ms (0 turns it off)", progress)};
+    // Default: every phase's own bound (set-up, two ramps and their
+    // stragglers, the load and its last cycles, the reuse check, teardown)
+    // plus two minutes.
+    o.deadline = deadline.empty() ? 2 * o.ramp_timeout + o.duration + 10 * o.request_timeout + Millis(120'000)
                                   : duration("--deadline", deadline, Millis(1'000), 4 * kMaxDuration);
     o.connect_concurrency = whole("--connect-concurrency", concurrency, 1, 4096);
     o.rss_limit = size("--rss-limit", rss_limit, 64 * kMiB, 1024 * kGiB);

@@ -45,7 +45,8 @@ struct LoadOptions {
   Millis ramp_timeout{60'000};   // each ramp (idle, then slow) stops launching after this
   Millis request_timeout{10'000};
   Millis probe_interval{20};
-  Millis deadline{0};  // whole run; 0 = set-up + 2 ramps + duration + 120 s
+  Millis progress_interval{5'000};  // a progress line on stderr; 0 = none
+  Millis deadline{0};  // whole run; 0 = 2 ramps + duration + 10 request timeouts + 120 s
   std::uint64_t connect_concurrency = 256;
 
   // Protecting the machine.

@@ -1,6 +1,7 @@
 #include "load_run.hpp"
 
 #include <array>
+#include <cstdio>
 #include <cctype>
 #include <span>
 #include <memory>
@@ -133,6 +134,7 @@ class LoadRun {
 
   asio::awaitable<void> orchestrate();
   asio::awaitable<void> guard_deadline();
+  asio::awaitable<void> progress();
   asio::awaitable<bool> wait_healthy();
   asio::awaitable<bool> setup();
   asio::awaitable<void> teardown();
@@ -154,6 +156,8 @@ class LoadRun {
   bool closing_ = false;
   bool done_ = false;
   std::optional<asio::steady_timer> deadline_timer_;
+  asio::steady_timer* progress_timer_ = nullptr;
+  const char* phase_ = "set-up";
 
   std::vector<std::string> big_ids_;
   std::vector<std::unique_ptr<IdleConn>> idle_;
@@ -529,6 +533,26 @@ asio::awaitable<void> LoadRun::guard_deadline() {
   if (!ec2 && !done_) ioc_.stop();  // something ignored the close: give up on it
 }
 
+// A line on stderr every --progress-interval, so a long run shows where it is.
+asio::awaitable<void> LoadRun::progress() {
+  const auto t0 = Clock::now();
+  asio::steady_timer t(ioc_);
+  progress_timer_ = &t;
+  while (!done_) {
+    t.expires_after(o_.progress_interval);
+    auto [ec] = co_await t.async_wait(kTuple);
+    if (ec || done_) break;
+    std::fprintf(stderr,
+                 "memd-load: %6.1f s  %-9s idle %zu open / %llu failed  slow %zu reading / %llu failed  cycles %llu  "
+                 "errors %llu  daemon RSS %s\n",
+                 seconds_since(t0), phase_, idle_watching_, static_cast<unsigned long long>(report_.idle_failed),
+                 slow_streaming_, static_cast<unsigned long long>(report_.slow_failed),
+                 static_cast<unsigned long long>(report_.cycles),
+                 static_cast<unsigned long long>(report_.errors.total()), format_size(watchdog_.last_rss()).c_str());
+  }
+  progress_timer_ = nullptr;
+}
+
 asio::awaitable<void> LoadRun::orchestrate() {
   const auto t_start = Clock::now();
   auto rss_now = [this] { return watchdog_.last_rss(); };
@@ -545,6 +569,7 @@ asio::awaitable<void> LoadRun::orchestrate() {
   // Idle ramp, then slow ramp: each launches what it can within its timeout.
   auto ramps_done = [this] { return ramp_workers_ == 0; };
   if (ready && !halted() && o_.idle > 0) {
+    phase_ = "idle ramp";
     t = Clock::now();
     ramp_over_ = false;
     const auto workers = std::min<std::uint64_t>(o_.connect_concurrency, o_.idle);
@@ -559,6 +584,7 @@ asio::awaitable<void> LoadRun::orchestrate() {
     report_.rss_after_idle = rss_now();
   }
   if (ready && !halted() && o_.slow > 0) {
+    phase_ = "slow ramp";
     t = Clock::now();
     ramp_over_ = false;
     const auto workers = std::min<std::uint64_t>({o_.connect_concurrency, o_.slow, 64});
@@ -577,6 +603,7 @@ asio::awaitable<void> LoadRun::orchestrate() {
 
   // The load: cycles and the probe, with everything above held open.
   if (ready && !halted()) {
+    phase_ = "load";
     t = Clock::now();
     probe_ = std::make_unique<StatusProbe>(endpoint_, o_.probe_interval, o_.request_timeout, daemon_.pid());
     probe_->start();
@@ -595,6 +622,7 @@ asio::awaitable<void> LoadRun::orchestrate() {
   }
   // Every idle connection still open answers once more on the same socket.
   if (ready && !halted() && idle_watching_ > 0) {
+    phase_ = "reuse";
     reuse_phase_ = true;
     reuse_pending_ = idle_watching_;
     for (auto& c : idle_)
@@ -602,6 +630,7 @@ asio::awaitable<void> LoadRun::orchestrate() {
     auto reused = [this] { return reuse_pending_ == 0; };
     co_await wait_until(reused, o_.request_timeout + Millis(1000));
   }
+  phase_ = "closing";
   close_everything();
   auto all_closed = [this] { return idle_watching_ == 0 && slow_streaming_ == 0 && cycles_live_ == 0; };
   co_await wait_until(all_closed, Millis(5'000), false);
@@ -611,6 +640,7 @@ asio::awaitable<void> LoadRun::orchestrate() {
   report_.total_s = seconds_since(t_start);
   done_ = true;
   if (deadline_timer_) deadline_timer_->cancel();
+  if (progress_timer_) progress_timer_->cancel();
 }
 
 RunReport LoadRun::run() {
@@ -621,6 +651,7 @@ RunReport LoadRun::run() {
   slow_.reserve(o_.slow);
   watchdog_.start();
   spawn(guard_deadline());
+  if (o_.progress_interval.count() > 0) spawn(progress());
   spawn(orchestrate());
   ioc_.run();
   if (probe_) probe_->stop();
