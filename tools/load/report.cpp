@@ -43,7 +43,7 @@ std::string report_text(const LoadOptions& o, const RunReport& r) {
                    r.keep_alive.count, r.keep_alive.p50_ms, r.keep_alive.p99_ms, r.keep_alive.max_ms));
   line(fmt::format("  GET /api/memory/status, fresh conn: n {} p50 {:.3f} ms p99 {:.3f} ms max {:.3f} ms",
                    r.fresh.count, r.fresh.p50_ms, r.fresh.p99_ms, r.fresh.max_ms));
-  line(fmt::format("  kept-alive / fresh: p50 {:.2f}, p99 {:.2f} ({} probe reconnects)", r.ratio_p50, r.ratio_p99,
+  line(fmt::format("  kept-alive / fresh: p50 {:.3g}, p99 {:.3g} ({} probe reconnects)", r.ratio_p50, r.ratio_p99,
                    r.probe_reconnects));
   line(fmt::format("  daemon RSS: peak {} (limit {}); after set-up {}, after idle ramp {}, after slow ramp {}, "
                    "at load end {}",
