@@ -6,7 +6,8 @@
 // GET /api/memory/status latency (kept alive and fresh) and the daemon's
 // peak RSS against its allocated bytes. docs/benchmarks.md, "REST door under
 // load", has the figures and the commands. Exit 0: passed; 1: any error,
-// mismatch, timeout, stop or missed goal; 2: refused flags or set-up.
+// mismatch, timeout, stop or missed goal; 2: refused flags, or no daemon to
+// run against (it would not start, or the --pid is not there).
 #include <sys/resource.h>
 
 #include <csignal>
