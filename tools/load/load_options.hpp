@@ -1,0 +1,80 @@
+// load/load_options.hpp — memd-load's flags, checked before anything runs.
+//
+// Every count, size and duration has bounds, so a typo cannot open a million
+// sockets or run for a day; the daemon must be on loopback. A flag that does
+// not parse or is out of bounds is refused with a message naming it (exit 2).
+//
+// Thread safety: values and pure functions.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "memd/size.hpp"
+
+namespace memd::load {
+
+using Millis = std::chrono::milliseconds;
+
+struct LoadOptions {
+  // The daemon: attach (url + pid) or spawn (path, extra `serve` args).
+  std::string url;  // normalised: host and port below
+  std::string host;
+  int port = 0;
+  int pid = 0;
+  std::string spawn;
+  std::vector<std::string> daemon_args;
+  std::uint64_t host_device = 0;  // spawn: --host-device for memd; 0 = enough for the load
+  std::string daemon_log;         // spawn: the daemon's stderr goes here ("" = ours)
+  std::string device = "host:0";
+
+  // The load.
+  std::uint64_t idle = 10'000;
+  std::uint64_t slow = 1'000;
+  std::uint64_t clients = 16;
+  std::uint64_t big_count = 4;
+  std::uint64_t big_size = 256 * kMiB;
+  std::uint64_t cycle_size = 4 * kMiB;
+  std::uint64_t slow_rate = 32 * kKiB;   // bytes per second, per slow reader
+  std::uint64_t slow_rcvbuf = 8 * kKiB;  // SO_RCVBUF of a slow reader's socket
+  std::uint64_t fill_piece = 16 * kMiB;  // set-up writes the big allocations in PUTs of this size
+  Millis duration{60'000};
+  Millis ramp_timeout{60'000};   // each ramp (idle, then slow) stops launching after this
+  Millis request_timeout{10'000};
+  Millis probe_interval{20};
+  Millis progress_interval{5'000};  // a progress line on stderr; 0 = none
+  Millis deadline{0};  // whole run; 0 = 2 ramps + duration + 10 request timeouts + 120 s
+  std::uint64_t connect_concurrency = 256;
+
+  // Protecting the machine.
+  std::uint64_t rss_limit = 8 * kGiB;
+  std::uint64_t min_available = 1 * kGiB;
+
+  std::string json_path;
+  // Goals checked only when given (exit 1 when missed).
+  std::optional<double> max_status_p99_ms;
+  std::optional<std::uint64_t> max_overhead;
+  std::optional<double> max_keepalive_ratio;
+
+  // Descriptors this process needs, with a margin.
+  std::uint64_t descriptors_needed() const { return idle + slow + clients + 64; }
+};
+
+struct ParsedFlags {
+  std::optional<LoadOptions> options;  // set when the run should go ahead
+  int exit_code = 0;                   // otherwise: 0 (help) or 2 (refused)
+  std::string message;                 // the help text, or why refused
+};
+
+ParsedFlags parse_load_flags(int argc, const char* const* argv);
+
+// "250ms", "1.5s", "2m", "60" (seconds) → milliseconds; nullopt if malformed.
+std::optional<Millis> parse_duration(const std::string& text);
+std::optional<double> parse_duration_ms(const std::string& text);
+// "http://127.0.0.1:7870[/]" → host and port; loopback hosts only.
+bool parse_loopback_url(const std::string& url, std::string& host, int& port, std::string& why);
+
+}  // namespace memd::load
