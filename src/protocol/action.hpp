@@ -57,7 +57,7 @@ enum class ParamKind {
   Owner,                // 1..128 bytes of UTF-8, no Cc/Cf (memd/owner_name.hpp)
   Name,                 // 0..256 characters
   Tag,                  // 1..128 characters
-  SessionId,            // a GUID that session_open answered
+  SessionId,            // a GUID that memory_session_open answered
   JsonInteger,          // a JSON integer minimum..maximum, never its text (JSON bodies only)
 };
 std::string_view to_string(ParamKind kind) noexcept;

@@ -359,7 +359,7 @@ std::vector<Action> build_table() {
       R"({"devices": [{"deviceId": "host:0", "name": "host-backed device", "backend": "host", "simulated": true, "totalBytes": 8589934592, "freeBytes": 8589934592, "granularity": 2097152, "virtualMemory": true, "memoryTypes": ["VRAM"]}]})",
       memory_devices});
   t.push_back(Action{
-      "session_open",
+      "memory_session_open",
       "Open a session of the caller's owner: a lease on the allocations made in it (REST: X-Memd-Session: <sessionId>; stdio: \"session\" beside \"params\"). Closing it, or ttlSeconds passing without a heartbeat, frees them, so a crashed worker leaks nothing.",
       {{Post, "/api/sessions", 201}},
       {{.name = "ttlSeconds", .kind = K::JsonInteger,
@@ -370,15 +370,15 @@ std::vector<Action> build_table() {
       R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "ttlSeconds": 30, "expiresAt": "2026-01-01T00:00:30.000Z", "allocations": 0, "allocatedBytes": 0})",
       session_open});
   t.push_back(Action{
-      "session_heartbeat",
+      "memory_session_renew",
       "Renew a session's lease for its ttlSeconds from now (its owner or the admin). A lapsed session cannot be renewed: not_found, its allocations already freed.",
-      {{Post, "/api/sessions/{sessionId}/heartbeat"}},
+      {{Put, "/api/sessions/{sessionId}"}},
       {{"sessionId", K::SessionId, true, "The session's GUID."}},
       R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890"})",
       R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "ttlSeconds": 30, "expiresAt": "2026-01-01T00:01:00.000Z", "allocations": 1, "allocatedBytes": 1048576})",
       session_heartbeat});
   t.push_back(Action{
-      "session_close",
+      "memory_session_close",
       "Close a session (its owner or the admin) and free every allocation still in it; answers what it freed.",
       {{Delete, "/api/sessions/{sessionId}"}},
       {{"sessionId", K::SessionId, true, "The session's GUID."}},
@@ -386,7 +386,7 @@ std::vector<Action> build_table() {
       R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "releasedAllocations": 1, "releasedBytes": 1048576, "allocationIds": ["a1b2c3d4-e5f6-4890-abcd-ef1234567890"]})",
       session_close});
   t.push_back(Action{
-      "session_list",
+      "memory_sessions",
       "Your open sessions (the admin: everyone's), soonest to lapse first.",
       {{Get, "/api/sessions"}},
       {},

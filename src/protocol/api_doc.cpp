@@ -68,10 +68,10 @@ Owners, the admin and sessions:
 - Owner names (`X-Memd-Owner`, the `owner` parameters, the tokens file) are
   1..128 bytes of UTF-8 with no control or format character (Unicode Cc,
   Cf: no NUL, newline or U+202E); anything else is `invalid_argument`.
-- Sessions: `session_open` gives a session id; requests carrying it
+- Sessions: `memory_session_open` gives a session id; requests carrying it
   (`X-Memd-Session`, or stdio's `session`) allocate in it, and whatever of
   that is still allocated is freed when the session is closed or when its
-  lease (`ttlSeconds`, default 60) passes without a `session_heartbeat`, so
+  lease (`ttlSeconds`, default 60) passes without a `memory_session_renew`, so
   a crashed worker leaks nothing; each release is logged with its owner. A
   request naming another owner's session gets `permission_denied`; a closed
   or lapsed one `not_found` (saying which); a malformed id

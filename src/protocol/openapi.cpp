@@ -175,7 +175,7 @@ nlohmann::json operation(const Action& action, const Route& route, std::size_t i
         {{"name", "X-Memd-Session"},
          {"in", "header"},
          {"required", false},
-         {"description", "A session of the caller's owner (session_open): allocations made with it are "
+         {"description", "A session of the caller's owner (memory_session_open): allocations made with it are "
                          "freed when it closes or lapses. Another owner's: permission_denied; closed or "
                          "lapsed: not_found."},
          {"schema", guid_schema()}});

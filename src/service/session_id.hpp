@@ -25,7 +25,7 @@ class SessionId {
     auto guid = AllocationId::parse(text);
     if (!guid)
       return fail(ErrorCode::invalid_argument,
-                  "invalid session id: expected the GUID session_open answered (8-4-4-4-12 hex digits)");
+                  "invalid session id: expected the GUID memory_session_open answered (8-4-4-4-12 hex digits)");
     return SessionId(*guid);
   }
 

@@ -80,7 +80,7 @@ TEST_F(SessionsRest, HeartbeatsKeepALeaseAndCloseReleases) {
   const std::string a = allocate(in(alice_, session));
   for (int i = 0; i < 6; ++i) {  // 3 s of a 2 s lease, renewed every 0.5 s
     std::this_thread::sleep_for(500ms);
-    auto beat = client_->Post("/api/sessions/" + session + "/heartbeat", alice_, "", "application/json");
+    auto beat = client_->Put("/api/sessions/" + session, alice_, "", "application/json");
     ASSERT_EQ(beat->status, 200) << beat->body;
   }
   EXPECT_EQ(client_->Get("/api/memory/allocations/" + a, alice_)->status, 200);
@@ -105,7 +105,7 @@ TEST_F(SessionsRest, ForeignUnknownAndMalformedSessions) {
                               "application/json");
   EXPECT_EQ(stolen->status, 403);
   EXPECT_EQ(code_of(stolen), "permission_denied");
-  EXPECT_EQ(client_->Post("/api/sessions/" + session + "/heartbeat", mallory_, "", "application/json")->status, 403);
+  EXPECT_EQ(client_->Put("/api/sessions/" + session, mallory_, "", "application/json")->status, 403);
   EXPECT_EQ(client_->Delete("/api/sessions/" + session, mallory_)->status, 403);
   EXPECT_EQ(json::parse(client_->Get("/api/sessions", mallory_)->body)["sessions"].size(), 0u);
 
@@ -133,19 +133,19 @@ TEST(SessionsStdio, ALineNamesItsSessionAndTheHostsExitEndsIt) {
     EXPECT_TRUE(reply) << line;
     return reply ? json::parse(*reply) : json();
   };
-  auto opened = call(R"({"id": 1, "action": "session_open", "params": {"ttlSeconds": 60}})");
+  auto opened = call(R"({"id": 1, "action": "memory_session_open", "params": {"ttlSeconds": 60}})");
   ASSERT_TRUE(opened["ok"]) << opened.dump();
   EXPECT_EQ(opened["result"]["owner"], "host-a");
   const std::string session = opened["result"]["sessionId"];
   auto made = call(R"({"id": 2, "action": "memory_allocate", "params": {"sizeBytes": 4096, "deviceId": "host:0"}, "session": ")" +
                    session + "\"}");
   ASSERT_TRUE(made["ok"]) << made.dump();
-  auto listed = call(R"({"id": 3, "action": "session_list"})");
+  auto listed = call(R"({"id": 3, "action": "memory_sessions"})");
   EXPECT_EQ(listed["result"]["sessions"][0]["allocations"], 1);
   auto bad = call(R"({"id": 4, "action": "memory_usage", "session": "nope"})");
   EXPECT_FALSE(bad["ok"]);
   EXPECT_EQ(bad["error"]["code"], "invalid_argument");
-  auto closed = call(R"({"id": 5, "action": "session_close", "params": {"sessionId": ")" + session + "\"}}");
+  auto closed = call(R"({"id": 5, "action": "memory_session_close", "params": {"sessionId": ")" + session + "\"}}");
   ASSERT_TRUE(closed["ok"]) << closed.dump();
   EXPECT_EQ(closed["result"]["releasedAllocations"], 1);
   auto late = call(R"({"id": 6, "action": "memory_allocate", "params": {"sizeBytes": 1}, "session": ")" + session + "\"}");

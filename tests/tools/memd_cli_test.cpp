@@ -193,7 +193,7 @@ TEST(Cli, OwnersAdminAndSessions) {
   EXPECT_EQ(memd("allocate 4KiB --device host:0 --as alice --session " + session + url).code, 0);
   auto listed = memd("sessions --as alice" + url);
   EXPECT_NE(listed.out.find(session), std::string::npos) << listed.out;
-  EXPECT_NE(memd("session heartbeat " + session + " --as alice" + url).out.find("renewed"), std::string::npos);
+  EXPECT_NE(memd("session renew " + session + " --as alice" + url).out.find("renewed"), std::string::npos);
   EXPECT_NE(memd("session close " + session + " --as mallory" + url).out.find("permission_denied"), std::string::npos);
   auto closed = memd("session close " + session + " --as alice" + url);
   EXPECT_EQ(closed.code, 0) << closed.out;

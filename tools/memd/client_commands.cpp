@@ -194,7 +194,7 @@ int run_session_open(const ClientFlags& c, std::optional<std::uint64_t> ttl_seco
 
 int run_session_heartbeat(const ClientFlags& c, const std::string& id) {
   ApiClient api(c.client);
-  return finish(c, api.post("/api/sessions/" + url_encode(id) + "/heartbeat", nlohmann::json::object()),
+  return finish(c, api.put("/api/sessions/" + url_encode(id), nlohmann::json::object()),
                 [](const nlohmann::json& r) { print_session(r, "renewed"); });
 }
 

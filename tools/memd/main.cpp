@@ -171,7 +171,7 @@ int main(int argc, char** argv) {
   open_cmd->callback([&, ttl_opt] {
     exit_code = run_session_open(client, ttl_opt->count() ? std::optional(ttl_seconds) : std::nullopt);
   });
-  auto* beat_cmd = session_cmd->add_subcommand("heartbeat", "Renew a session's lease");
+  auto* beat_cmd = session_cmd->add_subcommand("renew", "Renew a session's lease (a heartbeat)");
   add_client_flags(beat_cmd, client);
   beat_cmd->add_option("id", session_id, "Session id")->required();
   beat_cmd->callback([&] { exit_code = run_session_heartbeat(client, session_id); });

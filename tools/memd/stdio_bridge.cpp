@@ -44,6 +44,7 @@ class Connection {
   Result<httplib::Response> send(const std::string& method, const std::string& target, const std::string& body) {
     httplib::Result res = [&] {
       if (method == "DELETE") return client_.Delete(target, headers_);
+      if (method == "PUT") return client_.Put(target, headers_, body, "application/json");
       return client_.Post(target, headers_, body, "application/json");
     }();
     if (!res) return fail(ErrorCode::unavailable, "cannot reach memd: {}", httplib::to_string(res.error()));
@@ -82,7 +83,7 @@ std::string local_error(std::string_view line, const Error& error) {
 class Heartbeat {
  public:
   Heartbeat(const BridgeFlags& flags, const std::string& owner, std::string session)
-      : connection_(flags, owner), path_("/api/sessions/" + url_encode(session) + "/heartbeat"),
+      : connection_(flags, owner), path_("/api/sessions/" + url_encode(session)),
         every_(std::max(1, flags.ttl_seconds / 3)), thread_([this] { loop(); }) {}
   ~Heartbeat() {
     {
@@ -98,7 +99,7 @@ class Heartbeat {
     std::unique_lock lock(mutex_);
     while (!wake_.wait_for(lock, std::chrono::seconds(every_), [this] { return stop_; })) {
       lock.unlock();
-      if (auto ok = connection_.call("POST", path_, nlohmann::json::object()); !ok)
+      if (auto ok = connection_.call("PUT", path_, nlohmann::json::object()); !ok)
         spdlog::warn("memd stdio --connect: heartbeat failed: {}", ok.error().message);
       lock.lock();
     }
