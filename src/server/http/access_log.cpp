@@ -61,9 +61,12 @@ std::uint64_t AccessLog::percentile(double fraction) const {
 std::optional<std::string> AccessLog::take_summary() {
   std::lock_guard lock(mutex_);
   if (requests_ == 0) return std::nullopt;
-  std::string line = fmt::format("http: {} request{} (2xx {}, 3xx {}, 4xx {}, 5xx {}", requests_,
-                                 requests_ == 1 ? "" : "s", by_class_[2], by_class_[3], by_class_[4], by_class_[5]);
-  if (by_class_[0] + by_class_[1] > 0) line += fmt::format(", other {}", by_class_[0] + by_class_[1]);
+  std::string line = fmt::format("http: {} request{} (2xx {}, 4xx {}, 5xx {}", requests_, requests_ == 1 ? "" : "s",
+                                 by_class_[2], by_class_[4], by_class_[5]);
+  // Rare classes only when they occurred: 1xx/3xx are never answered today,
+  // and 0 counts requests whose client left before the answer.
+  if (by_class_[1] + by_class_[3] > 0) line += fmt::format(", 1xx/3xx {}", by_class_[1] + by_class_[3]);
+  if (by_class_[0] > 0) line += fmt::format(", unanswered {}", by_class_[0]);
   line += fmt::format("), {} in, {} out, p50 ≤ {}, p99 ≤ {}", format_size(bytes_in_), format_size(bytes_out_),
                       micros_text(percentile(0.50)), micros_text(percentile(0.99)));
   requests_ = 0;

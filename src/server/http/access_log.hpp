@@ -33,7 +33,7 @@ class AccessLog {
  public:
   // Logs the request at debug level and adds it to the interval's counts.
   void record(const RequestRecord& r);
-  // "http: 12 requests (2xx 10, 4xx 2, 5xx 0), 1.0 MiB in, 4.0 MiB out, p50 ≤ 96 µs, p99 ≤ 2.0 ms"
+  // "http: 12 requests (2xx 10, 4xx 2, 5xx 0), 1.0 MiB in, 4.0 MiB out, p50 ≤ 95 µs, p99 ≤ 2.0 ms"
   // for what was recorded since the last call, then starts over; nullopt when
   // nothing was.
   std::optional<std::string> take_summary();
@@ -48,7 +48,7 @@ class AccessLog {
 
   std::mutex mutex_;
   std::uint64_t requests_ = 0;
-  std::array<std::uint64_t, 6> by_class_{};  // index status / 100 (0: outside 1xx..5xx)
+  std::array<std::uint64_t, 6> by_class_{};  // index status / 100; 0: no answer (status 0)
   std::uint64_t bytes_in_ = 0, bytes_out_ = 0;
   std::array<std::uint64_t, kBuckets> latency_{};
 };

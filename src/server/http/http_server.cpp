@@ -265,6 +265,7 @@ struct HttpServer::Impl {
     stream.expires_after(options.write_timeout);
     auto [ec, n] = co_await http::async_write(stream, res, kTuple);
     if (ec) co_return;
+    x.bytes_out += res.body().size();
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
     stream.expires_after(kDrainTime);
@@ -313,7 +314,7 @@ struct HttpServer::Impl {
                                                 fmt::format("body over the {} byte limit", limit)});
         co_await refuse(stream, res, x);
       } else if (!is_disconnect(ec)) {
-        Response res = error_response(version, header_parse_error(ec, {}));
+        Response res = error_response(version, header_parse_error(ec));
         co_await refuse(stream, res, x);
       }
       co_return std::nullopt;
@@ -360,7 +361,7 @@ struct HttpServer::Impl {
         auto [ec, n] = co_await http::async_read_some(stream, buffer, parser, kTuple);
         if (ec && ec != http::error::need_buffer) {
           if (is_disconnect(ec)) co_return false;  // pieces already written stay written
-          Error error = header_parse_error(ec, {});
+          Error error = header_parse_error(ec);
           if (ec == http::error::body_limit)
             error = {ErrorCode::payload_too_large, fmt::format("body over the {} byte limit", options.max_upload)};
           Response res = error_response(version, error);
@@ -430,8 +431,9 @@ struct HttpServer::Impl {
       if (ec) {
         if (is_disconnect(ec)) co_return false;
         const auto raw = buffer.cdata();
-        Response res = error_response(
-            11, header_parse_error(ec, std::string_view(static_cast<const char*>(raw.data()), raw.size())));
+        Response res = error_response(11, header_parse_error(ec, head.get().target(),
+                                                             std::string_view(static_cast<const char*>(raw.data()),
+                                                                              raw.size())));
         x.method = "-";
         co_await refuse(stream, res, x);
         co_return false;

@@ -153,8 +153,8 @@ Result<void> check_target(std::string_view target) {
 }
 
 Result<void> check_json_content_type(std::optional<std::string_view> content_type, bool has_body) {
+  if (!has_body) return {};  // nothing to misread, whatever the header says
   if (!content_type) {
-    if (!has_body) return {};
     return fail(ErrorCode::unsupported_media_type,
                 "a JSON body needs Content-Type: application/json (the request had none)");
   }
@@ -164,17 +164,20 @@ Result<void> check_json_content_type(std::optional<std::string_view> content_typ
               std::string(trim(*content_type)).substr(0, 128));
 }
 
-Error header_parse_error(const boost::system::error_code& ec, std::string_view head) {
+Error header_parse_error(const boost::system::error_code& ec, std::string_view parsed_target,
+                         std::string_view unconsumed) {
   if (ec == http::error::header_limit) {
-    // The request line is "METHOD SP target SP HTTP/1.1"; when it has not
-    // ended yet, everything after the method is target so far.
-    std::string_view line = head.substr(0, head.find('\n'));
-    const auto first = line.find(' ');
-    std::string_view target = first == std::string_view::npos ? std::string_view{} : line.substr(first + 1);
-    if (head.find('\n') != std::string_view::npos) target = target.substr(0, target.rfind(' '));
-    if (target.size() > kMaxTargetBytes)
-      return {ErrorCode::uri_too_long,
-              fmt::format("request target over the {} byte limit", kMaxTargetBytes)};
+    // Beast consumes the request line once it is whole: then the message
+    // has its target. Otherwise the line has not ended within the limit, and
+    // everything after the method so far is target.
+    std::size_t target = parsed_target.size();
+    if (target == 0) {
+      const std::string_view line = unconsumed.substr(0, unconsumed.find('\n'));
+      const auto space = line.find(' ');
+      target = space == std::string_view::npos ? 0 : line.size() - space - 1;
+    }
+    if (target > kMaxTargetBytes)
+      return {ErrorCode::uri_too_long, fmt::format("request target over the {} byte limit", kMaxTargetBytes)};
     return {ErrorCode::invalid_argument,
             fmt::format("request header fields over the {} byte limit", kMaxHeaderFieldBytes)};
   }

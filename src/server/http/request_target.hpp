@@ -90,13 +90,16 @@ class RouteTable {
 // uri_too_long over kMaxTargetBytes.
 Result<void> check_target(std::string_view target);
 // A JSON route's body must say it is JSON: application/json, any letter case,
-// parameters such as charset allowed. A missing Content-Type is accepted only
-// without a body: a browser page can send a typeless body cross-origin with
-// no preflight, so accepting one would let any web page drive the daemon.
+// parameters such as charset allowed. Without a body nothing is checked. A
+// body without a Content-Type is refused too: a browser page can send a
+// typeless body (a Blob) cross-origin with no CORS preflight, as it can
+// text/plain, so accepting either would let any web page drive the daemon.
 Result<void> check_json_content_type(std::optional<std::string_view> content_type, bool has_body);
-// The error a header that Beast's parser refused answers with. `head` is
-// what was received of the header (the parser leaves it unconsumed), which
-// tells a long request target (414) from long header fields (400).
-Error header_parse_error(const boost::system::error_code& ec, std::string_view head);
+// The error a header that Beast's parser refused answers with. Over the
+// header limit, a long request target (414) is told from long header fields
+// (400) by the target the parser has stored (once the request line is whole)
+// or else by the unconsumed bytes, which then begin with that line.
+Error header_parse_error(const boost::system::error_code& ec, std::string_view parsed_target = {},
+                         std::string_view unconsumed = {});
 
 }  // namespace memd
