@@ -121,14 +121,19 @@ struct ExchangeLog {
   }
 };
 
-// A connection in the server's list, so shutdown() can close the idle ones.
-// It lives in the session's coroutine frame; `idle` is true while the session
-// waits for a request's first byte.
+// A connection in the server's list: shutdown() closes the idle ones and
+// waits for the busy ones, and the idle sweep closes those idle too long.
+// Both close an idle connection the same way: shutting its socket's read
+// side, which completes its pending wait (the descriptor stays valid: an
+// entry leaves the list before its socket closes). Guarded by the list's
+// mutex.
 struct ConnectionEntry {
   ConnectionEntry* prev = nullptr;
   ConnectionEntry* next = nullptr;
   int fd = -1;
-  std::atomic<bool> idle{false};
+  bool idle = false;  // parked between requests (fixed for the entry's life)
+  SteadyClock::time_point idle_until{};
+  bool closing = false;  // set when its read side was shut: do not serve it
 };
 
 }  // namespace
@@ -140,7 +145,7 @@ struct HttpServer::Impl {
   DataActions upload_actions, download_actions;
   std::string openapi_text;
   AccessLog access;
-  std::mutex connections_mutex;
+  mutable std::mutex connections_mutex;
   ConnectionEntry* connections = nullptr;  // guarded by connections_mutex
   std::size_t open_connections = 0;        // guarded by connections_mutex
   std::atomic<bool> stopping{false};
@@ -172,8 +177,10 @@ struct HttpServer::Impl {
   struct Registration {
     Impl& impl;
     ConnectionEntry entry;
-    Registration(Impl& i, int fd) : impl(i) {
+    Registration(Impl& i, int fd, std::optional<SteadyClock::time_point> idle_until = std::nullopt) : impl(i) {
       entry.fd = fd;
+      entry.idle = idle_until.has_value();
+      entry.idle_until = idle_until.value_or(SteadyClock::time_point{});
       std::lock_guard lock(impl.connections_mutex);
       entry.next = impl.connections;
       if (impl.connections) impl.connections->prev = &entry;
@@ -187,9 +194,48 @@ struct HttpServer::Impl {
       if (entry.next) entry.next->prev = entry.prev;
       --impl.open_connections;
     }
+    bool closing() const {
+      std::lock_guard lock(impl.connections_mutex);
+      return entry.closing;
+    }
     Registration(const Registration&) = delete;
     Registration& operator=(const Registration&) = delete;
   };
+
+  // A kept-alive connection between requests: its socket and its list entry,
+  // waiting for the socket to become readable. No coroutine, no stream
+  // timers, no buffer: this is what 10,000 idle clients cost (see
+  // docs/architecture.md, "Memory per connection").
+  struct Parked {
+    tcp::socket socket;
+    Registration registration;
+    Parked(Impl& impl, tcp::socket s)
+        : socket(std::move(s)),
+          registration(impl, socket.native_handle(), SteadyClock::now() + impl.options.idle_timeout) {}
+  };
+
+  // Parks a connection until its next request's first byte (or its close, an
+  // idle timeout, a shutdown); a readable one gets a session coroutine.
+  void park(tcp::socket connection) {
+    if (stopping.load()) return;  // closes it
+    auto parked = std::make_unique<Parked>(*this, std::move(connection));
+    tcp::socket& waiting = parked->socket;
+    waiting.async_wait(tcp::socket::wait_read, [this, parked = std::move(parked)](const beast::error_code& ec) mutable {
+      if (ec || stopping.load() || parked->registration.closing()) return;
+      tcp::socket socket = std::move(parked->socket);
+      parked.reset();
+      auto executor = socket.get_executor();
+      asio::co_spawn(executor, session(std::move(socket)), [](const std::exception_ptr& error) {
+        if (!error) return;
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          spdlog::warn("connection: {}", e.what());
+        } catch (...) {
+        }
+      });
+    });
+  }
 
   std::size_t connection_count() {
     std::lock_guard lock(connections_mutex);
@@ -499,33 +545,21 @@ struct HttpServer::Impl {
     co_return co_await write_response(stream, res, keep_alive, head_only, x);
   }
 
+  // A connection with a request arriving: requests are served until it
+  // closes or has nothing more buffered, then it is parked again.
   asio::awaitable<void> session(tcp::socket socket) {
     beast::tcp_stream stream(std::move(socket));
     Registration registration(*this, stream.socket().native_handle());
     beast::flat_buffer buffer;
-    char first = 0;
     for (;;) {
-      if (buffer.size() == 0) {
-        // Idle: hold no buffer until a request's first byte arrives, so a
-        // kept-alive connection costs its socket and this frame, not a
-        // read buffer (docs/architecture.md, "Memory per connection").
-        buffer.shrink_to_fit();
-        registration.entry.idle.store(true);
-        if (stopping.load()) co_return;
-        stream.expires_after(options.idle_timeout);
-        auto [ec, n] = co_await stream.async_read_some(asio::buffer(&first, 1), kTuple);
-        registration.entry.idle.store(false);
-        if (ec || n == 0) co_return;
-        const auto space = buffer.prepare(1);
-        *static_cast<char*>(space.data()) = first;
-        buffer.commit(1);
-      }
       if (!co_await exchange(stream, buffer)) {
         beast::error_code ignored;
         stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
         co_return;
       }
+      if (buffer.size() == 0) break;  // else a pipelined request is waiting
     }
+    park(stream.release_socket());
   }
 
   asio::awaitable<void> accept_loop() {
@@ -542,16 +576,28 @@ struct HttpServer::Impl {
       }
       beast::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
-      auto executor = socket.get_executor();
-      asio::co_spawn(executor, session(std::move(socket)), [](const std::exception_ptr& error) {
-        if (!error) return;
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          spdlog::warn("connection: {}", e.what());
-        } catch (...) {
-        }
-      });
+      park(std::move(socket));
+    }
+  }
+
+  // Closes connections parked longer than the idle timeout. A sweep every
+  // quarter of the timeout (10 ms to 1 s) instead of a timer per connection:
+  // a timer and its pending wait would cost an idle connection more than all
+  // the rest it holds.
+  asio::awaitable<void> sweep_idle() {
+    asio::steady_timer timer(ioc);
+    const auto period = std::clamp<std::chrono::milliseconds>(options.idle_timeout / 4, std::chrono::milliseconds(10),
+                                                               std::chrono::milliseconds(1000));
+    while (!stopping.load()) {
+      timer.expires_after(period);
+      co_await timer.async_wait(kTuple);
+      const auto now = SteadyClock::now();
+      std::lock_guard lock(connections_mutex);
+      for (auto* e = connections; e != nullptr; e = e->next) {
+        if (!e->idle || e->closing || e->idle_until > now) continue;
+        e->closing = true;
+        ::shutdown(e->fd, SHUT_RD);
+      }
     }
   }
 
@@ -587,14 +633,14 @@ struct HttpServer::Impl {
       beast::error_code ignored;
       acceptor.close(ignored);
     });
-    // An idle connection waits in a read for its next request: shutting its
-    // socket's read side ends that read at once (the descriptor stays valid:
-    // a session leaves the list before its socket closes).
+    // Idle connections are closed at once (ConnectionEntry); busy ones finish
+    // their request and then close instead of parking.
     std::size_t idle = 0, busy = 0;
     {
       std::lock_guard lock(connections_mutex);
       for (auto* e = connections; e != nullptr; e = e->next) {
-        if (e->idle.load()) {
+        if (e->idle) {
+          e->closing = true;
           ::shutdown(e->fd, SHUT_RD);
           ++idle;
         } else {
@@ -650,6 +696,7 @@ Result<void> HttpServer::run() {
   auto& ioc = impl_->ioc;
   asio::co_spawn(impl_->accept_strand, impl_->accept_loop(), asio::detached);
   asio::co_spawn(ioc, impl_->summarize(), asio::detached);
+  asio::co_spawn(ioc, impl_->sweep_idle(), asio::detached);
   auto run_io = [&ioc] {
     for (;;) {
       try {
