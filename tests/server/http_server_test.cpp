@@ -244,3 +244,61 @@ TEST(HttpServer, ASecondServerOnABusyAddressFailsToBind) {
 
 }  // namespace
 }  // namespace memd::testing
+
+namespace memd::testing {
+namespace {
+
+// shutdown(): idle connections close at once, a request in flight may finish
+// within the grace, and one that never finishes does not hold run() past it.
+TEST(HttpServer, ShutdownClosesIdleConnectionsAndIsBoundedByTheGrace) {
+  HttpOptions options;
+  options.shutdown_grace = milliseconds(600);
+  Server server(options);
+  ASSERT_NE(server.port(), 0);
+  Socket served(server.port());
+  ASSERT_TRUE(served.send(kHealthz));
+  ASSERT_TRUE(answered_ok(served.response()));
+  Socket silent(server.port());
+  ASSERT_TRUE(silent.ok());
+  // A request that never completes: its header, then nothing.
+  Socket stalled(server.port());
+  ASSERT_TRUE(stalled.send("POST /api/memory/optimize HTTP/1.1\r\nHost: memd\r\nContent-Type: application/json\r\n"
+                           "Content-Length: 100\r\n\r\n{"));
+  std::this_thread::sleep_for(milliseconds(100));
+
+  const auto start = Clock::now();
+  server.http().shutdown();
+  EXPECT_TRUE(served.closed_within(milliseconds(2000)));
+  EXPECT_TRUE(silent.closed_within(milliseconds(2000)));
+  server.join();
+  const auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
+  EXPECT_GE(took, 500) << "run() returned before the busy connection's grace ran out";
+  EXPECT_LT(took, 3000) << "the grace did not bound the shutdown";
+}
+
+// A request in flight when shutdown() begins is answered, with
+// Connection: close, and run() returns as soon as it is done.
+TEST(HttpServer, ShutdownLetsARequestInFlightFinish) {
+  HttpOptions options;
+  options.shutdown_grace = milliseconds(10'000);
+  Server server(options);
+  ASSERT_NE(server.port(), 0);
+  Socket client(server.port());
+  const std::string body = R"({"sizeBytes": 4096, "deviceId": "host:0"})";
+  ASSERT_TRUE(client.send("POST /api/memory/allocations HTTP/1.1\r\nHost: memd\r\nContent-Type: application/json\r\n"
+                          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body.substr(0, 5)));
+  std::this_thread::sleep_for(milliseconds(100));
+  const auto start = Clock::now();
+  server.http().shutdown();
+  std::this_thread::sleep_for(milliseconds(100));
+  ASSERT_TRUE(client.send(body.substr(5)));
+  const auto answer = client.response();
+  ASSERT_TRUE(answer);
+  EXPECT_TRUE(answer->starts_with("HTTP/1.1 201")) << *answer;
+  EXPECT_NE(answer->find("Connection: close"), std::string::npos) << *answer;
+  server.join();
+  EXPECT_LT(std::chrono::duration_cast<milliseconds>(Clock::now() - start).count(), 3000);
+}
+
+}  // namespace
+}  // namespace memd::testing

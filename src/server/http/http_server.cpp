@@ -285,6 +285,7 @@ struct HttpServer::Impl {
 
   asio::awaitable<bool> write_response(beast::tcp_stream& stream, Response& res, bool keep_alive, bool head_only,
                                        ExchangeLog& x) {
+    keep_alive = keep_alive && !stopping.load();  // a shutdown may have begun since the header
     res.keep_alive(keep_alive);
     res.prepare_payload();
     x.status = res.result_int();
@@ -453,6 +454,7 @@ struct HttpServer::Impl {
     out.header.result(static_cast<http::status>(match.route->success_status));
     out.header.version(req.version());
     out.header.set(http::field::content_type, kOctets);
+    keep_alive = keep_alive && !stopping.load();
     out.header.keep_alive(keep_alive);
     out.length = (*source)->length();
     out.source = std::move(*source);
