@@ -27,9 +27,10 @@
 // Content-Length in 64 KiB pieces, each read by one memory_read dispatch on
 // the worker pool, at most two alive per response (streamed_response.hpp,
 // the mechanism server-sent events will reuse). JSON bodies and answers are
-// held whole (bounded by --max-body). An idle connection holds no read
-// buffer: its session waits for the next request's first byte in a one-byte
-// read.
+// held whole (bounded by --max-body). A connection between requests is
+// parked: its socket waits for readability with no coroutine, timer or
+// buffer (under 1 KiB each; docs/architecture.md, "Memory per connection"),
+// and one sweep closes those idle past the idle timeout.
 //
 // One daemon per address: the listening socket sets SO_REUSEADDR (rebinding
 // over TIME_WAIT) but never SO_REUSEPORT, so bind() on an address another
