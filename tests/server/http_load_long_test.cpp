@@ -3,7 +3,7 @@
 // 256 MiB allocation, with the daemon's resident memory minus its allocated
 // bytes at most 256 MiB. The readers ask for the whole allocation and then
 // read nothing, so each download stalls with its pieces in flight — the
-// worst case for memory. Label `long` (about half a minute, 22,000 sockets):
+// worst case for memory. Label `long` (two minutes on the dev build, 22,000 sockets):
 // run it with `ctest -L long` or the executable directly. The numbers it
 // prints are in docs/architecture.md ("Memory per connection").
 #include <gtest/gtest.h>
