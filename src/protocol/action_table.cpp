@@ -27,8 +27,9 @@ namespace {
   lhs = std::move(*MEMD_CONCAT(memd_result_, __LINE__))
 
 // One read answers at most this much: a stdio response line carries it in
-// base64 and a REST response in memory, so a whole 100 GiB allocation cannot
-// be asked for at once.
+// base64, so a whole 100 GiB allocation cannot be asked for at once. (REST
+// streams a read of any length, dispatching this action once per 64 KiB
+// piece: server/http/data_streams.hpp.)
 constexpr std::uint64_t kMaxReadBytes = 1 * kGiB;
 constexpr std::uint64_t kMaxPageLimit = 1000;
 constexpr std::uint64_t kDefaultPageLimit = 100;
@@ -301,7 +302,7 @@ std::vector<Action> build_table() {
       memory_write});
   t.push_back(Action{
       "memory_read",
-      "Read bytes of an allocation (bounds-checked; at most 1 GiB a call; its owner or the admin). REST answers application/octet-stream, stdio base64 in data.",
+      "Read bytes of an allocation (bounds-checked; its owner or the admin). REST streams them as application/octet-stream, any length; stdio answers base64 in data, at most 1 GiB a call.",
       {{Get, "/api/memory/allocations/{allocationId}/data", 200, RouteBody::BinaryDownload}},
       {{"allocationId", K::AllocationId, true, "The allocation's GUID."},
        {"offset", K::Size, false, "Where to start reading (default 0)."},

@@ -42,9 +42,15 @@ through both doors:
   `--max-body` (64 MiB) or, for data uploads, `--max-upload` (1 GiB) are
   refused with 413.
   `GET /api/openapi.json` serves the OpenAPI 3.0 document of these routes.
+  `POST /api/stdio` takes one stdio request line as its JSON body and
+  answers its stdio response line (200 whenever a line was answered: errors
+  travel in it, `"ok": false`), as the caller its headers name: this is what
+  `memd stdio --connect URL` speaks, so a bridged host gets the in-process
+  door's answers from a shared daemon.
   Connections stay open for any number of requests (HTTP/1.1 keep-alive);
   one idle for 120 s, or whose request header takes longer than 10 s to
-  arrive, is closed. One daemon per address: `memd serve` on an address in
+  arrive, is closed. Transport rules and data streaming: "REST transport"
+  below. One daemon per address: `memd serve` on an address in
   use fails at once (exit 1).
 
 Owners, the admin and sessions:
@@ -105,7 +111,7 @@ bound, missing key, and the key is named). A well-formed request that the
 daemon's state refuses gets its own code: `not_found` for an unknown id,
 device or a device without that memory type, `out_of_range` (416) for a read
 or write outside an existing allocation's bounds, `out_of_memory` for a size
-no device can hold, `payload_too_large` for a read over 1 GiB, `invalid_file`
+no device can hold, `payload_too_large` for a stdio read over 1 GiB, `invalid_file`
 (422) for a malformed, unreadable or escaping model file. 416 says "this
 range of this resource cannot be served" and 422 "well-formed, but what it
 names cannot be processed", so a client tells both apart from a 400 without
@@ -114,6 +120,62 @@ have their own codes: `method_not_allowed` (405, with `Allow`) for a known
 path asked with another method, `uri_too_long` (414), `unsupported_media_type`
 (415) for a JSON route sent another content type. `permission_denied` (403)
 is an authenticated caller acting beyond its owner (above).
+
+)";
+
+// The REST door's own rules: what it refuses from the header alone, how the
+// data routes stream, and how the daemon stops.
+constexpr std::string_view kRestTransport = R"(## REST transport
+
+Checked from the request's header alone, before any of its body is read (a
+refused request without a body keeps its connection; one whose body was not
+read is answered and then closed):
+
+- A request target (path and query) over 8 KiB: 414 `uri_too_long`. Header
+  fields over 16 KiB (besides the request line): 400 `invalid_argument`.
+- A known path asked with a method it does not take: 405
+  `method_not_allowed`, with `Allow` listing the methods it takes
+  (`GET, HEAD, PUT`); HEAD is taken wherever GET is. An unknown path is 404.
+- A JSON route (POST or PUT with a JSON body) whose body is not declared
+  `Content-Type: application/json` (any letter case; parameters such as
+  `charset` allowed): 415 `unsupported_media_type`. A body with no
+  Content-Type is refused too (a web page can send one cross-site without a
+  CORS preflight); a request without a body needs none. Data uploads take any
+  type.
+- Two `Content-Length` headers that disagree (or one list that disagrees with
+  itself, or Content-Length together with `Transfer-Encoding: chunked`): 400
+  `invalid_argument`, "conflicting Content-Length headers"; the same length
+  repeated is one length.
+- A body over `--max-body`, or `--max-upload` for data: 413.
+
+Data is streamed, never held whole:
+
+- `PUT /api/memory/allocations/{allocationId}/data` is checked whole before
+  its body is read: the allocation exists, the caller may write it, and
+  `offset` + Content-Length lies inside it (416 `out_of_range` otherwise);
+  `Expect: 100-continue` is answered only then. The body is written in pieces
+  as it arrives, each piece passing memory_write's checks; a chunked body is
+  bounds-checked piece by piece. A piece that fails (a chunked body running
+  past the end, the allocation freed meanwhile) is answered with its error,
+  whose message says how many bytes of the body were written, and the
+  connection closes: a prefix of the body may have been written, as it may
+  when a client disconnects mid-body. The answer counts `bytesWritten` for
+  the whole body.
+- `GET /api/memory/allocations/{allocationId}/data` is checked whole (416 for
+  a range outside the allocation) before its header is sent, then sent with
+  `Content-Length` (not chunked) in pieces; over REST a read has no 1 GiB
+  cap. If the allocation is freed while it streams, the connection closes
+  before Content-Length bytes: the body is short, never padded. HEAD answers
+  the same header without the body.
+- A body may pause up to 30 s between reads; each 64 KiB piece of an answer
+  must be taken by the client within 30 s.
+
+On SIGTERM or SIGINT `memd serve` stops accepting, closes idle connections,
+lets requests in flight finish (their answers carry `Connection: close`) for
+up to 10 s, logs the allocations it releases (per owner) and exits 0; a
+second signal stops it at once. `--log-level debug` logs a line per request
+(method, target, status, body bytes in and out, µs); at `info` a summary of
+the last minute is logged when there was traffic.
 
 )";
 
@@ -163,6 +225,7 @@ std::string example_http_target(const Action& action, const Route& route) {
 
 std::string api_markdown() {
   std::string out(kPreamble);
+  out += kRestTransport;
   out += "## Errors\n\nThe closed list of codes, the same through both doors:\n\n";
   out += "| code | HTTP status |\n|---|---|\n";
   for (auto c : kAllErrorCodes)

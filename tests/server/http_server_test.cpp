@@ -7,13 +7,6 @@
 //
 // Bounds are generous (a loaded CI machine must pass); they catch the old
 // 42 ms-per-request and 10 s-with-idle-connections behaviour, not tune it.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -26,151 +19,10 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
-#include "server/http/http_server.hpp"
-#include "service/memory_service.hpp"
+#include "server/http_test_support.hpp"
 
 namespace memd::testing {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-using std::chrono::milliseconds;
-
-// One raw TCP connection to 127.0.0.1:port.
-class Socket {
- public:
-  explicit Socket(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<std::uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      ::close(fd_);
-      fd_ = -1;
-    }
-    // The client side must not add Nagle's delay of its own.
-    int one = 1;
-    if (fd_ >= 0) ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  }
-  ~Socket() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Socket(const Socket&) = delete;
-  Socket& operator=(const Socket&) = delete;
-  Socket(Socket&& other) noexcept : fd_(other.fd_), buffer_(std::move(other.buffer_)) { other.fd_ = -1; }
-
-  bool ok() const { return fd_ >= 0; }
-
-  bool send(std::string_view text) {
-    while (!text.empty()) {
-      const ssize_t n = ::send(fd_, text.data(), text.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      text.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
-  }
-
-  // Reads one response (headers and a Content-Length body); nullopt on close
-  // or timeout.
-  std::optional<std::string> response(milliseconds timeout = milliseconds(5000)) {
-    const auto deadline = Clock::now() + timeout;
-    for (;;) {
-      if (const auto end = buffer_.find("\r\n\r\n"); end != std::string::npos) {
-        std::size_t length = 0;
-        std::string lower = buffer_.substr(0, end);
-        for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        if (const auto cl = lower.find("content-length:"); cl != std::string::npos)
-          length = std::stoul(lower.substr(cl + 15));
-        if (buffer_.size() >= end + 4 + length) {
-          std::string out = buffer_.substr(0, end + 4 + length);
-          buffer_.erase(0, end + 4 + length);
-          return out;
-        }
-      }
-      if (!fill(deadline)) return std::nullopt;
-    }
-  }
-
-  // Reads one response's header only (a HEAD answer has no body).
-  std::optional<std::string> header_only(milliseconds timeout = milliseconds(5000)) {
-    const auto deadline = Clock::now() + timeout;
-    for (;;) {
-      if (const auto end = buffer_.find("\r\n\r\n"); end != std::string::npos) {
-        std::string out = buffer_.substr(0, end + 4);
-        buffer_.erase(0, end + 4);
-        return out;
-      }
-      if (!fill(deadline)) return std::nullopt;
-    }
-  }
-
-  // True once the server has closed the connection (read returns 0 or an
-  // error) within the timeout; anything it sends first is skipped.
-  bool closed_within(milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    for (;;) {
-      const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0) return false;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
-      char chunk[4096];
-      if (::recv(fd_, chunk, sizeof chunk, 0) <= 0) return true;
-    }
-  }
-
- private:
-  bool fill(Clock::time_point deadline) {
-    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return false;
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
-    char chunk[65536];
-    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-    if (n <= 0) return false;
-    buffer_.append(chunk, static_cast<std::size_t>(n));
-    return true;
-  }
-
-  int fd_ = -1;
-  std::string buffer_;
-};
-
-constexpr std::string_view kHealthz = "GET /healthz HTTP/1.1\r\nHost: memd\r\n\r\n";
-
-// A daemon in this process, on 127.0.0.1 and a free port.
-class Server {
- public:
-  explicit Server(HttpOptions options = {}) {
-    ServiceOptions service_options;
-    service_options.backends.host_device_bytes = 64 * kMiB;
-    service_options.backends.enable_cuda = false;
-    auto service = MemoryService::create(service_options);
-    if (!service) return;
-    service_ = std::move(*service);
-    options.host = "127.0.0.1";
-    options.port = 0;
-    server_ = std::make_unique<HttpServer>(*service_, options);
-    auto port = server_->bind();
-    if (!port) return;
-    port_ = *port;
-    thread_ = std::thread([this] { EXPECT_TRUE(server_->run()); });
-  }
-  ~Server() {
-    if (server_) server_->stop();
-    if (thread_.joinable()) thread_.join();
-  }
-  int port() const { return port_; }
-
- private:
-  std::unique_ptr<MemoryService> service_;
-  std::unique_ptr<HttpServer> server_;
-  std::thread thread_;
-  int port_ = 0;
-};
-
-bool answered_ok(const std::optional<std::string>& response) {
-  return response && response->starts_with("HTTP/1.1 200");
-}
 
 TEST(HttpServer, KeepAliveAnswersQuicklyWithoutARequestCap) {
   Server server;
@@ -388,6 +240,64 @@ TEST(HttpServer, ASecondServerOnABusyAddressFailsToBind) {
   EXPECT_EQ(bound.error().code, ErrorCode::unavailable);
   EXPECT_NE(bound.error().message.find("127.0.0.1:" + std::to_string(first.port())), std::string::npos)
       << bound.error().message;
+}
+
+}  // namespace
+}  // namespace memd::testing
+
+namespace memd::testing {
+namespace {
+
+// shutdown(): idle connections close at once, a request in flight may finish
+// within the grace, and one that never finishes does not hold run() past it.
+TEST(HttpServer, ShutdownClosesIdleConnectionsAndIsBoundedByTheGrace) {
+  HttpOptions options;
+  options.shutdown_grace = milliseconds(600);
+  Server server(options);
+  ASSERT_NE(server.port(), 0);
+  Socket served(server.port());
+  ASSERT_TRUE(served.send(kHealthz));
+  ASSERT_TRUE(answered_ok(served.response()));
+  Socket silent(server.port());
+  ASSERT_TRUE(silent.ok());
+  // A request that never completes: its header, then nothing.
+  Socket stalled(server.port());
+  ASSERT_TRUE(stalled.send("POST /api/memory/optimize HTTP/1.1\r\nHost: memd\r\nContent-Type: application/json\r\n"
+                           "Content-Length: 100\r\n\r\n{"));
+  std::this_thread::sleep_for(milliseconds(100));
+
+  const auto start = Clock::now();
+  server.http().shutdown();
+  EXPECT_TRUE(served.closed_within(milliseconds(2000)));
+  EXPECT_TRUE(silent.closed_within(milliseconds(2000)));
+  server.join();
+  const auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
+  EXPECT_GE(took, 500) << "run() returned before the busy connection's grace ran out";
+  EXPECT_LT(took, 3000) << "the grace did not bound the shutdown";
+}
+
+// A request in flight when shutdown() begins is answered, with
+// Connection: close, and run() returns as soon as it is done.
+TEST(HttpServer, ShutdownLetsARequestInFlightFinish) {
+  HttpOptions options;
+  options.shutdown_grace = milliseconds(10'000);
+  Server server(options);
+  ASSERT_NE(server.port(), 0);
+  Socket client(server.port());
+  const std::string body = R"({"sizeBytes": 4096, "deviceId": "host:0"})";
+  ASSERT_TRUE(client.send("POST /api/memory/allocations HTTP/1.1\r\nHost: memd\r\nContent-Type: application/json\r\n"
+                          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body.substr(0, 5)));
+  std::this_thread::sleep_for(milliseconds(100));
+  const auto start = Clock::now();
+  server.http().shutdown();
+  std::this_thread::sleep_for(milliseconds(100));
+  ASSERT_TRUE(client.send(body.substr(5)));
+  const auto answer = client.response();
+  ASSERT_TRUE(answer);
+  EXPECT_TRUE(answer->starts_with("HTTP/1.1 201")) << *answer;
+  EXPECT_NE(answer->find("Connection: close"), std::string::npos) << *answer;
+  server.join();
+  EXPECT_LT(std::chrono::duration_cast<milliseconds>(Clock::now() - start).count(), 3000);
 }
 
 }  // namespace

@@ -29,6 +29,7 @@ struct ServeFlags {
   int io_threads = 2;
   std::string max_body = "64MiB";
   std::string max_upload = "1GiB";
+  std::string log_level = "info";  // debug adds one line per request
 };
 
 struct StdioFlags {

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <iostream>
 #include <thread>
@@ -19,6 +20,7 @@
 #include "server/http/http_server.hpp"
 #include "server/stdio/stdio_server.hpp"
 #include "service/memory_service.hpp"
+#include "shutdown_report.hpp"
 #include "stdio_bridge.hpp"
 #include "table.hpp"
 
@@ -54,6 +56,11 @@ Result<std::uint64_t> size_flag(const std::string& name, const std::string& text
 }  // namespace
 
 int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
+  const auto level = spdlog::level::from_str(flags.log_level);
+  if (level == spdlog::level::off && flags.log_level != "off")
+    return report({ErrorCode::invalid_argument,
+                   "--log-level: '" + flags.log_level + "' is not trace, debug, info, warn, error or off"});
+  spdlog::set_level(level);
   HttpOptions http;
   if (auto ok = parse_listen(flags.listen, http); !ok) return report(ok.error());
   http.token = flags.token;
@@ -94,17 +101,30 @@ int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
   spdlog::info("memd {} serving {} device(s) on {}:{}", version(), (*service)->devices().size(),
                host, *port);
 
+  // The first SIGINT/SIGTERM stops gracefully (requests in flight finish, up
+  // to 10 s); a second one stops at once.
+  std::atomic<bool> served{false};
   std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    spdlog::info("signal {}: shutting down", sig);
-    server.stop();
+    for (int signals_seen = 0; !served.load(); ++signals_seen) {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      if (served.load()) return;
+      if (signals_seen == 0) {
+        spdlog::info("signal {}: shutting down (again to stop at once)", sig);
+        server.shutdown();
+      } else {
+        spdlog::warn("signal {}: stopping now", sig);
+        server.stop();
+      }
+    }
   });
   auto ran = server.run();
   // Wake the waiter if the server stopped on its own.
+  served.store(true);
   pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
   if (!ran) return report(ran.error());
+  release_at_shutdown(**service);
   spdlog::info("memd stopped");
   return 0;
 }

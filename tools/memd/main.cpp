@@ -68,6 +68,9 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--pool-policy", engine.pool_policies, policy_help);
   serve_cmd->add_option("--max-body", serve.max_body, "Largest JSON body")->capture_default_str();
   serve_cmd->add_option("--max-upload", serve.max_upload, "Largest data upload body")->capture_default_str();
+  serve_cmd->add_option("--log-level", serve.log_level,
+                        "trace, debug (adds a line per request), info (a traffic summary a minute), warn, error, off")
+      ->capture_default_str();
   serve_cmd->callback([&] { exit_code = run_serve(engine, serve); });
 
   StdioFlags stdio;

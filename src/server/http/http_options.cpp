@@ -59,7 +59,8 @@ Result<void> validate_http_options(const HttpOptions& options) {
   if (options.io_threads < 1 || options.io_threads > 64)
     return fail(ErrorCode::invalid_argument, "--io-threads must be 1..64");
   if (options.header_timeout.count() <= 0 || options.body_timeout.count() <= 0 ||
-      options.idle_timeout.count() <= 0 || options.write_timeout.count() <= 0 || options.backlog < 1)
+      options.idle_timeout.count() <= 0 || options.write_timeout.count() <= 0 ||
+      options.shutdown_grace.count() < 0 || options.access_summary.count() <= 0 || options.backlog < 1)
     return fail(ErrorCode::invalid_argument, "HTTP timeouts and the listen backlog must be positive");
   if (options.max_body == 0 || options.max_upload == 0)
     return fail(ErrorCode::invalid_argument, "--max-body and --max-upload must be positive");

@@ -44,6 +44,11 @@ struct HttpOptions {
   std::chrono::milliseconds write_timeout{30'000};
   std::chrono::milliseconds write_per_mib{1'000};
   int backlog = 4096;  // listen(2) queue; the kernel caps it at somaxconn
+  // HttpServer::shutdown(): how long requests in flight may take to finish
+  // before their connections are closed anyway.
+  std::chrono::milliseconds shutdown_grace{10'000};
+  // How often the access summary is logged (at info, only after traffic).
+  std::chrono::milliseconds access_summary{60'000};
 };
 
 // "127.0.0.1:7870", "[::1]:7870", "localhost:0", "0.0.0.0:80" → host and port.

@@ -1,12 +1,15 @@
-// REST transport on Boost.Beast: framing, timeouts, auth and limits on the
-// I/O threads; the action table does the work on the worker pool.
+// REST transport on Boost.Beast: framing, timeouts, auth, limits and request
+// checks on the I/O threads; the action table does the work on the worker
+// pool; the data routes stream in pieces (data_streams.hpp).
 #include "server/http/http_server.hpp"
+
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <mutex>
 #include <optional>
-#include <regex>
 #include <thread>
 #include <vector>
 
@@ -15,6 +18,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -27,7 +31,12 @@
 #include "protocol/error_mapping.hpp"
 #include "protocol/json_parse.hpp"
 #include "protocol/openapi.hpp"
+#include "server/http/access_log.hpp"
 #include "server/http/caller.hpp"
+#include "server/http/data_streams.hpp"
+#include "server/http/request_target.hpp"
+#include "server/http/streamed_response.hpp"
+#include "server/stdio/stdio_server.hpp"
 #include "service/memory_service.hpp"
 
 namespace memd {
@@ -37,40 +46,21 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+using Response = http::response<http::string_body>;
 using Request = http::request<http::string_body>;
-
-// A response body that is either text (JSON) or the bytes a binary download
-// returned, sent from the handler's own vector without copying it.
-struct ResponseBody {
-  struct value_type {
-    std::string text;
-    std::vector<std::byte> bytes;
-  };
-  static std::uint64_t size(const value_type& body) { return body.text.size() + body.bytes.size(); }
-
-  class writer {
-   public:
-    using const_buffers_type = asio::const_buffer;
-    template <bool isRequest, class Fields>
-    writer(const http::header<isRequest, Fields>&, const value_type& body) : body_(body) {}
-    void init(beast::error_code& ec) { ec = {}; }
-    boost::optional<std::pair<const_buffers_type, bool>> get(beast::error_code& ec) {
-      ec = {};
-      if (!body_.bytes.empty()) return {{asio::const_buffer(body_.bytes.data(), body_.bytes.size()), false}};
-      return {{asio::const_buffer(body_.text.data(), body_.text.size()), false}};
-    }
-
-   private:
-    const value_type& body_;
-  };
-};
-using Response = http::response<ResponseBody>;
+// Reads the header alone; the body's reader is chosen once the route is known.
+using HeaderParser = http::request_parser<http::empty_body>;
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* kJson = "application/json";
 constexpr const char* kOctets = "application/octet-stream";
-// Request line plus headers; a longer URL or header block answers 400.
-constexpr std::uint32_t kHeaderLimit = 16 * 1024;
+constexpr std::string_view kOpenApiPath = "/api/openapi.json";
+// The stdio door over HTTP, for `memd stdio --connect`: one request line in,
+// its response line out, answered by the stdio door's own function, so the
+// bridge answers as the in-process door does. Errors travel in the line
+// (`"ok": false`), so the HTTP status is 200 whenever a line was answered.
+constexpr std::string_view kStdioPath = "/api/stdio";
 // After refusing a request whose body was not read: how long and how much of
 // that body to drain before closing, so the close does not reset the
 // connection before the client has read the answer.
@@ -80,83 +70,8 @@ constexpr std::uint64_t kDrainBytes = 256 * kMiB;
 Response error_response(unsigned version, const Error& error) {
   Response res{static_cast<http::status>(error_status(error)), version};
   res.set(http::field::content_type, kJson);
-  res.body().text = to_wire_text(error_body(error));
+  res.body() = to_wire_text(error_body(error));
   return res;
-}
-
-// "/api/memory/allocations/{allocationId}/data" → "/api/memory/allocations/([^/]+)/data"
-std::string route_regex(std::string_view path) {
-  std::string out;
-  for (std::size_t i = 0; i < path.size(); ++i) {
-    if (path[i] == '{') {
-      const auto end = path.find('}', i);
-      out += "([^/]+)";
-      i = end;
-    } else if (std::string_view(".+*?^$()[]|\\").find(path[i]) != std::string_view::npos) {
-      out += '\\';
-      out += path[i];
-    } else {
-      out += path[i];
-    }
-  }
-  return out;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// %XX decoding (and '+' → ' ' in a query); malformed escapes stay as written.
-std::string percent_decode(std::string_view text, bool plus_is_space) {
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 && hex_value(text[i + 2]) >= 0) {
-      out += static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2]));
-      i += 2;
-    } else if (plus_is_space && text[i] == '+') {
-      out += ' ';
-    } else {
-      out += text[i];
-    }
-  }
-  return out;
-}
-
-std::string_view target_path(std::string_view target) { return target.substr(0, target.find('?')); }
-
-std::vector<std::pair<std::string, std::string>> query_pairs(std::string_view target) {
-  std::vector<std::pair<std::string, std::string>> out;
-  const auto q = target.find('?');
-  if (q == std::string_view::npos) return out;
-  std::string_view query = target.substr(q + 1);
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    if (pair.empty()) continue;
-    const auto eq = pair.find('=');
-    out.emplace_back(percent_decode(pair.substr(0, eq), true),
-                     eq == std::string_view::npos ? std::string{} : percent_decode(pair.substr(eq + 1), true));
-  }
-  return out;
-}
-
-bool is_upload(http::verb method, std::string_view path) {
-  return method == http::verb::put && path.size() > 5 && path.ends_with("/data");
-}
-
-http::verb to_verb(HttpMethod method) {
-  switch (method) {
-    case HttpMethod::Get: return http::verb::get;
-    case HttpMethod::Post: return http::verb::post;
-    case HttpMethod::Put: return http::verb::put;
-    case HttpMethod::Delete: return http::verb::delete_;
-  }
-  return http::verb::unknown;
 }
 
 // Errors that mean the peer went away or stalled: close without an answer.
@@ -166,11 +81,56 @@ bool is_disconnect(const beast::error_code& ec) {
          ec == asio::error::broken_pipe || ec == http::error::partial_message;
 }
 
-struct CompiledRoute {
-  http::verb method;
-  std::regex pattern;
-  const Action* action;
-  const Route* route;
+// Path placeholders win over query keys of the same name, and a JSON body's
+// keys over the query's.
+nlohmann::json request_params(const RouteMatch& match, std::string_view target, nlohmann::json body) {
+  nlohmann::json params = body.is_object() ? std::move(body) : nlohmann::json::object();
+  for (auto& [key, value] : query_pairs(target))
+    if (!params.contains(key)) params[key] = std::move(value);
+  for (const auto& [key, value] : match.path_params) params[key] = value;
+  return params;
+}
+
+// Who is calling (resolved from the header, server/http/caller.hpp) and how.
+CallContext call_context(const Caller& caller, const Route& route) {
+  CallContext context;
+  context.caller = caller;
+  context.read_only = route.read_only;
+  return context;
+}
+
+// One request as the access log sees it; recorded when the exchange ends,
+// however it ends (status 0: the client went away before an answer).
+struct ExchangeLog {
+  AccessLog& log;
+  SteadyClock::time_point started = SteadyClock::now();
+  std::string method, target;
+  int status = 0;
+  std::uint64_t bytes_in = 0, bytes_out = 0;
+
+  explicit ExchangeLog(AccessLog& l) : log(l) {}
+  ExchangeLog(const ExchangeLog&) = delete;
+  ExchangeLog& operator=(const ExchangeLog&) = delete;
+  ~ExchangeLog() {
+    if (method.empty()) return;  // no request header arrived: nothing to log
+    log.record({method, target, status, bytes_in, bytes_out,
+                std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - started)});
+  }
+};
+
+// A connection in the server's list: shutdown() closes the idle ones and
+// waits for the busy ones, and the idle sweep closes those idle too long.
+// Both close an idle connection the same way: shutting its socket's read
+// side, which completes its pending wait (the descriptor stays valid: an
+// entry leaves the list before its socket closes). Guarded by the list's
+// mutex.
+struct ConnectionEntry {
+  ConnectionEntry* prev = nullptr;
+  ConnectionEntry* next = nullptr;
+  int fd = -1;
+  bool idle = false;  // parked between requests (fixed for the entry's life)
+  SteadyClock::time_point idle_until{};
+  bool closing = false;  // set when its read side was shut: do not serve it
 };
 
 }  // namespace
@@ -179,102 +139,179 @@ struct HttpServer::Impl {
   MemoryService& service;
   HttpOptions options;
   CallerResolver callers{options.token, options.tokens};
-  std::vector<CompiledRoute> routes;
+  RouteTable routes{action_table()};
+  DataActions upload_actions, download_actions;
   std::string openapi_text;
+  AccessLog access;
+  mutable std::mutex connections_mutex;
+  ConnectionEntry* connections = nullptr;  // guarded by connections_mutex
+  std::size_t open_connections = 0;        // guarded by connections_mutex
+  std::atomic<bool> stopping{false};
   // Declaration order is destruction order reversed: the acceptor goes first,
   // then the worker pool joins (its last completions post to the stopped
-  // io_context), then the io_context destroys what is left of the connections.
+  // io_context), then the io_context destroys what is left of the connections
+  // (whose frames unlink themselves from the list above, which outlives them).
   asio::io_context ioc;
   std::optional<asio::thread_pool> workers;
-  tcp::acceptor acceptor{ioc};
+  asio::strand<asio::io_context::executor_type> accept_strand{asio::make_strand(ioc)};
+  tcp::acceptor acceptor{accept_strand};
   bool bound = false;
 
-  Impl(MemoryService& s, HttpOptions o)
-      : service(s), options(std::move(o)), ioc(std::max(1, options.io_threads)) {
+  Impl(MemoryService& s, HttpOptions o) : service(s), options(std::move(o)), ioc(std::max(1, options.io_threads)) {
+    routes.add(HttpMethod::Get, kOpenApiPath);
+    routes.add(HttpMethod::Post, kStdioPath);
+    const Action* details = find_action("memory_allocation_details");
     for (const auto& action : action_table())
-      for (const auto& route : action.routes)
-        routes.push_back({to_verb(route.method), std::regex(route_regex(route.path)), &action, &route});
+      for (const auto& route : action.routes) {
+        if (route.body == RouteBody::BinaryUpload) upload_actions = {&action, details};
+        if (route.body == RouteBody::BinaryDownload) download_actions = {&action, details};
+      }
     openapi_text = to_wire_text(openapi_document());
   }
 
-  // ---- the worker side: one request in, one response out; may block ------
+  asio::any_io_executor worker() { return workers->get_executor(); }
 
-  Response handle(const Action& action, const Route& route, const Request& req, const std::smatch& match,
-                  const Caller& caller) {
-    const unsigned version = req.version();
-    nlohmann::json params = nlohmann::json::object();
-    if (route.body == RouteBody::Json &&
-        (route.method == HttpMethod::Post || route.method == HttpMethod::Put) && !req.body().empty()) {
-      if (req.body().size() > options.max_body)
-        return error_response(version, {ErrorCode::payload_too_large,
-                                         fmt::format("body larger than {} bytes", options.max_body)});
-      auto body = parse_request_json(req.body());
-      if (!body) return error_response(version, body.error());
-      if (!body->is_object())
-        return error_response(version, {ErrorCode::invalid_argument, "the request body must be a JSON object"});
-      params = std::move(*body);
+  // ---- the connection list ------------------------------------------------
+
+  struct Registration {
+    Impl& impl;
+    ConnectionEntry entry;
+    Registration(Impl& i, int fd, std::optional<SteadyClock::time_point> idle_until = std::nullopt) : impl(i) {
+      entry.fd = fd;
+      entry.idle = idle_until.has_value();
+      entry.idle_until = idle_until.value_or(SteadyClock::time_point{});
+      std::lock_guard lock(impl.connections_mutex);
+      entry.next = impl.connections;
+      if (impl.connections) impl.connections->prev = &entry;
+      impl.connections = &entry;
+      ++impl.open_connections;
     }
-    for (auto& [key, value] : query_pairs(req.target()))
-      if (!params.contains(key)) params[key] = std::move(value);
-    const auto names = path_parameters(route.path);
-    for (std::size_t i = 0; i < names.size() && i + 1 < match.size(); ++i) params[names[i]] = match[i + 1].str();
-
-    CallContext context;
-    context.caller = caller;
-    context.read_only = route.read_only;
-    if (route.body == RouteBody::BinaryUpload)
-      context.payload = std::as_bytes(std::span<const char>(req.body().data(), req.body().size()));
-    context.binary_response = route.body == RouteBody::BinaryDownload;
-
-    auto outcome = dispatch(service, action, params, context);
-    if (!outcome) return error_response(version, outcome.error());
-    Response res{static_cast<http::status>(route.success_status), version};
-    if (outcome->bytes) {
-      res.set(http::field::content_type, kOctets);
-      res.body().bytes = std::move(*outcome->bytes);
-    } else {
-      res.set(http::field::content_type, kJson);
-      res.body().text = to_wire_text(outcome->result);
+    ~Registration() {
+      std::lock_guard lock(impl.connections_mutex);
+      if (entry.prev) entry.prev->next = entry.next;
+      else impl.connections = entry.next;
+      if (entry.next) entry.next->prev = entry.prev;
+      --impl.open_connections;
     }
-    return res;
+    bool closing() const {
+      std::lock_guard lock(impl.connections_mutex);
+      return entry.closing;
+    }
+    Registration(const Registration&) = delete;
+    Registration& operator=(const Registration&) = delete;
+  };
+
+  // A kept-alive connection between requests: its socket and its list entry,
+  // waiting for the socket to become readable. No coroutine, no stream
+  // timers, no buffer: this is what 10,000 idle clients cost (see
+  // docs/architecture.md, "Memory per connection").
+  struct Parked {
+    tcp::socket socket;
+    Registration registration;
+    Parked(Impl& impl, tcp::socket s)
+        : socket(std::move(s)),
+          registration(impl, socket.native_handle(), SteadyClock::now() + impl.options.idle_timeout) {}
+  };
+
+  // Parks a connection until its next request's first byte (or its close, an
+  // idle timeout, a shutdown); a readable one gets a session coroutine.
+  void park(tcp::socket connection) {
+    if (stopping.load()) return;  // closes it
+    auto parked = std::make_unique<Parked>(*this, std::move(connection));
+    tcp::socket& waiting = parked->socket;
+    waiting.async_wait(tcp::socket::wait_read, [this, parked = std::move(parked)](const beast::error_code& ec) mutable {
+      if (ec || stopping.load() || parked->registration.closing()) return;
+      tcp::socket socket = std::move(parked->socket);
+      parked.reset();
+      auto executor = socket.get_executor();
+      asio::co_spawn(executor, session(std::move(socket)), [](const std::exception_ptr& error) {
+        if (!error) return;
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          spdlog::warn("connection: {}", e.what());
+        } catch (...) {
+        }
+      });
+    });
   }
 
-  Response respond(const Request& req, const Caller& caller) {
+  std::size_t connection_count() {
+    std::lock_guard lock(connections_mutex);
+    return open_connections;
+  }
+
+  // ---- the worker side: may block -----------------------------------------
+
+  Response handle_json(const RouteMatch& match, const Request& req, const Caller& caller) {
+    const unsigned version = req.version();
     try {
-      const std::string path = percent_decode(target_path(req.target()), false);
-      // HEAD is answered as GET would be; the session sends only the header.
-      const http::verb method = req.method() == http::verb::head ? http::verb::get : req.method();
-      for (const auto& r : routes) {
-        if (r.method != method) continue;
-        std::smatch match;
-        if (std::regex_match(path, match, r.pattern)) return handle(*r.action, *r.route, req, match, caller);
-      }
-      if (method == http::verb::get && path == "/api/openapi.json") {
-        Response res{http::status::ok, req.version()};
+      if (match.action == nullptr) {  // a transport route
+        Response res{http::status::ok, version};
         res.set(http::field::content_type, kJson);
-        res.body().text = openapi_text;
+        res.body() = match.path_template == kStdioPath ? handle_stdio_line(service, req.body(), caller) : openapi_text;
         return res;
       }
-      return error_response(req.version(), {ErrorCode::not_found,
-                                             fmt::format("no route {} {}", std::string(req.method_string()), path)});
+      const Route& route = *match.route;
+      nlohmann::json body = nlohmann::json::object();
+      if (route.body == RouteBody::Json && (route.method == HttpMethod::Post || route.method == HttpMethod::Put) &&
+          !req.body().empty()) {
+        auto parsed = parse_request_json(req.body());
+        if (!parsed) return error_response(version, parsed.error());
+        if (!parsed->is_object())
+          return error_response(version, {ErrorCode::invalid_argument, "the request body must be a JSON object"});
+        body = std::move(*parsed);
+      }
+      const nlohmann::json params = request_params(match, req.target(), std::move(body));
+      const CallContext context = call_context(caller, route);
+      auto outcome = dispatch(service, *match.action, params, context);
+      if (!outcome) return error_response(version, outcome.error());
+      Response res{static_cast<http::status>(route.success_status), version};
+      res.set(http::field::content_type, kJson);
+      res.body() = to_wire_text(outcome->result);
+      return res;
     } catch (const std::exception& e) {
       spdlog::error("{} {}: {}", std::string(req.method_string()), std::string(req.target()), e.what());
-      return error_response(req.version(), {ErrorCode::internal, std::string("internal error: ") + e.what()});
+      return error_response(version, {ErrorCode::internal, std::string("internal error: ") + e.what()});
     }
   }
 
   // ---- the I/O side: never blocks -----------------------------------------
+  //
+  // (g++ 12 destroys some temporaries of a co_await expression twice: callers
+  // build responses in named variables, and co_await expressions here hold no
+  // temporaries with destructors.)
+
+  asio::awaitable<bool> write_response(beast::tcp_stream& stream, Response& res, bool keep_alive, bool head_only,
+                                       ExchangeLog& x) {
+    keep_alive = keep_alive && !stopping.load();  // a shutdown may have begun since the header
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    x.status = res.result_int();
+    stream.expires_after(options.write_timeout +
+                         options.write_per_mib * static_cast<std::int64_t>(res.body().size() / kMiB));
+    beast::error_code ec;
+    if (head_only) {
+      http::response_serializer<http::string_body> serializer{res};
+      auto [e, n] = co_await http::async_write_header(stream, serializer, kTuple);
+      ec = e;
+    } else {
+      auto [e, n] = co_await http::async_write(stream, res, kTuple);
+      ec = e;
+      if (!ec) x.bytes_out += res.body().size();
+    }
+    co_return !ec && keep_alive;
+  }
 
   // Answers and closes a connection whose request body was not (fully) read.
-  // (g++ 12 destroys some temporaries of a co_await expression twice: callers
-  // build the response in a named variable, and co_await expressions here
-  // hold no temporaries with destructors.)
-  asio::awaitable<void> refuse(beast::tcp_stream& stream, Response& res) {
+  asio::awaitable<void> refuse(beast::tcp_stream& stream, Response& res, ExchangeLog& x) {
     res.keep_alive(false);
     res.prepare_payload();
+    x.status = res.result_int();
     stream.expires_after(options.write_timeout);
     auto [ec, n] = co_await http::async_write(stream, res, kTuple);
     if (ec) co_return;
+    x.bytes_out += res.body().size();
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
     stream.expires_after(kDrainTime);
@@ -287,111 +324,249 @@ struct HttpServer::Impl {
     }
   }
 
-  asio::awaitable<void> session(tcp::socket socket) {
-    beast::tcp_stream stream(std::move(socket));
-    beast::flat_buffer buffer;
-    for (;;) {
-      // Idle: wait for a request's first byte; from there the header timeout runs.
-      if (buffer.size() == 0) {
-        stream.expires_after(options.idle_timeout);
-        auto [ec, n] = co_await stream.async_read_some(buffer.prepare(16384), kTuple);
-        if (ec) co_return;
-        buffer.commit(n);
-      }
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(kHeaderLimit);
-      // The parser checks Content-Length against its body limit as soon as the
-      // header is complete; the route's own limit is applied below.
-      parser.body_limit(std::max(options.max_body, options.max_upload));
-      stream.expires_after(options.header_timeout);
-      {
-        auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kTuple);
-        if (ec) {
-          if (is_disconnect(ec)) co_return;
-          if (ec == http::error::body_limit) {
-            auto res = error_response(11, {ErrorCode::payload_too_large, "request body over the limit"});
-            co_await refuse(stream, res);
-            co_return;
-          }
-          const std::string what = ec == http::error::header_limit
-                                       ? fmt::format("request line and headers over {} bytes", kHeaderLimit)
-                                       : "malformed HTTP request: " + ec.message();
-          auto res = error_response(11, {ErrorCode::invalid_argument, what});
-          co_await refuse(stream, res);
-          co_return;
-        }
-      }
-      const auto& header = parser.get();
-      const unsigned version = header.version();
-      const std::string_view path = target_path(header.target());
+  // A request refused from its header alone: with a body (unread) the
+  // connection closes after the answer; without one it stays open.
+  asio::awaitable<bool> answer_early(beast::tcp_stream& stream, Response& res, bool has_body, bool keep_alive,
+                                     bool head_only, ExchangeLog& x) {
+    if (has_body) {
+      co_await refuse(stream, res, x);
+      co_return false;
+    }
+    co_return co_await write_response(stream, res, keep_alive, head_only, x);
+  }
 
-      // Who is asking (server/http/caller.hpp): every route but /healthz.
-      Result<Caller> caller = path == "/healthz" ? Result<Caller>(Caller{}) : callers.resolve(header);
-      if (!caller) {
-        auto res = error_response(version, caller.error());
-        if (caller.error().code == ErrorCode::unauthenticated) res.set(http::field::www_authenticate, "Bearer");
-        co_await refuse(stream, res);
-        co_return;
+  asio::awaitable<bool> send_continue(beast::tcp_stream& stream, const http::request_header<>& req) {
+    if (!beast::iequals(req[http::field::expect], "100-continue")) co_return true;
+    http::response<http::empty_body> go_on{http::status::continue_, req.version()};
+    stream.expires_after(options.write_timeout);
+    auto [ec, n] = co_await http::async_write(stream, go_on, kTuple);
+    co_return !ec;
+  }
+
+  // Reads the rest of a request into a string (at most `limit` bytes). On
+  // failure the refusal is sent and nullopt returned: the connection is done.
+  asio::awaitable<std::optional<Request>> read_body(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                                                    HeaderParser& head, std::uint64_t limit, ExchangeLog& x) {
+    const unsigned version = head.get().version();
+    if (!head.is_done() && !co_await send_continue(stream, head.get())) co_return std::nullopt;
+    http::request_parser<http::string_body> parser{std::move(head)};
+    parser.body_limit(limit);  // chunked bodies carry no Content-Length
+    while (!parser.is_done()) {
+      stream.expires_after(options.body_timeout);  // a pause limit, not a total
+      auto [ec, n] = co_await http::async_read_some(stream, buffer, parser, kTuple);
+      if (!ec) continue;
+      if (ec == http::error::body_limit) {
+        Response res = error_response(version, {ErrorCode::payload_too_large,
+                                                fmt::format("body over the {} byte limit", limit)});
+        co_await refuse(stream, res, x);
+      } else if (!is_disconnect(ec)) {
+        Response res = error_response(version, header_parse_error(ec));
+        co_await refuse(stream, res, x);
       }
-      const std::uint64_t limit = is_upload(header.method(), path) ? options.max_upload : options.max_body;
-      if (const auto length = parser.content_length(); length && *length > limit) {
-        auto res = error_response(version, {ErrorCode::payload_too_large,
-                                            fmt::format("body of {} bytes is over the {} byte limit", *length,
-                                                        limit)});
-        co_await refuse(stream, res);
-        co_return;
-      }
-      parser.body_limit(limit);  // chunked bodies carry no Content-Length
-      if (beast::iequals(header[http::field::expect], "100-continue")) {
-        http::response<http::empty_body> go_on{http::status::continue_, version};
-        stream.expires_after(options.write_timeout);
-        auto [ec, n] = co_await http::async_write(stream, go_on, kTuple);
-        if (ec) co_return;
-      }
+      co_return std::nullopt;
+    }
+    x.bytes_in += parser.get().body().size();
+    co_return parser.release();
+  }
+
+  // PUT …/data: checked whole on the worker pool before a body byte is read,
+  // then written piece by piece as the body arrives.
+  asio::awaitable<bool> upload(beast::tcp_stream& stream, beast::flat_buffer& buffer, HeaderParser& head,
+                               const RouteMatch& match, const Caller& caller, bool keep_alive, ExchangeLog& x) {
+    const auto& req = head.get();
+    const unsigned version = req.version();
+    const bool has_body = !head.is_done();
+    const std::optional<std::uint64_t> length =
+        head.chunked() ? std::nullopt : std::optional<std::uint64_t>(head.content_length().value_or(0));
+    if (length && *length > options.max_upload) {
+      Response res = error_response(version, {ErrorCode::payload_too_large,
+                                              fmt::format("body of {} bytes is over the {} byte limit", *length,
+                                                          options.max_upload)});
+      co_return co_await answer_early(stream, res, has_body, keep_alive, false, x);
+    }
+    const nlohmann::json params = request_params(match, req.target(), {});
+    const CallContext context = call_context(caller, *match.route);
+    auto open = [&]() -> asio::awaitable<Result<UploadTarget>> {
+      co_return UploadTarget::open(service, upload_actions, params, context, length);
+    };
+    Result<UploadTarget> target = co_await asio::co_spawn(worker(), open, asio::use_awaitable);
+    if (!target) {
+      Response res = error_response(version, target.error());
+      co_return co_await answer_early(stream, res, has_body, keep_alive, false, x);
+    }
+    if (has_body) {
+      if (!co_await send_continue(stream, req)) co_return false;
+      http::request_parser<http::buffer_body> parser{std::move(head)};  // `req` is gone from here on
+      parser.body_limit(options.max_upload);
+      Piece piece(static_cast<std::size_t>(std::min(kUploadPieceBytes, length.value_or(kUploadPieceBytes))));
+      std::size_t filled = 0;
       while (!parser.is_done()) {
+        parser.get().body().data = piece.data() + filled;
+        parser.get().body().size = piece.size() - filled;
         stream.expires_after(options.body_timeout);  // a pause limit, not a total
         auto [ec, n] = co_await http::async_read_some(stream, buffer, parser, kTuple);
-        if (!ec) continue;
-        if (ec == http::error::body_limit) {
-          auto res = error_response(version, {ErrorCode::payload_too_large,
-                                              fmt::format("body over the {} byte limit", limit)});
-          co_await refuse(stream, res);
-        } else if (!is_disconnect(ec)) {
-          auto res = error_response(version, {ErrorCode::invalid_argument, "malformed HTTP request: " + ec.message()});
-          co_await refuse(stream, res);
+        if (ec && ec != http::error::need_buffer) {
+          if (is_disconnect(ec)) co_return false;  // pieces already written stay written
+          Error error = header_parse_error(ec);
+          if (ec == http::error::body_limit)
+            error = {ErrorCode::payload_too_large, fmt::format("body over the {} byte limit", options.max_upload)};
+          Response res = error_response(version, error);
+          co_await refuse(stream, res, x);
+          co_return false;
         }
-        co_return;
+        filled = piece.size() - parser.get().body().size;
+        if (filled < piece.size() && !(parser.is_done() && filled > 0)) continue;
+        const std::span<const std::byte> bytes(piece.data(), filled);
+        auto write = [&]() -> asio::awaitable<Result<void>> { co_return target->write(bytes); };
+        Result<void> wrote = co_await asio::co_spawn(worker(), write, asio::use_awaitable);
+        if (!wrote) {
+          Error error = wrote.error();
+          error.message += fmt::format(" (the body's first {} bytes were written)", target->written());
+          Response res = error_response(version, error);
+          co_await refuse(stream, res, x);
+          co_return false;
+        }
+        x.bytes_in += filled;
+        filled = 0;
       }
+    }
+    Response res{static_cast<http::status>(match.route->success_status), version};
+    res.set(http::field::content_type, kJson);
+    res.body() = to_wire_text(target->result());
+    co_return co_await write_response(stream, res, keep_alive, false, x);
+  }
 
-      Request req = parser.release();
-      const bool keep_alive = req.keep_alive();
-      const bool head_only = req.method() == http::verb::head;
-      auto work = [this, &req, &caller]() -> asio::awaitable<Response> { co_return respond(req, *caller); };
-      auto worker = workers->get_executor();
-      Response res = co_await asio::co_spawn(worker, work, asio::use_awaitable);
-      res.keep_alive(keep_alive);
-      res.prepare_payload();
-      stream.expires_after(options.write_timeout +
-                           options.write_per_mib * static_cast<std::int64_t>(ResponseBody::size(res.body()) / kMiB));
-      beast::error_code ec;
-      if (head_only) {
-        http::response_serializer<ResponseBody> serializer{res};
-        auto [e, n] = co_await http::async_write_header(stream, serializer, kTuple);
-        ec = e;
-      } else {
-        auto [e, n] = co_await http::async_write(stream, res, kTuple);
-        ec = e;
+  // GET …/data: checked whole on the worker pool, then streamed.
+  asio::awaitable<bool> download(beast::tcp_stream& stream, const Request& req, const RouteMatch& match,
+                                 const Caller& caller, bool keep_alive, bool head_only, ExchangeLog& x) {
+    const nlohmann::json params = request_params(match, req.target(), {});
+    const CallContext context = call_context(caller, *match.route);
+    auto open = [&]() -> asio::awaitable<Result<std::unique_ptr<DownloadSource>>> {
+      co_return DownloadSource::open(service, download_actions, params, context, worker());
+    };
+    Result<std::unique_ptr<DownloadSource>> source = co_await asio::co_spawn(worker(), open, asio::use_awaitable);
+    if (!source) {
+      Response res = error_response(req.version(), source.error());
+      co_return co_await write_response(stream, res, keep_alive, head_only, x);
+    }
+    StreamedResponse out;
+    out.header.result(static_cast<http::status>(match.route->success_status));
+    out.header.version(req.version());
+    out.header.set(http::field::content_type, kOctets);
+    keep_alive = keep_alive && !stopping.load();
+    out.header.keep_alive(keep_alive);
+    out.length = (*source)->length();
+    out.source = std::move(*source);
+    x.status = match.route->success_status;
+    const StreamedResult sent = co_await write_streamed(stream, out, head_only, options.write_timeout);
+    x.bytes_out += sent.body_bytes;
+    if (sent.aborted)
+      spdlog::warn("{} {}: body cut short after {} bytes: {}", x.method, x.target, sent.body_bytes,
+                   sent.aborted->message);
+    co_return sent.completed && keep_alive;
+  }
+
+  // One request and its answer. Returns whether the connection goes on.
+  asio::awaitable<bool> exchange(beast::tcp_stream& stream, beast::flat_buffer& buffer) {
+    ExchangeLog x(access);
+    HeaderParser head;
+    head.header_limit(kMaxHeaderBytes);
+    head.body_limit(boost::none);  // each route's own limit is applied below
+    stream.expires_after(options.header_timeout);
+    {
+      auto [ec, n] = co_await http::async_read_header(stream, buffer, head, kTuple);
+      if (ec) {
+        if (is_disconnect(ec)) co_return false;
+        const auto raw = buffer.cdata();
+        Response res = error_response(11, header_parse_error(ec, head.get().target(),
+                                                             std::string_view(static_cast<const char*>(raw.data()),
+                                                                              raw.size())));
+        x.method = "-";
+        co_await refuse(stream, res, x);
+        co_return false;
       }
-      if (ec || !keep_alive) {
+    }
+    const auto& req = head.get();
+    x.method = std::string(req.method_string());
+    x.target = std::string(req.target().substr(0, 256));
+    const unsigned version = req.version();
+    const bool has_body = !head.is_done();
+    const bool keep_alive = req.keep_alive() && !stopping.load();
+    const Verb verb = parse_verb(req.method_string());
+    const bool head_only = verb == Verb::Head;
+
+    if (auto ok = check_target(req.target()); !ok) {
+      Response res = error_response(version, ok.error());
+      co_return co_await answer_early(stream, res, has_body, keep_alive, head_only, x);
+    }
+    const std::string_view path = target_path(req.target());
+    // Who is asking (server/http/caller.hpp): every route but /healthz.
+    const Result<Caller> caller = path == "/healthz" ? Result<Caller>(Caller{}) : callers.resolve(req);
+    if (!caller) {
+      Response res = error_response(version, caller.error());
+      if (caller.error().code == ErrorCode::unauthenticated) res.set(http::field::www_authenticate, "Bearer");
+      co_return co_await answer_early(stream, res, has_body, keep_alive, head_only, x);
+    }
+    RouteLookup lookup = routes.find(verb, path);
+    if (!lookup.match) {
+      const std::string shown = percent_decode(path, false);
+      Response res = error_response(
+          version, lookup.allow.empty()
+                       ? Error{ErrorCode::not_found, fmt::format("no route {} {}", x.method, shown)}
+                       : Error{ErrorCode::method_not_allowed,
+                               fmt::format("{} is not allowed on {}; it takes {}", x.method, shown, lookup.allow)});
+      if (!lookup.allow.empty()) res.set(http::field::allow, lookup.allow);
+      co_return co_await answer_early(stream, res, has_body, keep_alive, head_only, x);
+    }
+    const RouteMatch& match = *lookup.match;
+    const RouteBody kind = match.route ? match.route->body : RouteBody::Json;
+    if (kind == RouteBody::BinaryUpload) co_return co_await upload(stream, buffer, head, match, *caller, keep_alive, x);
+
+    if ((match.route || match.path_template == kStdioPath) && kind == RouteBody::Json &&
+        (verb == Verb::Post || verb == Verb::Put)) {
+      const auto field = req.find(http::field::content_type);
+      const auto type = field == req.end() ? std::nullopt : std::optional<std::string_view>(field->value());
+      if (auto ok = check_json_content_type(type, has_body); !ok) {
+        Response res = error_response(version, ok.error());
+        co_return co_await answer_early(stream, res, has_body, keep_alive, head_only, x);
+      }
+    }
+    if (const auto length = head.content_length(); length && *length > options.max_body) {
+      Response res = error_response(version, {ErrorCode::payload_too_large,
+                                              fmt::format("body of {} bytes is over the {} byte limit", *length,
+                                                          options.max_body)});
+      co_return co_await answer_early(stream, res, has_body, keep_alive, head_only, x);
+    }
+    std::optional<Request> full = co_await read_body(stream, buffer, head, options.max_body, x);
+    if (!full) co_return false;
+    if (kind == RouteBody::BinaryDownload) co_return co_await download(stream, *full, match, *caller, keep_alive, head_only, x);
+
+    auto work = [this, &match, &full, &caller]() -> asio::awaitable<Response> {
+      co_return handle_json(match, *full, *caller);
+    };
+    Response res = co_await asio::co_spawn(worker(), work, asio::use_awaitable);
+    co_return co_await write_response(stream, res, keep_alive, head_only, x);
+  }
+
+  // A connection with a request arriving: requests are served until it
+  // closes or has nothing more buffered, then it is parked again.
+  asio::awaitable<void> session(tcp::socket socket) {
+    beast::tcp_stream stream(std::move(socket));
+    Registration registration(*this, stream.socket().native_handle());
+    beast::flat_buffer buffer;
+    for (;;) {
+      if (!co_await exchange(stream, buffer)) {
         beast::error_code ignored;
         stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
         co_return;
       }
+      if (buffer.size() == 0) break;  // else a pipelined request is waiting
     }
+    park(stream.release_socket());
   }
 
   asio::awaitable<void> accept_loop() {
-    for (;;) {
+    while (!stopping.load()) {
       auto strand = asio::make_strand(ioc);
       auto [ec, socket] = co_await acceptor.async_accept(strand, kTuple);
       if (ec) {
@@ -404,17 +579,81 @@ struct HttpServer::Impl {
       }
       beast::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
-      auto executor = socket.get_executor();
-      asio::co_spawn(executor, session(std::move(socket)), [](const std::exception_ptr& error) {
-        if (!error) return;
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          spdlog::warn("connection: {}", e.what());
-        } catch (...) {
-        }
-      });
+      park(std::move(socket));
     }
+  }
+
+  // Closes connections parked longer than the idle timeout. A sweep every
+  // quarter of the timeout (10 ms to 1 s) instead of a timer per connection:
+  // a timer and its pending wait would cost an idle connection more than all
+  // the rest it holds.
+  asio::awaitable<void> sweep_idle() {
+    asio::steady_timer timer(ioc);
+    const auto period = std::clamp<std::chrono::milliseconds>(options.idle_timeout / 4, std::chrono::milliseconds(10),
+                                                               std::chrono::milliseconds(1000));
+    while (!stopping.load()) {
+      timer.expires_after(period);
+      co_await timer.async_wait(kTuple);
+      const auto now = SteadyClock::now();
+      std::lock_guard lock(connections_mutex);
+      for (auto* e = connections; e != nullptr; e = e->next) {
+        if (!e->idle || e->closing || e->idle_until > now) continue;
+        e->closing = true;
+        ::shutdown(e->fd, SHUT_RD);
+      }
+    }
+  }
+
+  asio::awaitable<void> summarize() {
+    asio::steady_timer timer(ioc);
+    while (!stopping.load()) {
+      timer.expires_after(options.access_summary);
+      co_await timer.async_wait(kTuple);
+      if (auto line = access.take_summary()) spdlog::info("{}", *line);
+    }
+  }
+
+  // Stops the io_context once every connection has ended, or at the deadline.
+  asio::awaitable<void> stop_when_drained(SteadyClock::time_point deadline) {
+    asio::steady_timer timer(ioc);
+    for (;;) {
+      const std::size_t open = connection_count();
+      if (open == 0) break;
+      if (SteadyClock::now() >= deadline) {
+        spdlog::warn("http: {} connection(s) still busy after {} ms; closing them", open,
+                     options.shutdown_grace.count());
+        break;
+      }
+      timer.expires_after(std::chrono::milliseconds(20));
+      co_await timer.async_wait(kTuple);
+    }
+    ioc.stop();
+  }
+
+  void shutdown() {
+    if (stopping.exchange(true)) return;
+    asio::post(accept_strand, [this] {
+      beast::error_code ignored;
+      acceptor.close(ignored);
+    });
+    // Idle connections are closed at once (ConnectionEntry); busy ones finish
+    // their request and then close instead of parking.
+    std::size_t idle = 0, busy = 0;
+    {
+      std::lock_guard lock(connections_mutex);
+      for (auto* e = connections; e != nullptr; e = e->next) {
+        if (e->idle) {
+          e->closing = true;
+          ::shutdown(e->fd, SHUT_RD);
+          ++idle;
+        } else {
+          ++busy;
+        }
+      }
+    }
+    spdlog::info("http: stopped accepting; closing {} idle connection(s), letting {} busy one(s) finish (up to {} ms)",
+                 idle, busy, options.shutdown_grace.count());
+    asio::co_spawn(ioc, stop_when_drained(SteadyClock::now() + options.shutdown_grace), asio::detached);
   }
 };
 
@@ -458,7 +697,9 @@ Result<int> HttpServer::bind() {
 Result<void> HttpServer::run() {
   if (!impl_->bound) return fail(ErrorCode::internal, "HttpServer::run before bind");
   auto& ioc = impl_->ioc;
-  asio::co_spawn(ioc, impl_->accept_loop(), asio::detached);
+  asio::co_spawn(impl_->accept_strand, impl_->accept_loop(), asio::detached);
+  asio::co_spawn(ioc, impl_->summarize(), asio::detached);
+  asio::co_spawn(ioc, impl_->sweep_idle(), asio::detached);
   auto run_io = [&ioc] {
     for (;;) {
       try {
@@ -473,7 +714,12 @@ Result<void> HttpServer::run() {
   for (int i = 1; i < impl_->options.io_threads; ++i) threads.emplace_back(run_io);
   run_io();
   for (auto& t : threads) t.join();
+  if (auto line = impl_->access.take_summary()) spdlog::info("{}", *line);
   return {};
+}
+
+void HttpServer::shutdown() {
+  if (impl_) impl_->shutdown();
 }
 
 void HttpServer::stop() {

@@ -6,28 +6,43 @@
 // request's handler — the action table's, which may allocate and copy — runs
 // on a worker pool (HttpOptions::threads), never on an I/O thread.
 //
-// Routes come only from the action table (path templates become regexes;
-// path, query and JSON body merge into the action's params), plus
-// GET /api/openapi.json. Cross-cutting rules are checked after the header and
-// before the body is read, so no route can skip them: who is calling (bearer
-// token, X-Memd-* headers → a Caller, server/http/caller.hpp; all but
-// /healthz) and the body limit (--max-upload for PUT …/data, --max-body
-// otherwise). Unknown routes, oversized bodies, malformed requests and handler
-// exceptions all answer the JSON error shape. Every accepted socket gets
-// TCP_NODELAY; keep-alive has no request cap; header, body, idle and write
-// timeouts are per connection (HttpOptions).
+// Routes come only from the action table (path templates matched segment by
+// segment in request_target.hpp; path, query and JSON body merge into the
+// action's params), plus GET /api/openapi.json. Every check that needs only
+// the header runs before the body is read, so no route can skip them and a
+// refused body is never read: the request target's length (414 over 8 KiB),
+// who is calling (bearer token and X-Memd-* headers → a Caller,
+// server/http/caller.hpp; all but /healthz), the route (404; 405 with Allow for a
+// known path and another method), a JSON route's Content-Type (415), the
+// body limit (--max-upload for PUT …/data, --max-body otherwise: 413).
+// Unknown routes, oversized bodies, malformed requests (conflicting
+// Content-Length headers included) and handler exceptions all answer the
+// JSON error shape. Every accepted socket gets TCP_NODELAY; keep-alive has
+// no request cap; header, body, idle and write timeouts are per connection
+// (HttpOptions).
+//
+// The data routes stream (data_streams.hpp): an upload is checked whole
+// (allocation, permission, offset + Content-Length in bounds) before its body
+// is read, then written in 256 KiB pieces as it arrives, each piece one
+// memory_write dispatch; a download is checked whole, then sent with
+// Content-Length in 64 KiB pieces, each read by one memory_read dispatch on
+// the worker pool, at most two alive per response (streamed_response.hpp,
+// the mechanism server-sent events will reuse). JSON bodies and answers are
+// held whole (bounded by --max-body). A connection between requests is
+// parked: its socket waits for readability with no coroutine, timer or
+// buffer (under 1 KiB each; docs/architecture.md, "Memory per connection"),
+// and one sweep closes those idle past the idle timeout.
 //
 // One daemon per address: the listening socket sets SO_REUSEADDR (rebinding
 // over TIME_WAIT) but never SO_REUSEPORT, so bind() on an address another
 // process listens on fails at once with `unavailable`.
 //
-// Request bodies and binary responses are held whole in memory (bounded by
-// the limits above), each in one buffer the handler reads from or returned,
-// without a second copy; streaming them in pieces is issue 12's remaining
-// work.
+// Each request is logged at debug level (method, target, status, body bytes,
+// µs), and a summary of the last interval at info when there was traffic
+// (access_log.hpp).
 //
-// Thread safety: stop() may be called from any thread (a signal-waiting
-// thread) and makes run() return.
+// Thread safety: stop() and shutdown() may be called from any thread (a
+// signal-waiting thread) and make run() return.
 #pragma once
 
 #include <memory>
@@ -51,6 +66,11 @@ class HttpServer {
   Result<int> bind();
   // Serves until stop(). Requires a successful bind().
   Result<void> run();
+  // Graceful: stops accepting, closes idle connections, lets requests in
+  // flight finish (their connections then close) for up to
+  // HttpOptions::shutdown_grace, then makes run() return.
+  void shutdown();
+  // At once: run() returns; connections are dropped mid-request.
   void stop();
 
  private:

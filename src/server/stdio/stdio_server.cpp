@@ -39,6 +39,11 @@ std::string stdio_too_long_response(std::uint64_t max_line) {
 }
 
 std::string handle_stdio_line(MemoryService& service, std::string_view line, const std::string& owner) {
+  // The host owns the engine it spawned: it is the admin, acting as its owner.
+  return handle_stdio_line(service, line, Caller::host(owner));
+}
+
+std::string handle_stdio_line(MemoryService& service, std::string_view line, const Caller& caller) {
   try {
     auto request = parse_request_json(line);
     if (!request) return error_response(nullptr, request.error());
@@ -63,10 +68,10 @@ std::string handle_stdio_line(MemoryService& service, std::string_view line, con
         return error_response(id, Error{ErrorCode::invalid_argument, "'params' must be a JSON object"});
       params = std::move(*p);
     }
-    // The host owns the engine it spawned: it is the admin, acting as its
-    // owner. "session" (beside "params") is what X-Memd-Session is to REST.
+    // "session" (beside "params") is what X-Memd-Session is to REST; it
+    // replaces the caller's own (the bridge sends its session as a header).
     CallContext context;
-    context.caller = Caller::host(owner);
+    context.caller = caller;
     if (auto it = request->find("session"); it != request->end() && !it->is_null()) {
       if (!it->is_string())
         return error_response(id, Error{ErrorCode::invalid_argument, "'session' must be a session id string"});

@@ -23,6 +23,7 @@
 #include <string_view>
 
 #include "memd/size.hpp"
+#include "service/caller.hpp"
 
 namespace memd {
 
@@ -47,8 +48,11 @@ int serve_lines(const StdioOptions& options, int in_fd, int out_fd, const LineAn
 // process exit code (0; 1 when the output cannot be written).
 int run_stdio(MemoryService& service, const StdioOptions& options, int in_fd, int out_fd);
 
-// One request line → one response (JSON text, no newline).
+// One request line → one response (JSON text, no newline), as `caller`:
+// `memd stdio`'s host is the admin acting as its owner (the first form);
+// `POST /api/stdio` (the bridge) passes the caller its headers resolved to.
 std::string handle_stdio_line(MemoryService& service, std::string_view line, const std::string& owner);
+std::string handle_stdio_line(MemoryService& service, std::string_view line, const Caller& caller);
 
 // The response to a line over the limit.
 std::string stdio_too_long_response(std::uint64_t max_line);
