@@ -156,3 +156,52 @@ TEST(SessionsStdio, ALineNamesItsSessionAndTheHostsExitEndsIt) {
 
 }  // namespace
 }  // namespace memd::testing
+
+namespace memd::testing {
+namespace {
+
+// POST /api/stdio (the bridge's route) under hostile input: whatever the
+// line, the answer is a stdio response line, never a dropped connection,
+// and the caller's owner rules hold inside it.
+TEST(StdioOverHttp, HostileLinesAreAnsweredInBandAndOwnersHold) {
+  Daemon daemon;
+  httplib::Client client(daemon.url());
+  const httplib::Headers alice{{"X-Memd-Owner", "alice"}}, mallory{{"X-Memd-Owner", "mallory"}};
+  auto line = [&](const httplib::Headers& who, const std::string& body) {
+    auto r = client.Post("/api/stdio", who, body, "application/json");
+    EXPECT_TRUE(r);
+    if (!r) return json();
+    EXPECT_EQ(r->status, 200) << body << " → " << r->body;
+    return json::parse(r->body);
+  };
+  for (const std::string bad : {"not json", "[1,2]", "{}", R"({"id":7,"action":42})",
+                                R"({"id":7,"action":"no_such_action"})", R"({"id":{"a":1},"action":"memory_status","params":3})",
+                                R"({"id":7,"action":"memory_status","session":"not-a-guid"})"}) {
+    const json got = line(alice, bad);
+    EXPECT_EQ(got.value("ok", true), false) << bad;
+    EXPECT_TRUE(got.contains("error")) << bad;
+  }
+  EXPECT_EQ(line(alice, R"({"id":{"a":1},"action":"memory_status","params":3})")["id"], json({{"a", 1}}));
+
+  const json made = line(alice, R"({"id":1,"action":"memory_allocate","params":{"sizeBytes":4096,"deviceId":"host:0"}})");
+  ASSERT_TRUE(made["ok"].get<bool>()) << made;
+  const std::string id = made["result"]["allocationId"];
+  const json stolen =
+      line(mallory, R"({"id":2,"action":"memory_deallocate","params":{"allocationId":")" + id + "\"}}");
+  EXPECT_EQ(stolen["error"]["code"], "permission_denied") << stolen;
+  // Not the stdio host: a bridged caller is no admin unless it asks (loopback, no tokens).
+  const json limit = line(alice, R"({"id":3,"action":"memory_limits","params":{"owner":"alice","bytes":"1MiB"}})");
+  EXPECT_EQ(limit["error"]["code"], "permission_denied") << limit;
+  // A JSON route: another content type is refused before the body is read.
+  auto typed = client.Post("/api/stdio", alice, R"({"id":1,"action":"memory_status"})", "text/plain");
+  ASSERT_TRUE(typed);
+  EXPECT_EQ(typed->status, 415);
+  auto wrong_method = client.Get("/api/stdio", alice);
+  ASSERT_TRUE(wrong_method);
+  EXPECT_EQ(wrong_method->status, 405);
+  EXPECT_EQ(wrong_method->get_header_value("Allow"), "POST");
+  EXPECT_TRUE(line(alice, R"({"id":4,"action":"memory_deallocate","params":{"allocationId":")" + id + "\"}}")["ok"]);
+}
+
+}  // namespace
+}  // namespace memd::testing
