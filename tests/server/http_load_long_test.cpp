@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/child_process.hpp"
+#include "server/process_memory.hpp"
 #include "server/http_test_support.hpp"
 
 namespace memd::testing {
@@ -28,30 +29,6 @@ constexpr std::size_t kReaders = 1'000;
 constexpr std::uint64_t kAllocation = 256 * kMiB;
 constexpr std::uint64_t kBudget = 256 * kMiB;
 
-std::uint64_t resident_bytes(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6)) * 1024;
-  return 0;
-}
-
-std::uint64_t settled_resident_bytes(pid_t pid) {
-  std::uint64_t last = resident_bytes(pid);
-  for (int i = 0; i < 100; ++i) {
-    std::this_thread::sleep_for(milliseconds(100));
-    const std::uint64_t now = resident_bytes(pid);
-    if (now == last) return now;
-    last = now;
-  }
-  return last;
-}
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
 
 TEST(HttpLoad, TenThousandIdleAndAThousandStalledReadsFitTheBudget) {
   if (kSanitized) GTEST_SKIP() << "resident memory means nothing under a sanitizer";

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "server/child_process.hpp"
+#include "server/process_memory.hpp"
 #include "server/http_test_support.hpp"
 
 namespace memd::testing {
@@ -26,33 +27,6 @@ namespace {
 constexpr std::size_t kConnections = 2000;
 constexpr std::uint64_t kMaxBytesPerIdleConnection = 2 * 1024;
 
-std::uint64_t resident_bytes(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6)) * 1024;
-  return 0;
-}
-
-// RSS once it has stopped moving (the daemon finishes accepting and parking
-// the connections on its own threads).
-std::uint64_t settled_resident_bytes(pid_t pid) {
-  std::uint64_t last = resident_bytes(pid);
-  for (int i = 0; i < 50; ++i) {
-    std::this_thread::sleep_for(milliseconds(100));
-    const std::uint64_t now = resident_bytes(pid);
-    if (now == last) return now;
-    last = now;
-  }
-  return last;
-}
-
-// Sanitizers' shadow memory, redzones and quarantine swamp the measurement.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
 
 TEST(HttpMemory, AnIdleConnectionCostsUnderTwoKiB) {
   if (kSanitized) GTEST_SKIP() << "resident memory means nothing under a sanitizer";
