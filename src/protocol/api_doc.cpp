@@ -167,8 +167,12 @@ Data is streamed, never held whole:
   cap. If the allocation is freed while it streams, the connection closes
   before Content-Length bytes: the body is short, never padded. HEAD answers
   the same header without the body.
-- A body may pause up to 30 s between reads; each 64 KiB piece of an answer
-  must be taken by the client within 30 s.
+- A body may pause up to 30 s between reads. A client reading an answer
+  must take at least one 64 KiB piece in any 30 s (`memd serve
+  --write-timeout`), else the connection is cut: reading slowly is fine,
+  stalling is not. (Measured by what the peer has taken from the socket,
+  not by how long one write waits: under TCP memory pressure the kernel can
+  hold a write back for longer than a steady slow reader needs.)
 
 On SIGTERM or SIGINT `memd serve` stops accepting, closes idle connections,
 lets requests in flight finish (their answers carry `Connection: close`) for

@@ -38,7 +38,10 @@ TEST(HttpLoad, TenThousandIdleAndAThousandStalledReadsFitTheBudget) {
   ::setrlimit(RLIMIT_NOFILE, &files);  // the daemon inherits it
   if (files.rlim_cur < kIdle + kReaders + 200) GTEST_SKIP() << "needs " << kIdle + kReaders + 200 << " descriptors";
 
-  ChildProcess daemon({MEMD_BINARY, "--no-cuda", "--host-device", "512MiB", "serve", "--listen", "127.0.0.1:0"});
+  // The readers stay stalled while the test measures (a minute or more on a
+  // loaded machine): longer than the default 30 s a stalled reader is given.
+  ChildProcess daemon({MEMD_BINARY, "--no-cuda", "--host-device", "512MiB", "serve", "--listen", "127.0.0.1:0",
+                       "--write-timeout", "600"});
   const auto banner = daemon.read_line();
   ASSERT_TRUE(banner);
   const int port = std::stoi(banner->substr(banner->rfind(':') + 1));

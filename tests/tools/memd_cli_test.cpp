@@ -64,6 +64,8 @@ TEST(Cli, PoolPolicyFlagRefusesWhatItCannotApply) {
     EXPECT_EQ(r.code, 1) << bad << ": " << r.out;
     EXPECT_NE(r.out.find("--pool-policy"), std::string::npos) << bad << ": " << r.out;
   }
+  EXPECT_NE(memd("--no-cuda --host-device 64MiB serve --listen 127.0.0.1:0 --write-timeout 0").code, 0);
+  EXPECT_NE(memd("--no-cuda --host-device 64MiB serve --listen 127.0.0.1:0 --write-timeout x").code, 0);
   auto unknown = memd("--no-cuda --host-device 64MiB serve --listen 127.0.0.1:0 --pool-policy host:7=throughput");
   EXPECT_EQ(unknown.code, 1);
   EXPECT_NE(unknown.out.find("host:7"), std::string::npos) << unknown.out;

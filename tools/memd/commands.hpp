@@ -30,6 +30,7 @@ struct ServeFlags {
   std::string max_body = "64MiB";
   std::string max_upload = "1GiB";
   std::string log_level = "info";  // debug adds one line per request
+  int write_timeout_s = 30;         // HttpOptions::write_timeout
 };
 
 struct StdioFlags {

@@ -77,6 +77,7 @@ int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
   if (!max_upload) return report(max_upload.error());
   http.max_body = *max_body;
   http.max_upload = *max_upload;
+  http.write_timeout = std::chrono::seconds(flags.write_timeout_s);
   // Refuse before discovering devices: a misconfiguration should fail fast.
   if (auto ok = validate_http_options(http); !ok) return report(ok.error());
 

@@ -68,6 +68,11 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--pool-policy", engine.pool_policies, policy_help);
   serve_cmd->add_option("--max-body", serve.max_body, "Largest JSON body")->capture_default_str();
   serve_cmd->add_option("--max-upload", serve.max_upload, "Largest data upload body")->capture_default_str();
+  serve_cmd->add_option("--write-timeout", serve.write_timeout_s,
+                        "Seconds a response may go with its reader taking less than one 64 KiB piece "
+                        "(slow or stalled consumers are cut after this)")
+      ->check(CLI::Range(1, 86'400))
+      ->capture_default_str();
   serve_cmd->add_option("--log-level", serve.log_level,
                         "trace, debug (adds a line per request), info (a traffic summary a minute), warn, error, off")
       ->capture_default_str();

@@ -61,6 +61,8 @@ constexpr std::string_view kOpenApiPath = "/api/openapi.json";
 // bridge answers as the in-process door does. Errors travel in the line
 // (`"ok": false`), so the HTTP status is 200 whenever a line was answered.
 constexpr std::string_view kStdioPath = "/api/stdio";
+// SO_SNDBUF of a connection once it streams a body (see download()).
+constexpr int kStreamSendBuffer = 256 * 1024;
 // After refusing a request whose body was not read: how long and how much of
 // that body to drain before closing, so the close does not reset the
 // connection before the client has read the answer.
@@ -458,6 +460,16 @@ struct HttpServer::Impl {
     out.length = (*source)->length();
     out.source = std::move(*source);
     x.status = match.route->success_status;
+    // A bounded send buffer for a streamed body: Linux autotunes a socket's
+    // up to 4 MiB, and 1,000 slow readers then queued ~4 GB in the kernel,
+    // past tcp_mem, which put every socket of the host under TCP memory
+    // pressure: a fast reader of the same daemon stalled for minutes
+    // (HttpLoad long test). 256 KiB (the kernel doubles it) still feeds a
+    // loopback reader at GB/s.
+    {
+      beast::error_code ignored;
+      stream.socket().set_option(asio::socket_base::send_buffer_size(kStreamSendBuffer), ignored);
+    }
     const StreamedResult sent = co_await write_streamed(stream, out, head_only, options.write_timeout);
     x.bytes_out += sent.body_bytes;
     if (sent.aborted)
