@@ -160,6 +160,10 @@ struct HttpServer::Impl {
   bool bound = false;
 
   Impl(MemoryService& s, HttpOptions o) : service(s), options(std::move(o)), ioc(std::max(1, options.io_threads)) {
+    // spdlog builds its registry lazily, on the first log call; make that
+    // happen here, on one thread, before any I/O thread logs (the lazy init
+    // inside the uninstrumented library showed as a race under TSan).
+    spdlog::default_logger();
     routes.add(HttpMethod::Get, kOpenApiPath);
     routes.add(HttpMethod::Post, kStdioPath);
     const Action* details = find_action("memory_allocation_details");
