@@ -420,6 +420,7 @@ Result<std::vector<SessionReport>> MemoryService::sessions(const Caller& caller)
 std::size_t MemoryService::sweep_sessions() { return sweep_at(now()); }
 
 std::size_t MemoryService::sweep_at(SteadyTime now) {
+  std::lock_guard sweep(sweep_mutex_);
   const auto lapsed = sessions_->take_lapsed(now);
   bool freed_any = false;
   for (const auto& e : lapsed) {

@@ -146,6 +146,11 @@ class MemoryService {
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   // Limit updates are read-modify-write of the manager's whole Limits value.
   std::mutex limits_mutex_;
+  // One sweep at a time: a sweep takes lapsed sessions out of the table and
+  // then frees their allocations, so without this a caller's sweep could
+  // return (nothing left to take) while the reaper's was still freeing —
+  // sessions gone, memory not yet (SessionsTest, one asan run in CI).
+  std::mutex sweep_mutex_;
   LeaseClock clock_;
   std::unique_ptr<SessionTable> sessions_;
   // Last: it calls back into everything above, and is stopped first.
