@@ -194,7 +194,7 @@ Result<Outcome> memory_devices(MemoryService& s, const Params&, const CallContex
   return ok({{"devices", std::move(devices)}});
 }
 
-Result<Outcome> session_open(MemoryService& s, const Params& p, const CallContext& ctx) {
+Result<Outcome> memory_session_open(MemoryService& s, const Params& p, const CallContext& ctx) {
   MEMD_ASSIGN_OR_RETURN(auto ttl, p.json_integer("ttlSeconds", kMinSessionTtl.count(), kMaxSessionTtl.count()));
   std::optional<std::chrono::seconds> seconds;
   if (ttl) seconds = std::chrono::seconds(static_cast<std::int64_t>(*ttl));
@@ -202,19 +202,19 @@ Result<Outcome> session_open(MemoryService& s, const Params& p, const CallContex
   return ok(to_json(session));
 }
 
-Result<Outcome> session_heartbeat(MemoryService& s, const Params& p, const CallContext& ctx) {
+Result<Outcome> memory_session_renew(MemoryService& s, const Params& p, const CallContext& ctx) {
   MEMD_ASSIGN_OR_RETURN(auto id, required(p.session_id("sessionId"), "sessionId"));
   MEMD_ASSIGN_OR_RETURN(auto session, s.heartbeat_session(ctx.caller, id));
   return ok(to_json(session));
 }
 
-Result<Outcome> session_close(MemoryService& s, const Params& p, const CallContext& ctx) {
+Result<Outcome> memory_session_close(MemoryService& s, const Params& p, const CallContext& ctx) {
   MEMD_ASSIGN_OR_RETURN(auto id, required(p.session_id("sessionId"), "sessionId"));
   MEMD_ASSIGN_OR_RETURN(auto closed, s.close_session(ctx.caller, id));
   return ok(to_json(closed));
 }
 
-Result<Outcome> session_list(MemoryService& s, const Params&, const CallContext& ctx) {
+Result<Outcome> memory_sessions(MemoryService& s, const Params&, const CallContext& ctx) {
   MEMD_ASSIGN_OR_RETURN(auto sessions, s.sessions(ctx.caller));
   nlohmann::json items = nlohmann::json::array();
   for (const auto& session : sessions) items.push_back(to_json(session));
@@ -369,7 +369,7 @@ std::vector<Action> build_table() {
         .minimum = static_cast<std::uint64_t>(kMinSessionTtl.count())}},
       R"({"ttlSeconds": 30})",
       R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "ttlSeconds": 30, "expiresAt": "2026-01-01T00:00:30.000Z", "allocations": 0, "allocatedBytes": 0})",
-      session_open});
+      memory_session_open});
   t.push_back(Action{
       "memory_session_renew",
       "Renew a session's lease for its ttlSeconds from now (its owner or the admin). A lapsed session cannot be renewed: not_found, its allocations already freed.",
@@ -377,7 +377,7 @@ std::vector<Action> build_table() {
       {{"sessionId", K::SessionId, true, "The session's GUID."}},
       R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890"})",
       R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "ttlSeconds": 30, "expiresAt": "2026-01-01T00:01:00.000Z", "allocations": 1, "allocatedBytes": 1048576})",
-      session_heartbeat});
+      memory_session_renew});
   t.push_back(Action{
       "memory_session_close",
       "Close a session (its owner or the admin) and free every allocation still in it; answers what it freed.",
@@ -385,7 +385,7 @@ std::vector<Action> build_table() {
       {{"sessionId", K::SessionId, true, "The session's GUID."}},
       R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890"})",
       R"({"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "releasedAllocations": 1, "releasedBytes": 1048576, "allocationIds": ["a1b2c3d4-e5f6-4890-abcd-ef1234567890"]})",
-      session_close});
+      memory_session_close});
   t.push_back(Action{
       "memory_sessions",
       "Your open sessions (the admin: everyone's), soonest to lapse first.",
@@ -393,7 +393,7 @@ std::vector<Action> build_table() {
       {},
       R"({})",
       R"({"sessions": [{"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "ttlSeconds": 30, "expiresAt": "2026-01-01T00:00:30.000Z", "allocations": 1, "allocatedBytes": 1048576}]})",
-      session_list});
+      memory_sessions});
   return t;
 }
 

@@ -284,37 +284,24 @@ TEST(HttpStreaming, ADownloadWhoseAllocationIsFreedIsCutShort) {
 // send buffer; a reader that takes nothing is cut within a few timeouts.
 // (The load that broke this, 1,000 readers at 32 KiB/s under TCP memory
 // pressure, cannot be made here; this pins the policy the fix implements.)
-int raw_download(int port, const std::string& target) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int rcvbuf = 128 * 1024;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  const std::string req = request("GET", target);
-  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+Socket slow_download(int port, const std::string& target) {
+  Socket socket(port);
+  socket.set_receive_buffer(128 * 1024);
+  if (socket.ok() && !socket.send(request("GET", target))) socket.close();
+  return socket;
 }
 
 // Reads up to `bytes` at most `step` per `every`; the bytes read (to EOF).
-std::uint64_t read_paced(int fd, std::uint64_t bytes, std::size_t step, milliseconds every) {
+std::uint64_t read_paced(Socket& socket, std::uint64_t bytes, std::size_t step, milliseconds every) {
   std::vector<char> buffer(step);
   std::uint64_t got = 0;
   auto due = Clock::now();
   while (got < bytes) {
     std::this_thread::sleep_until(due);
     due += every;
-    pollfd p{fd, POLLIN, 0};
+    pollfd p{socket.fd(), POLLIN, 0};
     if (::poll(&p, 1, 5000) <= 0) break;
-    const ssize_t n = ::recv(fd, buffer.data(), std::min<std::uint64_t>(step, bytes - got), 0);
+    const ssize_t n = ::recv(socket.fd(), buffer.data(), std::min<std::uint64_t>(step, bytes - got), 0);
     if (n <= 0) break;
     got += static_cast<std::uint64_t>(n);
   }
@@ -334,19 +321,19 @@ TEST(HttpStreaming, ASteadySlowReaderOutlastsTheWriteTimeoutAndAStalledOneIsCut)
   ASSERT_TRUE(answered_ok(setup.response(milliseconds(30'000))));
 
   // 64 KiB per 25 ms (2.5 MiB/s) for ~3.2 s, ten write timeouts.
-  const int steady = raw_download(server.port(), data_path(id));
-  ASSERT_GE(steady, 0);
+  Socket steady = slow_download(server.port(), data_path(id));
+  ASSERT_TRUE(steady.ok());
   const std::uint64_t header_and_body = kSize + 1024;  // the header is well under 1 KiB
   const std::uint64_t got = read_paced(steady, header_and_body, 64 * 1024, milliseconds(25));
-  ::close(steady);
+  steady.close();
   EXPECT_GT(got, kSize);
 
   // Takes nothing for 10 write timeouts: the server gives up, the body ends short.
-  const int stalled = raw_download(server.port(), data_path(id));
-  ASSERT_GE(stalled, 0);
+  Socket stalled = slow_download(server.port(), data_path(id));
+  ASSERT_TRUE(stalled.ok());
   std::this_thread::sleep_for(milliseconds(3000));  // 10 timeouts
   const std::uint64_t left = read_paced(stalled, header_and_body, 1 << 20, milliseconds(0));
-  ::close(stalled);
+  stalled.close();
   EXPECT_LT(left, kSize);
   setup.send(kHealthz);
   EXPECT_TRUE(answered_ok(setup.response(milliseconds(5000))));

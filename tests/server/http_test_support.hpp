@@ -58,6 +58,7 @@ class Socket {
   Socket(Socket&& other) noexcept : fd_(other.fd_), buffer_(std::move(other.buffer_)) { other.fd_ = -1; }
 
   bool ok() const { return fd_ >= 0; }
+  int fd() const { return fd_; }  // for reads paced by the test itself
   void close() {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;

@@ -19,6 +19,7 @@
 
 #include "server/daemon.hpp"
 #include "server/doors_support.hpp"
+#include "server/http_test_support.hpp"
 
 namespace memd::testing {
 namespace {
@@ -153,31 +154,12 @@ TEST_F(OwnershipRestWithTokens, TheSingleTokenStaysTheAdmins) {
   EXPECT_EQ(freed->status, 200) << freed->body;
 }
 
-// Sends raw bytes (a header no client library would write) and returns the
-// response's status line and body.
+// Sends raw bytes (a header no client library would write) and returns
+// everything the server answers until it closes.
 std::string raw_exchange(const std::string& url, const std::string& request) {
-  const int port = std::stoi(url.substr(url.rfind(':') + 1));
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return "";
-  }
-  (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-  std::string out;
-  char chunk[4096];
-  for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 5000) <= 0) break;
-    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
-    if (n <= 0) break;
-    out.append(chunk, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return out;
+  Socket socket(std::stoi(url.substr(url.rfind(':') + 1)));
+  if (!socket.ok() || !socket.send(request)) return "";
+  return socket.until_closed(milliseconds(5000));
 }
 
 TEST(OwnershipRest, HostileOwnerNamesAreRefusedAsHeaderAndParameter) {
