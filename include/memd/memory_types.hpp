@@ -43,6 +43,8 @@ enum class MemoryAllocationStatus : std::uint8_t {
   Moving = 3,    // being relocated by defragmentation
   Exported = 4,  // shared with another process; pinned in place
   Failed = 5,
+  Freeing = 6,   // freed while a transfer or an importer still uses it: the memory
+                 // goes back once they drain (not the seed's: memd's addition)
 };
 
 // Lower priorities are evicted or cleared first.
@@ -55,7 +57,7 @@ enum class MemoryPriority : std::uint8_t {
 
 enum class MemoryTransferStatus : std::uint8_t {
   Pending = 0,
-  Running = 1,
+  InProgress = 1,
   Completed = 2,
   Failed = 3,
   Cancelled = 4,

@@ -36,7 +36,60 @@ Result<AllocationRegistry::EntryPtr> AllocationRegistry::find(const AllocationId
   std::lock_guard lock(mu_);
   auto it = entries_.find(id);
   if (it == entries_.end()) return fail(ErrorCode::not_found, "no allocation {}", id.to_string());
+  if (it->second->freeing.load(std::memory_order_relaxed))
+    return fail(ErrorCode::not_found, "allocation {} is being freed", id.to_string());
   return it->second;
+}
+
+Result<AllocationRegistry::FreeStart> AllocationRegistry::begin_free(const AllocationId& id) {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return fail(ErrorCode::not_found, "no allocation {}", id.to_string());
+  Entry& e = *it->second;
+  if (e.freeing.load(std::memory_order_relaxed))
+    return fail(ErrorCode::not_found, "allocation {} is being freed already", id.to_string());
+  if (e.holds > 0) {
+    e.freeing.store(true, std::memory_order_relaxed);
+    e.record.status = MemoryAllocationStatus::Freeing;
+    return FreeStart{it->second, true};
+  }
+  FreeStart out{std::move(it->second), false};
+  entries_.erase(it);
+  return out;
+}
+
+Result<AllocationRegistry::EntryPtr> AllocationRegistry::hold(const AllocationId& id) {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return fail(ErrorCode::not_found, "no allocation {}", id.to_string());
+  if (it->second->freeing.load(std::memory_order_relaxed))
+    return fail(ErrorCode::not_found, "allocation {} is being freed", id.to_string());
+  ++it->second->holds;
+  return it->second;
+}
+
+AllocationRegistry::EntryPtr AllocationRegistry::unhold(Entry& entry) {
+  std::lock_guard lock(mu_);
+  if (entry.holds == 0 || --entry.holds > 0 || !entry.freeing.load(std::memory_order_relaxed)) return nullptr;
+  auto it = entries_.find(entry.record.id);
+  if (it == entries_.end() || it->second.get() != &entry) return nullptr;
+  EntryPtr out = std::move(it->second);
+  entries_.erase(it);
+  return out;
+}
+
+void AllocationRegistry::relocate(Entry& entry, DevicePool* pool, void* ptr, DeviceId device, MemoryType type) {
+  std::lock_guard lock(mu_);
+  entry.pool = pool;
+  entry.ptr = ptr;
+  entry.record.device = device;
+  entry.record.memory_type = type;
+  entry.record.address = reinterpret_cast<std::uint64_t>(ptr);
+}
+
+void AllocationRegistry::set_status(Entry& entry, MemoryAllocationStatus status) {
+  std::lock_guard lock(mu_);
+  if (!entry.freeing.load(std::memory_order_relaxed)) entry.record.status = status;
 }
 
 Result<AllocationRecord> AllocationRegistry::get(const AllocationId& id) const {

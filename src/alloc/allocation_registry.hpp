@@ -10,15 +10,27 @@
 // Thread safety: every method is thread-safe; one mutex guards the map and
 // the records (a record's last_used_at changes after insertion, so records
 // are only read or written through the registry: get(), list(), touch(),
-// for_each()). An entry's pool and ptr never change once inserted. Its io
-// lock is the caller's: readers and writers of the bytes hold it shared, a
-// free takes it exclusively after unlink(), so a free waits for copies in
-// flight instead of pulling memory from under them. for_each() calls its
-// function under the registry's mutex: the function must not call back into
-// the registry.
+// for_each()). for_each() calls its function under the registry's mutex: the
+// function must not call back into the registry.
+//
+// An entry's pool and ptr change only when a move lands (MemoryManager's
+// commit_move), which holds the entry's io lock exclusively and the
+// registry's mutex; so whoever holds io (shared) may read them. The io lock is
+// the caller's: readers and writers of the bytes hold it shared for the
+// length of one copy. write_gate is shared by writers and taken exclusively by
+// a move for its whole copy, so no write lands in the old block after the
+// move has copied past it; readers never take it and read on meanwhile.
+//
+// Holds keep memory alive across a long piece of work (a transfer, an
+// export): an allocation freed while held is marked freeing (status Freeing),
+// stays in the registry, refuses new holds and byte access, and is unlinked
+// only when the last hold goes (unhold() hands it over then). So a free never
+// pulls memory from under a copy, and never waits for one either.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -52,11 +64,22 @@ class AllocationRegistry {
  public:
   struct Entry {
     AllocationRecord record;  // guarded by the registry's mutex
-    DevicePool* pool = nullptr;
+    DevicePool* pool = nullptr;  // see the header comment: changes only when a move lands
     void* ptr = nullptr;
-    std::shared_mutex io;  // see the header comment
+    std::shared_mutex io;          // see the header comment
+    std::shared_mutex write_gate;  // see the header comment
+    std::uint32_t holds = 0;       // guarded by the registry's mutex
+    // Set (under the registry's mutex) when a free finds the entry held;
+    // read without it by work between chunks, to stop early.
+    std::atomic<bool> freeing{false};
   };
   using EntryPtr = std::shared_ptr<Entry>;
+
+  // What begin_free() decided.
+  struct FreeStart {
+    EntryPtr entry;
+    bool deferred = false;  // held: marked freeing, unlinked by the last unhold()
+  };
 
   AllocationRegistry() = default;
   AllocationRegistry(const AllocationRegistry&) = delete;
@@ -68,8 +91,22 @@ class AllocationRegistry {
   // Removes the entry and hands it over (the caller frees its memory).
   // Unknown id: not_found.
   Result<EntryPtr> unlink(const AllocationId& id);
-  // The entry, for access to its bytes. Unknown id: not_found.
+  // The entry, for access to its bytes. Unknown id, or one being freed: not_found.
   Result<EntryPtr> find(const AllocationId& id) const;
+  // Starts a free: unknown or already freeing is not_found. An entry with no
+  // hold is unlinked and handed over (the caller frees its memory); a held one
+  // is marked freeing (status Freeing) and stays until the last unhold().
+  Result<FreeStart> begin_free(const AllocationId& id);
+  // Takes a hold on the entry. Unknown, or being freed: not_found.
+  Result<EntryPtr> hold(const AllocationId& id);
+  // Drops a hold. When it was the last hold on an entry being freed, the
+  // entry is unlinked and returned (the caller frees its memory); else null.
+  EntryPtr unhold(Entry& entry);
+  // Replaces a held entry's location and the record's device, type and
+  // address (a move landing); the caller holds entry.io exclusively.
+  void relocate(Entry& entry, DevicePool* pool, void* ptr, DeviceId device, MemoryType type);
+  // Sets a live entry's status (Moving while a move copies, back to Allocated).
+  void set_status(Entry& entry, MemoryAllocationStatus status);
   // A copy of the record. Unknown id: not_found.
   Result<AllocationRecord> get(const AllocationId& id) const;
   // Records last_used_at = now on an entry found before.

@@ -31,11 +31,6 @@ Result<void> check_request(const AllocationRequest& request) {
 
 QuotaCharge charge_of(const AllocationRecord& r) { return {r.owner, r.device, r.memory_type, r.size_bytes}; }
 
-Result<void> copy_sync(Backend& backend, DeviceId device, void* dst, const void* src, std::uint64_t n) {
-  Stream stream{device, 0};
-  if (auto r = backend.copy(dst, src, n, stream); !r) return r;
-  return backend.synchronize(stream);
-}
 
 }  // namespace
 
@@ -49,6 +44,12 @@ MemoryManager::~MemoryManager() {
 }
 
 const DeviceCatalog& MemoryManager::catalog() const noexcept { return catalog_; }
+
+std::uint64_t MemoryManager::pinned_limit() const noexcept {
+  if (options_.pinned_limit_bytes != 0) return options_.pinned_limit_bytes;
+  auto cpu = catalog_.info(DeviceId::cpu());
+  return cpu && cpu->total_bytes != 0 ? cpu->total_bytes / 4 : 0;
+}
 
 Result<DevicePool*> MemoryManager::pool_for(DeviceId device, MemoryType type) {
   std::lock_guard lock(pools_mu_);
@@ -67,6 +68,7 @@ Result<DevicePool*> MemoryManager::pool_for(DeviceId device, MemoryType type) {
   // The fraction caps every pool, so memd never claims a device whole.
   if (info && info->total_bytes != 0)
     po.capacity = static_cast<std::uint64_t>(static_cast<double>(info->total_bytes) * options_.max_device_fraction);
+  if (device == DeviceId::cpu() && type == MemoryType::SharedMemory) po.capacity = pinned_limit();
   auto created = DevicePool::create(**backend, po);
   if (!created) return fail(created.error());
   auto* raw = created->get();
@@ -131,25 +133,32 @@ Result<AllocationRecord> MemoryManager::allocate(const AllocationRequest& reques
 }
 
 Result<AllocationRecord> MemoryManager::deallocate(const AllocationId& id) {
-  AllocationRegistry::EntryPtr entry;
+  AllocationRegistry::FreeStart start;
   {
     std::shared_lock books(books_mu_);
-    auto unlinked = registry_.unlink(id);
-    if (!unlinked) return fail(unlinked.error());
-    entry = std::move(*unlinked);
-    // owner, device, type and size never change after insertion; reading
-    // them unlocked is safe.
-    quotas_.release(charge_of(entry->record));
+    auto begun = registry_.begin_free(id);
+    if (!begun) return fail(begun.error());
+    start = std::move(*begun);
+    // owner, size never change after insertion, device and type only under
+    // a hold (a move), which a free with no hold cannot meet.
+    if (!start.deferred) quotas_.release(charge_of(start.entry->record));
   }
-  std::unique_lock io(entry->io);  // wait for in-flight reads/writes
-  if (auto r = entry->pool->deallocate(entry->ptr); !r)
-    return fail(ErrorCode::internal, "registry and pool disagree on {}: {}", id.to_string(), r.error().message);
+  if (start.deferred) return registry_.get(id);  // status Freeing
+  if (auto r = finish_free(start.entry); !r) return fail(r.error());
   // A copy: get() may still be copying entry->record (it found the entry
   // before it was unlinked), so the shared record is never written here. No
   // touch() can run now (they hold io), so reading it whole is safe.
-  AllocationRecord freed = entry->record;
+  AllocationRecord freed = start.entry->record;
   freed.status = MemoryAllocationStatus::Freed;
   return freed;
+}
+
+Result<void> MemoryManager::finish_free(const AllocationRegistry::EntryPtr& entry) {
+  std::unique_lock io(entry->io);  // wait for in-flight reads/writes
+  if (auto r = entry->pool->deallocate(entry->ptr); !r)
+    return fail(ErrorCode::internal, "registry and pool disagree on {}: {}", entry->record.id.to_string(),
+                r.error().message);
+  return {};
 }
 
 Result<AllocationRecord> MemoryManager::get(const AllocationId& id) const { return registry_.get(id); }
@@ -158,41 +167,87 @@ std::vector<AllocationRecord> MemoryManager::list(const AllocationFilter& filter
   return registry_.list(filter);
 }
 
-Result<void> MemoryManager::write(const AllocationId& id, std::uint64_t offset, std::span<const std::byte> data) {
-  auto e = registry_.find(id);
-  if (!e) return fail(e.error());
-  auto& entry = **e;
-  std::shared_lock io(entry.io);
-  const std::uint64_t size = entry.record.size_bytes;  // never changes after insertion
-  if (offset > size || data.size() > size - offset)
-    return fail(ErrorCode::out_of_range, "write of {} bytes at offset {} is outside the allocation of {} bytes",
-                data.size(), offset, size);
-  if (data.empty()) return {};
-  if (auto r = copy_sync(entry.pool->backend(), entry.record.device, static_cast<std::byte*>(entry.ptr) + offset,
-                         data.data(), data.size());
-      !r)
-    return r;
-  registry_.touch(entry);
-  return {};
+Result<AllocationHold> MemoryManager::hold(const AllocationId& id) {
+  auto entry = registry_.hold(id);
+  if (!entry) return fail(entry.error());
+  return AllocationHold(this, std::move(*entry));
 }
 
-Result<std::vector<std::byte>> MemoryManager::read(const AllocationId& id, std::uint64_t offset, std::uint64_t length) {
-  auto e = registry_.find(id);
-  if (!e) return fail(e.error());
-  auto& entry = **e;
-  std::shared_lock io(entry.io);
-  const std::uint64_t size = entry.record.size_bytes;
-  if (offset > size || length > size - offset)
-    return fail(ErrorCode::out_of_range, "read of {} bytes at offset {} is outside the allocation of {} bytes",
-                length, offset, size);
-  std::vector<std::byte> out(length);
-  if (length == 0) return out;
-  if (auto r = copy_sync(entry.pool->backend(), entry.record.device, out.data(),
-                         static_cast<const std::byte*>(entry.ptr) + offset, length);
-      !r)
-    return fail(r.error());
-  registry_.touch(entry);
-  return out;
+void MemoryManager::touch(const AllocationHold& hold) { registry_.touch(hold.entry()); }
+
+void MemoryManager::unhold(AllocationRegistry::Entry& entry) noexcept {
+  AllocationRegistry::EntryPtr gone;
+  {
+    std::shared_lock books(books_mu_);
+    gone = registry_.unhold(entry);
+    if (gone) quotas_.release(charge_of(gone->record));
+  }
+  // A deferred free lands here; nobody is left to tell of a failure, which
+  // only a registry/pool disagreement (a bug validate() reports) could cause.
+  if (gone) (void)finish_free(gone);
+}
+
+Result<MemoryManager::MoveTarget> MemoryManager::reserve_move(const AllocationHold& hold, DeviceId device,
+                                                              MemoryType type) {
+  auto& entry = hold.entry();
+  auto record = registry_.get(hold.id());
+  if (!record) return fail(record.error());
+  if (record->pinned)
+    return fail(ErrorCode::conflict, "allocation {} is pinned: it never moves", hold.id().to_string());
+  if (record->status == MemoryAllocationStatus::Exported)
+    return fail(ErrorCode::conflict, "allocation {} is exported: it stays where other processes map it",
+                hold.id().to_string());
+  if (record->status == MemoryAllocationStatus::Moving)
+    return fail(ErrorCode::conflict, "allocation {} is being moved already", hold.id().to_string());
+  if (record->device == device && record->memory_type == type)
+    return fail(ErrorCode::conflict, "allocation {} is on {} {} already", hold.id().to_string(),
+                device.to_string(), to_string(type));
+  if (type == MemoryType::Unknown) return fail(ErrorCode::invalid_argument, "a move needs a memory type");
+  auto pool = pool_for(device, type);
+  if (!pool) return fail(pool.error());
+  const QuotaCharge charge{record->owner, device, type, record->size_bytes};
+  if (auto q = quotas_.reserve(charge); !q) return fail(q.error());
+  auto ptr = ladder_.allocate(**pool, record->size_bytes);
+  if (!ptr) {
+    quotas_.cancel(charge);
+    return fail(ptr.error());
+  }
+  registry_.set_status(entry, MemoryAllocationStatus::Moving);
+  return MoveTarget{*pool, *ptr, device, type};
+}
+
+Result<AllocationRecord> MemoryManager::commit_move(const AllocationHold& hold, const MoveTarget& target) {
+  auto& entry = hold.entry();
+  DevicePool* old_pool = nullptr;
+  void* old_ptr = nullptr;
+  {
+    std::unique_lock io(entry.io);  // readers of the old block finish first
+    old_pool = entry.pool;
+    old_ptr = entry.ptr;
+    const QuotaCharge old_charge = charge_of(entry.record);
+    const QuotaCharge new_charge{old_charge.owner, target.device, target.type, old_charge.bytes};
+    std::shared_lock books(books_mu_);
+    registry_.relocate(entry, target.pool, target.ptr, target.device, target.type);
+    quotas_.land(new_charge);
+    quotas_.release(old_charge);
+  }
+  registry_.set_status(entry, MemoryAllocationStatus::Allocated);
+  if (auto r = old_pool->deallocate(old_ptr); !r)
+    return fail(ErrorCode::internal, "the old block of moved allocation {} was not live: {}",
+                hold.id().to_string(), r.error().message);
+  auto record = registry_.get(hold.id());
+  if (!record) {  // freed meanwhile: its final record
+    AllocationRecord gone = entry.record;
+    return gone;
+  }
+  return record;
+}
+
+void MemoryManager::abort_move(const AllocationHold& hold, const MoveTarget& target) {
+  auto& entry = hold.entry();
+  quotas_.cancel({entry.record.owner, target.device, target.type, entry.record.size_bytes});
+  (void)target.pool->deallocate(target.ptr);
+  registry_.set_status(entry, MemoryAllocationStatus::Allocated);
 }
 
 Result<void> MemoryManager::set_limits(const Limits& limits) {

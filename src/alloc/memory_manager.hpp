@@ -10,8 +10,11 @@
 //     then the registered reclaim callbacks (the model manager registers
 //     one), then out_of_memory with the numbers that explain it.
 // allocate() validates the request, reserves its quota, climbs the ladder,
-// and registers the result. It also reads and writes an allocation's bytes
-// through the backend.
+// and registers the result. Bytes are read, written and copied by
+// src/transfer, under holds (alloc/allocation_hold.hpp) the manager hands
+// out; a free of a held allocation is deferred until the holds go. A move
+// re-homes an allocation in three steps (reserve_move, the caller's copy,
+// commit_move or abort_move), keeping its id.
 //
 // Thread safety: every method is thread-safe. Reclaim callbacks are called
 // without the manager's locks held and may call back into the manager.
@@ -30,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "alloc/allocation_hold.hpp"
 #include "alloc/allocation_record.hpp"
 #include "alloc/allocation_registry.hpp"
 #include "alloc/device_pool.hpp"
@@ -66,6 +70,11 @@ struct ManagerOptions {
   // The pool policy of each device's pools (alloc/pool_options.hpp);
   // devices not named get PoolPolicy::Footprint.
   std::map<DeviceId, PoolPolicy> pool_policies;
+  // The pinned pool's limit: the capacity of the pool of cpu SharedMemory,
+  // which serves SharedMemory allocations and the transfer engine's staging
+  // buffers alike (pinned memory is RAM the OS can never page out). 0: a
+  // quarter of the machine's RAM.
+  std::uint64_t pinned_limit_bytes = 0;
 };
 
 class MemoryManager {
@@ -76,18 +85,42 @@ class MemoryManager {
   MemoryManager& operator=(const MemoryManager&) = delete;
 
   const DeviceCatalog& catalog() const noexcept;
+  // The pinned pool's limit in force (ManagerOptions::pinned_limit_bytes).
+  std::uint64_t pinned_limit() const noexcept;
 
   Result<AllocationRecord> allocate(const AllocationRequest& request);
-  // Frees it and returns its final record (status Freed). Unknown id: not_found.
+  // Frees it and returns its final record (status Freed). Held by a transfer
+  // or an export: the record says Freeing, and the memory (and its quota)
+  // goes back when the last hold does. Unknown id, or one being freed
+  // already: not_found.
   Result<AllocationRecord> deallocate(const AllocationId& id);
   Result<AllocationRecord> get(const AllocationId& id) const;
   // Records matching the filter, newest first.
   std::vector<AllocationRecord> list(const AllocationFilter& filter) const;
 
-  // Bounds-checked byte access; offset + length must lie inside the allocation.
-  Result<void> write(const AllocationId& id, std::uint64_t offset, std::span<const std::byte> data);
-  Result<std::vector<std::byte>> read(const AllocationId& id, std::uint64_t offset,
-                                      std::uint64_t length);
+  // A hold on the allocation (alloc/allocation_hold.hpp). Unknown, or being
+  // freed: not_found.
+  Result<AllocationHold> hold(const AllocationId& id);
+  // Records a use of the allocation (last_used_at = now).
+  void touch(const AllocationHold& hold);
+
+  // A move's destination: a block of the allocation's size on another
+  // device or memory type, its quota reserved for the allocation's owner.
+  struct MoveTarget {
+    DevicePool* pool = nullptr;
+    void* ptr = nullptr;
+    DeviceId device;
+    MemoryType type = MemoryType::Unknown;
+  };
+  // Pinned or exported allocations never move, nor to where they are
+  // (conflict); limits and memory as for an allocation. Marks it Moving.
+  Result<MoveTarget> reserve_move(const AllocationHold& hold, DeviceId device, MemoryType type);
+  // Lands a move whose bytes the caller has copied (holding write_gate
+  // exclusively since before the copy): waits for readers, switches the
+  // location atomically, moves the quota and frees the old block.
+  Result<AllocationRecord> commit_move(const AllocationHold& hold, const MoveTarget& target);
+  // Gives the target back; the allocation stays where it was.
+  void abort_move(const AllocationHold& hold, const MoveTarget& target);
 
   Result<void> set_limits(const Limits& limits);
   Limits limits() const;
@@ -122,6 +155,10 @@ class MemoryManager {
   Result<void> validate() const;
 
  private:
+  friend class AllocationHold;
+  void unhold(AllocationRegistry::Entry& entry) noexcept;
+  // Gives an unlinked entry's memory and quota back.
+  Result<void> finish_free(const AllocationRegistry::EntryPtr& entry);
   Result<DevicePool*> pool_for(DeviceId device, MemoryType type);
   DeviceId default_device_for(MemoryType type) const;
 

@@ -38,13 +38,14 @@ constexpr auto kAllocationTypes = make_table<MemoryAllocationType, 7>({{
     {MemoryAllocationType::Workspace, "Workspace"},
     {MemoryAllocationType::Staging, "Staging"},
 }});
-constexpr auto kAllocationStatuses = make_table<MemoryAllocationStatus, 6>({{
+constexpr auto kAllocationStatuses = make_table<MemoryAllocationStatus, 7>({{
     {MemoryAllocationStatus::Unknown, "Unknown"},
     {MemoryAllocationStatus::Allocated, "Allocated"},
     {MemoryAllocationStatus::Freed, "Freed"},
     {MemoryAllocationStatus::Moving, "Moving"},
     {MemoryAllocationStatus::Exported, "Exported"},
     {MemoryAllocationStatus::Failed, "Failed"},
+    {MemoryAllocationStatus::Freeing, "Freeing"},
 }});
 constexpr auto kPriorities = make_table<MemoryPriority, 4>({{
     {MemoryPriority::Low, "Low"},
@@ -54,7 +55,7 @@ constexpr auto kPriorities = make_table<MemoryPriority, 4>({{
 }});
 constexpr auto kTransferStatuses = make_table<MemoryTransferStatus, 5>({{
     {MemoryTransferStatus::Pending, "Pending"},
-    {MemoryTransferStatus::Running, "Running"},
+    {MemoryTransferStatus::InProgress, "InProgress"},
     {MemoryTransferStatus::Completed, "Completed"},
     {MemoryTransferStatus::Failed, "Failed"},
     {MemoryTransferStatus::Cancelled, "Cancelled"},

@@ -59,6 +59,8 @@ enum class ParamKind {
   Tag,                  // 1..128 characters
   SessionId,            // a GUID that memory_session_open answered
   JsonInteger,          // a JSON integer minimum..maximum, never its text (JSON bodies only)
+  TransferId,           // a GUID that memory_transfer answered (a transfer's or a batch's)
+  ObjectList,           // an array of 1..maximum objects, each checked against `items`
 };
 std::string_view to_string(ParamKind kind) noexcept;
 
@@ -80,6 +82,14 @@ struct ParamSpec {
   // one `scope` key together with every `scoped` key, or none of them (a read).
   bool scope = false;
   bool scoped = false;
+  // Alternatives (memory_transfer: one transfer, or a batch): a body uses
+  // exactly one alternative, and no key of another; `required` then means
+  // required when its alternative is the one used. Published as OpenAPI
+  // `oneOf`. Empty: the key belongs to every shape.
+  std::string_view alternative;
+  // ObjectList: the keys of each item (a static array of item_count specs).
+  const ParamSpec* items = nullptr;
+  std::size_t item_count = 0;
 };
 
 // Who is calling and how. The caller (owner, admin, session) comes from the

@@ -8,7 +8,11 @@
 #include <algorithm>
 #include <new>
 
+#include <fmt/ranges.h>
+
 #include "memd/size.hpp"
+#include "protocol/action_helpers.hpp"
+#include "protocol/actions/transfer_actions.hpp"
 #include "protocol/base64.hpp"
 #include "protocol/params.hpp"
 #include "protocol/wire_encoding.hpp"
@@ -17,15 +21,6 @@
 namespace memd {
 namespace {
 
-#define MEMD_CONCAT_INNER(a, b) a##b
-#define MEMD_CONCAT(a, b) MEMD_CONCAT_INNER(a, b)
-// Unwraps a Result into lhs or returns its error from the enclosing function.
-#define MEMD_ASSIGN_OR_RETURN(lhs, expr)                                       \
-  auto MEMD_CONCAT(memd_result_, __LINE__) = (expr);                           \
-  if (!MEMD_CONCAT(memd_result_, __LINE__))                                    \
-    return fail(std::move(MEMD_CONCAT(memd_result_, __LINE__)).error());       \
-  lhs = std::move(*MEMD_CONCAT(memd_result_, __LINE__))
-
 // One read answers at most this much: a stdio response line carries it in
 // base64, so a whole 100 GiB allocation cannot be asked for at once. (REST
 // streams a read of any length, dispatching this action once per 64 KiB
@@ -33,8 +28,6 @@ namespace {
 constexpr std::uint64_t kMaxReadBytes = 1 * kGiB;
 constexpr std::uint64_t kMaxPageLimit = 1000;
 constexpr std::uint64_t kDefaultPageLimit = 100;
-
-Outcome ok(nlohmann::json result) { return Outcome{std::move(result), std::nullopt}; }
 
 Result<Outcome> memory_status(MemoryService& s, const Params& p, const CallContext&) {
   MEMD_ASSIGN_OR_RETURN(auto device, p.device("deviceId"));
@@ -394,7 +387,24 @@ std::vector<Action> build_table() {
       R"({})",
       R"({"sessions": [{"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "ttlSeconds": 30, "expiresAt": "2026-01-01T00:00:30.000Z", "allocations": 1, "allocatedBytes": 1048576}]})",
       memory_sessions});
+  append_transfer_actions(t);
   return t;
+}
+
+Result<void> validate_param(const Params& p, const ParamSpec& spec);
+
+// Each item of an ObjectList against the item specs; errors name the item.
+Result<void> validate_items(const Params& p, const ParamSpec& spec) {
+  auto items = p.objects(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes);
+  if (!items) return fail(items.error());
+  if (!*items) return {};
+  for (std::size_t i = 0; i < (*items)->size(); ++i) {
+    const Params item(*(**items)[i]);
+    for (std::size_t k = 0; k < spec.item_count; ++k)
+      if (auto ok = validate_param(item, spec.items[k]); !ok)
+        return fail(ok.error().code, "{}[{}]: {}", spec.name, i, ok.error().message);
+  }
+  return {};
 }
 
 Result<void> validate_param(const Params& p, const ParamSpec& spec) {
@@ -427,7 +437,34 @@ Result<void> validate_param(const Params& p, const ParamSpec& spec) {
     case K::AllocationType: return check(p.allocation_type(spec.name));
     case K::AllocationStatus: return check(p.allocation_status(spec.name));
     case K::Priority: return check(p.priority(spec.name));
+    case K::TransferId: return check(p.transfer_id(spec.name));
+    case K::ObjectList:
+      if (auto ok = validate_items(p, spec); !ok) return ok;
+      return check(p.objects(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
   }
+  return {};
+}
+
+// The alternatives rule (ParamSpec::alternative): exactly one alternative
+// used, no key of another, and the used one's required keys present.
+Result<void> validate_alternatives(const Action& action, const Params& p, bool rest_binary) {
+  std::vector<std::string_view> used;
+  bool any = false;
+  for (const auto& spec : action.params) {
+    if (spec.alternative.empty() || (spec.stdio_only && rest_binary)) continue;
+    any = true;
+    if (p.contains(spec.name) && std::find(used.begin(), used.end(), spec.alternative) == used.end())
+      used.push_back(spec.alternative);
+  }
+  if (!any) return {};
+  std::vector<std::string> names;
+  for (const auto& spec : action.params)
+    if (!spec.alternative.empty() && spec.required) names.push_back(std::string(spec.name));
+  if (used.size() != 1)
+    return fail(ErrorCode::invalid_argument, "{} takes exactly one of: {}", action.name, fmt::join(names, ", "));
+  for (const auto& spec : action.params)
+    if (spec.alternative == used.front() && spec.required && !p.contains(spec.name))
+      return fail(ErrorCode::invalid_argument, "missing required parameter '{}'", spec.name);
   return {};
 }
 
@@ -464,6 +501,8 @@ std::string_view to_string(ParamKind kind) noexcept {
     case K::JsonInteger: return "integer (JSON)";
     case K::Name: return "string (<= 256 chars)";
     case K::Tag: return "tag (1..128 chars)";
+    case K::TransferId: return "GUID (transfer)";
+    case K::ObjectList: return "object[]";
   }
   return "string";
 }
@@ -497,9 +536,11 @@ Result<void> validate_params(const Action& action, const nlohmann::json& params,
   const bool rest_binary = context.payload.has_value() || context.binary_response;
   for (const auto& spec : action.params) {
     if (spec.stdio_only && rest_binary) continue;
-    if (auto ok = validate_param(p, spec); !ok) return ok;
+    ParamSpec checked = spec;
+    if (!spec.alternative.empty()) checked.required = false;  // the alternatives rule decides
+    if (auto ok = validate_param(p, checked); !ok) return ok;
   }
-  return {};
+  return validate_alternatives(action, p, rest_binary);
 }
 
 Result<Outcome> dispatch(MemoryService& service, const Action& action, const nlohmann::json& params,

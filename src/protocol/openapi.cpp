@@ -71,8 +71,31 @@ nlohmann::json guid_schema() {
   return {{"type", "string"}, {"format", "uuid"}, {"pattern", std::string(kGuidPattern)}};
 }
 
+nlohmann::json schema_for(const ParamSpec& spec);
+
+// An ObjectList: each item an object of the item specs.
+nlohmann::json object_list_schema(const ParamSpec& spec) {
+  nlohmann::json props = nlohmann::json::object();
+  nlohmann::json required = nlohmann::json::array();
+  for (std::size_t i = 0; i < spec.item_count; ++i) {
+    const auto& item = spec.items[i];
+    auto s = schema_for(item);
+    s["description"] = describe(item);
+    props[std::string(item.name)] = std::move(s);
+    if (item.required) required.push_back(std::string(item.name));
+  }
+  nlohmann::json object = {{"type", "object"}, {"properties", std::move(props)}};
+  if (!required.empty()) object["required"] = std::move(required);
+  return {{"type", "array"},
+          {"minItems", 1},
+          {"maxItems", spec.maximum != 0 ? spec.maximum : kMaxWireBytes},
+          {"items", std::move(object)}};
+}
+
 nlohmann::json kind_schema(const ParamSpec& spec) {
   switch (spec.kind) {
+    case ParamKind::TransferId: return guid_schema();
+    case ParamKind::ObjectList: return object_list_schema(spec);
     case ParamKind::String: return {{"type", "string"}};
     case ParamKind::Size: return size_schema(0, kSizeStringPattern);
     case ParamKind::AllocationSize: return size_schema(1, kAllocationSizeStringPattern);
@@ -111,6 +134,30 @@ nlohmann::json schema_for(const ParamSpec& spec) {
       s["nullable"] = true;
   }
   return s;
+}
+
+// The alternatives rule of a body (ParamSpec::alternative): one branch per
+// alternative, with its required keys and no key of another.
+std::optional<nlohmann::json> alternatives_rule(const Action& action) {
+  std::vector<std::string_view> names;
+  for (const auto& p : action.params)
+    if (!p.alternative.empty() && std::find(names.begin(), names.end(), p.alternative) == names.end())
+      names.push_back(p.alternative);
+  if (names.empty()) return std::nullopt;
+  nlohmann::json branches = nlohmann::json::array();
+  for (const auto& name : names) {
+    nlohmann::json required = nlohmann::json::array();
+    nlohmann::json others = nlohmann::json::array();
+    for (const auto& p : action.params) {
+      if (p.alternative.empty()) continue;
+      if (p.alternative == name && p.required) required.push_back(std::string(p.name));
+      if (p.alternative != name) others.push_back({{"required", {std::string(p.name)}}});
+    }
+    nlohmann::json branch = {{"required", std::move(required)}};
+    if (!others.empty()) branch["not"] = {{"anyOf", std::move(others)}};
+    branches.push_back(std::move(branch));
+  }
+  return branches;
 }
 
 // The one-scope rule of a body (memory_limits): exactly one scope key with the
@@ -198,7 +245,7 @@ nlohmann::json operation(const Action& action, const Route& route, std::size_t i
       auto s = schema_for(p);
       s["description"] = describe(p);
       body_props[name] = std::move(s);
-      if (p.required) body_required.push_back(name);
+      if (p.required && p.alternative.empty()) body_required.push_back(name);
     }
   }
   if (!parameters.empty()) op["parameters"] = std::move(parameters);
@@ -209,9 +256,15 @@ nlohmann::json operation(const Action& action, const Route& route, std::size_t i
   } else if (!query_params && !body_props.empty()) {
     nlohmann::json schema = {{"type", "object"}, {"properties", std::move(body_props)}};
     if (!body_required.empty()) schema["required"] = std::move(body_required);
-    if (auto rule = scope_rule(action)) schema["oneOf"] = std::move(*rule);
+    bool body_needed = !body_required.empty();
+    if (auto rule = scope_rule(action)) {
+      schema["oneOf"] = std::move(*rule);
+    } else if (auto alternatives = alternatives_rule(action)) {
+      schema["oneOf"] = std::move(*alternatives);
+      body_needed = true;  // every alternative names a key
+    }
     op["requestBody"] = {
-        {"required", !schema.value("required", nlohmann::json::array()).empty()},
+        {"required", body_needed},
         {"content", {{"application/json",
                       {{"schema", std::move(schema)},
                        {"example", nlohmann::json::parse(action.example_params)}}}}}};

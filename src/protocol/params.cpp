@@ -274,22 +274,36 @@ Optional<DeviceId> Params::device(std::string_view key) const {
   return *id;
 }
 
-Optional<AllocationId> Params::allocation_id(std::string_view key) const {
+template <typename Id>
+Optional<Id> Params::guid(std::string_view key) const {
   auto text = string(key);
   if (!text) return fail(text.error());
-  if (!*text) return std::optional<AllocationId>{};
-  auto id = AllocationId::parse(**text);
+  if (!*text) return std::optional<Id>{};
+  auto id = Id::parse(**text);
   if (!id) return fail(ErrorCode::invalid_argument, "parameter '{}': {}", key, id.error().message);
   return *id;
 }
 
-Optional<SessionId> Params::session_id(std::string_view key) const {
-  auto text = string(key);
-  if (!text) return fail(text.error());
-  if (!*text) return std::optional<SessionId>{};
-  auto id = SessionId::parse(**text);
-  if (!id) return fail(ErrorCode::invalid_argument, "parameter '{}': {}", key, id.error().message);
-  return *id;
+Optional<AllocationId> Params::allocation_id(std::string_view key) const { return guid<AllocationId>(key); }
+Optional<SessionId> Params::session_id(std::string_view key) const { return guid<SessionId>(key); }
+Optional<TransferId> Params::transfer_id(std::string_view key) const { return guid<TransferId>(key); }
+Optional<BatchId> Params::batch_id(std::string_view key) const { return guid<BatchId>(key); }
+
+Optional<std::vector<const nlohmann::json*>> Params::objects(std::string_view key, std::size_t max_items) const {
+  auto v = find(key);
+  if (!v) return fail(v.error());
+  if (!*v) return std::optional<std::vector<const nlohmann::json*>>{};
+  const auto& a = **v;
+  if (!a.is_array() || a.empty() || a.size() > max_items)
+    return fail(ErrorCode::invalid_argument, "parameter '{}' must be an array of 1..{} objects", key, max_items);
+  std::vector<const nlohmann::json*> out;
+  out.reserve(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].is_object())
+      return fail(ErrorCode::invalid_argument, "parameter '{}': item {} must be an object", key, i);
+    out.push_back(&a[i]);
+  }
+  return out;
 }
 
 Optional<MemoryType> Params::memory_type(std::string_view key, bool allocatable) const {

@@ -51,6 +51,7 @@
 #include "memd/memory_types.hpp"
 #include "memd/owner_name.hpp"
 #include "service/session_id.hpp"
+#include "transfer/transfer_report.hpp"
 
 namespace memd {
 
@@ -122,6 +123,11 @@ class Params {
   Optional<DeviceId> device(std::string_view key) const;
   Optional<AllocationId> allocation_id(std::string_view key) const;
   Optional<SessionId> session_id(std::string_view key) const;
+  Optional<TransferId> transfer_id(std::string_view key) const;
+  Optional<BatchId> batch_id(std::string_view key) const;
+  // An array of 1..max_items JSON objects (each checked by the caller
+  // against its own specs; a batch's transfers).
+  Optional<std::vector<const nlohmann::json*>> objects(std::string_view key, std::size_t max_items) const;
   // With allocatable, Unknown (0) is refused.
   Optional<MemoryType> memory_type(std::string_view key, bool allocatable = false) const;
   Optional<MemoryAllocationType> allocation_type(std::string_view key) const;
@@ -129,6 +135,9 @@ class Params {
   Optional<MemoryPriority> priority(std::string_view key) const;
 
  private:
+  // A GUID of one kind (AllocationId, SessionId, TransferId, BatchId).
+  template <typename Id>
+  Optional<Id> guid(std::string_view key) const;
   // nullptr when absent; invalid_argument when null.
   Result<const nlohmann::json*> find(std::string_view key) const;
   const nlohmann::json& object_;

@@ -37,6 +37,11 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
       return fail(ErrorCode::not_found, "a pool policy names {}, which this machine does not have",
                   device.to_string());
   service->manager_ = std::make_unique<MemoryManager>(*service->catalog_, options.manager);
+  Backend* host = nullptr;
+  for (const auto& b : service->catalog_->backends())
+    if (b->name() == "host") host = b.get();
+  if (!host) return fail(ErrorCode::internal, "the device catalog has no host backend");
+  service->transfers_ = std::make_unique<TransferEngine>(*service->manager_, *host, options.transfers);
   service->clock_ = options.clock ? options.clock : LeaseClock([] { return std::chrono::steady_clock::now(); });
   service->sessions_ = std::make_unique<SessionTable>(options.session_limits);
   if (options.session_sweep_interval.count() > 0) {
@@ -52,6 +57,7 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
 MemoryService::~MemoryService() {
   if (reaper_) reaper_->stop();
   reaper_.reset();
+  transfers_.reset();
   manager_.reset();
 }
 
@@ -231,13 +237,77 @@ Result<AllocationRecord> MemoryService::deallocate(const Caller& caller, const A
 Result<void> MemoryService::write(const Caller& caller, const AllocationId& id, std::uint64_t offset,
                                   std::span<const std::byte> data) {
   if (auto ok = owned(caller, id, "write to"); !ok) return fail(ok.error());
-  return manager_->write(id, offset, data);
+  return transfers_->write(id, offset, data);
 }
 
 Result<std::vector<std::byte>> MemoryService::read(const Caller& caller, const AllocationId& id,
                                                    std::uint64_t offset, std::uint64_t length) {
   if (auto ok = owned(caller, id, "read"); !ok) return fail(ok.error());
-  return manager_->read(id, offset, length);
+  return transfers_->read(id, offset, length);
+}
+
+Result<void> MemoryService::check_transfer(const Caller& caller, const TransferSpec& spec) {
+  if (auto ok = owned(caller, spec.source, spec.is_move() ? "move" : "copy from"); !ok) return fail(ok.error());
+  if (spec.destination) {
+    if (auto ok = owned(caller, *spec.destination, "copy into"); !ok) return fail(ok.error());
+    return {};
+  }
+  auto record = manager_->get(spec.source);
+  if (!record) return fail(record.error());
+  const DeviceId device = spec.to_device.value_or(record->device);
+  const MemoryType type = spec.to_type.value_or(record->memory_type);
+  if (type == MemoryType::Unknown) return fail(ErrorCode::invalid_argument, "memoryType Unknown cannot hold a move");
+  return check_device_offers(*catalog_, device, type);
+}
+
+Result<void> MemoryService::check_submitter(const Caller& caller, const std::string& owner, std::string_view what) {
+  return require_owner(caller, owner, std::string(what));
+}
+
+Result<TransferReport> MemoryService::transfer(const Caller& caller, const TransferSpec& spec) {
+  if (auto ok = check_transfer(caller, spec); !ok) return fail(ok.error());
+  return transfers_->submit(caller.owner, spec);
+}
+
+Result<BatchReport> MemoryService::transfer_batch(const Caller& caller, const std::vector<TransferSpec>& specs) {
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    if (auto ok = check_transfer(caller, specs[i]); !ok)
+      return fail(ok.error().code, "transfers[{}]: {}", i, ok.error().message);
+  return transfers_->submit_batch(caller.owner, specs);
+}
+
+Result<TransferReport> MemoryService::transfer_status(const Caller& caller, const TransferId& id) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  auto report = transfers_->status(id);
+  if (!report) return report;
+  if (auto ok = check_submitter(caller, report->owner, fmt::format("see transfer {}", id.to_string())); !ok)
+    return fail(ok.error());
+  return report;
+}
+
+Result<BatchReport> MemoryService::batch_status(const Caller& caller, const BatchId& id) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  auto report = transfers_->batch(id);
+  if (!report) return report;
+  if (auto ok = check_submitter(caller, report->owner, fmt::format("see batch {}", id.to_string())); !ok)
+    return fail(ok.error());
+  return report;
+}
+
+Result<TransferReport> MemoryService::cancel_transfer(const Caller& caller, const TransferId& id) {
+  if (auto ok = transfer_status(caller, id); !ok) return ok;
+  return transfers_->cancel(id);
+}
+
+Result<BatchReport> MemoryService::cancel_batch(const Caller& caller, const BatchId& id) {
+  if (auto ok = batch_status(caller, id); !ok) return ok;
+  return transfers_->cancel_batch(id);
+}
+
+Result<CopyResult> MemoryService::copy(const Caller& caller, const TransferSpec& spec) {
+  if (spec.is_move()) return fail(ErrorCode::invalid_argument, "memory_copy needs a destinationAllocationId");
+  if (auto ok = check_transfer(caller, spec); !ok) return fail(ok.error());
+  return transfers_->copy(spec);
 }
 
 Limits MemoryService::limits() const { return manager_->limits(); }

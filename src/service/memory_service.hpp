@@ -47,6 +47,7 @@
 #include "service/lease_reaper.hpp"
 #include "service/reports.hpp"
 #include "service/session_table.hpp"
+#include "transfer/transfer_engine.hpp"
 
 namespace memd {
 
@@ -59,6 +60,7 @@ struct ServiceOptions {
   // The clock leases run on; null: std::chrono::steady_clock (tests inject one).
   LeaseClock clock;
   SessionLimits session_limits;
+  TransferOptions transfers;
 };
 
 class MemoryService {
@@ -70,6 +72,7 @@ class MemoryService {
 
   const DeviceCatalog& catalog() const noexcept { return *catalog_; }
   MemoryManager& manager() noexcept { return *manager_; }
+  TransferEngine& transfers() noexcept { return *transfers_; }
 
   // Checks the caller's session, if it names one: not_found (saying how it
   // ended) when closed or lapsed — a lapsed one is released on the spot —
@@ -96,6 +99,17 @@ class MemoryService {
                      std::span<const std::byte> data);
   Result<std::vector<std::byte>> read(const Caller& caller, const AllocationId& id, std::uint64_t offset,
                                       std::uint64_t length);
+
+  // Transfers and copies (transfer/transfer_engine.hpp). The caller must be
+  // allowed to touch every allocation named: its owner, or the admin.
+  // Reports of transfers and batches: whoever submitted them, or the admin.
+  Result<TransferReport> transfer(const Caller& caller, const TransferSpec& spec);
+  Result<BatchReport> transfer_batch(const Caller& caller, const std::vector<TransferSpec>& specs);
+  Result<TransferReport> transfer_status(const Caller& caller, const TransferId& id);
+  Result<BatchReport> batch_status(const Caller& caller, const BatchId& id);
+  Result<TransferReport> cancel_transfer(const Caller& caller, const TransferId& id);
+  Result<BatchReport> cancel_batch(const Caller& caller, const BatchId& id);
+  Result<CopyResult> copy(const Caller& caller, const TransferSpec& spec);
 
   Limits limits() const;
   // Applies one change and returns the limits now in force. Admin only:
@@ -138,11 +152,18 @@ class MemoryService {
   SessionReport report(const Session& session) const;
   // The allocation, if the caller may `verb` it.
   Result<AllocationRecord> owned(const Caller& caller, const AllocationId& id, std::string_view verb);
+  // The checks of one transfer spec: both allocations the caller's (or the
+  // admin's), a move's device and memory type offered.
+  Result<void> check_transfer(const Caller& caller, const TransferSpec& spec);
+  // A report's submitter is the caller, or the caller is the admin.
+  Result<void> check_submitter(const Caller& caller, const std::string& owner, std::string_view what);
   // Frees an ended session's allocations, logging each; returns what it freed.
   std::vector<AllocationRecord> release(const EndedSession& ended, std::string_view why);
 
   std::unique_ptr<DeviceCatalog> catalog_;
   std::unique_ptr<MemoryManager> manager_;
+  // After the manager: transfers hold its allocations, and go first.
+  std::unique_ptr<TransferEngine> transfers_;
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   // Limit updates are read-modify-write of the manager's whole Limits value.
   std::mutex limits_mutex_;

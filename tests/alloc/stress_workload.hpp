@@ -20,6 +20,7 @@
 
 #include "alloc/device_pool.hpp"
 #include "alloc/memory_manager.hpp"
+#include "transfer/transfer_engine.hpp"
 #include "alloc_test_support.hpp"
 
 namespace memd::alloc_test {
@@ -231,6 +232,11 @@ inline void run_manager_stress(const StressConfig& cfg) {
   auto catalog = host_catalog(1 * kGiB);
   ASSERT_TRUE(catalog);
   MemoryManager manager(*catalog);
+  // Bytes are read and written through src/transfer, as the service does.
+  Backend* host_backend = nullptr;
+  for (const auto& b : catalog->backends())
+    if (b->name() == "host") host_backend = b.get();
+  TransferEngine bytes(manager, *host_backend, TransferOptions{.workers = 1});
   ASSERT_TRUE(manager.set_limits(Limits{.per_owner = {{"limited", 4 * kMiB}}}));
 
   struct Shared {
@@ -272,7 +278,7 @@ inline void run_manager_stress(const StressConfig& cfg) {
         std::lock_guard lock(shared_mu);
         std::erase_if(shared, [&](const Shared& x) { return x.id == s.id; });
       }
-      auto back = manager.read(s.id, 0, std::min<std::uint64_t>(s.size, 512));
+      auto back = bytes.read(s.id, 0, std::min<std::uint64_t>(s.size, 512));
       if (!back) {
         // Reclaim may have taken a cache-tagged one.
         if (back.error().code == ErrorCode::not_found) return true;
@@ -311,14 +317,14 @@ inline void run_manager_stress(const StressConfig& cfg) {
         }
         Shared s{rec->id, req.size_bytes, ++seed_counter};
         auto head = head_bytes(s.size, s.seed);
-        if (auto w = manager.write(s.id, 0, head); !w && w.error().code != ErrorCode::not_found) {
+        if (auto w = bytes.write(s.id, 0, head); !w && w.error().code != ErrorCode::not_found) {
           log.add(fmt::format("{}: write: {}", owner, w.error().message));
           return;
         }
         // A tail write exercises offsets near the end.
         std::vector<std::byte> tail(std::min<std::uint64_t>(s.size, 64), std::byte{0x5C});
         if (s.size > 1024)
-          if (auto w = manager.write(s.id, s.size - tail.size(), tail); !w && w.error().code != ErrorCode::not_found) {
+          if (auto w = bytes.write(s.id, s.size - tail.size(), tail); !w && w.error().code != ErrorCode::not_found) {
             log.add(fmt::format("{}: tail write: {}", owner, w.error().message));
             return;
           }
@@ -345,7 +351,7 @@ inline void run_manager_stress(const StressConfig& cfg) {
           log.add(fmt::format("racing get: {}", got.error().message));
           return;
         }
-        auto back = manager.read(s.id, 0, std::min<std::uint64_t>(s.size, 512));
+        auto back = bytes.read(s.id, 0, std::min<std::uint64_t>(s.size, 512));
         if (!back) {
           if (back.error().code != ErrorCode::not_found) {
             log.add(fmt::format("racing read: {}", back.error().message));

@@ -277,6 +277,7 @@ bool valid(const json& schema, const json& v) {
   }
   if (v.is_array()) {
     if (schema.contains("maxItems") && v.size() > schema["maxItems"].get<std::size_t>()) return false;
+    if (schema.contains("minItems") && v.size() < schema["minItems"].get<std::size_t>()) return false;
     if (schema.contains("items"))
       for (const auto& item : v)
         if (!valid(schema["items"], item)) return false;
@@ -367,9 +368,18 @@ struct Generator {
     const std::string type = schema.value("type", "string");
     if (type == "integer") return integer(schema);
     if (type == "boolean") return chance(rng, 0.5);
+    if (type == "object") {  // an ObjectList's item: its required keys, and some of the rest
+      json o = json::object();
+      const auto required = schema.value("required", json::array());
+      for (const auto& [key, sub] : schema["properties"].items())
+        if (std::find(required.begin(), required.end(), key) != required.end() || chance(rng, 0.4))
+          o[key] = value(sub);
+      return o;
+    }
     if (type == "array") {
       json a = json::array();
-      const std::size_t n = uniform(rng, 0, std::min<std::size_t>(schema.value("maxItems", 8), chance(rng, 0.1) ? 1000 : 4));
+      const std::size_t lo = schema.value("minItems", std::size_t{0});
+      const std::size_t n = uniform(rng, lo, std::max(lo, std::min<std::size_t>(schema.value("maxItems", 8), chance(rng, 0.1) ? 1000 : 4)));
       for (std::size_t k = 0; k < n; ++k) a.push_back(value(schema["items"]));
       return a;
     }
@@ -398,6 +408,7 @@ struct Generator {
       if (b.contains("minimum")) out.push_back(b["minimum"].get<std::int64_t>() - 1);
       if (b.contains("maxLength")) out.push_back(text(b["maxLength"].get<std::size_t>() + 1, b["maxLength"].get<std::size_t>() + 1));
       if (b.contains("minLength")) out.push_back("");
+      if (b.contains("minItems") && b["minItems"].get<std::size_t>() > 0) out.push_back(json::array());
       if (b.contains("maxItems")) {
         json a = json::array();
         for (std::size_t k = 0; k <= b["maxItems"].get<std::size_t>(); ++k) a.push_back(value(b["items"]));
