@@ -23,6 +23,8 @@
 #include "memd/device.hpp"
 #include "memd/memory_types.hpp"
 #include "service/session_id.hpp"
+#include "transfer/staging_buffers.hpp"
+#include "transfer/transfer_report.hpp"
 
 namespace memd {
 
@@ -41,9 +43,20 @@ struct DeviceStatus {
   std::map<MemoryType, PoolStats> pools;  // per memory type pools that exist
 };
 
+// The pinned pool (cpu SharedMemory): its limit, what it holds, and how much
+// of that the transfer engine's staging buffers use right now.
+struct PinnedPoolReport {
+  std::uint64_t limit_bytes = 0;
+  std::uint64_t reserved_bytes = 0;   // pinned memory held from the OS/driver
+  std::uint64_t allocated_bytes = 0;  // SharedMemory allocations + staging buffers
+  StagingStats staging;
+};
+
 struct MemoryStatusReport {
   std::vector<DeviceStatus> devices;
   MemoryHealthStatus health = MemoryHealthStatus::Unknown;  // worst of the devices
+  PinnedPoolReport pinned;
+  TransferStats transfers;
 };
 
 // Two sizes of the same allocations, named so nobody mistakes one for the
