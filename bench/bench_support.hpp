@@ -31,7 +31,7 @@ inline PoolHolder make_pool(DeviceId device, std::uint64_t host_bytes = 16 * kGi
                             std::uint64_t capacity = 0,
                             PoolOptions::MediumCache medium = PoolOptions::MediumCache::WhenContended) {
   BackendOptions bo;
-  bo.host_device_bytes = host_bytes;
+  bo.host_device_sizes = {host_bytes};
   bo.enable_cuda = device.kind() == DeviceKind::Cuda;
   auto catalog = DeviceCatalog::discover(bo);
   if (!catalog) {

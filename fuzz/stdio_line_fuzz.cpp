@@ -18,7 +18,7 @@ namespace {
 memd::MemoryService& service() {
   static auto created = [] {
     memd::ServiceOptions options;
-    options.backends.host_device_bytes = 64 * memd::kMiB;
+    options.backends.host_device_sizes = {64 * memd::kMiB};
     options.backends.enable_cuda = false;
     auto s = memd::MemoryService::create(options);
     if (!s) std::abort();

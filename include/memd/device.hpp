@@ -3,6 +3,9 @@
 // Devices are named `cuda:N` (GPU N), `host:N` (a host-backed device that
 // stands in for a GPU: its device memory answers to MemoryType::VRAM and it
 // reports simulated = true) and `cpu` (system RAM and pinned host memory).
+// Each GPU-like device also lists how it reaches every other one (its peers):
+// directly (one address space, or CUDA peer access both ways) or staged
+// through host memory.
 //
 // Thread safety: values.
 #pragma once
@@ -47,6 +50,21 @@ class DeviceId {
   int index_ = 0;
 };
 
+// How one GPU-like device reaches another's memory. Direct: loads, stores and
+// copies go straight between them (host:N devices share one address space;
+// two GPUs with CUDA peer access both ways). Staged: bytes pass through host
+// memory on the way (a GPU and a host:N device; GPUs without peer access).
+enum class PeerAccess : std::uint8_t { Direct, Staged };
+
+// "direct" or "staged": the wire and CLI spelling.
+std::string_view to_string(PeerAccess access) noexcept;
+
+struct PeerLink {
+  DeviceId device;  // the other device
+  PeerAccess access = PeerAccess::Staged;
+  friend bool operator==(const PeerLink&, const PeerLink&) = default;
+};
+
 // What a backend knows of one device. Byte counts are the device's, not memd's:
 // memd's own use is in the pool statistics.
 struct DeviceInfo {
@@ -61,6 +79,10 @@ struct DeviceInfo {
   std::vector<MemoryType> memory_types;  // what can be allocated on it
   int compute_major = 0, compute_minor = 0;  // CUDA compute capability; 0 elsewhere
   std::string bus_id;             // PCI bus id for GPUs
+  std::string uuid;               // "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (as nvidia-smi); empty elsewhere
+  // Every other GPU-like device and how this one reaches it, in device order;
+  // empty for cpu. Filled by DeviceCatalog::discover, not by the backends.
+  std::vector<PeerLink> peers;
 };
 
 }  // namespace memd

@@ -4,7 +4,10 @@
 // stand-in devices) and offers exactly what the allocator above needs:
 //   * virtual memory: reserve an address range, map/unmap physical memory in it
 //     in units of whole granules (CUDA VMM; PROT_NONE mmap + commit on host);
-//   * whole segments: cudaMalloc / cudaHostAlloc / cudaMallocManaged / mmap;
+//   * whole segments: cudaMalloc / pinned memfd / cudaMallocManaged / mmap;
+//   * shareable segments: memory of its own that another process can map,
+//     exported as a file descriptor (a memfd, or a CUDA POSIX-fd handle);
+//   * peer access: whether one device reaches another's memory directly;
 //   * streams, events, async copy and fill, with completion you can wait on;
 //   * memory info as the driver or OS sees it (other processes included where
 //     the backend can see them).
@@ -65,6 +68,26 @@ struct Segment {
   std::uint64_t handle = 0;  // backend-private bookkeeping
 };
 
+// What the file descriptor of a shareable segment is, so the receiving
+// process knows how to map it: Memfd with mmap(MAP_SHARED) at offset 0;
+// CudaPosixFd with cuMemImportFromShareableHandle, then cuMemMap and
+// cuMemSetAccess of the segment's size.
+enum class ShareableKind : std::uint8_t { Memfd, CudaPosixFd };
+
+// "memfd" or "cuda-posix-fd".
+constexpr std::string_view to_string(ShareableKind kind) noexcept {
+  return kind == ShareableKind::Memfd ? "memfd" : "cuda-posix-fd";
+}
+
+// A segment that no other allocation shares, which another process can map.
+struct ShareableSegment {
+  // device, type, ptr (mapped read/write in memd) and size: the bytes asked
+  // for rounded up to the device granularity (the page size on host memory),
+  // which is what the exported descriptor covers. handle is backend-private.
+  Segment segment;
+  ShareableKind kind = ShareableKind::Memfd;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -76,6 +99,16 @@ class Backend {
 
   // --- virtual memory (only where DeviceInfo::virtual_memory) ---------------
   // bytes must be a multiple of the device granularity.
+  // --- peers ----------------------------------------------------------------
+  // True when device `a` can reach memory of device `b` directly (loads,
+  // stores, copies without staging through host memory); both must be
+  // devices of this backend and a != b. Default: false (no peers).
+  virtual bool can_access_peer(DeviceId a, DeviceId b) const {
+    (void)a;
+    (void)b;
+    return false;
+  }
+
   virtual Result<VirtualRange> reserve(DeviceId device, std::uint64_t bytes) = 0;
   // Unmaps every unit still mapped, then frees the address range.
   virtual Result<void> release(const VirtualRange& range) = 0;
@@ -129,6 +162,43 @@ class Backend {
   // --- whole segments -------------------------------------------------------
   virtual Result<Segment> allocate(DeviceId device, MemoryType type, std::uint64_t bytes) = 0;
   virtual Result<void> free(const Segment& segment) = 0;
+
+  // --- shareable segments (memory other processes map) ---------------------
+  // Memory of its own that no other allocation shares, so exporting it
+  // exposes nothing else (DESIGN.md, "Memory other processes use"):
+  //   * host backend: cpu RAM / SharedMemory and host:N VRAM are a memfd
+  //     (MFD_CLOEXEC) mmapped MAP_SHARED; host:N bytes are charged to its
+  //     capacity like mapped pages (out_of_memory when over); SharedMemory
+  //     is mlock'ed where the limit allows;
+  //   * CUDA backend: cpu SharedMemory is a memfd mmapped MAP_SHARED and
+  //     pinned with cudaHostRegister; cuda:N VRAM is one cuMemCreate of the
+  //     POSIX-fd handle type, mapped into an address range of its own with
+  //     read/write access for the device.
+  // physical_bytes(device) counts shareable segments. Types a device does
+  // not offer are invalid_argument; a backend or device that cannot make
+  // shareable memory answers unavailable (the default).
+  virtual Result<ShareableSegment> allocate_shareable(DeviceId device, MemoryType type,
+                                                      std::uint64_t bytes) {
+    (void)type;
+    (void)bytes;
+    return fail(ErrorCode::unavailable, "the {} backend cannot make shareable memory on {}", name(),
+                device.to_string());
+  }
+  // Unmaps and closes everything; a segment already freed (or never made
+  // here) is not_found.
+  virtual Result<void> free_shareable(const ShareableSegment& shareable) {
+    return fail(ErrorCode::unavailable, "the {} backend has no shareable segments ({} on {})",
+                name(), shareable.segment.ptr, shareable.segment.device.to_string());
+  }
+  // A NEW file descriptor for another process, which the caller owns and
+  // closes (also after sending it): a dup() of the memfd, or the fd of
+  // cuMemExportToShareableHandle. It stays valid after free_shareable():
+  // the memory lives on until every descriptor and mapping of it is gone.
+  // Unknown or freed segment: not_found.
+  virtual Result<int> export_fd(const ShareableSegment& shareable) {
+    return fail(ErrorCode::unavailable, "the {} backend has no shareable segments ({} on {})",
+                name(), shareable.segment.ptr, shareable.segment.device.to_string());
+  }
 
   // --- streams, events, copies ---------------------------------------------
   virtual Result<Stream> create_stream(DeviceId device) = 0;

@@ -11,16 +11,18 @@
 namespace memd {
 
 Result<std::unique_ptr<DeviceCatalog>> DeviceCatalog::discover(const BackendOptions& options) {
-  if (options.host_devices < 0 || options.host_devices > 64)
-    return fail(ErrorCode::invalid_argument, "host device count must be 0..64");
+  if (options.host_device_sizes.size() > kMaxHostDevices)
+    return fail(ErrorCode::invalid_argument, "at most {} host devices, not {}", kMaxHostDevices,
+                options.host_device_sizes.size());
   if (options.host_granularity == 0 || (options.host_granularity & (options.host_granularity - 1)) != 0 ||
       options.host_granularity < 4096)
     return fail(ErrorCode::invalid_argument, "host granularity must be a power of two >= 4096");
   // A host:N that cannot hold one page would list a device nothing fits on.
-  if (options.host_devices > 0 && options.host_device_bytes < options.host_granularity)
-    return fail(ErrorCode::invalid_argument,
-                "host device capacity {} is smaller than one {}-byte page",
-                options.host_device_bytes, options.host_granularity);
+  for (std::size_t i = 0; i < options.host_device_sizes.size(); ++i)
+    if (options.host_device_sizes[i] < options.host_granularity)
+      return fail(ErrorCode::invalid_argument,
+                  "host:{} capacity {} is smaller than one {}-byte page", i,
+                  options.host_device_sizes[i], options.host_granularity);
   auto catalog = std::unique_ptr<DeviceCatalog>(new DeviceCatalog());
 #if defined(MEMD_WITH_CUDA)
   if (options.enable_cuda) {
@@ -37,7 +39,31 @@ Result<std::unique_ptr<DeviceCatalog>> DeviceCatalog::discover(const BackendOpti
     for (auto& d : b->devices()) catalog->devices_.push_back(std::move(d));
   std::stable_sort(catalog->devices_.begin(), catalog->devices_.end(),
                    [](const DeviceInfo& a, const DeviceInfo& b) { return a.id < b.id; });
+  // Peers are the catalog's to fill: only it sees devices of both backends.
+  for (auto& d : catalog->devices_) {
+    if (!d.id.is_gpu_like()) continue;
+    for (const auto& other : catalog->devices_)
+      if (other.id.is_gpu_like() && other.id != d.id)
+        d.peers.push_back({other.id, catalog->peer_access(d.id, other.id)});
+  }
   return catalog;
+}
+
+Backend* DeviceCatalog::owner_of(DeviceId device) const noexcept {
+  switch (device.kind()) {
+    case DeviceKind::Cuda: return cuda_;
+    case DeviceKind::Host: return host_;
+    case DeviceKind::Cpu: return nullptr;
+  }
+  return nullptr;
+}
+
+PeerAccess DeviceCatalog::peer_access(DeviceId a, DeviceId b) const {
+  if (a == b) return PeerAccess::Direct;
+  Backend* owner = owner_of(a);
+  if (owner == nullptr || owner != owner_of(b)) return PeerAccess::Staged;
+  return owner->can_access_peer(a, b) && owner->can_access_peer(b, a) ? PeerAccess::Direct
+                                                                        : PeerAccess::Staged;
 }
 
 Result<DeviceInfo> DeviceCatalog::info(DeviceId device) const {

@@ -14,6 +14,14 @@ std::string_view to_string(DeviceKind kind) noexcept {
   return "cpu";
 }
 
+std::string_view to_string(PeerAccess access) noexcept {
+  switch (access) {
+    case PeerAccess::Direct: return "direct";
+    case PeerAccess::Staged: return "staged";
+  }
+  return "staged";
+}
+
 Result<DeviceId> DeviceId::parse(std::string_view text) {
   if (text == "cpu") return DeviceId::cpu();
   auto colon = text.find(':');

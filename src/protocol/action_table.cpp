@@ -346,11 +346,11 @@ std::vector<Action> build_table() {
       memory_health});
   t.push_back(Action{
       "memory_devices",
-      "The devices memd found and what they offer.",
+      "The devices memd found and what they offer. Each GPU-like device (cuda:N, host:N) lists every other one in peers with how it reaches its memory: direct (host:N devices share one address space; GPUs with CUDA peer access both ways) or staged through host memory. GPUs carry their uuid as nvidia-smi writes it (GPU-…); cpu has no peers.",
       {{Get, "/api/memory/devices"}},
       {},
       R"({})",
-      R"({"devices": [{"deviceId": "host:0", "name": "host-backed device", "backend": "host", "simulated": true, "totalBytes": 8589934592, "freeBytes": 8589934592, "granularity": 2097152, "virtualMemory": true, "memoryTypes": ["VRAM"]}]})",
+      R"({"devices": [{"deviceId": "host:0", "name": "host-backed device", "backend": "host", "simulated": true, "totalBytes": 8589934592, "freeBytes": 8589934592, "granularity": 2097152, "virtualMemory": true, "memoryTypes": ["VRAM"], "peers": [{"deviceId": "host:1", "access": "direct"}]}, {"deviceId": "host:1", "name": "host-backed device", "backend": "host", "simulated": true, "totalBytes": 4294967296, "freeBytes": 4294967296, "granularity": 2097152, "virtualMemory": true, "memoryTypes": ["VRAM"], "peers": [{"deviceId": "host:0", "access": "direct"}]}]})",
       memory_devices});
   t.push_back(Action{
       "memory_session_open",

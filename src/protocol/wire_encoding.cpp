@@ -80,6 +80,11 @@ nlohmann::json to_json(const DeviceInfo& d) {
   if (d.compute_major != 0)
     j["computeCapability"] = std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor);
   if (!d.bus_id.empty()) j["busId"] = d.bus_id;
+  if (!d.uuid.empty()) j["uuid"] = d.uuid;
+  nlohmann::json peers = nlohmann::json::array();
+  for (const auto& p : d.peers)
+    peers.push_back({{"deviceId", p.device.to_string()}, {"access", to_string(p.access)}});
+  j["peers"] = std::move(peers);
   return j;
 }
 

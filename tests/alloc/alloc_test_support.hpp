@@ -19,8 +19,7 @@ namespace memd::alloc_test {
 
 inline std::unique_ptr<DeviceCatalog> host_catalog(std::uint64_t host_bytes) {
   BackendOptions options;
-  options.host_device_bytes = host_bytes;
-  options.host_devices = 1;
+  options.host_device_sizes = {host_bytes};
   options.host_granularity = 2 * kMiB;
   options.enable_cuda = false;
   auto catalog = DeviceCatalog::discover(options);

@@ -28,8 +28,7 @@ inline const DeviceId kHost0 = DeviceId::host(0);
 // reservations are not).
 inline std::unique_ptr<Backend> host_backend(std::uint64_t device_bytes, std::uint64_t granularity = kPage) {
   BackendOptions options;
-  options.host_device_bytes = device_bytes;
-  options.host_devices = 1;
+  options.host_device_sizes = {device_bytes};
   options.host_granularity = granularity;
   options.enable_cuda = false;
   return make_host_backend(options);

@@ -48,7 +48,7 @@ TEST(PoolPolicy, ThroughputMapsOneUnitPerRunFootprintLeavesUnits) {
 TEST(PoolPolicy, ManagerAppliesTheDevicePolicyToItsPools) {
   BackendOptions bo;
   bo.enable_cuda = false;
-  bo.host_device_bytes = 256 * kMiB;
+  bo.host_device_sizes = {256 * kMiB};
   auto catalog = DeviceCatalog::discover(bo);
   ASSERT_TRUE(catalog);
   ManagerOptions mo;

@@ -795,8 +795,7 @@ TEST(ThreadCache, FreeFromALateThreadLocalDestructorIsCounted) {
 TEST(ThreadCache, ArenaOfFineGranularityServesSmallBlocks) {
   for (int attempt = 0; attempt < 8; ++attempt) {  // several arenas: several base alignments
     BackendOptions options;
-    options.host_device_bytes = 64 * kMiB;
-    options.host_devices = 1;
+    options.host_device_sizes = {64 * kMiB};
     options.host_granularity = 4096;
     options.enable_cuda = false;
     auto catalog = DeviceCatalog::discover(options);

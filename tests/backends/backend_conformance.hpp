@@ -6,8 +6,10 @@
 // of misaligned or out-of-range runs, a map larger than the device as
 // out_of_memory, physical_bytes through map/unmap/trim, segments of every
 // memory type the device lists, stream ordering of copies and fills, events,
-// concurrent streams on several threads, memory_info, and destruction of
-// streams and events.
+// concurrent streams on several threads, memory_info, destruction of
+// streams and events, and shareable segments (own memory, exported as a new
+// descriptor each time; a memfd is mapped again here and must show the same
+// bytes both ways; double free and export after free are not_found).
 //
 // Instantiate with a traits type:
 //   struct MyTraits {
@@ -22,7 +24,11 @@
 // Thread safety: tests create their own backend; one test per process thread.
 #pragma once
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -602,6 +608,95 @@ TYPED_TEST_P(BackendConformance, OneMapCanMakeSeveralUnits) {
   EXPECT_EQ(b.physical_bytes(this->device_), p0);
 }
 
+// Shareable memory on the device under test: its own pages, zero at first,
+// exported as a fresh close-on-exec descriptor per call. A memfd is mapped a
+// second time here (as the receiving process would) and both mappings show
+// each other's writes; a CUDA descriptor is imported in cuda_backend_gpu_test.
+TYPED_TEST_P(BackendConformance, ShareableSegmentsExportTheirOwnMemory) {
+  auto& b = *this->backend_;
+  const auto p0 = b.physical_bytes(this->device_);
+  const std::size_t asked = kMiB + 3;  // odd on purpose: the size is rounded up
+  auto s = b.allocate_shareable(this->device_, MemoryType::VRAM, asked);
+  if (!s && s.error().code == ErrorCode::unavailable) GTEST_SKIP() << s.error().message;
+  ASSERT_TRUE(s.has_value()) << s.error().message;
+  const Segment& seg = s->segment;
+  EXPECT_EQ(seg.device, this->device_);
+  EXPECT_EQ(seg.type, MemoryType::VRAM);
+  ASSERT_NE(seg.ptr, nullptr);
+  ASSERT_GE(seg.size, asked);
+  const std::uint64_t unit = s->kind == ShareableKind::Memfd
+                                 ? static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE))
+                                 : this->granularity();
+  EXPECT_EQ(seg.size % unit, 0u) << "the size is rounded up to whole " << unit << "-byte units";
+  EXPECT_LT(seg.size - asked, unit);
+  EXPECT_EQ(b.physical_bytes(this->device_), p0 + seg.size);
+  const auto n = static_cast<std::size_t>(seg.size);
+  EXPECT_EQ(this->download(seg.ptr, n), std::vector<std::uint8_t>(n, 0))
+      << "fresh shareable memory holds no one's old bytes";
+  const auto first = pattern(n, 21);
+  this->upload(seg.ptr, first);
+
+  auto fd = b.export_fd(*s);
+  ASSERT_TRUE(fd.has_value()) << fd.error().message;
+  ASSERT_GE(*fd, 0);
+  EXPECT_NE(::fcntl(*fd, F_GETFD) & FD_CLOEXEC, 0) << "exports never leak into programs memd starts";
+  auto again = b.export_fd(*s);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_NE(*again, *fd) << "each export is a new descriptor the caller owns";
+  ::close(*again);
+
+  if (s->kind == ShareableKind::Memfd) {
+    struct stat st {};
+    ASSERT_EQ(::fstat(*fd, &st), 0);
+    EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), seg.size) << "the file is exactly the segment";
+    void* other = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+    ASSERT_NE(other, MAP_FAILED);
+    EXPECT_EQ(std::memcmp(other, first.data(), n), 0) << "the second mapping sees memd's bytes";
+    const auto second = pattern(n, 22);
+    std::memcpy(other, second.data(), n);
+    EXPECT_EQ(this->download(seg.ptr, n), second) << "memd sees the second mapping's bytes";
+    ::munmap(other, n);
+  }
+  ::close(*fd);
+
+  MEMD_ASSERT_OK(b.free_shareable(*s));
+  EXPECT_EQ(b.physical_bytes(this->device_), p0);
+  MEMD_EXPECT_CODE(b.free_shareable(*s), ErrorCode::not_found);
+  MEMD_EXPECT_CODE(b.export_fd(*s), ErrorCode::not_found);
+}
+
+TYPED_TEST_P(BackendConformance, ShareableRequestsAreValidated) {
+  auto& b = *this->backend_;
+  MEMD_EXPECT_CODE(b.allocate_shareable(this->device_, MemoryType::VRAM, 0),
+                   ErrorCode::invalid_argument);
+  MEMD_EXPECT_CODE(b.allocate_shareable(this->device_, MemoryType::RAM, kMiB),
+                   ErrorCode::invalid_argument);
+  MEMD_EXPECT_CODE(b.allocate_shareable(this->device_, MemoryType::Unknown, kMiB),
+                   ErrorCode::invalid_argument);
+  auto wrong_device = this->device_.kind() == DeviceKind::Cuda ? DeviceId::cuda(1000)
+                                                                : DeviceId::host(1000);
+  MEMD_EXPECT_CODE(b.allocate_shareable(wrong_device, MemoryType::VRAM, kMiB), ErrorCode::not_found);
+  auto s = b.allocate_shareable(this->device_, MemoryType::VRAM, kMiB);
+  if (!s && s.error().code == ErrorCode::unavailable) GTEST_SKIP() << s.error().message;
+  ASSERT_TRUE(s.has_value()) << s.error().message;
+  // A forged handle, or the right handle with another pointer or device,
+  // names nothing; an ordinary segment is not a shareable one.
+  for (auto forge : {+[](ShareableSegment& f) { f.segment.handle += 1000; },
+                     +[](ShareableSegment& f) { f.segment.ptr = static_cast<char*>(f.segment.ptr) + 4096; },
+                     +[](ShareableSegment& f) { f.segment.device = DeviceId::cpu(); }}) {
+    ShareableSegment forged = *s;
+    forge(forged);
+    MEMD_EXPECT_CODE(b.export_fd(forged), ErrorCode::not_found);
+    MEMD_EXPECT_CODE(b.free_shareable(forged), ErrorCode::not_found);
+  }
+  auto plain = b.allocate(this->device_, MemoryType::VRAM, kMiB);
+  ASSERT_TRUE(plain.has_value()) << plain.error().message;
+  MEMD_EXPECT_CODE(b.export_fd(ShareableSegment{*plain, s->kind}), ErrorCode::not_found);
+  MEMD_EXPECT_CODE(b.free_shareable(ShareableSegment{*plain, s->kind}), ErrorCode::not_found);
+  MEMD_ASSERT_OK(b.free(*plain));
+  MEMD_ASSERT_OK(b.free_shareable(*s));
+}
+
 REGISTER_TYPED_TEST_SUITE_P(BackendConformance, DiscoveryFieldsAreComplete,
                             ReserveMapWriteReadUnmapRelease, UnmapTakesWholeUnitsOnly, OneMapCanMakeSeveralUnits,
                             ReleaseUnmapsWhatIsStillMapped, DoubleMapIsRejected,
@@ -610,6 +705,7 @@ REGISTER_TYPED_TEST_SUITE_P(BackendConformance, DiscoveryFieldsAreComplete,
                             PhysicalBytesTrackMapUnmapAndTrim, SegmentsOfEveryListedTypeAreUsable,
                             SegmentRequestsAreValidated, CopiesAndFillsRunInStreamOrder,
                             EventsCompleteInStreamOrder, ThreadsWithTheirOwnStreamsCopyConcurrently,
-                            MemoryInfoIsSane, StreamsAndEventsCanBeDestroyed);
+                            MemoryInfoIsSane, StreamsAndEventsCanBeDestroyed,
+                            ShareableSegmentsExportTheirOwnMemory, ShareableRequestsAreValidated);
 
 }  // namespace memd::testing

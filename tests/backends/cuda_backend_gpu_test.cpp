@@ -1,19 +1,25 @@
 // CUDA backend: the shared conformance suite on cuda:0, plus CUDA-only
 // promises (pinned/managed cpu segments, no-driver discovery, the per-size
-// handle cache of mapping units).
+// handle cache of mapping units, GPU UUIDs and peers, shareable VRAM imported
+// through its exported descriptor, shareable pinned memfds).
 // Every test skips with "no CUDA device found: …" where no GPU is visible, so
 // this binary is safe to run anywhere; it has the ctest label `gpu`.
 #include <gtest/gtest.h>
 
 #if defined(MEMD_WITH_CUDA)
 
+#include <cuda.h>
 #include <cuda_runtime_api.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "backends/backend_conformance.hpp"
 #include "backends/cuda/cuda_backend.hpp"
+#include "backends/cuda/driver_api.hpp"
 #include "backends/device_catalog.hpp"
 
 namespace memd {
@@ -77,7 +83,7 @@ TEST(CudaBackendDiscovery, StartsAndReportsNoDevicesWithoutAGpu) {
 
 TEST(CudaBackendDiscovery, CatalogRoutesCpuPinnedAndManagedToCudaWhenAGpuExists) {
   BackendOptions options;
-  options.host_device_bytes = 64 * kMiB;
+  options.host_device_sizes = {64 * kMiB};
   auto catalog = DeviceCatalog::discover(options);
   ASSERT_TRUE(catalog.has_value()) << catalog.error().message;
   auto& c = **catalog;
@@ -101,6 +107,8 @@ TEST_F(CudaBackendTest, DeviceInfoDescribesTheGpu) {
     EXPECT_FALSE(d.simulated);
     EXPECT_GT(d.compute_major, 0);
     EXPECT_FALSE(d.bus_id.empty());
+    EXPECT_TRUE(d.uuid.starts_with("GPU-")) << d.uuid;
+    EXPECT_EQ(d.uuid.size(), 40u) << d.uuid;
     EXPECT_EQ(d.memory_types,
               (std::vector<MemoryType>{MemoryType::VRAM, MemoryType::UnifiedMemory}));
     auto mem = backend_->memory_info(d.id);
@@ -193,6 +201,126 @@ TEST_F(CudaBackendTest, HandleCacheServesMapsOfTheSameSizeOnly) {
   EXPECT_EQ(backend_->trim(), 3 * g);
   EXPECT_EQ(backend_->physical_bytes(device), p0);
   backend_->set_handle_cache_limit(device, 0);
+}
+
+// Peers: GPU pairs are direct exactly where the backend enabled peer access
+// both ways; a GPU and a host device are always staged.
+TEST(CudaBackendDiscovery, CatalogListsPeersOfEveryGpu) {
+  BackendOptions options;
+  options.host_device_sizes = {64 * kMiB};
+  auto catalog = DeviceCatalog::discover(options);
+  ASSERT_TRUE(catalog.has_value()) << catalog.error().message;
+  auto& c = **catalog;
+  if (!c.has_cuda_devices()) GTEST_SKIP() << no_gpu_message();
+  auto cuda = c.backend_for(DeviceId::cuda(0), MemoryType::VRAM);
+  ASSERT_TRUE(cuda.has_value());
+  for (const auto& d : c.devices()) {
+    if (d.id.kind() != DeviceKind::Cuda) continue;
+    SCOPED_TRACE(d.id.to_string());
+    EXPECT_FALSE((*cuda)->can_access_peer(d.id, d.id));
+    bool host_seen = false;
+    for (const auto& p : d.peers) {
+      EXPECT_NE(p.device, d.id);
+      if (p.device.kind() == DeviceKind::Host) {
+        host_seen = true;
+        EXPECT_EQ(p.access, PeerAccess::Staged);
+      } else {
+        const bool both = (*cuda)->can_access_peer(d.id, p.device) &&
+                          (*cuda)->can_access_peer(p.device, d.id);
+        EXPECT_EQ(p.access, both ? PeerAccess::Direct : PeerAccess::Staged);
+      }
+      EXPECT_EQ(c.peer_access(d.id, p.device), p.access);
+    }
+    EXPECT_TRUE(host_seen);
+  }
+  EXPECT_EQ(c.info(DeviceId::host(0))->peers.size(), c.devices().size() - 2)
+      << "host:0 lists every GPU";
+}
+
+// What another process does with an exported VRAM descriptor, done here:
+// import it, map it at an address of its own, and see memd's bytes (and
+// memd sees the importer's).
+TEST_F(CudaBackendTest, ExportedVramImportsAndShowsTheSameBytes) {
+  const auto& driver = cuda::driver_api();
+  if (!driver.sharing_complete()) GTEST_SKIP() << "the driver offers no shareable handles";
+  const auto device = DeviceId::cuda(0);
+  auto s = backend_->allocate_shareable(device, MemoryType::VRAM, 3 * kMiB);
+  if (!s && s.error().code == ErrorCode::unavailable) GTEST_SKIP() << s.error().message;
+  ASSERT_TRUE(s.has_value()) << s.error().message;
+  EXPECT_EQ(s->kind, ShareableKind::CudaPosixFd);
+  const auto n = static_cast<std::size_t>(s->segment.size);
+  const auto mine = testing::pattern(n, 41);
+  ASSERT_EQ(cudaMemcpy(s->segment.ptr, mine.data(), n, cudaMemcpyHostToDevice), cudaSuccess);
+  auto fd = backend_->export_fd(*s);
+  ASSERT_TRUE(fd.has_value()) << fd.error().message;
+
+  CUmemGenericAllocationHandle imported = 0;
+  ASSERT_EQ(driver.mem_import_from_shareable_handle(
+                &imported, reinterpret_cast<void*>(static_cast<std::uintptr_t>(*fd)),
+                CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR),
+            CUDA_SUCCESS);
+  ::close(*fd);  // the imported handle keeps the memory
+  CUdeviceptr at = 0;
+  ASSERT_EQ(driver.mem_address_reserve(&at, n, 0, 0, 0), CUDA_SUCCESS);
+  ASSERT_EQ(driver.mem_map(at, n, 0, imported, 0), CUDA_SUCCESS);
+  CUmemAccessDesc access{};
+  access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  access.location.id = 0;
+  access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  ASSERT_EQ(driver.mem_set_access(at, n, &access, 1), CUDA_SUCCESS);
+  std::vector<std::uint8_t> seen(n);
+  ASSERT_EQ(cudaMemcpy(seen.data(), reinterpret_cast<void*>(at), n, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(seen, mine) << "the importer sees memd's bytes";
+  const auto theirs = testing::pattern(n, 42);
+  ASSERT_EQ(cudaMemcpy(reinterpret_cast<void*>(at), theirs.data(), n, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(seen.data(), s->segment.ptr, n, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(seen, theirs) << "memd sees the importer's bytes";
+
+  // memd frees its side; the importer's mapping still holds the memory.
+  const auto p0 = backend_->physical_bytes(device);
+  ASSERT_TRUE(backend_->free_shareable(*s).has_value());
+  EXPECT_EQ(backend_->physical_bytes(device), p0 - n);
+  ASSERT_EQ(cudaMemcpy(seen.data(), reinterpret_cast<void*>(at), n, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(seen, theirs);
+  EXPECT_EQ(driver.mem_unmap(at, n), CUDA_SUCCESS);
+  EXPECT_EQ(driver.mem_address_free(at, n), CUDA_SUCCESS);
+  EXPECT_EQ(driver.mem_release(imported), CUDA_SUCCESS);
+  EXPECT_EQ(backend_->export_fd(*s).error().code, ErrorCode::not_found);
+}
+
+// Shareable pinned memory: a second mapping of the exported memfd sees both
+// CPU writes and the GPU's DMA into memd's mapping.
+TEST_F(CudaBackendTest, ShareablePinnedMemfdSeesDeviceCopies) {
+  const auto before = backend_->physical_bytes(DeviceId::cpu());
+  auto s = backend_->allocate_shareable(DeviceId::cpu(), MemoryType::SharedMemory, 2 * kMiB + 7);
+  ASSERT_TRUE(s.has_value()) << s.error().message;
+  EXPECT_EQ(s->kind, ShareableKind::Memfd);
+  const auto n = static_cast<std::size_t>(s->segment.size);
+  EXPECT_EQ(backend_->physical_bytes(DeviceId::cpu()), before + n);
+  auto fd = backend_->export_fd(*s);
+  ASSERT_TRUE(fd.has_value()) << fd.error().message;
+  auto* other = static_cast<std::uint8_t*>(::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0));
+  ASSERT_NE(static_cast<void*>(other), MAP_FAILED);
+  ::close(*fd);
+  auto vram = backend_->allocate(DeviceId::cuda(0), MemoryType::VRAM, n);
+  ASSERT_TRUE(vram.has_value()) << vram.error().message;
+  const auto data = testing::pattern(n, 43);
+  const Stream stream{DeviceId::cuda(0), 0};
+  std::memcpy(other, data.data(), n);  // written through the other mapping
+  ASSERT_TRUE(backend_->copy(vram->ptr, s->segment.ptr, n, stream).has_value());
+  ASSERT_TRUE(backend_->fill(s->segment.ptr, 0, n, stream).has_value());
+  ASSERT_TRUE(backend_->synchronize(stream).has_value());
+  EXPECT_EQ(other[n / 2], 0) << "the fill's DMA shows in the other mapping";
+  ASSERT_TRUE(backend_->copy(s->segment.ptr, vram->ptr, n, stream).has_value());
+  ASSERT_TRUE(backend_->synchronize(stream).has_value());
+  EXPECT_EQ(std::memcmp(other, data.data(), n), 0) << "the copy's DMA shows in the other mapping";
+  ::munmap(other, n);
+  ASSERT_TRUE(backend_->free(*vram).has_value());
+  ASSERT_TRUE(backend_->free_shareable(*s).has_value());
+  EXPECT_EQ(backend_->physical_bytes(DeviceId::cpu()), before);
+  EXPECT_EQ(backend_->allocate_shareable(DeviceId::cpu(), MemoryType::RAM, 4096).error().code,
+            ErrorCode::invalid_argument)
+      << "cpu RAM is the host backend's";
 }
 
 TEST_F(CudaBackendTest, ErrorsCarryTheCudaErrorName) {

@@ -18,10 +18,9 @@ namespace {
 constexpr std::uint64_t kTestCapacity = 64 * kMiB;
 constexpr std::uint64_t kTestGranularity = 2 * kMiB;
 
-BackendOptions test_options(int host_devices = 1) {
+BackendOptions test_options(std::size_t host_devices = 1) {
   BackendOptions options;
-  options.host_device_bytes = kTestCapacity;
-  options.host_devices = host_devices;
+  options.host_device_sizes.assign(host_devices, kTestCapacity);
   options.host_granularity = kTestGranularity;
   options.enable_cuda = false;
   return options;
@@ -38,7 +37,7 @@ struct HostSmallPageTraits {
   static std::unique_ptr<Backend> make() {
     auto options = test_options();
     options.host_granularity = 64 * kKiB;
-    options.host_device_bytes = 40 * kMiB;
+    options.host_device_sizes = {40 * kMiB};
     return make_host_backend(options);
   }
   static DeviceId device() { return DeviceId::host(0); }
@@ -121,6 +120,46 @@ TEST(HostBackend, ListsCpuAndEachHostDevice) {
   auto none = make_host_backend(test_options(0));
   ASSERT_EQ(none->devices().size(), 1u);
   EXPECT_EQ(none->devices()[0].id, DeviceId::cpu());
+}
+
+// host:N's capacity is host_device_sizes[N], each enforced on its own.
+TEST(HostBackend, HostDevicesHaveTheirOwnSizes) {
+  auto options = test_options();
+  options.host_device_sizes = {64 * kMiB, 32 * kMiB, 128 * kMiB};
+  auto backend = make_host_backend(options);
+  auto devices = backend->devices();
+  ASSERT_EQ(devices.size(), 4u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(devices[i].id, DeviceId::host(static_cast<int>(i)));
+    EXPECT_EQ(devices[i].total_bytes, options.host_device_sizes[i]);
+    EXPECT_EQ(devices[i].free_bytes, options.host_device_sizes[i]);
+    auto info = backend->memory_info(devices[i].id);
+    ASSERT_TRUE(info.has_value()) << info.error().message;
+    EXPECT_EQ(info->total_bytes, options.host_device_sizes[i]);
+  }
+  const auto g = kTestGranularity;
+  auto small = backend->reserve(DeviceId::host(1), 64 * kMiB);
+  ASSERT_TRUE(small.has_value()) << small.error().message;
+  ASSERT_TRUE(backend->map(*small, 0, 32 * kMiB).has_value()) << "host:1 holds its 32 MiB";
+  auto over = backend->map(*small, 32 * kMiB, g);
+  ASSERT_FALSE(over.has_value());
+  EXPECT_EQ(over.error().code, ErrorCode::out_of_memory);
+  EXPECT_NE(over.error().message.find("host:1"), std::string::npos) << over.error().message;
+  // The other devices are not charged for host:1's pages.
+  auto big = backend->reserve(DeviceId::host(0), 64 * kMiB);
+  ASSERT_TRUE(big.has_value());
+  ASSERT_TRUE(backend->map(*big, 0, 64 * kMiB).has_value());
+  auto segment = backend->allocate(DeviceId::host(2), MemoryType::VRAM, 100 * kMiB);
+  ASSERT_TRUE(segment.has_value()) << segment.error().message;
+  EXPECT_EQ(backend->physical_bytes(DeviceId::host(0)), 64 * kMiB);
+  EXPECT_EQ(backend->physical_bytes(DeviceId::host(1)), 32 * kMiB);
+  EXPECT_EQ(backend->physical_bytes(DeviceId::host(2)), 100 * kMiB);
+  EXPECT_EQ(backend->memory_info(DeviceId::host(2))->free_bytes, 28 * kMiB);
+  ASSERT_TRUE(backend->free(*segment).has_value());
+  ASSERT_TRUE(backend->release(*small).has_value());
+  ASSERT_TRUE(backend->release(*big).has_value());
+  EXPECT_FALSE(backend->memory_info(DeviceId::host(3)).has_value());
 }
 
 TEST(HostBackend, MemoryInfoOfCpuSeesOtherProcessesAndHostDevicesDoNot) {
@@ -248,13 +287,16 @@ TEST(HostBackend, DestructionDrainsOutstandingWork) {
 }
 
 TEST(HostBackend, OptionsThatSkipCatalogValidationAreClamped) {
-  BackendOptions options = test_options(-3);
+  BackendOptions options = test_options(0);
   options.host_granularity = 5000;  // not a power of two
   auto backend = make_host_backend(options);
   ASSERT_EQ(backend->devices().size(), 1u);  // cpu only
-  options.host_devices = 1;
+  options.host_device_sizes = {kTestCapacity};
   backend = make_host_backend(options);
   EXPECT_EQ(backend->devices()[0].granularity, 8192u);
+  options.host_device_sizes.assign(100, kTestCapacity);
+  backend = make_host_backend(options);
+  EXPECT_EQ(backend->devices().size(), kMaxHostDevices + 1) << "64 host devices and cpu";
 }
 
 TEST(HostStreamWorker, RunsItemsInOrderAndAfterStop) {
@@ -313,6 +355,49 @@ TEST(DeviceCatalog, RoutesHostTypesToTheHostBackendWithoutAGpu) {
   EXPECT_EQ(c.devices()[1].id, DeviceId::cpu());
 }
 
+// host:N devices share the process's address space: each reaches every
+// other directly. cpu is no peer; a device that does not exist is staged.
+TEST(DeviceCatalog, HostDevicesReachEachOtherDirectly) {
+  auto options = test_options();
+  options.host_device_sizes = {64 * kMiB, 32 * kMiB, 128 * kMiB};
+  auto catalog = DeviceCatalog::discover(options);
+  ASSERT_TRUE(catalog.has_value()) << catalog.error().message;
+  const auto& c = **catalog;
+  const auto h0 = DeviceId::host(0), h1 = DeviceId::host(1), h2 = DeviceId::host(2);
+  EXPECT_EQ(c.info(h0)->peers,
+            (std::vector<PeerLink>{{h1, PeerAccess::Direct}, {h2, PeerAccess::Direct}}));
+  EXPECT_EQ(c.info(h1)->peers,
+            (std::vector<PeerLink>{{h0, PeerAccess::Direct}, {h2, PeerAccess::Direct}}));
+  EXPECT_EQ(c.info(h2)->peers,
+            (std::vector<PeerLink>{{h0, PeerAccess::Direct}, {h1, PeerAccess::Direct}}));
+  EXPECT_TRUE(c.info(DeviceId::cpu())->peers.empty()) << "cpu is not GPU-like";
+  for (const auto& d : c.devices()) EXPECT_TRUE(d.uuid.empty()) << d.id.to_string();
+  EXPECT_EQ(c.info(h1)->total_bytes, 32 * kMiB);
+
+  EXPECT_EQ(c.peer_access(h0, h1), PeerAccess::Direct);
+  EXPECT_EQ(c.peer_access(h2, h0), PeerAccess::Direct);
+  EXPECT_EQ(c.peer_access(h0, h0), PeerAccess::Direct);
+  EXPECT_EQ(c.peer_access(h0, DeviceId::cpu()), PeerAccess::Staged);
+  EXPECT_EQ(c.peer_access(DeviceId::cpu(), h0), PeerAccess::Staged);
+  EXPECT_EQ(c.peer_access(h0, DeviceId::host(7)), PeerAccess::Staged);
+  EXPECT_EQ(c.peer_access(h0, DeviceId::cuda(0)), PeerAccess::Staged);
+  EXPECT_EQ(to_string(PeerAccess::Direct), "direct");
+  EXPECT_EQ(to_string(PeerAccess::Staged), "staged");
+
+  auto host = c.backend_for(h0, MemoryType::VRAM);
+  ASSERT_TRUE(host.has_value());
+  EXPECT_TRUE((*host)->can_access_peer(h0, h1));
+  EXPECT_TRUE((*host)->can_access_peer(h2, h1));
+  EXPECT_FALSE((*host)->can_access_peer(h0, h0)) << "a device is not its own peer";
+  EXPECT_FALSE((*host)->can_access_peer(h0, DeviceId::cpu()));
+  EXPECT_FALSE((*host)->can_access_peer(h0, DeviceId::host(3)));
+
+  // One host device has no peers; none, no GPU-like devices at all.
+  auto one = DeviceCatalog::discover(test_options(1));
+  ASSERT_TRUE(one.has_value());
+  EXPECT_TRUE((*one)->info(h0)->peers.empty());
+}
+
 TEST(DeviceCatalog, DefaultDeviceIsCpuWithoutHostDevices) {
   auto catalog = DeviceCatalog::discover(test_options(0));
   ASSERT_TRUE(catalog.has_value());
@@ -327,18 +412,21 @@ TEST(DeviceCatalog, ValidatesBackendOptions) {
     auto catalog = DeviceCatalog::discover(options);
     return !catalog.has_value() && catalog.error().code == ErrorCode::invalid_argument;
   };
-  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_devices = -1; }));
-  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_devices = 65; }));
+  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_device_sizes.assign(65, kTestCapacity); }));
   EXPECT_TRUE(bad([](BackendOptions& o) { o.host_granularity = 0; }));
   EXPECT_TRUE(bad([](BackendOptions& o) { o.host_granularity = 2048; }));
   EXPECT_TRUE(bad([](BackendOptions& o) { o.host_granularity = 3 * kMiB; }));
-  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_device_bytes = 0; }));
-  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_device_bytes = kMiB; }));  // < one granule
-  EXPECT_FALSE(bad([](BackendOptions& o) { o.host_devices = 64; }));
-  EXPECT_FALSE(bad([](BackendOptions& o) {
-    o.host_devices = 0;
-    o.host_device_bytes = 0;  // capacity is irrelevant without host devices
-  }));
+  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_device_sizes = {0}; }));
+  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_device_sizes = {kMiB}; }));  // < one granule
+  EXPECT_TRUE(bad([](BackendOptions& o) { o.host_device_sizes = {kTestCapacity, kMiB}; }));
+  EXPECT_FALSE(bad([](BackendOptions& o) { o.host_device_sizes.assign(64, kTestCapacity); }));
+  EXPECT_FALSE(bad([](BackendOptions& o) { o.host_device_sizes.clear(); }));
+  // The message names the device whose size is wrong.
+  BackendOptions options = test_options();
+  options.host_device_sizes = {kTestCapacity, kTestCapacity, kMiB};
+  auto refused = DeviceCatalog::discover(options);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_NE(refused.error().message.find("host:2"), std::string::npos) << refused.error().message;
 }
 
 }  // namespace

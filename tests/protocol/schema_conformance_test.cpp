@@ -604,7 +604,7 @@ std::uint64_t env_or(const char* name, std::uint64_t fallback) {
 
 TEST(SchemaConformance, GeneratedRequestsAreAnsweredAsTheDocumentSays) {
   ServiceOptions options;
-  options.backends.host_device_bytes = 64 * kMiB;
+  options.backends.host_device_sizes = {64 * kMiB};
   options.backends.enable_cuda = false;
   options.session_sweep_interval = std::chrono::milliseconds(0);  // no reaper thread: one-threaded test
   auto created = MemoryService::create(options);

@@ -228,7 +228,7 @@ TEST(HttpServer, ASecondServerOnABusyAddressFailsToBind) {
   Server first;
   ASSERT_NE(first.port(), 0);
   ServiceOptions service_options;
-  service_options.backends.host_device_bytes = 16 * kMiB;
+  service_options.backends.host_device_sizes = {16 * kMiB};
   service_options.backends.enable_cuda = false;
   auto service = MemoryService::create(service_options);
   ASSERT_TRUE(service);

@@ -184,7 +184,7 @@ class Server {
  public:
   explicit Server(HttpOptions options = {}, std::uint64_t device_bytes = 64 * kMiB) {
     ServiceOptions service_options;
-    service_options.backends.host_device_bytes = device_bytes;
+    service_options.backends.host_device_sizes = {device_bytes};
     service_options.backends.enable_cuda = false;
     auto service = MemoryService::create(service_options);
     if (!service) return;

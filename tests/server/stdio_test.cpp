@@ -73,7 +73,7 @@ TEST(Stdio, HostileLinesGetErrorsAndTheLoopGoesOn) {
 
 TEST(Stdio, EndOfInputReleasesEverythingTheHostAllocated) {
   ServiceOptions options;
-  options.backends.host_device_bytes = 64 * kMiB;
+  options.backends.host_device_sizes = {64 * kMiB};
   options.backends.enable_cuda = false;
   auto service = MemoryService::create(options);
   ASSERT_TRUE(service);

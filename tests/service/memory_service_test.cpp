@@ -14,7 +14,7 @@ class MemoryServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ServiceOptions options;
-    options.backends.host_device_bytes = 64 * kMiB;
+    options.backends.host_device_sizes = {64 * kMiB};
     options.backends.enable_cuda = false;
     auto s = MemoryService::create(options);
     ASSERT_TRUE(s) << s.error().message;

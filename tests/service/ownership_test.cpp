@@ -16,7 +16,7 @@ class OwnershipTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ServiceOptions options;
-    options.backends.host_device_bytes = 64 * kMiB;
+    options.backends.host_device_sizes = {64 * kMiB};
     options.backends.enable_cuda = false;
     options.session_sweep_interval = std::chrono::milliseconds(0);
     auto s = MemoryService::create(options);

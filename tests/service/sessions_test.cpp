@@ -22,7 +22,7 @@ class SessionsTest : public ::testing::Test {
  protected:
   void make(std::chrono::milliseconds sweep) {
     ServiceOptions options;
-    options.backends.host_device_bytes = 64 * kMiB;
+    options.backends.host_device_sizes = {64 * kMiB};
     options.backends.enable_cuda = false;
     options.session_sweep_interval = sweep;
     options.clock = [this] { return SteadyTime{std::chrono::seconds(now_.load())}; };

@@ -53,6 +53,53 @@ TEST(Cli, VersionHelpAndDevices) {
   EXPECT_EQ(nlohmann::json::parse(j.out)["devices"][0]["deviceId"], "host:0");
 }
 
+// --host-device is repeatable: the N-th gives host:N its size; none gives one
+// 8 GiB host:0; a size under 64MiB, or two sizes after one flag, are refused
+// with the flag named. `devices` shows how the host devices reach each other.
+TEST(Cli, HostDeviceFlagMakesOneDeviceEach) {
+  auto two = memd("--no-cuda --host-device 4GiB --host-device 2GiB devices --json");
+  ASSERT_EQ(two.code, 0) << two.out;
+  const auto devices = nlohmann::json::parse(two.out)["devices"];
+  ASSERT_EQ(devices.size(), 3u) << two.out;
+  EXPECT_EQ(devices[0]["deviceId"], "host:0");
+  EXPECT_EQ(devices[0]["totalBytes"], 4ull << 30);
+  EXPECT_EQ(devices[0]["peers"], nlohmann::json::parse(R"([{"deviceId": "host:1", "access": "direct"}])"));
+  EXPECT_FALSE(devices[0].contains("uuid")) << "host devices have no GPU uuid";
+  EXPECT_EQ(devices[1]["deviceId"], "host:1");
+  EXPECT_EQ(devices[1]["totalBytes"], 2ull << 30);
+  EXPECT_EQ(devices[1]["peers"], nlohmann::json::parse(R"([{"deviceId": "host:0", "access": "direct"}])"));
+  EXPECT_EQ(devices[2]["deviceId"], "cpu");
+  EXPECT_EQ(devices[2]["peers"], nlohmann::json::array());
+
+  auto table = memd("--no-cuda --host-device 4GiB --host-device 2GiB devices");
+  ASSERT_EQ(table.code, 0) << table.out;
+  EXPECT_NE(table.out.find("4.0 GiB"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("2.0 GiB"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("PEERS   host:0  host:1"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("host:0  self    direct"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("host:1  direct  self"), std::string::npos) << table.out;
+
+  auto none = memd("--no-cuda devices --json");
+  ASSERT_EQ(none.code, 0) << none.out;
+  const auto defaults = nlohmann::json::parse(none.out)["devices"];
+  ASSERT_EQ(defaults.size(), 2u) << none.out;
+  EXPECT_EQ(defaults[0]["totalBytes"], 8ull << 30);
+  EXPECT_EQ(defaults[0]["peers"], nlohmann::json::array());
+  EXPECT_EQ(memd("--no-cuda devices").out.find("PEERS"), std::string::npos) << "one device: no matrix";
+
+  for (const char* bad : {"32MiB", "0", "63MiB", "lots"}) {
+    SCOPED_TRACE(bad);
+    auto r = memd(std::string("--no-cuda --host-device 4GiB --host-device ") + bad + " devices");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.out.find("--host-device"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("host:1"), std::string::npos) << "the message names the device: " << r.out;
+  }
+  EXPECT_NE(memd("--no-cuda --host-device 32MiB devices").out.find("at least 64MiB"), std::string::npos);
+  EXPECT_NE(memd("--no-cuda --host-device 4GiB 2GiB devices").code, 0) << "one size per flag";
+  EXPECT_EQ(memd("--no-cuda --host-device 64MiB devices").code, 0);
+  EXPECT_NE(memd("--help").out.find("repeatable"), std::string::npos);
+}
+
 // --pool-policy is checked before anything serves: a bad spelling or a
 // device this machine lacks fails at once, naming the flag or the device.
 TEST(Cli, PoolPolicyFlagRefusesWhatItCannotApply) {

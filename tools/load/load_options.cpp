@@ -218,7 +218,8 @@ ParsedFlags parse_load_flags(int argc, const char* const* argv) {
       o.daemon_args = extra;
       o.daemon_log = daemon_log;
       o.host = "127.0.0.1";
-      if (!host_device.empty()) o.host_device = size("--host-device", host_device, kMiB, 1024 * kGiB);
+      // memd refuses a host device under 64MiB; say so here, naming our flag.
+      if (!host_device.empty()) o.host_device = size("--host-device", host_device, 64 * kMiB, 1024 * kGiB);
     }
     if (device.empty() || device.size() > 64 ||
         device.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789:") != std::string::npos)

@@ -16,8 +16,9 @@
 namespace memd::cli {
 
 struct EngineOptions {
-  std::string host_device = "8GiB";  // capacity of host:0
-  bool no_cuda = false;              // ignore GPUs (tests, reproducible runs)
+  // --host-device SIZE, once per host:N in order; none given: one 8 GiB host:0.
+  std::vector<std::string> host_devices;
+  bool no_cuda = false;  // ignore GPUs (tests, reproducible runs)
   std::vector<std::string> pool_policies;  // DEVICE=POLICY (alloc/pool_options.hpp)
 };
 

@@ -6,11 +6,14 @@
 #include <atomic>
 #include <cstdio>
 #include <iostream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "backends/device_catalog.hpp"
 #include "commands.hpp"
 #include "memd/size.hpp"
 #include "memd/version.hpp"
@@ -32,11 +35,36 @@ int report(const Error& error) {
   return 1;
 }
 
+// A stand-in GPU smaller than this holds too few 2 MiB mapping units to
+// behave like a device pool at all; every test and tool asks for at least it.
+constexpr std::uint64_t kMinHostDeviceBytes = 64 * kMiB;
+constexpr std::uint64_t kDefaultHostDeviceBytes = 8 * kGiB;
+
+// --host-device, repeatable: the N-th one is host:N's capacity.
+Result<std::vector<std::uint64_t>> host_device_sizes(const std::vector<std::string>& flags) {
+  if (flags.empty()) return std::vector<std::uint64_t>{kDefaultHostDeviceBytes};
+  if (flags.size() > kMaxHostDevices)
+    return fail(ErrorCode::invalid_argument, "--host-device: at most {} host devices, not {}",
+                kMaxHostDevices, flags.size());
+  std::vector<std::uint64_t> sizes;
+  for (std::size_t i = 0; i < flags.size(); ++i) {
+    auto bytes = parse_size(flags[i]);
+    if (!bytes)
+      return fail(ErrorCode::invalid_argument, "--host-device '{}' (host:{}): {}", flags[i], i,
+                  bytes.error().message);
+    if (*bytes < kMinHostDeviceBytes)
+      return fail(ErrorCode::invalid_argument,
+                  "--host-device '{}' (host:{}): a host device needs at least 64MiB", flags[i], i);
+    sizes.push_back(*bytes);
+  }
+  return sizes;
+}
+
 Result<ServiceOptions> service_options(const EngineOptions& engine) {
-  auto bytes = parse_size(engine.host_device);
-  if (!bytes) return fail(ErrorCode::invalid_argument, "--host-device: {}", bytes.error().message);
+  auto sizes = host_device_sizes(engine.host_devices);
+  if (!sizes) return fail(sizes.error());
   ServiceOptions options;
-  options.backends.host_device_bytes = *bytes;
+  options.backends.host_device_sizes = std::move(*sizes);
   options.backends.enable_cuda = !engine.no_cuda;
   for (const auto& text : engine.pool_policies) {
     auto policy = parse_device_pool_policy(text);
@@ -169,6 +197,21 @@ int run_devices(const EngineOptions& engine, bool json) {
     table.add({d.id.to_string(), d.name, d.backend, format_size(d.total_bytes), format_size(d.free_bytes),
                d.granularity ? format_size(d.granularity) : "-", d.simulated ? "yes" : "no"});
   std::cout << table.render();
+  // How each GPU-like device (row) reaches each other one (column).
+  std::vector<DeviceId> gpu_like;
+  for (const auto& d : (*catalog)->devices())
+    if (d.id.is_gpu_like()) gpu_like.push_back(d.id);
+  if (gpu_like.size() < 2) return 0;
+  std::vector<std::string> headers{"PEERS"};
+  for (const auto& id : gpu_like) headers.push_back(id.to_string());
+  Table peers(std::move(headers));
+  for (const auto& row : gpu_like) {
+    std::vector<std::string> cells{row.to_string()};
+    for (const auto& column : gpu_like)
+      cells.emplace_back(row == column ? "self" : to_string((*catalog)->peer_access(row, column)));
+    peers.add(std::move(cells));
+  }
+  std::cout << "\n" << peers.render();
   return 0;
 }
 

@@ -36,8 +36,10 @@ int main(int argc, char** argv) {
   int exit_code = 0;
 
   EngineOptions engine;
-  app.add_option("--host-device", engine.host_device, "Capacity of the host-backed device host:0")
-      ->capture_default_str();
+  app.add_option("--host-device", engine.host_devices,
+                 "SIZE of a host-backed stand-in GPU (at least 64MiB), repeatable: the first is host:0, the "
+                 "next host:1, and so on (e.g. --host-device 4GiB --host-device 2GiB). Default: one 8GiB host:0")
+      ->allow_extra_args(false);
   app.add_flag("--no-cuda", engine.no_cuda, "Ignore CUDA GPUs (host devices only)");
   ClientFlags client;
   app.add_flag("--admin", client.client.admin,

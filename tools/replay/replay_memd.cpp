@@ -28,9 +28,11 @@ double ns_per_op(SteadyClock::duration d, std::uint64_t ops) {
 Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& options) {
   BackendOptions bo;
   bo.enable_cuda = options.backend == "cuda";
-  bo.host_device_bytes = options.host_device_bytes != 0
-                             ? options.host_device_bytes
-                             : std::max<std::uint64_t>(kGiB, (2 * trace.peak_live_bytes + kGiB - 1) / kGiB * kGiB);
+  const std::uint64_t host_bytes =
+      options.host_device_bytes != 0
+          ? options.host_device_bytes
+          : std::max<std::uint64_t>(kGiB, (2 * trace.peak_live_bytes + kGiB - 1) / kGiB * kGiB);
+  bo.host_device_sizes = {host_bytes};
   auto catalog = DeviceCatalog::discover(bo);
   if (!catalog) return fail(catalog.error());
   DeviceId device = options.backend == "cuda" ? DeviceId::cuda(0) : DeviceId::host(0);
@@ -42,7 +44,7 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
   po.device = device;
   po.mode = options.segments ? PoolMode::Segments : PoolMode::Virtual;
   po.policy = options.policy;
-  if (options.backend == "host") po.capacity = bo.host_device_bytes;
+  if (options.backend == "host") po.capacity = host_bytes;
   if (options.map_unit_max != 0) po.map_unit_max = options.map_unit_max;
   if (options.map_unit_min != 0) po.map_unit_min = options.map_unit_min;
   if (options.map_ahead_max != ~std::uint64_t{0}) po.map_ahead_max = options.map_ahead_max;

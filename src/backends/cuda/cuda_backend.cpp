@@ -1,12 +1,13 @@
 // CUDA backend: GPUs through the runtime, virtual memory through driver entry
 // points, memory figures through NVML.
 //
-// Locking: mutex_ guards the handle tables (but segments_, which locks itself
-// and counts cpu segment bytes); each GPU has a mutex for its handle cache,
-// counters and default stream; each reserved range has a mutex that
-// serialises its map/unmap/release. Lock order is range, then GPU, then
+// Locking: mutex_ guards the handle tables (but segments_ and shareables_,
+// which lock themselves and count cpu bytes); each GPU has a mutex for its
+// handle cache, counters and default stream; each reserved range has a mutex
+// that serialises its map/unmap/release. Lock order is range, then GPU, then
 // mutex_; no CUDA call that can block on the device (synchronize, event wait)
-// runs under mutex_. segments_'s lock is a leaf: taken under any of these.
+// runs under mutex_. The tables' locks are leaves: taken under any of these,
+// and shareables_ runs only one dup or handle export under its own.
 //
 // Every entry point calls cudaSetDevice first: the backend is used from many
 // threads and the current device is per thread.
@@ -14,6 +15,9 @@
 
 #include <cuda.h>
 #include <cuda_runtime_api.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <deque>
@@ -26,10 +30,13 @@
 #include "backends/cuda/cuda_error.hpp"
 #include "backends/cuda/driver_api.hpp"
 #include "backends/cuda/nvml.hpp"
+#include "backends/gpu_uuid.hpp"
 #include "backends/host/meminfo.hpp"
 #include "backends/handle_lookup.hpp"
+#include "backends/memfd_mapping.hpp"
 #include "backends/page_run.hpp"
 #include "backends/segment_table.hpp"
+#include "backends/shareable_table.hpp"
 #include "backends/unit_map.hpp"
 #include "memd/size.hpp"
 
@@ -60,8 +67,15 @@ struct Gpu {
   std::uint64_t cached_bytes = 0;   // sum of cache[i].bytes
   std::uint64_t cache_limit = 0;
   std::uint64_t mapped_bytes = 0;
-  std::uint64_t segment_bytes = 0;
+  std::uint64_t segment_bytes = 0;  // shareable segments included
   cudaStream_t default_stream = nullptr;
+};
+
+// What a shareable segment holds besides its Segment: the pinned memfd of cpu
+// SharedMemory, or the physical handle of VRAM mapped alone at segment.ptr.
+struct SharedPayload {
+  MemfdMapping memfd;  // cpu SharedMemory; fd -1 for VRAM
+  Handle handle = 0;   // cuda:N VRAM
 };
 
 class CudaBackend final : public Backend {
@@ -84,6 +98,12 @@ class CudaBackend final : public Backend {
 
   Result<Segment> allocate(DeviceId device, MemoryType type, std::uint64_t bytes) override;
   Result<void> free(const Segment& segment) override;
+
+  bool can_access_peer(DeviceId a, DeviceId b) const override;
+  Result<ShareableSegment> allocate_shareable(DeviceId device, MemoryType type,
+                                              std::uint64_t bytes) override;
+  Result<void> free_shareable(const ShareableSegment& shareable) override;
+  Result<int> export_fd(const ShareableSegment& shareable) override;
 
   Result<Stream> create_stream(DeviceId device) override;
   Result<void> destroy_stream(const Stream& stream) override;
@@ -116,6 +136,21 @@ class CudaBackend final : public Backend {
   };
 
   void discover(Gpu& gpu);
+  // Fills peer_ and turns CUDA peer access on for every pair that allows it.
+  void enable_peer_access();
+  // The GPU whose context pinned cpu memory is registered in (cuda:0), or
+  // unavailable: pinning needs a CUDA context.
+  Result<Gpu*> pinning_gpu(MemoryType type);
+  // A memfd of bytes rounded up to pages, mapped MAP_SHARED and pinned with
+  // cudaHostRegister (portable: pinned for every GPU's context). cudaHostAlloc
+  // would pin too, but registers 1 GiB in 387 ms where this takes 39 ms at
+  // the same copy speed (H100, ANCHORS.md), and its memory has no descriptor.
+  Result<MemfdMapping> pinned_memfd(std::uint64_t bytes);
+  // cudaHostUnregister, then munmap and close; the first failure reported.
+  Result<void> unpin_memfd(const MemfdMapping& mapping);
+  // Unmaps, frees the address range and releases the handle of a shareable
+  // VRAM segment; the first failure reported.
+  Result<void> release_shared_vram(Gpu& gpu, const Segment& segment, Handle handle);
   Gpu* gpu_for(DeviceId device) const noexcept;
   Result<Gpu*> require_gpu(DeviceId device) const;
   static Result<void> set_device(const Gpu& gpu);
@@ -141,11 +176,15 @@ class CudaBackend final : public Backend {
 
   const cuda::DriverApi* driver_ = nullptr;  // null when no GPU was found
   std::vector<std::unique_ptr<Gpu>> gpus_;
+  // peer_[a * gpus_.size() + b]: GPU a reaches GPU b's memory directly (CUDA
+  // peer access enabled). Written in the constructor only.
+  std::vector<bool> peer_;
 
   mutable std::mutex mutex_;
   std::uint64_t next_handle_ = 1;
   std::unordered_map<std::uint64_t, std::shared_ptr<RangeState>> ranges_;
   SegmentTable segments_;  // cpu segment bytes included
+  ShareableTable<SharedPayload> shareables_;  // cpu bytes included; VRAM bytes in Gpu::segment_bytes
   std::unordered_map<std::uint64_t, StreamState> streams_;
   std::unordered_map<std::uint64_t, EventState> events_;
 };
@@ -166,6 +205,32 @@ CudaBackend::CudaBackend() {
     discover(*gpu);
     gpus_.push_back(std::move(gpu));
   }
+  enable_peer_access();
+}
+
+void CudaBackend::enable_peer_access() {
+  const auto n = gpus_.size();
+  peer_.assign(n * n, false);
+  for (std::size_t a = 0; a < n; ++a) {
+    for (std::size_t b = 0; b < n; ++b) {
+      if (a == b || !gpus_[a]->usable || !gpus_[b]->usable) continue;
+      int can = 0;
+      const int from = gpus_[a]->ordinal, to = gpus_[b]->ordinal;
+      if (cudaDeviceCanAccessPeer(&can, from, to) != cudaSuccess || can == 0 ||
+          cudaSetDevice(from) != cudaSuccess) {
+        (void)cudaGetLastError();
+        continue;
+      }
+      // Enabled once for the process: copies between the two then go over
+      // the direct link (NVLink or PCIe peer) instead of through host memory.
+      auto e = cudaDeviceEnablePeerAccess(to, 0);
+      if (e == cudaErrorPeerAccessAlreadyEnabled) e = cudaSuccess;
+      (void)cudaGetLastError();
+      // A pair the driver would not enable (a device's peer limit reached)
+      // is reported staged, which is what its copies will be.
+      peer_[a * n + b] = e == cudaSuccess;
+    }
+  }
 }
 
 void CudaBackend::discover(Gpu& gpu) {
@@ -185,6 +250,8 @@ void CudaBackend::discover(Gpu& gpu) {
   info.backend = "cuda";
   info.compute_major = prop.major;
   info.compute_minor = prop.minor;
+  info.uuid = format_gpu_uuid(std::span<const std::uint8_t, 16>(
+      reinterpret_cast<const std::uint8_t*>(prop.uuid.bytes), 16));
   info.total_bytes = prop.totalGlobalMem;
   char bus_id[32] = {};
   if (cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, i) == cudaSuccess)
@@ -247,11 +314,21 @@ CudaBackend::~CudaBackend() {
     }
     (void)driver_->mem_address_free(range->base, range->size);
   }
+  for (const auto& entry : shareables_.take_all()) {
+    const auto& segment = entry.shareable.segment;
+    if (segment.device.kind() == DeviceKind::Cpu) {
+      (void)unpin_memfd(entry.payload.memfd);
+    } else if (Gpu* gpu = gpu_for(segment.device)) {
+      (void)release_shared_vram(*gpu, segment, entry.payload.handle);
+    }
+  }
   for (const auto& segment : segments_.take_all()) {
-    if (segment.type == MemoryType::SharedMemory)
-      (void)cudaFreeHost(segment.ptr);
-    else
+    if (segment.type == MemoryType::SharedMemory) {
+      (void)cudaHostUnregister(segment.ptr);
+      ::munmap(segment.ptr, segment.size);
+    } else {
       (void)cudaFree(segment.ptr);
+    }
   }
   for (auto& gpu : gpus_)
     for (const auto& c : gpu->cache) (void)driver_->mem_release(c.handle);
@@ -587,7 +664,7 @@ void CudaBackend::set_handle_cache_limit(DeviceId device, std::uint64_t bytes) {
 }
 
 std::uint64_t CudaBackend::physical_bytes(DeviceId device) const {
-  if (device.kind() == DeviceKind::Cpu) return segments_.cpu_bytes();
+  if (device.kind() == DeviceKind::Cpu) return segments_.cpu_bytes() + shareables_.cpu_bytes();
   Gpu* gpu = gpu_for(device);
   if (gpu == nullptr) return 0;
   std::lock_guard lock(gpu->mutex);
@@ -604,15 +681,15 @@ Result<Segment> CudaBackend::allocate(DeviceId device, MemoryType type, std::uin
   const auto where = device.to_string();
   if (device.kind() == DeviceKind::Cpu) {
     // Pinned and managed host memory need a CUDA context, hence a GPU.
-    Gpu* first = gpu_for(DeviceId::cuda(0));
-    if (first == nullptr)
-      return fail(ErrorCode::unavailable, "no CUDA device: cpu {} memory needs one",
-                  to_string(type));
-    if (auto ok = set_device(*first); !ok) return fail(ok.error());
+    auto first = pinning_gpu(type);
+    if (!first) return fail(first.error());
     if (type == MemoryType::SharedMemory) {
-      // Portable: pinned for every GPU's context, not just the current one.
-      if (auto e = cudaHostAlloc(&ptr, bytes, cudaHostAllocPortable); e != cudaSuccess)
-        return runtime_failure(e, fmt::format("cudaHostAlloc({}) for cpu", bytes));
+      auto pinned = pinned_memfd(bytes);
+      if (!pinned) return fail(pinned.error());
+      // This segment is never exported, so its descriptor is not kept: the
+      // mapping holds the memory, and a process has only so many descriptors.
+      ::close(pinned->fd);
+      ptr = pinned->ptr;
     } else if (type == MemoryType::UnifiedMemory) {
       if (auto e = cudaMallocManaged(&ptr, bytes, cudaMemAttachGlobal); e != cudaSuccess)
         return runtime_failure(e, fmt::format("cudaMallocManaged({}) for cpu", bytes));
@@ -666,12 +743,184 @@ Result<void> CudaBackend::free(const Segment& segment) {
       gpu->segment_bytes -= std::min(gpu->segment_bytes, state.size);
     }
   }
-  const auto e = state.type == MemoryType::SharedMemory ? cudaFreeHost(state.ptr)
-                                                        : cudaFree(state.ptr);
-  if (e != cudaSuccess)
+  if (state.type == MemoryType::SharedMemory)
+    // The fd was closed at allocation: the mapping is all that is left.
+    return unpin_memfd(MemfdMapping{-1, state.ptr, round_up(state.size, host_page_size())});
+  if (auto e = cudaFree(state.ptr); e != cudaSuccess)
     return runtime_failure(e, fmt::format("freeing {} segment {} on {}", to_string(state.type),
                                           state.ptr, state.device.to_string()));
   return {};
+}
+
+// --- pinned memfds, peers and shareable segments --------------------------------
+
+Result<Gpu*> CudaBackend::pinning_gpu(MemoryType type) {
+  Gpu* first = gpu_for(DeviceId::cuda(0));
+  if (first == nullptr)
+    return fail(ErrorCode::unavailable, "no CUDA device: cpu {} memory needs one", to_string(type));
+  if (auto ok = set_device(*first); !ok) return fail(ok.error());
+  return first;
+}
+
+Result<MemfdMapping> CudaBackend::pinned_memfd(std::uint64_t bytes) {
+  auto mapping = create_memfd_mapping(bytes, "memd-pinned");
+  if (!mapping) return fail(mapping.error());
+  if (auto e = cudaHostRegister(mapping->ptr, mapping->size, cudaHostRegisterPortable);
+      e != cudaSuccess) {
+    (void)destroy_memfd_mapping(*mapping);
+    return runtime_failure(e, fmt::format("cudaHostRegister({}) for cpu", mapping->size));
+  }
+  return mapping;
+}
+
+Result<void> CudaBackend::unpin_memfd(const MemfdMapping& mapping) {
+  const auto e = cudaHostUnregister(mapping.ptr);
+  if (e != cudaSuccess) (void)cudaGetLastError();
+  // The memory goes back even when unregistering failed: keeping it would
+  // only leak it.
+  auto destroyed = destroy_memfd_mapping(mapping);
+  if (e != cudaSuccess)
+    return runtime_failure(e, fmt::format("cudaHostUnregister({})", mapping.ptr));
+  return destroyed;
+}
+
+bool CudaBackend::can_access_peer(DeviceId a, DeviceId b) const {
+  if (a == b || gpu_for(a) == nullptr || gpu_for(b) == nullptr) return false;
+  return peer_[static_cast<std::size_t>(a.index()) * gpus_.size() +
+               static_cast<std::size_t>(b.index())];
+}
+
+Result<ShareableSegment> CudaBackend::allocate_shareable(DeviceId device, MemoryType type,
+                                                         std::uint64_t bytes) {
+  if (bytes == 0) return fail(ErrorCode::invalid_argument, "cannot allocate 0 bytes");
+  if (bytes > kMaxRequestBytes)
+    return fail(ErrorCode::invalid_argument, "{} bytes exceeds the largest request", bytes);
+  if (device.kind() == DeviceKind::Cpu) {
+    if (type != MemoryType::SharedMemory)
+      return fail(ErrorCode::invalid_argument,
+                  "the CUDA backend shares cpu SharedMemory only, not {}", to_string(type));
+    auto first = pinning_gpu(type);
+    if (!first) return fail(first.error());
+    auto pinned = pinned_memfd(bytes);
+    if (!pinned) return fail(pinned.error());
+    const ShareableSegment shareable{
+        Segment{device, type, pinned->ptr, pinned->size, new_handle()}, ShareableKind::Memfd};
+    shareables_.add(shareable, SharedPayload{*pinned, 0});
+    return shareable;
+  }
+  auto found = require_gpu(device);
+  if (!found) return fail(found.error());
+  Gpu& gpu = **found;
+  const auto where = device.to_string();
+  if (type != MemoryType::VRAM)
+    return fail(ErrorCode::invalid_argument, "device {} shares VRAM only, not {}", where,
+                to_string(type));
+  if (gpu.granularity == 0 || gpu.handle_types != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR ||
+      !driver_->sharing_complete())
+    return fail(ErrorCode::unavailable,
+                "{} cannot make memory other processes map: it needs CUDA virtual memory with "
+                "POSIX file-descriptor handles",
+                where);
+  const auto g = gpu.granularity;
+  const auto size = round_up(bytes, g);
+  if (auto ok = set_device(gpu); !ok) return fail(ok.error());
+
+  // Fresh physical memory, never a cached unit: a cached unit still holds
+  // bytes of an earlier allocation, perhaps another owner's.
+  const auto prop = allocation_prop(gpu);
+  Handle handle = 0;
+  auto r = driver_->mem_create(&handle, size, &prop, 0);
+  if (cuda::is_out_of_memory(r) && shrink_cache(gpu, 0) > 0)
+    r = driver_->mem_create(&handle, size, &prop, 0);
+  if (r != CUDA_SUCCESS)
+    return driver_failure(*driver_, r, fmt::format("cuMemCreate({}) on {} for sharing", size, where));
+  CUdeviceptr base = 0;
+  if (r = driver_->mem_address_reserve(&base, size, g, 0, 0); r != CUDA_SUCCESS) {
+    (void)driver_->mem_release(handle);
+    return driver_failure(*driver_, r, fmt::format("cuMemAddressReserve({}) on {}", size, where));
+  }
+  if (r = driver_->mem_map(base, size, 0, handle, 0); r != CUDA_SUCCESS) {
+    (void)driver_->mem_address_free(base, size);
+    (void)driver_->mem_release(handle);
+    return driver_failure(*driver_, r, fmt::format("cuMemMap({}) at {:#x}", size, base));
+  }
+  CUmemAccessDesc access{};
+  access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  access.location.id = gpu.cu_device;
+  access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  Segment segment{device, type, reinterpret_cast<void*>(base), size, 0};
+  if (r = driver_->mem_set_access(base, size, &access, 1); r != CUDA_SUCCESS) {
+    (void)release_shared_vram(gpu, segment, handle);
+    return driver_failure(*driver_, r, fmt::format("cuMemSetAccess({}) at {:#x}", size, base));
+  }
+  // cuMemCreate promises nothing about the bytes; another process will read
+  // them, so they start as zero, as a host memfd's do.
+  Gpu* stream_gpu = nullptr;
+  auto stream = stream_for(Stream{device, 0}, &stream_gpu);
+  cudaError_t e = stream ? cudaMemsetAsync(segment.ptr, 0, size, *stream) : cudaSuccess;
+  if (stream && e == cudaSuccess) e = cudaStreamSynchronize(*stream);
+  if (!stream || e != cudaSuccess) {
+    (void)release_shared_vram(gpu, segment, handle);
+    if (!stream) return fail(stream.error());
+    return runtime_failure(e, fmt::format("zeroing {} shareable bytes on {}", size, where));
+  }
+  segment.handle = new_handle();
+  {
+    std::lock_guard lock(gpu.mutex);
+    gpu.segment_bytes += size;
+  }
+  const ShareableSegment shareable{segment, ShareableKind::CudaPosixFd};
+  shareables_.add(shareable, SharedPayload{MemfdMapping{}, handle});
+  return shareable;
+}
+
+Result<void> CudaBackend::release_shared_vram(Gpu& gpu, const Segment& segment, Handle handle) {
+  const auto base = reinterpret_cast<CUdeviceptr>(segment.ptr);
+  Result<void> result = set_device(gpu);
+  // Each step runs whatever the one before answered: what can be given back is.
+  if (auto r = driver_->mem_unmap(base, segment.size); r != CUDA_SUCCESS && result)
+    result = driver_failure(*driver_, r, fmt::format("cuMemUnmap({}) at {:#x}", segment.size, base));
+  if (auto r = driver_->mem_address_free(base, segment.size); r != CUDA_SUCCESS && result)
+    result = driver_failure(*driver_, r, fmt::format("cuMemAddressFree({})", segment.size));
+  if (auto r = driver_->mem_release(handle); r != CUDA_SUCCESS && result)
+    result = driver_failure(*driver_, r, "cuMemRelease of a shareable unit");
+  return result;
+}
+
+Result<void> CudaBackend::free_shareable(const ShareableSegment& shareable) {
+  auto found = shareables_.remove(shareable);
+  if (!found) return fail(found.error());
+  const Segment& segment = found->shareable.segment;
+  if (segment.device.kind() == DeviceKind::Cpu) {
+    if (Gpu* first = gpu_for(DeviceId::cuda(0))) (void)set_device(*first);
+    return unpin_memfd(found->payload.memfd);
+  }
+  Gpu* gpu = gpu_for(segment.device);
+  if (gpu == nullptr)
+    return fail(ErrorCode::internal, "shareable segment on {}, which has no GPU",
+                segment.device.to_string());
+  {
+    std::lock_guard lock(gpu->mutex);
+    gpu->segment_bytes -= std::min(gpu->segment_bytes, segment.size);
+  }
+  return release_shared_vram(*gpu, segment, found->payload.handle);
+}
+
+Result<int> CudaBackend::export_fd(const ShareableSegment& shareable) {
+  return shareables_.with(shareable, [this](const auto& entry) -> Result<int> {
+    if (entry.shareable.kind == ShareableKind::Memfd) return duplicate_memfd(entry.payload.memfd.fd);
+    int fd = -1;
+    if (auto r = driver_->mem_export_to_shareable_handle(
+            &fd, entry.payload.handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+        r != CUDA_SUCCESS)
+      return driver_failure(*driver_, r,
+                            fmt::format("cuMemExportToShareableHandle on {}",
+                                        entry.shareable.segment.device.to_string()));
+    // Close-on-exec like a memfd export: the descriptor is for the process
+    // memd sends it to, never for one memd starts.
+    (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+  });
 }
 
 // --- streams and events -----------------------------------------------------

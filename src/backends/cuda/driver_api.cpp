@@ -34,6 +34,10 @@ bool DriverApi::vmm_complete() const noexcept {
          mem_map != nullptr && mem_unmap != nullptr && mem_set_access != nullptr;
 }
 
+bool DriverApi::sharing_complete() const noexcept {
+  return mem_export_to_shareable_handle != nullptr && mem_import_from_shareable_handle != nullptr;
+}
+
 std::string DriverApi::error_name(CUresult result) const {
   const char* name = nullptr;
   if (get_error_name != nullptr && get_error_name(result, &name) == CUDA_SUCCESS && name != nullptr)
@@ -56,6 +60,8 @@ const DriverApi& driver_api() {
     resolve("cuMemMap", api.mem_map);
     resolve("cuMemUnmap", api.mem_unmap);
     resolve("cuMemSetAccess", api.mem_set_access);
+    resolve("cuMemExportToShareableHandle", api.mem_export_to_shareable_handle);
+    resolve("cuMemImportFromShareableHandle", api.mem_import_from_shareable_handle);
   });
   return api;
 }

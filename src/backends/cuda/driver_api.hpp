@@ -32,9 +32,17 @@ struct DriverApi {
                       unsigned long long) = nullptr;
   CUresult (*mem_unmap)(CUdeviceptr, size_t) = nullptr;
   CUresult (*mem_set_access)(CUdeviceptr, size_t, const CUmemAccessDesc*, size_t) = nullptr;
+  // Sharing physical memory with other processes (POSIX file descriptors).
+  // Not part of vmm_complete(): without them memd still maps its own memory.
+  CUresult (*mem_export_to_shareable_handle)(void*, CUmemGenericAllocationHandle,
+                                             CUmemAllocationHandleType, unsigned long long) = nullptr;
+  CUresult (*mem_import_from_shareable_handle)(CUmemGenericAllocationHandle*, void*,
+                                               CUmemAllocationHandleType) = nullptr;
 
   // Every virtual-memory entry point resolved.
   bool vmm_complete() const noexcept;
+  // Physical memory can be exported as a file descriptor (and imported).
+  bool sharing_complete() const noexcept;
   // "CUDA_ERROR_OUT_OF_MEMORY", or the number when the name is unavailable.
   std::string error_name(CUresult result) const;
 };

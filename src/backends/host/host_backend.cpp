@@ -1,9 +1,10 @@
 // Host backend: `cpu` (system RAM) and host:N stand-in GPUs built on mmap.
 //
-// Locking: mutex_ guards the handle tables (but segments_, which locks
-// itself) and the committed-byte counters; each reserved range has its own
-// mutex so map/unmap syscalls on one range never block work on another. Lock
-// order is range mutex, then mutex_; segments_'s lock is a leaf.
+// Locking: mutex_ guards the handle tables (but segments_ and shareables_,
+// which lock themselves) and the committed-byte counters; each reserved range
+// has its own mutex so map/unmap syscalls on one range never block work on
+// another. Lock order is range mutex, then mutex_; the tables' locks are
+// leaves (shareables_ runs one dup under its lock, taking nothing else).
 #include "backends/host/host_backend.hpp"
 
 #include <sys/mman.h>
@@ -20,8 +21,10 @@
 #include "backends/host/meminfo.hpp"
 #include "backends/host/stream_worker.hpp"
 #include "backends/handle_lookup.hpp"
+#include "backends/memfd_mapping.hpp"
 #include "backends/page_run.hpp"
 #include "backends/segment_table.hpp"
+#include "backends/shareable_table.hpp"
 #include "backends/unit_map.hpp"
 
 namespace memd {
@@ -53,6 +56,12 @@ class HostBackend final : public Backend {
 
   Result<Segment> allocate(DeviceId device, MemoryType type, std::uint64_t bytes) override;
   Result<void> free(const Segment& segment) override;
+
+  bool can_access_peer(DeviceId a, DeviceId b) const override;
+  Result<ShareableSegment> allocate_shareable(DeviceId device, MemoryType type,
+                                              std::uint64_t bytes) override;
+  Result<void> free_shareable(const ShareableSegment& shareable) override;
+  Result<int> export_fd(const ShareableSegment& shareable) override;
 
   Result<Stream> create_stream(DeviceId device) override;
   Result<void> destroy_stream(const Stream& stream) override;
@@ -86,7 +95,11 @@ class HostBackend final : public Backend {
 
   bool is_host_device(DeviceId device) const noexcept {
     return device.kind() == DeviceKind::Host && device.index() >= 0 &&
-           device.index() < host_devices_;
+           static_cast<std::size_t>(device.index()) < capacities_.size();
+  }
+  // host:N's capacity; only for is_host_device(device).
+  std::uint64_t capacity(DeviceId device) const noexcept {
+    return capacities_[static_cast<std::size_t>(device.index())];
   }
   bool serves(DeviceId device) const noexcept {
     return device.kind() == DeviceKind::Cpu || is_host_device(device);
@@ -104,15 +117,15 @@ class HostBackend final : public Backend {
   Result<void> charge(DeviceId device, std::uint64_t bytes);
   void credit(DeviceId device, std::uint64_t bytes);
 
-  const std::uint64_t capacity_;
+  const std::vector<std::uint64_t> capacities_;  // host:N holds capacities_[N] bytes
   const std::uint64_t granularity_;
-  const int host_devices_;
 
   mutable std::mutex mutex_;
   std::vector<std::uint64_t> committed_;  // per host:N: mapped pages + segments
   std::uint64_t next_handle_ = 1;
   std::unordered_map<std::uint64_t, std::shared_ptr<RangeState>> ranges_;
   SegmentTable segments_;  // cpu segment bytes included
+  ShareableTable<MemfdMapping> shareables_;  // cpu bytes included; host:N bytes are in committed_
   std::unordered_map<std::uint64_t, StreamState> streams_;
   std::map<DeviceId, std::shared_ptr<StreamWorker>> default_streams_;
   std::unordered_map<std::uint64_t, EventState> events_;
@@ -126,11 +139,15 @@ std::uint64_t sane_granularity(std::uint64_t g) {
   return g;
 }
 
+std::vector<std::uint64_t> sane_capacities(const std::vector<std::uint64_t>& sizes) {
+  const auto n = std::min(sizes.size(), kMaxHostDevices);
+  return {sizes.begin(), sizes.begin() + static_cast<std::ptrdiff_t>(n)};
+}
+
 HostBackend::HostBackend(const BackendOptions& options)
-    : capacity_(options.host_device_bytes),
+    : capacities_(sane_capacities(options.host_device_sizes)),
       granularity_(sane_granularity(options.host_granularity)),
-      host_devices_(std::clamp(options.host_devices, 0, 64)),
-      committed_(static_cast<std::size_t>(host_devices_), 0) {}
+      committed_(capacities_.size(), 0) {}
 
 HostBackend::~HostBackend() {
   // Join every worker before unmapping: queued copies may still target our memory.
@@ -138,6 +155,7 @@ HostBackend::~HostBackend() {
   for (auto& [device, worker] : default_streams_) worker->stop();
   for (auto& [handle, range] : ranges_) ::munmap(reinterpret_cast<void*>(range->base), range->size);
   for (const auto& segment : segments_.take_all()) ::munmap(segment.ptr, segment.size);
+  for (const auto& entry : shareables_.take_all()) (void)destroy_memfd_mapping(entry.payload);
 }
 
 std::uint64_t HostBackend::new_handle() {
@@ -147,16 +165,17 @@ std::uint64_t HostBackend::new_handle() {
 
 std::vector<DeviceInfo> HostBackend::devices() const {
   std::vector<DeviceInfo> out;
-  for (int i = 0; i < host_devices_; ++i) {
+  for (std::size_t i = 0; i < capacities_.size(); ++i) {
+    const auto capacity = capacities_[i];
     DeviceInfo info;
-    info.id = DeviceId::host(i);
+    info.id = DeviceId::host(static_cast<int>(i));
     info.name = "host-backed device";
     info.backend = "host";
     info.simulated = true;
-    info.total_bytes = capacity_;
+    info.total_bytes = capacity;
     {
       std::lock_guard lock(mutex_);
-      info.free_bytes = capacity_ - std::min(capacity_, committed_[static_cast<std::size_t>(i)]);
+      info.free_bytes = capacity - std::min(capacity, committed_[i]);
     }
     info.granularity = granularity_;
     info.virtual_memory = true;
@@ -185,9 +204,10 @@ Result<MemoryInfo> HostBackend::memory_info(DeviceId device) {
   }
   if (!is_host_device(device))
     return fail(ErrorCode::not_found, "the host backend has no device {}", device.to_string());
+  const auto total = capacity(device);
   std::lock_guard lock(mutex_);
-  const auto used = std::min(capacity_, committed_[static_cast<std::size_t>(device.index())]);
-  return MemoryInfo{capacity_, capacity_ - used, used, false};
+  const auto used = std::min(total, committed_[static_cast<std::size_t>(device.index())]);
+  return MemoryInfo{total, total - used, used, false};
 }
 
 Result<void> HostBackend::check_vm_device(DeviceId device) const {
@@ -199,13 +219,13 @@ Result<void> HostBackend::check_vm_device(DeviceId device) const {
 }
 
 Result<void> HostBackend::charge(DeviceId device, std::uint64_t bytes) {
+  const auto total = capacity(device);
   std::lock_guard lock(mutex_);
   auto& committed = committed_[static_cast<std::size_t>(device.index())];
-  if (bytes > capacity_ || committed > capacity_ - bytes)
+  if (bytes > total || committed > total - bytes)
     return fail(ErrorCode::out_of_memory,
                 "{} out of memory: {} bytes requested, {} of {} bytes committed, {} free",
-                device.to_string(), bytes, committed, capacity_,
-                capacity_ - std::min(capacity_, committed));
+                device.to_string(), bytes, committed, total, total - std::min(total, committed));
   committed += bytes;
   return {};
 }
@@ -333,7 +353,7 @@ Result<void> HostBackend::unmap(const VirtualRange& range, std::uint64_t offset,
 }
 
 std::uint64_t HostBackend::physical_bytes(DeviceId device) const {
-  if (device.kind() == DeviceKind::Cpu) return segments_.cpu_bytes();
+  if (device.kind() == DeviceKind::Cpu) return segments_.cpu_bytes() + shareables_.cpu_bytes();
   std::lock_guard lock(mutex_);
   if (!is_host_device(device)) return 0;
   return committed_[static_cast<std::size_t>(device.index())];
@@ -387,6 +407,59 @@ Result<void> HostBackend::free(const Segment& segment) {
     return fail(ErrorCode::backend_error, "munmap of segment {} failed: {}", state.ptr,
                 errno_text(errno));
   return {};
+}
+
+// --- peers and shareable segments -------------------------------------------
+
+// Every host:N lives in this process's one address space: any of them reaches
+// any other with a plain memcpy.
+bool HostBackend::can_access_peer(DeviceId a, DeviceId b) const {
+  return a != b && is_host_device(a) && is_host_device(b);
+}
+
+Result<ShareableSegment> HostBackend::allocate_shareable(DeviceId device, MemoryType type,
+                                                         std::uint64_t bytes) {
+  if (!serves(device))
+    return fail(ErrorCode::not_found, "the host backend has no device {}", device.to_string());
+  if (bytes == 0) return fail(ErrorCode::invalid_argument, "cannot allocate 0 bytes");
+  if (bytes > kMaxRequestBytes)
+    return fail(ErrorCode::invalid_argument, "{} bytes exceeds the largest request", bytes);
+  const bool host_device = device.kind() == DeviceKind::Host;
+  // UnifiedMemory is CUDA managed memory on a GPU box: it cannot be exported.
+  const bool type_ok = host_device ? type == MemoryType::VRAM
+                                   : (type == MemoryType::RAM || type == MemoryType::SharedMemory);
+  if (!type_ok)
+    return fail(ErrorCode::invalid_argument, "device {} cannot share {} memory",
+                device.to_string(), to_string(type));
+  // Whole pages: the descriptor exports the whole file, so the file is
+  // exactly what is charged and reported.
+  const auto size = round_up(bytes, host_page_size());
+  if (host_device)
+    if (auto ok = charge(device, size); !ok) return fail(ok.error());
+  auto mapping = create_memfd_mapping(size, "memd-shareable");
+  if (!mapping) {
+    if (host_device) credit(device, size);
+    return fail(mapping.error().code, "{} memory on {}: {}", to_string(type), device.to_string(),
+                mapping.error().message);
+  }
+  // As for allocate(): pinned where RLIMIT_MEMLOCK allows, correct either way.
+  if (type == MemoryType::SharedMemory) (void)::mlock(mapping->ptr, mapping->size);
+  const ShareableSegment shareable{Segment{device, type, mapping->ptr, mapping->size, new_handle()},
+                                   ShareableKind::Memfd};
+  shareables_.add(shareable, *mapping);
+  return shareable;
+}
+
+Result<void> HostBackend::free_shareable(const ShareableSegment& shareable) {
+  auto found = shareables_.remove(shareable);
+  if (!found) return fail(found.error());
+  const Segment& state = found->shareable.segment;
+  if (state.device.kind() == DeviceKind::Host) credit(state.device, state.size);
+  return destroy_memfd_mapping(found->payload);
+}
+
+Result<int> HostBackend::export_fd(const ShareableSegment& shareable) {
+  return shareables_.with(shareable, [](const auto& entry) { return duplicate_memfd(entry.payload.fd); });
 }
 
 // --- streams and events -----------------------------------------------------

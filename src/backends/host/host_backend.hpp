@@ -5,9 +5,12 @@
 // PROT_NONE address space, map() commits pages (mprotect read/write), unmap()
 // gives them back (madvise(MADV_DONTNEED) + PROT_NONE), at a configurable
 // granularity that defaults to CUDA VMM's 2 MiB, so the allocator above
-// behaves — and is measured — as it will be on a GPU. Capacity is enforced on
-// committed bytes. Streams are FIFO worker threads, so copies and fills are
-// truly asynchronous and events complete in stream order.
+// behaves — and is measured — as it will be on a GPU. Each host:N has its own
+// capacity (BackendOptions::host_device_sizes), enforced on committed bytes;
+// all of them are peers of each other (one address space). Shareable segments
+// are memfds mapped MAP_SHARED, charged to host:N's capacity like mapped
+// pages. Streams are FIFO worker threads, so copies and fills are truly
+// asynchronous and events complete in stream order.
 //
 // Thread safety: all methods are thread-safe.
 #pragma once
