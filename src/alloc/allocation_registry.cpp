@@ -51,7 +51,7 @@ Result<AllocationRegistry::FreeStart> AllocationRegistry::begin_free(const Alloc
   if (e.holds > 0) {
     e.freeing.store(true, std::memory_order_relaxed);
     e.record.status = MemoryAllocationStatus::Freeing;
-    return FreeStart{it->second, true};
+    return FreeStart{it->second, true, e.record};
   }
   FreeStart out{std::move(it->second), false};
   entries_.erase(it);

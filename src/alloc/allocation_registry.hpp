@@ -79,6 +79,7 @@ class AllocationRegistry {
   struct FreeStart {
     EntryPtr entry;
     bool deferred = false;  // held: marked freeing, unlinked by the last unhold()
+    AllocationRecord record;  // deferred: the record as it was marked (status Freeing)
   };
 
   AllocationRegistry() = default;

@@ -143,7 +143,9 @@ Result<AllocationRecord> MemoryManager::deallocate(const AllocationId& id) {
     // a hold (a move), which a free with no hold cannot meet.
     if (!start.deferred) quotas_.release(charge_of(start.entry->record));
   }
-  if (start.deferred) return registry_.get(id);  // status Freeing
+  // Held: the last hold may let go (and unlink it) at any moment now, so
+  // the record is the copy taken when it was marked.
+  if (start.deferred) return start.record;
   if (auto r = finish_free(start.entry); !r) return fail(r.error());
   // A copy: get() may still be copying entry->record (it found the entry
   // before it was unlinked), so the shared record is never written here. No

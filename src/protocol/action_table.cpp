@@ -224,10 +224,10 @@ std::vector<Action> build_table() {
   std::vector<Action> t;
   t.push_back(Action{
       "memory_status",
-      "Memory of every device, or of one: device totals plus memd's reserved, allocated, fragmentation and health; the pinned pool (its limit, and the staging buffers transfers use) and the transfer counters.",
+      "Memory of every device, or of one: device totals plus memd's reserved, allocated, fragmentation and health; and, for all devices, the pinned pool (its limit, and the staging buffers transfers use) and the transfer counters.",
       {{Get, "/api/memory/status"}, {Get, "/api/memory/status/{deviceId}"}},
       {{"deviceId", K::DeviceId, false, "Only this device (cuda:N, host:N or cpu)."}},
-      R"({"deviceId": "host:0"})",
+      R"({})",
       R"({"health": "Healthy", "devices": [{"deviceId": "host:0", "name": "host-backed device", "backend": "host", "simulated": true, "totalBytes": 8589934592, "usedBytes": 2097152, "freeBytes": 8587837440, "reservedBytes": 2097152, "allocatedBytes": 1048576, "allocations": 1, "fragmentation": 0.0, "limitBytes": null, "health": "Healthy", "pools": [{"memoryType": "VRAM", "allocatedBytes": 1048576, "reservedBytes": 2097152, "liveAllocations": 1, "fragmentation": 0.0}]}], "pinned": {"limitBytes": 8589934592, "reservedBytes": 33554432, "allocatedBytes": 8388608, "stagingBufferBytes": 8388608, "stagingBuffersInUse": 1, "stagingBytesInUse": 8388608, "stagingLeases": 12, "stagingShortLeases": 0, "stagingRefused": 0}, "transfers": {"submitted": 12, "pending": 0, "inProgress": 1, "completed": 11, "failed": 0, "cancelled": 0, "copies": 3, "bytesCopied": 3221225472}})",
       memory_status});
   t.push_back(Action{

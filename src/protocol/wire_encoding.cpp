@@ -124,29 +124,26 @@ nlohmann::json to_json(const DeviceStatus& s) {
 nlohmann::json to_json(const MemoryStatusReport& report) {
   nlohmann::json devices = nlohmann::json::array();
   for (const auto& d : report.devices) devices.push_back(to_json(d));
-  const auto& p = report.pinned;
-  const auto& t = report.transfers;
-  return {{"health", to_string(report.health)},
-          {"devices", std::move(devices)},
-          {"pinned",
-           {{"limitBytes", p.limit_bytes},
-            {"reservedBytes", p.reserved_bytes},
-            {"allocatedBytes", p.allocated_bytes},
-            {"stagingBufferBytes", p.staging.buffer_bytes},
-            {"stagingBuffersInUse", p.staging.buffers_in_use},
-            {"stagingBytesInUse", p.staging.bytes_in_use},
-            {"stagingLeases", p.staging.leases},
-            {"stagingShortLeases", p.staging.short_leases},
-            {"stagingRefused", p.staging.refused}}},
-          {"transfers",
-           {{"submitted", t.submitted},
-            {"pending", t.pending},
-            {"inProgress", t.in_progress},
-            {"completed", t.completed},
-            {"failed", t.failed},
-            {"cancelled", t.cancelled},
-            {"copies", t.copies},
-            {"bytesCopied", t.bytes_copied}}}};
+  nlohmann::json out = {{"health", to_string(report.health)}, {"devices", std::move(devices)}};
+  if (report.pinned) {
+    const auto& p = *report.pinned;
+    out["pinned"] = {{"limitBytes", p.limit_bytes},
+                     {"reservedBytes", p.reserved_bytes},
+                     {"allocatedBytes", p.allocated_bytes},
+                     {"stagingBufferBytes", p.staging.buffer_bytes},
+                     {"stagingBuffersInUse", p.staging.buffers_in_use},
+                     {"stagingBytesInUse", p.staging.bytes_in_use},
+                     {"stagingLeases", p.staging.leases},
+                     {"stagingShortLeases", p.staging.short_leases},
+                     {"stagingRefused", p.staging.refused}};
+  }
+  if (report.transfers) {
+    const auto& t = *report.transfers;
+    out["transfers"] = {{"submitted", t.submitted}, {"pending", t.pending},     {"inProgress", t.in_progress},
+                        {"completed", t.completed}, {"failed", t.failed},       {"cancelled", t.cancelled},
+                        {"copies", t.copies},       {"bytesCopied", t.bytes_copied}};
+  }
+  return out;
 }
 
 nlohmann::json to_json(const UsageReport& report) {

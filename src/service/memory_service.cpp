@@ -133,12 +133,15 @@ Result<MemoryStatusReport> MemoryService::status(std::optional<DeviceId> device)
     report.health = worse_health(report.health, s.health);
     report.devices.push_back(std::move(s));
   }
-  report.pinned.limit_bytes = manager_->pinned_limit();
+  if (device) return report;
+  PinnedPoolReport pinned;
+  pinned.limit_bytes = manager_->pinned_limit();
   if (auto it = pools.find(PoolKey{DeviceId::cpu(), MemoryType::SharedMemory}); it != pools.end()) {
-    report.pinned.reserved_bytes = it->second.reserved_bytes;
-    report.pinned.allocated_bytes = it->second.allocated_bytes;
+    pinned.reserved_bytes = it->second.reserved_bytes;
+    pinned.allocated_bytes = it->second.allocated_bytes;
   }
-  report.pinned.staging = transfers_->staging();
+  pinned.staging = transfers_->staging();
+  report.pinned = pinned;
   report.transfers = transfers_->stats();
   return report;
 }

@@ -55,8 +55,9 @@ struct PinnedPoolReport {
 struct MemoryStatusReport {
   std::vector<DeviceStatus> devices;
   MemoryHealthStatus health = MemoryHealthStatus::Unknown;  // worst of the devices
-  PinnedPoolReport pinned;
-  TransferStats transfers;
+  // Machine-wide, so only in the status of every device (none named).
+  std::optional<PinnedPoolReport> pinned;
+  std::optional<TransferStats> transfers;
 };
 
 // Two sizes of the same allocations, named so nobody mistakes one for the

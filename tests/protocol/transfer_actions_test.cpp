@@ -21,8 +21,7 @@ class TransferActionsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ServiceOptions options;
-    options.backends.host_device_bytes = 64 * kMiB;  // MERGE: host_device_sizes
-    options.backends.host_devices = 2;
+    options.backends.host_device_sizes = {64 * kMiB, 64 * kMiB};
     options.backends.enable_cuda = false;
     options.session_sweep_interval = std::chrono::milliseconds(0);
     auto s = MemoryService::create(options);

@@ -18,8 +18,7 @@ class TransferServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ServiceOptions options;
-    options.backends.host_device_bytes = 128 * kMiB;  // MERGE: host_device_sizes
-    options.backends.host_devices = 2;
+    options.backends.host_device_sizes = {128 * kMiB, 128 * kMiB};
     options.backends.enable_cuda = false;
     options.session_sweep_interval = std::chrono::milliseconds(0);
     options.transfers.copy.chunk_bytes = kMiB;

@@ -47,8 +47,7 @@ struct Env {
 
   explicit Env(TransferOptions options = {}, std::uint64_t device_bytes = 512 * kMiB) {
     BackendOptions bo;
-    bo.host_device_bytes = device_bytes;  // MERGE: host_device_sizes
-    bo.host_devices = 2;
+    bo.host_device_sizes = {device_bytes, device_bytes};
     bo.enable_cuda = false;
     auto c = DeviceCatalog::discover(bo);
     EXPECT_TRUE(c) << (c ? "" : c.error().message);
