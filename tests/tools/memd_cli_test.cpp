@@ -8,9 +8,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <sys/stat.h>
 
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include "server/child_process.hpp"
@@ -43,7 +45,8 @@ TEST(Cli, VersionHelpAndDevices) {
   auto h = memd("--help");
   EXPECT_EQ(h.code, 0);
   for (const char* verb : {"serve", "stdio", "devices", "status", "allocations", "allocate", "free", "limits",
-                           "clear", "optimize", "api-doc"})
+                           "clear", "optimize", "api-doc", "transfer", "move", "copy", "transfer-status",
+                           "transfer-cancel"})
     EXPECT_NE(h.out.find(verb), std::string::npos) << verb;
   auto d = memd("--no-cuda --host-device 2GiB devices");
   EXPECT_EQ(d.code, 0);
@@ -282,6 +285,302 @@ TEST(Cli, TokensFileIsCheckedAtStart) {
   EXPECT_EQ(clash.code, 1);
   EXPECT_NE(clash.out.find("--token is also the token of line 1"), std::string::npos) << clash.out;
   std::filesystem::remove_all(dir);
+}
+
+// ---- Transfers (issue 13) ------------------------------------------------
+
+// A daemon without tokens and a REST client beside the CLI, for the bytes:
+// the CLI has no data verbs, so the tests write and read through
+// PUT/GET /data and check what transfers, copies and moves did to them.
+class TransferCli {
+ public:
+  TransferCli()
+      : daemon_({MEMD_BINARY, "--no-cuda", "--host-device", "128MiB", "serve", "--listen", "127.0.0.1:0"}) {
+    auto banner = daemon_.read_line();
+    if (!banner) return;
+    base_ = banner->substr(banner->find("http://"));
+    url = " --url " + base_;
+  }
+  ~TransferCli() {
+    daemon_.signal(SIGTERM);
+    EXPECT_EQ(daemon_.wait(), 0);
+  }
+  bool up() const { return !base_.empty(); }
+
+  std::string allocate(const std::string& size, const std::string& device = "host:0") {
+    auto r = memd("allocate " + size + " --device " + device + " --json" + url);
+    EXPECT_EQ(r.code, 0) << r.out;
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    return j.is_object() ? j.value("allocationId", "") : "";
+  }
+  bool write(const std::string& id, const std::string& bytes, std::uint64_t offset = 0) {
+    httplib::Client c(base_);
+    auto r = c.Put("/api/memory/allocations/" + id + "/data?offset=" + std::to_string(offset), bytes,
+                   "application/octet-stream");
+    return r && r->status == 200;
+  }
+  std::string read(const std::string& id, std::uint64_t offset, std::uint64_t length) {
+    httplib::Client c(base_);
+    auto r = c.Get("/api/memory/allocations/" + id + "/data?offset=" + std::to_string(offset) +
+                   "&length=" + std::to_string(length));
+    return r && r->status == 200 ? r->body : std::string("<read failed>");
+  }
+  // Waits until `id` starts with `prefix`: a paced transfer's first chunk
+  // lands at once, so this says it has started.
+  bool wait_for_prefix(const std::string& id, const std::string& prefix) {
+    for (int i = 0; i < 500; ++i) {
+      if (read(id, 0, prefix.size()) == prefix) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+  std::string url;
+
+ private:
+  ChildProcess daemon_;
+  std::string base_;
+};
+
+std::string pattern(std::size_t n, unsigned seed) {
+  std::string out(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<char>((i * 7 + seed) % 251);
+  return out;
+}
+
+std::string temp_file(const std::string& text) {
+  char name[] = "/tmp/memd-cli-batch-XXXXXX";
+  const int fd = ::mkstemp(name);
+  EXPECT_GE(fd, 0);
+  ::close(fd);
+  std::ofstream(name) << text;
+  return name;
+}
+
+// Everything a child prints until it closes stdout (it exits).
+std::string drain(ChildProcess& child) {
+  std::string out;
+  while (auto line = child.read_line(std::chrono::seconds(20))) out += *line + "\n";
+  return out;
+}
+
+TEST(Cli, TransferCopyAndMoveKeepTheBytes) {
+  TransferCli d;
+  ASSERT_TRUE(d.up());
+  const std::string a = d.allocate("1MiB"), b = d.allocate("1MiB"), c = d.allocate("64KiB");
+  const std::string bytes = pattern(1 << 20, 3);
+  ASSERT_TRUE(d.write(a, bytes));
+  ASSERT_TRUE(d.write(b, std::string(1 << 20, '\xee')));
+
+  // Waits by default, then the report: a table, Completed, exit 0. Stderr
+  // is a pipe here, so no progress line is drawn into it.
+  auto t = memd("transfer " + a + " " + b + d.url);
+  EXPECT_EQ(t.code, 0) << t.out;
+  EXPECT_NE(t.out.find("TRANSFER"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("Completed"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("1.0 MiB / 1.0 MiB"), std::string::npos) << t.out;
+  EXPECT_EQ(t.out.find('\r'), std::string::npos) << "progress drawn on a pipe: " << t.out;
+  EXPECT_TRUE(d.read(b, 0, bytes.size()) == bytes);
+
+  // Offsets and a size, --json: the report as the wire has it.
+  auto part = memd("transfer " + a + " " + c + " --src-offset 4KiB --dst-offset 1KiB --size 2KiB --json" + d.url);
+  ASSERT_EQ(part.code, 0) << part.out;
+  const auto report = nlohmann::json::parse(part.out);
+  EXPECT_EQ(report["status"], "Completed");
+  EXPECT_EQ(report["bytesDone"], 2048);
+  EXPECT_TRUE(d.read(c, 1024, 2048) == bytes.substr(4096, 2048));
+
+  // memd copy: synchronous, with offsets; says what it copied and how.
+  auto copied = memd("copy " + a + " " + c + " --src-offset 8KiB --dst-offset 16KiB --size 4KiB" + d.url);
+  ASSERT_EQ(copied.code, 0) << copied.out;
+  EXPECT_NE(copied.out.find("copied 4.0 KiB"), std::string::npos) << copied.out;
+  EXPECT_NE(copied.out.find("host_memcpy"), std::string::npos) << copied.out;
+  EXPECT_NE(copied.out.find("/s)"), std::string::npos) << copied.out;
+  EXPECT_TRUE(d.read(c, 16384, 4096) == bytes.substr(8192, 4096));
+  auto copied_json = memd("copy " + a + " " + c + " --size 1KiB --json" + d.url);
+  ASSERT_EQ(copied_json.code, 0) << copied_json.out;
+  EXPECT_EQ(nlohmann::json::parse(copied_json.out)["bytesCopied"], 1024);
+
+  // --no-wait: the submitted report at once; transfer-status reads it on.
+  auto queued = memd("transfer " + a + " " + b + " --no-wait --json" + d.url);
+  ASSERT_EQ(queued.code, 0) << queued.out;
+  const std::string id = nlohmann::json::parse(queued.out)["transferId"];
+  std::string status;
+  for (int i = 0; i < 200 && status != "Completed"; ++i) {
+    auto s = memd("transfer-status " + id + " --json" + d.url);
+    ASSERT_EQ(s.code, 0) << s.out;
+    status = nlohmann::json::parse(s.out)["status"];
+    if (status != "Completed") std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(status, "Completed");
+  auto table = memd("transfer-status " + id + d.url);
+  EXPECT_NE(table.out.find(id), std::string::npos) << table.out;
+  // Cancelling what has finished is a conflict, said as such.
+  auto late = memd("transfer-cancel " + id + d.url);
+  EXPECT_EQ(late.code, 1) << late.out;
+  EXPECT_NE(late.out.find("conflict"), std::string::npos) << late.out;
+
+  // memd move: the id stays, the device changes, the bytes come along.
+  auto moved = memd("move " + a + " --device cpu" + d.url);
+  EXPECT_EQ(moved.code, 0) << moved.out;
+  EXPECT_NE(moved.out.find("move"), std::string::npos) << moved.out;
+  EXPECT_NE(moved.out.find("Completed"), std::string::npos) << moved.out;
+  auto listed = memd("allocations --device cpu --json" + d.url);
+  ASSERT_EQ(listed.code, 0) << listed.out;
+  const auto items = nlohmann::json::parse(listed.out)["items"];
+  ASSERT_EQ(items.size(), 1u) << listed.out;
+  EXPECT_EQ(items[0]["allocationId"], a);
+  EXPECT_EQ(items[0]["memoryType"], "RAM");
+  EXPECT_TRUE(d.read(a, 0, bytes.size()) == bytes);
+  auto typed = memd("move " + a + " --device cpu --type unifiedmemory --json" + d.url);
+  ASSERT_EQ(typed.code, 0) << typed.out;
+  EXPECT_EQ(nlohmann::json::parse(typed.out)["destinationMemoryType"], "UnifiedMemory");
+}
+
+// Refusals exit 1 with the daemon's code in the message, and a batch with
+// one bad member starts nothing.
+TEST(Cli, TransferRefusals) {
+  TransferCli d;
+  ASSERT_TRUE(d.up());
+  const std::string a = d.allocate("64KiB"), b = d.allocate("64KiB"), small = d.allocate("4KiB");
+  const std::string mark(64 << 10, '\x5a');
+  ASSERT_TRUE(d.write(a, pattern(64 << 10, 1)));
+  ASSERT_TRUE(d.write(b, mark));
+
+  const std::string unknown = "0badc0de-0000-4000-8000-000000000000";
+  for (const auto& [args, code] : std::vector<std::pair<std::string, std::string>>{
+           {"transfer " + unknown + " " + b, "not_found"},
+           {"transfer not-an-id " + b, "invalid_argument"},
+           {"transfer " + a + " " + small, "out_of_range"},
+           {"transfer " + a + " " + b + " --size 1MiB", "out_of_range"},
+           {"transfer " + a + " " + b + " --max-rate fast", "invalid_argument"},
+           {"copy " + a + " " + unknown, "not_found"},
+           {"copy " + a + " " + b + " --dst-offset 64KiB --size 1", "out_of_range"},
+           {"move " + unknown + " --device cpu", "not_found"},
+           {"move " + a + " --device gpu9", "invalid_argument"},
+           {"transfer-status " + unknown, "not_found"},
+           {"transfer-cancel nonsense", "invalid_argument"},
+       }) {
+    auto r = memd(args + d.url);
+    EXPECT_EQ(r.code, 1) << args << ": " << r.out;
+    EXPECT_NE(r.out.find("memd: " + code + ":"), std::string::npos) << args << ": " << r.out;
+  }
+  EXPECT_NE(memd("transfer " + a + d.url).code, 0);   // one id is not a transfer
+  EXPECT_NE(memd("move " + a + d.url).code, 0);       // --device is required
+  EXPECT_NE(memd("transfer --batch x " + a + " " + b + d.url).code, 0);
+
+  // A batch whose second member does not fit is refused whole: the first
+  // member's destination keeps its bytes.
+  const auto bad = temp_file(nlohmann::json::array({
+      {{"sourceAllocationId", a}, {"destinationAllocationId", b}},
+      {{"sourceAllocationId", a}, {"destinationAllocationId", small}},
+  }).dump());
+  auto refused = memd("transfer --batch " + bad + d.url);
+  EXPECT_EQ(refused.code, 1) << refused.out;
+  EXPECT_NE(refused.out.find("transfers[1]"), std::string::npos) << refused.out;
+  EXPECT_TRUE(d.read(b, 0, mark.size()) == mark);
+
+  // Files that are not a list of transfers: said before anything is sent.
+  for (const std::string& text : {std::string("{not json"), std::string(R"({"transfers": []})"),
+                                  std::string(R"([{"sourceAllocationId": "x"}, 7])")}) {
+    const auto f = temp_file(text);
+    auto r = memd("transfer --batch " + f + d.url);
+    EXPECT_EQ(r.code, 1) << text << ": " << r.out;
+    EXPECT_NE(r.out.find("invalid_argument"), std::string::npos) << text << ": " << r.out;
+    std::filesystem::remove(f);
+  }
+  auto missing = memd("transfer --batch /nonexistent/batch.json" + d.url);
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.out.find("/nonexistent/batch.json"), std::string::npos) << missing.out;
+
+  // The same batch without the bad member, from stdin: one batch, Completed.
+  const auto good = temp_file(nlohmann::json::array({{{"sourceAllocationId", a}, {"destinationAllocationId", b}},
+                                                     {{"sourceAllocationId", a},
+                                                      {"destinationAllocationId", small},
+                                                      {"sizeBytes", "4KiB"}}})
+                                  .dump());
+  auto batch = memd("transfer --batch -" + d.url + " < " + good);
+  EXPECT_EQ(batch.code, 0) << batch.out;
+  EXPECT_NE(batch.out.find("Completed: 2 transfers"), std::string::npos) << batch.out;
+  EXPECT_TRUE(d.read(b, 0, mark.size()) == pattern(64 << 10, 1));
+  EXPECT_TRUE(d.read(small, 0, 4096) == pattern(4096, 1));
+  std::filesystem::remove(bad);
+  std::filesystem::remove(good);
+}
+
+// Paced transfers (--max-rate) run long enough to stop: transfer-cancel
+// ends one, Ctrl-C on a waiting `memd transfer` cancels what it started and
+// exits 130, and a batch whose member fails exits 1 naming that member.
+// 16 MiB at 1 MiB/s: the first 8 MiB chunk lands at once, the rest would
+// take 8 s, so each case has seconds to act and ends at once when it does.
+TEST(Cli, PacedTransfersCancelAndFail) {
+  TransferCli d;
+  ASSERT_TRUE(d.up());
+  const std::string x = d.allocate("16MiB"), y = d.allocate("16MiB");
+  const std::string a = d.allocate("4KiB"), b = d.allocate("4KiB");
+  const std::string bytes = pattern(16 << 20, 5), head = bytes.substr(0, 64);
+  ASSERT_TRUE(d.write(x, bytes));
+  // wait_for_prefix reads the head only, so blanking the head is enough to
+  // see the next transfer start.
+  const std::string blank(head.size(), '\0');
+
+  // transfer-cancel: the report says the cancel was asked; it ends Cancelled.
+  ASSERT_TRUE(d.write(y, blank));
+  auto queued = memd("transfer " + x + " " + y + " --max-rate 1MiB --no-wait --json" + d.url);
+  ASSERT_EQ(queued.code, 0) << queued.out;
+  const std::string id = nlohmann::json::parse(queued.out)["transferId"];
+  ASSERT_TRUE(d.wait_for_prefix(y, head));
+  auto cancel = memd("transfer-cancel " + id + d.url);
+  EXPECT_EQ(cancel.code, 0) << cancel.out;
+  std::string status;
+  for (int i = 0; i < 200 && status != "Cancelled"; ++i) {
+    status = nlohmann::json::parse(memd("transfer-status " + id + " --json" + d.url).out)["status"];
+    if (status != "Cancelled") std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(status, "Cancelled");
+  auto again = memd("transfer-cancel " + id + d.url);
+  EXPECT_EQ(again.code, 1);
+  EXPECT_NE(again.out.find("conflict"), std::string::npos) << again.out;
+
+  // Ctrl-C while waiting: a cancel, the Cancelled report, exit 130.
+  ASSERT_TRUE(d.write(y, blank));
+  {
+    ChildProcess waiting({MEMD_BINARY, "transfer", x, y, "--max-rate", "1MiB", "--json", "--url",
+                          d.url.substr(d.url.find("http://"))});
+    ASSERT_TRUE(d.wait_for_prefix(y, head));
+    const auto sent = std::chrono::steady_clock::now();
+    waiting.signal(SIGINT);
+    const std::string out = drain(waiting);
+    EXPECT_EQ(waiting.wait(), 130) << out;
+    EXPECT_LT(std::chrono::steady_clock::now() - sent, std::chrono::seconds(3)) << "the cancel did not land at once";
+    const auto report = nlohmann::json::parse(out, nullptr, false);
+    ASSERT_TRUE(report.is_object()) << out;
+    EXPECT_EQ(report["status"], "Cancelled") << out;
+    EXPECT_LT(report["bytesDone"].get<std::uint64_t>(), bytes.size()) << out;
+  }
+
+  // A batch with a member that fails (its destination freed mid-copy):
+  // exit 1, the batch Failed, the member named with its reason.
+  ASSERT_TRUE(d.write(y, blank));
+  ASSERT_TRUE(d.write(a, pattern(4096, 9)));
+  const auto file = temp_file(nlohmann::json::array({{{"sourceAllocationId", x}, {"destinationAllocationId", y}},
+                                                     {{"sourceAllocationId", a}, {"destinationAllocationId", b}}})
+                                  .dump());
+  {
+    // Through sh for 2>&1 (the member list goes to stderr); `exec` leaves
+    // memd itself as the child.
+    ChildProcess batch({"/bin/sh", "-c",
+                        "exec \"$0\" transfer --batch \"$1\" --max-rate 1MiB --url \"$2\" 2>&1", MEMD_BINARY, file,
+                        d.url.substr(d.url.find("http://"))});
+    ASSERT_TRUE(d.wait_for_prefix(y, head));
+    auto freed = memd("free " + y + d.url);
+    EXPECT_EQ(freed.code, 0) << freed.out;
+    const std::string out = drain(batch);
+    EXPECT_EQ(batch.wait(), 1) << out;
+    EXPECT_NE(out.find("Failed: 1 of 2 transfers did not complete"), std::string::npos) << out;
+    EXPECT_NE(out.find("was freed during the copy"), std::string::npos) << out;
+    EXPECT_TRUE(d.read(b, 0, 4096) == pattern(4096, 9));
+  }
+  std::filesystem::remove(file);
 }
 
 }  // namespace

@@ -1,12 +1,20 @@
-// Client verbs: one REST call each, a table or the raw JSON out.
+// Client verbs: one REST call each, a table or the raw JSON out; transfer
+// and move then wait on what they started (transfer_wait.hpp).
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 
 #include "commands.hpp"
 #include "memd/memory_types.hpp"
 #include "memd/size.hpp"
 #include "table.hpp"
+#include "transfer_wait.hpp"
 
 namespace memd::cli {
 namespace {
@@ -212,6 +220,192 @@ int run_optimize(const ClientFlags& c) {
     std::cout << "released " << bytes_text(r["releasedBytes"]) << " (reserved "
               << bytes_text(r["reservedBeforeBytes"]) << " -> " << bytes_text(r["reservedAfterBytes"]) << ")\n";
   });
+}
+
+// ---- Transfers (issue 13) ------------------------------------------------
+
+namespace {
+
+std::string rate_text(const nlohmann::json& v) {
+  if (!v.is_number() || !(v.get<double>() > 0)) return "-";
+  return format_size(static_cast<std::uint64_t>(v.get<double>())) + "/s";
+}
+
+void add_transfer_row(Table& t, const nlohmann::json& r) {
+  t.add({text(r, "transferId"), text(r, "kind"), text(r, "status"),
+         text(r, "sourceDeviceId") + " " + text(r, "sourceMemoryType"),
+         text(r, "destinationDeviceId") + " " + text(r, "destinationMemoryType"),
+         bytes_text(r["bytesDone"]) + " / " + bytes_text(r["sizeBytes"]), rate_text(r["rateBytesPerSecond"]),
+         text(r, "path")});
+}
+
+// A transfer's report is one row; a batch's is a row per member and a line
+// for the batch.
+void print_transfer(const nlohmann::json& r) {
+  Table t({"TRANSFER", "KIND", "STATUS", "FROM", "TO", "DONE", "RATE", "PATH"});
+  if (is_batch_report(r)) {
+    for (const auto& m : r["transfers"]) add_transfer_row(t, m);
+    std::cout << t.render() << "batch " << text(r, "batchId") << " " << text(r, "status") << ": "
+              << r["transfers"].size() << " transfers, " << bytes_text(r["bytesDone"]) << " of "
+              << bytes_text(r["sizeBytes"]) << "\n";
+  } else {
+    add_transfer_row(t, r);
+    std::cout << t.render();
+  }
+}
+
+std::string error_text(const nlohmann::json& r) {
+  auto it = r.find("error");
+  if (it == r.end() || !it->is_object()) return "ended " + text(r, "status");
+  return text(*it, "code") + ": " + text(*it, "message");
+}
+
+// Why a finished transfer did not complete, on stderr. A batch lists every
+// member that did not complete, so a script sees which ids to retry.
+void explain_unfinished(const nlohmann::json& r, bool interrupted) {
+  const char* lead = interrupted ? "memd: interrupted: " : "memd: ";
+  if (!is_batch_report(r)) {
+    // Our own Ctrl-C needs no code: the message says how far it got.
+    const bool ours = interrupted && r.value("status", "") == "Cancelled" && r.contains("error") &&
+                      r["error"].is_object();
+    std::cerr << lead << (ours ? text(r["error"], "message") : error_text(r)) << "\n";
+    return;
+  }
+  std::size_t bad = 0;
+  for (const auto& m : r["transfers"]) bad += m.value("status", "") != "Completed";
+  std::cerr << lead << "batch " << text(r, "batchId") << " " << text(r, "status") << ": " << bad << " of "
+            << r["transfers"].size() << " transfers did not complete\n";
+  for (const auto& m : r["transfers"])
+    if (m.value("status", "") != "Completed")
+      std::cerr << "  " << text(m, "transferId") << " " << text(m, "status") << ": " << error_text(m) << "\n";
+}
+
+// Prints a report (JSON or table) and maps its status to the exit code.
+int print_outcome(const ClientFlags& c, const nlohmann::json& r, bool interrupted) {
+  try {
+    if (c.json) std::cout << r.dump(2) << "\n";
+    else print_transfer(r);
+    std::cout.flush();
+    const std::string status = r.value("status", "");
+    if (status == "Completed") return 0;
+    explain_unfinished(r, interrupted);
+    // 128 + SIGINT, as a shell reports a command Ctrl-C ended. One that
+    // completed before the cancel landed reports its real outcome, 0.
+    return interrupted && status == "Cancelled" ? 130 : 1;
+  } catch (const nlohmann::json::exception& e) {
+    std::cerr << "memd: unexpected answer from the daemon: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+// Submits (the caller's `submit`) and, unless --no-wait, waits for the end.
+// The Ctrl-C guard is up before the request goes, so an interrupt that
+// lands while it is in flight still cancels what it started instead of
+// leaving it to run with nobody watching.
+template <typename Submit>
+int submit_and_wait(const ClientFlags& c, bool no_wait, Submit submit) {
+  ApiClient api(c.client);
+  if (no_wait) return finish(c, submit(api), print_transfer);
+  InterruptGuard guard;
+  auto submitted = submit(api);
+  if (!submitted) return report(submitted.error());
+  auto waited = wait_for_transfer(api, std::move(*submitted), {.show_progress = ::isatty(STDERR_FILENO) == 1});
+  if (!waited) return report(waited.error());
+  return print_outcome(c, waited->report, waited->interrupted);
+}
+
+void put_size(nlohmann::json& body, const char* key, const std::string& typed) {
+  if (!typed.empty()) body[key] = typed;
+}
+
+// --batch FILE: a JSON array of transfer objects, passed on as they are (the
+// daemon checks each member and names it, "transfers[2]: ...").
+Result<nlohmann::json> read_batch(const std::string& file) {
+  std::string content;
+  if (file == "-") {
+    content.assign(std::istreambuf_iterator<char>(std::cin), {});
+  } else {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return fail(ErrorCode::invalid_argument, "cannot read {}: {}", file, std::strerror(errno));
+    content.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const std::string name = file == "-" ? "stdin" : file;
+  auto json = nlohmann::json::parse(content, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) return fail(ErrorCode::invalid_argument, "{} is not JSON", name);
+  if (!json.is_array())
+    return fail(ErrorCode::invalid_argument,
+                "{} must hold a JSON array of transfers ({{\"sourceAllocationId\": ..., "
+                "\"destinationAllocationId\": ...}})",
+                name);
+  for (std::size_t i = 0; i < json.size(); ++i)
+    if (!json[i].is_object()) return fail(ErrorCode::invalid_argument, "{}: item {} is not an object", name, i);
+  return json;
+}
+
+std::string duration_text(const nlohmann::json& us_json) {
+  if (!us_json.is_number()) return "-";
+  const double us = us_json.get<double>();
+  char buf[32];
+  if (us < 1000) std::snprintf(buf, sizeof buf, "%.0f µs", us);
+  else if (us < 1e6) std::snprintf(buf, sizeof buf, "%.1f ms", us / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.2f s", us / 1e6);
+  return buf;
+}
+
+}  // namespace
+
+int run_transfer(const ClientFlags& c, const TransferFlags& f) {
+  nlohmann::json body = nlohmann::json::object();
+  if (!f.batch_file.empty()) {
+    if (!f.source.empty() || !f.destination.empty())
+      return report({ErrorCode::invalid_argument, "give SRC DST or --batch FILE, not both"});
+    auto batch = read_batch(f.batch_file);
+    if (!batch) return report(batch.error());
+    body["transfers"] = std::move(*batch);
+  } else {
+    if (f.source.empty() || f.destination.empty())
+      return report({ErrorCode::invalid_argument, "give SRC DST (allocation ids) or --batch FILE"});
+    body["sourceAllocationId"] = f.source;
+    body["destinationAllocationId"] = f.destination;
+    put_size(body, "sourceOffset", f.source_offset);
+    put_size(body, "destinationOffset", f.destination_offset);
+    put_size(body, "sizeBytes", f.size);
+  }
+  put_size(body, "maxBytesPerSecond", f.max_rate);
+  return submit_and_wait(c, f.no_wait, [&](ApiClient& api) { return api.post("/api/memory/transfers", body); });
+}
+
+int run_move(const ClientFlags& c, const MoveFlags& f) {
+  nlohmann::json body = {{"deviceId", f.device}};
+  if (!f.type.empty()) body["memoryType"] = wire_type(f.type);
+  put_size(body, "maxBytesPerSecond", f.max_rate);
+  return submit_and_wait(c, f.no_wait, [&](ApiClient& api) {
+    return api.post("/api/memory/allocations/" + url_encode(f.id) + "/move", body);
+  });
+}
+
+int run_copy(const ClientFlags& c, const TransferFlags& f) {
+  ApiClient api(c.client);
+  nlohmann::json body = {{"sourceAllocationId", f.source}, {"destinationAllocationId", f.destination}};
+  put_size(body, "sourceOffset", f.source_offset);
+  put_size(body, "destinationOffset", f.destination_offset);
+  put_size(body, "sizeBytes", f.size);
+  return finish(c, api.post("/api/memory/copy", body), [](const nlohmann::json& r) {
+    std::cout << "copied " << bytes_text(r["bytesCopied"]) << " from " << text(r, "sourceAllocationId") << "+"
+              << text(r, "sourceOffset") << " to " << text(r, "destinationAllocationId") << "+"
+              << text(r, "destinationOffset") << " via " << text(r, "path") << " in "
+              << duration_text(r["durationUs"]) << " (" << rate_text(r["rateBytesPerSecond"]) << ")\n";
+  });
+}
+
+int run_transfer_status(const ClientFlags& c, const std::string& id) {
+  ApiClient api(c.client);
+  return finish(c, api.get("/api/memory/transfers/" + url_encode(id)), print_transfer);
+}
+
+int run_transfer_cancel(const ClientFlags& c, const std::string& id) {
+  ApiClient api(c.client);
+  return finish(c, api.del("/api/memory/transfers/" + url_encode(id)), print_transfer);
 }
 
 }  // namespace memd::cli

@@ -1,7 +1,8 @@
 // tools/memd/commands.hpp — the `memd` subcommands, one function each.
 //
 // main.cpp declares the flags with CLI11 and calls these; each returns the
-// process exit code (0 success, 1 failure with the message on stderr).
+// process exit code (0 success, 1 failure with the message on stderr, 130
+// when a Ctrl-C cancelled the transfer being waited on).
 //
 // Thread safety: called once from main's thread.
 #pragma once
@@ -75,6 +76,21 @@ struct ClearFlags {
   bool include_pinned = false;
 };
 
+// memd transfer / copy (issue 13). Offsets, sizes and the rate go to the
+// daemon as typed ("4KiB"), so they are read by the one parser the wire
+// uses, and its refusals name the key.
+struct TransferFlags {
+  std::string source, destination;  // allocation ids
+  std::string source_offset, destination_offset, size, max_rate;
+  std::string batch_file;  // --batch FILE, "-" for stdin: a JSON array of transfers
+  bool no_wait = false;    // print the Pending report and exit
+};
+
+struct MoveFlags {
+  std::string id, device, type, max_rate;
+  bool no_wait = false;
+};
+
 int run_status(const ClientFlags& c, const std::string& device);
 int run_allocations(const ClientFlags& c, const AllocationsFlags& f);
 int run_allocate(const ClientFlags& c, const AllocateFlags& f);
@@ -86,5 +102,13 @@ int run_sessions(const ClientFlags& c);
 int run_session_open(const ClientFlags& c, std::optional<std::uint64_t> ttl_seconds);
 int run_session_heartbeat(const ClientFlags& c, const std::string& id);
 int run_session_close(const ClientFlags& c, const std::string& id);
+// transfer and move wait until the transfer ends unless --no-wait: exit 0 if
+// it completed, 1 if it failed or was cancelled by someone else, 130 if
+// this process's Ctrl-C cancelled it.
+int run_transfer(const ClientFlags& c, const TransferFlags& f);
+int run_move(const ClientFlags& c, const MoveFlags& f);
+int run_copy(const ClientFlags& c, const TransferFlags& f);
+int run_transfer_status(const ClientFlags& c, const std::string& id);
+int run_transfer_cancel(const ClientFlags& c, const std::string& id);
 
 }  // namespace memd::cli

@@ -190,6 +190,65 @@ int main(int argc, char** argv) {
   close_cmd->add_option("id", session_id, "Session id")->required();
   close_cmd->callback([&] { exit_code = run_session_close(client, session_id); });
 
+  // Transfers (issue 13): transfer and move wait for the end by default,
+  // with a progress line on a terminal's stderr; Ctrl-C cancels.
+  TransferFlags transfer;
+  auto* transfer_cmd = app.add_subcommand(
+      "transfer", "Copy between allocations in the background (memory_transfer) and wait for it to finish");
+  add_client_flags(transfer_cmd, client);
+  auto* src_opt = transfer_cmd->add_option("src", transfer.source, "Source allocation id");
+  auto* dst_opt = transfer_cmd->add_option("dst", transfer.destination, "Destination allocation id");
+  auto* src_offset_opt = transfer_cmd->add_option("--src-offset", transfer.source_offset,
+                                                  "Where in the source to start (default 0)");
+  auto* dst_offset_opt = transfer_cmd->add_option("--dst-offset", transfer.destination_offset,
+                                                  "Where in the destination to start (default 0)");
+  auto* size_opt = transfer_cmd->add_option("--size", transfer.size,
+                                            "Bytes to copy, e.g. 4MiB (default: the source from --src-offset to its end)");
+  transfer_cmd->add_option("--batch", transfer.batch_file,
+                           "One batch from FILE ('-': stdin), a JSON array of {\"sourceAllocationId\", "
+                           "\"destinationAllocationId\", \"sourceOffset\", \"destinationOffset\", \"sizeBytes\"}; "
+                           "refused whole if any member is")
+      ->excludes(src_opt)
+      ->excludes(dst_opt)
+      ->excludes(src_offset_opt)
+      ->excludes(dst_offset_opt)
+      ->excludes(size_opt);
+  transfer_cmd->add_option("--max-rate", transfer.max_rate,
+                           "Pace each transfer to this many bytes a second, e.g. 100MiB (leave the link to others)");
+  transfer_cmd->add_flag("--no-wait", transfer.no_wait, "Print the Pending report and exit at once");
+  transfer_cmd->callback([&] { exit_code = run_transfer(client, transfer); });
+
+  MoveFlags move;
+  auto* move_cmd = app.add_subcommand(
+      "move", "Move an allocation to another device or memory type, keeping its id (memory_move), and wait");
+  add_client_flags(move_cmd, client);
+  move_cmd->add_option("id", move.id, "Allocation id")->required();
+  move_cmd->add_option("--device", move.device, "Where to: cuda:N, host:N or cpu")->required();
+  move_cmd->add_option("--type", move.type, "Memory type there (default VRAM on a GPU-like device, RAM on cpu)");
+  move_cmd->add_option("--max-rate", move.max_rate, "Pace the copy to this many bytes a second, e.g. 100MiB");
+  move_cmd->add_flag("--no-wait", move.no_wait, "Print the Pending report and exit at once");
+  move_cmd->callback([&] { exit_code = run_move(client, move); });
+
+  TransferFlags copy;
+  auto* copy_cmd = app.add_subcommand("copy", "Copy bytes between or within allocations, synchronously (memory_copy)");
+  add_client_flags(copy_cmd, client);
+  copy_cmd->add_option("src", copy.source, "Source allocation id")->required();
+  copy_cmd->add_option("dst", copy.destination, "Destination allocation id")->required();
+  copy_cmd->add_option("--src-offset", copy.source_offset, "Where in the source to start (default 0)");
+  copy_cmd->add_option("--dst-offset", copy.destination_offset, "Where in the destination to start (default 0)");
+  copy_cmd->add_option("--size", copy.size, "Bytes to copy (default: the source from --src-offset to its end)");
+  copy_cmd->callback([&] { exit_code = run_copy(client, copy); });
+
+  std::string transfer_id;
+  auto* tstatus_cmd = app.add_subcommand("transfer-status", "A transfer's or a batch's report");
+  add_client_flags(tstatus_cmd, client);
+  tstatus_cmd->add_option("id", transfer_id, "Transfer id or batch id")->required();
+  tstatus_cmd->callback([&] { exit_code = run_transfer_status(client, transfer_id); });
+  auto* tcancel_cmd = app.add_subcommand("transfer-cancel", "Cancel a transfer, or every unfinished member of a batch");
+  add_client_flags(tcancel_cmd, client);
+  tcancel_cmd->add_option("id", transfer_id, "Transfer id or batch id")->required();
+  tcancel_cmd->callback([&] { exit_code = run_transfer_cancel(client, transfer_id); });
+
   // No verb: the help, on stderr, and the usage-error status (2), like any
   // command line tool given nothing to do.
   if (argc <= 1) {
