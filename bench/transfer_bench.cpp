@@ -346,12 +346,11 @@ class MemdRig {
     if (o.host_sim) {
       // Two "VRAM" allocations of the largest copy on host:0, and room to spare.
       bo.enable_cuda = false;
-      bo.host_devices = 1;
-      bo.host_device_bytes = (2 * o.largest_copy() + 256 * kMiB + 2 * kMiB - 1) / (2 * kMiB) * (2 * kMiB);
+      bo.host_device_sizes = {(2 * o.largest_copy() + 256 * kMiB + 2 * kMiB - 1) / (2 * kMiB) * (2 * kMiB)};
       gpu = DeviceId::host(0);
     } else {
       bo.enable_cuda = true;
-      bo.host_devices = 0;
+      bo.host_device_sizes.clear();
     }
     auto catalog = DeviceCatalog::discover(bo);
     if (!catalog) return fail(catalog.error());

@@ -93,6 +93,14 @@ struct ChunkCopier::Window {
   AllocationLocation src_loc, dst_loc;
   const CopyControl* control = nullptr;
   StagingBuffers::Lease* staging = nullptr;
+  // Checked before each chunk is started: why to stop, or nothing.
+  std::function<std::optional<CopyStop>()> stop;
+  std::optional<CopyStop> stopped;
+
+  bool should_stop() {
+    if (!stopped && stop) stopped = stop();
+    return stopped.has_value();
+  }
 
   void landed(std::uint64_t n) {
     done += n;
@@ -116,27 +124,24 @@ CopyOutcome ChunkCopier::run(const CopySide& source, const CopySide& destination
     if (control.progress) control.progress(size, CopyPath::HostMemcpy);
     return out;
   }
-  // A paced copy goes a chunk per window, so it sleeps between windows with
-  // no lock held.
-  const std::uint64_t window_bytes =
-      limits_.chunk_bytes * (control.max_bytes_per_second ? 1 : std::max(1u, limits_.window_chunks));
+  // Unpaced: one window, the whole range, locks held throughout. Paced: a
+  // chunk per window, sleeping between them with no lock held.
+  const bool paced = control.max_bytes_per_second != 0;
   StagingBuffers::Lease staging;
   const auto started = SteadyClock::now();
+  auto why_stop = [&]() -> std::optional<CopyStop> {
+    if (control.cancel && control.cancel->load(std::memory_order_relaxed)) return CopyStop::Cancelled;
+    if (source.hold && source.hold->freeing()) return CopyStop::SourceFreed;
+    if (destination.hold && destination.hold->freeing()) return CopyStop::DestinationFreed;
+    return std::nullopt;
+  };
   std::uint64_t done = 0;
   while (done < size) {
-    if (control.cancel && control.cancel->load(std::memory_order_relaxed)) {
-      out.stop = CopyStop::Cancelled;
+    if (auto stop = why_stop()) {
+      out.stop = *stop;
       break;
     }
-    if (source.hold && source.hold->freeing()) {
-      out.stop = CopyStop::SourceFreed;
-      break;
-    }
-    if (destination.hold && destination.hold->freeing()) {
-      out.stop = CopyStop::DestinationFreed;
-      break;
-    }
-    if (control.max_bytes_per_second && done > 0) {
+    if (paced && done > 0) {
       const auto due = started + std::chrono::nanoseconds(static_cast<std::int64_t>(
                                      static_cast<long double>(done) * 1e9L / control.max_bytes_per_second));
       const auto now = SteadyClock::now();
@@ -145,7 +150,7 @@ CopyOutcome ChunkCopier::run(const CopySide& source, const CopySide& destination
         continue;
       }
     }
-    const std::uint64_t n = std::min(window_bytes, size - done);
+    const std::uint64_t n = paced ? std::min(limits_.chunk_bytes, size - done) : size - done;
     // Overlapping and backward: windows from the end.
     const std::uint64_t at = backward ? size - done - n : done;
     Window w;
@@ -155,6 +160,7 @@ CopyOutcome ChunkCopier::run(const CopySide& source, const CopySide& destination
     w.backward = backward;
     w.control = &control;
     w.staging = &staging;
+    w.stop = why_stop;
     Result<void> copied;
     {
       WindowLocks locks(source, destination);
@@ -169,6 +175,10 @@ CopyOutcome ChunkCopier::run(const CopySide& source, const CopySide& destination
     if (!copied) {
       out.stop = CopyStop::Failed;
       out.error = copied.error();
+      break;
+    }
+    if (w.stopped) {
+      out.stop = *w.stopped;
       break;
     }
   }
@@ -195,22 +205,35 @@ Result<void> ChunkCopier::copy_window(Window& w) {
 }
 
 // Both sides addressable by the backend's copy: chunks back to back on one
-// stream, an event each, waited in order.
+// stream, an event each, at most window_chunks in flight.
 Result<void> ChunkCopier::device_async(Window& w, Backend& backend, DeviceId device) {
   auto stream = streams_.acquire(backend, device);
   if (!stream) return fail(stream.error());
-  const std::uint64_t c = limits_.chunk_bytes;
+  const bool device_to_device = w.path == CopyPath::DeviceAsync &&
+                                endpoint_of(w.src_loc, limits_.stage_host_devices).place == Place::Device &&
+                                endpoint_of(w.dst_loc, limits_.stage_host_devices).place == Place::Device;
+  const std::uint64_t c = device_to_device ? std::max(limits_.chunk_bytes, limits_.device_chunk_bytes)
+                                           : limits_.chunk_bytes;
   const std::size_t chunks = static_cast<std::size_t>((w.bytes + c - 1) / c);
+  const std::size_t depth = std::max(1u, limits_.window_chunks);
   Inflight inflight(backend, stream->stream());
-  inflight.resize(chunks);
-  for (std::size_t i = 0; i < chunks; ++i) {
-    const std::uint64_t at = i * c, n = std::min(c, w.bytes - at);
-    if (auto r = backend.copy(w.dst + at, w.src + at, n, stream->stream()); !r) return r;
-    if (auto r = inflight.record(i); !r) return r;
+  inflight.resize(depth);
+  auto bytes_of = [&](std::size_t i) { return std::min(c, w.bytes - i * c); };
+  std::size_t issued = 0, landed = 0;
+  for (; issued < chunks; ++issued) {
+    if (w.should_stop()) break;
+    const std::size_t slot = issued % depth;
+    if (inflight.busy(slot)) {  // the oldest chunk in flight
+      if (auto r = inflight.wait(slot); !r) return r;
+      w.landed(bytes_of(landed++));
+    }
+    if (auto r = backend.copy(w.dst + issued * c, w.src + issued * c, bytes_of(issued), stream->stream()); !r)
+      return r;
+    if (auto r = inflight.record(slot); !r) return r;
   }
-  for (std::size_t i = 0; i < chunks; ++i) {
-    if (auto r = inflight.wait(i); !r) return r;
-    w.landed(std::min(c, w.bytes - i * c));
+  for (; landed < issued; ++landed) {
+    if (auto r = inflight.wait(landed % depth); !r) return r;
+    w.landed(bytes_of(landed));
   }
   return {};
 }
@@ -236,7 +259,9 @@ Result<void> ChunkCopier::staged(Window& w, Backend& backend, DeviceId device, b
   inflight.resize(k);
   if (to_device) {
     std::vector<std::uint64_t> sizes(k, 0);
-    for (std::size_t i = 0; i < chunks; ++i) {
+    std::size_t i = 0;
+    for (; i < chunks; ++i) {
+      if (w.should_stop()) break;
       const std::size_t b = i % k;
       if (inflight.busy(b)) {
         if (auto r = inflight.wait(b); !r) return r;
@@ -247,9 +272,9 @@ Result<void> ChunkCopier::staged(Window& w, Backend& backend, DeviceId device, b
       if (auto r = backend.copy(w.dst + i * c, ring[b], sizes[b], stream->stream()); !r) return r;
       if (auto r = inflight.record(b); !r) return r;
     }
-    // The last k chunks, oldest first.
-    for (std::size_t i = chunks > k ? chunks - k : 0; i < chunks; ++i) {
-      const std::size_t b = i % k;
+    // The last chunks issued, oldest first.
+    for (std::size_t j = i > k ? i - k : 0; j < i; ++j) {
+      const std::size_t b = j % k;
       if (!inflight.busy(b)) continue;
       if (auto r = inflight.wait(b); !r) return r;
       w.landed(sizes[b]);
@@ -261,15 +286,18 @@ Result<void> ChunkCopier::staged(Window& w, Backend& backend, DeviceId device, b
     if (auto r = backend.copy(ring[b], w.src + i * c, bytes_of(i), stream->stream()); !r) return r;
     return inflight.record(b);
   };
-  for (std::size_t i = 0; i < std::min(k, chunks); ++i)
-    if (auto r = issue(i); !r) return r;
-  for (std::size_t i = 0; i < chunks; ++i) {
+  std::size_t issued = 0;
+  for (; issued < std::min(k, chunks) && !w.should_stop(); ++issued)
+    if (auto r = issue(issued); !r) return r;
+  for (std::size_t i = 0; i < issued; ++i) {
     const std::size_t b = i % k;
     if (auto r = inflight.wait(b); !r) return r;
     threads_.copy(w.dst + i * c, ring[b], bytes_of(i));
     w.landed(bytes_of(i));
-    if (i + k < chunks)
-      if (auto r = issue(i + k); !r) return r;
+    if (issued < chunks && !w.should_stop()) {
+      if (auto r = issue(issued); !r) return r;
+      ++issued;
+    }
   }
   return {};
 }
@@ -278,9 +306,16 @@ Result<void> ChunkCopier::staged(Window& w, Backend& backend, DeviceId device, b
 // memory goes chunk by chunk through a pinned bounce buffer, in the
 // direction that reads every byte before it is overwritten.
 Result<void> ChunkCopier::overlapping(Window& w, Backend& backend, DeviceId device, bool host_memory) {
-  if (host_memory) {
-    std::memmove(w.dst, w.src, w.bytes);
-    w.landed(w.bytes);
+  if (host_memory) {  // memmove in chunks, in the safe direction, so a cancel is seen
+    const std::uint64_t c = limits_.chunk_bytes;
+    const std::size_t chunks = static_cast<std::size_t>((w.bytes + c - 1) / c);
+    for (std::size_t j = 0; j < chunks; ++j) {
+      if (w.should_stop()) break;
+      const std::size_t i = w.backward ? chunks - 1 - j : j;
+      const std::uint64_t at = i * c, n = std::min(c, w.bytes - at);
+      std::memmove(w.dst + at, w.src + at, n);
+      w.landed(n);
+    }
     return {};
   }
   if (w.staging->size() == 0) {
@@ -294,6 +329,7 @@ Result<void> ChunkCopier::overlapping(Window& w, Backend& backend, DeviceId devi
   const std::uint64_t c = std::min<std::uint64_t>(limits_.chunk_bytes, w.staging->buffer_bytes());
   const std::size_t chunks = static_cast<std::size_t>((w.bytes + c - 1) / c);
   for (std::size_t j = 0; j < chunks; ++j) {
+    if (w.should_stop()) break;
     const std::size_t i = w.backward ? chunks - 1 - j : j;
     const std::uint64_t at = i * c, n = std::min(c, w.bytes - at);
     if (auto r = backend.copy(bounce, w.src + at, n, stream->stream()); !r) return r;

@@ -1,16 +1,19 @@
 // transfer/chunk_copier.hpp — one copy of a byte range, in bounded chunks.
 //
 // Every copy memd makes runs here: a transfer's, a move's, memory_copy's. It
-// moves `size` bytes from one side to the other in windows of up to
-// window_chunks chunks of chunk_bytes. For each window it takes the sides'
-// locks (alloc/allocation_hold.hpp: the destination's write gate, then both
-// io locks in address order), reads where they are now (a move elsewhere may
-// have re-homed one between windows), picks the path (transfer/copy_path.hpp),
-// enqueues the window's chunks with an event each, waits for them in order
-// and reports progress per chunk; then it lets go of the locks. Between
-// windows it stops if the cancel flag is set or either allocation is being
-// freed, so a stop is always at a chunk boundary, after every chunk in
-// flight has drained: nothing is ever written after run() returns.
+// takes the sides' locks (alloc/allocation_hold.hpp: the destination's write
+// gate, then both io locks in address order), reads where they are, picks the
+// path (transfer/copy_path.hpp) and moves the bytes in chunks with up to
+// window_chunks of them in flight on one stream (an event each; progress is
+// reported as each lands), so the copy engine never waits for the CPU. Before
+// each chunk it stops if the cancel flag is set or either allocation is being
+// freed; a stop is always at a chunk boundary, after every chunk in flight has
+// drained: nothing is ever written after run() returns.
+//
+// An unpaced copy holds the locks for its whole length (a move of one of its
+// allocations commits after it, a write into its destination waits for it); a
+// paced copy goes one chunk at a time and sleeps with no lock held, and reads
+// the sides' locations again each time (a move may have re-homed one).
 //
 // Overlapping ranges (one allocation copied within itself) go chunk by chunk
 // in the direction that never overwrites unread bytes, each chunk through a
@@ -35,6 +38,9 @@ namespace memd {
 
 struct CopyLimits {
   std::uint64_t chunk_bytes = 8ull << 20;
+  // Device to device the copy engines move a chunk in microseconds, so an
+  // event per 8 MiB would cost more than the copy: larger chunks there.
+  std::uint64_t device_chunk_bytes = 64ull << 20;
   unsigned window_chunks = 8;
   unsigned staging_buffers = 4;  // ring of the staged path, each chunk_bytes
   bool stage_host_devices = false;  // transfer/copy_path.hpp
@@ -78,6 +84,7 @@ class ChunkCopier {
 
  private:
   struct Window;
+  // Copies the window; returns early, with w.done short, when w.stop() says so.
   Result<void> copy_window(Window& w);
   Result<void> device_async(Window& w, Backend& backend, DeviceId device);
   Result<void> staged(Window& w, Backend& backend, DeviceId device, bool to_device);

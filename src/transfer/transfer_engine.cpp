@@ -3,6 +3,7 @@
 #include "transfer/transfer_engine.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <shared_mutex>
 
 namespace memd {
@@ -16,6 +17,21 @@ struct TransferEngine::Job {
 };
 
 namespace {
+
+// A synchronous copy of one allocation's bytes to or from a caller's buffer.
+// cpu memory (RAM, pinned SharedMemory, managed UnifiedMemory) is host
+// addressable whichever backend serves it: memcpy, no stream (the CUDA
+// backend has none on cpu). Device memory goes through its backend's
+// default stream.
+Result<void> copy_now(const AllocationLocation& at, void* dst, const void* src, std::uint64_t n) {
+  if (at.device.kind() == DeviceKind::Cpu) {
+    std::memcpy(dst, src, n);
+    return {};
+  }
+  Stream stream{at.device, 0};
+  if (auto r = at.backend->copy(dst, src, n, stream); !r) return r;
+  return at.backend->synchronize(stream);
+}
 
 SystemTime now() { return std::chrono::system_clock::now(); }
 
@@ -425,9 +441,7 @@ Result<void> TransferEngine::write(const AllocationId& id, std::uint64_t offset,
     std::shared_lock gate(entry.write_gate);
     std::shared_lock io(entry.io);
     const auto at = hold->location();
-    Stream stream{at.device, 0};
-    if (auto r = at.backend->copy(at.ptr + offset, data.data(), data.size(), stream); !r) return r;
-    if (auto r = at.backend->synchronize(stream); !r) return r;
+    if (auto r = copy_now(at, at.ptr + offset, data.data(), data.size()); !r) return r;
   }
   manager_.touch(*hold);
   return {};
@@ -445,9 +459,7 @@ Result<std::vector<std::byte>> TransferEngine::read(const AllocationId& id, std:
   {
     std::shared_lock io(hold->entry().io);
     const auto at = hold->location();
-    Stream stream{at.device, 0};
-    if (auto r = at.backend->copy(out.data(), at.ptr + offset, length, stream); !r) return fail(r.error());
-    if (auto r = at.backend->synchronize(stream); !r) return fail(r.error());
+    if (auto r = copy_now(at, out.data(), at.ptr + offset, length); !r) return fail(r.error());
   }
   manager_.touch(*hold);
   return out;
