@@ -42,7 +42,9 @@
 // or that is not a socket, and removes a socket file nobody listens on (left
 // by a daemon that died). stop() closes every connection (SocketHandler::
 // closed() for each admitted one), then unlinks the path if it is still the
-// socket this server made.
+// socket this server made. The directory holding the path should be one
+// only memd's user can write (/run/memd, not /tmp): whoever can write the
+// directory can replace the file, whatever its mode.
 //
 // Thread safety: start() and stop() may be called from any thread but not
 // from a handler; the handler is called from the server's one thread only
