@@ -23,7 +23,7 @@ AllocationHold& AllocationHold::operator=(AllocationHold&& other) noexcept {
 
 AllocationLocation AllocationHold::location() const {
   const auto& e = *entry_;
-  return AllocationLocation{&e.pool->backend(), e.pool, e.record.device, e.record.memory_type,
+  return AllocationLocation{e.backend, e.pool, e.record.device, e.record.memory_type,
                             static_cast<std::byte*>(e.ptr), e.record.size_bytes};
 }
 

@@ -29,6 +29,7 @@ struct AllocationRecord {
   std::uint64_t address = 0;        // device address (informational)
   std::vector<std::string> tags;
   bool pinned = false;              // must not move (exported, or asked for)
+  bool exportable = false;          // memory of its own that other processes may map
   Clock::time_point created_at{};
   Clock::time_point last_used_at{};
 

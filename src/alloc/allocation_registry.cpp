@@ -78,9 +78,11 @@ AllocationRegistry::EntryPtr AllocationRegistry::unhold(Entry& entry) {
   return out;
 }
 
-void AllocationRegistry::relocate(Entry& entry, DevicePool* pool, void* ptr, DeviceId device, MemoryType type) {
+void AllocationRegistry::relocate(Entry& entry, DevicePool* pool, Backend* backend, void* ptr, DeviceId device,
+                                  MemoryType type) {
   std::lock_guard lock(mu_);
   entry.pool = pool;
+  entry.backend = backend;
   entry.ptr = ptr;
   entry.record.device = device;
   entry.record.memory_type = type;

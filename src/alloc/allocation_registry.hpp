@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "alloc/allocation_record.hpp"
+#include "backends/backend.hpp"
 #include "memd/error.hpp"
 
 namespace memd {
@@ -65,6 +66,9 @@ class AllocationRegistry {
   struct Entry {
     AllocationRecord record;  // guarded by the registry's mutex
     DevicePool* pool = nullptr;  // see the header comment: changes only when a move lands
+    Backend* backend = nullptr;  // the pool's, or the shareable segment's
+    // An exportable allocation's memory of its own (no pool); never moves.
+    std::optional<ShareableSegment> shareable;
     void* ptr = nullptr;
     std::shared_mutex io;          // see the header comment
     std::shared_mutex write_gate;  // see the header comment
@@ -105,7 +109,7 @@ class AllocationRegistry {
   EntryPtr unhold(Entry& entry);
   // Replaces a held entry's location and the record's device, type and
   // address (a move landing); the caller holds entry.io exclusively.
-  void relocate(Entry& entry, DevicePool* pool, void* ptr, DeviceId device, MemoryType type);
+  void relocate(Entry& entry, DevicePool* pool, Backend* backend, void* ptr, DeviceId device, MemoryType type);
   // Sets a live entry's status (Moving while a move copies, back to Allocated).
   void set_status(Entry& entry, MemoryAllocationStatus status);
   // A copy of the record. Unknown id: not_found.

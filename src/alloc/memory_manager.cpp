@@ -39,7 +39,7 @@ MemoryManager::MemoryManager(const DeviceCatalog& catalog, ManagerOptions option
 
 MemoryManager::~MemoryManager() {
   // Free what is left before the pools go, so backends see every release.
-  for (auto& e : registry_.take_all()) (void)e->pool->deallocate(e->ptr);
+  for (auto& e : registry_.take_all()) (void)finish_free(e);
   pools_.clear();
 }
 
@@ -95,14 +95,29 @@ Result<AllocationRecord> MemoryManager::allocate(const AllocationRequest& reques
 
   const QuotaCharge charge{request.owner, device, request.memory_type, request.size_bytes};
   if (auto q = quotas_.reserve(charge); !q) return fail(q.error());
-  // No lock held here: reclaim callbacks may call back into the manager.
-  auto ptr = ladder_.allocate(**pool, request.size_bytes);
-  if (!ptr) {
-    quotas_.cancel(charge);
-    return fail(ptr.error());
+  auto entry = std::make_shared<AllocationRegistry::Entry>();
+  void* block = nullptr;
+  if (request.exportable) {
+    auto shareable = allocate_shareable(device, request);
+    if (!shareable) {
+      quotas_.cancel(charge);
+      return fail(shareable.error());
+    }
+    block = shareable->segment.ptr;
+    entry->backend = &(*pool)->backend();
+    entry->shareable = *shareable;
+  } else {
+    // No lock held here: reclaim callbacks may call back into the manager.
+    auto ptr = ladder_.allocate(**pool, request.size_bytes);
+    if (!ptr) {
+      quotas_.cancel(charge);
+      return fail(ptr.error());
+    }
+    block = *ptr;
+    entry->pool = *pool;
+    entry->backend = &(*pool)->backend();
   }
 
-  auto entry = std::make_shared<AllocationRegistry::Entry>();
   auto& r = entry->record;
   r.id = AllocationId::generate();
   r.owner = request.owner;
@@ -113,18 +128,19 @@ Result<AllocationRecord> MemoryManager::allocate(const AllocationRequest& reques
   r.status = MemoryAllocationStatus::Allocated;
   r.priority = request.priority;
   r.size_bytes = request.size_bytes;
-  r.address = reinterpret_cast<std::uint64_t>(*ptr);
+  r.address = reinterpret_cast<std::uint64_t>(block);
   r.tags = request.tags;
-  r.pinned = request.pinned;
+  r.pinned = request.pinned || request.exportable;
+  r.exportable = request.exportable;
   r.created_at = r.last_used_at = Clock::now();
-  entry->pool = *pool;
-  entry->ptr = *ptr;
+  entry->ptr = block;
   AllocationRecord copy = r;
   {
     std::shared_lock books(books_mu_);
+    auto keep = entry;
     if (auto inserted = registry_.insert(std::move(entry)); !inserted) {
       quotas_.cancel(charge);
-      (void)(*pool)->deallocate(*ptr);
+      (void)finish_free(keep);
       return fail(inserted.error());
     }
     quotas_.land(charge);
@@ -155,8 +171,32 @@ Result<AllocationRecord> MemoryManager::deallocate(const AllocationId& id) {
   return freed;
 }
 
+Result<ShareableSegment> MemoryManager::allocate_shareable(DeviceId device, const AllocationRequest& request) {
+  auto backend = catalog_.backend_for(device, request.memory_type);
+  if (!backend) return fail(backend.error());
+  // Made directly, not through the ladder: an exportable allocation is not
+  // pool memory, so trimming pools is the only help; try once more after it.
+  auto made = (*backend)->allocate_shareable(device, request.memory_type, request.size_bytes);
+  if (!made && made.error().code == ErrorCode::out_of_memory) {
+    trim();
+    made = (*backend)->allocate_shareable(device, request.memory_type, request.size_bytes);
+  }
+  return made;
+}
+
+Result<std::pair<int, ShareableSegment>> MemoryManager::export_fd(const AllocationHold& hold) {
+  const auto& entry = hold.entry();
+  if (!entry.shareable)
+    return fail(ErrorCode::conflict, "allocation {} is not exportable: allocate it with \"exportable\": true",
+                hold.id().to_string());
+  auto fd = entry.backend->export_fd(*entry.shareable);
+  if (!fd) return fail(fd.error());
+  return std::pair{*fd, *entry.shareable};
+}
+
 Result<void> MemoryManager::finish_free(const AllocationRegistry::EntryPtr& entry) {
   std::unique_lock io(entry->io);  // wait for in-flight reads/writes
+  if (entry->shareable) return entry->backend->free_shareable(*entry->shareable);
   if (auto r = entry->pool->deallocate(entry->ptr); !r)
     return fail(ErrorCode::internal, "registry and pool disagree on {}: {}", entry->record.id.to_string(),
                 r.error().message);
@@ -229,7 +269,7 @@ Result<AllocationRecord> MemoryManager::commit_move(const AllocationHold& hold, 
     const QuotaCharge old_charge = charge_of(entry.record);
     const QuotaCharge new_charge{old_charge.owner, target.device, target.type, old_charge.bytes};
     std::shared_lock books(books_mu_);
-    registry_.relocate(entry, target.pool, target.ptr, target.device, target.type);
+    registry_.relocate(entry, target.pool, &target.pool->backend(), target.ptr, target.device, target.type);
     quotas_.land(new_charge);
     quotas_.release(old_charge);
   }
@@ -318,7 +358,7 @@ Result<void> MemoryManager::validate() const {
   std::map<std::string, OwnerUsage> registered;
   Result<void> blocks;
   registry_.for_each([&](const AllocationRegistry::Entry& e) {
-    auto size = e.pool->block_size(e.ptr);
+    auto size = e.shareable ? std::optional<std::uint64_t>(e.shareable->segment.size) : e.pool->block_size(e.ptr);
     if (!size || *size < e.record.size_bytes) {
       blocks = fail(ErrorCode::internal, "allocation {} has no live block of its size", e.record.id.to_string());
       return false;

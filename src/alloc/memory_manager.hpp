@@ -56,6 +56,9 @@ struct AllocationRequest {
   MemoryAllocationType allocation_type = MemoryAllocationType::Buffer;
   std::vector<std::string> tags;
   bool pinned = false;
+  // Memory of its own that other processes can map (a memfd on the host, GPU
+  // units no neighbour shares): not from a pool, and it never moves.
+  bool exportable = false;
 };
 
 struct PoolKey {
@@ -103,6 +106,9 @@ class MemoryManager {
   Result<AllocationHold> hold(const AllocationId& id);
   // Records a use of the allocation (last_used_at = now).
   void touch(const AllocationHold& hold);
+  // A new descriptor of an exportable allocation's memory, for another
+  // process (the caller closes it), and its segment. Not exportable: conflict.
+  Result<std::pair<int, ShareableSegment>> export_fd(const AllocationHold& hold);
 
   // A move's destination: a block of the allocation's size on another
   // device or memory type, its quota reserved for the allocation's owner.
@@ -159,6 +165,8 @@ class MemoryManager {
   void unhold(AllocationRegistry::Entry& entry) noexcept;
   // Gives an unlinked entry's memory and quota back.
   Result<void> finish_free(const AllocationRegistry::EntryPtr& entry);
+  // The shareable segment of an exportable request, quota already reserved.
+  Result<ShareableSegment> allocate_shareable(DeviceId device, const AllocationRequest& request);
   Result<DevicePool*> pool_for(DeviceId device, MemoryType type);
   DeviceId default_device_for(MemoryType type) const;
 

@@ -60,6 +60,8 @@ enum class ParamKind {
   SessionId,            // a GUID that memory_session_open answered
   JsonInteger,          // a JSON integer minimum..maximum, never its text (JSON bodies only)
   TransferId,           // a GUID that memory_transfer answered (a transfer's or a batch's)
+  ExportId,             // a GUID that memory_export answered
+  OwnerList,            // an array of 1..maximum owners (the owner rule each)
   ObjectList,           // an array of 1..maximum objects, each checked against `items`
 };
 std::string_view to_string(ParamKind kind) noexcept;

@@ -12,6 +12,7 @@
 
 #include "memd/size.hpp"
 #include "protocol/action_helpers.hpp"
+#include "protocol/actions/export_actions.hpp"
 #include "protocol/actions/transfer_actions.hpp"
 #include "protocol/base64.hpp"
 #include "protocol/params.hpp"
@@ -78,6 +79,8 @@ Result<Outcome> memory_allocate(MemoryService& s, const Params& p, const CallCon
   r.tags = tags.value_or(std::vector<std::string>{});
   MEMD_ASSIGN_OR_RETURN(auto pinned, p.boolean("pinned"));
   r.pinned = pinned.value_or(false);
+  MEMD_ASSIGN_OR_RETURN(auto exportable, p.boolean("exportable"));
+  r.exportable = exportable.value_or(false);
   MEMD_ASSIGN_OR_RETURN(auto record, s.allocate(ctx.caller, r));
   return ok(to_json(record));
 }
@@ -250,7 +253,7 @@ std::vector<Action> build_table() {
        {"offset", K::Count, false, "Matches to skip (default 0)."},
        {"limit", K::Count, false, "Most items to return (default 100, at most 1000).", false, kMaxPageLimit}},
       R"({"owner": "anonymous", "limit": 10})",
-      R"({"items": [{"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Allocated", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"}], "total": 1, "offset": 0, "limit": 10})",
+      R"({"items": [{"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Allocated", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "exportable": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"}], "total": 1, "offset": 0, "limit": 10})",
       memory_allocations});
   t.push_back(Action{
       "memory_allocation_details",
@@ -258,7 +261,7 @@ std::vector<Action> build_table() {
       {{Get, "/api/memory/allocations/{allocationId}"}},
       {{"allocationId", K::AllocationId, true, "The allocation's GUID."}},
       R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"})",
-      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Allocated", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"})",
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Allocated", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "exportable": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"})",
       memory_allocation_details});
   t.push_back(Action{
       "memory_allocate",
@@ -271,9 +274,10 @@ std::vector<Action> build_table() {
        {"priority", K::Priority, false, "Low, Normal (default), High or Critical."},
        {"allocationType", K::AllocationType, false, "What it is for (default Buffer)."},
        {"tags", K::StringList, false, "Tags to filter by later (at most 64, each 1..128 characters)."},
-       {"pinned", K::Boolean, false, "Never move it (default false; JSON true/false only)."}},
+       {"pinned", K::Boolean, false, "Never move it (default false; JSON true/false only)."},
+       {"exportable", K::Boolean, false, "Give it memory of its own that other processes may map (memory_export; a memfd on the host, GPU units no neighbour shares). Exportable allocations never move. Default false."}},
       R"({"sizeBytes": 1048576, "memoryType": "VRAM", "deviceId": "host:0"})",
-      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Allocated", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"})",
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Allocated", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "exportable": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"})",
       memory_allocate});
   t.push_back(Action{
       "memory_deallocate",
@@ -281,7 +285,7 @@ std::vector<Action> build_table() {
       {{Delete, "/api/memory/allocations/{allocationId}"}},
       {{"allocationId", K::AllocationId, true, "The allocation's GUID."}},
       R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"})",
-      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Freed", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"})",
+      R"({"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "anonymous", "name": "", "deviceId": "host:0", "memoryType": "VRAM", "allocationType": "Buffer", "status": "Freed", "priority": "Normal", "sizeBytes": 1048576, "address": 140230000000000, "tags": [], "pinned": false, "exportable": false, "createdAt": "2026-01-01T00:00:00.000Z", "lastUsedAt": "2026-01-01T00:00:00.000Z"})",
       memory_deallocate});
   t.push_back(Action{
       "memory_write",
@@ -388,6 +392,7 @@ std::vector<Action> build_table() {
       R"({"sessions": [{"sessionId": "b2c3d4e5-f6a7-4b89-8cde-f01234567890", "owner": "worker-1", "ttlSeconds": 30, "expiresAt": "2026-01-01T00:00:30.000Z", "allocations": 1, "allocatedBytes": 1048576}]})",
       memory_sessions});
   append_transfer_actions(t);
+  append_export_actions(t);
   return t;
 }
 
@@ -438,6 +443,8 @@ Result<void> validate_param(const Params& p, const ParamSpec& spec) {
     case K::AllocationStatus: return check(p.allocation_status(spec.name));
     case K::Priority: return check(p.priority(spec.name));
     case K::TransferId: return check(p.transfer_id(spec.name));
+    case K::ExportId: return check(p.export_id(spec.name));
+    case K::OwnerList: return check(p.owners(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
     case K::ObjectList:
       if (auto ok = validate_items(p, spec); !ok) return ok;
       return check(p.objects(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
@@ -502,6 +509,8 @@ std::string_view to_string(ParamKind kind) noexcept {
     case K::Name: return "string (<= 256 chars)";
     case K::Tag: return "tag (1..128 chars)";
     case K::TransferId: return "GUID (transfer)";
+    case K::ExportId: return "GUID (export)";
+    case K::OwnerList: return "owner[]";
     case K::ObjectList: return "object[]";
   }
   return "string";

@@ -95,6 +95,12 @@ nlohmann::json object_list_schema(const ParamSpec& spec) {
 nlohmann::json kind_schema(const ParamSpec& spec) {
   switch (spec.kind) {
     case ParamKind::TransferId: return guid_schema();
+    case ParamKind::ExportId: return guid_schema();
+    case ParamKind::OwnerList:
+      return {{"type", "array"},
+              {"minItems", 1},
+              {"maxItems", spec.maximum != 0 ? spec.maximum : kMaxWireBytes},
+              {"items", owner_schema()}};
     case ParamKind::ObjectList: return object_list_schema(spec);
     case ParamKind::String: return {{"type", "string"}};
     case ParamKind::Size: return size_schema(0, kSizeStringPattern);

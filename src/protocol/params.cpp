@@ -288,6 +288,25 @@ Optional<AllocationId> Params::allocation_id(std::string_view key) const { retur
 Optional<SessionId> Params::session_id(std::string_view key) const { return guid<SessionId>(key); }
 Optional<TransferId> Params::transfer_id(std::string_view key) const { return guid<TransferId>(key); }
 Optional<BatchId> Params::batch_id(std::string_view key) const { return guid<BatchId>(key); }
+Optional<ExportId> Params::export_id(std::string_view key) const { return guid<ExportId>(key); }
+
+Optional<std::vector<std::string>> Params::owners(std::string_view key, std::size_t max_items) const {
+  auto v = find(key);
+  if (!v) return fail(v.error());
+  if (!*v) return std::optional<std::vector<std::string>>{};
+  const auto& a = **v;
+  if (!a.is_array() || a.empty() || a.size() > max_items)
+    return fail(ErrorCode::invalid_argument, "parameter '{}' must be an array of 1..{} owners", key, max_items);
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].is_string()) return fail(ErrorCode::invalid_argument, "parameter '{}': item {} must be a string", key, i);
+    auto owner = a[i].get<std::string>();
+    if (auto ok = check_owner(owner); !ok)
+      return fail(ErrorCode::invalid_argument, "parameter '{}': item {}: {}", key, i, ok.error().message);
+    out.push_back(std::move(owner));
+  }
+  return out;
+}
 
 Optional<std::vector<const nlohmann::json*>> Params::objects(std::string_view key, std::size_t max_items) const {
   auto v = find(key);

@@ -58,6 +58,7 @@ nlohmann::json to_json(const AllocationRecord& r) {
       {"address", r.address},
       {"tags", r.tags},
       {"pinned", r.pinned},
+      {"exportable", r.exportable},
       {"createdAt", iso8601(r.created_at)},
       {"lastUsedAt", iso8601(r.last_used_at)},
   };

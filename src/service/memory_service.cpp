@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "memd/owner_name.hpp"
@@ -42,6 +43,7 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
     if (b->name() == "host") host = b.get();
   if (!host) return fail(ErrorCode::internal, "the device catalog has no host backend");
   service->transfers_ = std::make_unique<TransferEngine>(*service->manager_, *host, options.transfers);
+  service->socket_path_ = options.socket_path;
   service->clock_ = options.clock ? options.clock : LeaseClock([] { return std::chrono::steady_clock::now(); });
   service->sessions_ = std::make_unique<SessionTable>(options.session_limits);
   if (options.session_sweep_interval.count() > 0) {
@@ -58,6 +60,10 @@ MemoryService::~MemoryService() {
   if (reaper_) reaper_->stop();
   reaper_.reset();
   transfers_.reset();
+  {
+    std::lock_guard lock(imports_mutex_);
+    import_holds_.clear();
+  }
   manager_.reset();
 }
 
@@ -239,9 +245,12 @@ Result<AllocationRecord> MemoryService::allocate(const Caller& caller, const All
 
 Result<AllocationRecord> MemoryService::deallocate(const Caller& caller, const AllocationId& id) {
   if (auto ok = owned(caller, id, "free"); !ok) return ok;
-  auto freed = manager_->deallocate(id);
-  if (freed) sessions_->detach(id);
-  return freed;
+  auto record = manager_->deallocate(id);
+  if (record) {
+    sessions_->detach(id);
+    freed(id);
+  }
+  return record;
 }
 
 Result<void> MemoryService::write(const Caller& caller, const AllocationId& id, std::uint64_t offset,
@@ -257,11 +266,20 @@ Result<std::vector<std::byte>> MemoryService::read(const Caller& caller, const A
 }
 
 Result<void> MemoryService::check_transfer(const Caller& caller, const TransferSpec& spec) {
-  if (auto ok = owned(caller, spec.source, spec.is_move() ? "move" : "copy from"); !ok) return fail(ok.error());
-  if (spec.destination) {
-    if (auto ok = owned(caller, *spec.destination, "copy into"); !ok) return fail(ok.error());
-    return {};
+  // Yours, or exported to you: an importer may copy in and out of what it maps.
+  auto usable = [&](const AllocationId& id, std::string_view verb) -> Result<void> {
+    auto ok = owned(caller, id, verb);
+    if (ok || ok.error().code != ErrorCode::permission_denied) return ok ? Result<void>{} : fail(ok.error());
+    for (const auto& e : exports_->exports_of(id))
+      if (std::find(e.for_owners.begin(), e.for_owners.end(), caller.owner) != e.for_owners.end()) return {};
+    return fail(ok.error());
+  };
+  if (spec.is_move()) {
+    if (auto ok = owned(caller, spec.source, "move"); !ok) return fail(ok.error());
+  } else if (auto ok = usable(spec.source, "copy from"); !ok) {
+    return ok;
   }
+  if (spec.destination) return usable(*spec.destination, "copy into");
   auto record = manager_->get(spec.source);
   if (!record) return fail(record.error());
   const DeviceId device = spec.to_device.value_or(record->device);
@@ -379,6 +397,7 @@ Result<ClearReport> MemoryService::clear(const Caller& caller, const ClearReques
     for (const auto& r : report.freed) {
       report.freed_bytes += r.size_bytes;
       sessions_->detach(r.id);
+      freed(r.id);
     }
   }
   // Trim after freeing so the memory just freed goes back to the device too.
@@ -419,6 +438,7 @@ std::vector<AllocationRecord> MemoryService::release_owner(std::string_view owne
   auto freed = manager_->free_matching(filter, /*include_pinned=*/true);
   for (const auto& r : freed) {
     sessions_->detach(r.id);
+    this->freed(r.id);
     spdlog::info("released allocation {} of '{}' ({} bytes): its host went away", r.id.to_string(), r.owner,
                  r.size_bytes);
   }
@@ -517,6 +537,7 @@ std::vector<AllocationRecord> MemoryService::release(const EndedSession& ended, 
   for (const auto& id : ended.allocations) {
     auto record = manager_->deallocate(id);
     if (record) {
+      this->freed(id);
       spdlog::info("released allocation {} of '{}' ({} bytes): session {} {}", id.to_string(), record->owner,
                    record->size_bytes, ended.session.id.to_string(), why);
       freed.push_back(std::move(*record));
@@ -526,6 +547,80 @@ std::vector<AllocationRecord> MemoryService::release(const EndedSession& ended, 
     }
   }
   return freed;
+}
+
+void MemoryService::freed(const AllocationId& id) {
+  // Its exports end: no new imports. Importers' holds keep the memory (the
+  // manager deferred the free) until their connections close.
+  (void)exports_->mark_freeing(id);
+}
+
+Result<ExportRecord> MemoryService::export_allocation(const Caller& caller, const AllocationId& id,
+                                                      std::vector<std::string> for_owners) {
+  auto record = owned(caller, id, "export");
+  if (!record) return fail(record.error());
+  if (!record->exportable)
+    return fail(ErrorCode::conflict,
+                "allocation {} is not exportable: only allocations made with \"exportable\": true have memory of "
+                "their own to share",
+                id.to_string());
+  auto made = exports_->add(id, record->owner, std::move(for_owners));
+  if (!made) return made;
+  spdlog::info("allocation {} of '{}' exported as {} for {}", id.to_string(), record->owner, made->id.to_string(),
+               fmt::join(made->for_owners, ", "));
+  return made;
+}
+
+Result<ExportRecord> MemoryService::release_export(const Caller& caller, const AllocationId& id,
+                                                   const ExportId& export_id) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  auto found = exports_->find(export_id);
+  if (!found) return found;
+  if (found->allocation != id)
+    return fail(ErrorCode::not_found, "export {} is not an export of allocation {}", export_id.to_string(),
+                id.to_string());
+  if (auto ok = require_owner(caller, found->owner, fmt::format("release export {}", export_id.to_string())); !ok)
+    return fail(ok.error());
+  return exports_->release(export_id);
+}
+
+Result<ImportGrant> MemoryService::import_export(const Caller& caller, const ExportId& export_id,
+                                                 std::uint64_t connection) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  auto found = exports_->find(export_id);
+  if (!found) return fail(found.error());
+  // The hold first: once it is taken a free of the allocation waits for this
+  // connection, so the descriptor sent below never outlives the books.
+  auto hold = manager_->hold(found->allocation);
+  if (!hold) return fail(ErrorCode::not_found, "export {}: its allocation is gone ({})", export_id.to_string(),
+                         hold.error().message);
+  auto imported = exports_->import(export_id, caller.owner, caller.admin, connection);
+  if (!imported) return fail(imported.error());
+  auto fd = manager_->export_fd(*hold);
+  if (!fd) return fail(fd.error());
+  ImportGrant grant;
+  grant.export_record = *found;
+  grant.allocation = *manager_->get(found->allocation);
+  grant.segment = fd->second;
+  grant.fd = fd->first;
+  if (auto info = catalog_->info(grant.allocation.device)) grant.gpu_uuid = info->uuid;
+  spdlog::info("export {} of allocation {} imported by '{}' (connection {})", export_id.to_string(),
+               found->allocation.to_string(), caller.owner, connection);
+  std::lock_guard lock(imports_mutex_);
+  import_holds_.emplace(connection, std::move(*hold));
+  return grant;
+}
+
+void MemoryService::importer_closed(std::uint64_t connection) {
+  (void)exports_->connection_closed(connection);
+  std::vector<AllocationHold> dropped;
+  {
+    std::lock_guard lock(imports_mutex_);
+    auto [first, last] = import_holds_.equal_range(connection);
+    for (auto it = first; it != last; ++it) dropped.push_back(std::move(it->second));
+    import_holds_.erase(first, last);
+  }
+  // The holds go here, unlocked: a deferred free lands now.
 }
 
 Result<void> MemoryService::validate() const {

@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -44,6 +45,7 @@
 #include "backends/device_catalog.hpp"
 #include "memd/error.hpp"
 #include "service/caller.hpp"
+#include "service/export_table.hpp"
 #include "service/lease_reaper.hpp"
 #include "service/reports.hpp"
 #include "service/session_table.hpp"
@@ -61,6 +63,18 @@ struct ServiceOptions {
   LeaseClock clock;
   SessionLimits session_limits;
   TransferOptions transfers;
+  // Where peers import exports (memd serve --socket); told to exporters.
+  std::string socket_path;
+};
+
+// What an importer receives over the socket: the descriptor and where the
+// allocation's bytes are in what it maps.
+struct ImportGrant {
+  ExportRecord export_record;
+  AllocationRecord allocation;
+  ShareableSegment segment;  // kind, and size: what the descriptor covers
+  int fd = -1;               // the caller sends it, then closes it
+  std::string gpu_uuid;      // VRAM of a GPU: which one (CUDA_VISIBLE_DEVICES may renumber)
 };
 
 class MemoryService {
@@ -111,6 +125,23 @@ class MemoryService {
   Result<BatchReport> cancel_batch(const Caller& caller, const BatchId& id);
   Result<CopyResult> copy(const Caller& caller, const TransferSpec& spec);
 
+  // Exports (DESIGN.md, "Memory other processes use"). export: the
+  // allocation's owner (or the admin) grants `for_owners` the right to map
+  // it; it must be exportable (conflict otherwise). release: no new imports;
+  // a second release is not_found. import: over the socket, by one of the
+  // export's owners on `connection`; the allocation is held (its memory and
+  // its bytes counted, even if its owner frees it) until importer_closed()
+  // for that connection.
+  Result<ExportRecord> export_allocation(const Caller& caller, const AllocationId& id,
+                                         std::vector<std::string> for_owners);
+  Result<ExportRecord> release_export(const Caller& caller, const AllocationId& id, const ExportId& export_id);
+  Result<ImportGrant> import_export(const Caller& caller, const ExportId& export_id, std::uint64_t connection);
+  void importer_closed(std::uint64_t connection);
+  ExportCounts export_counts() const { return exports_->counts(); }
+  const std::string& socket_path() const noexcept { return socket_path_; }
+  // Set once, before requests are served (the path is known after bind).
+  void set_socket_path(std::string path) { socket_path_ = std::move(path); }
+
   Limits limits() const;
   // Applies one change and returns the limits now in force. Admin only:
   // an owner that could raise its own quota would have none.
@@ -157,6 +188,8 @@ class MemoryService {
   Result<void> check_transfer(const Caller& caller, const TransferSpec& spec);
   // A report's submitter is the caller, or the caller is the admin.
   Result<void> check_submitter(const Caller& caller, const std::string& owner, std::string_view what);
+  // An allocation was freed (or its free deferred): its exports end.
+  void freed(const AllocationId& id);
   // Frees an ended session's allocations, logging each; returns what it freed.
   std::vector<AllocationRecord> release(const EndedSession& ended, std::string_view why);
 
@@ -164,6 +197,12 @@ class MemoryService {
   std::unique_ptr<MemoryManager> manager_;
   // After the manager: transfers hold its allocations, and go first.
   std::unique_ptr<TransferEngine> transfers_;
+  std::unique_ptr<ExportTable> exports_ = std::make_unique<ExportTable>();
+  std::string socket_path_;
+  // One hold per import, by connection: an importer's mapping keeps the
+  // memory until its connection closes.
+  std::mutex imports_mutex_;
+  std::multimap<std::uint64_t, AllocationHold> import_holds_;
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   // Limit updates are read-modify-write of the manager's whole Limits value.
   std::mutex limits_mutex_;

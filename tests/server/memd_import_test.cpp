@@ -39,10 +39,10 @@ constexpr std::uint64_t kSeed = 9;
 
 // memory_import of kExport → a descriptor of its memfd; anything else is
 // not_found, as memd answers an unknown export.
-class ImportHandler : public SocketHandler {
+class PatternImportHandler : public SocketHandler {
  public:
-  ImportHandler() : memfd_(testing::pattern_memfd(kSeed, kFileBytes)) {}
-  ~ImportHandler() override {
+  PatternImportHandler() : memfd_(testing::pattern_memfd(kSeed, kFileBytes)) {}
+  ~PatternImportHandler() override {
     if (memfd_ >= 0) ::close(memfd_);
   }
 
@@ -162,7 +162,7 @@ class MemdImportTest : public ::testing::Test {
   std::string python_;
   testing::TempSocketDir dir_;
   const std::string path_ = dir_.file("memd.sock");
-  ImportHandler handler_;
+  PatternImportHandler handler_;
   std::unique_ptr<UnixSocketServer> server_;
 };
 

@@ -33,6 +33,10 @@ struct ServeFlags {
   std::string max_upload = "1GiB";
   std::string log_level = "info";  // debug adds one line per request
   int write_timeout_s = 30;         // HttpOptions::write_timeout
+  // The Unix socket exports are imported over: "auto" (beside the port, in
+  // $XDG_RUNTIME_DIR or /tmp), a path, or "off".
+  std::string socket = "auto";
+  std::string pinned_limit;  // the pinned pool's limit ("" = a quarter of RAM)
 };
 
 struct StdioFlags {

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <memory>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -20,7 +22,10 @@
 #include "protocol/api_doc.hpp"
 #include "protocol/json_parse.hpp"
 #include "protocol/wire_encoding.hpp"
+#include "server/http/caller.hpp"
 #include "server/http/http_server.hpp"
+#include "server/socket/import_handler.hpp"
+#include "server/socket/unix_socket_server.hpp"
 #include "server/stdio/stdio_server.hpp"
 #include "service/memory_service.hpp"
 #include "shutdown_report.hpp"
@@ -111,6 +116,11 @@ int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
 
   auto options = service_options(engine);
   if (!options) return report(options.error());
+  if (!flags.pinned_limit.empty()) {
+    auto limit = size_flag("--pinned-limit", flags.pinned_limit);
+    if (!limit) return report(limit.error());
+    options->manager.pinned_limit_bytes = *limit;
+  }
   // SIGINT/SIGTERM are taken by one thread with sigwait, so the server's
   // threads never run a signal handler and shutdown is an orderly stop().
   sigset_t signals;
@@ -125,7 +135,21 @@ int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
   auto port = server.bind();
   if (!port) return report(port.error());
   const std::string host = http.host.find(':') != std::string::npos ? "[" + http.host + "]" : http.host;
+  std::unique_ptr<ImportHandler> import_handler;
+  std::unique_ptr<UnixSocketServer> socket;
+  if (flags.socket != "off") {
+    std::string path = flags.socket;
+    if (path == "auto") {
+      const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+      path = fmt::format("{}/memd-{}-{}.sock", runtime && *runtime ? runtime : "/tmp", ::getuid(), *port);
+    }
+    import_handler = std::make_unique<ImportHandler>(**service);
+    socket = std::make_unique<UnixSocketServer>(path, *import_handler, CallerResolver(http.token, http.tokens));
+    if (auto ok = socket->start(); !ok) return report(ok.error());
+    (*service)->set_socket_path(path);
+  }
   std::printf("memd listening on http://%s:%d\n", host.c_str(), *port);
+  if (socket) std::printf("memd exports on unix:%s\n", socket->path().c_str());
   std::fflush(stdout);
   spdlog::info("memd {} serving {} device(s) on {}:{}", version(), (*service)->devices().size(),
                host, *port);
@@ -152,6 +176,7 @@ int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
   served.store(true);
   pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
+  if (socket) socket->stop();  // importers' holds go before the release below
   if (!ran) return report(ran.error());
   release_at_shutdown(**service);
   spdlog::info("memd stopped");

@@ -75,6 +75,14 @@ int main(int argc, char** argv) {
                         "(slow or stalled consumers are cut after this)")
       ->check(CLI::Range(1, 86'400))
       ->capture_default_str();
+  serve_cmd->add_option("--socket", serve.socket,
+                        "Unix socket where other processes import exports (memory_export): a PATH, auto "
+                        "($XDG_RUNTIME_DIR or /tmp, memd-UID-PORT.sock) or off. Mode 0660; peers prove their owner "
+                        "on it as over REST")
+      ->capture_default_str();
+  serve_cmd->add_option("--pinned-limit", serve.pinned_limit,
+                        "Most pinned host memory memd holds (SharedMemory allocations and transfer staging "
+                        "buffers); default a quarter of RAM");
   serve_cmd->add_option("--log-level", serve.log_level,
                         "trace, debug (adds a line per request), info (a traffic summary a minute), warn, error, off")
       ->capture_default_str();
