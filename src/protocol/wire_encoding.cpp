@@ -134,6 +134,7 @@ nlohmann::json to_json(const MemoryStatusReport& report) {
                      {"stagingBufferBytes", p.staging.buffer_bytes},
                      {"stagingBuffersInUse", p.staging.buffers_in_use},
                      {"stagingBytesInUse", p.staging.bytes_in_use},
+                     {"stagingIdleBuffers", p.staging.idle_buffers},
                      {"stagingLeases", p.staging.leases},
                      {"stagingShortLeases", p.staging.short_leases},
                      {"stagingRefused", p.staging.refused}};

@@ -401,6 +401,7 @@ Result<ClearReport> MemoryService::clear(const Caller& caller, const ClearReques
     }
   }
   // Trim after freeing so the memory just freed goes back to the device too.
+  transfers_->trim();
   report.released_bytes = manager_->trim();
   return report;
 }
@@ -408,6 +409,7 @@ Result<ClearReport> MemoryService::clear(const Caller& caller, const ClearReques
 OptimizeReport MemoryService::optimize() {
   OptimizeReport report;
   report.reserved_before = reserved_total();
+  transfers_->trim();  // idle staging buffers first, so the pinned pool can give them back
   report.released_bytes = manager_->trim();
   report.reserved_after = reserved_total();
   return report;

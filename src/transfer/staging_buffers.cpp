@@ -18,13 +18,34 @@ Result<DevicePool*> StagingBuffers::pool() {
   return pool_;
 }
 
+StagingBuffers::~StagingBuffers() { (void)trim(); }
+
+std::uint64_t StagingBuffers::trim() {
+  std::vector<std::byte*> idle;
+  DevicePool* pool = nullptr;
+  {
+    std::lock_guard lock(pool_mutex_);
+    idle.swap(idle_);
+    pool = pool_;
+  }
+  for (auto* b : idle) (void)pool->deallocate(b);
+  return idle.size() * buffer_bytes_;
+}
+
 Result<StagingBuffers::Lease> StagingBuffers::acquire(unsigned count) {
-  auto p = pool();
-  if (!p) return fail(p.error());
   Lease lease;
   lease.owner_ = this;
+  {
+    std::lock_guard lock(pool_mutex_);
+    while (lease.buffers_.size() < count && !idle_.empty()) {
+      lease.buffers_.push_back(idle_.back());
+      idle_.pop_back();
+    }
+  }
+  auto p = pool();
+  if (!p) return fail(p.error());
   Error last{ErrorCode::out_of_memory, "no pinned staging buffer"};
-  for (unsigned i = 0; i < count; ++i) {
+  for (unsigned i = static_cast<unsigned>(lease.buffers_.size()); i < count; ++i) {
     auto block = (*p)->allocate(buffer_bytes_);
     if (!block) {
       last = block.error();
@@ -52,6 +73,8 @@ StagingStats StagingBuffers::stats() const {
   s.leases = leases_.load(std::memory_order_relaxed);
   s.short_leases = short_.load(std::memory_order_relaxed);
   s.refused = refused_.load(std::memory_order_relaxed);
+  std::lock_guard lock(pool_mutex_);
+  s.idle_buffers = idle_.size();
   return s;
 }
 
@@ -69,7 +92,15 @@ StagingBuffers::Lease& StagingBuffers::Lease::operator=(Lease&& o) noexcept {
 
 void StagingBuffers::Lease::release() noexcept {
   if (!owner_) return;
-  for (auto* b : buffers_) (void)owner_->pool_->deallocate(b);
+  std::vector<std::byte*> surplus;
+  {
+    std::lock_guard lock(owner_->pool_mutex_);
+    for (auto* b : buffers_) {
+      if (owner_->idle_.size() < kIdleBuffers) owner_->idle_.push_back(b);
+      else surplus.push_back(b);
+    }
+  }
+  for (auto* b : surplus) (void)owner_->pool_->deallocate(b);
   owner_->in_use_.fetch_sub(buffers_.size(), std::memory_order_relaxed);
   buffers_.clear();
   owner_ = nullptr;

@@ -105,6 +105,8 @@ class TransferEngine {
 
   TransferStats stats() const;
   StagingStats staging() const { return staging_.stats(); }
+  // Idle staging buffers back to the pinned pool; the bytes.
+  std::uint64_t trim() { return staging_.trim(); }
 
  private:
   struct Job;
