@@ -196,6 +196,96 @@ class Mapping:
         self.map.close()
 
 
+class CudaMapping:
+    """VRAM of a cuda-posix-fd handle, imported through the driver API with
+    ctypes (the standard library; the driver's libcuda.so.1 must be there):
+    cuMemImportFromShareableHandle, an address range of our own, cuMemMap and
+    cuMemSetAccess on the GPU whose UUID memd named (CUDA_VISIBLE_DEVICES may
+    renumber it here), then cuMemcpyDtoH / HtoD for --read and --write."""
+
+    POSIX_FD = 1  # CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
+    LOCATION_DEVICE = 1  # CU_MEM_LOCATION_TYPE_DEVICE
+    READWRITE = 3  # CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+
+    def __init__(self, fd, result):
+        import ctypes
+
+        self.ct = ctypes
+        try:
+            self.cu = ctypes.CDLL("libcuda.so.1")
+        except OSError as e:
+            raise Failed(f"a VRAM export needs the CUDA driver (libcuda.so.1): {e}") from e
+        self.size = whole_number(result, "sizeBytes")
+        self.offset = whole_number(result, "offset")
+        self.map_size = whole_number(result, "mapSize")
+        if self.offset + self.size > self.map_size:
+            raise Failed(f"offset {self.offset} + sizeBytes {self.size} do not fit in mapSize {self.map_size}")
+        self.check(self.cu.cuInit(0), "cuInit")
+        self.device = self.find_device(result.get("gpuUuid"))
+        ctx = ctypes.c_void_p()
+        self.check(self.cu.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), self.device), "cuDevicePrimaryCtxRetain")
+        self.check(self.cu.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+        self.handle = ctypes.c_ulonglong()
+        self.check(self.cu.cuMemImportFromShareableHandle(ctypes.byref(self.handle), ctypes.c_void_p(fd),
+                                                          self.POSIX_FD), "cuMemImportFromShareableHandle")
+        self.ptr = ctypes.c_ulonglong()
+        self.check(self.cu.cuMemAddressReserve(ctypes.byref(self.ptr), ctypes.c_size_t(self.map_size),
+                                               ctypes.c_size_t(0), ctypes.c_ulonglong(0), ctypes.c_ulonglong(0)),
+                   "cuMemAddressReserve")
+        self.check(self.cu.cuMemMap(self.ptr, ctypes.c_size_t(self.map_size), ctypes.c_size_t(0), self.handle,
+                                    ctypes.c_ulonglong(0)), "cuMemMap")
+
+        class Location(ctypes.Structure):
+            _fields_ = [("type", ctypes.c_int), ("id", ctypes.c_int)]
+
+        class AccessDesc(ctypes.Structure):
+            _fields_ = [("location", Location), ("flags", ctypes.c_int)]
+
+        desc = AccessDesc(Location(self.LOCATION_DEVICE, self.device), self.READWRITE)
+        self.check(self.cu.cuMemSetAccess(self.ptr, ctypes.c_size_t(self.map_size), ctypes.byref(desc),
+                                          ctypes.c_size_t(1)), "cuMemSetAccess")
+
+    def check(self, status, what):
+        if status != 0:
+            raise Failed(f"{what} failed with CUDA error {status}")
+
+    def find_device(self, uuid):
+        ct = self.ct
+        count = ct.c_int()
+        self.check(self.cu.cuDeviceGetCount(ct.byref(count)), "cuDeviceGetCount")
+        for ordinal in range(count.value):
+            dev = ct.c_int()
+            self.check(self.cu.cuDeviceGet(ct.byref(dev), ordinal), "cuDeviceGet")
+            raw = (ct.c_ubyte * 16)()
+            getter = getattr(self.cu, "cuDeviceGetUuid_v2", None) or self.cu.cuDeviceGetUuid
+            self.check(getter(raw, dev), "cuDeviceGetUuid")
+            h = bytes(raw).hex()
+            text = f"GPU-{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+            if uuid is None or text == uuid:
+                return dev.value
+        raise Failed(f"no GPU here has UUID {uuid}")
+
+    def span(self, at, length):
+        if at < 0 or length < 0 or at + length > self.size:
+            raise Failed(f"{length} bytes at {at} reach past the allocation's {self.size} bytes")
+        return self.ptr.value + self.offset + at
+
+    def read(self, at, length):
+        out = self.ct.create_string_buffer(length)
+        self.check(self.cu.cuMemcpyDtoH_v2(out, self.ct.c_ulonglong(self.span(at, length)), self.ct.c_size_t(length)),
+                   "cuMemcpyDtoH")
+        return out.raw
+
+    def write(self, at, data):
+        self.check(self.cu.cuMemcpyHtoD_v2(self.ct.c_ulonglong(self.span(at, len(data))), data,
+                                           self.ct.c_size_t(len(data))), "cuMemcpyHtoD")
+
+    def close(self):
+        self.cu.cuMemUnmap(self.ptr, self.ct.c_size_t(self.map_size))
+        self.cu.cuMemAddressFree(self.ptr, self.ct.c_size_t(self.map_size))
+        self.cu.cuMemRelease(self.handle)
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.print_usage(sys.stderr)
@@ -264,7 +354,10 @@ def run(args):
         if len(fds) != 1:
             raise Failed(f"memory_import answered {len(fds)} descriptors, not 1")
         if not args.no_map:
-            mapping = Mapping(fds[0], result, writable=data is not None)
+            if result.get("handleType") == "cuda-posix-fd":
+                mapping = CudaMapping(fds[0], result)
+            else:
+                mapping = Mapping(fds[0], result, writable=data is not None)
             close_all(fds)  # the mapping keeps the memory; the connection keeps the import
             fds = []
             if data is not None:
