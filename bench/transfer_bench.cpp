@@ -288,7 +288,7 @@ json engine_json(const TransferOptions& e) {
           {"chunk_bytes", e.copy.chunk_bytes},
           {"window_chunks", e.copy.window_chunks},
           {"staging_buffers", e.copy.staging_buffers},
-          {"host_copy_threads", e.host_copy_threads}};
+          {"host_copy_threads", resolved_copy_threads(e.host_copy_threads)}};
 }
 
 // ---------------------------------------------------------------------------
@@ -916,7 +916,7 @@ std::string fmt_size(std::uint64_t bytes) {
 
 std::string fmt_engine(const TransferOptions& e) {
   return fmt::format("workers {}, chunk {}, window {} chunks, staging {} x chunk, host copy threads {}", e.workers,
-                     fmt_size(e.copy.chunk_bytes), e.copy.window_chunks, e.copy.staging_buffers, e.host_copy_threads);
+                     fmt_size(e.copy.chunk_bytes), e.copy.window_chunks, e.copy.staging_buffers, resolved_copy_threads(e.host_copy_threads));
 }
 
 // Runs the bars; fills `out` ("copies", "bars"); false when a copy failed.

@@ -40,7 +40,7 @@ struct CopyLimits {
   std::uint64_t chunk_bytes = 8ull << 20;
   // Device to device the copy engines move a chunk in microseconds, so an
   // event per 8 MiB would cost more than the copy: larger chunks there.
-  std::uint64_t device_chunk_bytes = 64ull << 20;
+  std::uint64_t device_chunk_bytes = 256ull << 20;
   unsigned window_chunks = 8;
   unsigned staging_buffers = 4;  // ring of the staged path, each chunk_bytes
   bool stage_host_devices = false;  // transfer/copy_path.hpp

@@ -35,6 +35,16 @@ Result<void> copy_now(const AllocationLocation& at, void* dst, const void* src, 
 
 SystemTime now() { return std::chrono::system_clock::now(); }
 
+}  // namespace
+
+unsigned resolved_copy_threads(unsigned asked) {
+  if (asked != TransferOptions::kAutoThreads) return asked;
+  const unsigned cores = std::max(2u, std::thread::hardware_concurrency());
+  return std::clamp(cores / 2 - 1, 1u, 7u);
+}
+
+namespace {
+
 Result<void> check_range(const char* side, const AllocationId& id, std::uint64_t allocation_bytes,
                          std::uint64_t offset, std::uint64_t bytes) {
   if (offset > allocation_bytes || bytes > allocation_bytes - offset)
@@ -51,7 +61,7 @@ TransferEngine::TransferEngine(MemoryManager& manager, Backend& host_backend, Tr
       host_backend_(host_backend),
       options_(options),
       staging_(manager, options.copy.chunk_bytes),
-      threads_(options.host_copy_threads),
+      threads_(resolved_copy_threads(options.host_copy_threads)),
       copier_(host_backend, streams_, staging_, threads_, options.copy) {
   const unsigned n = std::max(1u, options_.workers);
   workers_.reserve(n);

@@ -52,12 +52,20 @@ namespace memd {
 struct TransferOptions {
   unsigned workers = 4;            // transfers running at once
   CopyLimits copy;                 // chunks, windows, staging ring
-  unsigned host_copy_threads = 3;  // helpers of the staged path's CPU side
+  // Helpers of the staged path's CPU side. One core copies pageable memory
+  // at ~9 GB/s; on an H100 host 7 helpers took pageable↔device from 17–25 to
+  // 42 GB/s (docs/benchmarks.md, "Transfers"). kAutoThreads: half the cores
+  // less one, 1..7.
+  static constexpr unsigned kAutoThreads = ~0u;
+  unsigned host_copy_threads = kAutoThreads;
   std::size_t finished_kept = 10'000;       // finished reports kept for status()
   std::size_t max_batch = 1024;             // members in one batch
   std::size_t max_unfinished = 65'536;      // pending + running, all owners
   std::size_t max_unfinished_per_owner = 4096;
 };
+
+// The helper threads an engine with these options runs (kAutoThreads resolved).
+unsigned resolved_copy_threads(unsigned asked);
 
 struct CopyResult {
   std::uint64_t bytes = 0;
