@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <sys/wait.h>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -192,6 +194,39 @@ TEST_F(ExportImportTest, AnImporterKeepsTheMemoryCountedAfterTheOwnersSessionEnd
   for (int i = 0; i < 500 && usage() != 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(usage(), 0u);
   EXPECT_FALSE(alice.get("/api/memory/allocations/" + id));
+}
+
+// The CLI verbs: allocate --exportable, export --for, export-release.
+TEST_F(ExportImportTest, TheCliExportsAndReleases) {
+  auto cli = [&](const std::string& args) {
+    const std::string command = std::string(MEMD_BINARY) + " " + args + " --url " + url_ + " --token alice-token 2>&1";
+    std::string out;
+    FILE* p = ::popen(command.c_str(), "r");
+    char buf[4096];
+    while (p && std::fgets(buf, sizeof buf, p)) out += buf;
+    const int status = p ? ::pclose(p) : -1;
+    return std::pair{WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  };
+  auto [code, made] = cli("allocate 1MiB --device host:0 --exportable --json");
+  ASSERT_EQ(code, 0) << made;
+  const std::string id = json::parse(made)["allocationId"];
+  auto [code2, exported] = cli("export " + id + " --for worker --json");
+  ASSERT_EQ(code2, 0) << exported;
+  const std::string export_id = json::parse(exported)["exportId"];
+  auto read = run_peer({"--token", "worker-token", "--read", "4", export_id});
+  EXPECT_EQ(read.status, 0) << read.out;
+  EXPECT_EQ(read.out, "00000000\n");  // fresh memory reads as zero
+  auto [code3, released] = cli("export-release " + id + " " + export_id);
+  EXPECT_EQ(code3, 0) << released;
+  EXPECT_NE(released.find("released"), std::string::npos) << released;
+  auto [code4, again] = cli("export-release " + id + " " + export_id);
+  EXPECT_EQ(code4, 1) << again;
+  EXPECT_NE(again.find("not_found"), std::string::npos) << again;
+  auto [code5, plain] = cli("allocate 4KiB --device host:0 --json");
+  ASSERT_EQ(code5, 0);
+  auto [code6, refused] = cli("export " + json::parse(plain)["allocationId"].get<std::string>() + " --for worker");
+  EXPECT_EQ(code6, 1) << refused;
+  EXPECT_NE(refused.find("conflict"), std::string::npos) << refused;
 }
 
 }  // namespace

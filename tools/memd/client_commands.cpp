@@ -124,6 +124,7 @@ int run_allocate(const ClientFlags& c, const AllocateFlags& f) {
   if (!f.allocation_type.empty()) body["allocationType"] = f.allocation_type;
   if (!f.tags.empty()) body["tags"] = f.tags;
   if (f.pinned) body["pinned"] = true;
+  if (f.exportable) body["exportable"] = true;
   return finish(c, api.post("/api/memory/allocations", body),
                 [](const nlohmann::json& r) { print_allocation(r, "allocated"); });
 }
@@ -406,6 +407,34 @@ int run_transfer_status(const ClientFlags& c, const std::string& id) {
 int run_transfer_cancel(const ClientFlags& c, const std::string& id) {
   ApiClient api(c.client);
   return finish(c, api.del("/api/memory/transfers/" + url_encode(id)), print_transfer);
+}
+
+namespace {
+
+void print_export(const nlohmann::json& r) {
+  std::string owners;
+  for (const auto& o : r.value("owners", nlohmann::json::array())) owners += (owners.empty() ? "" : ", ") + o.get<std::string>();
+  std::cout << (r.value("released", false) ? "released" : "exported") << " " << text(r, "allocationId") << " as "
+            << text(r, "exportId") << " for " << owners;
+  if (r.contains("socket") && r["socket"].is_string())
+    std::cout << "\nimport it over unix:" << r["socket"].get<std::string>()
+              << " (memory_import, e.g. python3 tools/memd_import.py --socket " << r["socket"].get<std::string>()
+              << " " << text(r, "exportId") << ")";
+  std::cout << "\n";
+}
+
+}  // namespace
+
+int run_export(const ClientFlags& c, const std::string& id, const std::vector<std::string>& owners) {
+  ApiClient api(c.client);
+  return finish(c, api.post("/api/memory/allocations/" + url_encode(id) + "/export", {{"owners", owners}}),
+                print_export);
+}
+
+int run_export_release(const ClientFlags& c, const std::string& id, const std::string& export_id) {
+  ApiClient api(c.client);
+  return finish(c, api.del("/api/memory/allocations/" + url_encode(id) + "/export/" + url_encode(export_id)),
+                print_export);
 }
 
 }  // namespace memd::cli

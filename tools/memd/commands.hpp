@@ -68,6 +68,7 @@ struct AllocateFlags {
   std::string size, type, device, name, priority, allocation_type;
   std::vector<std::string> tags;
   bool pinned = false;
+  bool exportable = false;
 };
 
 struct LimitsFlags {
@@ -112,6 +113,9 @@ int run_session_close(const ClientFlags& c, const std::string& id);
 int run_transfer(const ClientFlags& c, const TransferFlags& f);
 int run_move(const ClientFlags& c, const MoveFlags& f);
 int run_copy(const ClientFlags& c, const TransferFlags& f);
+// memory_export for the owners named; memory_export_release.
+int run_export(const ClientFlags& c, const std::string& id, const std::vector<std::string>& owners);
+int run_export_release(const ClientFlags& c, const std::string& id, const std::string& export_id);
 int run_transfer_status(const ClientFlags& c, const std::string& id);
 int run_transfer_cancel(const ClientFlags& c, const std::string& id);
 

@@ -140,6 +140,8 @@ int main(int argc, char** argv) {
   alloc_cmd->add_option("--allocation-type", alloc.allocation_type,
                         "What it holds: Model, Tensor, Buffer, Cache, Workspace or Staging");
   alloc_cmd->add_option("--tags", alloc.tags, "Tags, comma-separated (e.g. unet,fp16)")->delimiter(',');
+  alloc_cmd->add_flag("--exportable", alloc.exportable,
+                      "Memory of its own that other processes may map (memd export); never moves");
   alloc_cmd->add_flag("--pinned", alloc.pinned, "Never move it (defragmentation); clear frees it only with --include-pinned");
   alloc_cmd->callback([&] { exit_code = run_allocate(client, alloc); });
 
@@ -246,6 +248,20 @@ int main(int argc, char** argv) {
   copy_cmd->add_option("--dst-offset", copy.destination_offset, "Where in the destination to start (default 0)");
   copy_cmd->add_option("--size", copy.size, "Bytes to copy (default: the source from --src-offset to its end)");
   copy_cmd->callback([&] { exit_code = run_copy(client, copy); });
+
+  std::string export_id, export_handle;
+  std::vector<std::string> export_owners;
+  auto* export_cmd = app.add_subcommand(
+      "export", "Let other processes of the named owners map an exportable allocation (memory_export)");
+  add_client_flags(export_cmd, client);
+  export_cmd->add_option("id", export_id, "Allocation id (allocated with --exportable)")->required();
+  export_cmd->add_option("--for", export_owners, "Owner who may import it (repeatable, 1..64)")->required();
+  export_cmd->callback([&] { exit_code = run_export(client, export_id, export_owners); });
+  auto* unexport_cmd = app.add_subcommand("export-release", "End an export: no new imports (memory_export_release)");
+  add_client_flags(unexport_cmd, client);
+  unexport_cmd->add_option("id", export_id, "Allocation id")->required();
+  unexport_cmd->add_option("export", export_handle, "Export id")->required();
+  unexport_cmd->callback([&] { exit_code = run_export_release(client, export_id, export_handle); });
 
   std::string transfer_id;
   auto* tstatus_cmd = app.add_subcommand("transfer-status", "A transfer's or a batch's report");
