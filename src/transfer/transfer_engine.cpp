@@ -226,18 +226,23 @@ void TransferEngine::execute(const std::shared_ptr<Job>& self) {
   if (job.report.kind == TransferKind::Move) {
     outcome = execute_move(job);
   } else {
-    CopyControl control;
-    control.cancel = &job.cancel;
-    control.max_bytes_per_second = job.report.max_bytes_per_second;
-    control.progress = [&job](std::uint64_t done, CopyPath path) {
-      job.bytes_done.store(done, std::memory_order_relaxed);
-      job.path.store(static_cast<int>(path), std::memory_order_relaxed);
-    };
     outcome = copier_.run(CopySide{&job.source, {}, job.report.source_offset},
                           CopySide{&job.destination, {}, job.report.destination_offset}, job.report.size_bytes,
-                          control);
+                          control_of(job));
   }
   finish(self, outcome);
+}
+
+// A job's cancel flag and pace, and progress into its atomics.
+CopyControl TransferEngine::control_of(Job& job) {
+  CopyControl control;
+  control.cancel = &job.cancel;
+  control.max_bytes_per_second = job.report.max_bytes_per_second;
+  control.progress = [&job](std::uint64_t done, CopyPath path) {
+    job.bytes_done.store(done, std::memory_order_relaxed);
+    job.path.store(static_cast<int>(path), std::memory_order_relaxed);
+  };
+  return control;
 }
 
 CopyOutcome TransferEngine::execute_move(Job& job) {
@@ -248,14 +253,8 @@ CopyOutcome TransferEngine::execute_move(Job& job) {
   if (!target) return CopyOutcome{CopyStop::Failed, 0, CopyPath::HostMemcpy, target.error()};
   AllocationLocation block{&target->pool->backend(), target->pool, target->device, target->type,
                            static_cast<std::byte*>(target->ptr), job.report.size_bytes};
-  CopyControl control;
-  control.cancel = &job.cancel;
-  control.max_bytes_per_second = job.report.max_bytes_per_second;
-  control.progress = [&job](std::uint64_t done, CopyPath path) {
-    job.bytes_done.store(done, std::memory_order_relaxed);
-    job.path.store(static_cast<int>(path), std::memory_order_relaxed);
-  };
-  auto outcome = copier_.run(CopySide{&job.source, {}, 0}, CopySide{nullptr, block, 0}, job.report.size_bytes, control);
+  auto outcome =
+      copier_.run(CopySide{&job.source, {}, 0}, CopySide{nullptr, block, 0}, job.report.size_bytes, control_of(job));
   if (outcome.stop == CopyStop::Done && job.source.freeing()) outcome.stop = CopyStop::SourceFreed;
   if (outcome.stop != CopyStop::Done) {
     manager_.abort_move(job.source, *target);

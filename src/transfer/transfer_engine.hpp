@@ -130,6 +130,7 @@ class TransferEngine {
   void work();
   void execute(const std::shared_ptr<Job>& job);
   CopyOutcome execute_move(Job& job);
+  static CopyControl control_of(Job& job);
   void finish(const std::shared_ptr<Job>& job, CopyOutcome outcome);
   TransferReport snapshot(const Job& job) const;  // mutex_ held
   BatchReport batch_report(const BatchId& id, const Batch& b) const;  // mutex_ held
