@@ -106,6 +106,8 @@ class HostBackend final : public Backend {
   }
   std::uint64_t new_handle();
   Result<void> check_vm_device(DeviceId device) const;
+  // A segment request's device and size (both kinds of segment).
+  Result<void> check_request(DeviceId device, std::uint64_t bytes) const;
   Result<std::shared_ptr<RangeState>> find_range(const VirtualRange& range) const;
   // find_range, then check_page_run of [offset, +bytes): map/unmap's checks.
   Result<std::shared_ptr<RangeState>> find_range_run(const VirtualRange& range,
@@ -361,12 +363,17 @@ std::uint64_t HostBackend::physical_bytes(DeviceId device) const {
 
 // --- segments ---------------------------------------------------------------
 
-Result<Segment> HostBackend::allocate(DeviceId device, MemoryType type, std::uint64_t bytes) {
+Result<void> HostBackend::check_request(DeviceId device, std::uint64_t bytes) const {
   if (!serves(device))
     return fail(ErrorCode::not_found, "the host backend has no device {}", device.to_string());
   if (bytes == 0) return fail(ErrorCode::invalid_argument, "cannot allocate 0 bytes");
   if (bytes > kMaxRequestBytes)
     return fail(ErrorCode::invalid_argument, "{} bytes exceeds the largest request", bytes);
+  return {};
+}
+
+Result<Segment> HostBackend::allocate(DeviceId device, MemoryType type, std::uint64_t bytes) {
+  if (auto ok = check_request(device, bytes); !ok) return fail(ok.error());
   const bool host_device = device.kind() == DeviceKind::Host;
   const bool type_ok = host_device ? type == MemoryType::VRAM
                                    : (type == MemoryType::RAM || type == MemoryType::SharedMemory ||
@@ -419,11 +426,7 @@ bool HostBackend::can_access_peer(DeviceId a, DeviceId b) const {
 
 Result<ShareableSegment> HostBackend::allocate_shareable(DeviceId device, MemoryType type,
                                                          std::uint64_t bytes) {
-  if (!serves(device))
-    return fail(ErrorCode::not_found, "the host backend has no device {}", device.to_string());
-  if (bytes == 0) return fail(ErrorCode::invalid_argument, "cannot allocate 0 bytes");
-  if (bytes > kMaxRequestBytes)
-    return fail(ErrorCode::invalid_argument, "{} bytes exceeds the largest request", bytes);
+  if (auto ok = check_request(device, bytes); !ok) return fail(ok.error());
   const bool host_device = device.kind() == DeviceKind::Host;
   // UnifiedMemory is CUDA managed memory on a GPU box: it cannot be exported.
   const bool type_ok = host_device ? type == MemoryType::VRAM
