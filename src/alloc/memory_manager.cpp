@@ -217,6 +217,13 @@ Result<AllocationHold> MemoryManager::hold(const AllocationId& id) {
 
 void MemoryManager::touch(const AllocationHold& hold) { registry_.touch(hold.entry()); }
 
+Result<void> MemoryManager::set_exported(const AllocationId& id, bool exported) {
+  auto held = hold(id);
+  if (!held) return fail(held.error());
+  registry_.set_status(held->entry(), exported ? MemoryAllocationStatus::Exported : MemoryAllocationStatus::Allocated);
+  return {};
+}
+
 void MemoryManager::unhold(AllocationRegistry::Entry& entry) noexcept {
   AllocationRegistry::EntryPtr gone;
   {

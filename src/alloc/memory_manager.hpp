@@ -106,6 +106,9 @@ class MemoryManager {
   Result<AllocationHold> hold(const AllocationId& id);
   // Records a use of the allocation (last_used_at = now).
   void touch(const AllocationHold& hold);
+  // Exported (a live export) or back to Allocated; never over Freeing or
+  // Moving's own bookkeeping. Unknown or being freed: not_found.
+  Result<void> set_exported(const AllocationId& id, bool exported);
   // A new descriptor of an exportable allocation's memory, for another
   // process (the caller closes it), and its segment. Not exportable: conflict.
   Result<std::pair<int, ShareableSegment>> export_fd(const AllocationHold& hold);

@@ -568,6 +568,7 @@ Result<ExportRecord> MemoryService::export_allocation(const Caller& caller, cons
                 id.to_string());
   auto made = exports_->add(id, record->owner, std::move(for_owners));
   if (!made) return made;
+  (void)manager_->set_exported(id, true);  // freed meanwhile: its exports went with it
   spdlog::info("allocation {} of '{}' exported as {} for {}", id.to_string(), record->owner, made->id.to_string(),
                fmt::join(made->for_owners, ", "));
   return made;
@@ -583,7 +584,9 @@ Result<ExportRecord> MemoryService::release_export(const Caller& caller, const A
                 id.to_string());
   if (auto ok = require_owner(caller, found->owner, fmt::format("release export {}", export_id.to_string())); !ok)
     return fail(ok.error());
-  return exports_->release(export_id);
+  auto released = exports_->release(export_id);
+  if (released && exports_->exports_of(id).empty()) (void)manager_->set_exported(id, false);
+  return released;
 }
 
 Result<ImportGrant> MemoryService::import_export(const Caller& caller, const ExportId& export_id,

@@ -125,6 +125,7 @@ TEST_F(ExportImportTest, ASecondProcessReadsAndWritesTheExportedBytes) {
   ASSERT_TRUE(exported) << exported.error().message;
   const std::string export_id = (*exported)["exportId"];
   EXPECT_EQ((*exported)["socket"], socket_);
+  EXPECT_EQ((*alice.get("/api/memory/allocations/" + id))["status"], "Exported");
 
   // The worker's process reads alice's bytes and writes its own.
   auto read = run_peer({"--token", "worker-token", "--offset", "100", "--read", "13", export_id});
@@ -156,6 +157,7 @@ TEST_F(ExportImportTest, ASecondProcessReadsAndWritesTheExportedBytes) {
   auto released = alice.del("/api/memory/allocations/" + id + "/export/" + export_id);
   ASSERT_TRUE(released) << released.error().message;
   EXPECT_EQ((*released)["released"], true);
+  EXPECT_EQ((*alice.get("/api/memory/allocations/" + id))["status"], "Allocated");
   auto again = alice.del("/api/memory/allocations/" + id + "/export/" + export_id);
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code, ErrorCode::not_found) << again.error().message;
