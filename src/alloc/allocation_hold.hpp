@@ -7,10 +7,10 @@
 // (alloc/allocation_registry.hpp). Between its copies, work asks freeing()
 // and stops early.
 //
-// Byte access under a hold: lock entry().io shared (writers also
-// entry().write_gate shared, first) for the length of one copy, and read the
-// location with location() while it is held: a move can change it only
-// between copies.
+// Byte access under a hold: readers lock entry().io shared, writers
+// entry().write_gate shared and then entry().io exclusively, for the length of
+// one copy, and read the location with location() while it is held: a move
+// can change it only between copies.
 //
 // Thread safety: a hold is owned by one thread at a time (move-only); the
 // methods that read the entry are safe alongside any other thread's use of

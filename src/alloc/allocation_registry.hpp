@@ -16,10 +16,12 @@
 // An entry's pool and ptr change only when a move lands (MemoryManager's
 // commit_move), which holds the entry's io lock exclusively and the
 // registry's mutex; so whoever holds io (shared) may read them. The io lock is
-// the caller's: readers and writers of the bytes hold it shared for the
-// length of one copy. write_gate is shared by writers and taken exclusively by
-// a move for its whole copy, so no write lands in the old block after the
-// move has copied past it; readers never take it and read on meanwhile.
+// the caller's: readers of the bytes hold it shared, writers exclusively, for
+// the length of one copy (so bytes a reader sees are never being written, and
+// writes into one allocation never interleave). write_gate is shared by
+// writers, taken before io, and taken exclusively by a move for its whole
+// copy, so no write lands in the old block after the move has copied past it;
+// readers never take it and read on meanwhile.
 //
 // Holds keep memory alive across a long piece of work (a transfer, an
 // export): an allocation freed while held is marked freeing (status Freeing),

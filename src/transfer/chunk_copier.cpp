@@ -16,7 +16,10 @@ using SteadyClock = std::chrono::steady_clock;
 
 // The locks of one window: the destination's write gate first (a move holds
 // it for its whole copy, so waiting for it holds nothing), then the io locks
-// in address order. One allocation on both sides is locked once, as a writer.
+// in address order: shared to read a side, exclusive to write one. Writers
+// of one allocation thus go one at a time (two transfers into the same bytes
+// land one after the other, never interleaved), readers together. One
+// allocation on both sides is locked once, as a writer.
 class WindowLocks {
  public:
   WindowLocks(const CopySide& src, const CopySide& dst) {
@@ -24,18 +27,26 @@ class WindowLocks {
     auto* d = dst.hold ? &dst.hold->entry() : nullptr;
     if (d) gate_ = std::shared_lock(d->write_gate);
     if (s && s == d) {
-      first_ = std::shared_lock(s->io);
+      write_ = std::unique_lock(d->io);
       return;
     }
-    auto* a = s;
-    auto* b = d;
-    if (a && b && std::less<>{}(b, a)) std::swap(a, b);
-    if (a) first_ = std::shared_lock(a->io);
-    if (b) second_ = std::shared_lock(b->io);
+    auto lock = [&](AllocationRegistry::Entry* e) {
+      if (!e) return;
+      if (e == d) write_ = std::unique_lock(e->io);
+      else read_ = std::shared_lock(e->io);
+    };
+    if (s && d && std::less<>{}(d, s)) {
+      lock(d);
+      lock(s);
+    } else {
+      lock(s);
+      lock(d);
+    }
   }
 
  private:
-  std::shared_lock<std::shared_mutex> gate_, first_, second_;
+  std::shared_lock<std::shared_mutex> gate_, read_;
+  std::unique_lock<std::shared_mutex> write_;
 };
 
 AllocationLocation where(const CopySide& side) { return side.hold ? side.hold->location() : side.block; }

@@ -448,7 +448,7 @@ Result<void> TransferEngine::write(const AllocationId& id, std::uint64_t offset,
   if (data.empty()) return {};
   {
     std::shared_lock gate(entry.write_gate);
-    std::shared_lock io(entry.io);
+    std::unique_lock io(entry.io);  // one writer at a time, and no reader meanwhile
     const auto at = hold->location();
     if (auto r = copy_now(at, at.ptr + offset, data.data(), data.size()); !r) return r;
   }

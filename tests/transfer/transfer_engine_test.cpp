@@ -430,6 +430,7 @@ TEST(TransferEngine, CompletionHookSeesEveryEndOnce) {
   auto a = env.alloc(2 * kMiB, H0, V);
   auto b = env.alloc(2 * kMiB, H1, V);
   std::vector<TransferId> ids;
+  // Twenty into one destination: writers of one allocation take turns.
   for (int k = 0; k < 20; ++k) ids.push_back(env.engine->submit("t", whole(a, b))->id);
   for (const auto& id : ids) env.finished(id);
   EXPECT_EQ(completed.load(), 20);
@@ -443,13 +444,13 @@ TEST(TransferEngine, CompletionHookSeesEveryEndOnce) {
 TEST(TransferEngine, ConcurrentSubmitCancelFree) {
   Env env(small_chunks(false));
   std::vector<AllocationRecord> pool;
-  for (int k = 0; k < 8; ++k) pool.push_back(env.alloc(2 * kMiB, k % 2 ? H0 : H1, V));
+  for (int k = 0; k < 8; ++k) pool.push_back(env.alloc(kMiB, k % 2 ? H0 : H1, V));
   std::vector<std::thread> threads;
   std::mutex mu;
   std::vector<TransferId> ids;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
-      for (int i = 0; i < 40; ++i) {
+      for (int i = 0; i < 20; ++i) {
         const auto& a = pool[(t + i) % pool.size()];
         const auto& b = pool[(t + 3 * i + 1) % pool.size()];
         auto r = env.engine->submit("t", whole(a, b));
