@@ -288,10 +288,6 @@ Result<void> MemoryService::check_transfer(const Caller& caller, const TransferS
   return check_device_offers(*catalog_, device, type);
 }
 
-Result<void> MemoryService::check_submitter(const Caller& caller, const std::string& owner, std::string_view what) {
-  return require_owner(caller, owner, std::string(what));
-}
-
 Result<TransferReport> MemoryService::transfer(const Caller& caller, const TransferSpec& spec) {
   if (auto ok = check_transfer(caller, spec); !ok) return fail(ok.error());
   return transfers_->submit(caller.owner, spec);
@@ -308,7 +304,7 @@ Result<TransferReport> MemoryService::transfer_status(const Caller& caller, cons
   if (auto ok = admit(caller); !ok) return fail(ok.error());
   auto report = transfers_->status(id);
   if (!report) return report;
-  if (auto ok = check_submitter(caller, report->owner, fmt::format("see transfer {}", id.to_string())); !ok)
+  if (auto ok = require_owner(caller, report->owner, fmt::format("see transfer {}", id.to_string())); !ok)
     return fail(ok.error());
   return report;
 }
@@ -317,7 +313,7 @@ Result<BatchReport> MemoryService::batch_status(const Caller& caller, const Batc
   if (auto ok = admit(caller); !ok) return fail(ok.error());
   auto report = transfers_->batch(id);
   if (!report) return report;
-  if (auto ok = check_submitter(caller, report->owner, fmt::format("see batch {}", id.to_string())); !ok)
+  if (auto ok = require_owner(caller, report->owner, fmt::format("see batch {}", id.to_string())); !ok)
     return fail(ok.error());
   return report;
 }

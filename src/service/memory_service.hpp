@@ -186,8 +186,6 @@ class MemoryService {
   // The checks of one transfer spec: both allocations the caller's (or the
   // admin's), a move's device and memory type offered.
   Result<void> check_transfer(const Caller& caller, const TransferSpec& spec);
-  // A report's submitter is the caller, or the caller is the admin.
-  Result<void> check_submitter(const Caller& caller, const std::string& owner, std::string_view what);
   // An allocation was freed (or its free deferred): its exports end.
   void freed(const AllocationId& id);
   // Frees an ended session's allocations, logging each; returns what it freed.

@@ -70,27 +70,30 @@ Result<Outcome> memory_move(MemoryService& s, const Params& p, const CallContext
   return ok(to_json(report));
 }
 
-// One id names a transfer or a batch: both are GUIDs memd handed out.
-Result<Outcome> memory_transfer_status(MemoryService& s, const Params& p, const CallContext& ctx) {
+// One id names a transfer or a batch: both are GUIDs memd handed out. Asks
+// as a transfer, then (not found) as a batch; the transfer's not_found wins.
+template <typename OnTransfer, typename OnBatch>
+Result<Outcome> transfer_or_batch(const Params& p, OnTransfer on_transfer, OnBatch on_batch) {
   MEMD_ASSIGN_OR_RETURN(auto id, required(p.transfer_id("transferId"), "transferId"));
-  auto report = s.transfer_status(ctx.caller, id);
+  auto report = on_transfer(id);
   if (report) return ok(to_json(*report));
   if (report.error().code != ErrorCode::not_found) return fail(report.error());
-  auto batch = s.batch_status(ctx.caller, *BatchId::parse(id.to_string()));
+  auto batch = on_batch(*BatchId::parse(id.to_string()));
   if (batch) return ok(to_json(*batch));
   if (batch.error().code != ErrorCode::not_found) return fail(batch.error());
   return fail(report.error());
 }
 
+Result<Outcome> memory_transfer_status(MemoryService& s, const Params& p, const CallContext& ctx) {
+  return transfer_or_batch(
+      p, [&](const TransferId& id) { return s.transfer_status(ctx.caller, id); },
+      [&](const BatchId& id) { return s.batch_status(ctx.caller, id); });
+}
+
 Result<Outcome> memory_transfer_cancel(MemoryService& s, const Params& p, const CallContext& ctx) {
-  MEMD_ASSIGN_OR_RETURN(auto id, required(p.transfer_id("transferId"), "transferId"));
-  auto report = s.cancel_transfer(ctx.caller, id);
-  if (report) return ok(to_json(*report));
-  if (report.error().code != ErrorCode::not_found) return fail(report.error());
-  auto batch = s.cancel_batch(ctx.caller, *BatchId::parse(id.to_string()));
-  if (batch) return ok(to_json(*batch));
-  if (batch.error().code != ErrorCode::not_found) return fail(batch.error());
-  return fail(report.error());
+  return transfer_or_batch(
+      p, [&](const TransferId& id) { return s.cancel_transfer(ctx.caller, id); },
+      [&](const BatchId& id) { return s.cancel_batch(ctx.caller, id); });
 }
 
 Result<Outcome> memory_copy(MemoryService& s, const Params& p, const CallContext& ctx) {
