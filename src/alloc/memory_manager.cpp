@@ -342,7 +342,43 @@ std::uint64_t MemoryManager::add_reclaim_callback(ReclaimCallback callback) {
   return ladder_.add_callback(std::move(callback));
 }
 
+std::uint64_t MemoryManager::add_release_callback(ReleaseCallback callback) {
+  return ladder_.add_release_callback(std::move(callback));
+}
+
 void MemoryManager::remove_reclaim_callback(std::uint64_t handle) { ladder_.remove_callback(handle); }
+
+std::uint64_t MemoryManager::release_cached(DeviceId device) {
+  // Pools live as long as the manager: pointers taken under the lock stay
+  // good after it, and the callbacks run unlocked.
+  std::vector<DevicePool*> pools;
+  {
+    std::lock_guard lock(pools_mu_);
+    for (auto& [key, pool] : pools_)
+      if (key.device == device) pools.push_back(pool.get());
+  }
+  std::uint64_t released = 0;
+  for (DevicePool* pool : pools) released += ladder_.release_cached(*pool);
+  return released;
+}
+
+std::uint64_t MemoryManager::reclaim(DeviceId device, MemoryType type, std::uint64_t needed) {
+  return ladder_.reclaim(device, type, needed);
+}
+
+MemoryManager::DeviceCounters MemoryManager::device_counters(DeviceId device) const {
+  DeviceCounters out;
+  std::lock_guard lock(pools_mu_);
+  for (const auto& [key, pool] : pools_) {
+    if (key.device != device) continue;
+    const PoolStats c = pool->counters();
+    out.allocated_bytes += c.allocated_bytes;
+    out.reserved_bytes += c.reserved_bytes;
+    out.allocations += c.live_allocations;
+    out.pools.emplace(key.memory_type, c);
+  }
+  return out;
+}
 
 ReclaimLadderCounts MemoryManager::reclaim_counts() const { return ladder_.counts(); }
 

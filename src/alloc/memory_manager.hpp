@@ -88,6 +88,10 @@ class MemoryManager {
   MemoryManager& operator=(const MemoryManager&) = delete;
 
   const DeviceCatalog& catalog() const noexcept;
+  const ManagerOptions& options() const noexcept { return options_; }
+  // Where a request naming no device goes: the default GPU-like device for
+  // VRAM (and UnifiedMemory on CUDA), cpu otherwise.
+  DeviceId default_device_for(MemoryType type) const;
   // The pinned pool's limit in force (ManagerOptions::pinned_limit_bytes).
   std::uint64_t pinned_limit() const noexcept;
 
@@ -149,7 +153,24 @@ class MemoryManager {
 
   // Forwarded to the ladder (alloc/reclaim_ladder.hpp).
   std::uint64_t add_reclaim_callback(ReclaimCallback callback);
+  std::uint64_t add_release_callback(ReleaseCallback callback);
   void remove_reclaim_callback(std::uint64_t handle);
+  // The ladder's rungs for every existing pool on `device` (the pressure
+  // policy's actions): release_cached trims them and calls the release
+  // callbacks; reclaim asks the reclaim callbacks for `needed` bytes of
+  // `type` there. No manager lock is held while callbacks run.
+  std::uint64_t release_cached(DeviceId device);
+  std::uint64_t reclaim(DeviceId device, MemoryType type, std::uint64_t needed);
+
+  // Live counts of every existing pool on `device` (DevicePool::counters():
+  // no cache drained, no free-space walk, no driver call): allocated bytes,
+  // reserved bytes, live allocations, and each pool's counters (the view
+  // fields of those — free bytes, largest free block, fragmentation — are 0).
+  struct DeviceCounters {
+    std::uint64_t allocated_bytes = 0, reserved_bytes = 0, allocations = 0;
+    std::map<MemoryType, PoolStats> pools;
+  };
+  DeviceCounters device_counters(DeviceId device) const;
   // How often the ladder's rungs were used (for metrics).
   ReclaimLadderCounts reclaim_counts() const;
 
@@ -171,7 +192,6 @@ class MemoryManager {
   // The shareable segment of an exportable request, quota already reserved.
   Result<ShareableSegment> allocate_shareable(DeviceId device, const AllocationRequest& request);
   Result<DevicePool*> pool_for(DeviceId device, MemoryType type);
-  DeviceId default_device_for(MemoryType type) const;
 
   const DeviceCatalog& catalog_;
   const ManagerOptions options_;

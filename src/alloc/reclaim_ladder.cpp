@@ -30,12 +30,12 @@ Result<void*> ReclaimLadder::climb(DevicePool& pool, std::uint64_t size, const S
   auto ptr = attempt();
   if (!out_of_memory(ptr)) return ptr;
 
-  pool.trim();
+  release_cached(pool);
   trim_retries_.fetch_add(1, std::memory_order_relaxed);
   ptr = attempt();
   if (!out_of_memory(ptr)) return ptr;
 
-  if (run_callbacks(opt.device, opt.memory_type, size) > 0) {
+  if (reclaim(opt.device, opt.memory_type, size) > 0) {
     reclaim_retries_.fetch_add(1, std::memory_order_relaxed);
     ptr = attempt();
     // Freed blocks are usually free blocks at once; the trim is for what
@@ -51,7 +51,23 @@ Result<void*> ReclaimLadder::climb(DevicePool& pool, std::uint64_t size, const S
   return fail(ErrorCode::out_of_memory, "out of memory: {} ({})", shortfall_numbers(pool, size), ptr.error().message);
 }
 
-std::uint64_t ReclaimLadder::run_callbacks(DeviceId device, MemoryType type, std::uint64_t needed) {
+std::uint64_t ReclaimLadder::release_cached(DevicePool& pool) {
+  std::uint64_t released = pool.trim();
+  std::vector<ReleaseCallback> callbacks;
+  {
+    std::lock_guard lock(callbacks_mu_);
+    for (const auto& [handle, cb] : release_callbacks_) callbacks.push_back(cb);
+  }
+  if (callbacks.empty()) return released;
+  const PoolOptions& opt = pool.options();
+  std::uint64_t dropped = 0;
+  for (auto& cb : callbacks) dropped += cb(opt.device, opt.memory_type);
+  // What the callbacks freed sits in the pool as free blocks: give it back.
+  if (dropped > 0) released += pool.trim();
+  return released;
+}
+
+std::uint64_t ReclaimLadder::reclaim(DeviceId device, MemoryType type, std::uint64_t needed) {
   std::vector<ReclaimCallback> callbacks;
   {
     std::lock_guard lock(callbacks_mu_);
@@ -75,9 +91,17 @@ std::uint64_t ReclaimLadder::add_callback(ReclaimCallback callback) {
   return handle;
 }
 
+std::uint64_t ReclaimLadder::add_release_callback(ReleaseCallback callback) {
+  std::lock_guard lock(callbacks_mu_);
+  const std::uint64_t handle = next_handle_++;
+  release_callbacks_.emplace(handle, std::move(callback));
+  return handle;
+}
+
 void ReclaimLadder::remove_callback(std::uint64_t handle) {
   std::lock_guard lock(callbacks_mu_);
   callbacks_.erase(handle);
+  release_callbacks_.erase(handle);
 }
 
 ReclaimLadderCounts ReclaimLadder::counts() const {

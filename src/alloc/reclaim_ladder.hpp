@@ -7,9 +7,10 @@
 //      rung can make room for it, and evicting a model for it would destroy
 //      cached work for nothing;
 //   2. pool.allocate(size);
-//   3. pool.trim() (thread caches, pending stream frees, cached huge ranges,
-//      free pages, empty segments go back) and a retry;
-//   4. the reclaim callbacks, in the order they were added, until they have
+//   3. release_cached(): pool.trim() (thread caches, pending stream frees,
+//      cached huge ranges, free pages, empty segments go back) and the
+//      release callbacks (caches above their floors), then a retry;
+//   4. reclaim(): the reclaim callbacks, in the order they were added, until they have
 //      freed `size` bytes; if they freed anything, a retry, and if that still
 //      finds no room, a trim and one more (what they freed may sit in a
 //      cache or as slack rather than as a free block);
@@ -17,7 +18,9 @@
 //      free, reserved, allocated, largest free block, fragmentation,
 //      capacity) and the pool's own message.
 // Errors other than out_of_memory are returned as they come, without
-// climbing. The ladder needs only a DevicePool, so in-process users of a
+// climbing. The pressure policy (monitor/pressure_policy.hpp) climbs rungs 3
+// and 4 through the same two functions before any allocation fails. The
+// ladder needs only a DevicePool, so in-process users of a
 // pool (a PyTorch shim) use it without a MemoryManager; the manager owns one
 // for all its pools. Quotas are not its business: a quota refusal is not a
 // shortfall and never reaches it.
@@ -44,6 +47,10 @@ namespace memd {
 // A reclaim callback is asked to free at least `needed` bytes on (device,
 // type); it returns how many it freed. Registered by higher managers.
 using ReclaimCallback = std::function<std::uint64_t(DeviceId, MemoryType, std::uint64_t needed)>;
+// A release callback drops what a higher manager caches on (device, type)
+// above its floor — memory nobody is using, such as a RAM-tier copy of a
+// model beyond the tier's floor — and returns the bytes it freed.
+using ReleaseCallback = std::function<std::uint64_t(DeviceId, MemoryType)>;
 
 // How often each rung was used since the ladder was made (for metrics).
 struct ReclaimLadderCounts {
@@ -65,10 +72,19 @@ class ReclaimLadder {
   Result<void*> allocate(DevicePool& pool, std::uint64_t size);
   Result<void*> allocate(DevicePool& pool, std::uint64_t size, const Stream& stream);
 
-  // Returns a handle for remove_callback(); handles are never reused.
+  // Returns a handle for remove_callback(); handles are never reused (one
+  // sequence for both kinds).
   std::uint64_t add_callback(ReclaimCallback callback);
-  // Unknown handles are ignored.
+  std::uint64_t add_release_callback(ReleaseCallback callback);
+  // Either kind. Unknown handles are ignored.
   void remove_callback(std::uint64_t handle);
+
+  // Rung 3: trims the pool and calls the release callbacks for its device
+  // and type; returns the bytes given back.
+  std::uint64_t release_cached(DevicePool& pool);
+  // Rung 4: the reclaim callbacks, in order, until `needed` bytes are freed;
+  // returns the bytes freed.
+  std::uint64_t reclaim(DeviceId device, MemoryType type, std::uint64_t needed);
 
   ReclaimLadderCounts counts() const;
 
@@ -79,10 +95,9 @@ class ReclaimLadder {
 
  private:
   Result<void*> climb(DevicePool& pool, std::uint64_t size, const Stream* stream);
-  std::uint64_t run_callbacks(DeviceId device, MemoryType type, std::uint64_t needed);
-
   std::mutex callbacks_mu_;
   std::map<std::uint64_t, ReclaimCallback> callbacks_;
+  std::map<std::uint64_t, ReleaseCallback> release_callbacks_;
   std::uint64_t next_handle_ = 1;
 
   std::atomic<std::uint64_t> trim_retries_{0};

@@ -32,18 +32,6 @@ std::string camel_case(std::string_view snake) {
   return out;
 }
 
-std::string iso8601(Clock::time_point t) {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-  const std::time_t secs = static_cast<std::time_t>(ms / 1000 - (ms % 1000 < 0 ? 1 : 0));
-  const long millis = static_cast<long>(((ms % 1000) + 1000) % 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[80];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
-  return buf;
-}
-
 nlohmann::json to_json(const AllocationRecord& r) {
   return {
       {"allocationId", r.id.to_string()},
@@ -118,6 +106,7 @@ nlohmann::json to_json(const DeviceStatus& s) {
       {"fragmentation", s.fragmentation},
       {"limitBytes", s.limit_bytes ? nlohmann::json(*s.limit_bytes) : nlohmann::json(nullptr)},
       {"health", to_string(s.health)},
+      {"pressure", to_json(s.pressure)},
       {"pools", std::move(pools)},
   };
 }
@@ -125,7 +114,9 @@ nlohmann::json to_json(const DeviceStatus& s) {
 nlohmann::json to_json(const MemoryStatusReport& report) {
   nlohmann::json devices = nlohmann::json::array();
   for (const auto& d : report.devices) devices.push_back(to_json(d));
-  nlohmann::json out = {{"health", to_string(report.health)}, {"devices", std::move(devices)}};
+  nlohmann::json out = {{"health", to_string(report.health)},
+                        {"sampledAt", iso8601(report.sampled_at)},
+                        {"devices", std::move(devices)}};
   if (report.pinned) {
     const auto& p = *report.pinned;
     out["pinned"] = {{"limitBytes", p.limit_bytes},

@@ -16,13 +16,14 @@
 #include "alloc/pool_stats.hpp"
 #include "memd/device.hpp"
 #include "memd/error.hpp"
+#include "memd/iso8601.hpp"
+#include "monitor/monitor_json.hpp"
 #include "service/reports.hpp"
 
 namespace memd {
 
 // "allocated_bytes" → "allocatedBytes".
 std::string camel_case(std::string_view snake);
-std::string iso8601(Clock::time_point t);
 
 nlohmann::json to_json(const AllocationRecord& record);
 nlohmann::json to_json(const DeviceInfo& info);

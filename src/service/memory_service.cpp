@@ -3,22 +3,18 @@
 #include "service/memory_service.hpp"
 
 #include <algorithm>
+#include <set>
 
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "memd/owner_name.hpp"
 #include "memd/size.hpp"
-#include "service/health_policy.hpp"
+#include "transfer/transfer_json.hpp"
+#include "monitor/health_policy.hpp"
 
 namespace memd {
 namespace {
-
-double combined_fragmentation(std::uint64_t free_bytes, std::uint64_t largest_free) {
-  if (free_bytes == 0) return 0;
-  const double f = 1.0 - static_cast<double>(largest_free) / static_cast<double>(free_bytes);
-  return std::clamp(f, 0.0, 1.0);
-}
 
 Result<void> check_device_offers(const DeviceCatalog& catalog, DeviceId device, MemoryType type) {
   auto backend = catalog.backend_for(device, type);
@@ -32,6 +28,7 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
   auto catalog = DeviceCatalog::discover(options.backends);
   if (!catalog) return fail(catalog.error());
   auto service = std::unique_ptr<MemoryService>(new MemoryService());
+  service->events_ = std::make_unique<EventBus>(options.event_ring);
   service->catalog_ = std::move(*catalog);
   for (const auto& [device, policy] : options.manager.pool_policies)
     if (!service->catalog_->info(device))
@@ -43,6 +40,14 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
     if (b->name() == "host") host = b.get();
   if (!host) return fail(ErrorCode::internal, "the device catalog has no host backend");
   service->transfers_ = std::make_unique<TransferEngine>(*service->manager_, *host, options.transfers);
+  auto monitor = Monitor::create(*service->catalog_, *service->manager_, *service->transfers_, *service->events_,
+                                 options.monitor);
+  if (!monitor) return fail(monitor.error());
+  service->monitor_ = std::move(*monitor);
+  {
+    MemoryService* self = service.get();
+    service->transfers_->set_completion_hook([self](const TransferReport& report) { self->transfer_finished(report); });
+  }
   service->socket_path_ = options.socket_path;
   service->clock_ = options.clock ? options.clock : LeaseClock([] { return std::chrono::steady_clock::now(); });
   service->sessions_ = std::make_unique<SessionTable>(options.session_limits);
@@ -59,7 +64,9 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
 MemoryService::~MemoryService() {
   if (reaper_) reaper_->stop();
   reaper_.reset();
+  if (monitor_) monitor_->stop();
   transfers_.reset();
+  monitor_.reset();
   {
     std::lock_guard lock(imports_mutex_);
     import_holds_.clear();
@@ -89,67 +96,54 @@ Result<void> MemoryService::admit(const Caller& caller) {
 }
 
 Result<MemoryStatusReport> MemoryService::status(std::optional<DeviceId> device) const {
-  std::vector<DeviceInfo> infos;
-  if (device) {
-    auto info = catalog_->info(*device);
-    if (!info) return fail(info.error());
-    infos.push_back(std::move(*info));
-  } else {
-    infos = catalog_->devices();
-  }
-  const auto pools = manager_->pool_stats();
-  const auto limits = manager_->limits();
-
+  if (device)
+    if (auto info = catalog_->info(*device); !info) return fail(info.error());
+  const auto cached = monitor_->cached_status();
   MemoryStatusReport report;
   report.health = MemoryHealthStatus::Healthy;
-  for (auto& info : infos) {
-    DeviceStatus s;
-    s.info = info;
-    s.total_bytes = info.total_bytes;
-    s.free_bytes = info.free_bytes;
-    s.used_bytes = info.total_bytes - std::min(info.total_bytes, info.free_bytes);
-    bool answered = false;
-    if (!info.memory_types.empty()) {
-      auto backend = catalog_->backend_for(info.id, info.memory_types.front());
-      if (backend) {
-        auto mem = (*backend)->memory_info(info.id);
-        if (mem) {
-          s.total_bytes = mem->total_bytes;
-          s.free_bytes = mem->free_bytes;
-          s.used_bytes = mem->used_bytes;
-          answered = true;
-        }
+  report.sampled_at = cached->sampled_at;
+  report.sample = cached->sample;
+  for (const DeviceStatus& d : cached->devices) {
+    if (device && d.info.id != *device) continue;
+    DeviceStatus s = d;
+    // What moves with every request is read live (the pools' counters); the
+    // driver's numbers and the free-space views are the sample's. The
+    // device's used bytes are the sample's other processes plus memd's own
+    // reservation now.
+    auto live = manager_->device_counters(s.info.id);
+    const std::uint64_t others = s.used_bytes - std::min(s.used_bytes, s.reserved_bytes);
+    s.allocated_bytes = live.allocated_bytes;
+    s.reserved_bytes = live.reserved_bytes;
+    s.allocations = live.allocations;
+    if (s.answered && s.info.id != DeviceId::cpu()) {
+      s.used_bytes = std::min(s.total_bytes, others + s.reserved_bytes);
+      s.free_bytes = s.total_bytes - s.used_bytes;
+    }
+    for (auto& [type, counters] : live.pools) {
+      if (auto sampled = s.pools.find(type); sampled != s.pools.end()) {
+        counters.free_bytes = sampled->second.free_bytes;
+        counters.largest_free_block = sampled->second.largest_free_block;
+        counters.fragmentation = sampled->second.fragmentation;
       }
+      counters.footprint_ratio = counters.allocated_bytes == 0 ? 0.0
+                                                               : static_cast<double>(counters.reserved_bytes) /
+                                                                     static_cast<double>(counters.allocated_bytes);
     }
-    std::uint64_t pool_free = 0, largest_free = 0;
-    for (const auto& [key, stats] : pools) {
-      if (key.device != info.id) continue;
-      s.pools.emplace(key.memory_type, stats);
-      s.reserved_bytes += stats.reserved_bytes;
-      s.allocated_bytes += stats.allocated_bytes;
-      s.allocations += stats.live_allocations;
-      pool_free += stats.free_bytes;
-      largest_free = std::max(largest_free, stats.largest_free_block);
-    }
-    s.fragmentation = combined_fragmentation(pool_free, largest_free);
-    if (auto it = limits.per_device.find(info.id); it != limits.per_device.end())
-      s.limit_bytes = it->second;
-    s.health = answered ? classify_health(s.total_bytes, s.free_bytes, s.fragmentation)
-                        : MemoryHealthStatus::Failed;
-    report.health = worse_health(report.health, s.health);
+    s.pools = std::move(live.pools);
+    if (auto p = monitor_->pressure(s.info.id)) s.pressure = *p;
     report.devices.push_back(std::move(s));
   }
   if (device) return report;
-  PinnedPoolReport pinned;
-  pinned.limit_bytes = manager_->pinned_limit();
-  if (auto it = pools.find(PoolKey{DeviceId::cpu(), MemoryType::SharedMemory}); it != pools.end()) {
-    pinned.reserved_bytes = it->second.reserved_bytes;
-    pinned.allocated_bytes = it->second.allocated_bytes;
-  }
-  pinned.staging = transfers_->staging();
-  report.pinned = pinned;
+  report.pinned = cached->pinned;
   report.transfers = transfers_->stats();
   return report;
+}
+
+Result<std::vector<PressureReading>> MemoryService::pressure(std::optional<DeviceId> device) const {
+  if (!device) return monitor_->pressure();
+  auto one = monitor_->pressure(*device);
+  if (!one) return fail(one.error());
+  return std::vector<PressureReading>{*one};
 }
 
 UsageReport MemoryService::usage() const {
@@ -232,8 +226,26 @@ Result<AllocationRecord> MemoryService::allocate(const Caller& caller, const All
     if (auto ok = check_device_offers(*catalog_, *request.device, request.memory_type); !ok)
       return fail(ok.error());
   }
+  const DeviceId device = request.device.value_or(manager_->default_device_for(request.memory_type));
+  if (auto ok = monitor_->admit(device, request.priority); !ok) {
+    events_->publish(EventKind::pressure_action, device,
+                     {{"deviceId", device.to_string()},
+                      {"level", "Critical"},
+                      {"action", "refuse_low_priority"},
+                      {"bytes", 0},
+                      {"requestedBytes", request.size_bytes},
+                      {"owner", request.owner}});
+    allocation_refused(request, device, ok.error());
+    return fail(ok.error());
+  }
   auto record = manager_->allocate(request);
-  if (!record || !caller.session) return record;
+  if (!record) {
+    allocation_refused(request, device, record.error());
+    monitor_->note_usage(device);
+    return record;
+  }
+  monitor_->note_usage(record->device);
+  if (!caller.session) return record;
   // The session may have ended while the memory was found: then the
   // allocation must not outlive it either.
   if (auto joined = sessions_->attach(*caller.session, record->id, record->size_bytes, now()); !joined) {
@@ -249,6 +261,7 @@ Result<AllocationRecord> MemoryService::deallocate(const Caller& caller, const A
   if (record) {
     sessions_->detach(id);
     freed(id);
+    monitor_->note_usage(record->device);
   }
   return record;
 }
@@ -366,6 +379,8 @@ Result<Limits> MemoryService::update_limits(const Caller& caller, const LimitUpd
   if (update.memory_type) apply(limits.per_memory_type, *update.memory_type);
   if (update.owner) apply(limits.per_owner, *update.owner);
   if (auto ok = manager_->set_limits(limits); !ok) return fail(ok.error());
+  // A device limit changes the capacity pressure is measured against.
+  if (update.device) monitor_->sample_now();
   return manager_->limits();
 }
 
@@ -399,6 +414,9 @@ Result<ClearReport> MemoryService::clear(const Caller& caller, const ClearReques
   // Trim after freeing so the memory just freed goes back to the device too.
   transfers_->trim();
   report.released_bytes = manager_->trim();
+  std::set<DeviceId> devices;
+  for (const auto& r : report.freed) devices.insert(r.device);
+  for (DeviceId d : devices) monitor_->note_usage(d);
   return report;
 }
 
@@ -545,6 +563,32 @@ std::vector<AllocationRecord> MemoryService::release(const EndedSession& ended, 
     }
   }
   return freed;
+}
+
+void MemoryService::allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error) {
+  if (error.code != ErrorCode::out_of_memory && error.code != ErrorCode::quota_exceeded) return;
+  nlohmann::json data = {{"deviceId", device.to_string()},
+                         {"memoryType", std::string(to_string(request.memory_type))},
+                         {"owner", request.owner},
+                         {"name", request.name},
+                         {"priority", std::string(to_string(request.priority))},
+                         {"sizeBytes", request.size_bytes},
+                         {"code", std::string(to_string(error.code))},
+                         {"message", error.message}};
+  if (error.code == ErrorCode::quota_exceeded) events_->publish(EventKind::limit_reached, device, data);
+  events_->publish(EventKind::allocation_failed, device, std::move(data));
+}
+
+void MemoryService::transfer_finished(const TransferReport& report) {
+  const bool ok = report.status == MemoryTransferStatus::Completed;
+  // A copy between two devices concerns both; the event names the
+  // destination's (where the bytes landed), and carries both in its data.
+  events_->publish(ok ? EventKind::transfer_completed : EventKind::transfer_failed, report.destination_device,
+                   to_json(report));
+  if (report.kind == TransferKind::Move && ok) {
+    monitor_->note_usage(report.source_device);
+    monitor_->note_usage(report.destination_device);
+  }
 }
 
 void MemoryService::freed(const AllocationId& id) {

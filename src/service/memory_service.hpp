@@ -44,6 +44,8 @@
 #include "alloc/memory_manager.hpp"
 #include "backends/device_catalog.hpp"
 #include "memd/error.hpp"
+#include "monitor/event_bus.hpp"
+#include "monitor/monitor.hpp"
 #include "service/caller.hpp"
 #include "service/export_table.hpp"
 #include "service/lease_reaper.hpp"
@@ -65,6 +67,10 @@ struct ServiceOptions {
   TransferOptions transfers;
   // Where peers import exports (memd serve --socket); told to exporters.
   std::string socket_path;
+  // Sampling, pressure and its policy (monitor/monitor.hpp).
+  MonitorOptions monitor;
+  // Events kept for Last-Event-ID resumption (monitor/event_bus.hpp).
+  std::size_t event_ring = kDefaultEventRing;
 };
 
 // What an importer receives over the socket: the descriptor and where the
@@ -87,6 +93,8 @@ class MemoryService {
   const DeviceCatalog& catalog() const noexcept { return *catalog_; }
   MemoryManager& manager() noexcept { return *manager_; }
   TransferEngine& transfers() noexcept { return *transfers_; }
+  EventBus& events() noexcept { return *events_; }
+  Monitor& monitor() noexcept { return *monitor_; }
 
   // Checks the caller's session, if it names one: not_found (saying how it
   // ended) when closed or lapsed — a lapsed one is released on the spot —
@@ -97,7 +105,11 @@ class MemoryService {
   Result<void> admit(const Caller& caller);
 
   // All devices, or one (not_found for an unknown device). Open to all.
+  // From the monitor's last sample (no driver call), with the allocator's
+  // live counters laid over.
   Result<MemoryStatusReport> status(std::optional<DeviceId> device) const;
+  // Pressure of every device, or one (not_found for an unknown device).
+  Result<std::vector<PressureReading>> pressure(std::optional<DeviceId> device) const;
   UsageReport usage() const;
   // The caller's own allocations; the admin's query may name any owner or
   // none. A non-admin naming another owner: permission_denied.
@@ -188,13 +200,21 @@ class MemoryService {
   Result<void> check_transfer(const Caller& caller, const TransferSpec& spec);
   // An allocation was freed (or its free deferred): its exports end.
   void freed(const AllocationId& id);
+  // A refused allocation: allocation_failed, and limit_reached for a quota.
+  void allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error);
+  // The transfer engine's completion hook: transfer_completed / _failed.
+  void transfer_finished(const TransferReport& report);
   // Frees an ended session's allocations, logging each; returns what it freed.
   std::vector<AllocationRecord> release(const EndedSession& ended, std::string_view why);
 
+  // First: every part below may publish, until it is gone.
+  std::unique_ptr<EventBus> events_;
   std::unique_ptr<DeviceCatalog> catalog_;
   std::unique_ptr<MemoryManager> manager_;
   // After the manager: transfers hold its allocations, and go first.
   std::unique_ptr<TransferEngine> transfers_;
+  // After transfers (it samples them); stopped before anything it reads.
+  std::unique_ptr<Monitor> monitor_;
   std::unique_ptr<ExportTable> exports_ = std::make_unique<ExportTable>();
   std::string socket_path_;
   // One hold per import, by connection: an importer's mapping keeps the

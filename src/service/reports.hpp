@@ -22,43 +22,12 @@
 #include "backends/backend.hpp"
 #include "memd/device.hpp"
 #include "memd/memory_types.hpp"
+#include "monitor/status_report.hpp"
 #include "service/session_id.hpp"
 #include "transfer/staging_buffers.hpp"
 #include "transfer/transfer_report.hpp"
 
 namespace memd {
-
-// One device's memory as seen by the backend and by memd.
-struct DeviceStatus {
-  DeviceInfo info;
-  std::uint64_t total_bytes = 0;  // backend memory_info
-  std::uint64_t used_bytes = 0;   // backend memory_info (every process where visible)
-  std::uint64_t free_bytes = 0;   // backend memory_info
-  std::uint64_t reserved_bytes = 0;   // memd's footprint on the device, all pools
-  std::uint64_t allocated_bytes = 0;  // bytes memd's users hold, all pools
-  std::uint64_t allocations = 0;      // live allocations, all pools
-  double fragmentation = 0;           // 1 - largest free block / free bytes over all pools
-  std::optional<std::uint64_t> limit_bytes;  // per-device limit, if set
-  MemoryHealthStatus health = MemoryHealthStatus::Unknown;
-  std::map<MemoryType, PoolStats> pools;  // per memory type pools that exist
-};
-
-// The pinned pool (cpu SharedMemory): its limit, what it holds, and how much
-// of that the transfer engine's staging buffers use right now.
-struct PinnedPoolReport {
-  std::uint64_t limit_bytes = 0;
-  std::uint64_t reserved_bytes = 0;   // pinned memory held from the OS/driver
-  std::uint64_t allocated_bytes = 0;  // SharedMemory allocations + staging buffers
-  StagingStats staging;
-};
-
-struct MemoryStatusReport {
-  std::vector<DeviceStatus> devices;
-  MemoryHealthStatus health = MemoryHealthStatus::Unknown;  // worst of the devices
-  // Machine-wide, so only in the status of every device (none named).
-  std::optional<PinnedPoolReport> pinned;
-  std::optional<TransferStats> transfers;
-};
 
 // Two sizes of the same allocations, named so nobody mistakes one for the
 // other: requested is what callers asked for (what limits count); rounded is

@@ -36,11 +36,13 @@ class Normalizer {
     const bool host_ram = v.value("deviceId", "") == "cpu";
     json out = json::object();
     for (const auto& [key, value] : v.items()) {
-      if (key == "createdAt" || key == "lastUsedAt") out[key] = "<time>";
+      if (key == "createdAt" || key == "lastUsedAt" || key == "sampledAt") out[key] = "<time>";
       else if (key == "address") out[key] = "<address>";
       else if (key == "uptimeSeconds") out[key] = "<uptime>";
       else if (key == "mappingNs") out[key] = "<duration>";
-      else if (host_ram && (key == "totalBytes" || key == "freeBytes" || key == "usedBytes" || key == "health"))
+      else if (host_ram && (key == "totalBytes" || key == "freeBytes" || key == "usedBytes" || key == "health" ||
+                            key == "percent" || key == "level" || key == "capacityBytes" ||
+                            key == "deviceTotalBytes" || key == "otherProcessesBytes" || key == "limitBytes"))
         out[key] = "<host-ram>";
       else out[key] = normalize(value);
     }

@@ -39,7 +39,7 @@ TEST(Doors, StdioAndRestGiveTheGoldenResults) {
 
   // stdio door.
   {
-    ChildProcess memd({MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "stdio", "--owner", "golden"});
+    ChildProcess memd({MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "--monitor-interval", "0", "stdio", "--owner", "golden"});
     ASSERT_TRUE(memd.started());
     Normalizer norm;
     for (auto& step : steps) {
@@ -58,7 +58,8 @@ TEST(Doors, StdioAndRestGiveTheGoldenResults) {
   }
 
   // REST door, same steps, same owner, as the admin.
-  ChildProcess memd({MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "serve", "--listen", "127.0.0.1:0"});
+  ChildProcess memd({MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "--monitor-interval", "0", "serve", "--listen",
+                     "127.0.0.1:0"});
   auto banner = memd.read_line();
   ASSERT_TRUE(banner);
   const std::string url = banner->substr(banner->find("http://"));
@@ -88,7 +89,7 @@ std::size_t live_allocations(const std::string& url, const std::string& owner) {
 TEST(Doors, StdioBridgeGivesTheGoldenResults) {
   auto steps = load_golden();
   ASSERT_GT(steps.size(), 10u);
-  ChildProcess daemon({MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "serve", "--listen", "127.0.0.1:0"});
+  ChildProcess daemon({MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "--monitor-interval", "0", "serve", "--listen", "127.0.0.1:0"});
   auto banner = daemon.read_line();
   ASSERT_TRUE(banner);
   const std::string url = banner->substr(banner->find("http://"));

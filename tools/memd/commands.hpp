@@ -21,6 +21,14 @@ struct EngineOptions {
   std::vector<std::string> host_devices;
   bool no_cuda = false;  // ignore GPUs (tests, reproducible runs)
   std::vector<std::string> pool_policies;  // DEVICE=POLICY (alloc/pool_options.hpp)
+  // The monitor (monitor/monitor.hpp): sampling interval in milliseconds (0:
+  // sample only at start and on limit changes), pressure thresholds
+  // "MODERATE,HIGH,CRITICAL" in percent, hysteresis points, the policy.
+  int monitor_interval_ms = 1000;
+  std::string pressure_thresholds = "60,80,92";
+  double pressure_hysteresis = 3;
+  std::string pressure_policy = "full";
+  int event_ring = 4096;
 };
 
 struct ServeFlags {

@@ -76,6 +76,23 @@ Result<ServiceOptions> service_options(const EngineOptions& engine) {
     if (!policy) return fail(ErrorCode::invalid_argument, "--pool-policy: {}", policy.error().message);
     options.manager.pool_policies[policy->first] = policy->second;
   }
+  options.monitor.interval = std::chrono::milliseconds(engine.monitor_interval_ms);
+  {
+    double t[3] = {0, 0, 0};
+    char tail = 0;
+    if (std::sscanf(engine.pressure_thresholds.c_str(), "%lf,%lf,%lf%c", &t[0], &t[1], &t[2], &tail) != 3)
+      return fail(ErrorCode::invalid_argument,
+                  "--pressure-thresholds '{}': expected MODERATE,HIGH,CRITICAL in percent (e.g. 60,80,92)",
+                  engine.pressure_thresholds);
+    options.monitor.thresholds = {.moderate = t[0], .high = t[1], .critical = t[2],
+                                  .hysteresis = engine.pressure_hysteresis};
+    if (auto ok = options.monitor.thresholds.validate(); !ok)
+      return fail(ErrorCode::invalid_argument, "--pressure-thresholds: {}", ok.error().message);
+  }
+  auto policy = PressurePolicy::parse(engine.pressure_policy);
+  if (!policy) return fail(ErrorCode::invalid_argument, "--pressure-policy: {}", policy.error().message);
+  options.monitor.policy = *policy;
+  options.event_ring = static_cast<std::size_t>(engine.event_ring);
   return options;
 }
 

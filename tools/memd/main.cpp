@@ -41,6 +41,27 @@ int main(int argc, char** argv) {
                  "next host:1, and so on (e.g. --host-device 4GiB --host-device 2GiB). Default: one 8GiB host:0")
       ->allow_extra_args(false);
   app.add_flag("--no-cuda", engine.no_cuda, "Ignore CUDA GPUs (host devices only)");
+  app.add_option("--monitor-interval", engine.monitor_interval_ms,
+                 "Milliseconds between samples of every device (driver memory info, pool statistics); 0 samples "
+                 "only at start and when a device limit changes")
+      ->check(CLI::Range(0, 3'600'000))
+      ->capture_default_str();
+  app.add_option("--pressure-thresholds", engine.pressure_thresholds,
+                 "MODERATE,HIGH,CRITICAL: percent of memd's capacity on a device in use at which its pressure "
+                 "level rises")
+      ->capture_default_str();
+  app.add_option("--pressure-hysteresis", engine.pressure_hysteresis,
+                 "Points below a threshold the use must fall before the level drops (no flapping)")
+      ->capture_default_str();
+  app.add_option("--pressure-policy", engine.pressure_policy,
+                 "What memd does under pressure: full (at High release cached memory; at Critical also reclaim "
+                 "through the callbacks and refuse Low-priority allocations), reclaim (no refusals), release "
+                 "(High's action only), off (levels and events only)")
+      ->capture_default_str();
+  app.add_option("--event-ring", engine.event_ring,
+                 "Events kept for resumption (Last-Event-ID); a subscriber further behind is told what it lost")
+      ->check(CLI::Range(16, 1'000'000))
+      ->capture_default_str();
   ClientFlags client;
   app.add_flag("--admin", client.client.admin,
                "Client verbs: act as the admin (X-Memd-Admin: true) on a daemon without tokens; with "

@@ -10,13 +10,12 @@
 #include <nlohmann/json.hpp>
 
 #include "protocol/action.hpp"
+#include "transfer/transfer_json.hpp"
 #include "transfer/transfer_engine.hpp"
 
 namespace memd {
 
 void append_transfer_actions(std::vector<Action>& table);
 
-nlohmann::json to_json(const TransferReport& report);
-nlohmann::json to_json(const BatchReport& report);
 
 }  // namespace memd

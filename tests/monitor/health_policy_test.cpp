@@ -1,7 +1,7 @@
 // The health grading thresholds.
 #include <gtest/gtest.h>
 
-#include "service/health_policy.hpp"
+#include "monitor/health_policy.hpp"
 
 namespace memd {
 namespace {

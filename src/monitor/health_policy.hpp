@@ -1,4 +1,4 @@
-// service/health_policy.hpp — how memd grades a device's memory health.
+// monitor/health_policy.hpp — how memd grades a device's memory health.
 //
 // One rule, used by memory_status, memory_health and the CLI, so a device
 // cannot look Healthy in one view and Warning in another:

@@ -1,5 +1,5 @@
 // The health grading rule (see health_policy.hpp for the thresholds' reasons).
-#include "service/health_policy.hpp"
+#include "monitor/health_policy.hpp"
 
 namespace memd {
 
