@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -35,6 +36,19 @@ struct MemoryInfo {
   std::uint64_t free_bytes = 0;
   std::uint64_t used_bytes = 0;          // total - free: every process's use
   bool sees_other_processes = false;     // true when used_bytes includes others
+};
+
+// ECC error counts and retired or remapped memory, as NVML reports them.
+// Volatile counts are since the driver last loaded.
+struct DeviceHealthInfo {
+  std::optional<std::uint64_t> ecc_corrected;    // volatile, single-bit
+  std::optional<std::uint64_t> ecc_uncorrected;  // volatile, double-bit
+  std::optional<std::uint64_t> retired_pages;    // page retirement (before Ampere), both causes
+  std::optional<bool> retired_pages_pending;     // retirement waiting for a reset
+  std::optional<std::uint64_t> remapped_rows_correctable;    // row remapping (Ampere and later)
+  std::optional<std::uint64_t> remapped_rows_uncorrectable;
+  std::optional<bool> remapping_pending;         // a remap waits for a reset
+  std::optional<bool> remapping_failed;          // a row could not be remapped
 };
 
 // Opaque stream; handle 0 is the backend's default stream of that device.
@@ -96,6 +110,10 @@ class Backend {
   // Devices this backend serves; empty when none (e.g. no CUDA driver).
   virtual std::vector<DeviceInfo> devices() const = 0;
   virtual Result<MemoryInfo> memory_info(DeviceId device) = 0;
+  // The memory's hardware health where the device reports it (NVML on
+  // GPUs); every field absent where it does not (host devices, no NVML, a
+  // GPU without ECC). Default: nothing known.
+  virtual DeviceHealthInfo health_info(DeviceId) { return {}; }
 
   // --- virtual memory (only where DeviceInfo::virtual_memory) ---------------
   // bytes must be a multiple of the device granularity.

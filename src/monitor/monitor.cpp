@@ -95,8 +95,8 @@ std::shared_ptr<MemoryStatusReport> Monitor::take_sample() {
     in.limit = s.limit_bytes.value_or(
         static_cast<std::uint64_t>(static_cast<double>(s.total_bytes) * manager_.options().max_device_fraction));
     s.pressure = measure_pressure(info.id, in);
-    s.health = s.answered ? classify_health(s.total_bytes, s.free_bytes, s.fragmentation) : MemoryHealthStatus::Failed;
-    report->health = worse_health(report->health, s.health);
+    if (!info.memory_types.empty())
+      if (auto backend = catalog_.backend_for(info.id, info.memory_types.front())) s.hardware = (*backend)->health_info(info.id);
     report->devices.push_back(std::move(s));
   }
   PinnedPoolReport pinned;
@@ -115,13 +115,35 @@ void Monitor::sample_now() {
   std::lock_guard sample_lock(sample_mu_);
   auto report = take_sample();
   report->sample = ++samples_;
+  std::vector<std::pair<DeviceStatus*, MemoryHealthStatus>> regraded;
   {
     std::lock_guard lock(levels_mu_);
+    const auto now = std::chrono::steady_clock::now();
     for (auto& d : report->devices) {
       observe(d.pressure);
       d.pressure.level = readings_[d.info.id].level;
+      auto& failures = failures_[d.info.id];
+      while (!failures.empty() && now - failures.front() > kRecentFailureWindow) failures.pop_front();
+      HealthInputs in{.answered = d.answered, .total_bytes = d.total_bytes, .free_bytes = d.free_bytes,
+                      .fragmentation = d.fragmentation, .pressure = d.pressure.level,
+                      .recent_out_of_memory = failures.size(), .hardware = d.hardware};
+      HealthGrade grade = grade_health(in);
+      d.health = grade.status;
+      d.health_reasons = std::move(grade.reasons);
+      report->health = worse_health(report->health, d.health);
     }
   }
+  for (auto& d : report->devices) {
+    auto [it, fresh] = grades_.try_emplace(d.info.id, d.health);
+    if (!fresh && it->second != d.health) regraded.emplace_back(&d, it->second);
+    it->second = d.health;
+  }
+  for (const auto& [d, before] : regraded)
+    events_.publish(EventKind::health_changed, d->info.id,
+                    {{"deviceId", d->info.id.to_string()},
+                     {"health", std::string(to_string(d->health))},
+                     {"previousHealth", std::string(to_string(before))},
+                     {"reasons", d->health_reasons}});
   latest_.store(report, std::memory_order_release);
   std::vector<std::function<void(const MemoryStatusReport&)>> hooks;
   {
@@ -191,6 +213,13 @@ Result<PressureReading> Monitor::pressure(DeviceId device) const {
   auto it = readings_.find(device);
   if (it == readings_.end()) return PressureReading{.device = device};
   return it->second;
+}
+
+void Monitor::note_failure(DeviceId device) {
+  std::lock_guard lock(levels_mu_);
+  auto& failures = failures_[device];
+  failures.push_back(std::chrono::steady_clock::now());
+  if (failures.size() > 4096) failures.pop_front();  // the count saturates; memory does not grow
 }
 
 Result<void> Monitor::admit(DeviceId device, MemoryPriority priority) const {

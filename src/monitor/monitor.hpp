@@ -32,6 +32,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -89,6 +90,9 @@ class Monitor {
   // nullopt when the device exists but was never read; not_found otherwise.
   Result<PressureReading> pressure(DeviceId device) const;
 
+  // An out_of_memory on `device`: counted for health for kRecentFailureWindow.
+  void note_failure(DeviceId device);
+
   // Refuses (out_of_memory, naming the level) a Low-priority request while
   // its device is Critical; the policy's last rung.
   Result<void> admit(DeviceId device, MemoryPriority priority) const;
@@ -121,6 +125,8 @@ class Monitor {
 
   mutable std::mutex levels_mu_;
   std::map<DeviceId, PressureReading> readings_;
+  std::map<DeviceId, std::deque<std::chrono::steady_clock::time_point>> failures_;  // under levels_mu_
+  std::map<DeviceId, MemoryHealthStatus> grades_;  // the last sample's, under sample_mu_
 
   std::mutex hooks_mu_;
   std::vector<std::function<void(const MemoryStatusReport&)>> hooks_;

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "alloc/pool_stats.hpp"
@@ -40,6 +41,8 @@ struct DeviceStatus {
   std::map<MemoryType, PoolStats> pools;  // per memory type pools that exist
   PressureReading pressure;               // monitor/pressure.hpp
   bool answered = false;                  // the backend's memory info could be read
+  std::vector<std::string> health_reasons;  // monitor/health_policy.hpp; empty when Healthy
+  DeviceHealthInfo hardware;              // ECC and remapping, where the device reports them
 };
 
 // The pinned pool (cpu SharedMemory): its limit, what it holds, and how much

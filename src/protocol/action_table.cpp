@@ -343,11 +343,11 @@ std::vector<Action> build_table() {
       memory_optimize});
   t.push_back(Action{
       "memory_health",
-      "Overall health (the worst device's), version and uptime. Never needs a token.",
+      "Overall health (the worst device's), version and uptime; per device the grade (Healthy, Warning — degraded but serving —, Critical, Failed — memory info unreadable —, Unknown), the reasons for it, the pressure level and, on GPUs, NVML's ECC counts and retired or remapped memory (null where the device does not report them). Graded each sample from free memory, pressure, out-of-memory failures in the last five minutes and the hardware counts. Never needs a token.",
       {{Get, "/healthz"}},
       {},
       R"({})",
-      R"({"status": "Healthy", "version": "0.1.0", "uptimeSeconds": 42, "devices": [{"deviceId": "host:0", "health": "Healthy"}, {"deviceId": "cpu", "health": "Healthy"}]})",
+      R"({"status": "Warning", "version": "0.1.0", "uptimeSeconds": 42, "devices": [{"deviceId": "cuda:0", "health": "Warning", "reasons": ["memory pressure High"], "pressure": "High", "hardware": {"eccCorrected": 0, "eccUncorrected": 0, "retiredPages": null, "retiredPagesPending": null, "remappedRowsCorrectable": 0, "remappedRowsUncorrectable": 0, "remappingPending": false, "remappingFailed": false}}, {"deviceId": "cpu", "health": "Healthy", "reasons": [], "pressure": "Low", "hardware": {"eccCorrected": null, "eccUncorrected": null, "retiredPages": null, "retiredPagesPending": null, "remappedRowsCorrectable": null, "remappedRowsUncorrectable": null, "remappingPending": null, "remappingFailed": null}}]})",
       memory_health});
   t.push_back(Action{
       "memory_devices",

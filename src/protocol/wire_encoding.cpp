@@ -106,6 +106,7 @@ nlohmann::json to_json(const DeviceStatus& s) {
       {"fragmentation", s.fragmentation},
       {"limitBytes", s.limit_bytes ? nlohmann::json(*s.limit_bytes) : nlohmann::json(nullptr)},
       {"health", to_string(s.health)},
+      {"healthReasons", s.health_reasons},
       {"pressure", to_json(s.pressure)},
       {"pools", std::move(pools)},
   };
@@ -186,10 +187,27 @@ nlohmann::json to_json(const OptimizeReport& report) {
           {"reservedAfterBytes", report.reserved_after}};
 }
 
+nlohmann::json to_json(const DeviceHealthInfo& h) {
+  // Absent fields are null: the device does not report them.
+  auto field = [](const auto& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
+  return {{"eccCorrected", field(h.ecc_corrected)},
+          {"eccUncorrected", field(h.ecc_uncorrected)},
+          {"retiredPages", field(h.retired_pages)},
+          {"retiredPagesPending", field(h.retired_pages_pending)},
+          {"remappedRowsCorrectable", field(h.remapped_rows_correctable)},
+          {"remappedRowsUncorrectable", field(h.remapped_rows_uncorrectable)},
+          {"remappingPending", field(h.remapping_pending)},
+          {"remappingFailed", field(h.remapping_failed)}};
+}
+
 nlohmann::json to_json(const HealthReport& report) {
   nlohmann::json devices = nlohmann::json::array();
   for (const auto& d : report.devices)
-    devices.push_back({{"deviceId", d.device.to_string()}, {"health", to_string(d.health)}});
+    devices.push_back({{"deviceId", d.device.to_string()},
+                       {"health", to_string(d.health)},
+                       {"reasons", d.reasons},
+                       {"pressure", std::string(to_string(d.pressure))},
+                       {"hardware", to_json(d.hardware)}});
   return {{"status", to_string(report.status)},
           {"version", std::string(version())},
           {"uptimeSeconds", report.uptime.count()},

@@ -35,6 +35,7 @@ nlohmann::json to_json(const AllocationPage& page);
 nlohmann::json to_json(const Limits& limits);
 nlohmann::json to_json(const ClearReport& report);
 nlohmann::json to_json(const OptimizeReport& report);
+nlohmann::json to_json(const DeviceHealthInfo& info);
 nlohmann::json to_json(const HealthReport& report);
 nlohmann::json to_json(const SessionReport& report);
 nlohmann::json to_json(const SessionCloseReport& report);

@@ -434,7 +434,8 @@ HealthReport MemoryService::health() const {
   auto status_report = status(std::nullopt);
   if (status_report) {
     report.status = status_report->health;
-    for (const auto& d : status_report->devices) report.devices.push_back({d.info.id, d.health});
+    for (const auto& d : status_report->devices)
+      report.devices.push_back({d.info.id, d.health, d.health_reasons, d.pressure.level, d.hardware});
   } else {
     report.status = MemoryHealthStatus::Failed;
   }
@@ -567,6 +568,7 @@ std::vector<AllocationRecord> MemoryService::release(const EndedSession& ended, 
 
 void MemoryService::allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error) {
   if (error.code != ErrorCode::out_of_memory && error.code != ErrorCode::quota_exceeded) return;
+  if (error.code == ErrorCode::out_of_memory) monitor_->note_failure(device);
   nlohmann::json data = {{"deviceId", device.to_string()},
                          {"memoryType", std::string(to_string(request.memory_type))},
                          {"owner", request.owner},

@@ -109,6 +109,9 @@ struct SessionCloseReport {
 struct DeviceHealth {
   DeviceId device;
   MemoryHealthStatus health = MemoryHealthStatus::Unknown;
+  std::vector<std::string> reasons;  // monitor/health_policy.hpp
+  PressureLevel pressure = PressureLevel::Low;
+  DeviceHealthInfo hardware;
 };
 
 struct HealthReport {

@@ -86,6 +86,7 @@ class CudaBackend final : public Backend {
   std::string_view name() const noexcept override { return "cuda"; }
   std::vector<DeviceInfo> devices() const override;
   Result<MemoryInfo> memory_info(DeviceId device) override;
+  DeviceHealthInfo health_info(DeviceId device) override;
 
   Result<VirtualRange> reserve(DeviceId device, std::uint64_t bytes) override;
   Result<void> release(const VirtualRange& range) override;
@@ -378,6 +379,13 @@ CUmemAllocationProp CudaBackend::allocation_prop(const Gpu& gpu) const {
   prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
   prop.location.id = gpu.cu_device;
   return prop;
+}
+
+DeviceHealthInfo CudaBackend::health_info(DeviceId device) {
+  if (device.kind() == DeviceKind::Cpu) return {};
+  auto gpu = require_gpu(device);
+  if (!gpu) return {};
+  return cuda::nvml_health((*gpu)->info.bus_id);
 }
 
 Result<MemoryInfo> CudaBackend::memory_info(DeviceId device) {

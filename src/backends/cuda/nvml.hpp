@@ -14,6 +14,8 @@
 #include <optional>
 #include <string>
 
+#include "backends/backend.hpp"
+
 namespace memd::cuda {
 
 struct NvmlMemory {
@@ -23,5 +25,9 @@ struct NvmlMemory {
 
 // bus_id is the PCI id as cudaDeviceGetPCIBusId writes it ("0000:65:00.0").
 std::optional<NvmlMemory> nvml_memory(const std::string& bus_id);
+
+// ECC counts, retired pages and remapped rows: each field present where the
+// GPU supports it (Hopper remaps rows and does not retire pages).
+DeviceHealthInfo nvml_health(const std::string& bus_id);
 
 }  // namespace memd::cuda
