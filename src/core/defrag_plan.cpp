@@ -299,7 +299,7 @@ Result<DefragPlan> plan_defrag(const DefragSpace& s, const DefragPlanOptions& op
   return plan;
 }
 
-Result<DefragSpace> apply(const DefragSpace& space, const std::vector<DefragMove>& moves) {
+Result<DefragSpace> apply_moves(const DefragSpace& space, const std::vector<DefragMove>& moves) {
   if (auto ok = validate(space); !ok) return fail(ok.error());
   std::map<std::uint64_t, DefragBlock> blocks;
   for (const auto& b : space.blocks) blocks.emplace(b.offset, b);

@@ -35,7 +35,7 @@
 //
 // Moves depend on the moves before them (a target is often what an earlier
 // move freed): any prefix of a plan, run in order, is consistent, which is
-// how the executor bounds a pass. apply() replays a plan and checks every
+// how the executor bounds a pass. apply_moves() replays a plan and checks every
 // move (the plan's validate), trimmed() drops what became wholly free, so
 // tests can predict fragmentation and footprint without a device.
 //
@@ -114,7 +114,7 @@ Result<DefragPlan> plan_defrag(const DefragSpace& space, const DefragPlanOptions
 // a Copy's or Slide's target is free (a Slide's overlapping only its own
 // block) and mapped, a Remap's block owns whole units and its target pages
 // are free and unmapped. Any failure names the move.
-Result<DefragSpace> apply(const DefragSpace& space, const std::vector<DefragMove>& moves);
+Result<DefragSpace> apply_moves(const DefragSpace& space, const std::vector<DefragMove>& moves);
 // The space after a trim: units (or segments) with no live byte dropped.
 DefragSpace trimmed(const DefragSpace& space);
 // 1 − largest free run ÷ free bytes, over mapped memory (0 when none free):
