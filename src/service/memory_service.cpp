@@ -43,6 +43,7 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
     if (b->name() == "host") host = b.get();
   if (!host) return fail(ErrorCode::internal, "the device catalog has no host backend");
   service->transfers_ = std::make_unique<TransferEngine>(*service->manager_, *host, options.transfers);
+  service->defragmenter_ = std::make_unique<Defragmenter>(*service->manager_, service->transfers_->stream_pool());
   service->socket_path_ = options.socket_path;
   service->clock_ = options.clock ? options.clock : LeaseClock([] { return std::chrono::steady_clock::now(); });
   service->sessions_ = std::make_unique<SessionTable>(options.session_limits);

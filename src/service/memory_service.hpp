@@ -49,6 +49,7 @@
 #include "service/lease_reaper.hpp"
 #include "service/reports.hpp"
 #include "service/session_table.hpp"
+#include "transfer/defragmenter.hpp"
 #include "transfer/transfer_engine.hpp"
 
 namespace memd {
@@ -154,6 +155,14 @@ class MemoryService {
   Result<ClearReport> clear(const Caller& caller, const ClearRequest& request);
   // Open to all, like a trim: it gives back only memory no one holds.
   OptimizeReport optimize();
+  // Defragmentation (memory_service_defrag.cpp; transfer/defragmenter.hpp).
+  // Open to all callers, like optimize: it moves other owners' allocations,
+  // but keeps every id, byte, owner and quota, and never moves what anyone
+  // pinned, exported or is using (held), so nobody can tell but by timing;
+  // the cost is bounded by the options' limits. not_found: unknown device.
+  Result<DefragReport> defragment(const Caller& caller, const DefragOptions& options);
+  // For the event bus's owner: set_event_hook before serving.
+  Defragmenter& defragmenter() noexcept { return *defragmenter_; }
   HealthReport health() const;
   std::vector<DeviceInfo> devices() const;
 
@@ -195,6 +204,8 @@ class MemoryService {
   std::unique_ptr<MemoryManager> manager_;
   // After the manager: transfers hold its allocations, and go first.
   std::unique_ptr<TransferEngine> transfers_;
+  // Borrows the engine's streams: after it, so it goes first.
+  std::unique_ptr<Defragmenter> defragmenter_;
   std::unique_ptr<ExportTable> exports_ = std::make_unique<ExportTable>();
   std::string socket_path_;
   // One hold per import, by connection: an importer's mapping keeps the

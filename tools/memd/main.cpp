@@ -175,6 +175,17 @@ int main(int argc, char** argv) {
   add_client_flags(optimize_cmd, client);
   optimize_cmd->callback([&] { exit_code = run_optimize(client); });
 
+  DefragmentFlags defrag;
+  auto* defrag_cmd = app.add_subcommand("defragment", "Compact pools: move allocations so emptied memory goes back");
+  add_client_flags(defrag_cmd, client);
+  defrag_cmd->add_option("--device", defrag.device, "Only this device (default: all)");
+  defrag_cmd->add_option("--max-bytes-per-pass", defrag.max_bytes, "Bytes one pass relocates, e.g. 256MiB");
+  defrag_cmd->add_option("--max-moves-per-pass", defrag.max_moves, "Relocations per pass");
+  defrag_cmd->add_option("--max-passes", defrag.max_passes, "Passes");
+  defrag_cmd->add_flag("--no-remap", defrag.no_remap, "Copy even blocks that own whole mapping units");
+  defrag_cmd->add_flag("--dry-run", defrag.dry_run, "Plan only; move nothing");
+  defrag_cmd->callback([&] { exit_code = run_defragment(client, defrag); });
+
   auto* sessions_cmd = app.add_subcommand("sessions", "List your open sessions (the admin: all)");
   add_client_flags(sessions_cmd, client);
   sessions_cmd->callback([&] { exit_code = run_sessions(client); });
