@@ -73,7 +73,7 @@ double baseline_seconds(bool gpu, std::uint64_t bytes, int count) {
 struct Env {
   std::unique_ptr<DeviceCatalog> catalog;
   std::unique_ptr<MemoryManager> manager;
-  StreamPool streams;
+  std::unique_ptr<StreamPool> streams = std::make_unique<StreamPool>();
   std::unique_ptr<Defragmenter> defrag;
   DeviceId device;
 };
@@ -90,7 +90,7 @@ Env make_env() {
   e.catalog = std::move(*c);
   e.device = e.catalog->info(DeviceId::cuda(0)) ? DeviceId::cuda(0) : DeviceId::host(0);
   e.manager = std::make_unique<MemoryManager>(*e.catalog);
-  e.defrag = std::make_unique<Defragmenter>(*e.manager, e.streams);
+  e.defrag = std::make_unique<Defragmenter>(*e.manager, *e.streams);
   return e;
 }
 
