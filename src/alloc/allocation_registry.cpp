@@ -89,6 +89,11 @@ void AllocationRegistry::relocate(Entry& entry, DevicePool* pool, Backend* backe
   entry.record.address = reinterpret_cast<std::uint64_t>(ptr);
 }
 
+std::uint32_t AllocationRegistry::holds(const Entry& entry) const {
+  std::lock_guard lock(mu_);
+  return entry.holds;
+}
+
 void AllocationRegistry::set_status(Entry& entry, MemoryAllocationStatus status) {
   std::lock_guard lock(mu_);
   if (!entry.freeing.load(std::memory_order_relaxed)) entry.record.status = status;

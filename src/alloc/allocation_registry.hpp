@@ -112,6 +112,8 @@ class AllocationRegistry {
   // Replaces a held entry's location and the record's device, type and
   // address (a move landing); the caller holds entry.io exclusively.
   void relocate(Entry& entry, DevicePool* pool, Backend* backend, void* ptr, DeviceId device, MemoryType type);
+  // Holds on the entry now (the caller's own included).
+  std::uint32_t holds(const Entry& entry) const;
   // Sets a live entry's status (Moving while a move copies, back to Allocated).
   void set_status(Entry& entry, MemoryAllocationStatus status);
   // A copy of the record. Unknown id: not_found.

@@ -20,6 +20,9 @@
 #include <optional>
 #include <string>
 
+#include <vector>
+
+#include "core/defrag_plan.hpp"
 #include "core/tlsf.hpp"
 #include "memd/error.hpp"
 
@@ -74,6 +77,22 @@ class Arena {
   virtual std::uint64_t region_backed_bytes(std::uint64_t region_size) const = 0;
   // Reserved ranges or segments held.
   virtual std::uint64_t regions_held() const = 0;
+  // Defragmentation (transfer/defragmenter.hpp):
+  // The mapping units backing the arena (virtual memory; none for segments,
+  // which are backed whole), in address order.
+  virtual void units(std::vector<DefragRange>& out) const { (void)out; }
+  // Carves [address, address + size) when it lies in one free block on
+  // mapped pages (conflict otherwise; never maps: a relocation must not
+  // raise the footprint). The kept block is flushed first.
+  virtual Result<std::uint64_t> take_at(std::uint64_t address, std::uint64_t size) = 0;
+  // Moves the live block at `from`, which owns whole units, to `to`, whose
+  // pages are free and unmapped, by remapping its units (Backend::remap).
+  // Segments cannot: unavailable.
+  virtual Result<void> move_units(std::uint64_t from, std::uint64_t to) {
+    (void)from;
+    (void)to;
+    return fail(ErrorCode::unavailable, "a {} arena cannot move mappings", region_kind());
+  }
   // TLSF, the page map and the arena's own counts agree.
   virtual Result<void> validate() const = 0;
 

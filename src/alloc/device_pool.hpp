@@ -45,6 +45,7 @@
 #include "alloc/stream_reuse.hpp"
 #include "alloc/thread_caches.hpp"
 #include "backends/backend.hpp"
+#include "core/defrag_plan.hpp"
 #include "core/live_blocks.hpp"
 #include "core/live_slots.hpp"
 #include "core/spin_lock.hpp"
@@ -100,6 +101,26 @@ class DevicePool final : private CacheOwner {
   std::uint64_t trim();
   std::vector<SegmentInfo> snapshot() const;
   Result<void> validate() const;
+
+  // ----- defragmentation (pool_relocation.cpp; transfer/defragmenter.hpp) -----
+  // The pool as core/defrag_plan sees it: TLSF regions, mapping units (a
+  // virtual pool) and every live arena block, all immovable (block key = its
+  // address; the caller marks the ones it may move). Thread caches are taken
+  // back and the kept block flushed first, so cached blocks count as free.
+  // Huge ranges are not in the arena and never move.
+  DefragSpace defrag_space();
+  // A block at exactly [address, address + bytes) for a relocation: free,
+  // mapped, counted as allocated. conflict when the range is not free
+  // mapped memory (the plan is stale).
+  Result<void*> reserve_at(std::uint64_t address, std::uint64_t bytes);
+  // A slide lands: the gap block (reserve_at of [target, old)) and the old
+  // block go, and the block of `bytes` at target is carved, in one step
+  // under the pool lock, so nobody can take the range in between.
+  Result<void> settle_slide(void* gap, void* old_block, void* target, std::uint64_t bytes);
+  // Moves the live block at old_block, which owns whole mapping units, to
+  // target (free, unmapped pages) by remapping its units: no copy. Virtual
+  // pools only (unavailable otherwise); conflict when the layout changed.
+  Result<void> remap_block(void* old_block, void* target);
 
   const PoolOptions& options() const noexcept { return opt_; }
   Backend& backend() noexcept { return backend_; }

@@ -135,6 +135,42 @@ class MemoryManager {
   // Gives the target back; the allocation stays where it was.
   void abort_move(const AllocationHold& hold, const MoveTarget& target);
 
+  // ----- relocation within a pool (defragmentation; memory_relocation.cpp) -----
+  // An API allocation living in a pool that defragmentation may move: not
+  // pinned or exportable, Allocated, and not a slab slot. `held`: something
+  // (a transfer, an import) holds it now, so a pass skips it.
+  struct RelocationCandidate {
+    AllocationId id;
+    std::uint64_t address = 0;
+    std::uint64_t size = 0;
+    bool held = false;
+  };
+  std::vector<RelocationCandidate> relocation_candidates(const DevicePool& pool) const;
+  // A relocation under way: the block reserved at the target (Copy), the gap
+  // below the block (Slide), or nothing (Remap: the units move at commit).
+  struct Relocation {
+    DevicePool* pool = nullptr;
+    DefragMoveKind kind = DefragMoveKind::Copy;
+    std::byte* from = nullptr;
+    std::byte* to = nullptr;
+    void* reserved = nullptr;  // Copy: the target block; Slide: the gap block
+    std::uint64_t block_bytes = 0;
+  };
+  // The same-pool variant of reserve_move, under the same discipline: the
+  // caller holds the allocation and its write_gate exclusively (writers wait
+  // from here to the commit). Refuses (conflict) a pinned, exportable,
+  // exported or moving allocation, one anything else holds (hold count > 1:
+  // a transfer or an import), and one no longer at move.from (a stale plan);
+  // a target that is no longer free is conflict too. Marks it Moving.
+  Result<Relocation> reserve_relocation(const AllocationHold& hold, const DefragMove& move);
+  // Lands it; the caller holds write_gate and io exclusively (readers wait
+  // for the switch, so none sees a half-moved allocation): the pool settles
+  // the block at its new address (a Remap moves the units now), the registry
+  // points there, the old block goes back.
+  Result<AllocationRecord> commit_relocation(const AllocationHold& hold, const Relocation& relocation);
+  // Gives the reservation back; the allocation stays where it was.
+  void abort_relocation(const AllocationHold& hold, const Relocation& relocation);
+
   Result<void> set_limits(const Limits& limits);
   Limits limits() const;
 

@@ -74,4 +74,13 @@ Result<void> SegmentArena::validate() const {
   return {};
 }
 
+// Segments are backed whole: any free range of one can take a block.
+Result<std::uint64_t> SegmentArena::take_at(std::uint64_t address, std::uint64_t size) {
+  auto block = tlsf_.allocate_at(address, size);
+  if (!block)
+    return fail(ErrorCode::conflict, "[{:#x}, +{}) is not free in a segment of {}", address, size,
+                options_.device.to_string());
+  return block->offset;
+}
+
 }  // namespace memd

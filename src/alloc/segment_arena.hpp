@@ -46,6 +46,7 @@ class SegmentArena final : public Arena {
   std::uint64_t region_backed_bytes(std::uint64_t region_size) const override { return region_size; }
   std::uint64_t regions_held() const override { return segments_.size(); }
   Result<void> validate() const override;
+  Result<std::uint64_t> take_at(std::uint64_t address, std::uint64_t size) override;
 
  private:
   Backend& backend_;

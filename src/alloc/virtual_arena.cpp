@@ -276,4 +276,65 @@ Result<void> VirtualArena::validate() const {
   return {};
 }
 
+void VirtualArena::units(std::vector<DefragRange>& out) const {
+  pages_.for_each_unit(pages_.base(), pages_.base() + pages_.size(),
+                       [&](std::uint64_t at, std::uint64_t n) { out.push_back({at, n}); });
+}
+
+Result<std::uint64_t> VirtualArena::take_at(std::uint64_t address, std::uint64_t size) {
+  flush_kept();
+  const std::uint64_t bytes = round_up(size, kUnit);
+  if (address < range_.base || address + bytes > range_.base + range_.size ||
+      pages_.unmapped_pages(address, bytes) != 0)
+    return fail(ErrorCode::conflict, "[{:#x}, +{}) is not mapped memory of {}", address, bytes,
+                options_.device.to_string());
+  auto block = tlsf_.allocate_at(address, bytes);
+  if (!block)
+    return fail(ErrorCode::conflict, "[{:#x}, +{}) is not free on {}", address, bytes, options_.device.to_string());
+  std::vector<PageRun> runs;
+  pages_.acquire(block->offset, block->size, runs);  // all mapped: no runs
+  return block->offset;
+}
+
+// The block's units go to the target pages whole (Backend::remap), and the
+// page map follows: the target pages become live and mapped in the same
+// units, the old ones free and unmapped. The unit counts do not change (the
+// same units, elsewhere), so validate()'s tally holds.
+Result<void> VirtualArena::move_units(std::uint64_t from, std::uint64_t to) {
+  flush_kept();
+  const auto size = tlsf_.allocated_size(from);
+  if (!size) return fail(ErrorCode::conflict, "no live block at {:#x} on {}", from, options_.device.to_string());
+  const std::uint64_t span = round_up(*size, page_);
+  if (from % page_ != 0 || to % page_ != 0)
+    return fail(ErrorCode::invalid_argument, "a remap moves whole pages: {:#x} -> {:#x}", from, to);
+  std::vector<DefragRange> moving;
+  pages_.for_each_unit(from, from + span, [&](std::uint64_t at, std::uint64_t n) { moving.push_back({at, n}); });
+  std::uint64_t covered = 0;
+  for (const auto& u : moving)
+    if (u.offset >= from && u.offset + u.size <= from + span) covered += u.size;
+  if (covered != span || pages_.live_bytes() == 0)
+    return fail(ErrorCode::conflict, "the block at {:#x} does not own whole units", from);
+  // Nothing else on its pages: the bytes past the block in its last page are free.
+  if (span != *size) {
+    auto tail = tlsf_.free_block_at(from + *size);
+    if (!tail || tail->offset + tail->size < from + span)
+      return fail(ErrorCode::conflict, "the last page of the block at {:#x} holds another block", from);
+  }
+  auto target = tlsf_.free_block_at(to);
+  if (!target || target->offset + target->size < to + span || pages_.unmapped_pages(to, span) != span / page_)
+    return fail(ErrorCode::conflict, "[{:#x}, +{}) is not free unmapped space on {}", to, span,
+                options_.device.to_string());
+  ++counters_.map_calls;
+  auto moved = mapping_call([&] { return backend_.remap(range_, from - range_.base, to - range_.base, span); });
+  if (!moved) return fail(moved.error());
+  (void)tlsf_.allocate_at(to, *size);
+  std::vector<PageRun> runs;
+  pages_.acquire(to, *size, runs);
+  for (const auto& u : moving) pages_.mark_mapped({to + (u.offset - from), u.size});
+  (void)tlsf_.free(from);
+  pages_.release(from, *size);
+  pages_.mark_unmapped({from, span});
+  return {};
+}
+
 }  // namespace memd

@@ -70,6 +70,9 @@ class VirtualArena final : public Arena {
   std::uint64_t region_backed_bytes(std::uint64_t) const override { return pages_.mapped_bytes(); }
   std::uint64_t regions_held() const override { return 1; }
   Result<void> validate() const override;
+  void units(std::vector<DefragRange>& out) const override;
+  Result<std::uint64_t> take_at(std::uint64_t address, std::uint64_t size) override;
+  Result<void> move_units(std::uint64_t from, std::uint64_t to) override;
 
   const VirtualRange& range() const noexcept { return range_; }
   const PageMap& pages() const noexcept { return pages_; }

@@ -159,6 +159,25 @@ class Backend {
   }
   virtual Result<void> unmap(const VirtualRange& range, std::uint64_t offset,
                              std::uint64_t bytes) = 0;
+  // Moves the physical memory of the whole units that tile [from, from +
+  // bytes) to [to, to + bytes) of the same range, without copying: the units
+  // keep their sizes and contents and are mapped at the new place, and
+  // [from, from + bytes) is unmapped afterwards. The cost is per unit, not
+  // per byte (defragmentation moves blocks that own whole units this way).
+  // Both offsets and bytes are whole pages inside the range
+  // (invalid_argument); [from, +bytes) must be exactly whole units and
+  // [to, +bytes) wholly unmapped (conflict); either way nothing changes.
+  // The caller makes sure nothing reads or writes either run meanwhile.
+  // Backends that cannot move mappings answer unavailable (the default), and
+  // the caller copies instead.
+  virtual Result<void> remap(const VirtualRange& range, std::uint64_t from, std::uint64_t to,
+                             std::uint64_t bytes) {
+    (void)from;
+    (void)to;
+    (void)bytes;
+    return fail(ErrorCode::unavailable, "the {} backend cannot move mappings on {}", name(),
+                range.device.to_string());
+  }
   // Drops physical memory the backend caches for reuse by later map() calls
   // (CUDA keeps the handles of unmapped units, keyed by size, to avoid
   // cuMemCreate/cuMemRelease on the hot path). Returns the bytes given back.

@@ -162,6 +162,23 @@ std::optional<TlsfBlock> Tlsf::allocate_in(std::uint32_t handle, std::uint64_t a
   return carve(handle, at, bytes);
 }
 
+std::optional<TlsfBlock> Tlsf::allocate_at(std::uint64_t at, std::uint64_t size) {
+  if (size == 0 || at % unit_ != 0) return std::nullopt;
+  const std::uint64_t bytes = ((size + unit_ - 1) >> unit_shift_) << unit_shift_;
+  auto r = regions_.upper_bound(at);
+  if (r == regions_.begin()) return std::nullopt;
+  --r;
+  if (at >= r->first + r->second) return std::nullopt;
+  for (std::uint32_t i = region_head(r->first); i != kNone; i = nodes_[i].next_phys) {
+    const Node& n = nodes_[i];
+    if (at < n.offset + n.size) {
+      if (!n.free || at + bytes > n.offset + n.size) return std::nullopt;
+      return carve(i, at, bytes);
+    }
+  }
+  return std::nullopt;
+}
+
 TlsfBlock Tlsf::carve(std::uint32_t chosen, std::uint64_t at, std::uint64_t bytes) {
   remove_free(chosen);
   // Split off the padding before `at`; it stays free.

@@ -79,6 +79,11 @@ class Tlsf {
     }
   }
   std::optional<TlsfBlock> allocate_in(std::uint32_t handle, std::uint64_t at, std::uint64_t size);
+  // Carves [at, at + size) (size rounded up to the unit) when that range lies
+  // inside one free block; nullopt otherwise. Walks the region's blocks:
+  // for rare callers (defragmentation places blocks where its plan says),
+  // never for the allocation path.
+  std::optional<TlsfBlock> allocate_at(std::uint64_t at, std::uint64_t size);
 
   // Frees the allocated block starting at offset: its size and the free block
   // it became part of after coalescing; nullopt if no block is allocated there.

@@ -182,6 +182,7 @@ void Monitor::note_usage(DeviceId device) {
     in.memd_allocated = live.allocated_bytes;
     in.limit = it->second.limit_bytes;
     const PressureLevel before = it->second.level;
+    last_use_[device] = std::chrono::steady_clock::now();
     observe(measure_pressure(device, in));
     respond = readings_[device].level >= PressureLevel::High && readings_[device].level > before;
   }
@@ -213,6 +214,12 @@ Result<PressureReading> Monitor::pressure(DeviceId device) const {
   auto it = readings_.find(device);
   if (it == readings_.end()) return PressureReading{.device = device};
   return it->second;
+}
+
+std::chrono::steady_clock::duration Monitor::idle_for(DeviceId device) const {
+  std::lock_guard lock(levels_mu_);
+  auto it = last_use_.find(device);
+  return std::chrono::steady_clock::now() - (it == last_use_.end() ? started_ : it->second);
 }
 
 void Monitor::note_failure(DeviceId device) {

@@ -90,6 +90,10 @@ class Monitor {
   // nullopt when the device exists but was never read; not_found otherwise.
   Result<PressureReading> pressure(DeviceId device) const;
 
+  // How long since note_usage() last saw `device` change (since the monitor
+  // started when it never did): the idle clock of scheduled defragmentation.
+  std::chrono::steady_clock::duration idle_for(DeviceId device) const;
+
   // An out_of_memory on `device`: counted for health for kRecentFailureWindow.
   void note_failure(DeviceId device);
 
@@ -126,7 +130,9 @@ class Monitor {
   mutable std::mutex levels_mu_;
   std::map<DeviceId, PressureReading> readings_;
   std::map<DeviceId, std::deque<std::chrono::steady_clock::time_point>> failures_;  // under levels_mu_
-  std::map<DeviceId, MemoryHealthStatus> grades_;  // the last sample's, under sample_mu_
+  std::map<DeviceId, MemoryHealthStatus> grades_;
+  std::map<DeviceId, std::chrono::steady_clock::time_point> last_use_;  // under levels_mu_
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();  // the last sample's, under sample_mu_
 
   std::mutex hooks_mu_;
   std::vector<std::function<void(const MemoryStatusReport&)>> hooks_;

@@ -12,6 +12,7 @@
 
 #include "memd/size.hpp"
 #include "protocol/action_helpers.hpp"
+#include "protocol/actions/defrag_actions.hpp"
 #include "protocol/actions/export_actions.hpp"
 #include "protocol/actions/monitor_actions.hpp"
 #include "protocol/actions/transfer_actions.hpp"
@@ -395,6 +396,7 @@ std::vector<Action> build_table() {
   append_transfer_actions(t);
   append_export_actions(t);
   append_monitor_actions(t);
+  append_defrag_actions(t);
   return t;
 }
 

@@ -40,6 +40,7 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
     if (b->name() == "host") host = b.get();
   if (!host) return fail(ErrorCode::internal, "the device catalog has no host backend");
   service->transfers_ = std::make_unique<TransferEngine>(*service->manager_, *host, options.transfers);
+  service->defragmenter_ = std::make_unique<Defragmenter>(*service->manager_, service->transfers_->stream_pool());
   auto monitor = Monitor::create(*service->catalog_, *service->manager_, *service->transfers_, *service->events_,
                                  options.monitor);
   if (!monitor) return fail(monitor.error());
@@ -47,6 +48,12 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
   {
     MemoryService* self = service.get();
     service->transfers_->set_completion_hook([self](const TransferReport& report) { self->transfer_finished(report); });
+    service->defragmenter_->set_event_hook([self](const DefragEvent& event) { self->defrag_event(event); });
+    if (options.scheduled_defrag) {
+      const DefragScheduleOptions schedule = *options.scheduled_defrag;
+      service->monitor_->add_sample_hook(
+          [self, schedule](const MemoryStatusReport& report) { self->scheduled_defrag(report, schedule); });
+    }
   }
   service->socket_path_ = options.socket_path;
   service->clock_ = options.clock ? options.clock : LeaseClock([] { return std::chrono::steady_clock::now(); });
@@ -65,6 +72,7 @@ MemoryService::~MemoryService() {
   if (reaper_) reaper_->stop();
   reaper_.reset();
   if (monitor_) monitor_->stop();
+  defragmenter_.reset();
   transfers_.reset();
   monitor_.reset();
   {

@@ -51,6 +51,8 @@
 #include "service/lease_reaper.hpp"
 #include "service/reports.hpp"
 #include "service/session_table.hpp"
+#include "transfer/defragmenter.hpp"
+#include "transfer/defrag_schedule.hpp"
 #include "transfer/transfer_engine.hpp"
 
 namespace memd {
@@ -71,6 +73,9 @@ struct ServiceOptions {
   MonitorOptions monitor;
   // Events kept for Last-Event-ID resumption (monitor/event_bus.hpp).
   std::size_t event_ring = kDefaultEventRing;
+  // Defragment a device by itself once its fragmentation passes a threshold
+  // and it has been idle (transfer/defrag_schedule.hpp); none: only on request.
+  std::optional<DefragScheduleOptions> scheduled_defrag;
 };
 
 // What an importer receives over the socket: the descriptor and where the
@@ -166,6 +171,14 @@ class MemoryService {
   Result<ClearReport> clear(const Caller& caller, const ClearRequest& request);
   // Open to all, like a trim: it gives back only memory no one holds.
   OptimizeReport optimize();
+  // Defragmentation (memory_service_defrag.cpp; transfer/defragmenter.hpp).
+  // Open to all callers, like optimize: it moves other owners' allocations,
+  // but keeps every id, byte, owner and quota, and never moves what anyone
+  // pinned, exported or is using (held), so nobody can tell but by timing;
+  // the cost is bounded by the options' limits. not_found: unknown device.
+  Result<DefragReport> defragment(const Caller& caller, const DefragOptions& options);
+  // For the event bus's owner: set_event_hook before serving.
+  Defragmenter& defragmenter() noexcept { return *defragmenter_; }
   HealthReport health() const;
   std::vector<DeviceInfo> devices() const;
 
@@ -204,6 +217,10 @@ class MemoryService {
   void allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error);
   // The transfer engine's completion hook: transfer_completed / _failed.
   void transfer_finished(const TransferReport& report);
+  // The defragmenter's hook: defragment_started / _finished.
+  void defrag_event(const DefragEvent& event);
+  // A sample hook: defragments each device the schedule says to.
+  void scheduled_defrag(const MemoryStatusReport& report, const DefragScheduleOptions& schedule);
   // Frees an ended session's allocations, logging each; returns what it freed.
   std::vector<AllocationRecord> release(const EndedSession& ended, std::string_view why);
 
@@ -213,6 +230,8 @@ class MemoryService {
   std::unique_ptr<MemoryManager> manager_;
   // After the manager: transfers hold its allocations, and go first.
   std::unique_ptr<TransferEngine> transfers_;
+  // Borrows the engine's streams: after it, so it goes first.
+  std::unique_ptr<Defragmenter> defragmenter_;
   // After transfers (it samples them); stopped before anything it reads.
   std::unique_ptr<Monitor> monitor_;
   std::unique_ptr<ExportTable> exports_ = std::make_unique<ExportTable>();

@@ -112,6 +112,9 @@ class TransferEngine {
   Result<std::vector<std::byte>> read(const AllocationId& id, std::uint64_t offset, std::uint64_t length);
 
   TransferStats stats() const;
+  // The engine's streams, lent to the defragmenter (transfer/defragmenter.hpp)
+  // so its copies reuse them rather than making their own.
+  StreamPool& stream_pool() noexcept { return streams_; }
   StagingStats staging() const { return staging_.stats(); }
   // Idle staging buffers back to the pinned pool; the bytes.
   std::uint64_t trim() { return staging_.trim(); }

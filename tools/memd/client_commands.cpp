@@ -10,6 +10,8 @@
 #include <iostream>
 #include <iterator>
 
+#include <fmt/format.h>
+
 #include "commands.hpp"
 #include "memd/memory_types.hpp"
 #include "memd/size.hpp"
@@ -220,6 +222,36 @@ int run_optimize(const ClientFlags& c) {
   return finish(c, api.post("/api/memory/optimize", nlohmann::json::object()), [](const nlohmann::json& r) {
     std::cout << "released " << bytes_text(r["releasedBytes"]) << " (reserved "
               << bytes_text(r["reservedBeforeBytes"]) << " -> " << bytes_text(r["reservedAfterBytes"]) << ")\n";
+  });
+}
+
+int run_defragment(const ClientFlags& c, const DefragmentFlags& f) {
+  ApiClient api(c.client);
+  nlohmann::json body = nlohmann::json::object();
+  if (!f.device.empty()) body["deviceId"] = f.device;
+  if (!f.max_bytes.empty()) body["maxBytesPerPass"] = f.max_bytes;
+  if (f.max_moves != 0) body["maxMovesPerPass"] = f.max_moves;
+  if (f.max_passes != 0) body["maxPasses"] = f.max_passes;
+  if (f.no_remap) body["allowRemap"] = false;
+  if (f.dry_run) body["dryRun"] = true;
+  return finish(c, api.post("/api/memory/defragment", body), [](const nlohmann::json& r) {
+    auto ratio = [](const nlohmann::json& v) { return v.is_number() ? fmt::format("{:.3f}", v.get<double>()) : "-"; };
+    Table t({"DEVICE", "TYPE", "FRAG BEFORE", "FRAG AFTER", "RESERVED BEFORE", "RESERVED AFTER", "MOVES"});
+    for (const auto& d : r["devices"])
+      t.add({text(d, "deviceId"), text(d, "memoryType"), ratio(d["fragmentationBefore"]), ratio(d["fragmentationAfter"]),
+             bytes_text(d["reservedBytesBefore"]), bytes_text(d["reservedBytesAfter"]), text(d, "moves")});
+    if (!t.empty()) std::cout << t.render();
+    if (r.value("dryRun", false)) {
+      std::uint64_t bytes = 0;
+      for (const auto& m : r["plan"]) bytes += m.value("sizeBytes", std::uint64_t{0});
+      std::cout << "dry run: " << r["plan"].size() << " moves planned (" << format_size(bytes) << ") in "
+                << text(r, "passes") << " passes; nothing moved\n";
+      return;
+    }
+    std::cout << "moved " << text(r, "moves") << " allocations: " << bytes_text(r["bytesMoved"]) << " copied, "
+              << bytes_text(r["bytesRemapped"]) << " remapped (" << text(r, "remaps") << " remaps), "
+              << text(r, "skipped") << " skipped (in use), " << text(r, "passes") << " passes, "
+              << ratio(r["durationMs"]) << " ms\n";
   });
 }
 

@@ -29,6 +29,10 @@ struct EngineOptions {
   double pressure_hysteresis = 3;
   std::string pressure_policy = "full";
   int event_ring = 4096;
+  // "THRESHOLD,IDLE_SECONDS" (e.g. 0.3,30): defragment a device by itself
+  // once its fragmentation reaches THRESHOLD and it has been idle that long;
+  // "off" (default): only on request.
+  std::string defrag_schedule = "off";
 };
 
 struct ServeFlags {
@@ -111,6 +115,14 @@ int run_free(const ClientFlags& c, const std::string& id);
 int run_limits(const ClientFlags& c, const LimitsFlags& f);
 int run_clear(const ClientFlags& c, const ClearFlags& f);
 int run_optimize(const ClientFlags& c);
+// memd defragment: sizes go as typed ("256MiB"), read by the wire's parser.
+struct DefragmentFlags {
+  std::string device, max_bytes;
+  std::uint64_t max_moves = 0, max_passes = 0;  // 0: the daemon's default
+  bool no_remap = false;
+  bool dry_run = false;
+};
+int run_defragment(const ClientFlags& c, const DefragmentFlags& f);
 int run_sessions(const ClientFlags& c);
 int run_session_open(const ClientFlags& c, std::optional<std::uint64_t> ttl_seconds);
 int run_session_heartbeat(const ClientFlags& c, const std::string& id);

@@ -93,6 +93,20 @@ Result<ServiceOptions> service_options(const EngineOptions& engine) {
   if (!policy) return fail(ErrorCode::invalid_argument, "--pressure-policy: {}", policy.error().message);
   options.monitor.policy = *policy;
   options.event_ring = static_cast<std::size_t>(engine.event_ring);
+  if (engine.defrag_schedule != "off") {
+    double threshold = 0, idle = 0;
+    char tail = 0;
+    if (std::sscanf(engine.defrag_schedule.c_str(), "%lf,%lf%c", &threshold, &idle, &tail) != 2 ||
+        !(threshold > 0 && threshold <= 1) || !(idle >= 0 && idle <= 86'400))
+      return fail(ErrorCode::invalid_argument,
+                  "--defrag-schedule '{}': expected off or THRESHOLD,IDLE_SECONDS with 0 < THRESHOLD <= 1 and "
+                  "0 <= IDLE_SECONDS <= 86400 (e.g. 0.3,30)",
+                  engine.defrag_schedule);
+    options.scheduled_defrag = DefragScheduleOptions{
+        .fragmentation_threshold = threshold,
+        .min_idle = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+            std::chrono::duration<double>(idle))};
+  }
   return options;
 }
 

@@ -58,6 +58,11 @@ int main(int argc, char** argv) {
                  "through the callbacks and refuse Low-priority allocations), reclaim (no refusals), release "
                  "(High's action only), off (levels and events only)")
       ->capture_default_str();
+  app.add_option("--defrag-schedule", engine.defrag_schedule,
+                 "THRESHOLD,IDLE_SECONDS: defragment a device by itself once its fragmentation reaches THRESHOLD "
+                 "(0..1) and nothing has allocated or freed on it for IDLE_SECONDS (e.g. 0.3,30); off: only on "
+                 "request (memory_defragment)")
+      ->capture_default_str();
   app.add_option("--event-ring", engine.event_ring,
                  "Events kept for resumption (Last-Event-ID); a subscriber further behind is told what it lost")
       ->check(CLI::Range(16, 1'000'000))
@@ -195,6 +200,17 @@ int main(int argc, char** argv) {
   auto* optimize_cmd = app.add_subcommand("optimize", "Release unused memory and report how much");
   add_client_flags(optimize_cmd, client);
   optimize_cmd->callback([&] { exit_code = run_optimize(client); });
+
+  DefragmentFlags defrag;
+  auto* defrag_cmd = app.add_subcommand("defragment", "Compact pools: move allocations so emptied memory goes back");
+  add_client_flags(defrag_cmd, client);
+  defrag_cmd->add_option("--device", defrag.device, "Only this device (default: all)");
+  defrag_cmd->add_option("--max-bytes-per-pass", defrag.max_bytes, "Bytes one pass relocates, e.g. 256MiB");
+  defrag_cmd->add_option("--max-moves-per-pass", defrag.max_moves, "Relocations per pass");
+  defrag_cmd->add_option("--max-passes", defrag.max_passes, "Passes");
+  defrag_cmd->add_flag("--no-remap", defrag.no_remap, "Copy even blocks that own whole mapping units");
+  defrag_cmd->add_flag("--dry-run", defrag.dry_run, "Plan only; move nothing");
+  defrag_cmd->callback([&] { exit_code = run_defragment(client, defrag); });
 
   auto* sessions_cmd = app.add_subcommand("sessions", "List your open sessions (the admin: all)");
   add_client_flags(sessions_cmd, client);

@@ -93,6 +93,8 @@ class CudaBackend final : public Backend {
   Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
                    std::uint64_t unit_bytes = 0) override;
   Result<void> unmap(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
+  Result<void> remap(const VirtualRange& range, std::uint64_t from, std::uint64_t to,
+                     std::uint64_t bytes) override;
   std::uint64_t trim() override;
   void set_handle_cache_limit(DeviceId device, std::uint64_t bytes) override;
   std::uint64_t physical_bytes(DeviceId device) const override;
@@ -608,6 +610,53 @@ Result<void> CudaBackend::unmap(const VirtualRange& range, std::uint64_t offset,
     gpu.mapped_bytes -= std::min(gpu.mapped_bytes, bytes);
   }
   for (const auto& [unit_offset, unit] : *tiles) give_back(gpu, unit.payload, unit.bytes);
+  return {};
+}
+
+// The same physical handles, mapped at the new address, then unmapped at
+// the old one: cuMemMap per unit, one cuMemSetAccess for the run, one
+// cuMemUnmap for the old run (a union of whole mappings). The handle of each
+// unit is the one in our book — what cuMemRetainAllocationHandle on the old
+// address would return — so no retain/release pair is needed, and the
+// handle's ownership stays with the book, which moves with the mapping.
+Result<void> CudaBackend::remap(const VirtualRange& range, std::uint64_t from, std::uint64_t to,
+                                std::uint64_t bytes) {
+  auto found = find_range_run(range, from, bytes);
+  if (!found) return fail(found.error());
+  auto& r = **found;
+  Gpu& gpu = *r.gpu;
+  if (auto run = check_page_run(range, to, bytes, gpu.granularity); !run) return fail(run.error());
+  std::lock_guard range_lock(r.mutex);
+  auto tiles = r.units.tiling(from, bytes, r.base);
+  if (!tiles) return fail(tiles.error());
+  if (auto free = r.units.check_unmapped(to, bytes, r.base); !free) return fail(free.error());
+  if (auto ok = set_device(gpu); !ok) return fail(ok.error());
+  std::vector<std::pair<CUdeviceptr, std::uint64_t>> done;
+  auto undo = [&] {
+    for (const auto& [where, n] : done) (void)driver_->mem_unmap(where, n);
+  };
+  for (const auto& [unit_offset, unit] : *tiles) {
+    const CUdeviceptr where = r.base + to + (unit_offset - from);
+    if (auto res = driver_->mem_map(where, unit.bytes, 0, unit.payload, 0); res != CUDA_SUCCESS) {
+      undo();
+      return driver_failure(*driver_, res, fmt::format("cuMemMap({}) at {:#x} (remap)", unit.bytes, where));
+    }
+    done.emplace_back(where, unit.bytes);
+  }
+  CUmemAccessDesc access{};
+  access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  access.location.id = gpu.cu_device;
+  access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  if (auto res = driver_->mem_set_access(r.base + to, bytes, &access, 1); res != CUDA_SUCCESS) {
+    undo();
+    return driver_failure(*driver_, res, fmt::format("cuMemSetAccess({}) at {:#x} (remap)", bytes, r.base + to));
+  }
+  if (auto res = driver_->mem_unmap(r.base + from, bytes); res != CUDA_SUCCESS) {
+    undo();
+    return driver_failure(*driver_, res, fmt::format("cuMemUnmap({}) at {:#x} (remap)", bytes, r.base + from));
+  }
+  r.units.erase(from, bytes);
+  for (const auto& [unit_offset, unit] : *tiles) r.units.insert(to + (unit_offset - from), unit.bytes, unit.payload);
   return {};
 }
 

@@ -52,6 +52,8 @@ class HostBackend final : public Backend {
   Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
                    std::uint64_t unit_bytes = 0) override;
   Result<void> unmap(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
+  Result<void> remap(const VirtualRange& range, std::uint64_t from, std::uint64_t to,
+                     std::uint64_t bytes) override;
   std::uint64_t physical_bytes(DeviceId device) const override;
 
   Result<Segment> allocate(DeviceId device, MemoryType type, std::uint64_t bytes) override;
@@ -351,6 +353,71 @@ Result<void> HostBackend::unmap(const VirtualRange& range, std::uint64_t offset,
                 r.base + offset, errno_text(errno));
   r.units.erase(offset, bytes);
   credit(r.device, bytes);
+  return {};
+}
+
+// Moves pages with mremap(MREMAP_FIXED | MREMAP_DONTUNMAP): the frames go
+// to the new address (which replaces our PROT_NONE reservation there) and
+// the old address stays a mapping of ours, now empty, which mprotect turns
+// back into reservation. Plain MREMAP_FIXED would unmap the old address and
+// leave a hole in the reserved range that another thread's mmap could take
+// before we re-reserved it. Pages of one unit may lie in several kernel
+// mappings (VMAs: earlier remaps leave seams), and mremap moves one VMA at a
+// time (EFAULT otherwise), so a unit that fails whole goes page by page;
+// every seam we make is at a page boundary. The units' book moves with the
+// pages, so unmap() still takes exactly the units map() made.
+Result<void> HostBackend::remap(const VirtualRange& range, std::uint64_t from, std::uint64_t to,
+                                std::uint64_t bytes) {
+  auto state = find_range_run(range, from, bytes);
+  if (!state) return fail(state.error());
+  if (auto run = check_page_run(range, to, bytes, granularity_); !run) return fail(run.error());
+  auto& r = **state;
+  std::lock_guard range_lock(r.mutex);
+  auto tiles = r.units.tiling(from, bytes, r.base);
+  if (!tiles) return fail(tiles.error());
+  if (auto free = r.units.check_unmapped(to, bytes, r.base); !free) return fail(free.error());
+  auto move = [&](std::uint64_t src, std::uint64_t dst, std::uint64_t n) -> int {
+    void* old_at = reinterpret_cast<void*>(r.base + src);
+    void* new_at = reinterpret_cast<void*>(r.base + dst);
+    void* got = ::mremap(old_at, n, n, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, new_at);
+    if (got == MAP_FAILED) return errno;
+    (void)::mprotect(old_at, n, PROT_NONE);
+    return 0;
+  };
+  // Moved pieces (source offset, bytes), undone in reverse if a later one fails.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> moved;
+  int error = 0;
+  for (std::uint64_t at = 0; at < bytes && error == 0;) {
+    const std::uint64_t unit = std::min(bytes - at, [&] {
+      for (const auto& [off, u] : *tiles)
+        if (off == from + at) return u.bytes;
+      return granularity_;
+    }());
+    if (int e = move(from + at, to + at, unit); e == 0) {
+      moved.emplace_back(at, unit);
+      at += unit;
+      continue;
+    } else if (e != EFAULT) {
+      error = e;
+      break;
+    }
+    for (std::uint64_t page = 0; page < unit; page += granularity_) {
+      if (int e = move(from + at + page, to + at + page, granularity_); e != 0) {
+        error = e;
+        break;
+      }
+      moved.emplace_back(at + page, granularity_);
+    }
+    at += unit;
+  }
+  if (error != 0) {
+    for (auto it = moved.rbegin(); it != moved.rend(); ++it) (void)move(to + it->first, from + it->first, it->second);
+    return fail(error == ENOMEM ? ErrorCode::out_of_memory : ErrorCode::backend_error,
+                "mremap of {} bytes from {:#x} to {:#x} failed: {}", bytes, r.base + from, r.base + to,
+                errno_text(error));
+  }
+  r.units.erase(from, bytes);
+  for (const auto& [off, u] : *tiles) r.units.insert(to + (off - from), u.bytes, u.payload);
   return {};
 }
 

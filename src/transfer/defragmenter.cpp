@@ -1,0 +1,253 @@
+// The defragmentation executor; see defragmenter.hpp.
+#include "transfer/defragmenter.hpp"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <shared_mutex>
+
+namespace memd {
+
+struct Defragmenter::PoolRun {
+  PoolKey key;
+  DevicePool* pool = nullptr;
+  DefragPoolReport report;
+  std::optional<StreamPool::Lease> stream;
+};
+
+namespace {
+
+// A pool's picture with its movable API allocations marked; `ids` maps each
+// movable block's key to its allocation, `held` collects the skipped ones.
+struct MarkedSpace {
+  DefragSpace space;
+  std::map<std::uint64_t, AllocationId> ids;
+};
+
+MarkedSpace mark(MemoryManager& manager, DevicePool& pool, std::set<AllocationId>& held) {
+  MarkedSpace out{pool.defrag_space(), {}};
+  std::map<std::uint64_t, MemoryManager::RelocationCandidate> by_address;
+  for (auto& c : manager.relocation_candidates(pool)) by_address.emplace(c.address, c);
+  for (auto& b : out.space.blocks) {
+    auto it = by_address.find(b.offset);
+    // The block must be the allocation's own arena block (the registry's
+    // size rounds up to it): a slab span starting at a slot's address is not.
+    if (it == by_address.end() || b.size < it->second.size || b.size - it->second.size >= 2 * kMiB) continue;
+    if (it->second.held) {
+      held.insert(it->second.id);
+      continue;
+    }
+    b.movable = true;
+    out.ids.emplace(b.key, it->second.id);
+  }
+  return out;
+}
+
+void measure(DevicePool& pool, double& fragmentation, std::uint64_t& reserved, std::uint64_t& free_bytes) {
+  const auto s = pool.stats();
+  fragmentation = s.fragmentation;
+  reserved = s.reserved_bytes;
+  free_bytes = s.free_bytes;
+}
+
+}  // namespace
+
+Result<void> Defragmenter::check(const DefragOptions& o) {
+  if (o.max_bytes_per_pass == 0) return fail(ErrorCode::invalid_argument, "maxBytesPerPass must be positive");
+  if (o.max_moves_per_pass == 0 || o.max_moves_per_pass > kMaxDefragMovesPerPass)
+    return fail(ErrorCode::invalid_argument, "maxMovesPerPass must be 1..{}", kMaxDefragMovesPerPass);
+  if (o.max_passes == 0 || o.max_passes > kMaxDefragPasses)
+    return fail(ErrorCode::invalid_argument, "maxPasses must be 1..{}", kMaxDefragPasses);
+  return {};
+}
+
+Result<DefragReport> Defragmenter::run(const DefragOptions& options) {
+  if (auto ok = check(options); !ok) return fail(ok.error());
+  if (options.device && !manager_.catalog().info(*options.device))
+    return fail(ErrorCode::not_found, "no device {}", options.device->to_string());
+  std::lock_guard one_at_a_time(run_mu_);
+  const auto t0 = std::chrono::steady_clock::now();
+
+  std::vector<PoolRun> pools;
+  for (const auto& [key, stats] : manager_.pool_stats()) {
+    if (options.device && key.device != *options.device) continue;
+    auto pool = manager_.pool(key.device, key.memory_type);
+    if (!pool) continue;
+    PoolRun run;
+    run.key = key;
+    run.pool = *pool;
+    run.report.device = key.device;
+    run.report.memory_type = key.memory_type;
+    measure(**pool, run.report.fragmentation_before, run.report.reserved_bytes_before, run.report.free_bytes_before);
+    pools.push_back(std::move(run));
+  }
+
+  DefragReport report;
+  report.dry_run = options.dry_run;
+  std::set<AllocationId> skipped;
+  DefragPlanOptions plan_options;
+  plan_options.allow_remap = options.allow_remap;
+  plan_options.max_block_bytes = options.max_bytes_per_pass;
+
+  bool started = false;
+  for (std::uint64_t pass = 1; pass <= options.max_passes; ++pass) {
+    // Plans first (all pools), so Started can say what the first pass holds.
+    std::vector<std::pair<MarkedSpace, DefragPlan>> plans;
+    std::uint64_t planned_moves = 0, planned_bytes = 0;
+    for (auto& p : pools) {
+      auto marked = mark(manager_, *p.pool, skipped);
+      auto plan = plan_defrag(marked.space, plan_options);
+      if (!plan) return fail(ErrorCode::internal, "planning {}: {}", p.key.device.to_string(), plan.error().message);
+      planned_moves += plan->moves.size();
+      planned_bytes += plan->copy_bytes + plan->remap_bytes;
+      plans.emplace_back(std::move(marked), std::move(*plan));
+    }
+    if (!started) {
+      started = true;
+      if (hook_) hook_(DefragEvent{DefragEvent::Kind::Started, options.device, planned_moves, planned_bytes, {}});
+    }
+    if (options.dry_run) {
+      // The whole plan, cut into the passes it would take (later passes
+      // re-plan, so this is what the first plan would need).
+      std::uint64_t in_pass = 0, bytes_in_pass = 0, pass_no = 1;
+      for (std::size_t i = 0; i < pools.size(); ++i)
+        for (const auto& m : plans[i].second.moves) {
+          const std::uint64_t bytes = m.kind == DefragMoveKind::Remap ? m.remap_bytes : m.size;
+          if (in_pass + 1 > options.max_moves_per_pass || bytes_in_pass + bytes > options.max_bytes_per_pass) {
+            ++pass_no;
+            in_pass = bytes_in_pass = 0;
+          }
+          ++in_pass;
+          bytes_in_pass += bytes;
+          report.plan.push_back({plans[i].first.ids.at(m.key), pools[i].key.device, pools[i].key.memory_type, m,
+                                 pass_no});
+        }
+      report.passes = report.plan.empty() ? 0 : report.plan.back().pass;
+      break;
+    }
+    if (planned_moves == 0) break;
+    report.passes = pass;
+    std::uint64_t moves_left = options.max_moves_per_pass, bytes_left = options.max_bytes_per_pass;
+    std::uint64_t done_this_pass = 0;
+    for (std::size_t i = 0; i < pools.size(); ++i) {
+      auto& p = pools[i];
+      for (const auto& m : plans[i].second.moves) {
+        const std::uint64_t bytes = m.kind == DefragMoveKind::Remap ? m.remap_bytes : m.size;
+        if (moves_left == 0 || bytes > bytes_left) break;  // a prefix only: later moves need earlier ones
+        Error error;
+        const auto& id = plans[i].first.ids.at(m.key);
+        switch (execute(p, id, m, error)) {
+          case MoveOutcome::Done:
+            --moves_left;
+            bytes_left -= bytes;
+            ++done_this_pass;
+            ++p.report.moves;
+            if (m.kind == DefragMoveKind::Remap) {
+              p.report.bytes_remapped += m.remap_bytes;
+              ++report.remaps;
+            } else {
+              p.report.bytes_moved += m.size;
+            }
+            break;
+          case MoveOutcome::Skipped: skipped.insert(id); break;
+          case MoveOutcome::Abandoned: ++report.abandoned; break;
+        }
+        if (!error.message.empty() && error.code == ErrorCode::internal) return fail(std::move(error));
+      }
+      p.stream.reset();
+    }
+    // What the pass emptied goes back to the device.
+    for (auto& p : pools) (void)p.pool->trim();
+    if (done_this_pass == 0) break;
+  }
+
+  for (auto& p : pools) {
+    if (!options.dry_run) (void)p.pool->trim();
+    measure(*p.pool, p.report.fragmentation_after, p.report.reserved_bytes_after, p.report.free_bytes_after);
+    report.moves += p.report.moves;
+    report.bytes_moved += p.report.bytes_moved;
+    report.bytes_remapped += p.report.bytes_remapped;
+    report.pools.push_back(p.report);
+  }
+  report.skipped = skipped.size();
+  report.duration = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0);
+  if (hook_) {
+    DefragEvent finished{DefragEvent::Kind::Finished, options.device, 0, 0, report};
+    hook_(finished);
+  }
+  return report;
+}
+
+Defragmenter::MoveOutcome Defragmenter::execute(PoolRun& p, const AllocationId& id, const DefragMove& move,
+                                                Error& error) {
+  auto hold = manager_.hold(id);
+  if (!hold) return MoveOutcome::Abandoned;  // freed since the plan
+  auto& entry = hold->entry();
+  // A writer holds the gate for its whole copy: skip rather than wait.
+  std::unique_lock gate(entry.write_gate, std::try_to_lock);
+  if (!gate.owns_lock()) return MoveOutcome::Skipped;
+  auto relocation = manager_.reserve_relocation(*hold, move);
+  if (!relocation) {
+    const bool held = relocation.error().message.find("held by") != std::string::npos;
+    return held ? MoveOutcome::Skipped : MoveOutcome::Abandoned;
+  }
+  const std::uint64_t bytes = hold->size();
+  Result<void> copied;
+  std::unique_lock<std::shared_mutex> io(entry.io, std::defer_lock);
+  switch (move.kind) {
+    case DefragMoveKind::Copy:
+      // Readers read on from the old place; nobody else sees the target.
+      copied = copy_bytes(p, relocation->to, relocation->from, bytes, 64 * kMiB);
+      io.lock();
+      break;
+    case DefragMoveKind::Slide:
+      // The copy overwrites the old bytes: readers wait for it.
+      io.lock();
+      copied = copy_bytes(p, relocation->to, relocation->from, bytes,
+                          std::min<std::uint64_t>(64 * kMiB, move.from - move.to));
+      break;
+    case DefragMoveKind::Remap:
+      io.lock();  // no copy in flight reads the old address now
+      break;
+  }
+  if (!copied || hold->freeing()) {
+    if (!copied) error = copied.error();
+    manager_.abort_relocation(*hold, *relocation);
+    return MoveOutcome::Abandoned;
+  }
+  auto landed = manager_.commit_relocation(*hold, *relocation);
+  // not_found: it landed, then its owner freed it.
+  if (landed || landed.error().code == ErrorCode::not_found) return MoveOutcome::Done;
+  // A remap the backend refused leaves the block where it was.
+  if (landed.error().code == ErrorCode::internal) error = landed.error();
+  return MoveOutcome::Abandoned;
+}
+
+// Front to back on one stream in chunks of at most `chunk` bytes, then one
+// event: chunks run in order, so a slide (to < from, chunk <= distance)
+// never reads a byte it has overwritten.
+Result<void> Defragmenter::copy_bytes(PoolRun& p, std::byte* to, const std::byte* from, std::uint64_t bytes,
+                                      std::uint64_t chunk) {
+  Backend& backend = p.pool->backend();
+  if (!p.stream) {
+    auto lease = streams_.acquire(backend, p.key.device);
+    if (!lease) return fail(lease.error());
+    p.stream.emplace(std::move(*lease));
+  }
+  const Stream& stream = p.stream->stream();
+  for (std::uint64_t at = 0; at < bytes; at += chunk)
+    if (auto ok = backend.copy(to + at, from + at, std::min(chunk, bytes - at), stream); !ok) {
+      (void)backend.synchronize(stream);
+      return ok;
+    }
+  auto event = backend.record(stream);
+  if (!event) {
+    (void)backend.synchronize(stream);
+    return fail(event.error());
+  }
+  auto waited = backend.wait(*event);
+  (void)backend.destroy_event(*event);
+  return waited;
+}
+
+}  // namespace memd

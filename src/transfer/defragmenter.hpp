@@ -1,0 +1,67 @@
+// transfer/defragmenter.hpp — runs defragmentation (issue 14, item 7).
+//
+// For each pool of the device(s) asked, a pass: takes the pool's picture
+// (DevicePool::defrag_space), marks the API allocations that may move
+// (MemoryManager::relocation_candidates: not pinned, not exportable, not
+// held), plans (core/defrag_plan.hpp), runs the plan's prefix that fits the
+// pass's limits, then trims the pool so the emptied units (or segments) go
+// back. Passes repeat, each planned afresh (other users keep allocating),
+// until a plan is empty or max_passes is reached.
+//
+// Each move, under the registry discipline a move across devices uses:
+//   * a hold, then the write gate exclusively (try-lock: a gate in use means
+//     a transfer is writing, so the allocation is skipped, not waited for);
+//   * MemoryManager::reserve_relocation (refuses allocations held by
+//     anything else: skipped too);
+//   * Copy: the bytes go on a stream of the transfer engine's pool
+//     (Backend::copy, async, one event) while readers read on from the old
+//     place; Slide: the same with the io lock held, since the copy
+//     overwrites the old bytes, front to back in chunks no larger than the
+//     distance; Remap: nothing to copy;
+//   * the io lock exclusively, then commit_relocation switches the address
+//     (readers wait for the switch only): none ever sees a half-moved
+//     allocation. A move whose target went meanwhile is abandoned.
+// One defragmentation runs at a time (a second call waits for the first).
+//
+// Thread safety: run() from any thread; the hook is called on run()'s thread.
+#pragma once
+
+#include <functional>
+#include <mutex>
+
+#include "alloc/memory_manager.hpp"
+#include "transfer/defrag_report.hpp"
+#include "transfer/stream_pool.hpp"
+
+namespace memd {
+
+class Defragmenter {
+ public:
+  using EventHook = std::function<void(const DefragEvent&)>;
+
+  Defragmenter(MemoryManager& manager, StreamPool& streams) : manager_(manager), streams_(streams) {}
+
+  // Set before the first run(); called with Started and Finished.
+  void set_event_hook(EventHook hook) { hook_ = std::move(hook); }
+
+  // invalid_argument for limits of zero or out of range, not_found for a
+  // device the catalog does not know. Pools that do not exist yet have
+  // nothing to defragment and are not reported.
+  Result<DefragReport> run(const DefragOptions& options);
+
+  static Result<void> check(const DefragOptions& options);
+
+ private:
+  struct PoolRun;
+  enum class MoveOutcome { Done, Skipped, Abandoned };
+  MoveOutcome execute(PoolRun& pool, const AllocationId& id, const DefragMove& move, Error& error);
+  Result<void> copy_bytes(PoolRun& pool, std::byte* to, const std::byte* from, std::uint64_t bytes,
+                          std::uint64_t chunk);
+
+  MemoryManager& manager_;
+  StreamPool& streams_;
+  EventHook hook_;
+  std::mutex run_mu_;
+};
+
+}  // namespace memd
