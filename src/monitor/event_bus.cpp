@@ -56,6 +56,16 @@ std::vector<EventPtr> Subscription::poll(std::size_t max) {
   return events;
 }
 
+void Subscription::poll_into(std::vector<EventPtr>& out, std::size_t max) {
+  out.clear();
+  std::lock_guard lock(mu_);
+  if (closed_) return;
+  pending_ = false;
+  std::uint64_t next = cursor_;
+  bus_.read_into(out, filter_, cursor_, max, next, gap_);
+  cursor_ = next;
+}
+
 std::vector<EventPtr> Subscription::wait(std::chrono::milliseconds timeout, std::size_t max) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_lock lock(mu_);
@@ -183,22 +193,29 @@ EventBusStats EventBus::stats() const {
 std::vector<EventPtr> EventBus::read(const EventFilter& filter, std::uint64_t cursor, std::size_t max,
                                      std::uint64_t& next_cursor, std::uint64_t& gap) const {
   std::vector<EventPtr> out;
+  read_into(out, filter, cursor, max, next_cursor, gap);
+  return out;
+}
+
+void EventBus::read_into(std::vector<EventPtr>& out, const EventFilter& filter, std::uint64_t cursor,
+                         std::size_t max, std::uint64_t& next_cursor, std::uint64_t& gap) const {
+  const std::size_t start = out.size();
   std::shared_lock lock(ring_mu_);
   next_cursor = cursor;
-  if (ring_.empty() || cursor >= last_sequence_) return out;
+  if (ring_.empty() || cursor >= last_sequence_) return;
   const std::uint64_t oldest = ring_.front()->sequence;
   if (cursor + 1 < oldest) {
     gap += oldest - 1 - cursor;
     cursor = oldest - 1;
+    next_cursor = cursor;
   }
   // Sequences in the ring are consecutive, so the first unread one is at a
   // known index.
-  for (std::size_t i = static_cast<std::size_t>(cursor + 1 - oldest); i < ring_.size() && out.size() < max; ++i) {
+  for (std::size_t i = static_cast<std::size_t>(cursor + 1 - oldest); i < ring_.size() && out.size() - start < max; ++i) {
     const EventPtr& e = ring_[i];
     next_cursor = e->sequence;
     if (filter.matches(*e)) out.push_back(e);
   }
-  return out;
 }
 
 }  // namespace memd

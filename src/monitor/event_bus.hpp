@@ -49,6 +49,10 @@ class Subscription {
   // Matching events after the cursor, oldest first, at most `max`; advances
   // the cursor past what it returns (and past non-matching events it skipped).
   std::vector<EventPtr> poll(std::size_t max = SIZE_MAX);
+  // As poll(), into `out` (cleared first): a reader that keeps one vector
+  // allocates nothing per event once it has grown (the SSE door: a thousand
+  // subscribers polling after every event).
+  void poll_into(std::vector<EventPtr>& out, std::size_t max = SIZE_MAX);
   // As poll(), but waits up to `timeout` for at least one (or close()).
   std::vector<EventPtr> wait(std::chrono::milliseconds timeout, std::size_t max = SIZE_MAX);
   // Events the ring dropped before this subscription read them (counted when
@@ -117,6 +121,9 @@ class EventBus {
   // most `max`; sets `next_cursor` and adds dropped events to `gap`.
   std::vector<EventPtr> read(const EventFilter& filter, std::uint64_t cursor, std::size_t max,
                              std::uint64_t& next_cursor, std::uint64_t& gap) const;
+  // The same, appending to `out`.
+  void read_into(std::vector<EventPtr>& out, const EventFilter& filter, std::uint64_t cursor, std::size_t max,
+                 std::uint64_t& next_cursor, std::uint64_t& gap) const;
 
  private:
   friend class Subscription;

@@ -34,8 +34,10 @@ std::string_view to_string(HttpMethod method) noexcept;
 
 // How a route carries its data. Json: params in path + query (GET/DELETE) or
 // path + JSON body (POST/PUT). Binary: path + query, with the payload as an
-// application/octet-stream body (upload) or response (download).
-enum class RouteBody { Json, BinaryUpload, BinaryDownload };
+// application/octet-stream body (upload) or response (download). EventStream:
+// path + query; the handler only checks the subscription and the door then
+// answers text/event-stream until the client goes (server/http/event_stream.hpp).
+enum class RouteBody { Json, BinaryUpload, BinaryDownload, EventStream };
 
 struct Route {
   HttpMethod method = HttpMethod::Get;
@@ -63,6 +65,7 @@ enum class ParamKind {
   ExportId,             // a GUID that memory_export answered
   OwnerList,            // an array of 1..maximum owners (the owner rule each)
   ObjectList,           // an array of 1..maximum objects, each checked against `items`
+  EventKinds,           // comma-separated event kind names (monitor/event.hpp), at least one
 };
 std::string_view to_string(ParamKind kind) noexcept;
 
@@ -115,6 +118,8 @@ using ActionHandler = std::function<Result<Outcome>(MemoryService&, const Params
 struct Action {
   std::string_view name;         // "memory_allocate"
   std::string_view summary;      // one line, for docs and OpenAPI
+  // No routes: a stdio-only action (memory_unsubscribe: over REST a
+  // subscription is its connection, and closing it is the unsubscribe).
   std::vector<Route> routes;
   std::vector<ParamSpec> params;
   std::string_view example_params;  // JSON text

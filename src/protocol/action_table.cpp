@@ -13,6 +13,7 @@
 #include "memd/size.hpp"
 #include "protocol/action_helpers.hpp"
 #include "protocol/actions/defrag_actions.hpp"
+#include "protocol/actions/event_actions.hpp"
 #include "protocol/actions/export_actions.hpp"
 #include "protocol/actions/monitor_actions.hpp"
 #include "protocol/actions/transfer_actions.hpp"
@@ -397,6 +398,7 @@ std::vector<Action> build_table() {
   append_export_actions(t);
   append_monitor_actions(t);
   append_defrag_actions(t);
+  append_event_actions(t);
   return t;
 }
 
@@ -449,6 +451,7 @@ Result<void> validate_param(const Params& p, const ParamSpec& spec) {
     case K::TransferId: return check(p.transfer_id(spec.name));
     case K::ExportId: return check(p.export_id(spec.name));
     case K::OwnerList: return check(p.owners(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
+    case K::EventKinds: return check(p.event_kinds(spec.name));
     case K::ObjectList:
       if (auto ok = validate_items(p, spec); !ok) return ok;
       return check(p.objects(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
@@ -516,6 +519,7 @@ std::string_view to_string(ParamKind kind) noexcept {
     case K::ExportId: return "GUID (export)";
     case K::OwnerList: return "owner[]";
     case K::ObjectList: return "object[]";
+    case K::EventKinds: return "event kinds (comma-separated)";
   }
   return "string";
 }

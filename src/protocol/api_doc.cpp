@@ -183,6 +183,47 @@ the last minute is logged when there was traffic.
 
 )";
 
+// How events reach each door (memory_subscribe).
+constexpr std::string_view kEvents = R"(## Events
+
+memd publishes events (pressure level changes, the pressure policy's
+actions, refused allocations, limits reached, finished and failed
+transfers, …) on one bus. Each event is one JSON object, the same on every
+door:
+
+```json
+{"event": "pressure_changed", "sequence": 42, "deviceId": "host:0", "time": "2026-12-06T21:04:02.123Z", "data": {"previousLevel": "Moderate", "level": "High", "percent": 82.0}}
+```
+
+`sequence` counts every event (1, 2, …); `deviceId` is null for an event of
+no device (those reach every subscriber, whatever its `deviceId` filter).
+memd keeps the newest events in a ring (`memd --event-ring`, 4096): a
+subscriber may resume after any sequence still there; one that asks for
+older ones, or falls further behind than the ring while it reads, is told
+how many it lost and the oldest sequence still kept, `{"lost": N,
+"resumeFrom": S}`, before the events that follow.
+
+- **REST**: `GET /api/memory/events?kinds=…&deviceId=…` answers
+  `text/event-stream` (chunked, `Cache-Control: no-cache`) until the client
+  closes: each event is `id: <sequence>`, `event: <kind>`, `data: <the
+  object>`. A comment (`: keep-alive`) follows 15 s without an event
+  (`memd serve --event-keepalive`). `Last-Event-ID` (what a browser's
+  EventSource sends when it reconnects; it wins over the `lastEventId`
+  query parameter) resumes. A loss is a comment `: lost N events` and an
+  event named `lost` whose data is `{"lost": N, "resumeFrom": S}`. At most
+  `--max-event-streams` (4096) streams are open at once: one more is 503
+  `unavailable`. A reader that takes nothing for the write timeout (30 s)
+  is cut; on shutdown every stream ends at once.
+- **stdio**: `memory_subscribe` answers, then event lines (the object above)
+  arrive on stdout between responses, each line whole; a second
+  `memory_subscribe` replaces the filter, `memory_unsubscribe` stops the
+  lines (no line of the old subscription follows its answer). A loss is the
+  line `{"event": "lost", "data": {"lost": N, "resumeFrom": S}}`. Through
+  `memd stdio --connect` the bridge relays the daemon's stream as the same
+  lines.
+
+)";
+
 std::string enum_line(std::string_view name, auto values) {
   std::string out = "- `" + std::string(name) + "`: ";
   for (std::size_t i = 0; i < values.size(); ++i) {
@@ -230,6 +271,7 @@ std::string example_http_target(const Action& action, const Route& route) {
 std::string api_markdown() {
   std::string out(kPreamble);
   out += kRestTransport;
+  out += kEvents;
   out += "## Errors\n\nThe closed list of codes, the same through both doors:\n\n";
   out += "| code | HTTP status |\n|---|---|\n";
   for (auto c : kAllErrorCodes)
@@ -247,6 +289,7 @@ std::string api_markdown() {
       if (!routes.empty()) routes += ", ";
       routes += "`" + std::string(to_string(r.method)) + " " + std::string(r.path) + "`";
     }
+    if (routes.empty()) routes = "(stdio only)";
     out += "| `" + std::string(a.name) + "` | " + routes + " |\n";
   }
   out += "\n";
@@ -258,6 +301,7 @@ std::string api_markdown() {
              std::to_string(r.success_status) +
              (r.body == RouteBody::BinaryUpload     ? " (body: application/octet-stream)"
               : r.body == RouteBody::BinaryDownload ? " (answers application/octet-stream)"
+              : r.body == RouteBody::EventStream    ? " (answers text/event-stream)"
               : r.read_only                         ? " (reads only)"
                                                     : "") +
              "\n";
@@ -274,6 +318,10 @@ std::string api_markdown() {
     out += "stdio request and response:\n\n";
     out += fence({{"id", "1"}, {"action", std::string(a.name)}, {"params", params}});
     out += fence({{"id", "1"}, {"ok", true}, {"result", result}});
+    if (a.routes.empty()) {
+      out += "\nREST: none (stdio only).\n\n";
+      continue;
+    }
     out += "\nREST:\n\n```http\n" + example_http_target(a, a.routes.back()) + "\n";
     const auto& r = a.routes.back();
     if (r.body == RouteBody::BinaryUpload) {
@@ -287,7 +335,10 @@ std::string api_markdown() {
         out += "Content-Type: application/json\n\n" + body.dump() + "\n";
     }
     out += "```\n\n";
-    if (r.body == RouteBody::BinaryDownload) {
+    if (r.body == RouteBody::EventStream) {
+      out += "→ " + std::to_string(r.success_status) +
+             " and text/event-stream until the client closes (see \"Events\" above).\n\n";
+    } else if (r.body == RouteBody::BinaryDownload) {
       out += "→ " + std::to_string(r.success_status) + " with the bytes as application/octet-stream.\n\n";
     } else {
       auto body = result;

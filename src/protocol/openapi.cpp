@@ -9,6 +9,7 @@
 
 #include "memd/memory_types.hpp"
 #include "memd/version.hpp"
+#include "monitor/event.hpp"
 #include "protocol/action_table.hpp"
 #include "protocol/params.hpp"
 
@@ -102,6 +103,11 @@ nlohmann::json kind_schema(const ParamSpec& spec) {
               {"maxItems", spec.maximum != 0 ? spec.maximum : kMaxWireBytes},
               {"items", owner_schema()}};
     case ParamKind::ObjectList: return object_list_schema(spec);
+    case ParamKind::EventKinds: {
+      std::string names;
+      for (EventKind k : all_event_kinds()) names += (names.empty() ? "" : "|") + std::string(to_string(k));
+      return {{"type", "string"}, {"pattern", "^(" + names + ")(,(" + names + "))*$"}};
+    }
     case ParamKind::String: return {{"type", "string"}};
     case ParamKind::Size: return size_schema(0, kSizeStringPattern);
     case ParamKind::AllocationSize: return size_schema(1, kAllocationSizeStringPattern);
@@ -276,7 +282,19 @@ nlohmann::json operation(const Action& action, const Route& route, std::size_t i
                        {"example", nlohmann::json::parse(action.example_params)}}}}}};
   }
   nlohmann::json success;
-  if (route.body == RouteBody::BinaryDownload) {
+  if (route.body == RouteBody::EventStream) {
+    success = {{"description",
+                "Server-sent events until the client closes: each event's id is its sequence (what "
+                "Last-Event-ID resumes from), its name the kind, its data the event object; comments keep "
+                "the stream alive; a `lost` event says how many events the client missed."},
+               {"content", {{"text/event-stream", {{"schema", {{"type", "string"}}}}}}}};
+    op["parameters"].push_back(
+        {{"name", "Last-Event-ID"},
+         {"in", "header"},
+         {"required", false},
+         {"description", "Resume after this sequence (as lastEventId; the header wins)."},
+         {"schema", {{"type", "string"}, {"pattern", "^[0-9]{1,18}$"}}}});
+  } else if (route.body == RouteBody::BinaryDownload) {
     success = {{"description", "The bytes"},
                {"content", {{"application/octet-stream",
                              {{"schema", {{"type", "string"}, {"format", "binary"}}}}}}}};

@@ -7,6 +7,7 @@
 
 #include "memd/size.hpp"
 #include "memd/text.hpp"
+#include "protocol/sse.hpp"
 
 namespace memd {
 namespace {
@@ -236,6 +237,15 @@ Optional<bool> Params::boolean(std::string_view key) const {
   if ((*v)->is_boolean()) return (*v)->get<bool>();
   return fail(ErrorCode::invalid_argument, "parameter '{}' must be true or false, not {}", key,
               (*v)->dump());
+}
+
+Optional<std::uint32_t> Params::event_kinds(std::string_view key) const {
+  auto text = string(key);
+  if (!text) return fail(text.error());
+  if (!*text) return std::optional<std::uint32_t>{};
+  auto filter = parse_event_filter(**text, std::nullopt);
+  if (!filter) return fail(filter.error());
+  return filter->kinds;
 }
 
 Optional<std::vector<std::string>> Params::strings(std::string_view key) const {

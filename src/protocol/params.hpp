@@ -137,6 +137,9 @@ class Params {
   Optional<MemoryAllocationType> allocation_type(std::string_view key) const;
   Optional<MemoryAllocationStatus> allocation_status(std::string_view key) const;
   Optional<MemoryPriority> priority(std::string_view key) const;
+  // A comma-separated list of event kind names ("pressure_changed,model_loaded"),
+  // read by parse_event_filter (protocol/sse.hpp): the EventFilter bit mask.
+  Optional<std::uint32_t> event_kinds(std::string_view key) const;
 
  private:
   // A GUID of one kind (AllocationId, SessionId, TransferId, BatchId).

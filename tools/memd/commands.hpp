@@ -49,6 +49,8 @@ struct ServeFlags {
   // $XDG_RUNTIME_DIR or /tmp), a path, or "off".
   std::string socket = "auto";
   std::string pinned_limit;  // the pinned pool's limit ("" = a quarter of RAM)
+  int max_event_streams = 4096;   // HttpOptions::max_event_streams
+  double event_keepalive_s = 15;  // HttpOptions::event_keepalive
 };
 
 struct StdioFlags {
@@ -138,5 +140,21 @@ int run_export(const ClientFlags& c, const std::string& id, const std::vector<st
 int run_export_release(const ClientFlags& c, const std::string& id, const std::string& export_id);
 int run_transfer_status(const ClientFlags& c, const std::string& id);
 int run_transfer_cancel(const ClientFlags& c, const std::string& id);
+
+// memd events: the daemon's event stream, a line per event (--json: the
+// stdio door's event lines); --count N exits after N events (1 if the stream
+// ends before). memd watch: devices and the last events, redrawn every
+// interval on a terminal, appended elsewhere; --once prints one screen.
+struct EventsFlags {
+  std::string kinds, device;
+  std::optional<std::uint64_t> last_event_id;
+  std::uint64_t count = 0;
+};
+struct WatchFlags {
+  double interval_seconds = 1;
+  bool once = false;
+};
+int run_events(const ClientFlags& c, const EventsFlags& f);
+int run_watch(const ClientFlags& c, const WatchFlags& f);
 
 }  // namespace memd::cli

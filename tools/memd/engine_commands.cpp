@@ -142,6 +142,8 @@ int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
   http.max_body = *max_body;
   http.max_upload = *max_upload;
   http.write_timeout = std::chrono::seconds(flags.write_timeout_s);
+  http.max_event_streams = static_cast<std::size_t>(flags.max_event_streams);
+  http.event_keepalive = std::chrono::milliseconds(static_cast<std::int64_t>(flags.event_keepalive_s * 1000));
   // Refuse before discovering devices: a misconfiguration should fail fast.
   if (auto ok = validate_http_options(http); !ok) return report(ok.error());
 

@@ -109,6 +109,15 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--pinned-limit", serve.pinned_limit,
                         "Most pinned host memory memd holds (SharedMemory allocations and transfer staging "
                         "buffers); default a quarter of RAM");
+  serve_cmd->add_option("--max-event-streams", serve.max_event_streams,
+                        "Most server-sent event streams open at once (GET /api/memory/events); one more is "
+                        "answered 503")
+      ->check(CLI::Range(1, 1'000'000))
+      ->capture_default_str();
+  serve_cmd->add_option("--event-keepalive", serve.event_keepalive_s,
+                        "Seconds without an event after which an event stream gets a keep-alive comment")
+      ->check(CLI::Range(0.01, 3600.0))
+      ->capture_default_str();
   serve_cmd->add_option("--log-level", serve.log_level,
                         "trace, debug (adds a line per request), info (a traffic summary a minute), warn, error, off")
       ->capture_default_str();
@@ -309,6 +318,22 @@ int main(int argc, char** argv) {
   add_client_flags(tcancel_cmd, client);
   tcancel_cmd->add_option("id", transfer_id, "Transfer id or batch id")->required();
   tcancel_cmd->callback([&] { exit_code = run_transfer_cancel(client, transfer_id); });
+
+  EventsFlags events;
+  auto* events_cmd = app.add_subcommand("events", "Print a daemon's events as they happen (GET /api/memory/events)");
+  add_client_flags(events_cmd, client);
+  events_cmd->add_option("--kinds", events.kinds, "Only these kinds, comma-separated (e.g. pressure_changed)");
+  events_cmd->add_option("--device", events.device, "Only events of this device");
+  events_cmd->add_option("--last-event-id", events.last_event_id, "Resume after this sequence");
+  events_cmd->add_option("--count", events.count, "Exit after this many events (0: never)")->capture_default_str();
+  events_cmd->callback([&] { exit_code = run_events(client, events); });
+
+  WatchFlags watch;
+  auto* watch_cmd = app.add_subcommand("watch", "Devices, pressure and the last events of a daemon, live");
+  add_client_flags(watch_cmd, client);
+  watch_cmd->add_option("--interval", watch.interval_seconds, "Seconds between refreshes")->capture_default_str();
+  watch_cmd->add_flag("--once", watch.once, "Print one screen and exit");
+  watch_cmd->callback([&] { exit_code = run_watch(client, watch); });
 
   // No verb: the help, on stderr, and the usage-error status (2), like any
   // command line tool given nothing to do.

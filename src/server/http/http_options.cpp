@@ -62,6 +62,10 @@ Result<void> validate_http_options(const HttpOptions& options) {
       options.idle_timeout.count() <= 0 || options.write_timeout.count() <= 0 ||
       options.shutdown_grace.count() < 0 || options.access_summary.count() <= 0 || options.backlog < 1)
     return fail(ErrorCode::invalid_argument, "HTTP timeouts and the listen backlog must be positive");
+  if (options.event_keepalive.count() <= 0)
+    return fail(ErrorCode::invalid_argument, "the event stream keep-alive must be positive");
+  if (options.max_event_streams < 1 || options.max_event_streams > 1'000'000)
+    return fail(ErrorCode::invalid_argument, "--max-event-streams must be 1..1000000");
   if (options.max_body == 0 || options.max_upload == 0)
     return fail(ErrorCode::invalid_argument, "--max-body and --max-upload must be positive");
   return {};

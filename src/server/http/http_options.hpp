@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -49,6 +50,11 @@ struct HttpOptions {
   std::chrono::milliseconds shutdown_grace{10'000};
   // How often the access summary is logged (at info, only after traffic).
   std::chrono::milliseconds access_summary{60'000};
+  // Server-sent events (GET /api/memory/events): a comment is sent after this
+  // long without an event, so proxies and clients see a live stream; at most
+  // this many streams at once (one more is answered 503 unavailable).
+  std::chrono::milliseconds event_keepalive{15'000};
+  std::size_t max_event_streams = 4096;
 };
 
 // "127.0.0.1:7870", "[::1]:7870", "localhost:0", "0.0.0.0:80" → host and port.

@@ -28,12 +28,16 @@
 #include <spdlog/spdlog.h>
 
 #include "protocol/action_table.hpp"
+#include "protocol/actions/event_actions.hpp"
 #include "protocol/error_mapping.hpp"
 #include "protocol/json_parse.hpp"
 #include "protocol/openapi.hpp"
+#include "protocol/params.hpp"
+#include "protocol/sse.hpp"
 #include "server/http/access_log.hpp"
 #include "server/http/caller.hpp"
 #include "server/http/data_streams.hpp"
+#include "server/http/event_stream.hpp"
 #include "server/http/request_target.hpp"
 #include "server/http/streamed_response.hpp"
 #include "server/stdio/stdio_server.hpp"
@@ -149,6 +153,9 @@ struct HttpServer::Impl {
   ConnectionEntry* connections = nullptr;  // guarded by connections_mutex
   std::size_t open_connections = 0;        // guarded by connections_mutex
   std::atomic<bool> stopping{false};
+  // Server-sent event streams (event_stream.hpp): outlives the io_context,
+  // whose destruction ends the streams' coroutines.
+  EventStreams event_streams{options.max_event_streams};
   // Declaration order is destruction order reversed: the acceptor goes first,
   // then the worker pool joins (its last completions post to the stopped
   // io_context), then the io_context destroys what is left of the connections
@@ -482,6 +489,66 @@ struct HttpServer::Impl {
     co_return sent.completed && keep_alive;
   }
 
+  // GET /api/memory/events: checked by memory_subscribe's dispatch on the
+  // worker pool (parameters, the caller's session), then a subscription of
+  // the bus streamed until the client goes (event_stream.hpp).
+  asio::awaitable<bool> events(beast::tcp_stream& stream, const Request& req, const RouteMatch& match,
+                               const Caller& caller, bool keep_alive, bool head_only, ExchangeLog& x) {
+    const unsigned version = req.version();
+    nlohmann::json params = request_params(match, req.target(), {});
+    // EventSource reconnects with the id it saw last in this header; it wins
+    // over the lastEventId of the URL it first opened.
+    if (const auto field = req.find("Last-Event-ID"); field != req.end()) {
+      auto id = parse_last_event_id(field->value());
+      if (!id) {
+        Response res = error_response(version, id.error());
+        co_return co_await write_response(stream, res, keep_alive, head_only, x);
+      }
+      params["lastEventId"] = *id;
+    }
+    if (!event_streams.reserve()) {
+      Response res = error_response(
+          version, {ErrorCode::unavailable,
+                    stopping.load() ? std::string("memd is shutting down")
+                                    : fmt::format("{} event streams are open, the most this daemon serves "
+                                                  "(memd serve --max-event-streams); try again later",
+                                                  event_streams.max())});
+      co_return co_await write_response(stream, res, keep_alive, head_only, x);
+    }
+    struct Release {
+      EventStreams& streams;
+      ~Release() { streams.release(); }
+    } release{event_streams};
+    const CallContext context = call_context(caller, *match.route);
+    auto check = [&]() -> asio::awaitable<Result<Outcome>> {
+      co_return dispatch(service, *match.action, params, context);
+    };
+    Result<Outcome> checked = co_await asio::co_spawn(worker(), check, asio::use_awaitable);
+    if (!checked) {
+      Response res = error_response(version, checked.error());
+      co_return co_await write_response(stream, res, keep_alive, head_only, x);
+    }
+    Result<SubscriptionRequest> request = subscription_request(Params(params));  // checked just now
+    if (!request || head_only) {
+      Response res = request ? Response{http::status::ok, version} : error_response(version, request.error());
+      if (request) res.set(http::field::content_type, "text/event-stream");
+      co_return co_await write_response(stream, res, keep_alive, head_only, x);
+    }
+    const std::uint64_t after =
+        request->last_event_id.value_or(checked->result.value("lastSequence", std::uint64_t{0}));
+    auto subscription = service.events().subscribe(request->filter, after);
+    {
+      beast::error_code ignored;
+      stream.socket().set_option(asio::socket_base::send_buffer_size(kStreamSendBuffer), ignored);
+    }
+    x.status = 200;
+    const EventStreamResult sent = co_await serve_event_stream(
+        stream, std::move(subscription), event_streams,
+        {.keepalive = options.event_keepalive, .write_timeout = options.write_timeout, .http_version = version});
+    x.bytes_out += sent.bytes;
+    co_return false;
+  }
+
   // One request and its answer. Returns whether the connection goes on.
   asio::awaitable<bool> exchange(beast::tcp_stream& stream, beast::flat_buffer& buffer) {
     ExchangeLog x(access);
@@ -556,6 +623,7 @@ struct HttpServer::Impl {
     std::optional<Request> full = co_await read_body(stream, buffer, head, options.max_body, x);
     if (!full) co_return false;
     if (kind == RouteBody::BinaryDownload) co_return co_await download(stream, *full, match, *caller, keep_alive, head_only, x);
+    if (kind == RouteBody::EventStream) co_return co_await events(stream, *full, match, *caller, keep_alive, head_only, x);
 
     auto work = [this, &match, &full, &caller]() -> asio::awaitable<Response> {
       co_return handle_json(match, *full, *caller);
@@ -648,6 +716,8 @@ struct HttpServer::Impl {
 
   void shutdown() {
     if (stopping.exchange(true)) return;
+    // Event streams never end by themselves: closed now, not waited for.
+    event_streams.close_all();
     asio::post(accept_strand, [this] {
       beast::error_code ignored;
       acceptor.close(ignored);

@@ -26,8 +26,10 @@
 // is read, then written in 256 KiB pieces as it arrives, each piece one
 // memory_write dispatch; a download is checked whole, then sent with
 // Content-Length in 64 KiB pieces, each read by one memory_read dispatch on
-// the worker pool, at most two alive per response (streamed_response.hpp,
-// the mechanism server-sent events will reuse). JSON bodies and answers are
+// the worker pool, at most two alive per response (streamed_response.hpp). GET /api/memory/events
+// (memory_subscribe, RouteBody::EventStream) is checked by its dispatch, then
+// served as server-sent events until the client goes (event_stream.hpp; at
+// most HttpOptions::max_event_streams, ended at once by shutdown()). JSON bodies and answers are
 // held whole (bounded by --max-body). A connection between requests is
 // parked: its socket waits for readability with no coroutine, timer or
 // buffer (under 1 KiB each; docs/architecture.md, "Memory per connection"),

@@ -9,8 +9,11 @@
 #include <spdlog/spdlog.h>
 
 #include "protocol/action_table.hpp"
+#include "protocol/actions/event_actions.hpp"
 #include "protocol/error_mapping.hpp"
 #include "protocol/json_parse.hpp"
+#include "protocol/params.hpp"
+#include "server/stdio/event_lines.hpp"
 #include "server/stdio/line_reader.hpp"
 #include "service/memory_service.hpp"
 
@@ -21,14 +24,11 @@ std::string error_response(const nlohmann::json& id, const Error& error) {
   return to_wire_text({{"id", id}, {"ok", false}, {"error", error_object(error)}});
 }
 
-bool write_all(int fd, std::string_view text) {
-  while (!text.empty()) {
-    const ssize_t n = ::write(fd, text.data(), text.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    text.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
+// The answer to one line, recording in `answer` what the door may act on.
+std::string answer_line(MemoryService& service, std::string_view line, const Caller& caller, StdioAnswer& answer);
+
+bool is_subscription_action(const Action* action) {
+  return action != nullptr && (action->name == "memory_subscribe" || action->name == "memory_unsubscribe");
 }
 
 }  // namespace
@@ -44,6 +44,18 @@ std::string handle_stdio_line(MemoryService& service, std::string_view line, con
 }
 
 std::string handle_stdio_line(MemoryService& service, std::string_view line, const Caller& caller) {
+  return answer_stdio_line(service, line, caller).text;
+}
+
+StdioAnswer answer_stdio_line(MemoryService& service, std::string_view line, const Caller& caller) {
+  StdioAnswer answer;
+  answer.text = answer_line(service, line, caller, answer);
+  return answer;
+}
+
+namespace {
+
+std::string answer_line(MemoryService& service, std::string_view line, const Caller& caller, StdioAnswer& answer) {
   try {
     auto request = parse_request_json(line);
     if (!request) return error_response(nullptr, request.error());
@@ -79,8 +91,14 @@ std::string handle_stdio_line(MemoryService& service, std::string_view line, con
       if (!session) return error_response(id, session.error());
       context.caller.session = *session;
     }
+    answer.action = action;
     auto outcome = dispatch(service, *action, params, context);
     if (!outcome) return error_response(id, outcome.error());
+    answer.ok = true;
+    if (is_subscription_action(action)) {
+      answer.params = std::move(params);
+      answer.result = outcome->result;
+    }
     return to_wire_text({{"id", id}, {"ok", true}, {"result", std::move(outcome->result)}});
   } catch (const std::exception& e) {
     // The protocol layer already turns its failures into values; this is the
@@ -89,25 +107,32 @@ std::string handle_stdio_line(MemoryService& service, std::string_view line, con
   }
 }
 
+}  // namespace
+
 int serve_lines(const StdioOptions& options, int in_fd, int out_fd, const LineAnswer& answer) {
+  LineWriter out(out_fd);
+  return serve_lines(options, in_fd, out,
+                     [&](std::string_view line, LineWriter& writer) { return writer.write_line(answer(line)); });
+}
+
+int serve_lines(const StdioOptions& options, int in_fd, LineWriter& out, const LineHandler& handle) {
   LineReader reader(in_fd, static_cast<std::size_t>(options.max_line));
   std::string line;
   for (;;) {
     const auto status = reader.next(line);
-    if (status == LineReader::Status::Eof) return 0;
+    if (status == LineReader::Status::Eof) return out.failed() ? 1 : 0;
     if (status == LineReader::Status::Error) {
       spdlog::error("memd stdio: reading stdin failed: {}", std::strerror(errno));
       return 1;
     }
-    std::string response;
+    bool written = true;
     if (status == LineReader::Status::TooLong) {
-      response = stdio_too_long_response(options.max_line);
+      written = out.write_line(stdio_too_long_response(options.max_line));
     } else {
       if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines are no requests
-      response = answer(line);
+      written = handle(line, out);
     }
-    response.push_back('\n');
-    if (!write_all(out_fd, response)) {
+    if (!written || out.failed()) {
       spdlog::error("memd stdio: writing stdout failed; stopping");
       return 1;
     }
@@ -118,8 +143,26 @@ int run_stdio(MemoryService& service, const StdioOptions& options, int in_fd, in
   const std::string owner =
       options.owner.empty() ? "stdio-" + std::to_string(::getpid()) : options.owner;
   spdlog::info("memd stdio: serving owner '{}' (max line {} bytes)", owner, options.max_line);
-  const int exit_code = serve_lines(options, in_fd, out_fd,
-                                    [&](std::string_view line) { return handle_stdio_line(service, line, owner); });
+  const Caller caller = Caller::host(owner);
+  LineWriter out(out_fd);
+  int exit_code = 0;
+  {
+    EventLinePump events(service.events(), out);
+    exit_code = serve_lines(options, in_fd, out, [&](std::string_view line, LineWriter& writer) {
+      StdioAnswer answer = answer_stdio_line(service, line, caller);
+      if (!answer.ok || !is_subscription_action(answer.action)) return writer.write_line(answer.text);
+      // The subscription changes and its answer is written under one hold of
+      // the output: no event of the old filter after it, none of the new before.
+      auto hold = writer.hold();
+      if (answer.action->name == "memory_unsubscribe") {
+        events.unsubscribe();
+      } else if (auto request = subscription_request(Params(answer.params)); request) {
+        events.subscribe(request->filter,
+                         request->last_event_id.value_or(answer.result.value("lastSequence", std::uint64_t{0})));
+      }
+      return writer.write_line_held(answer.text);
+    });
+  }
   const auto freed = service.release_owner(owner);
   std::uint64_t bytes = 0;
   for (const auto& r : freed) bytes += r.size_bytes;

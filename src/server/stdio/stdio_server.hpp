@@ -10,8 +10,10 @@
 // released, its sessions ended. The host spawned this engine and owns it, so
 // it is the admin (it may touch any owner's allocations and set limits). A
 // line may name a session of the host's (`"session": "<id>"` beside
-// "params"), as X-Memd-Session does over REST. Nothing but responses is ever
-// written to the output; logs go to stderr.
+// "params"), as X-Memd-Session does over REST. Nothing but responses and,
+// once the host sent memory_subscribe, event lines (event_lines.hpp) is ever
+// written to the output, each line whole (line_writer.hpp); logs go to
+// stderr.
 //
 // Thread safety: run_stdio owns the calling thread until end of input.
 // handle_stdio_line is thread-safe (it only calls the service).
@@ -22,12 +24,16 @@
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json.hpp>
+
 #include "memd/size.hpp"
+#include "server/stdio/line_writer.hpp"
 #include "service/caller.hpp"
 
 namespace memd {
 
 class MemoryService;
+struct Action;
 
 inline constexpr std::uint64_t kDefaultMaxLine = 16 * kMiB;
 
@@ -43,6 +49,11 @@ struct StdioOptions {
 // or 1 when the input cannot be read or the output cannot be written.
 using LineAnswer = std::function<std::string(std::string_view line)>;
 int serve_lines(const StdioOptions& options, int in_fd, int out_fd, const LineAnswer& answer);
+// The same, for a door that also writes other lines (events) to `out`: the
+// handler writes its own answer (returning whether the write succeeded), so
+// it may hold the writer around it.
+using LineHandler = std::function<bool(std::string_view line, LineWriter& out)>;
+int serve_lines(const StdioOptions& options, int in_fd, LineWriter& out, const LineHandler& handle);
 
 // Serves until end of input, releases the host's allocations, returns the
 // process exit code (0; 1 when the output cannot be written).
@@ -53,6 +64,17 @@ int run_stdio(MemoryService& service, const StdioOptions& options, int in_fd, in
 // `POST /api/stdio` (the bridge) passes the caller its headers resolved to.
 std::string handle_stdio_line(MemoryService& service, std::string_view line, const std::string& owner);
 std::string handle_stdio_line(MemoryService& service, std::string_view line, const Caller& caller);
+
+// handle_stdio_line with what a door needs to act on the answer itself:
+// the action that ran and, for memory_subscribe, its params and result.
+struct StdioAnswer {
+  std::string text;                  // the response line (no newline)
+  const Action* action = nullptr;    // the action that was dispatched, if any
+  bool ok = false;                   // it answered success
+  nlohmann::json params;             // memory_subscribe's params (else null)
+  nlohmann::json result;             // memory_subscribe's result (else null)
+};
+StdioAnswer answer_stdio_line(MemoryService& service, std::string_view line, const Caller& caller);
 
 // The response to a line over the limit.
 std::string stdio_too_long_response(std::uint64_t max_line);
