@@ -102,7 +102,12 @@ nlohmann::json kind_schema(const ParamSpec& spec) {
               {"maxItems", spec.maximum != 0 ? spec.maximum : kMaxWireBytes},
               {"items", owner_schema()}};
     case ParamKind::ObjectList: return object_list_schema(spec);
-    case ParamKind::String: return {{"type", "string"}};
+    case ParamKind::String: {
+      if (spec.choice_count == 0) return {{"type", "string"}};
+      nlohmann::json names = nlohmann::json::array();
+      for (std::size_t i = 0; i < spec.choice_count; ++i) names.push_back(std::string(spec.choices[i]));
+      return {{"type", "string"}, {"enum", std::move(names)}};
+    }
     case ParamKind::Size: return size_schema(0, kSizeStringPattern);
     case ParamKind::AllocationSize: return size_schema(1, kAllocationSizeStringPattern);
     case ParamKind::Count:

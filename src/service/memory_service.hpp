@@ -44,8 +44,10 @@
 #include "alloc/memory_manager.hpp"
 #include "backends/device_catalog.hpp"
 #include "memd/error.hpp"
+#include "monitor/analytics.hpp"
 #include "monitor/event_bus.hpp"
 #include "monitor/monitor.hpp"
+#include "monitor/recommendations.hpp"
 #include "service/caller.hpp"
 #include "service/export_table.hpp"
 #include "service/lease_reaper.hpp"
@@ -71,6 +73,8 @@ struct ServiceOptions {
   MonitorOptions monitor;
   // Events kept for Last-Event-ID resumption (monitor/event_bus.hpp).
   std::size_t event_ring = kDefaultEventRing;
+  // Series and failure counts (monitor/analytics.hpp); tests inject a clock.
+  AnalyticsOptions analytics;
 };
 
 // What an importer receives over the socket: the descriptor and where the
@@ -169,6 +173,14 @@ class MemoryService {
   HealthReport health() const;
   std::vector<DeviceInfo> devices() const;
 
+  // Memory over a window, failures and top owners (monitor/analytics.hpp);
+  // the recommendations for the state now, ranked
+  // (monitor/recommendations.hpp). Open to all, like status; not_found for an
+  // unknown device. In memory_service_analytics.cpp.
+  Result<AnalyticsReport> analytics(const AnalyticsQuery& query) const;
+  Result<std::vector<Recommendation>> optimization(const RecommendationOptions& options) const;
+  const Analytics& analytics_state() const noexcept { return *analytics_; }
+
   // Sessions (service/session_table.hpp). open: a session of caller.owner
   // (ttl default kDefaultSessionTtl). heartbeat, close: the session's owner
   // or the admin. sessions: the caller's own; the admin sees all.
@@ -202,6 +214,8 @@ class MemoryService {
   void freed(const AllocationId& id);
   // A refused allocation: allocation_failed, and limit_reached for a quota.
   void allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error);
+  // Counts it for analytics, with the limit that refused it.
+  void record_refusal(const AllocationRequest& request, DeviceId device, const Error& error);
   // The transfer engine's completion hook: transfer_completed / _failed.
   void transfer_finished(const TransferReport& report);
   // Frees an ended session's allocations, logging each; returns what it freed.
@@ -213,6 +227,8 @@ class MemoryService {
   std::unique_ptr<MemoryManager> manager_;
   // After the manager: transfers hold its allocations, and go first.
   std::unique_ptr<TransferEngine> transfers_;
+  // Fed by the monitor: goes after it.
+  std::unique_ptr<Analytics> analytics_;
   // After transfers (it samples them); stopped before anything it reads.
   std::unique_ptr<Monitor> monitor_;
   std::unique_ptr<ExportTable> exports_ = std::make_unique<ExportTable>();
