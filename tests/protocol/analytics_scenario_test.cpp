@@ -179,7 +179,9 @@ TEST_F(AnalyticsScenario, AnalyticsAndRecommendationsAreRightAndTheirActionsFree
   EXPECT_EQ(recs[4]["action"], json({{"action", "memory_limits"}, {"params", {{"owner", "carol"}, {"bytes", 32 * kMiB}}}}));
   EXPECT_EQ(recs[4]["bytesFreed"], 0);
   EXPECT_EQ(recs[4]["bytesNeeded"], 16 * kMiB);
-  if (defrags.empty()) EXPECT_EQ(out->result["bytesFreed"], (128 + 64 + 24 + 8) * kMiB);
+  if (defrags.empty()) {
+    EXPECT_EQ(out->result["bytesFreed"], (128 + 64 + 24 + 8) * kMiB);
+  }
   // With a longer idle threshold nothing is idle yet.
   auto patient = call("memory_optimization", {{"deviceId", "host:0"}, {"idleSeconds", 3600}});
   ASSERT_TRUE(patient);
