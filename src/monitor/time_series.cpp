@@ -117,7 +117,10 @@ Result<TimeSeries::Window> TimeSeries::query(std::uint64_t window_seconds, std::
   const SeriesResolution res =
       resolution.value_or(window_seconds <= kFinePoints ? SeriesResolution::Second : SeriesResolution::Minute);
   if (res == SeriesResolution::Second && window_seconds > kFinePoints)
-    return fail(ErrorCode::invalid_argument,
+    // Well-formed, but past what is kept at that resolution (a rule across
+    // two params the schema cannot state): out_of_range, like a read past an
+    // allocation's end.
+    return fail(ErrorCode::out_of_range,
                 "1 s points are kept for {} s; a window of {} s needs resolution 1m (or auto)", kFinePoints,
                 window_seconds);
   const Ring& r = ring(res);

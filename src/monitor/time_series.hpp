@@ -87,8 +87,9 @@ class TimeSeries {
   std::size_t field_count() const noexcept { return fields_; }
   // One sample; values.size() must be field_count() (NaN: no value).
   void add(TimePoint at, std::span<const double> values);
-  // window_seconds 1..kMaxWindowSeconds (invalid_argument otherwise, and
-  // for 1 s resolution past an hour). An empty series answers an empty window.
+  // window_seconds 1..kMaxWindowSeconds (invalid_argument otherwise); 1 s
+  // resolution past an hour is out_of_range (not kept). An empty series
+  // answers an empty window.
   Result<Window> query(std::uint64_t window_seconds, std::optional<SeriesResolution> resolution,
                        bool with_points) const;
   std::optional<TimePoint> newest() const;

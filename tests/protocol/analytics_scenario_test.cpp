@@ -108,7 +108,7 @@ TEST_F(AnalyticsScenario, AnalyticsAndRecommendationsAreRightAndTheirActionsFree
   tick();
 
   // ---- analytics over the last 6 s: exact ---------------------------------
-  auto out = call("memory_analytics", {{"deviceId", "host:0"}, {"windowSeconds", 6}, {"points", true}});
+  auto out = call("memory_analytics", {{"deviceId", "host:0"}, {"windowSeconds", 6}, {"detail", "points"}});
   ASSERT_TRUE(out) << out.error().message;
   const json& r = out->result;
   ASSERT_EQ(r["devices"].size(), 1u);
@@ -254,13 +254,14 @@ TEST_F(AnalyticsScenario, HostileParamsAreRefusedAndTheServiceKeepsServing) {
       {"memory_analytics", {{"resolution", "1S"}}, ErrorCode::invalid_argument},
       {"memory_analytics", {{"resolution", 1}}, ErrorCode::invalid_argument},
       {"memory_analytics", {{"resolution", ""}}, ErrorCode::invalid_argument},
-      {"memory_analytics", {{"resolution", "1s"}, {"windowSeconds", 7200}}, ErrorCode::invalid_argument},
+      {"memory_analytics", {{"resolution", "1s"}, {"windowSeconds", 7200}}, ErrorCode::out_of_range},
       {"memory_analytics", {{"deviceId", "host:9"}}, ErrorCode::not_found},
       {"memory_analytics", {{"deviceId", "gpu0"}}, ErrorCode::invalid_argument},
       {"memory_analytics", {{"topOwners", 1001}}, ErrorCode::invalid_argument},
       {"memory_analytics", {{"topOwners", -1}}, ErrorCode::invalid_argument},
-      {"memory_analytics", {{"points", "true"}}, ErrorCode::invalid_argument},
-      {"memory_analytics", {{"points", 1}}, ErrorCode::invalid_argument},
+      {"memory_analytics", {{"detail", true}}, ErrorCode::invalid_argument},
+      {"memory_analytics", {{"detail", "Points"}}, ErrorCode::invalid_argument},
+      {"memory_analytics", {{"detail", 1}}, ErrorCode::invalid_argument},
       {"memory_optimization", {{"deviceId", "cuda:3"}}, ErrorCode::not_found},
       {"memory_optimization", {{"deviceId", 0}}, ErrorCode::invalid_argument},
       {"memory_optimization", {{"idleSeconds", 0}}, ErrorCode::invalid_argument},
@@ -277,7 +278,7 @@ TEST_F(AnalyticsScenario, HostileParamsAreRefusedAndTheServiceKeepsServing) {
   EXPECT_EQ(call("memory_analytics", json::array()).error().code, ErrorCode::invalid_argument);
   // Still serving, with every bound at its edge accepted.
   EXPECT_TRUE(call("memory_analytics", {{"windowSeconds", 86400}, {"resolution", "1m"}, {"topOwners", 1000}}));
-  EXPECT_TRUE(call("memory_analytics", {{"windowSeconds", "3600"}, {"resolution", "1s"}, {"points", true}}));
+  EXPECT_TRUE(call("memory_analytics", {{"windowSeconds", "3600"}, {"resolution", "1s"}, {"detail", "points"}}));
   EXPECT_TRUE(call("memory_analytics", {{"windowSeconds", 1}, {"resolution", "auto"}, {"topOwners", 0}}));
   EXPECT_TRUE(call("memory_optimization", {{"idleSeconds", 2592000}}));
   EXPECT_TRUE(allocate("alice", kMiB));

@@ -20,6 +20,9 @@ constexpr std::uint64_t kMaxTopOwners = 1000;
 constexpr std::uint64_t kDefaultIdleSeconds = 600;
 constexpr std::uint64_t kMaxIdleSeconds = 30 * 24 * 3600;
 constexpr std::string_view kResolutions[] = {"1s", "1m", "auto"};
+// Not a boolean: a GET carries its params as query text, and booleans are
+// JSON true/false only (protocol/params.hpp).
+constexpr std::string_view kDetails[] = {"summary", "points"};
 
 // Byte counts stay integers on the wire (a double holds them exactly up to
 // 2^53); ratios, means and rates that are not whole stay numbers.
@@ -113,7 +116,7 @@ Result<Outcome> memory_analytics(MemoryService& s, const Params& p, const CallCo
   MEMD_ASSIGN_OR_RETURN(q.device, p.device("deviceId"));
   MEMD_ASSIGN_OR_RETURN(auto window, p.count("windowSeconds", TimeSeries::kMaxWindowSeconds, 1));
   MEMD_ASSIGN_OR_RETURN(auto resolution, p.string("resolution"));
-  MEMD_ASSIGN_OR_RETURN(auto points, p.boolean("points"));
+  MEMD_ASSIGN_OR_RETURN(auto detail, p.string("detail"));
   MEMD_ASSIGN_OR_RETURN(auto top, p.count("topOwners", kMaxTopOwners));
   q.window_seconds = window.value_or(kDefaultWindowSeconds);
   if (resolution && *resolution != "auto") {
@@ -121,7 +124,9 @@ Result<Outcome> memory_analytics(MemoryService& s, const Params& p, const CallCo
     if (!r) return fail(ErrorCode::invalid_argument, "'resolution' must be one of 1s, 1m, auto");
     q.resolution = *r;
   }
-  q.points = points.value_or(false);
+  if (detail && *detail != "summary" && *detail != "points")
+    return fail(ErrorCode::invalid_argument, "'detail' must be one of summary, points");
+  q.points = detail == "points";
   q.top_owners = top.value_or(kDefaultTopOwners);
   MEMD_ASSIGN_OR_RETURN(auto report, s.analytics(q));
   return ok(to_json(report));
@@ -165,10 +170,16 @@ void append_analytics_actions(std::vector<Action>& t) {
         .minimum = 1},
        {.name = "resolution",
         .kind = K::String,
-        .description = "1s (windows up to 3600 s), 1m, or auto (default: 1s up to an hour, else 1m).",
+        .description = "1s (windows up to 3600 s; longer ones are out_of_range), 1m, or auto (default: 1s up to an hour, "
+                       "else 1m).",
         .choices = kResolutions,
         .choice_count = std::size(kResolutions)},
-       {.name = "points", .kind = K::Boolean, .description = "Also answer the points themselves (default false)."},
+       {.name = "detail",
+        .kind = K::String,
+        .description = "summary (default), or points: also answer the points themselves, each with its samples "
+                       "and per field min, mean and max.",
+        .choices = kDetails,
+        .choice_count = std::size(kDetails)},
        {.name = "topOwners",
         .kind = K::Count,
         .description = "How many owners to rank, 0..1000 (default 10).",
