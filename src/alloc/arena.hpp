@@ -69,6 +69,10 @@ class Arena {
   virtual std::uint64_t release_free(std::uint64_t bytes) = 0;
   // Gives back every wholly empty segment; returns the bytes.
   virtual std::uint64_t release_empty() = 0;
+  // What release_free(everything) and release_empty() would give back now,
+  // changing nothing (the kept block must be flushed first): the dry run
+  // behind the recommendations' predictions (monitor/recommendations.hpp).
+  virtual std::uint64_t releasable_bytes() const = 0;
 
   // Free bytes that are backed by memory, and the largest run of them.
   virtual void free_space(std::uint64_t& free_bytes, std::uint64_t& largest) const = 0;

@@ -99,6 +99,10 @@ class DevicePool final : private CacheOwner {
   // pending stream frees and takes every thread cache back first. Returns
   // bytes given back to the device.
   std::uint64_t trim();
+  // What trim() would give back now, and what it would leave free (see
+  // TrimForecast); takes thread caches back and flushes the kept block, as
+  // stats() does, and changes nothing else.
+  TrimForecast trim_forecast() const;
   std::vector<SegmentInfo> snapshot() const;
   Result<void> validate() const;
 

@@ -325,6 +325,13 @@ std::uint64_t MemoryManager::trim() {
   return released;
 }
 
+std::map<PoolKey, TrimForecast> MemoryManager::trim_forecasts() const {
+  std::lock_guard lock(pools_mu_);
+  std::map<PoolKey, TrimForecast> out;
+  for (const auto& [key, pool] : pools_) out.emplace(key, pool->trim_forecast());
+  return out;
+}
+
 std::vector<AllocationRecord> MemoryManager::free_matching(const AllocationFilter& filter, bool include_pinned) {
   std::vector<AllocationId> ids;
   registry_.for_each([&](const AllocationRegistry::Entry& e) {

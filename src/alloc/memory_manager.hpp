@@ -183,6 +183,9 @@ class MemoryManager {
 
   // Gives cached memory back to the backends; returns the bytes released.
   std::uint64_t trim();
+  // Every existing pool's DevicePool::trim_forecast(): what trim() would
+  // release, changing nothing.
+  std::map<PoolKey, TrimForecast> trim_forecasts() const;
   // Frees every allocation matching the filter (pinned ones included only if
   // include_pinned); returns the records freed.
   std::vector<AllocationRecord> free_matching(const AllocationFilter& filter, bool include_pinned);

@@ -64,6 +64,22 @@ std::uint64_t DevicePool::trim() {
   return released;
 }
 
+TrimForecast DevicePool::trim_forecast() const {
+  auto& self = const_cast<DevicePool&>(*this);  // as stats(): draining caches changes no observable state
+  self.drain_caches();
+  std::lock_guard lock(mu_);
+  arena_->flush_kept();
+  TrimForecast f;
+  f.releasable_bytes = huge_.cached_bytes() + arena_->releasable_bytes();
+  std::uint64_t free_bytes = 0, largest = 0;
+  arena_->free_space(free_bytes, largest);
+  const std::uint64_t arena_releasable = arena_->releasable_bytes();
+  f.stranded_free_bytes = free_bytes - std::min(free_bytes, arena_releasable);
+  f.virtual_memory = arena_->region_kind() == "arena";
+  f.unit_bytes = f.virtual_memory ? retention::unit_bytes(opt_, page_, footprint_.state()) : 0;
+  return f;
+}
+
 std::vector<SegmentInfo> DevicePool::snapshot() const {
   auto& self = const_cast<DevicePool&>(*this);
   self.drain_caches();

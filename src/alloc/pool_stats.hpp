@@ -69,6 +69,22 @@ struct PoolStats {
 #undef MEMD_DECLARE_STAT
 };
 
+// What a trim would do to a pool now, without doing it (DevicePool::
+// trim_forecast): the recommendations' predictions (monitor/recommendations.hpp).
+struct TrimForecast {
+  // Bytes trim() would give back: whole free mapping units, cached huge
+  // ranges, wholly empty segments. Not counted: empty slab spans (at most
+  // one 64 KiB span per size class, which trim drops first and which may
+  // free one more unit) and stream-ordered frees still pending.
+  std::uint64_t releasable_bytes = 0;
+  // Mapped bytes free but left after that trim (inside units that still hold
+  // a live block): what only moving blocks (compaction) could give back.
+  std::uint64_t stranded_free_bytes = 0;
+  // The mapping unit the pool maps in now (0: a segment pool, which has none).
+  std::uint64_t unit_bytes = 0;
+  bool virtual_memory = false;
+};
+
 // The counter half of a PoolStats, field by field from the one list.
 inline void copy_counters(const PoolCounters& from, PoolStats& to) {
 #define MEMD_COPY_COUNTER(name, unit, help) to.name = from.name;

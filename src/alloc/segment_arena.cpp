@@ -53,6 +53,17 @@ std::uint64_t SegmentArena::release_empty() {
   return released;
 }
 
+std::uint64_t SegmentArena::releasable_bytes() const {
+  // A segment is wholly empty when one free TLSF block spans its region.
+  std::uint64_t bytes = 0;
+  tlsf_.for_each_block([&](std::uint64_t off, std::uint64_t size, bool is_free) {
+    if (!is_free) return;
+    auto it = segments_.find(off);
+    if (it != segments_.end() && tlsf_.regions().at(off) == size) bytes += it->second.size;
+  });
+  return bytes;
+}
+
 void SegmentArena::free_space(std::uint64_t& free_bytes, std::uint64_t& largest) const {
   free_bytes = tlsf_.free_bytes();
   largest = tlsf_.largest_free();

@@ -40,6 +40,7 @@ class SegmentArena final : public Arena {
   std::uint64_t busy_bytes() const override { return 0; }
   std::uint64_t release_free(std::uint64_t) override { return 0; }
   std::uint64_t release_empty() override;
+  std::uint64_t releasable_bytes() const override;
 
   void free_space(std::uint64_t& free_bytes, std::uint64_t& largest) const override;
   std::string region_kind() const override { return "segment"; }

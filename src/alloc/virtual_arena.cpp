@@ -239,6 +239,20 @@ std::uint64_t VirtualArena::release_free(std::uint64_t bytes) {
 
 // Free bytes that are mapped: free blocks intersected with mapped pages
 // (O(pages): a statistics call, never on the allocation path).
+std::uint64_t VirtualArena::releasable_bytes() const {
+  // release_free's walk without the unmapping: every whole unit inside a
+  // free mapped run.
+  std::uint64_t bytes = 0;
+  if (pages_.free_mapped_bytes() == 0) return 0;
+  std::vector<PageRun> free_runs;
+  pages_.collect_free(pages_.free_mapped_bytes(), free_runs);
+  for (const auto& run : free_runs)
+    pages_.for_each_unit(run.offset, run.offset + run.size, [&](std::uint64_t at, std::uint64_t n) {
+      if (at >= run.offset && at + n <= run.offset + run.size) bytes += n;
+    });
+  return bytes;
+}
+
 void VirtualArena::free_space(std::uint64_t& free_bytes, std::uint64_t& largest) const {
   free_bytes = 0;
   largest = 0;

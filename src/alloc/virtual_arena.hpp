@@ -64,6 +64,7 @@ class VirtualArena final : public Arena {
   std::uint64_t busy_bytes() const override { return pages_.busy_bytes(); }
   std::uint64_t release_free(std::uint64_t bytes) override;
   std::uint64_t release_empty() override { return 0; }
+  std::uint64_t releasable_bytes() const override;
 
   void free_space(std::uint64_t& free_bytes, std::uint64_t& largest) const override;
   std::string region_kind() const override { return "arena"; }

@@ -95,6 +95,10 @@ struct ParamSpec {
   // ObjectList: the keys of each item (a static array of item_count specs).
   const ParamSpec* items = nullptr;
   std::size_t item_count = 0;
+  // String: the only values accepted (a static array of choice_count
+  // names, exact case), published as OpenAPI `enum`. None: any string.
+  const std::string_view* choices = nullptr;
+  std::size_t choice_count = 0;
 };
 
 // Who is calling and how. The caller (owner, admin, session) comes from the

@@ -14,6 +14,7 @@
 #include "protocol/action_helpers.hpp"
 #include "protocol/actions/defrag_actions.hpp"
 #include "protocol/actions/event_actions.hpp"
+#include "protocol/actions/analytics_actions.hpp"
 #include "protocol/actions/export_actions.hpp"
 #include "protocol/actions/monitor_actions.hpp"
 #include "protocol/actions/transfer_actions.hpp"
@@ -399,6 +400,7 @@ std::vector<Action> build_table() {
   append_monitor_actions(t);
   append_defrag_actions(t);
   append_event_actions(t);
+  append_analytics_actions(t);
   return t;
 }
 
@@ -427,7 +429,17 @@ Result<void> validate_param(const Params& p, const ParamSpec& spec) {
     return {};
   };
   switch (spec.kind) {
-    case K::String:
+    case K::String: {
+      auto text = p.string(spec.name);
+      if (text && *text && spec.choice_count > 0 &&
+          std::find(spec.choices, spec.choices + spec.choice_count, **text) == spec.choices + spec.choice_count) {
+        std::string names;
+        for (std::size_t i = 0; i < spec.choice_count; ++i)
+          names += (i ? ", " : "") + std::string(spec.choices[i]);
+        return fail(ErrorCode::invalid_argument, "'{}' must be one of {}", spec.name, names);
+      }
+      return check(std::move(text));
+    }
     case K::Base64: return check(p.string(spec.name));
     case K::Size: return check(p.size(spec.name));
     case K::Count:

@@ -108,7 +108,12 @@ nlohmann::json kind_schema(const ParamSpec& spec) {
       for (EventKind k : all_event_kinds()) names += (names.empty() ? "" : "|") + std::string(to_string(k));
       return {{"type", "string"}, {"pattern", "^(" + names + ")(,(" + names + "))*$"}};
     }
-    case ParamKind::String: return {{"type", "string"}};
+    case ParamKind::String: {
+      if (spec.choice_count == 0) return {{"type", "string"}};
+      nlohmann::json names = nlohmann::json::array();
+      for (std::size_t i = 0; i < spec.choice_count; ++i) names.push_back(std::string(spec.choices[i]));
+      return {{"type", "string"}, {"enum", std::move(names)}};
+    }
     case ParamKind::Size: return size_schema(0, kSizeStringPattern);
     case ParamKind::AllocationSize: return size_schema(1, kAllocationSizeStringPattern);
     case ParamKind::Count:

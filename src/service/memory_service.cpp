@@ -46,6 +46,14 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
   if (!monitor) return fail(monitor.error());
   service->monitor_ = std::move(*monitor);
   {
+    std::vector<DeviceId> ids;
+    for (const auto& d : service->catalog_->devices()) ids.push_back(d.id);
+    service->analytics_ = std::make_unique<Analytics>(std::move(ids), options.analytics);
+    Analytics* a = service->analytics_.get();
+    a->on_sample(*service->monitor_->cached_status());  // the first sample came before the hook
+    service->monitor_->add_sample_hook([a](const MemoryStatusReport& report) { a->on_sample(report); });
+  }
+  {
     MemoryService* self = service.get();
     service->transfers_->set_completion_hook([self](const TransferReport& report) { self->transfer_finished(report); });
     service->defragmenter_->set_event_hook([self](const DefragEvent& event) { self->defrag_event(event); });
@@ -577,6 +585,7 @@ std::vector<AllocationRecord> MemoryService::release(const EndedSession& ended, 
 void MemoryService::allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error) {
   if (error.code != ErrorCode::out_of_memory && error.code != ErrorCode::quota_exceeded) return;
   if (error.code == ErrorCode::out_of_memory) monitor_->note_failure(device);
+  record_refusal(request, device, error);
   nlohmann::json data = {{"deviceId", device.to_string()},
                          {"memoryType", std::string(to_string(request.memory_type))},
                          {"owner", request.owner},

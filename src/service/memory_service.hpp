@@ -44,8 +44,10 @@
 #include "alloc/memory_manager.hpp"
 #include "backends/device_catalog.hpp"
 #include "memd/error.hpp"
+#include "monitor/analytics.hpp"
 #include "monitor/event_bus.hpp"
 #include "monitor/monitor.hpp"
+#include "monitor/recommendations.hpp"
 #include "service/caller.hpp"
 #include "service/export_table.hpp"
 #include "service/lease_reaper.hpp"
@@ -76,6 +78,8 @@ struct ServiceOptions {
   // Defragment a device by itself once its fragmentation passes a threshold
   // and it has been idle (transfer/defrag_schedule.hpp); none: only on request.
   std::optional<DefragScheduleOptions> scheduled_defrag;
+  // Series and failure counts (monitor/analytics.hpp); tests inject a clock.
+  AnalyticsOptions analytics;
 };
 
 // What an importer receives over the socket: the descriptor and where the
@@ -182,6 +186,14 @@ class MemoryService {
   HealthReport health() const;
   std::vector<DeviceInfo> devices() const;
 
+  // Memory over a window, failures and top owners (monitor/analytics.hpp);
+  // the recommendations for the state now, ranked
+  // (monitor/recommendations.hpp). Open to all, like status; not_found for an
+  // unknown device. In memory_service_analytics.cpp.
+  Result<AnalyticsReport> analytics(const AnalyticsQuery& query) const;
+  Result<std::vector<Recommendation>> optimization(const RecommendationOptions& options) const;
+  const Analytics& analytics_state() const noexcept { return *analytics_; }
+
   // Sessions (service/session_table.hpp). open: a session of caller.owner
   // (ttl default kDefaultSessionTtl). heartbeat, close: the session's owner
   // or the admin. sessions: the caller's own; the admin sees all.
@@ -215,6 +227,8 @@ class MemoryService {
   void freed(const AllocationId& id);
   // A refused allocation: allocation_failed, and limit_reached for a quota.
   void allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error);
+  // Counts it for analytics, with the limit that refused it.
+  void record_refusal(const AllocationRequest& request, DeviceId device, const Error& error);
   // The transfer engine's completion hook: transfer_completed / _failed.
   void transfer_finished(const TransferReport& report);
   // The defragmenter's hook: defragment_started / _finished.
@@ -232,6 +246,8 @@ class MemoryService {
   std::unique_ptr<TransferEngine> transfers_;
   // Borrows the engine's streams: after it, so it goes first.
   std::unique_ptr<Defragmenter> defragmenter_;
+  // Fed by the monitor: goes after it.
+  std::unique_ptr<Analytics> analytics_;
   // After transfers (it samples them); stopped before anything it reads.
   std::unique_ptr<Monitor> monitor_;
   std::unique_ptr<ExportTable> exports_ = std::make_unique<ExportTable>();
