@@ -45,6 +45,7 @@
 #include "backends/device_catalog.hpp"
 #include "memd/error.hpp"
 #include "monitor/event_bus.hpp"
+#include "monitor/memory_history.hpp"
 #include "monitor/monitor.hpp"
 #include "service/caller.hpp"
 #include "service/export_table.hpp"
@@ -71,6 +72,8 @@ struct ServiceOptions {
   MonitorOptions monitor;
   // Events kept for Last-Event-ID resumption (monitor/event_bus.hpp).
   std::size_t event_ring = kDefaultEventRing;
+  // The allocation history rings and out-of-memory snapshots (monitor/memory_history.hpp).
+  HistoryOptions history;
 };
 
 // What an importer receives over the socket: the descriptor and where the
@@ -95,6 +98,7 @@ class MemoryService {
   TransferEngine& transfers() noexcept { return *transfers_; }
   EventBus& events() noexcept { return *events_; }
   Monitor& monitor() noexcept { return *monitor_; }
+  MemoryHistory& history() noexcept { return *history_; }
 
   // Checks the caller's session, if it names one: not_found (saying how it
   // ended) when closed or lapsed — a lapsed one is released on the spot —
@@ -180,6 +184,16 @@ class MemoryService {
   // Returns the sessions ended.
   std::size_t sweep_sessions();
 
+  // Allocation history (monitor/allocation_history.hpp): the newest entries
+  // of one device or all. The admin sees every owner's and may name one;
+  // anyone else sees only its own (naming another: permission_denied).
+  Result<std::vector<HistoryEntry>> history(const Caller& caller, const HistoryQuery& query);
+  // An out-of-memory snapshot: the failing request's owner or the admin
+  // (permission_denied otherwise). The owner sees other owners' allocations,
+  // blocks and entries by size only (redact()). Unknown or no longer kept:
+  // not_found.
+  Result<OomSnapshot> history_snapshot(const Caller& caller, const SnapshotId& id);
+
   // Frees everything `owner` holds (pinned included) and ends its sessions:
   // a stdio host's exit.
   std::vector<AllocationRecord> release_owner(std::string_view owner);
@@ -200,8 +214,10 @@ class MemoryService {
   Result<void> check_transfer(const Caller& caller, const TransferSpec& spec);
   // An allocation was freed (or its free deferred): its exports end.
   void freed(const AllocationId& id);
-  // A refused allocation: allocation_failed, and limit_reached for a quota.
-  void allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error);
+  // A refused allocation: its history entry (an out_of_memory snapshot,
+  // whose id the returned error carries), allocation_failed, and
+  // limit_reached for a quota.
+  Error allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error, RefusedBy by);
   // The transfer engine's completion hook: transfer_completed / _failed.
   void transfer_finished(const TransferReport& report);
   // Frees an ended session's allocations, logging each; returns what it freed.
@@ -215,6 +231,7 @@ class MemoryService {
   std::unique_ptr<TransferEngine> transfers_;
   // After transfers (it samples them); stopped before anything it reads.
   std::unique_ptr<Monitor> monitor_;
+  std::unique_ptr<MemoryHistory> history_;
   std::unique_ptr<ExportTable> exports_ = std::make_unique<ExportTable>();
   std::string socket_path_;
   // One hold per import, by connection: an importer's mapping keeps the

@@ -29,6 +29,7 @@ struct EngineOptions {
   double pressure_hysteresis = 3;
   std::string pressure_policy = "full";
   int event_ring = 4096;
+  int history_ring = 4096;  // allocation history entries per device
 };
 
 struct ServeFlags {
@@ -125,6 +126,14 @@ int run_copy(const ClientFlags& c, const TransferFlags& f);
 int run_export(const ClientFlags& c, const std::string& id, const std::vector<std::string>& owners);
 int run_export_release(const ClientFlags& c, const std::string& id, const std::string& export_id);
 int run_transfer_status(const ClientFlags& c, const std::string& id);
+// memd history [SNAPSHOT_ID]: the recent history table (--device, --owner,
+// --limit entries, default 100), or a snapshot's report (--limit: its last
+// history entries shown, default 20).
+struct HistoryFlags {
+  std::string snapshot_id, device, owner;
+  std::optional<std::uint64_t> limit;
+};
+int run_history(const ClientFlags& c, const HistoryFlags& f);
 int run_transfer_cancel(const ClientFlags& c, const std::string& id);
 
 }  // namespace memd::cli

@@ -93,6 +93,7 @@ Result<ServiceOptions> service_options(const EngineOptions& engine) {
   if (!policy) return fail(ErrorCode::invalid_argument, "--pressure-policy: {}", policy.error().message);
   options.monitor.policy = *policy;
   options.event_ring = static_cast<std::size_t>(engine.event_ring);
+  options.history.ring_capacity = static_cast<std::size_t>(engine.history_ring);
   return options;
 }
 
