@@ -448,7 +448,7 @@ Result<void> validate_param(const Params& p, const ParamSpec& spec) {
     case K::Priority: return check(p.priority(spec.name));
     case K::TransferId: return check(p.transfer_id(spec.name));
     case K::ExportId: return check(p.export_id(spec.name));
-    case K::SnapshotId: return check(p.snapshot_id(spec.name));
+    case K::OomSnapshotId: return check(p.snapshot_id(spec.name));
     case K::OwnerList: return check(p.owners(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
     case K::ObjectList:
       if (auto ok = validate_items(p, spec); !ok) return ok;
@@ -515,7 +515,7 @@ std::string_view to_string(ParamKind kind) noexcept {
     case K::Tag: return "tag (1..128 chars)";
     case K::TransferId: return "GUID (transfer)";
     case K::ExportId: return "GUID (export)";
-    case K::SnapshotId: return "GUID (snapshot)";
+    case K::OomSnapshotId: return "GUID (snapshot)";
     case K::OwnerList: return "owner[]";
     case K::ObjectList: return "object[]";
   }

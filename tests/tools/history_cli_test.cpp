@@ -47,7 +47,7 @@ TEST(HistoryCli, SnapshotReportSaysWhyItFailed) {
     ASSERT_EQ(r->status, 201) << r->body;
   }
   // Through the CLI itself: the error names the snapshot.
-  auto failed = memd("allocate --url " + daemon.url() + " --as carol --size 24MiB --device host:0 --name big");
+  auto failed = memd("allocate 24MiB --url " + daemon.url() + " --as carol --device host:0 --name big");
   EXPECT_EQ(failed.code, 1);
   const auto at = failed.out.find("memd history ");
   ASSERT_NE(at, std::string::npos) << failed.out;

@@ -125,7 +125,8 @@ std::string render_snapshot(const json& s, std::size_t last_entries) {
 
   // Device totals from the pool statistics.
   std::uint64_t reserved = 0, allocated = 0, free_bytes = 0;
-  for (const auto& [type, p] : object_at(s, "pools").items()) {
+  const json pools = object_at(s, "pools");  // named: items() of a temporary dangles in a range-for
+  for (const auto& [type, p] : pools.items()) {
     reserved += num(p, "reservedBytes");
     allocated += num(p, "allocatedBytes");
     free_bytes += num(p, "freeBytes");
@@ -133,8 +134,9 @@ std::string render_snapshot(const json& s, std::size_t last_entries) {
   out += "device:   " + size(s, "deviceTotalBytes") + " total; memd reserved " + format_size(reserved) +
          ", allocated " + format_size(allocated) + ", free in its pools " + format_size(free_bytes) + "\n";
   out += "largest free block " + format_size(largest) + " vs the request's " + format_size(wanted) +
-         (largest >= wanted ? " (it fits a block: the device limit or capacity refused growing)\n"
-                            : " (no free block is large enough)\n");
+         (largest >= wanted ? " (a block would fit: a limit or the device's capacity refused it)\n"
+                            : " (no mapped free block is large enough, and mapping more would pass the "
+                              "device's capacity or limit)\n");
 
   const json holders = array_at(s, "holders");
   if (!holders.empty()) {
@@ -189,6 +191,8 @@ std::string render_snapshot(const json& s, std::size_t last_entries) {
              size(seg, "mappedBytes"), size(seg, "liveBytes"), size(seg, "freeBytes"), size(seg, "largestFreeBytes"),
              str(seg, "blockCount")});
     out += t.render();
+    out += "(an arena reserves address space: only MAPPED bytes are backed, so FREE and LARGEST HOLE count "
+           "address ranges that may still need mapping)\n";
   }
   if (num(s, "blocksOmitted") > 0)
     out += std::to_string(num(s, "blocksOmitted")) + " blocks left out of the snapshot (its cap)\n";

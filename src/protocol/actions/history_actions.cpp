@@ -168,7 +168,7 @@ void append_history_actions(std::vector<Action>& t) {
       "may read it; the owner sees other owners' allocations, blocks and entries by size only (hidden: true, "
       "owner, name and allocationId null, their holders folded into one hidden row).",
       {{Get, "/api/memory/history/{snapshotId}"}},
-      {{"snapshotId", K::SnapshotId, true, "The snapshotId of an out_of_memory error."}},
+      {{"snapshotId", K::OomSnapshotId, true, "The snapshotId of an out_of_memory error."}},
       R"({"snapshotId": "c0ffee00-1234-4abc-8def-0123456789ab"})",
       R"({"snapshotId": "c0ffee00-1234-4abc-8def-0123456789ab", "time": "2026-01-01T00:00:00.000Z", "request": {"owner": "alice", "name": "activations", "deviceId": "host:0", "memoryType": "VRAM", "priority": "Normal", "sizeBytes": 67108864, "code": "out_of_memory", "message": "…", "refusedBy": "pool"}, "deviceTotalBytes": 67108864, "largestFreeBlockBytes": 2097152, "holders": [{"owner": "alice", "bytes": 33554432, "allocations": 2, "hidden": false}], "allocations": [], "allocationsOmitted": 0, "history": [], "historyDroppedEntries": 0, "segments": [{"memoryType": "VRAM", "address": 140000000000000, "sizeBytes": 67108864, "mappedBytes": 35651584, "kind": "arena", "liveBytes": 33554432, "freeBytes": 2097152, "largestFreeBytes": 2097152, "blockCount": 3, "blocks": []}], "blocksOmitted": 0, "pools": {}})",
       memory_history_snapshot});
