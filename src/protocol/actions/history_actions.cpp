@@ -144,7 +144,8 @@ void append_history_actions(std::vector<Action>& t) {
       "Recent allocator events, oldest first: allocate, free (deferred: true while a transfer or an importer still "
       "holds the memory), move (from/to), evict (the model manager) and failed (code; an out_of_memory names its "
       "snapshotId). Each entry carries the device's pool state just after it: reservedBytes, allocatedBytes "
-      "(block-rounded), liveAllocations. sizeBytes is as requested, blockBytes the block that holds it (null when "
+      "(block-rounded), liveAllocations — the pools' running counters, so a small block freed into a thread's "
+      "cache shows there once the cache gives it back. sizeBytes is as requested, blockBytes the block that holds it (null when "
       "not from a pool). Each device keeps its newest entries in a ring of ringCapacity (memd serve "
       "--history-ring); without deviceId the rings are merged by sequence. Only your own owner's entries, unless "
       "you are the admin, who may also name an owner.",
