@@ -57,6 +57,11 @@ int http_status(ErrorCode code) noexcept;
 struct Error {
   ErrorCode code = ErrorCode::internal;
   std::string message;
+  // out_of_memory from an allocation: the snapshot memd took of the device
+  // (memory_history_snapshot); the wire error object carries it as
+  // "snapshotId". Absent everywhere else.
+  // (Its default member initializer lets `Error{code, message}` leave it out.)
+  std::optional<std::string> snapshot_id{};
 
   friend bool operator==(const Error&, const Error&) = default;
 };

@@ -63,6 +63,7 @@ enum class ParamKind {
   JsonInteger,          // a JSON integer minimum..maximum, never its text (JSON bodies only)
   TransferId,           // a GUID that memory_transfer answered (a transfer's or a batch's)
   ExportId,             // a GUID that memory_export answered
+  OomSnapshotId,        // a GUID an out_of_memory error named (memory_history_snapshot)
   OwnerList,            // an array of 1..maximum owners (the owner rule each)
   ObjectList,           // an array of 1..maximum objects, each checked against `items`
   EventKinds,           // comma-separated event kind names (monitor/event.hpp), at least one

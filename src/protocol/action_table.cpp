@@ -16,6 +16,7 @@
 #include "protocol/actions/event_actions.hpp"
 #include "protocol/actions/analytics_actions.hpp"
 #include "protocol/actions/export_actions.hpp"
+#include "protocol/actions/history_actions.hpp"
 #include "protocol/actions/monitor_actions.hpp"
 #include "protocol/actions/transfer_actions.hpp"
 #include "protocol/base64.hpp"
@@ -401,6 +402,7 @@ std::vector<Action> build_table() {
   append_defrag_actions(t);
   append_event_actions(t);
   append_analytics_actions(t);
+  append_history_actions(t);
   return t;
 }
 
@@ -462,6 +464,7 @@ Result<void> validate_param(const Params& p, const ParamSpec& spec) {
     case K::Priority: return check(p.priority(spec.name));
     case K::TransferId: return check(p.transfer_id(spec.name));
     case K::ExportId: return check(p.export_id(spec.name));
+    case K::OomSnapshotId: return check(p.snapshot_id(spec.name));
     case K::OwnerList: return check(p.owners(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
     case K::EventKinds: return check(p.event_kinds(spec.name));
     case K::ObjectList:
@@ -529,6 +532,7 @@ std::string_view to_string(ParamKind kind) noexcept {
     case K::Tag: return "tag (1..128 chars)";
     case K::TransferId: return "GUID (transfer)";
     case K::ExportId: return "GUID (export)";
+    case K::OomSnapshotId: return "GUID (snapshot)";
     case K::OwnerList: return "owner[]";
     case K::ObjectList: return "object[]";
     case K::EventKinds: return "event kinds (comma-separated)";

@@ -111,7 +111,9 @@ bound, missing key, and the key is named). A well-formed request that the
 daemon's state refuses gets its own code: `not_found` for an unknown id,
 device or a device without that memory type, `out_of_range` (416) for a read
 or write outside an existing allocation's bounds, `out_of_memory` for a size
-no device can hold, `payload_too_large` for a stdio read over 1 GiB, `invalid_file`
+no device can hold (when an allocation finds its device full, the error object
+also carries `"snapshotId"`, and its message ends `(snapshot ID; memd history
+ID)`: memory_history_snapshot shows what filled the device), `payload_too_large` for a stdio read over 1 GiB, `invalid_file`
 (422) for a malformed, unreadable or escaping model file. 416 says "this
 range of this resource cannot be served" and 422 "well-formed, but what it
 names cannot be processed", so a client tells both apart from a 400 without

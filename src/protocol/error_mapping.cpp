@@ -4,7 +4,9 @@
 namespace memd {
 
 nlohmann::json error_object(const Error& error) {
-  return {{"code", std::string(to_string(error.code))}, {"message", error.message}};
+  nlohmann::json object = {{"code", std::string(to_string(error.code))}, {"message", error.message}};
+  if (error.snapshot_id) object["snapshotId"] = *error.snapshot_id;
+  return object;
 }
 
 nlohmann::json error_body(const Error& error) { return {{"error", error_object(error)}}; }

@@ -1,7 +1,8 @@
 // protocol/error_mapping.hpp — the one mapping from memd::Error to the wire.
 //
-// stdio carries {"code","message"} inside its response line; REST carries
-// {"error": {"code","message"}} with memd::http_status(code) as the status.
+// stdio carries {"code","message"[,"snapshotId"]} inside its response line;
+// REST carries {"error": {...the same}} with memd::http_status(code) as the
+// status.
 // Codes come from the closed list in memd/error.hpp and nowhere else.
 //
 // Thread safety: pure functions.
@@ -13,7 +14,8 @@
 
 namespace memd {
 
-// {"code": "not_found", "message": "..."}
+// {"code": "not_found", "message": "..."}, plus "snapshotId" when the error
+// names an out-of-memory snapshot.
 nlohmann::json error_object(const Error& error);
 // {"error": {"code": ..., "message": ...}} — a REST error body.
 nlohmann::json error_body(const Error& error);

@@ -97,6 +97,7 @@ nlohmann::json kind_schema(const ParamSpec& spec) {
   switch (spec.kind) {
     case ParamKind::TransferId: return guid_schema();
     case ParamKind::ExportId: return guid_schema();
+    case ParamKind::OomSnapshotId: return guid_schema();
     case ParamKind::OwnerList:
       return {{"type", "array"},
               {"minItems", 1},

@@ -299,6 +299,7 @@ Optional<SessionId> Params::session_id(std::string_view key) const { return guid
 Optional<TransferId> Params::transfer_id(std::string_view key) const { return guid<TransferId>(key); }
 Optional<BatchId> Params::batch_id(std::string_view key) const { return guid<BatchId>(key); }
 Optional<ExportId> Params::export_id(std::string_view key) const { return guid<ExportId>(key); }
+Optional<SnapshotId> Params::snapshot_id(std::string_view key) const { return guid<SnapshotId>(key); }
 
 Optional<std::vector<std::string>> Params::owners(std::string_view key, std::size_t max_items) const {
   auto v = find(key);

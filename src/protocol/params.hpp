@@ -50,6 +50,7 @@
 #include "memd/error.hpp"
 #include "memd/memory_types.hpp"
 #include "memd/owner_name.hpp"
+#include "monitor/snapshot_id.hpp"
 #include "service/export_id.hpp"
 #include "service/session_id.hpp"
 #include "transfer/transfer_report.hpp"
@@ -127,6 +128,7 @@ class Params {
   Optional<TransferId> transfer_id(std::string_view key) const;
   Optional<BatchId> batch_id(std::string_view key) const;
   Optional<ExportId> export_id(std::string_view key) const;
+  Optional<SnapshotId> snapshot_id(std::string_view key) const;
   // An array of 1..max_items owners, each by the owner rule.
   Optional<std::vector<std::string>> owners(std::string_view key, std::size_t max_items) const;
   // An array of 1..max_items JSON objects (each checked by the caller

@@ -35,6 +35,7 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
       return fail(ErrorCode::not_found, "a pool policy names {}, which this machine does not have",
                   device.to_string());
   service->manager_ = std::make_unique<MemoryManager>(*service->catalog_, options.manager);
+  service->history_ = std::make_unique<MemoryHistory>(*service->manager_, options.history);
   Backend* host = nullptr;
   for (const auto& b : service->catalog_->backends())
     if (b->name() == "host") host = b.get();
@@ -251,21 +252,21 @@ Result<AllocationRecord> MemoryService::allocate(const Caller& caller, const All
                       {"bytes", 0},
                       {"requestedBytes", request.size_bytes},
                       {"owner", request.owner}});
-    allocation_refused(request, device, ok.error());
-    return fail(ok.error());
+    return fail(allocation_refused(request, device, ok.error(), RefusedBy::pressure));
   }
   auto record = manager_->allocate(request);
   if (!record) {
-    allocation_refused(request, device, record.error());
+    auto error = allocation_refused(request, device, record.error(), RefusedBy::pool);
     monitor_->note_usage(device);
-    return record;
+    return fail(std::move(error));
   }
+  history_->allocated(*record);
   monitor_->note_usage(record->device);
   if (!caller.session) return record;
   // The session may have ended while the memory was found: then the
   // allocation must not outlive it either.
   if (auto joined = sessions_->attach(*caller.session, record->id, record->size_bytes, now()); !joined) {
-    (void)manager_->deallocate(record->id);
+    if (auto freed = manager_->deallocate(record->id)) history_->freed(*freed);
     return fail(joined.error());
   }
   return record;
@@ -275,6 +276,7 @@ Result<AllocationRecord> MemoryService::deallocate(const Caller& caller, const A
   if (auto ok = owned(caller, id, "free"); !ok) return ok;
   auto record = manager_->deallocate(id);
   if (record) {
+    history_->freed(*record);
     sessions_->detach(id);
     freed(id);
     monitor_->note_usage(record->device);
@@ -421,6 +423,7 @@ Result<ClearReport> MemoryService::clear(const Caller& caller, const ClearReques
     filter.device = request.device;
     filter.below_priority = request.below_priority;
     report.freed = manager_->free_matching(filter, request.include_pinned);
+    history_->freed(report.freed);
     for (const auto& r : report.freed) {
       report.freed_bytes += r.size_bytes;
       sessions_->detach(r.id);
@@ -462,6 +465,32 @@ HealthReport MemoryService::health() const {
 
 std::vector<DeviceInfo> MemoryService::devices() const { return catalog_->devices(); }
 
+Result<std::vector<HistoryEntry>> MemoryService::history(const Caller& caller, const HistoryQuery& query_in) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  HistoryQuery query = query_in;
+  if (query.device)
+    if (auto info = catalog_->info(*query.device); !info) return fail(info.error());
+  // memory_allocations' rule: your own, unless you are the admin.
+  if (!caller.admin) {
+    if (query.owner && *query.owner != caller.owner)
+      return fail(ErrorCode::permission_denied,
+                  "'{}' may see only its own history; the history of '{}' needs the admin", caller.owner,
+                  *query.owner);
+    query.owner = caller.owner;
+  }
+  return history_->history().recent(query);
+}
+
+Result<OomSnapshot> MemoryService::history_snapshot(const Caller& caller, const SnapshotId& id) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  auto snapshot = history_->snapshots().find(id);
+  if (!snapshot) return snapshot;
+  if (auto ok = require_owner(caller, snapshot->request.owner, fmt::format("see snapshot {}", id.to_string())); !ok)
+    return fail(ok.error());
+  if (caller.admin) return snapshot;
+  return redact(std::move(*snapshot), caller.owner);
+}
+
 std::vector<AllocationRecord> MemoryService::release_owner(std::string_view owner) {
   // Sessions first: an allocation racing in one of them is then refused by
   // attach() and freed by its own request, or is already listed below.
@@ -469,6 +498,7 @@ std::vector<AllocationRecord> MemoryService::release_owner(std::string_view owne
   AllocationFilter filter;
   filter.owner = std::string(owner);
   auto freed = manager_->free_matching(filter, /*include_pinned=*/true);
+  history_->freed(freed);
   for (const auto& r : freed) {
     sessions_->detach(r.id);
     this->freed(r.id);
@@ -570,6 +600,7 @@ std::vector<AllocationRecord> MemoryService::release(const EndedSession& ended, 
   for (const auto& id : ended.allocations) {
     auto record = manager_->deallocate(id);
     if (record) {
+      history_->freed(*record);
       this->freed(id);
       spdlog::info("released allocation {} of '{}' ({} bytes): session {} {}", id.to_string(), record->owner,
                    record->size_bytes, ended.session.id.to_string(), why);
@@ -582,10 +613,16 @@ std::vector<AllocationRecord> MemoryService::release(const EndedSession& ended, 
   return freed;
 }
 
-void MemoryService::allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error) {
-  if (error.code != ErrorCode::out_of_memory && error.code != ErrorCode::quota_exceeded) return;
+Error MemoryService::allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error,
+                                        RefusedBy by) {
+  if (error.code != ErrorCode::out_of_memory && error.code != ErrorCode::quota_exceeded) return error;
   if (error.code == ErrorCode::out_of_memory) monitor_->note_failure(device);
   record_refusal(request, device, error);
+  Error out = error;
+  if (auto id = history_->refused(request, device, error, by)) {
+    out.snapshot_id = id->to_string();
+    out.message += fmt::format(" (snapshot {}; memd history {})", *out.snapshot_id, *out.snapshot_id);
+  }
   nlohmann::json data = {{"deviceId", device.to_string()},
                          {"memoryType", std::string(to_string(request.memory_type))},
                          {"owner", request.owner},
@@ -593,12 +630,15 @@ void MemoryService::allocation_refused(const AllocationRequest& request, DeviceI
                          {"priority", std::string(to_string(request.priority))},
                          {"sizeBytes", request.size_bytes},
                          {"code", std::string(to_string(error.code))},
-                         {"message", error.message}};
+                         {"message", out.message}};
+  if (out.snapshot_id) data["snapshotId"] = *out.snapshot_id;
   if (error.code == ErrorCode::quota_exceeded) events_->publish(EventKind::limit_reached, device, data);
   events_->publish(EventKind::allocation_failed, device, std::move(data));
+  return out;
 }
 
 void MemoryService::transfer_finished(const TransferReport& report) {
+  history_->transfer_finished(report);
   const bool ok = report.status == MemoryTransferStatus::Completed;
   // A copy between two devices concerns both; the event names the
   // destination's (where the bytes landed), and carries both in its data.
@@ -689,6 +729,7 @@ void MemoryService::importer_closed(std::uint64_t connection) {
 
 Result<void> MemoryService::validate() const {
   if (auto ok = manager_->validate(); !ok) return ok;
+  if (auto ok = history_->validate(); !ok) return ok;
   return sessions_->validate();
 }
 

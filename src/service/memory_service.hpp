@@ -46,6 +46,7 @@
 #include "memd/error.hpp"
 #include "monitor/analytics.hpp"
 #include "monitor/event_bus.hpp"
+#include "monitor/memory_history.hpp"
 #include "monitor/monitor.hpp"
 #include "monitor/recommendations.hpp"
 #include "service/caller.hpp"
@@ -80,6 +81,8 @@ struct ServiceOptions {
   std::optional<DefragScheduleOptions> scheduled_defrag;
   // Series and failure counts (monitor/analytics.hpp); tests inject a clock.
   AnalyticsOptions analytics;
+  // The allocation history rings and out-of-memory snapshots (monitor/memory_history.hpp).
+  HistoryOptions history;
 };
 
 // What an importer receives over the socket: the descriptor and where the
@@ -104,6 +107,7 @@ class MemoryService {
   TransferEngine& transfers() noexcept { return *transfers_; }
   EventBus& events() noexcept { return *events_; }
   Monitor& monitor() noexcept { return *monitor_; }
+  MemoryHistory& history() noexcept { return *history_; }
 
   // Checks the caller's session, if it names one: not_found (saying how it
   // ended) when closed or lapsed — a lapsed one is released on the spot —
@@ -205,6 +209,16 @@ class MemoryService {
   // Returns the sessions ended.
   std::size_t sweep_sessions();
 
+  // Allocation history (monitor/allocation_history.hpp): the newest entries
+  // of one device or all. The admin sees every owner's and may name one;
+  // anyone else sees only its own (naming another: permission_denied).
+  Result<std::vector<HistoryEntry>> history(const Caller& caller, const HistoryQuery& query);
+  // An out-of-memory snapshot: the failing request's owner or the admin
+  // (permission_denied otherwise). The owner sees other owners' allocations,
+  // blocks and entries by size only (redact()). Unknown or no longer kept:
+  // not_found.
+  Result<OomSnapshot> history_snapshot(const Caller& caller, const SnapshotId& id);
+
   // Frees everything `owner` holds (pinned included) and ends its sessions:
   // a stdio host's exit.
   std::vector<AllocationRecord> release_owner(std::string_view owner);
@@ -225,8 +239,10 @@ class MemoryService {
   Result<void> check_transfer(const Caller& caller, const TransferSpec& spec);
   // An allocation was freed (or its free deferred): its exports end.
   void freed(const AllocationId& id);
-  // A refused allocation: allocation_failed, and limit_reached for a quota.
-  void allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error);
+  // A refused allocation: its history entry (an out_of_memory snapshot,
+  // whose id the returned error carries), allocation_failed, and
+  // limit_reached for a quota.
+  Error allocation_refused(const AllocationRequest& request, DeviceId device, const Error& error, RefusedBy by);
   // Counts it for analytics, with the limit that refused it.
   void record_refusal(const AllocationRequest& request, DeviceId device, const Error& error);
   // The transfer engine's completion hook: transfer_completed / _failed.
@@ -250,6 +266,7 @@ class MemoryService {
   std::unique_ptr<Analytics> analytics_;
   // After transfers (it samples them); stopped before anything it reads.
   std::unique_ptr<Monitor> monitor_;
+  std::unique_ptr<MemoryHistory> history_;
   std::unique_ptr<ExportTable> exports_ = std::make_unique<ExportTable>();
   std::string socket_path_;
   // One hold per import, by connection: an importer's mapping keeps the

@@ -13,6 +13,21 @@ TEST(ErrorMapping, ObjectAndBodyShapes) {
   EXPECT_EQ(error_status(e), 507);
 }
 
+// An out_of_memory that names its snapshot carries it on the wire; equality
+// sees it too.
+TEST(ErrorMapping, SnapshotIdTravelsInTheErrorObject) {
+  Error e{ErrorCode::out_of_memory, "out of memory (snapshot x; memd history x)"};
+  e.snapshot_id = "c0ffee00-1234-4abc-8def-0123456789ab";
+  EXPECT_EQ(error_object(e), (nlohmann::json{{"code", "out_of_memory"},
+                                             {"message", "out of memory (snapshot x; memd history x)"},
+                                             {"snapshotId", "c0ffee00-1234-4abc-8def-0123456789ab"}}));
+  EXPECT_EQ(error_body(e)["error"]["snapshotId"], "c0ffee00-1234-4abc-8def-0123456789ab");
+  EXPECT_EQ(error_status(e), 507);
+  Error plain{ErrorCode::out_of_memory, e.message};
+  EXPECT_NE(plain, e);
+  EXPECT_FALSE(error_object(plain).contains("snapshotId"));
+}
+
 TEST(ErrorMapping, StatusesMatchTheDesign) {
   const std::pair<ErrorCode, int> expected[] = {
       {ErrorCode::invalid_argument, 400}, {ErrorCode::unauthenticated, 401},

@@ -36,7 +36,7 @@ class Normalizer {
     const bool host_ram = v.value("deviceId", "") == "cpu";
     json out = json::object();
     for (const auto& [key, value] : v.items()) {
-      if (key == "createdAt" || key == "lastUsedAt" || key == "sampledAt") out[key] = "<time>";
+      if (key == "createdAt" || key == "lastUsedAt" || key == "sampledAt" || key == "time") out[key] = "<time>";
       else if (key == "address") out[key] = "<address>";
       else if (key == "uptimeSeconds") out[key] = "<uptime>";
       else if (key == "mappingNs") out[key] = "<duration>";

@@ -45,7 +45,7 @@ TEST(Cli, VersionHelpAndDevices) {
   auto h = memd("--help");
   EXPECT_EQ(h.code, 0);
   for (const char* verb : {"serve", "stdio", "devices", "status", "allocations", "allocate", "free", "limits",
-                           "clear", "optimize", "api-doc", "transfer", "move", "copy", "transfer-status",
+                           "clear", "optimize", "api-doc", "transfer", "move", "copy", "transfer-status", "history",
                            "transfer-cancel"})
     EXPECT_NE(h.out.find(verb), std::string::npos) << verb;
   auto d = memd("--no-cuda --host-device 2GiB devices");

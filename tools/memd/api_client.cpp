@@ -53,7 +53,9 @@ Result<nlohmann::json> ApiClient::send(const std::string& method, const std::str
     if (json && json->is_object() && json->contains("error") && (*json)["error"].is_object()) {
       const auto& e = (*json)["error"];
       const auto code = parse_error_code(e.value("code", "internal")).value_or(ErrorCode::internal);
-      return fail(code, "{}", e.value("message", "unknown error"));
+      Error error{code, e.value("message", "unknown error")};
+      if (auto id = e.find("snapshotId"); id != e.end() && id->is_string()) error.snapshot_id = id->get<std::string>();
+      return fail(std::move(error));
     }
     return fail(ErrorCode::internal, "memd answered HTTP {}", res->status);
   } catch (const std::exception& e) {

@@ -33,6 +33,7 @@ struct EngineOptions {
   // once its fragmentation reaches THRESHOLD and it has been idle that long;
   // "off" (default): only on request.
   std::string defrag_schedule = "off";
+  int history_ring = 4096;  // allocation history entries per device
 };
 
 struct ServeFlags {
@@ -139,6 +140,14 @@ int run_copy(const ClientFlags& c, const TransferFlags& f);
 int run_export(const ClientFlags& c, const std::string& id, const std::vector<std::string>& owners);
 int run_export_release(const ClientFlags& c, const std::string& id, const std::string& export_id);
 int run_transfer_status(const ClientFlags& c, const std::string& id);
+// memd history [SNAPSHOT_ID]: the recent history table (--device, --owner,
+// --limit entries, default 100), or a snapshot's report (--limit: its last
+// history entries shown, default 20).
+struct HistoryFlags {
+  std::string snapshot_id, device, owner;
+  std::optional<std::uint64_t> limit;
+};
+int run_history(const ClientFlags& c, const HistoryFlags& f);
 int run_transfer_cancel(const ClientFlags& c, const std::string& id);
 
 // memd events: the daemon's event stream, a line per event (--json: the

@@ -107,6 +107,7 @@ Result<ServiceOptions> service_options(const EngineOptions& engine) {
         .min_idle = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
             std::chrono::duration<double>(idle))};
   }
+  options.history.ring_capacity = static_cast<std::size_t>(engine.history_ring);
   return options;
 }
 

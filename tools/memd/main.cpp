@@ -67,6 +67,11 @@ int main(int argc, char** argv) {
                  "Events kept for resumption (Last-Event-ID); a subscriber further behind is told what it lost")
       ->check(CLI::Range(16, 1'000'000))
       ->capture_default_str();
+  app.add_option("--history-ring", engine.history_ring,
+                 "Allocation history entries kept per device (memory_history, and copied into each out-of-memory "
+                 "snapshot)")
+      ->check(CLI::Range(16, 1'000'000))
+      ->capture_default_str();
   ClientFlags client;
   app.add_flag("--admin", client.client.admin,
                "Client verbs: act as the admin (X-Memd-Admin: true) on a daemon without tokens; with "
@@ -334,6 +339,16 @@ int main(int argc, char** argv) {
   watch_cmd->add_option("--interval", watch.interval_seconds, "Seconds between refreshes")->capture_default_str();
   watch_cmd->add_flag("--once", watch.once, "Print one screen and exit");
   watch_cmd->callback([&] { exit_code = run_watch(client, watch); });
+  HistoryFlags history;
+  auto* history_cmd = app.add_subcommand(
+      "history", "Recent allocations, frees, moves and failures; with a SNAPSHOT_ID, why that request ran out of memory");
+  add_client_flags(history_cmd, client);
+  history_cmd->add_option("snapshot", history.snapshot_id, "The snapshotId an out_of_memory error named");
+  history_cmd->add_option("--device", history.device, "Only this device (cuda:N, host:N or cpu)");
+  history_cmd->add_option("--owner", history.owner, "Only this owner's entries (another's: the admin only)");
+  history_cmd->add_option("--limit", history.limit,
+                          "Entries shown: the newest N (1..4096, default 100; of a snapshot, its last 20)");
+  history_cmd->callback([&] { exit_code = run_history(client, history); });
 
   // No verb: the help, on stderr, and the usage-error status (2), like any
   // command line tool given nothing to do.
