@@ -36,7 +36,7 @@
 #include "service/memory_service.hpp"
 
 using namespace memd;
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
@@ -71,9 +71,9 @@ Figures measure(unsigned threads, std::size_t batches, std::size_t batch, const 
       auto& out = per_thread[t];
       out.reserve(batches);
       for (std::size_t b = 0; b < batches; ++b) {
-        const auto t0 = Clock::now();
+        const auto t0 = SteadyClock::now();
         for (std::size_t i = 0; i < batch; ++i) call();
-        const auto ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
+        const auto ns = std::chrono::duration<double, std::nano>(SteadyClock::now() - t0).count();
         out.push_back(ns / static_cast<double>(batch));
       }
     });
