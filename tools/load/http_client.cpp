@@ -69,7 +69,8 @@ asio::awaitable<Reply> Connection::request(const RequestSpec& spec, Millis timeo
   http::request<http::buffer_body> req{spec.method, beast::string_view(spec.target.data(), spec.target.size()), 11};
   req.set(http::field::host, "127.0.0.1");
   req.set(http::field::user_agent, "memd-load");
-  req.set("X-Memd-Owner", "memd-load");
+  req.set("X-Memd-Owner", beast::string_view(spec.owner.data(), spec.owner.size()));
+  if (spec.admin) req.set("X-Memd-Admin", "true");
   if (!spec.content_type.empty())
     req.set(http::field::content_type, beast::string_view(spec.content_type.data(), spec.content_type.size()));
   req.keep_alive(!spec.close);

@@ -53,6 +53,8 @@ struct RequestSpec {
   std::string_view content_type;  // empty: none
   std::uint64_t body_limit = 1 << 20;  // largest answer body accepted
   bool close = false;  // ask the server to close after answering; the caller closes the socket
+  std::string_view owner = "memd-load";  // X-Memd-Owner
+  bool admin = false;                    // X-Memd-Admin: true (loopback without tokens)
 };
 
 struct Reply {

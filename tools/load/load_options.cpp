@@ -7,6 +7,8 @@
 #include <cmath>
 #include <fmt/format.h>
 
+#include "sse_script.hpp"
+
 namespace memd::load {
 namespace {
 
@@ -148,7 +150,8 @@ ParsedFlags parse_load_flags(int argc, const char* const* argv) {
   std::string idle = "10000", slow = "1000", clients = "16", big_count = "4", big_size = "256MiB",
               cycle_size = "4MiB", slow_rate = "32KiB", slow_rcvbuf = "8KiB", fill_piece = "16MiB",
               dur = "60s", ramp = "60s", request_timeout = "10s", probe = "20ms", progress = "5s", deadline, concurrency = "256",
-              rss_limit = "8GiB", min_available = "1GiB", json, max_p99, max_overhead, max_ratio;
+              rss_limit = "8GiB", min_available = "1GiB", json, max_p99, max_overhead, max_ratio,
+              sse_subscribers = "0", sse_script = "100", sse_kinds = "limit_reached";
   std::vector<std::string> extra;
   app.add_option("--url", url, "Attach to the daemon at this loopback URL (http://127.0.0.1:PORT); needs --pid");
   app.add_option("--pid", pid, "The attached daemon's pid (its memory is read from /proc/PID/status)");
@@ -184,6 +187,16 @@ ParsedFlags parse_load_flags(int argc, const char* const* argv) {
                                            "passes this")
       ->capture_default_str();
   app.add_option("--min-available", min_available, "Stop the run when the machine's MemAvailable falls below this")
+      ->capture_default_str();
+  app.add_option("--sse-subscribers", sse_subscribers,
+                 "Subscribers of GET /api/memory/events held open from before the load; each must receive "
+                 "every event of the script, in order")
+      ->capture_default_str();
+  app.add_option("--sse-script", sse_script,
+                 "Events in the script: refused allocations of owner memd-load-script (one limit_reached each), "
+                 "sent during the load when there are subscribers")
+      ->capture_default_str();
+  app.add_option("--sse-kinds", sse_kinds, "The subscribers' kinds= filter (must include limit_reached)")
       ->capture_default_str();
   app.add_option("--json", json, "Also write the report as JSON to this file");
   app.add_option("--max-status-p99", max_p99, "Exit 1 if keep-alive status p99 exceeds this (e.g. 5ms)");
@@ -249,6 +262,11 @@ ParsedFlags parse_load_flags(int argc, const char* const* argv) {
     o.connect_concurrency = whole("--connect-concurrency", concurrency, 1, 4096);
     o.rss_limit = size("--rss-limit", rss_limit, 64 * kMiB, 1024 * kGiB);
     o.min_available = size("--min-available", min_available, 0, 1024 * kGiB);
+    o.sse_subscribers = whole("--sse-subscribers", sse_subscribers, 0, kMaxConnections);
+    o.sse_script = whole("--sse-script", sse_script, 1, 100'000);
+    if (const auto why = check_event_kinds(sse_kinds, "limit_reached"); !why.empty())
+      throw Refusal{fmt::format("--sse-kinds: '{}': {}", sse_kinds.substr(0, 64), why)};
+    o.sse_kinds = sse_kinds;
     o.json_path = json;
     if (!max_p99.empty()) {
       auto ms = parse_duration_ms(max_p99);

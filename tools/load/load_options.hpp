@@ -53,6 +53,13 @@ struct LoadOptions {
   std::uint64_t rss_limit = 8 * kGiB;
   std::uint64_t min_available = 1 * kGiB;
 
+  // Event subscribers (issue 14): held open from before the load; a script
+  // of sse_script refused allocations during it, whose limit_reached events
+  // every subscriber must receive in order (load/sse_script.hpp).
+  std::uint64_t sse_subscribers = 0;
+  std::uint64_t sse_script = 100;
+  std::string sse_kinds = "limit_reached";
+
   std::string json_path;
   // Goals checked only when given (exit 1 when missed).
   std::optional<double> max_status_p99_ms;
@@ -60,7 +67,7 @@ struct LoadOptions {
   std::optional<double> max_keepalive_ratio;
 
   // Descriptors this process needs, with a margin.
-  std::uint64_t descriptors_needed() const { return idle + slow + clients + 64; }
+  std::uint64_t descriptors_needed() const { return idle + slow + clients + sse_subscribers + 64; }
 };
 
 struct ParsedFlags {

@@ -20,6 +20,7 @@
 #include "http_client.hpp"
 #include "pattern.hpp"
 #include "proc_stats.hpp"
+#include "sse_subscribers.hpp"
 #include "status_probe.hpp"
 #include "watchdog.hpp"
 
@@ -31,6 +32,12 @@ using Clock = std::chrono::steady_clock;
 constexpr Millis kPoll{20};
 constexpr std::size_t kSlowChunk = 16 * 1024;
 constexpr std::size_t kSlowBufferLimit = 32 * 1024;
+// The event script: a limit under every size it asks for, a pause between
+// its requests (so it spreads through the load instead of one burst), and
+// how long subscribers get after it for the last events to arrive.
+constexpr std::uint64_t kScriptLimit = 1 << 20;
+constexpr Millis kScriptPace{10};
+constexpr Millis kDeliveryGrace{10'000};
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -144,6 +151,10 @@ class LoadRun {
   asio::awaitable<bool> slow_request(SlowReader& r);
   asio::awaitable<void> slow_stream(SlowReader& r);
   asio::awaitable<void> cycle_client(std::size_t client);
+  asio::awaitable<void> sse_ramp();
+  asio::awaitable<void> sse_script();
+  asio::awaitable<void> run_script();
+  asio::awaitable<bool> set_script_limit(Connection& conn, bool set);
   void close_everything();
 
   const LoadOptions& o_;
@@ -168,6 +179,9 @@ class LoadRun {
               cycles_live_ = 0, reuse_pending_ = 0;
   bool ramp_over_ = false, reuse_phase_ = false, cycles_stop_ = false;
   std::unique_ptr<StatusProbe> probe_;
+  const ScriptSpec script_;  // owner, kind and sizes of the event script
+  std::unique_ptr<SseSubscribers> subs_;
+  bool script_done_ = false, script_limit_set_ = false;
 };
 
 asio::awaitable<bool> LoadRun::wait_healthy() {
@@ -240,6 +254,7 @@ asio::awaitable<bool> LoadRun::setup() {
 // already be gone (its DELETE timed out but was served).
 asio::awaitable<void> LoadRun::teardown() {
   Connection conn(ex());
+  if (script_limit_set_ && !daemon_.exited()) co_await set_script_limit(conn, false);
   std::vector<std::pair<std::string, bool>> ids;  // id, may be gone already
   for (const auto& id : big_ids_) ids.emplace_back(id, false);
   for (const auto& id : leftover_ids_) ids.emplace_back(id, true);
@@ -517,6 +532,93 @@ asio::awaitable<void> LoadRun::cycle_client(std::size_t client) {
   --cycles_live_;
 }
 
+// ---- event subscribers and the script --------------------------------------
+
+asio::awaitable<void> LoadRun::sse_ramp() {
+  SubscriberOptions so;
+  so.endpoint = endpoint_;
+  so.target = "/api/memory/events?kinds=" + o_.sse_kinds;
+  so.count = o_.sse_subscribers;
+  so.concurrency = o_.connect_concurrency;
+  so.timeout = o_.request_timeout;
+  so.script = script_;
+  so.script.count = o_.sse_script;
+  subs_ = std::make_unique<SseSubscribers>(so);
+  subs_->start();
+  auto settled = [this] { return subs_->settled(); };
+  co_await wait_until(settled, o_.ramp_timeout);
+  if (halted()) co_return;
+  if (subs_->refused_status() == 404)
+    stop_.request("GET /api/memory/events answered 404: this daemon has no event stream");
+  else if (subs_->connected() < o_.sse_subscribers)
+    stop_.request(fmt::format("{} of {} event subscribers connected within --ramp-timeout ({} failed{})",
+                              subs_->connected(), o_.sse_subscribers, subs_->failed(),
+                              subs_->refused_status() ? fmt::format(", status {}", subs_->refused_status()) : ""));
+}
+
+// Sets (or removes) the script owner's limit, as the admin.
+asio::awaitable<bool> LoadRun::set_script_limit(Connection& conn, bool set) {
+  const std::string body = set ? fmt::format(R"({{"owner":"{}","bytes":{}}})", script_.owner, kScriptLimit)
+                               : fmt::format(R"({{"owner":"{}","bytes":null}})", script_.owner);
+  RequestSpec limit;
+  limit.method = http::verb::put;
+  limit.target = "/api/memory/limits";
+  limit.body = body;
+  limit.content_type = "application/json";
+  limit.admin = true;
+  Reply r = co_await call(conn, limit);
+  const bool ok = expect(set ? "sse.script.limit" : "sse.script.unlimit", r, 200);
+  if (ok) script_limit_set_ = set;
+  co_return ok;
+}
+
+asio::awaitable<void> LoadRun::sse_script() {
+  co_await run_script();
+  script_done_ = true;
+}
+
+// Each request asks for more than the limit, so the daemon refuses it with
+// quota_exceeded and publishes one limit_reached event naming its size.
+asio::awaitable<void> LoadRun::run_script() {
+  // Into the load, not at its first instant.
+  co_await sleep(std::min<Millis>(o_.duration / 4, Millis(2'000)));
+  if (halted()) co_return;
+  Connection conn(ex());
+  if (!co_await set_script_limit(conn, true)) co_return;
+  for (std::uint64_t i = 0; i < o_.sse_script && !halted(); ++i) {
+    const std::string body = fmt::format(R"({{"sizeBytes":{},"deviceId":"{}","name":"memd-load-script-{}"}})",
+                                         script_.base_size + i, o_.device, i);
+    RequestSpec alloc;
+    alloc.method = http::verb::post;
+    alloc.target = "/api/memory/allocations";
+    alloc.body = body;
+    alloc.content_type = "application/json";
+    alloc.owner = script_.owner;
+    subs_->note_sent(i);
+    Reply r = co_await call(conn, alloc);
+    ++report_.script_sent;
+    if (r.failure == Failure::none && r.status == 201) {
+      // The limit did not hold: give the allocation back, and say so.
+      if (!quiet()) report_.errors.add("sse.script.not_refused", r.body.substr(0, 200));
+      if (const auto id = allocation_id(r.body)) {
+        const std::string target = "/api/memory/allocations/" + *id;
+        RequestSpec del;
+        del.method = http::verb::delete_;
+        del.target = target;
+        del.owner = script_.owner;
+        Reply d = co_await call(conn, del);
+        expect("sse.script.free", d, 200);
+      }
+    } else if (expect("sse.script.allocate", r, 507)) {
+      if (r.body.find("\"quota_exceeded\"") != std::string::npos) ++report_.script_refused;
+      else if (!quiet()) report_.errors.add("sse.script.code", r.body.substr(0, 200));
+    }
+    co_await sleep(kScriptPace);
+  }
+  co_await set_script_limit(conn, false);
+  conn.close();
+}
+
 // ---- orchestration ---------------------------------------------------------
 
 void LoadRun::close_everything() {
@@ -607,6 +709,14 @@ asio::awaitable<void> LoadRun::orchestrate() {
     co_await sleep(Millis(50));
     report_.rss_after_slow = rss_now();
   }
+  if (ready && !halted() && o_.sse_subscribers > 0) {
+    phase_ = "sse ramp";
+    t = Clock::now();
+    co_await sse_ramp();
+    report_.sse_ramp_s = seconds_since(t);
+    co_await sleep(Millis(50));
+    report_.rss_after_sse = rss_now();
+  }
   report_.idle_not_attempted = o_.idle - idle_next_;
   report_.slow_not_attempted = o_.slow - slow_next_;
 
@@ -619,8 +729,19 @@ asio::awaitable<void> LoadRun::orchestrate() {
     cycle_conns_.assign(o_.clients, nullptr);
     cycles_live_ = o_.clients;
     for (std::size_t c = 0; c < o_.clients; ++c) spawn(cycle_client(c));
+    if (subs_) spawn(sse_script());
     auto never = [] { return false; };
     co_await wait_until(never, o_.duration);
+    if (subs_) {
+      // The load goes on until the script has run and its events reached
+      // every subscriber (or a grace passed: the missing are the finding).
+      phase_ = "sse script";
+      auto script_over = [this] { return script_done_; };
+      co_await wait_until(script_over, o_.sse_script * (kScriptPace + o_.request_timeout) + Millis(1'000));
+      auto delivered = [this] { return subs_->finished() >= subs_->connected(); };
+      co_await wait_until(delivered, kDeliveryGrace);
+      phase_ = "load";
+    }
     report_.slow_open_at_load_end = slow_streaming_;
     report_.rss_at_load_end = rss_now();
     cycles_stop_ = true;
@@ -640,6 +761,7 @@ asio::awaitable<void> LoadRun::orchestrate() {
     co_await wait_until(reused, o_.request_timeout + Millis(1000));
   }
   phase_ = "closing";
+  if (subs_) subs_->stop();  // before anything else closes: a stream ending now would be a finding
   close_everything();
   auto all_closed = [this] { return idle_watching_ == 0 && slow_streaming_ == 0 && cycles_live_ == 0; };
   co_await wait_until(all_closed, Millis(5'000), false);
@@ -665,6 +787,10 @@ RunReport LoadRun::run() {
   spawn(orchestrate());
   ioc_.run();
   if (probe_) probe_->stop();
+  if (subs_) {
+    subs_->stop();
+    report_.sse = subs_->summary();
+  }
   watchdog_.finish();
 
   report_.watchdog_tripped = watchdog_.tripped();
@@ -698,6 +824,17 @@ RunReport LoadRun::run() {
     f.push_back(fmt::format("{} of {} slow readers opened", report_.slow_opened, o_.slow));
   if (o_.clients > 0 && report_.cycles == 0) f.push_back("no cycle completed");
   if (report_.keep_alive.count == 0 || report_.fresh.count == 0) f.push_back("the status probe got no answer");
+  if (report_.sse) {
+    const SseSummary& e = *report_.sse;
+    if (!e.ok())
+      f.push_back(fmt::format("event subscribers: {} of {} connected, {} with every script event in order; "
+                              "{} short of {}, {} out of order, {} streams ended early, {} events lost",
+                              e.connected, e.wanted, e.complete, e.missing, e.expected, e.misordered, e.broken,
+                              e.lost));
+    if (report_.script_refused < o_.sse_script)
+      f.push_back(fmt::format("the event script: {} of {} allocations refused with quota_exceeded",
+                              report_.script_refused, o_.sse_script));
+  }
   if (o_.max_status_p99_ms && report_.keep_alive.p99_ms > *o_.max_status_p99_ms)
     f.push_back(fmt::format("status p99 {:.2f} ms over --max-status-p99 {} ms", report_.keep_alive.p99_ms,
                             *o_.max_status_p99_ms));

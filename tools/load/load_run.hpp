@@ -6,7 +6,10 @@
 // then a pending read that notices a server close), the slow ramp (M
 // readers: GET …/data of a big allocation from an offset of its own, read at
 // --slow-rate through a small SO_RCVBUF and checked against the pattern),
-// the load (C cycle clients and the status probe for --duration), the reuse
+// the event subscribers' ramp (--sse-subscribers: each connected, its
+// response header read), the load (C cycle clients and the status probe for
+// --duration; with subscribers, the event script runs inside it and the load
+// goes on until every subscriber has the script or a grace passed), the reuse
 // check (every idle connection still open asks /healthz once more), then
 // everything is closed and the big allocations freed. A stop (deadline,
 // watchdog, daemon gone) skips to closing; errors seen after it are not
@@ -17,12 +20,14 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "latency.hpp"
 #include "load_options.hpp"
 #include "run_state.hpp"
+#include "sse_script.hpp"
 
 namespace memd::load {
 
@@ -56,6 +61,12 @@ struct RunReport {
   std::int64_t peak_rss_minus_allocated = 0;     // peak_rss - allocated_after_setup
   std::int64_t sampled_rss_minus_allocated = 0;  // largest VmRSS - allocatedBytes of one probe sample
   std::uint64_t min_mem_available = 0;
+
+  // Event subscribers and the script (with --sse-subscribers).
+  std::optional<SseSummary> sse;
+  double sse_ramp_s = 0;
+  std::uint64_t rss_after_sse = 0;
+  std::uint64_t script_sent = 0, script_refused = 0;  // refused with quota_exceeded, as meant
 
   std::vector<std::string> failures;  // why the run failed; empty: passed
   bool ok() const { return failures.empty(); }

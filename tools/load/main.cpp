@@ -4,7 +4,9 @@
 // daemon on loopback while clients run allocate → write → read → free cycles
 // with byte checks, and reports errors, timeouts, mismatches,
 // GET /api/memory/status latency (kept alive and fresh) and the daemon's
-// peak RSS against its allocated bytes. docs/benchmarks.md, "REST door under
+// peak RSS against its allocated bytes. With --sse-subscribers it also holds
+// event subscribers open and checks that each receives a scripted sequence
+// of limit_reached events in order (issue 14). docs/benchmarks.md, "REST door under
 // load", has the figures and the commands. Exit 0: passed; 1: any error,
 // mismatch, timeout, stop or missed goal; 2: refused flags, or no daemon to
 // run against (it would not start, or the --pid is not there).

@@ -53,6 +53,23 @@ std::string report_text(const LoadOptions& o, const RunReport& r) {
                    "RSS - allocated {}",
                    format_size(r.allocated_after_setup), format_size(r.allocated_max),
                    signed_size(r.peak_rss_minus_allocated), signed_size(r.sampled_rss_minus_allocated)));
+  if (r.sse) {
+    const SseSummary& e = *r.sse;
+    line(fmt::format("  event subscribers: {} wanted, {} connected ({:.1f} s), {} failed{}; RSS after them {}",
+                     e.wanted, e.connected, r.sse_ramp_s, e.connect_failed,
+                     e.refused_status ? fmt::format(" (first refusal: status {})", e.refused_status) : "",
+                     format_size(r.rss_after_sse)));
+    line(fmt::format("  event script: {} of {} refused allocations sent ({} refused with quota_exceeded); "
+                     "per subscriber {}..{} of {} events; {} complete in order, {} short, {} out of order, "
+                     "{} ended early, {} lost, {} other events",
+                     r.script_sent, o.sse_script, r.script_refused, e.received_min, e.received_max, e.expected,
+                     e.complete, e.missing, e.misordered, e.broken, e.lost, e.other_events));
+    line(fmt::format("  event delivery (request sent → event read): n {} p50 {:.3f} ms p99 {:.3f} ms max {:.3f} ms",
+                     e.delivery.count, e.delivery.p50_ms, e.delivery.p99_ms, e.delivery.max_ms));
+    line(fmt::format("  status p99 with {} subscribers open: {:.3f} ms kept alive, {:.3f} ms fresh", e.connected,
+                     r.keep_alive.p99_ms, r.fresh.p99_ms));
+    for (std::size_t i = 0; i < e.problems.size() && i < 5; ++i) line("    e.g. " + e.problems[i]);
+  }
   for (const auto& f : r.failures) line("  FAIL: " + f);
   return out;
 }
@@ -77,7 +94,10 @@ std::string report_json(const LoadOptions& o, const RunReport& r) {
                  {"rampTimeoutMs", o.ramp_timeout.count()},
                  {"requestTimeoutMs", o.request_timeout.count()},
                  {"probeIntervalMs", o.probe_interval.count()},
-                 {"device", o.device}};
+                 {"device", o.device},
+                 {"sseSubscribers", o.sse_subscribers},
+                 {"sseScript", o.sse_script},
+                 {"sseKinds", o.sse_kinds}};
   j["phasesSeconds"] = {{"setup", r.setup_s}, {"idleRamp", r.idle_ramp_s}, {"slowRamp", r.slow_ramp_s},
                         {"load", r.load_s}, {"total", r.total_s}};
   j["idle"] = {{"opened", r.idle_opened},         {"failed", r.idle_failed},
@@ -109,6 +129,30 @@ std::string report_json(const LoadOptions& o, const RunReport& r) {
                  {"peakRssMinusAllocatedBytes", r.peak_rss_minus_allocated},
                  {"sampledMaxRssMinusAllocatedBytes", r.sampled_rss_minus_allocated},
                  {"minMemAvailableBytes", r.min_mem_available}};
+  if (r.sse) {
+    const SseSummary& e = *r.sse;
+    j["sse"] = {{"wanted", e.wanted},
+                {"connected", e.connected},
+                {"connectFailed", e.connect_failed},
+                {"refusedStatus", e.refused_status},
+                {"unavailable", e.refused_status == 404},
+                {"rampSeconds", r.sse_ramp_s},
+                {"rssAfterBytes", r.rss_after_sse},
+                {"script", {{"events", o.sse_script}, {"sent", r.script_sent}, {"refused", r.script_refused}}},
+                {"expectedPerSubscriber", e.expected},
+                {"receivedMin", e.received_min},
+                {"receivedMax", e.received_max},
+                {"complete", e.complete},
+                {"missing", e.missing},
+                {"misordered", e.misordered},
+                {"broken", e.broken},
+                {"withProblems", e.with_problems},
+                {"lostEvents", e.lost},
+                {"otherEvents", e.other_events},
+                {"deliveryLatency", latency_json(e.delivery)},
+                {"problems", e.problems},
+                {"ok", e.ok()}};
+  }
   return j.dump(2) + "\n";
 }
 
