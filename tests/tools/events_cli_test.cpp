@@ -13,27 +13,11 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "cli_run.hpp"
 #include "server/child_process.hpp"
 
 namespace memd::testing {
 namespace {
-
-struct Run {
-  int code = -1;
-  std::string out;
-};
-
-Run memd(const std::string& args) {
-  Run r;
-  const std::string command = std::string(MEMD_BINARY) + " " + args + " 2>&1";
-  FILE* p = ::popen(command.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf{};
-  while (std::fgets(buf.data(), buf.size(), p) != nullptr) r.out += buf.data();
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 class EventsCli : public ::testing::Test {
  protected:

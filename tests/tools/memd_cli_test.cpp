@@ -15,28 +15,11 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "cli_run.hpp"
 #include "server/child_process.hpp"
 
 namespace memd::testing {
 namespace {
-
-struct Run {
-  int code = -1;
-  std::string out;
-};
-
-// Runs memd with args through the shell, stdout and stderr together.
-Run memd(const std::string& args) {
-  Run r;
-  const std::string command = std::string(MEMD_BINARY) + " " + args + " 2>&1";
-  FILE* p = ::popen(command.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf{};
-  while (std::fgets(buf.data(), buf.size(), p) != nullptr) r.out += buf.data();
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 TEST(Cli, VersionHelpAndDevices) {
   auto v = memd("--version");
