@@ -18,7 +18,33 @@ double combined_fragmentation(std::uint64_t free_bytes, std::uint64_t largest_fr
   return std::clamp(f, 0.0, 1.0);
 }
 
+// Generations of every Monitor's samples (0: none yet).
+std::uint64_t next_generation() {
+  static std::atomic<std::uint64_t> counter{0};
+  return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+// A thread's copy of the latest sample of the monitor it last asked. A copy
+// of the report, not of the pointer: the reference count it bumps is this
+// thread's alone.
+struct ThreadStatus {
+  std::uint64_t generation = 0;
+  std::shared_ptr<const MemoryStatusReport> report;
+};
+thread_local ThreadStatus t_status;
+
 }  // namespace
+
+std::shared_ptr<const MemoryStatusReport> Monitor::cached_status() const {
+  const std::uint64_t generation = generation_.load(std::memory_order_acquire);
+  ThreadStatus& mine = t_status;
+  if (mine.generation != generation || mine.report == nullptr) {
+    // latest_ is at least as new as `generation` (stored before it).
+    mine.report = std::make_shared<const MemoryStatusReport>(*latest_.load(std::memory_order_acquire));
+    mine.generation = generation;
+  }
+  return mine.report;
+}
 
 Result<std::unique_ptr<Monitor>> Monitor::create(const DeviceCatalog& catalog, MemoryManager& manager,
                                                  TransferEngine& transfers, EventBus& events,
@@ -145,6 +171,7 @@ void Monitor::sample_now() {
                      {"previousHealth", std::string(to_string(before))},
                      {"reasons", d->health_reasons}});
   latest_.store(report, std::memory_order_release);
+  generation_.store(next_generation(), std::memory_order_release);
   std::vector<std::function<void(const MemoryStatusReport&)>> hooks;
   {
     std::lock_guard lock(hooks_mu_);

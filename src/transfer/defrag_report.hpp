@@ -67,6 +67,10 @@ struct DefragReport {
   std::uint64_t abandoned = 0;  // planned moves given up: the layout changed meanwhile
   std::uint64_t passes = 0;
   std::chrono::nanoseconds duration{0};
+  // Of duration: giving the emptied memory back to the device (the trims;
+  // on CUDA, unmapping and releasing units). The rest is planning, copying,
+  // remapping and switching.
+  std::chrono::nanoseconds release_duration{0};
   std::vector<DefragPoolReport> pools;
   std::vector<DefragPlannedMove> plan;  // dry run only
 };

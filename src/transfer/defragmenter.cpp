@@ -5,14 +5,26 @@
 #include <map>
 #include <set>
 #include <shared_mutex>
+#include <thread>
 
 namespace memd {
+
+// A copy enqueued on the pool's stream and not yet switched over: its hold,
+// its write gate (writers wait) and its reserved target.
+struct Defragmenter::InFlight {
+  AllocationHold hold;
+  std::unique_lock<std::shared_mutex> gate;
+  MemoryManager::Relocation relocation;
+  DefragMove move;
+};
 
 struct Defragmenter::PoolRun {
   PoolKey key;
   DevicePool* pool = nullptr;
   DefragPoolReport report;
   std::optional<StreamPool::Lease> stream;
+  std::vector<InFlight> in_flight;
+  std::uint64_t in_flight_bytes = 0;
 };
 
 namespace {
@@ -129,40 +141,68 @@ Result<DefragReport> Defragmenter::run(const DefragOptions& options) {
     report.passes = pass;
     std::uint64_t moves_left = options.max_moves_per_pass, bytes_left = options.max_bytes_per_pass;
     std::uint64_t done_this_pass = 0;
+    Error error;
+    auto tally = [&](PoolRun& p, const AllocationId& id, const DefragMove& m, MoveOutcome outcome) {
+      switch (outcome) {
+        case MoveOutcome::Done:
+          ++done_this_pass;
+          ++p.report.moves;
+          if (m.kind == DefragMoveKind::Remap) {
+            p.report.bytes_remapped += m.remap_bytes;
+            ++report.remaps;
+          } else {
+            p.report.bytes_moved += m.size;
+          }
+          break;
+        case MoveOutcome::Skipped: skipped.insert(id); break;
+        case MoveOutcome::Abandoned: ++report.abandoned; break;
+        case MoveOutcome::InFlight: break;
+      }
+    };
+    auto settle_pool = [&](PoolRun& p) {
+      settle(p, error, [&](const AllocationId& id, const DefragMove& m, MoveOutcome o) { tally(p, id, m, o); });
+    };
     for (std::size_t i = 0; i < pools.size(); ++i) {
       auto& p = pools[i];
       for (const auto& m : plans[i].second.moves) {
         const std::uint64_t bytes = m.kind == DefragMoveKind::Remap ? m.remap_bytes : m.size;
         if (moves_left == 0 || bytes > bytes_left) break;  // a prefix only: later moves need earlier ones
-        Error error;
         const auto& id = plans[i].first.ids.at(m.key);
-        switch (execute(p, id, m, error)) {
-          case MoveOutcome::Done:
-            --moves_left;
-            bytes_left -= bytes;
-            ++done_this_pass;
-            ++p.report.moves;
-            if (m.kind == DefragMoveKind::Remap) {
-              p.report.bytes_remapped += m.remap_bytes;
-              ++report.remaps;
-            } else {
-              p.report.bytes_moved += m.size;
-            }
-            break;
-          case MoveOutcome::Skipped: skipped.insert(id); break;
-          case MoveOutcome::Abandoned: ++report.abandoned; break;
+        // Slides and remaps touch the old place: what is in flight lands first.
+        if (m.kind != DefragMoveKind::Copy) settle_pool(p);
+        MoveOutcome outcome = execute(p, id, m, error);
+        if (outcome == MoveOutcome::Abandoned && !p.in_flight.empty() && error.message.empty()) {
+          // Its target may be a block still in flight (freed when that lands).
+          settle_pool(p);
+          outcome = execute(p, id, m, error);
         }
-        if (!error.message.empty() && error.code == ErrorCode::internal) return fail(std::move(error));
+        if (outcome != MoveOutcome::Skipped && outcome != MoveOutcome::Abandoned) {
+          --moves_left;
+          bytes_left -= bytes;
+        }
+        tally(p, id, m, outcome);
+        if (p.in_flight.size() >= kMaxInFlightMoves || p.in_flight_bytes >= kMaxInFlightBytes) settle_pool(p);
+        if (!error.message.empty()) {
+          if (error.code == ErrorCode::internal) break;
+          error = {};  // that move was abandoned; the pass goes on
+        }
       }
+      settle_pool(p);
       p.stream.reset();
+      if (!error.message.empty() && error.code == ErrorCode::internal) return fail(std::move(error));
     }
     // What the pass emptied goes back to the device.
+    const auto release_start = std::chrono::steady_clock::now();
     for (auto& p : pools) (void)p.pool->trim();
+    report.release_duration += std::chrono::steady_clock::now() - release_start;
     if (done_this_pass == 0) break;
   }
 
-  for (auto& p : pools) {
+  const auto release_start = std::chrono::steady_clock::now();
+  for (auto& p : pools)
     if (!options.dry_run) (void)p.pool->trim();
+  report.release_duration += std::chrono::steady_clock::now() - release_start;
+  for (auto& p : pools) {
     measure(*p.pool, p.report.fragmentation_after, p.report.reserved_bytes_after, p.report.free_bytes_after);
     report.moves += p.report.moves;
     report.bytes_moved += p.report.bytes_moved;
@@ -192,30 +232,37 @@ Defragmenter::MoveOutcome Defragmenter::execute(PoolRun& p, const AllocationId& 
     return held ? MoveOutcome::Skipped : MoveOutcome::Abandoned;
   }
   const std::uint64_t bytes = hold->size();
+  if (move.kind == DefragMoveKind::Copy) {
+    // Readers read on from the old place; nobody else sees the target. The
+    // copy joins the pool's in-flight batch: one event and one wait for the
+    // batch, not one per move (settle()).
+    if (auto queued = enqueue_copy(p, relocation->to, relocation->from, bytes, 64 * kMiB); !queued) {
+      error = queued.error();
+      manager_.abort_relocation(*hold, *relocation);
+      return MoveOutcome::Abandoned;
+    }
+    p.in_flight_bytes += bytes;
+    p.in_flight.push_back({std::move(*hold), std::move(gate), *relocation, move});
+    return MoveOutcome::InFlight;
+  }
   Result<void> copied;
-  std::unique_lock<std::shared_mutex> io(entry.io, std::defer_lock);
-  switch (move.kind) {
-    case DefragMoveKind::Copy:
-      // Readers read on from the old place; nobody else sees the target.
-      copied = copy_bytes(p, relocation->to, relocation->from, bytes, 64 * kMiB);
-      io.lock();
-      break;
-    case DefragMoveKind::Slide:
-      // The copy overwrites the old bytes: readers wait for it.
-      io.lock();
-      copied = copy_bytes(p, relocation->to, relocation->from, bytes,
+  std::unique_lock<std::shared_mutex> io(entry.io);  // a slide overwrites the old bytes; a remap unmaps them
+  if (move.kind == DefragMoveKind::Slide) {
+    copied = enqueue_copy(p, relocation->to, relocation->from, bytes,
                           std::min<std::uint64_t>(64 * kMiB, move.from - move.to));
-      break;
-    case DefragMoveKind::Remap:
-      io.lock();  // no copy in flight reads the old address now
-      break;
+    if (copied) copied = wait_stream(p);
   }
   if (!copied || hold->freeing()) {
     if (!copied) error = copied.error();
     manager_.abort_relocation(*hold, *relocation);
     return MoveOutcome::Abandoned;
   }
-  auto landed = manager_.commit_relocation(*hold, *relocation);
+  return land(*hold, *relocation, error);
+}
+
+Defragmenter::MoveOutcome Defragmenter::land(AllocationHold& hold, const MemoryManager::Relocation& relocation,
+                                             Error& error) {
+  auto landed = manager_.commit_relocation(hold, relocation);
   // not_found: it landed, then its owner freed it.
   if (landed || landed.error().code == ErrorCode::not_found) return MoveOutcome::Done;
   // A remap the backend refused leaves the block where it was.
@@ -223,11 +270,47 @@ Defragmenter::MoveOutcome Defragmenter::execute(PoolRun& p, const AllocationId& 
   return MoveOutcome::Abandoned;
 }
 
-// Front to back on one stream in chunks of at most `chunk` bytes, then one
-// event: chunks run in order, so a slide (to < from, chunk <= distance)
-// never reads a byte it has overwritten.
-Result<void> Defragmenter::copy_bytes(PoolRun& p, std::byte* to, const std::byte* from, std::uint64_t bytes,
-                                      std::uint64_t chunk) {
+void Defragmenter::settle(PoolRun& p, Error& error,
+                          const std::function<void(const AllocationId&, const DefragMove&, MoveOutcome)>& tally) {
+  if (p.in_flight.empty()) return;
+  const Result<void> copied = wait_stream(p);
+  if (!copied) error = copied.error();
+  for (auto& f : p.in_flight) {
+    const AllocationId id = f.hold.id();
+    auto& entry = f.hold.entry();
+    // The switch needs the io lock exclusively. A reader holds it only for
+    // its read, but may be a transfer about to take the gate of another
+    // block this batch holds: never block on it while holding gates; retry
+    // a while, then leave this one where it is (its bytes are intact: the
+    // gate kept writers out).
+    std::unique_lock<std::shared_mutex> io(entry.io, std::try_to_lock);
+    for (int attempt = 0; !io.owns_lock() && attempt < kIoLockAttempts; ++attempt) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+      (void)io.try_lock();
+    }
+    MoveOutcome outcome = MoveOutcome::Abandoned;
+    if (!copied || f.hold.freeing()) {
+      manager_.abort_relocation(f.hold, f.relocation);
+    } else if (!io.owns_lock()) {
+      manager_.abort_relocation(f.hold, f.relocation);
+      outcome = MoveOutcome::Skipped;
+    } else {
+      outcome = land(f.hold, f.relocation, error);
+    }
+    io = {};
+    f.gate = {};
+    f.hold.release();
+    tally(id, f.move, outcome);
+  }
+  p.in_flight.clear();
+  p.in_flight_bytes = 0;
+}
+
+// Front to back on the pool's stream in chunks of at most `chunk` bytes:
+// chunks run in order, so a slide (to < from, chunk <= distance) never reads
+// a byte it has overwritten.
+Result<void> Defragmenter::enqueue_copy(PoolRun& p, std::byte* to, const std::byte* from, std::uint64_t bytes,
+                                        std::uint64_t chunk) {
   Backend& backend = p.pool->backend();
   if (!p.stream) {
     auto lease = streams_.acquire(backend, p.key.device);
@@ -240,6 +323,14 @@ Result<void> Defragmenter::copy_bytes(PoolRun& p, std::byte* to, const std::byte
       (void)backend.synchronize(stream);
       return ok;
     }
+  return {};
+}
+
+// Everything enqueued on the pool's stream is done: one event.
+Result<void> Defragmenter::wait_stream(PoolRun& p) {
+  if (!p.stream) return {};
+  Backend& backend = p.pool->backend();
+  const Stream& stream = p.stream->stream();
   auto event = backend.record(stream);
   if (!event) {
     (void)backend.synchronize(stream);

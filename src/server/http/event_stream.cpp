@@ -243,4 +243,14 @@ asio::awaitable<EventStreamResult> serve_event_stream(beast::tcp_stream& stream,
   co_return result;
 }
 
+asio::awaitable<EventStreamResult> serve_event_stream(asio::ip::tcp::socket socket,
+                                                      std::shared_ptr<Subscription> subscription,
+                                                      EventStreams& streams, EventStreamOptions options) {
+  beast::tcp_stream stream(std::move(socket));
+  const EventStreamResult result = co_await serve_event_stream(stream, std::move(subscription), streams, options);
+  beast::error_code ignored;
+  stream.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  co_return result;
+}
+
 }  // namespace memd

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
 #include "monitor/event_bus.hpp"
@@ -81,6 +82,12 @@ struct EventStreamResult {
 // subscription's events until the client goes, a write stalls past the
 // timeout, or close_all(). The connection is not reused afterwards.
 boost::asio::awaitable<EventStreamResult> serve_event_stream(boost::beast::tcp_stream& stream,
+                                                             std::shared_ptr<Subscription> subscription,
+                                                             EventStreams& streams, EventStreamOptions options);
+
+// The same, owning the connection's socket: for a stream moved onto the
+// event I/O thread (http_server.cpp), which closes the socket at the end.
+boost::asio::awaitable<EventStreamResult> serve_event_stream(boost::asio::ip::tcp::socket socket,
                                                              std::shared_ptr<Subscription> subscription,
                                                              EventStreams& streams, EventStreamOptions options);
 

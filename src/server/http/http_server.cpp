@@ -4,6 +4,7 @@
 #include "server/http/http_server.hpp"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -16,6 +17,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -162,6 +164,14 @@ struct HttpServer::Impl {
   // (whose frames unlink themselves from the list above, which outlives them).
   asio::io_context ioc;
   std::optional<asio::thread_pool> workers;
+  // Event streams run here, on a thread of their own (events() moves each
+  // connection over): one publication wakes every subscriber at once, and a
+  // thousand wake-ups and writes queued on the request I/O threads held each
+  // request behind them (status p99 0.57 -> 6.96 ms with 1,000 subscribers
+  // on a 16-core host, docs/benchmarks.md). Destroyed before ioc: a stream's
+  // coroutine ending here posts the end of its session to ioc.
+  asio::io_context events_ioc{1};
+  asio::executor_work_guard<asio::io_context::executor_type> events_work{events_ioc.get_executor()};
   asio::strand<asio::io_context::executor_type> accept_strand{asio::make_strand(ioc)};
   tcp::acceptor acceptor{accept_strand};
   bool bound = false;
@@ -542,9 +552,25 @@ struct HttpServer::Impl {
       stream.socket().set_option(asio::socket_base::send_buffer_size(kStreamSendBuffer), ignored);
     }
     x.status = 200;
-    const EventStreamResult sent = co_await serve_event_stream(
-        stream, std::move(subscription), event_streams,
-        {.keepalive = options.event_keepalive, .write_timeout = options.write_timeout, .http_version = version});
+    // The socket moves to the event thread (events_ioc); this session waits
+    // for the stream's end there and then ends too (the socket is gone).
+    beast::error_code ec;
+    const tcp::endpoint local = stream.socket().local_endpoint(ec);
+    if (ec) co_return false;  // the client already went
+    const int fd = stream.socket().release(ec);
+    if (ec) co_return false;
+    tcp::socket moved(asio::make_strand(events_ioc));
+    moved.assign(local.protocol(), fd, ec);
+    if (ec) {
+      ::close(fd);
+      co_return false;
+    }
+    const EventStreamResult sent = co_await asio::co_spawn(
+        moved.get_executor(),
+        serve_event_stream(
+            std::move(moved), std::move(subscription), event_streams,
+            {.keepalive = options.event_keepalive, .write_timeout = options.write_timeout, .http_version = version}),
+        asio::use_awaitable);
     x.bytes_out += sent.bytes;
     co_return false;
   }
@@ -796,10 +822,25 @@ Result<void> HttpServer::run() {
       }
     }
   };
+  std::thread events([this] {
+    for (;;) {
+      try {
+        impl_->events_ioc.run();
+        return;
+      } catch (const std::exception& e) {
+        spdlog::error("http event thread: {}", e.what());
+      }
+    }
+  });
   std::vector<std::thread> threads;
   for (int i = 1; i < impl_->options.io_threads; ++i) threads.emplace_back(run_io);
   run_io();
   for (auto& t : threads) t.join();
+  // Every session has ended (or the deadline passed): the streams still
+  // open end with the event thread.
+  impl_->events_work.reset();
+  impl_->events_ioc.stop();
+  events.join();
   if (auto line = impl_->access.take_summary()) spdlog::info("{}", *line);
   return {};
 }
@@ -809,7 +850,9 @@ void HttpServer::shutdown() {
 }
 
 void HttpServer::stop() {
-  if (impl_) impl_->ioc.stop();
+  if (!impl_) return;
+  impl_->ioc.stop();
+  impl_->events_ioc.stop();
 }
 
 }  // namespace memd
