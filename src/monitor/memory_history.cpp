@@ -40,33 +40,34 @@ SnapshotAllocation summary_of(const AllocationRecord& r) {
 MemoryHistory::MemoryHistory(MemoryManager& manager, HistoryOptions options)
     : manager_(manager), history_(options.ring_capacity), snapshots_(options.snapshots) {}
 
-void MemoryHistory::stamp_and_record(HistoryEntry entry) {
+MemoryManager::DeviceCounters MemoryHistory::stamp_and_record(HistoryEntry entry) {
   if (entry.time == std::chrono::system_clock::time_point{}) entry.time = std::chrono::system_clock::now();
   const auto counters = manager_.device_counters(entry.device);
   entry.reserved_bytes = counters.reserved_bytes;
   entry.allocated_bytes = counters.allocated_bytes;
   entry.live_allocations = counters.allocations;
   history_.record(std::move(entry));
+  return counters;
 }
 
-void MemoryHistory::allocated(const AllocationRecord& record) {
+MemoryManager::DeviceCounters MemoryHistory::allocated(const AllocationRecord& record) {
   HistoryEntry e = entry_of(HistoryKind::allocate, record);
   // An exportable allocation has a segment of its own, not a pool block (and
   // asking for its pool could create one).
   if (!record.exportable)
     if (auto pool = manager_.pool(record.device, record.memory_type))
       e.block_bytes = (*pool)->block_size(reinterpret_cast<const void*>(record.address));
-  stamp_and_record(std::move(e));
+  return stamp_and_record(std::move(e));
 }
 
-void MemoryHistory::freed(const AllocationRecord& record) {
+MemoryManager::DeviceCounters MemoryHistory::freed(const AllocationRecord& record) {
   HistoryEntry e = entry_of(HistoryKind::free, record);
   e.deferred = record.status == MemoryAllocationStatus::Freeing;
-  stamp_and_record(std::move(e));
+  return stamp_and_record(std::move(e));
 }
 
 void MemoryHistory::freed(const std::vector<AllocationRecord>& records) {
-  for (const auto& r : records) freed(r);
+  for (const auto& r : records) (void)freed(r);
 }
 
 void MemoryHistory::record(HistoryKind kind, const AllocationRecord& record, std::optional<HistoryPlace> from,

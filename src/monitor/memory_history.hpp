@@ -42,9 +42,11 @@ class MemoryHistory {
  public:
   MemoryHistory(MemoryManager& manager, HistoryOptions options = {});
 
-  // One line per service path.
-  void allocated(const AllocationRecord& record);
-  void freed(const AllocationRecord& record);
+  // One line per service path. allocated() and freed() return the device's
+  // counters they stamped the line with, so the caller's next reader (the
+  // monitor's pressure) need not lock every pool of the device again.
+  MemoryManager::DeviceCounters allocated(const AllocationRecord& record);
+  MemoryManager::DeviceCounters freed(const AllocationRecord& record);
   void freed(const std::vector<AllocationRecord>& records);
   // Records the refusal (out_of_memory and quota_exceeded; other codes are
   // not memory events and are ignored) and, for out_of_memory, takes a
@@ -70,7 +72,7 @@ class MemoryHistory {
 
  private:
   // The device's counters laid into the entry, then record()ed.
-  void stamp_and_record(HistoryEntry entry);
+  MemoryManager::DeviceCounters stamp_and_record(HistoryEntry entry);
   OomSnapshot take_snapshot(const AllocationRequest& request, DeviceId device, const Error& error, RefusedBy by,
                             const SnapshotId& id) const;
 

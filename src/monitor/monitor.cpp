@@ -193,8 +193,9 @@ void Monitor::observe(PressureReading reading) {
                to_string(reading.level), reading.percent, format_size(reading.capacity_bytes));
 }
 
-void Monitor::note_usage(DeviceId device) {
-  const auto live = manager_.device_counters(device);
+void Monitor::note_usage(DeviceId device) { note_usage(device, manager_.device_counters(device)); }
+
+void Monitor::note_usage(DeviceId device, const MemoryManager::DeviceCounters& live) {
   bool respond = false;
   {
     std::lock_guard lock(levels_mu_);

@@ -86,6 +86,9 @@ class Monitor {
   // driver call); publishes a change; wakes the thread to respond when a
   // level at or above High is entered.
   void note_usage(DeviceId device);
+  // The same with the device's counters already read (MemoryHistory hands
+  // back the ones it stamped): one walk of the device's pools per request.
+  void note_usage(DeviceId device, const MemoryManager::DeviceCounters& live);
   // Runs the pressure response once for every device at High or above (what
   // the thread does after each sample and when woken). Returns the actions.
   std::vector<PressureAction> run_policy();

@@ -260,8 +260,7 @@ Result<AllocationRecord> MemoryService::allocate(const Caller& caller, const All
     monitor_->note_usage(device);
     return fail(std::move(error));
   }
-  history_->allocated(*record);
-  monitor_->note_usage(record->device);
+  monitor_->note_usage(record->device, history_->allocated(*record));
   if (!caller.session) return record;
   // The session may have ended while the memory was found: then the
   // allocation must not outlive it either.
@@ -276,10 +275,10 @@ Result<AllocationRecord> MemoryService::deallocate(const Caller& caller, const A
   if (auto ok = owned(caller, id, "free"); !ok) return ok;
   auto record = manager_->deallocate(id);
   if (record) {
-    history_->freed(*record);
+    const auto counters = history_->freed(*record);
     sessions_->detach(id);
     freed(id);
-    monitor_->note_usage(record->device);
+    monitor_->note_usage(record->device, counters);
   }
   return record;
 }
