@@ -11,36 +11,17 @@
 #include "protocol/action_table.hpp"
 #include "protocol/base64.hpp"
 #include "service/memory_service.hpp"
+#include "dispatch_fixture.hpp"
 
 namespace memd {
 namespace {
 
 using json = nlohmann::json;
 
-class DefragActionsTest : public ::testing::Test {
+class DefragActionsTest : public test::DispatchTest {
  protected:
-  void SetUp() override {
-    ServiceOptions options;
-    options.backends.host_device_sizes = {128 * kMiB};
-    options.backends.enable_cuda = false;
-    options.session_sweep_interval = std::chrono::milliseconds(0);
-    auto s = MemoryService::create(options);
-    ASSERT_TRUE(s) << s.error().message;
-    service_ = std::move(*s);
-  }
-
-  Result<json> call(std::string_view action, const json& params) {
-    auto out = dispatch(*service_, *find_action(action), params, CallContext{Caller::as("t"), {}, false, false});
-    if (!out) return fail(out.error());
-    return out->result;
-  }
-  Error refused(const json& params) {
-    auto r = call("memory_defragment", params);
-    EXPECT_FALSE(r) << params.dump() << " was accepted";
-    return r ? Error{ErrorCode::internal, "accepted"} : r.error();
-  }
-
-  std::unique_ptr<MemoryService> service_;
+  void SetUp() override { start(128 * kMiB); }
+  Error refused(const json& params) { return DispatchTest::refused("memory_defragment", params); }
 };
 
 TEST_F(DefragActionsTest, HostileInputIsRefusedWithItsCodeAndKey) {

@@ -10,30 +10,16 @@
 #include "protocol/params.hpp"
 #include "protocol/sse.hpp"
 #include "service/memory_service.hpp"
+#include "dispatch_fixture.hpp"
 
 namespace memd {
 namespace {
 
 using json = nlohmann::json;
 
-class EventActionsTest : public ::testing::Test {
+class EventActionsTest : public test::DispatchTest {
  protected:
-  void SetUp() override {
-    ServiceOptions options;
-    options.backends.host_device_sizes = {64 * kMiB};
-    options.backends.enable_cuda = false;
-    options.session_sweep_interval = std::chrono::milliseconds(0);
-    options.monitor.interval = std::chrono::milliseconds(0);
-    auto s = MemoryService::create(options);
-    ASSERT_TRUE(s) << s.error().message;
-    service_ = std::move(*s);
-  }
-  Result<json> call(std::string_view action, const json& params) {
-    auto out = dispatch(*service_, *find_action(action), params, CallContext{Caller::as("t"), {}, false, false});
-    if (!out) return fail(out.error());
-    return out->result;
-  }
-  std::unique_ptr<MemoryService> service_;
+  void SetUp() override { start(64 * kMiB); }
 };
 
 TEST_F(EventActionsTest, SubscribeDescribesTheSubscription) {

@@ -9,37 +9,17 @@
 #include "protocol/action_table.hpp"
 #include "protocol/actions/history_actions.hpp"
 #include "service/memory_service.hpp"
+#include "dispatch_fixture.hpp"
 
 namespace memd {
 namespace {
 
 using json = nlohmann::json;
 
-class HistoryActionsTest : public ::testing::Test {
+class HistoryActionsTest : public test::DispatchTest {
  protected:
-  void SetUp() override {
-    ServiceOptions options;
-    options.backends.host_device_sizes = {64 * kMiB};
-    options.backends.enable_cuda = false;
-    options.session_sweep_interval = std::chrono::milliseconds(0);
-    options.monitor.interval = std::chrono::milliseconds(0);
-    auto s = MemoryService::create(options);
-    ASSERT_TRUE(s) << s.error().message;
-    service_ = std::move(*s);
-  }
-
-  Result<json> call(std::string_view action, const json& params, const Caller& caller = Caller::as("t")) {
-    auto out = dispatch(*service_, *find_action(action), params, CallContext{caller, {}, false, false});
-    if (!out) return fail(out.error());
-    return out->result;
-  }
-  ErrorCode code(std::string_view action, const json& params) {
-    auto r = call(action, params);
-    EXPECT_FALSE(r) << action << " " << params.dump() << " was accepted";
-    return r ? ErrorCode::internal : r.error().code;
-  }
-
-  std::unique_ptr<MemoryService> service_;
+  void SetUp() override { start(64 * kMiB); }
+  ErrorCode code(std::string_view action, const json& params) { return refused(action, params).code; }
 };
 
 TEST_F(HistoryActionsTest, HostileParameters) {
