@@ -115,6 +115,8 @@ class TransferEngine {
   // The engine's streams, lent to the defragmenter (transfer/defragmenter.hpp)
   // so its copies reuse them rather than making their own.
   StreamPool& stream_pool() noexcept { return streams_; }
+  // The pinned staging ring (the model loader reads into it too).
+  StagingBuffers& staging_buffers() noexcept { return staging_; }
   StagingStats staging() const { return staging_.stats(); }
   // Idle staging buffers back to the pinned pool; the bytes.
   std::uint64_t trim() { return staging_.trim(); }
