@@ -147,10 +147,11 @@ class ContentHashCache {
 };
 
 // The XXH3-128 hash of the bytes of `ranges` (rules above). With a cache, a
-// key it holds is answered without reading; a computed hash is stored. The
-// file's identity is re-checked after reading: a file that changed under the
-// read is invalid_file and nothing is cached. invalid_argument for a range
-// outside its file or naming a file not in the list.
+// key it holds is answered without reading; a computed hash is stored. Each
+// file's identity now (fstat) must still be its identity at open — after
+// reading, and on a cache hit too — or the answer is invalid_file and nothing
+// is cached: no hash is given for bytes that may have changed. invalid_argument
+// for a range outside its file or naming a file not in the list.
 Result<ContentHash> hash_component(std::span<const ModelFile* const> files, std::span<const HashRange> ranges,
                                    ContentHashCache* cache = nullptr);
 

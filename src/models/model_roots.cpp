@@ -185,23 +185,30 @@ Result<ModelFile> ModelRoots::open_file(const fs::path& path) const {
   if (!real) return fail(real.error());
   auto file = ModelFile::open(*real);
   if (!file) return file;
+  if (auto ok = check_opened(*file); !ok) return fail(ok.error());
+  return file;
+}
+
+Result<void> ModelRoots::check_opened(const ModelFile& file) const {
+  if (!enabled()) return fail(loading_off());
+  const std::string shown = printable(file.path().native());
   // Where the kernel says the descriptor is: a directory component swapped
   // for a link out between check_file() and open() shows here.
   std::array<char, kMaxPathBytes + 64> buf{};
-  const auto proc = fmt::format("/proc/self/fd/{}", file->fd());
+  const auto proc = fmt::format("/proc/self/fd/{}", file.fd());
   const ssize_t n = ::readlink(proc.c_str(), buf.data(), buf.size() - 1);
   if (n > 0 && static_cast<std::size_t>(n) < buf.size() - 1) {
     const fs::path opened(std::string(buf.data(), static_cast<std::size_t>(n)));
     if (!opened.is_absolute() || has_dotdot(opened) || !inside_a_root(opened))
-      return fail(ErrorCode::permission_denied, "model file {} was moved outside the model roots while being opened",
-                  printable(real->native()));
-    return file;
+      return fail(ErrorCode::permission_denied, "model file {} was opened outside the model roots (at {})", shown,
+                  printable(opened.native()));
+    return {};
   }
   // No /proc: the weaker check, that the path still names what was opened.
-  auto now = identify_file(*real);
-  if (!now || *now != file->identity())
-    return fail(ErrorCode::permission_denied, "model file {} changed while being opened", printable(real->native()));
-  return file;
+  auto now = identify_file(file.path());
+  if (!now || *now != file.identity() || !inside_a_root(file.path()))
+    return fail(ErrorCode::permission_denied, "model file {} changed while being opened", shown);
+  return {};
 }
 
 }  // namespace memd

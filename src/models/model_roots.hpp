@@ -81,6 +81,11 @@ class ModelRoots {
   // model file.
   Result<ModelFile> open_file(const std::filesystem::path& path) const;
 
+  // The after-open check on its own: whether an open file lies inside the
+  // roots, judged by where the kernel says its descriptor is (or, without
+  // /proc, by its identity matching a fresh stat of its path).
+  Result<void> check_opened(const ModelFile& file) const;
+
  private:
   explicit ModelRoots(std::vector<std::filesystem::path> roots) : roots_(std::move(roots)) {}
 

@@ -77,9 +77,11 @@ TEST_F(ModelRootsTest, ResolvesRelativeAndAbsolutePathsInsideARoot) {
   auto abs = roots.resolve((root() / "sub" / "b.bin").string());
   ASSERT_TRUE(abs) << abs.error().message;
   EXPECT_EQ(*abs, root() / "sub" / "b.bin");
-  auto missing = roots.resolve("none.bin");
-  ASSERT_FALSE(missing);
-  EXPECT_EQ(missing.error().code, ErrorCode::not_found);
+  for (std::string_view absent : {"none.bin", "a.safetensors/under_a_file", "sub/none/deeper.bin"}) {
+    auto missing = roots.resolve(absent);
+    ASSERT_FALSE(missing) << absent;
+    EXPECT_EQ(missing.error().code, ErrorCode::not_found) << absent << ": " << missing.error().message;
+  }
 }
 
 TEST_F(ModelRootsTest, TriesRootsInTheOrderGiven) {
@@ -193,9 +195,7 @@ TEST_F(ModelRootsTest, RefusesMalformedPaths) {
   // A name longer than the filesystem allows is malformed, not a crash.
   auto long_name = roots.resolve(std::string(300, 'n'));
   ASSERT_FALSE(long_name);
-  EXPECT_TRUE(long_name.error().code == ErrorCode::invalid_argument ||
-              long_name.error().code == ErrorCode::not_found)
-      << long_name.error().message;
+  EXPECT_EQ(long_name.error().code, ErrorCode::invalid_argument) << long_name.error().message;
   // Bytes that are not UTF-8 are echoed escaped, so the message stays valid text.
   auto odd = roots.resolve("\xff\xfe.bin");
   ASSERT_FALSE(odd);
@@ -273,6 +273,26 @@ TEST_F(ModelRootsTest, OpenFileOpensOnlyConfinedRegularFiles) {
   auto fifo = roots.open_file(root() / "fifo");
   ASSERT_FALSE(fifo);
   EXPECT_EQ(fifo.error().code, ErrorCode::permission_denied);
+}
+
+TEST_F(ModelRootsTest, TheAfterOpenCheckGoesByWhereTheDescriptorReallyIs) {
+  auto inside = ModelFile::open(root() / "sub" / "b.bin");
+  ASSERT_TRUE(inside);
+  EXPECT_TRUE(roots.check_opened(*inside));
+  // What a swapped directory component would have led open() to.
+  auto secret = ModelFile::open(outside() / "secret.bin");
+  ASSERT_TRUE(secret);
+  auto r = roots.check_opened(*secret);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::permission_denied);
+  EXPECT_TRUE(has(r.error(), "outside the model roots")) << r.error().message;
+  // Opened inside through a path that has since become a link out: the
+  // descriptor's real place decides, not the name.
+  fs::rename(root() / "sub", dir.path / "moved");
+  fs::create_directory_symlink(dir.path / "moved", root() / "sub");
+  auto moved = roots.check_opened(*inside);
+  ASSERT_FALSE(moved);
+  EXPECT_EQ(moved.error().code, ErrorCode::permission_denied);
 }
 
 }  // namespace
