@@ -93,7 +93,7 @@ Result<void> check_shape(std::string_view p) {
 }  // namespace
 
 Result<ModelRoots> ModelRoots::create(std::vector<fs::path> roots) {
-  std::vector<fs::path> canonical;
+  std::vector<fs::path> canonical, spelled;
   for (const auto& r : roots) {
     if (r.empty()) return fail(ErrorCode::invalid_argument, "a model root is empty");
     std::error_code ec;
@@ -108,8 +108,10 @@ Result<ModelRoots> ModelRoots::create(std::vector<fs::path> roots) {
     bool seen = false;
     for (const auto& k : canonical) seen = seen || k == c;
     if (!seen) canonical.push_back(std::move(c));
+    auto written = fs::absolute(r, ec).lexically_normal();
+    if (!ec && !has_dotdot(written)) spelled.push_back(std::move(written));
   }
-  return ModelRoots(std::move(canonical));
+  return ModelRoots(std::move(canonical), std::move(spelled));
 }
 
 Error ModelRoots::loading_off() {
@@ -120,6 +122,13 @@ Error ModelRoots::loading_off() {
 bool ModelRoots::inside_a_root(const fs::path& canonical) const {
   for (const auto& r : roots_)
     if (within(canonical, r)) return true;
+  return false;
+}
+
+bool ModelRoots::written_inside_a_root(const fs::path& normal) const {
+  if (inside_a_root(normal)) return true;
+  for (const auto& r : spelled_)
+    if (within(normal, r)) return true;
   return false;
 }
 
@@ -151,7 +160,7 @@ Result<fs::path> ModelRoots::resolve(std::string_view requested) const {
   if (p.is_absolute()) {
     // Judged lexically first, so nothing outside the roots is even stat'ed.
     const fs::path normal = p.lexically_normal();
-    if (!inside_a_root(normal))
+    if (!written_inside_a_root(normal))
       return fail(ErrorCode::permission_denied, "model path {} is outside the model roots ({})", shown,
                   root_list(roots_));
     return confine(normal, shown, false);
@@ -174,7 +183,7 @@ Result<fs::path> ModelRoots::check_file(const fs::path& path) const {
   if (has_dotdot(path))
     return fail(ErrorCode::permission_denied, "model file {} contains '..': name it from inside a model root", shown);
   const fs::path normal = path.lexically_normal();
-  if (!inside_a_root(normal))
+  if (!written_inside_a_root(normal))
     return fail(ErrorCode::permission_denied, "model file {} is outside the model roots ({})", shown,
                 root_list(roots_));
   return confine(normal, shown, true);

@@ -8,7 +8,8 @@
 //   - model loading is off unless roots were given (--model-root DIR, more
 //     than once for several); the refusal says how to turn it on;
 //   - a relative path is tried under each root in the order given; an
-//     absolute one must lie inside a root as written;
+//     absolute one must lie inside a root as written (canonical or as
+//     configured: ./models may be a link to a bigger disk);
 //   - no `..` component at all, even one that would stay inside: a path is
 //     judged by what it names, not by arithmetic on components;
 //   - symbolic links are followed, and the canonical result (every link
@@ -87,18 +88,23 @@ class ModelRoots {
   Result<void> check_opened(const ModelFile& file) const;
 
  private:
-  explicit ModelRoots(std::vector<std::filesystem::path> roots) : roots_(std::move(roots)) {}
+  ModelRoots(std::vector<std::filesystem::path> roots, std::vector<std::filesystem::path> spelled)
+      : roots_(std::move(roots)), spelled_(std::move(spelled)) {}
 
   // The refusal when no root is set.
   static Error loading_off();
   // Whether `canonical` is a root or lies inside one.
   bool inside_a_root(const std::filesystem::path& canonical) const;
+  // The lexical test for an absolute request: inside a root as canonical or
+  // as configured (./models may be a link to a bigger disk).
+  bool written_inside_a_root(const std::filesystem::path& normal) const;
   // Canonicalises an absolute, `..`-free path and applies the link and type
   // rules; `shown` is what the messages call it.
   Result<std::filesystem::path> confine(const std::filesystem::path& path, std::string_view shown,
                                         bool regular_only) const;
 
   std::vector<std::filesystem::path> roots_;
+  std::vector<std::filesystem::path> spelled_;  // absolute, lexically normal, as configured
 };
 
 }  // namespace memd

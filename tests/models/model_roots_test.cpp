@@ -157,6 +157,14 @@ TEST_F(ModelRootsTest, AllowsSymbolicLinksThatStayInsideAndReturnsTheCanonicalPa
   EXPECT_EQ(via_link->roots().front(), root());
   auto abs = via_link->resolve((root() / "a.safetensors").string());
   ASSERT_TRUE(abs) << abs.error().message;
+  // ... and so does an absolute path spelled through the configured link
+  // (./models a link to a bigger disk); the answer is canonical.
+  auto spelled = via_link->resolve((dir.path / "rootlink" / "a.safetensors").string());
+  ASSERT_TRUE(spelled) << spelled.error().message;
+  EXPECT_EQ(*spelled, root() / "a.safetensors");
+  auto shard = via_link->check_file(dir.path / "rootlink" / "sub" / "b.bin");
+  ASSERT_TRUE(shard) << shard.error().message;
+  EXPECT_EQ(*shard, root() / "sub" / "b.bin");
 }
 
 TEST_F(ModelRootsTest, RefusesFifosSocketsAndDevices) {
