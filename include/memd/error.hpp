@@ -32,7 +32,7 @@ enum class ErrorCode : std::uint8_t {
   internal,           // a bug in memd (HTTP 500)
   permission_denied,  // authenticated, but not allowed to act on this (HTTP 403)
   out_of_range,       // a well-formed request outside an existing allocation's bounds (HTTP 416)
-  invalid_file,       // a model file that is malformed, unreadable or escapes its root (HTTP 422)
+  invalid_file,       // a model file that changed under memd since it was opened (HTTP 422); a malformed one is invalid_argument, one outside --model-root permission_denied
   method_not_allowed, // a known path asked with a method it does not take (HTTP 405, with Allow)
   uri_too_long,       // a request target over the transport's limit (HTTP 414)
   unsupported_media_type,  // a JSON route sent another content type (HTTP 415)

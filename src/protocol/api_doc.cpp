@@ -114,7 +114,8 @@ or write outside an existing allocation's bounds, `out_of_memory` for a size
 no device can hold (when an allocation finds its device full, the error object
 also carries `"snapshotId"`, and its message ends `(snapshot ID; memd history
 ID)`: memory_history_snapshot shows what filled the device), `payload_too_large` for a stdio read over 1 GiB, `invalid_file`
-(422) for a malformed, unreadable or escaping model file. 416 says "this
+(422) for a model file that changed since memd opened it (a malformed one is
+`invalid_argument`, one outside `--model-root` `permission_denied`). 416 says "this
 range of this resource cannot be served" and 422 "well-formed, but what it
 names cannot be processed", so a client tells both apart from a 400 without
 reading the message. Transport refusals
