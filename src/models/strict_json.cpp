@@ -59,12 +59,14 @@ class StrictBuilder {
 
   bool parse_error(std::size_t position, const std::string&, const json::exception& ex) {
     // what() reads "[json.exception.parse_error.101] parse error at line 1,
-    // column 7: syntax error while parsing …"; the bracketed id says nothing
-    // to a user.
+    // column 7: syntax error while parsing …"; the bracketed id and the
+    // line and column (a header is one line; the byte says more) are cut.
     std::string_view what = ex.what();
-    if (const auto close = what.find("] "); what.starts_with('[') && close != std::string_view::npos)
-      what.remove_prefix(close + 2);
-    return stop(fmt::format("not valid JSON (byte {}): {}", position, sanitize(what, 200, false)));
+    if (const auto at = what.find("parse error at "); at != std::string_view::npos) {
+      what.remove_prefix(at);
+      if (const auto colon = what.find(": "); colon != std::string_view::npos) what.remove_prefix(colon + 2);
+    }
+    return stop(fmt::format("not valid JSON at byte {}: {}", position, sanitize(what, 200, false)));
   }
 
   const std::string& error() const { return error_; }
