@@ -415,11 +415,13 @@ Result<void> ModelLayout::validate() const {
     }
     std::uint64_t tensor_end = 0;
     for (const auto& t : c.tensors) {
-      if (t.file >= files.size() || t.offset < tensor_end || t.offset + t.bytes > c.bytes)
+      // A zero-size tensor holds no byte, so it may sit inside another (the
+      // header allows it); it must only lie inside the buffer.
+      if (t.file >= files.size() || (t.bytes > 0 && t.offset < tensor_end) || t.offset + t.bytes > c.bytes)
         return fail(ErrorCode::internal, "component '{}': tensor '{}' at [{}, +{}) overlaps another or leaves the buffer",
                     c.name, t.name, t.offset, t.bytes);
-      if (t.bytes > 0) tensor_end = t.offset + t.bytes;
       if (t.bytes == 0) continue;
+      tensor_end = std::max(tensor_end, t.offset + t.bytes);
       // The run holding the tensor's first byte must hold all of it, from
       // the file bytes the tensor names.
       const auto it = std::upper_bound(c.runs.begin(), c.runs.end(), t.offset,

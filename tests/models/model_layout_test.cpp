@@ -81,6 +81,21 @@ TEST(ModelLayout, ASingleFileIsOneComponentAndOneRunWithTheFilesOffsets) {
   expect_loads(*layout);
 }
 
+TEST(ModelLayout, AZeroSizeTensorInsideAnotherIsPlacedAndValid) {
+  TempDir dir;
+  const auto path = dir.path / "z.safetensors";
+  std::string data;
+  for (std::uint64_t i = 0; i < 8; ++i) data.push_back(static_cast<char>(tensor_byte("a", i)));
+  write_raw_safetensors(path, R"({"a": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]},
+                                  "z": {"dtype": "F32", "shape": [0], "data_offsets": [4, 4]}})",
+                        data);
+  auto layout = read_model_layout(path);
+  ASSERT_TRUE(layout) << layout.error().message;
+  ASSERT_EQ(layout->components[0].tensors.size(), 2u);
+  EXPECT_EQ(layout->components[0].tensors[1].offset, 4u);
+  expect_loads(*layout);
+}
+
 TEST(ModelLayout, AShardIndexIsOneComponentWithOneRunPerShard) {
   TempDir dir;
   const auto index = write_sharded(dir.path, "model",
