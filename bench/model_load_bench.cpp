@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
   const std::uint64_t data_offset = 8 + header, data_bytes = file->size() - data_offset;
   std::vector<ModelFile> files;
   files.push_back(std::move(*file));
-  const std::vector<LoadRun> runs = {{0, data_offset, 0, data_bytes}};
+  const std::vector<CopyRun> runs = {{0, data_offset, 0, data_bytes}};
 
   BackendOptions bo;
   bo.host_device_sizes = {data_bytes + 64 * kMiB};

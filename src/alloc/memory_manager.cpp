@@ -106,6 +106,12 @@ Result<AllocationRecord> MemoryManager::allocate(const AllocationRequest& reques
     block = shareable->segment.ptr;
     entry->backend = &(*pool)->backend();
     entry->shareable = *shareable;
+    {
+      std::lock_guard lock(pools_mu_);
+      auto& [bytes, count] = exportable_[device];
+      bytes += shareable->segment.size;
+      ++count;
+    }
   } else {
     // No lock held here: reclaim callbacks may call back into the manager.
     auto ptr = ladder_.allocate(**pool, request.size_bytes);
@@ -196,7 +202,15 @@ Result<std::pair<int, ShareableSegment>> MemoryManager::export_fd(const Allocati
 
 Result<void> MemoryManager::finish_free(const AllocationRegistry::EntryPtr& entry) {
   std::unique_lock io(entry->io);  // wait for in-flight reads/writes
-  if (entry->shareable) return entry->backend->free_shareable(*entry->shareable);
+  if (entry->shareable) {
+    {
+      std::lock_guard lock(pools_mu_);
+      auto& [bytes, count] = exportable_[entry->record.device];
+      bytes -= std::min(bytes, entry->shareable->segment.size);
+      count -= std::min<std::uint64_t>(count, 1);
+    }
+    return entry->backend->free_shareable(*entry->shareable);
+  }
   if (auto r = entry->pool->deallocate(entry->ptr); !r)
     return fail(ErrorCode::internal, "registry and pool disagree on {}: {}", entry->record.id.to_string(),
                 r.error().message);
@@ -383,6 +397,12 @@ MemoryManager::DeviceCounters MemoryManager::device_counters(DeviceId device) co
     out.reserved_bytes += c.reserved_bytes;
     out.allocations += c.live_allocations;
     out.pools.emplace(key.memory_type, c);
+  }
+  if (auto it = exportable_.find(device); it != exportable_.end()) {
+    out.exportable_bytes = it->second.first;
+    out.allocated_bytes += it->second.first;
+    out.reserved_bytes += it->second.first;
+    out.allocations += it->second.second;
   }
   return out;
 }

@@ -205,8 +205,12 @@ class MemoryManager {
   // no cache drained, no free-space walk, no driver call): allocated bytes,
   // reserved bytes, live allocations, and each pool's counters (the view
   // fields of those — free bytes, largest free block, fragmentation — are 0).
+  // The device's pools' counters, plus its exportable allocations (memory
+  // of their own, outside every pool: allocated and reserved alike) — model
+  // weights are exportable, and pressure must see them.
   struct DeviceCounters {
     std::uint64_t allocated_bytes = 0, reserved_bytes = 0, allocations = 0;
+    std::uint64_t exportable_bytes = 0;  // of those, exportable
     std::map<MemoryType, PoolStats> pools;
   };
   DeviceCounters device_counters(DeviceId device) const;
@@ -237,6 +241,8 @@ class MemoryManager {
 
   mutable std::mutex pools_mu_;
   std::map<PoolKey, std::unique_ptr<DevicePool>> pools_;
+  // Exportable segments' bytes and count per device (under pools_mu_).
+  std::map<DeviceId, std::pair<std::uint64_t, std::uint64_t>> exportable_;
 
   // Declared after the pools: registry entries point into them.
   AllocationRegistry registry_;

@@ -19,7 +19,7 @@ struct Chunk {
 };
 
 // The runs cut into pieces of at most `chunk` bytes, in order.
-std::vector<Chunk> chunks_of(std::span<const LoadRun> runs, std::uint64_t chunk) {
+std::vector<Chunk> chunks_of(std::span<const CopyRun> runs, std::uint64_t chunk) {
   std::vector<Chunk> out;
   for (const auto& r : runs)
     for (std::uint64_t at = 0; at < r.bytes; at += chunk)
@@ -41,7 +41,7 @@ struct FirstError {
 
 }  // namespace
 
-Result<void> load_component(std::span<const ModelFile> files, std::span<const LoadRun> runs, const LoadTarget& target,
+Result<void> load_component(std::span<const ModelFile> files, std::span<const CopyRun> runs, const LoadTarget& target,
                             DeviceId device, StreamPool& streams, StagingBuffers& staging, LoadProgress& progress,
                             const LoaderOptions& options) {
   if (target.backend == nullptr || (target.base == nullptr && target.bytes != 0))

@@ -28,20 +28,13 @@
 #include "memd/device.hpp"
 #include "memd/error.hpp"
 #include "models/model_file.hpp"
+#include "models/model_layout.hpp"
 
 namespace memd {
 
 class Backend;
 class StagingBuffers;
 class StreamPool;
-
-// A contiguous range of a file that lands at `buffer_offset` of the buffer.
-struct LoadRun {
-  std::size_t file = 0;
-  std::uint64_t file_offset = 0;
-  std::uint64_t buffer_offset = 0;
-  std::uint64_t bytes = 0;
-};
 
 struct LoadProgress {
   std::atomic<std::uint64_t> bytes_read{0};    // preaded into staging
@@ -63,7 +56,7 @@ struct LoadTarget {
 
 // invalid_argument when a run lies outside its file or the buffer, or a file
 // ended early; cancelled loads return unavailable ("cancelled").
-Result<void> load_component(std::span<const ModelFile> files, std::span<const LoadRun> runs, const LoadTarget& target,
+Result<void> load_component(std::span<const ModelFile> files, std::span<const CopyRun> runs, const LoadTarget& target,
                             DeviceId device, StreamPool& streams, StagingBuffers& staging, LoadProgress& progress,
                             const LoaderOptions& options = {});
 

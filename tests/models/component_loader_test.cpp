@@ -62,7 +62,7 @@ TEST(ComponentLoader, RunsLandAtTheirOffsetsByteForByte) {
   files.push_back(*ModelFile::open(a.path));
   files.push_back(*ModelFile::open(b.path));
   // Out of order, across two files, starting mid-file, with a gap between.
-  const std::vector<LoadRun> runs = {{1, 100, 0, 2 * kMiB},
+  const std::vector<CopyRun> runs = {{1, 100, 0, 2 * kMiB},
                                      {0, 1000, 2 * kMiB + 256, 30 * kMiB},
                                      {0, 35 * kMiB, 33 * kMiB, 5 * kMiB + 123}};
   const std::uint64_t total = 38 * kMiB + 123;
@@ -95,7 +95,7 @@ TEST(ComponentLoader, AFileTruncatedDuringTheLoadFailsCleanly) {
   ASSERT_EQ(::truncate(a.path.c_str(), 8 * kMiB), 0);  // after open, which saw 24 MiB
   auto t = exportable(env, 24 * kMiB);
   LoadProgress progress;
-  const std::vector<LoadRun> runs = {{0, 0, 0, 24 * kMiB}};
+  const std::vector<CopyRun> runs = {{0, 0, 0, 24 * kMiB}};
   auto r = load_component(files, runs, t.target, kDev, env.engine->stream_pool(), env.engine->staging_buffers(),
                           progress);
   ASSERT_FALSE(r);
@@ -116,23 +116,23 @@ TEST(ComponentLoader, CancelAndRunsOutsideTheFileOrBufferAreRefused) {
   auto& streams = env.engine->stream_pool();
   auto& staging = env.engine->staging_buffers();
   LoadProgress progress;
-  auto past_file = load_component(files, std::vector<LoadRun>{{0, 1, 0, 4 * kMiB}}, t.target, kDev, streams,
+  auto past_file = load_component(files, std::vector<CopyRun>{{0, 1, 0, 4 * kMiB}}, t.target, kDev, streams,
                                   staging, progress);
   ASSERT_FALSE(past_file);
   EXPECT_EQ(past_file.error().code, ErrorCode::invalid_argument);
-  auto past_buffer = load_component(files, std::vector<LoadRun>{{0, 0, 1, 4 * kMiB}}, t.target, kDev, streams,
+  auto past_buffer = load_component(files, std::vector<CopyRun>{{0, 0, 1, 4 * kMiB}}, t.target, kDev, streams,
                                     staging, progress);
   ASSERT_FALSE(past_buffer);
   EXPECT_EQ(past_buffer.error().code, ErrorCode::invalid_argument);
-  auto no_file = load_component(files, std::vector<LoadRun>{{1, 0, 0, 1}}, t.target, kDev, streams, staging,
+  auto no_file = load_component(files, std::vector<CopyRun>{{1, 0, 0, 1}}, t.target, kDev, streams, staging,
                                 progress);
   ASSERT_FALSE(no_file);
-  auto overflow = load_component(files, std::vector<LoadRun>{{0, ~std::uint64_t{0}, 0, 2}}, t.target, kDev,
+  auto overflow = load_component(files, std::vector<CopyRun>{{0, ~std::uint64_t{0}, 0, 2}}, t.target, kDev,
                                  streams, staging, progress);
   ASSERT_FALSE(overflow);
   EXPECT_EQ(progress.bytes_read.load(), 0u) << "refused before any read";
   progress.cancel = true;
-  auto cancelled = load_component(files, std::vector<LoadRun>{{0, 0, 0, 4 * kMiB}}, t.target, kDev, streams,
+  auto cancelled = load_component(files, std::vector<CopyRun>{{0, 0, 0, 4 * kMiB}}, t.target, kDev, streams,
                                   staging, progress);
   ASSERT_FALSE(cancelled);
   EXPECT_EQ(cancelled.error().code, ErrorCode::unavailable);

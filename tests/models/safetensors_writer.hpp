@@ -51,11 +51,15 @@ inline std::uint64_t tensor_bytes(const FakeTensor& t) {
 }
 
 // Byte i of tensor `name`: differs between tensors and along each one.
-inline std::byte tensor_byte(std::string_view name, std::uint64_t i) {
+inline std::uint32_t tensor_seed(std::string_view name) {
   std::uint32_t h = 2166136261u;
   for (const char c : name) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
-  return static_cast<std::byte>((h + i * 131) & 0xff);
+  return h;
 }
+inline std::byte tensor_byte(std::uint32_t seed, std::uint64_t i) {
+  return static_cast<std::byte>((seed + i * 131) & 0xff);
+}
+inline std::byte tensor_byte(std::string_view name, std::uint64_t i) { return tensor_byte(tensor_seed(name), i); }
 
 inline void write_bytes(const fs::path& path, std::string_view bytes) {
   fs::create_directories(path.parent_path());
@@ -84,7 +88,9 @@ inline Built build_safetensors(const std::vector<FakeTensor>& tensors,
     if (!b.data.empty()) b.data.append(gap, '\0');
     const std::uint64_t begin = b.data.size(), bytes = tensor_bytes(t);
     h[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {begin, begin + bytes}}};
-    for (std::uint64_t i = 0; i < bytes; ++i) b.data.push_back(static_cast<char>(tensor_byte(t.name, i)));
+    const std::uint32_t seed = tensor_seed(t.name);
+    b.data.resize(begin + bytes);
+    for (std::uint64_t i = 0; i < bytes; ++i) b.data[begin + i] = static_cast<char>(tensor_byte(seed, i));
   }
   b.header = h.dump();
   // As the reference writer does: pad the header with spaces to 8 bytes.

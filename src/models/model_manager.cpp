@@ -1,0 +1,779 @@
+// models/model_manager.cpp — see model_manager.hpp.
+#include "models/model_manager.hpp"
+
+#include <algorithm>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "core/eviction_plan.hpp"
+#include "memd/size.hpp"
+
+namespace memd {
+
+std::string_view to_string(ModelState state) noexcept {
+  switch (state) {
+    case ModelState::Loading: return "Loading";
+    case ModelState::Loaded: return "Loaded";
+    case ModelState::Failed: return "Failed";
+  }
+  return "Unknown";
+}
+
+std::string_view to_string(ModelTier tier) noexcept {
+  switch (tier) {
+    case ModelTier::VRAM: return "VRAM";
+    case ModelTier::RAM: return "RAM";
+    case ModelTier::Disk: return "Disk";
+  }
+  return "Unknown";
+}
+
+// One stored component: its buffers in each tier and the models holding it.
+struct ModelManager::Component {
+  std::string name;
+  std::uint64_t bytes = 0;
+  DeviceId device;
+  std::optional<AllocationId> vram;
+  std::optional<AllocationId> ram;
+  std::optional<ContentHash> hash;
+  std::vector<std::string> holders;
+  // Where its bytes are on disk (the first holder's files), to load or
+  // restore from the Disk tier.
+  std::shared_ptr<std::vector<ModelFile>> files;
+  std::vector<CopyRun> runs;
+  bool busy = false;  // being filled or moved: not an eviction candidate
+};
+
+struct ModelManager::Model {
+  ModelLoadRequest request;
+  std::filesystem::path path;
+  ModelLayout layout;
+  std::shared_ptr<std::vector<ModelFile>> files;
+  std::vector<std::shared_ptr<Component>> components;  // parallel to layout.components once placed
+  ModelState state = ModelState::Loading;
+  bool job = false;  // a job is running for it
+  std::optional<DeviceId> device;
+  std::string stage;
+  std::string error;
+  LoadProgress progress;
+  std::uint64_t progress_total = 0;
+  double load_seconds = 0, load_gbps = 0;
+  std::uint64_t hits = 0;
+  std::chrono::system_clock::time_point last_use{};
+  std::chrono::steady_clock::time_point last_use_steady{};
+};
+
+namespace {
+
+constexpr std::uint64_t kUnit = 2 * kMiB;  // exportable buffers round to whole units
+std::uint64_t rounded(std::uint64_t bytes) { return (bytes + kUnit - 1) / kUnit * kUnit; }
+
+Result<void> check_model_name(std::string_view name) {
+  if (name.empty() || name.size() > 128)
+    return fail(ErrorCode::invalid_argument, "a model name is 1 to 128 characters");
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == ':'))
+      return fail(ErrorCode::invalid_argument, "model name '{}': letters, digits, '.', '_', '-' and ':' only", name);
+  return {};
+}
+
+std::vector<HashRange> ranges_of(const std::vector<CopyRun>& runs) {
+  std::vector<HashRange> out;
+  out.reserve(runs.size());
+  for (const auto& r : runs) out.push_back({r.file, r.file_offset, r.bytes});
+  return out;
+}
+
+std::vector<const ModelFile*> pointers(const std::vector<ModelFile>& files) {
+  std::vector<const ModelFile*> out;
+  for (const auto& f : files) out.push_back(&f);
+  return out;
+}
+
+bool same_geometry(const std::vector<CopyRun>& a, const std::vector<CopyRun>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (a[i].buffer_offset != b[i].buffer_offset || a[i].bytes != b[i].bytes) return false;
+  return true;
+}
+
+}  // namespace
+
+ModelManager::ModelManager(MemoryManager& manager, TransferEngine& transfers, Monitor& monitor, EventBus& events,
+                           ModelOptions options)
+    : manager_(manager), transfers_(transfers), monitor_(monitor), events_(events), options_(std::move(options)) {
+  reclaim_handle_ = manager_.add_reclaim_callback([this](DeviceId device, MemoryType type, std::uint64_t needed) {
+    if (type != MemoryType::VRAM || device.kind() == DeviceKind::Cpu) return std::uint64_t{0};
+    return evict_for(device, needed);
+  });
+}
+
+ModelManager::~ModelManager() {
+  manager_.remove_reclaim_callback(reclaim_handle_);
+  std::vector<std::jthread> jobs;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    for (auto& [name, m] : models_) m->progress.cancel = true;
+    jobs.swap(jobs_);
+  }
+  jobs.clear();  // joins
+  // Every buffer goes back.
+  for (auto& c : components_) {
+    if (c->vram) (void)manager_.deallocate(*c->vram);
+    if (c->ram) (void)manager_.deallocate(*c->ram);
+  }
+}
+
+std::uint64_t ModelManager::ram_bytes() const {
+  std::lock_guard lock(mu_);
+  return ram_used_;
+}
+
+ModelTier ModelManager::tier_locked(const Model& m) const {
+  if (m.components.empty()) return ModelTier::Disk;
+  bool all_vram = true, all_ram = true;
+  for (const auto& c : m.components) {
+    all_vram = all_vram && c->vram.has_value();
+    all_ram = all_ram && (c->vram.has_value() || c->ram.has_value());
+  }
+  return all_vram ? ModelTier::VRAM : all_ram ? ModelTier::RAM : ModelTier::Disk;
+}
+
+ModelStatus ModelManager::status_locked(const Model& m) const {
+  ModelStatus s;
+  s.name = m.request.name;
+  s.path = m.path.string();
+  s.kind = std::string(to_string(m.layout.kind));
+  s.state = m.state;
+  s.tier = tier_locked(m);
+  s.device = m.device;
+  s.priority = m.request.priority;
+  s.pinned = m.request.pinned;
+  s.keep_alive = m.request.keep_alive;
+  std::set<std::string> dtypes;
+  for (std::size_t i = 0; i < m.layout.components.size(); ++i) {
+    const auto& lc = m.layout.components[i];
+    ComponentStatus cs;
+    cs.name = lc.name;
+    cs.bytes = lc.bytes;
+    cs.tensors = lc.tensors.size();
+    for (const auto& t : lc.tensors) dtypes.insert(std::string(to_string(t.dtype)));
+    s.bytes += lc.bytes;
+    s.tensors += lc.tensors.size();
+    if (i < m.components.size()) {
+      const auto& c = *m.components[i];
+      cs.tier = c.vram ? ModelTier::VRAM : c.ram ? ModelTier::RAM : ModelTier::Disk;
+      cs.allocation = c.vram;
+      cs.holders = c.holders.size();
+      if (c.hash) cs.hash = c.hash->to_string();
+      if (c.vram) s.vram_bytes += c.bytes;
+      if (c.ram) s.ram_bytes += c.bytes;
+      if (c.holders.size() > 1) s.shared_bytes += c.bytes;
+    }
+    s.components.push_back(std::move(cs));
+  }
+  s.dtypes.assign(dtypes.begin(), dtypes.end());
+  s.progress_bytes = m.progress.bytes_copied.load();
+  s.progress_total = m.progress_total;
+  s.stage = m.stage;
+  s.load_seconds = m.load_seconds;
+  s.load_gbps = m.load_gbps;
+  s.hits = m.hits;
+  s.last_use = m.last_use;
+  s.error = m.error;
+  return s;
+}
+
+Result<ModelStatus> ModelManager::status(std::string_view name) const {
+  std::lock_guard lock(mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
+  return status_locked(*it->second);
+}
+
+std::vector<ModelStatus> ModelManager::status() const {
+  std::lock_guard lock(mu_);
+  std::vector<ModelStatus> out;
+  for (const auto& [name, m] : models_) out.push_back(status_locked(*m));
+  return out;
+}
+
+Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
+  if (auto ok = check_model_name(request.name); !ok) return fail(ok.error());
+  if (request.device && !manager_.catalog().info(*request.device))
+    return fail(ErrorCode::not_found, "no device {}", request.device->to_string());
+  if (request.device && request.device->kind() == DeviceKind::Cpu)
+    return fail(ErrorCode::invalid_argument, "models load onto a GPU or a host device, not cpu (the RAM tier is "
+                                             "toRam)");
+  auto path = options_.roots.resolve(request.path);
+  if (!path) return fail(path.error());
+  std::lock_guard lock(mu_);
+  if (stopping_) return fail(ErrorCode::unavailable, "memd is shutting down");
+  if (auto it = models_.find(request.name); it != models_.end()) {
+    Model& m = *it->second;
+    if (m.path != *path)
+      return fail(ErrorCode::conflict, "model '{}' is {}; unload it before loading {}", request.name,
+                  m.path.string(), path->string());
+    if (m.job) return status_locked(m);
+    m.request.priority = request.priority;
+    m.request.keep_alive = request.keep_alive;
+    m.request.pinned = request.pinned;
+    m.last_use = std::chrono::system_clock::now();
+    m.last_use_steady = std::chrono::steady_clock::now();
+    predictor_.record_use(request.name, m.last_use_steady);
+    if (m.state == ModelState::Loaded && tier_locked(m) == ModelTier::VRAM) {
+      ++m.hits;
+      return status_locked(m);
+    }
+    // Failed, or no longer all in VRAM: a job (re)loads what is missing.
+    m.state = ModelState::Loading;
+    m.error.clear();
+    m.job = true;
+    jobs_.emplace_back([this, name = request.name] { run_job(name); });
+    return status_locked(m);
+  }
+  if (models_.size() >= options_.max_models)
+    return fail(ErrorCode::unavailable, "{} models are registered, the most this daemon keeps", models_.size());
+  auto m = std::make_shared<Model>();
+  m->request = request;
+  m->path = *path;
+  m->stage = "queued";
+  m->job = true;
+  m->last_use = std::chrono::system_clock::now();
+  m->last_use_steady = std::chrono::steady_clock::now();
+  predictor_.record_use(request.name, m->last_use_steady);
+  models_.emplace(request.name, m);
+  auto s = status_locked(*m);
+  jobs_.emplace_back([this, name = request.name] { run_job(name); });
+  return s;
+}
+
+Result<ModelStatus> ModelManager::wait(std::string_view name, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
+  auto m = it->second;
+  if (!done_.wait_for(lock, timeout, [&] { return !m->job; }))
+    return fail(ErrorCode::unavailable, "model '{}' is still {}", name, m->stage);
+  return status_locked(*m);
+}
+
+void ModelManager::run_job(std::string name) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto done = load_job(name);
+  std::shared_ptr<Model> m;
+  {
+    std::lock_guard lock(mu_);
+    auto it = models_.find(name);
+    if (it == models_.end()) return;
+    m = it->second;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (done) {
+      m->state = ModelState::Loaded;
+      m->stage = "done";
+      m->load_seconds = secs;
+      const auto bytes = m->progress.bytes_copied.load();
+      m->load_gbps = secs > 0 ? static_cast<double>(bytes) / secs / 1e9 : 0;
+    } else {
+      m->state = ModelState::Failed;
+      m->error = done.error().message;
+      m->stage = "failed";
+    }
+  }
+  // The event goes out before a waiter hears the job is done.
+  if (done) publish(EventKind::model_loaded, *m, {});
+  {
+    std::lock_guard lock(mu_);
+    m->job = false;
+  }
+  done_.notify_all();
+}
+
+Result<DeviceId> ModelManager::place(const ModelLayout& layout, const std::optional<DeviceId>& device) {
+  if (device) return *device;
+  // Policy fit: the device where the model needs the least eviction (ties:
+  // the most room), among GPUs and host devices.
+  const std::uint64_t need = [&] {
+    std::uint64_t n = 0;
+    for (const auto& c : layout.components) n += rounded(c.bytes);
+    return n;
+  }();
+  std::optional<DeviceId> best;
+  std::uint64_t best_short = ~std::uint64_t{0}, best_room = 0, largest = 0;
+  for (const auto& d : manager_.catalog().devices()) {
+    if (d.id.kind() == DeviceKind::Cpu) continue;
+    const std::uint64_t r = room(d.id);
+    const std::uint64_t shortfall = need > r ? need - r : 0;
+    largest = std::max(largest, r);
+    if (!best || shortfall < best_short || (shortfall == best_short && r > best_room)) {
+      best = d.id;
+      best_short = shortfall;
+      best_room = r;
+    }
+  }
+  if (!best) return fail(ErrorCode::not_found, "no GPU or host device to load onto");
+  return *best;
+}
+
+std::uint64_t ModelManager::room(DeviceId device) {
+  monitor_.note_usage(device);
+  auto reading = monitor_.pressure(device);
+  if (!reading) return 0;
+  return reading->capacity_bytes > reading->in_use_bytes ? reading->capacity_bytes - reading->in_use_bytes : 0;
+}
+
+Result<std::shared_ptr<ModelManager::Component>> ModelManager::find_shared(const Model& model, std::size_t index,
+                                                                           DeviceId device) {
+  const auto& lc = model.layout.components[index];
+  std::vector<std::shared_ptr<Component>> same_size;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& c : components_)
+      if (c->device == device && c->bytes == lc.bytes && !c->busy && c->files && same_geometry(c->runs, lc.runs))
+        same_size.push_back(c);
+  }
+  if (same_size.empty()) return std::shared_ptr<Component>{};
+  // Only a component of the same size and layout can be the same: hash it
+  // (cached by file identity), then confirm byte for byte.
+  const auto mine = pointers(*model.files);
+  const auto ranges = ranges_of(lc.runs);
+  auto hash = hash_component(mine, ranges, &hashes_);
+  if (!hash) return fail(hash.error());
+  for (const auto& c : same_size) {
+    if (!c->hash) {
+      auto theirs = hash_component(pointers(*c->files), ranges_of(c->runs), &hashes_);
+      if (!theirs) continue;
+      std::lock_guard lock(mu_);
+      c->hash = *theirs;
+    }
+    if (*c->hash != *hash) continue;
+    auto same = same_bytes(mine, ranges, pointers(*c->files), ranges_of(c->runs));
+    if (same && *same) return c;
+  }
+  return std::shared_ptr<Component>{};
+}
+
+Result<void> ModelManager::load_job(const std::string& name) {
+  std::shared_ptr<Model> m;
+  {
+    std::lock_guard lock(mu_);
+    m = models_.at(name);
+    m->stage = "reading headers";
+    m->progress.bytes_copied = 0;
+    m->progress.bytes_read = 0;
+  }
+  if (m->components.empty()) {
+    // First load: the layout, the files (re-opened confined, same identity).
+    auto layout = read_model_layout(m->path);
+    if (!layout) return fail(layout.error());
+    auto files = std::make_shared<std::vector<ModelFile>>();
+    for (std::size_t i = 0; i < layout->files.size(); ++i) {
+      auto f = options_.roots.open_file(layout->files[i]);
+      if (!f) return fail(f.error());
+      if (i < layout->identities.size() && f->identity() != layout->identities[i])
+        return fail(ErrorCode::invalid_file, "{} changed while its header was read", layout->files[i].string());
+      files->push_back(std::move(*f));
+    }
+    auto device = place(*layout, m->request.device);
+    if (!device) return fail(device.error());
+    std::lock_guard lock(mu_);
+    m->layout = std::move(*layout);
+    m->files = std::move(files);
+    m->device = *device;
+  }
+  const DeviceId device = *m->device;
+  // Components: shared where the device already holds the same bytes.
+  if (m->components.empty()) {
+    {
+      std::lock_guard lock(mu_);
+      m->stage = "checking shared components";
+    }
+    for (std::size_t i = 0; i < m->layout.components.size(); ++i) {
+      auto shared = find_shared(*m, i, device);
+      if (!shared) return fail(shared.error());
+      std::lock_guard lock(mu_);
+      if (*shared) {
+        (*shared)->holders.push_back(name);
+        m->components.push_back(*shared);
+        continue;
+      }
+      auto c = std::make_shared<Component>();
+      c->name = m->layout.components[i].name;
+      c->bytes = m->layout.components[i].bytes;
+      c->device = device;
+      c->holders.push_back(name);
+      c->files = m->files;
+      c->runs = m->layout.components[i].runs;
+      components_.push_back(c);
+      m->components.push_back(c);
+    }
+  }
+  // What is not in VRAM comes in: room first, then each buffer.
+  std::vector<std::size_t> missing;
+  std::uint64_t need = 0, total = 0;
+  {
+    std::lock_guard lock(mu_);
+    for (std::size_t i = 0; i < m->components.size(); ++i) {
+      auto& c = *m->components[i];
+      total += c.bytes;
+      if (!c.vram && !c.busy) {
+        c.busy = true;
+        missing.push_back(i);
+        need += rounded(c.bytes);
+      }
+    }
+    m->progress_total = total;
+    m->stage = "making room";
+  }
+  auto release_busy = [&] {
+    std::lock_guard lock(mu_);
+    for (auto i : missing) m->components[i]->busy = false;
+  };
+  if (auto ok = make_room(device, need, name); !ok) {
+    release_busy();
+    return fail(ok.error());
+  }
+  {
+    std::lock_guard lock(mu_);
+    m->stage = "loading";
+  }
+  for (auto i : missing) {
+    if (auto ok = fill_vram(*m, i, *m->components[i]); !ok) {
+      release_busy();
+      return fail(ok.error());
+    }
+  }
+  release_busy();
+  return {};
+}
+
+Result<void> ModelManager::fill_vram(Model& m, std::size_t index, Component& c) {
+  AllocationRequest r;
+  r.size_bytes = c.bytes;
+  r.device = c.device;
+  r.memory_type = MemoryType::VRAM;
+  r.owner = std::string(kModelOwner);
+  r.name = fmt::format("{}/{}", m.request.name, c.name);
+  r.allocation_type = MemoryAllocationType::Model;
+  r.exportable = true;
+  auto rec = manager_.allocate(r);
+  if (!rec) return fail(rec.error());
+  Result<void> filled;
+  if (c.ram) {
+    // From the RAM tier: one device copy.
+    TransferSpec spec;
+    spec.source = *c.ram;
+    spec.destination = rec->id;
+    auto copied = transfers_.copy(spec);
+    if (copied) m.progress.bytes_copied.fetch_add(c.bytes);
+    filled = copied ? Result<void>{} : Result<void>(fail(copied.error()));
+  } else {
+    // From disk: the files must still be the ones read (a restore re-checks).
+    for (const auto& f : *c.files) {
+      auto now = f.current_identity();
+      if (!now || *now != f.identity()) {
+        (void)manager_.deallocate(rec->id);
+        return fail(ErrorCode::invalid_file, "{} changed since memd read it; unload and load the model again",
+                    f.path().string());
+      }
+    }
+    auto hold = manager_.hold(rec->id);
+    if (!hold) {
+      (void)manager_.deallocate(rec->id);
+      return fail(hold.error());
+    }
+    AllocationLocation at;
+    {
+      std::shared_lock io(hold->entry().io);
+      at = hold->location();
+    }
+    LoaderOptions lo;
+    lo.readers = options_.readers;
+    filled = load_component(*c.files, c.runs, {at.backend, at.ptr, c.bytes}, c.device, transfers_.stream_pool(),
+                            transfers_.staging_buffers(), m.progress, lo);
+  }
+  (void)index;
+  if (!filled) {
+    (void)manager_.deallocate(rec->id);
+    return filled;
+  }
+  std::lock_guard lock(mu_);
+  c.vram = rec->id;
+  return {};
+}
+
+Result<void> ModelManager::make_room(DeviceId device, std::uint64_t bytes, const std::string& loading) {
+  if (bytes == 0) return {};
+  const std::uint64_t have = room(device);
+  if (have >= bytes) return {};
+  const std::uint64_t needed = bytes - have;
+  std::vector<std::shared_ptr<Component>> chosen;
+  std::vector<std::string> victims;
+  {
+    std::lock_guard lock(mu_);
+    // The tier's residents: models with a VRAM component on the device.
+    EvictionInput in;
+    std::map<const Component*, std::uint32_t> index;
+    std::vector<std::shared_ptr<Component>> comps;
+    std::vector<std::string> names;
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& [name, mp] : models_) {
+      const Model& m = *mp;
+      EvictionCandidate cand;
+      bool resident = false;
+      for (const auto& c : m.components) {
+        if (!c->vram || c->device != device) continue;
+        resident = true;
+        auto [it, fresh] = index.try_emplace(c.get(), static_cast<std::uint32_t>(comps.size()));
+        if (fresh) {
+          comps.push_back(c);
+          in.component_bytes.push_back(rounded(c->bytes));
+          if (c->busy) in.held_elsewhere.push_back(it->second);
+        }
+        cand.components.push_back(it->second);
+      }
+      if (!resident) continue;
+      cand.priority = m.request.priority;
+      cand.pinned = m.request.pinned || m.job || name == loading;
+      const auto idle = now - m.last_use_steady;
+      cand.idle_seconds = std::chrono::duration<double>(idle).count();
+      cand.in_keep_alive = idle < m.request.keep_alive;
+      cand.reuse_probability = predictor_.reuse_probability(name, now);
+      // Back from RAM at ~25 GB/s, from disk at ~2 GB/s: the restore cost.
+      std::uint64_t bytes_here = 0;
+      bool in_ram = true;
+      for (auto c : cand.components) {
+        bytes_here += in.component_bytes[c];
+        in_ram = in_ram && comps[c]->ram.has_value();
+      }
+      cand.restore_seconds = static_cast<double>(bytes_here) / (in_ram || options_.ram_cache_bytes > 0 ? 25e9 : 2e9);
+      in.models.push_back(cand);
+      names.push_back(name);
+    }
+    in.bytes_needed = needed;
+    auto plan = plan_eviction(in);
+    if (!plan) return fail(plan.error());
+    if (!plan->enough)
+      return fail(ErrorCode::out_of_memory,
+                  "loading '{}' needs {} on {}: {} free, and evicting every model that may go frees {} ({} short)",
+                  loading, format_size(bytes), device.to_string(), format_size(have),
+                  format_size(plan->evictable_bytes), format_size(needed - std::min(needed, plan->evictable_bytes)));
+    for (auto c : plan->freed) {
+      comps[c]->busy = true;
+      chosen.push_back(comps[c]);
+    }
+    for (auto v : plan->victims) victims.push_back(names[v]);
+  }
+  for (const auto& c : chosen) {
+    const bool to_ram = options_.ram_cache_bytes >= c->bytes;
+    auto ok = demote(c, to_ram);
+    if (!ok && to_ram) ok = demote(c, false);  // no room in RAM: straight to disk
+    std::lock_guard lock(mu_);
+    c->busy = false;
+    if (!ok) return fail(ok.error());
+  }
+  for (const auto& v : victims) {
+    std::shared_ptr<Model> m;
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = models_.find(v); it != models_.end()) m = it->second;
+    }
+    if (m) {
+      predictor_.record_eviction(v);
+      publish(EventKind::model_evicted, *m, {{"fromTier", "VRAM"}});
+    }
+  }
+  return {};
+}
+
+Result<void> ModelManager::make_ram_room(std::uint64_t bytes) {
+  if (bytes > options_.ram_cache_bytes)
+    return fail(ErrorCode::out_of_memory, "{} is more than the RAM cache holds ({})", format_size(bytes),
+                format_size(options_.ram_cache_bytes));
+  for (;;) {
+    std::shared_ptr<Component> drop;
+    {
+      std::lock_guard lock(mu_);
+      if (ram_used_ + bytes <= options_.ram_cache_bytes) return {};
+      // Copies of components also in VRAM cost nothing to drop; then the
+      // coldest RAM-only component (its holders' latest use).
+      auto latest_use = [&](const Component& c) {
+        std::chrono::steady_clock::time_point t{};
+        for (const auto& h : c.holders)
+          if (auto it = models_.find(h); it != models_.end()) t = std::max(t, it->second->last_use_steady);
+        return t;
+      };
+      auto pinned = [&](const Component& c) {
+        for (const auto& h : c.holders)
+          if (auto it = models_.find(h); it != models_.end() && it->second->request.pinned) return true;
+        return false;
+      };
+      for (const auto& c : components_)
+        if (c->ram && !c->busy && c->vram) {
+          drop = c;
+          break;
+        }
+      if (!drop)
+        for (const auto& c : components_)
+          if (c->ram && !c->busy && !pinned(*c) && (!drop || latest_use(*c) < latest_use(*drop))) drop = c;
+      if (!drop)
+        return fail(ErrorCode::out_of_memory, "the RAM cache ({}) is full of pinned or busy models",
+                    format_size(options_.ram_cache_bytes));
+      drop->busy = true;
+    }
+    const auto id = *drop->ram;
+    (void)manager_.deallocate(id);
+    std::lock_guard lock(mu_);
+    drop->ram.reset();
+    drop->busy = false;
+    ram_used_ -= std::min(ram_used_, drop->bytes);
+  }
+}
+
+Result<void> ModelManager::demote(const std::shared_ptr<Component>& c, bool to_ram) {
+  if (to_ram && !c->ram && c->vram) {
+    if (auto ok = make_ram_room(c->bytes); !ok) return ok;
+    AllocationRequest r;
+    r.size_bytes = c->bytes;
+    r.device = DeviceId::cpu();
+    r.memory_type = MemoryType::SharedMemory;  // pinned: restores run at the copy engine's rate
+    r.owner = std::string(kModelOwner);
+    r.name = fmt::format("ram/{}", c->name);
+    r.allocation_type = MemoryAllocationType::Cache;
+    auto rec = manager_.allocate(r);
+    if (!rec) return fail(rec.error());
+    TransferSpec spec;
+    spec.source = *c->vram;
+    spec.destination = rec->id;
+    if (auto copied = transfers_.copy(spec); !copied) {
+      (void)manager_.deallocate(rec->id);
+      return fail(copied.error());
+    }
+    std::lock_guard lock(mu_);
+    c->ram = rec->id;
+    ram_used_ += c->bytes;
+  }
+  std::optional<AllocationId> vram;
+  {
+    std::lock_guard lock(mu_);
+    vram = c->vram;
+    c->vram.reset();
+  }
+  if (vram) (void)manager_.deallocate(*vram);
+  return {};
+}
+
+std::uint64_t ModelManager::evict_for(DeviceId device, std::uint64_t needed) {
+  const std::uint64_t before = room(device);
+  if (auto ok = make_room(device, before + needed, {}); !ok) return 0;
+  const std::uint64_t after = room(device);
+  return after > before ? after - before : 0;
+}
+
+Result<ModelEstimate> ModelManager::estimate(const ModelLoadRequest& request) {
+  auto path = options_.roots.resolve(request.path);
+  if (!path) return fail(path.error());
+  auto layout = read_model_layout(*path);
+  if (!layout) return fail(layout.error());
+  auto device = place(*layout, request.device);
+  if (!device) return fail(device.error());
+  ModelEstimate e;
+  e.device = *device;
+  e.bytes = layout->total_bytes();
+  e.room_bytes = room(*device);
+  std::uint64_t need = 0;
+  for (const auto& c : layout->components) need += rounded(c.bytes);
+  e.new_bytes = need;
+  if (need <= e.room_bytes) {
+    e.fits = true;
+    return e;
+  }
+  std::lock_guard lock(mu_);
+  EvictionInput in;
+  std::map<const Component*, std::uint32_t> index;
+  std::vector<std::string> names;
+  for (const auto& [name, mp] : models_) {
+    EvictionCandidate cand;
+    for (const auto& c : mp->components) {
+      if (!c->vram || c->device != *device) continue;
+      auto [it, fresh] = index.try_emplace(c.get(), static_cast<std::uint32_t>(in.component_bytes.size()));
+      if (fresh) in.component_bytes.push_back(rounded(c->bytes));
+      cand.components.push_back(it->second);
+    }
+    if (cand.components.empty()) continue;
+    cand.priority = mp->request.priority;
+    cand.pinned = mp->request.pinned || mp->job;
+    cand.idle_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - mp->last_use_steady).count();
+    cand.in_keep_alive = std::chrono::steady_clock::now() - mp->last_use_steady < mp->request.keep_alive;
+    in.models.push_back(cand);
+    names.push_back(name);
+  }
+  in.bytes_needed = need - e.room_bytes;
+  auto plan = plan_eviction(in);
+  if (!plan) return fail(plan.error());
+  e.fits = plan->enough;
+  e.evictable_bytes = plan->evictable_bytes;
+  for (auto v : plan->victims) e.evict.emplace_back(names[v], freed_by(in, {v}));
+  return e;
+}
+
+Result<ModelStatus> ModelManager::unload(std::string_view name) {
+  std::vector<AllocationId> frees;
+  ModelStatus s;
+  std::shared_ptr<Model> m;
+  {
+    std::lock_guard lock(mu_);
+    auto it = models_.find(name);
+    if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
+    m = it->second;
+    if (m->job) return fail(ErrorCode::conflict, "model '{}' is {}; unload it when it is done", name, m->stage);
+    s = status_locked(*m);
+    for (const auto& c : m->components) {
+      std::erase(c->holders, std::string(name));
+      if (!c->holders.empty()) continue;
+      if (c->vram) frees.push_back(*c->vram);
+      if (c->ram) {
+        frees.push_back(*c->ram);
+        ram_used_ -= std::min(ram_used_, c->bytes);
+      }
+      std::erase(components_, c);
+    }
+    models_.erase(it);
+  }
+  for (const auto& id : frees) (void)manager_.deallocate(id);
+  predictor_.forget(name);
+  publish(EventKind::model_evicted, *m, {{"fromTier", std::string(to_string(s.tier))}, {"toTier", "Unloaded"}});
+  return s;
+}
+
+Result<ModelStatus> ModelManager::set_pinned(std::string_view name, bool pinned) {
+  std::lock_guard lock(mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
+  it->second->request.pinned = pinned;
+  return status_locked(*it->second);
+}
+
+void ModelManager::publish(EventKind kind, const Model& m, nlohmann::json extra) {
+  ModelStatus s;
+  {
+    std::lock_guard lock(mu_);
+    s = status_locked(m);
+  }
+  nlohmann::json data{{"model", s.name},
+                      {"tier", std::string(to_string(s.tier))},
+                      {"bytes", s.bytes},
+                      {"vramBytes", s.vram_bytes},
+                      {"ramBytes", s.ram_bytes}};
+  if (s.device) data["deviceId"] = s.device->to_string();
+  if (kind == EventKind::model_loaded) {
+    data["loadSeconds"] = s.load_seconds;
+    data["loadGBps"] = s.load_gbps;
+  }
+  for (auto& [k, v] : extra.items()) data[k] = v;
+  events_.publish(kind, s.device, std::move(data));
+}
+
+}  // namespace memd

@@ -1,0 +1,135 @@
+// models/model_manager.hpp — models as named sets of components, kept in
+// tiers (VRAM, memd's RAM cache, the files on disk), loaded, shared,
+// evicted and restored (issue 15, items 2–7).
+//
+// A component is one exportable allocation (owner `memd:models`) sized from
+// the header: on a device for the VRAM tier, in pinned host memory (cpu
+// SharedMemory) for the RAM tier. Components with identical bytes are
+// stored once per device and shared: a component whose size equals one
+// already stored is hashed (XXH3-128, cached by file identity) and, on a
+// hash match, compared byte for byte before the model takes a reference.
+//
+// A load is a job on a thread of its own: resolve the path under the roots,
+// read the layout (models/model_layout.hpp), pick the device, share what is
+// already there, make room for the rest (evict, below), allocate each
+// component and fill it (models/component_loader.hpp), then Loaded. Asking
+// for a model that is loaded restores it to VRAM if it left (a hit).
+//
+// Room: a device's room is the monitor's capacity for memd there less what
+// memd's users hold. When a load needs more, models resident in VRAM on
+// that device go down a tier, cheapest first (core/eviction_plan.hpp: pinned
+// never, priority, keep-alive, expected restore cost), only as many bytes as
+// needed: to the RAM cache when it has room under its own limit (itself
+// evicting its coldest to make room), else straight to Disk (dropped: the
+// files are still there). The allocator's reclaim callback (issue 3) and the
+// pressure policy (issue 14) reach the same eviction.
+//
+// Thread safety: every public method is thread-safe. One mutex guards the
+// registry; it is never held across an allocation or a copy (the allocator
+// may call the reclaim callback from inside an allocation).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "alloc/memory_manager.hpp"
+#include "models/component_loader.hpp"
+#include "models/content_hash.hpp"
+#include "models/model_layout.hpp"
+#include "models/model_roots.hpp"
+#include "models/model_status.hpp"
+#include "models/usage_predictor.hpp"
+#include "monitor/event_bus.hpp"
+#include "monitor/monitor.hpp"
+#include "transfer/transfer_engine.hpp"
+
+namespace memd {
+
+struct ModelOptions {
+  ModelRoots roots;                       // none: every load refused
+  std::uint64_t ram_cache_bytes = 0;      // the RAM tier's limit; 0: no RAM tier
+  unsigned readers = 4;                   // reader threads per component load
+  std::size_t max_models = 1024;
+};
+
+inline constexpr std::string_view kModelOwner = "memd:models";
+
+class ModelManager {
+ public:
+  ModelManager(MemoryManager& manager, TransferEngine& transfers, Monitor& monitor, EventBus& events,
+               ModelOptions options);
+  ~ModelManager();
+  ModelManager(const ModelManager&) = delete;
+  ModelManager& operator=(const ModelManager&) = delete;
+
+  // Starts a load (or, for a model already known, a restore to VRAM) and
+  // returns its status at once (Loading). invalid_argument for a bad name or
+  // request, permission_denied for a path outside the roots, conflict for a
+  // name taken by another path, not_found for a device or file that does not
+  // exist. What goes wrong later (a malformed file, no room) ends the job
+  // Failed with the error, and status() says it.
+  Result<ModelStatus> load(const ModelLoadRequest& request);
+  // Waits until the model's job is done; its status then.
+  Result<ModelStatus> wait(std::string_view name, std::chrono::milliseconds timeout = std::chrono::minutes(10));
+
+  Result<ModelStatus> status(std::string_view name) const;
+  std::vector<ModelStatus> status() const;
+  // What loading `request` would need and evict, changing nothing.
+  Result<ModelEstimate> estimate(const ModelLoadRequest& request);
+  // Unloads: its components' references go, and what nobody else holds is
+  // freed. conflict while it is loading.
+  Result<ModelStatus> unload(std::string_view name);
+  Result<ModelStatus> set_pinned(std::string_view name, bool pinned);
+
+  // Frees at least `needed` bytes of VRAM on `device` by moving models down
+  // (the allocator's reclaim callback); returns the bytes freed there.
+  std::uint64_t evict_for(DeviceId device, std::uint64_t needed);
+  // The RAM tier's bytes in use and its limit.
+  std::uint64_t ram_bytes() const;
+
+  UsagePredictor& predictor() noexcept { return predictor_; }
+  ContentHashCache& hash_cache() noexcept { return hashes_; }
+
+ private:
+  struct Component;
+  struct Model;
+  void run_job(std::string name);
+  Result<void> load_job(const std::string& name);
+  Result<DeviceId> place(const ModelLayout& layout, const std::optional<DeviceId>& device);
+  std::uint64_t room(DeviceId device);
+  Result<void> make_room(DeviceId device, std::uint64_t bytes, const std::string& loading);
+  Result<void> make_ram_room(std::uint64_t bytes);
+  Result<std::shared_ptr<Component>> find_shared(const Model& model, std::size_t index, DeviceId device);
+  Result<void> fill_vram(Model& model, std::size_t index, Component& component);
+  Result<void> demote(const std::shared_ptr<Component>& component, bool to_ram);
+  ModelStatus status_locked(const Model& model) const;
+  ModelTier tier_locked(const Model& model) const;
+  void publish(EventKind kind, const Model& model, nlohmann::json extra);
+
+  MemoryManager& manager_;
+  TransferEngine& transfers_;
+  Monitor& monitor_;
+  EventBus& events_;
+  ModelOptions options_;
+  UsagePredictor predictor_;
+  ContentHashCache hashes_;
+  std::uint64_t reclaim_handle_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable done_;
+  std::map<std::string, std::shared_ptr<Model>, std::less<>> models_;
+  std::vector<std::shared_ptr<Component>> components_;
+  std::uint64_t ram_used_ = 0;
+  std::vector<std::jthread> jobs_;
+  bool stopping_ = false;
+};
+
+}  // namespace memd

@@ -1,0 +1,83 @@
+// models/model_status.hpp — what the model manager is asked and answers:
+// load requests, a model's status, estimates. Values.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "memd/allocation_id.hpp"
+#include "memd/device.hpp"
+
+namespace memd {
+
+enum class ModelState : std::uint8_t { Loading, Loaded, Failed };
+// Where a model lives: VRAM (every component on its device), RAM (every
+// component at least in memd's RAM cache), Disk (some component only in its
+// files).
+enum class ModelTier : std::uint8_t { VRAM, RAM, Disk };
+
+std::string_view to_string(ModelState state) noexcept;
+std::string_view to_string(ModelTier tier) noexcept;
+
+struct ModelLoadRequest {
+  std::string name;
+  std::string path;                 // under a --model-root
+  std::optional<DeviceId> device;   // none: placed (the device that needs the least eviction)
+  int priority = 0;                 // higher stays longer
+  std::chrono::seconds keep_alive{0};
+  bool pinned = false;              // never evicted
+  bool to_ram = false;              // load into the RAM tier only
+};
+
+struct ComponentStatus {
+  std::string name;
+  std::uint64_t bytes = 0;
+  std::size_t tensors = 0;
+  ModelTier tier = ModelTier::Disk;
+  std::optional<AllocationId> allocation;  // the VRAM buffer, when resident
+  std::size_t holders = 0;                 // models sharing it (1: its own)
+  std::string hash;                        // content hash, when computed
+};
+
+struct ModelStatus {
+  std::string name;
+  std::string path;
+  std::string kind;  // Safetensors, Sharded, Diffusers, Checkpoint
+  ModelState state = ModelState::Loading;
+  ModelTier tier = ModelTier::Disk;
+  std::optional<DeviceId> device;
+  int priority = 0;
+  bool pinned = false;
+  std::chrono::seconds keep_alive{0};
+  std::uint64_t bytes = 0;           // every component
+  std::uint64_t vram_bytes = 0;      // of those, on the device
+  std::uint64_t ram_bytes = 0;       // of those, in the RAM cache
+  std::uint64_t shared_bytes = 0;    // components another model holds too
+  std::size_t tensors = 0;
+  std::vector<std::string> dtypes;
+  std::vector<ComponentStatus> components;
+  // The load: bytes read and landed, the stage, how long, how fast.
+  std::uint64_t progress_bytes = 0;
+  std::uint64_t progress_total = 0;
+  std::string stage;
+  double load_seconds = 0;
+  double load_gbps = 0;
+  std::uint64_t hits = 0;   // loads asked for while it was resident
+  std::chrono::system_clock::time_point last_use{};
+  std::string error;        // Failed: why
+};
+
+struct ModelEstimate {
+  DeviceId device;
+  std::uint64_t bytes = 0;          // the model's components
+  std::uint64_t new_bytes = 0;      // not on the device already (shared components excluded)
+  std::uint64_t room_bytes = 0;     // free for memd on the device now
+  bool fits = false;                // after the evictions below
+  std::vector<std::pair<std::string, std::uint64_t>> evict;  // models, bytes each frees
+  std::uint64_t evictable_bytes = 0;
+};
+
+}  // namespace memd

@@ -1,0 +1,255 @@
+// The model manager on host devices: loads read back byte for byte, shared
+// components stored once, eviction order under a limit with a pinned model
+// kept, restores from the RAM tier, and refusals that leave nothing behind.
+#include "models/model_manager.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "../transfer/transfer_test_support.hpp"
+#include "safetensors_writer.hpp"
+
+namespace memd {
+namespace {
+
+using namespace test_models;
+
+const DeviceId kDev = DeviceId::host(0);
+
+// A UNet-like part of `mib` MiB (F16 rows of 1 MiB), and small shared parts.
+std::vector<FakeTensor> unet(const std::string& tag, int mib) {
+  std::vector<FakeTensor> t;
+  for (int i = 0; i < mib; ++i) t.push_back({tag + ".block." + std::to_string(i) + ".weight", {512, 1024}});
+  t.push_back({tag + ".conv_out.bias", {7}});
+  return t;
+}
+std::vector<FakeTensor> vae() { return {{"decoder.conv_in.weight", {256, 1024}}, {"decoder.conv_in.bias", {9}}}; }
+std::vector<FakeTensor> encoder() { return {{"text_model.embeddings.weight", {512, 1024}}, {"text_model.ln.bias", {5}}}; }
+
+struct Fixture {
+  TempDir root;
+  std::unique_ptr<DeviceCatalog> catalog;
+  std::unique_ptr<MemoryManager> manager;
+  std::unique_ptr<TransferEngine> engine;
+  std::unique_ptr<EventBus> bus;
+  std::unique_ptr<Monitor> monitor;
+  std::unique_ptr<ModelManager> models;
+  std::shared_ptr<Subscription> events;
+
+  explicit Fixture(std::uint64_t ram_cache = 64 * kMiB, bool with_roots = true) {
+    BackendOptions bo;
+    bo.host_device_sizes = {64 * kMiB, 64 * kMiB};
+    bo.enable_cuda = false;
+    catalog = std::move(*DeviceCatalog::discover(bo));
+    ManagerOptions mo;
+    mo.pinned_limit_bytes = 256 * kMiB;
+    manager = std::make_unique<MemoryManager>(*catalog, mo);
+    Backend* host = nullptr;
+    for (const auto& b : catalog->backends())
+      if (b->name() == "host") host = b.get();
+    engine = std::make_unique<TransferEngine>(*manager, *host, TransferOptions{});
+    bus = std::make_unique<EventBus>();
+    MonitorOptions o;
+    o.interval = std::chrono::milliseconds(0);
+    monitor = std::move(*Monitor::create(*catalog, *manager, *engine, *bus, o));
+    ModelOptions m;
+    if (with_roots) m.roots = *ModelRoots::create({root.path});
+    m.ram_cache_bytes = ram_cache;
+    models = std::make_unique<ModelManager>(*manager, *engine, *monitor, *bus, std::move(m));
+    events = bus->subscribe({}, 0);
+  }
+  ~Fixture() {
+    models.reset();
+    EXPECT_EQ(manager->usage_by_owner().count(std::string(kModelOwner)), 0u) << "every model buffer went back";
+    monitor.reset();
+    engine.reset();
+  }
+
+  ModelStatus load(ModelLoadRequest r) {
+    auto started = models->load(r);
+    EXPECT_TRUE(started) << started.error().message;
+    auto done = models->wait(r.name);
+    EXPECT_TRUE(done) << done.error().message;
+    return done ? *done : ModelStatus{};
+  }
+  std::uint64_t held_by_models() {
+    auto u = manager->usage_by_owner();
+    auto it = u.find(std::string(kModelOwner));
+    return it == u.end() ? 0 : it->second.bytes;
+  }
+  // Every tensor of a loaded model's components reads back as written.
+  void expect_bytes(const ModelStatus& s, const std::map<std::string, std::vector<FakeTensor>>& parts) {
+    auto layout = read_model_layout(s.path);
+    ASSERT_TRUE(layout) << layout.error().message;
+    for (const auto& c : s.components) {
+      ASSERT_TRUE(c.allocation) << c.name << " is not in VRAM";
+      const auto* lc = layout->component(c.name);
+      ASSERT_NE(lc, nullptr);
+      for (const auto& t : lc->tensors) {
+        auto got = engine->read(*c.allocation, t.offset, t.bytes);
+        ASSERT_TRUE(got);
+        for (std::uint64_t i = 0; i < t.bytes; i += 4099)
+          ASSERT_EQ((*got)[i], tensor_byte(t.name, i)) << c.name << "/" << t.name << " byte " << i;
+      }
+    }
+    (void)parts;
+  }
+  std::vector<std::string> kinds() {
+    std::vector<std::string> out;
+    for (const auto& e : events->poll(1000)) {
+      if (e->kind != EventKind::model_loaded && e->kind != EventKind::model_evicted) continue;
+      const auto line = nlohmann::json::parse(e->line);
+      out.push_back(std::string(to_string(e->kind)) + ":" + line["data"].value("model", ""));
+    }
+    return out;
+  }
+};
+
+TEST(ModelManager, LoadsADiffusersFolderAndEveryTensorReadsBack) {
+  Fixture f;
+  const std::map<std::string, std::vector<FakeTensor>> parts = {
+      {"unet", unet("unet", 6)}, {"vae", vae()}, {"text_encoder", encoder()}};
+  write_diffusers(f.root.path / "sdxl", parts);
+  ModelLoadRequest r;
+  r.name = "sdxl";
+  r.path = "sdxl";
+  r.device = kDev;
+  const auto s = f.load(r);
+  ASSERT_EQ(s.state, ModelState::Loaded) << s.error;
+  EXPECT_EQ(s.tier, ModelTier::VRAM);
+  EXPECT_EQ(s.kind, "diffusers");
+  EXPECT_EQ(s.components.size(), 3u);
+  EXPECT_EQ(s.vram_bytes, s.bytes);
+  EXPECT_GT(s.load_gbps, 0.0);
+  f.expect_bytes(s, parts);
+  EXPECT_EQ(f.kinds(), (std::vector<std::string>{"model_loaded:sdxl"}));
+  // Asking again while resident is a hit, not a second load.
+  auto again = f.models->load(r);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->hits, 1u);
+  EXPECT_EQ(again->state, ModelState::Loaded);
+  auto gone = f.models->unload("sdxl");
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(f.held_by_models(), 0u);
+}
+
+TEST(ModelManager, TwoFineTunesHoldTheirSharedVaeAndEncoderOnce) {
+  Fixture f;
+  write_diffusers(f.root.path / "base", {{"unet", unet("base", 4)}, {"vae", vae()}, {"text_encoder", encoder()}});
+  write_diffusers(f.root.path / "tuned", {{"unet", unet("tuned", 4)}, {"vae", vae()}, {"text_encoder", encoder()}});
+  ModelLoadRequest a{.name = "base", .path = "base", .device = kDev};
+  ModelLoadRequest b{.name = "tuned", .path = "tuned", .device = kDev};
+  const auto sa = f.load(a);
+  const auto sb = f.load(b);
+  ASSERT_EQ(sa.state, ModelState::Loaded) << sa.error;
+  ASSERT_EQ(sb.state, ModelState::Loaded) << sb.error;
+  auto both = f.models->status("tuned");
+  ASSERT_TRUE(both);
+  std::uint64_t shared = 0, unet_bytes = 0;
+  for (const auto& c : both->components) {
+    if (c.name == "unet") {
+      unet_bytes = c.bytes;
+      EXPECT_EQ(c.holders, 1u);
+    } else {
+      EXPECT_EQ(c.holders, 2u) << c.name << " is shared";
+      EXPECT_FALSE(c.hash.empty());
+      shared += c.bytes;
+    }
+  }
+  EXPECT_EQ(both->shared_bytes, shared);
+  // Stored once: two UNets and one VAE and encoder, not two of each.
+  EXPECT_EQ(f.held_by_models(), 2 * unet_bytes + shared);
+  // Unloading one keeps what the other still holds.
+  ASSERT_TRUE(f.models->unload("base"));
+  EXPECT_EQ(f.held_by_models(), unet_bytes + shared);
+  f.expect_bytes(*f.models->status("tuned"), {});
+  ASSERT_TRUE(f.models->unload("tuned"));
+}
+
+TEST(ModelManager, EvictionUnderALimitTakesTheCheapestAndNeverThePinned) {
+  Fixture f;
+  for (const char* n : {"a", "b", "c"}) write_safetensors(f.root.path / (std::string(n) + ".safetensors"), unet(n, 12));
+  // Room for two 12 MiB models on host:0 (with their units), not three.
+  Limits limits;
+  limits.per_device[kDev] = 30 * kMiB;
+  ASSERT_TRUE(f.manager->set_limits(limits));
+  f.monitor->sample_now();
+  ModelLoadRequest a{.name = "a", .path = "a.safetensors", .device = kDev, .pinned = true};
+  ModelLoadRequest b{.name = "b", .path = "b.safetensors", .device = kDev};
+  ModelLoadRequest c{.name = "c", .path = "c.safetensors", .device = kDev};
+  ASSERT_EQ(f.load(a).state, ModelState::Loaded);
+  ASSERT_EQ(f.load(b).state, ModelState::Loaded);
+  (void)f.kinds();
+  const auto sc = f.load(c);
+  ASSERT_EQ(sc.state, ModelState::Loaded) << sc.error;
+  EXPECT_EQ(f.models->status("a")->tier, ModelTier::VRAM) << "pinned: never evicted";
+  EXPECT_EQ(f.models->status("b")->tier, ModelTier::RAM) << "b went down one tier, to the RAM cache";
+  EXPECT_EQ(f.models->ram_bytes(), f.models->status("b")->bytes);
+  EXPECT_EQ(f.kinds(), (std::vector<std::string>{"model_evicted:b", "model_loaded:c"}));
+  // b back: c is the one that can go now; b's bytes come back from RAM intact.
+  const auto sb = f.load(b);
+  ASSERT_EQ(sb.state, ModelState::Loaded) << sb.error;
+  EXPECT_EQ(sb.tier, ModelTier::VRAM);
+  EXPECT_EQ(f.models->status("c")->tier, ModelTier::RAM);
+  f.expect_bytes(sb, {});
+  // Too big for the device even with every unpinned model gone: refused with
+  // the numbers, nothing half-loaded.
+  write_safetensors(f.root.path / "huge.safetensors", unet("huge", 24));
+  const auto huge = f.load({.name = "huge", .path = "huge.safetensors", .device = kDev});
+  EXPECT_EQ(huge.state, ModelState::Failed);
+  EXPECT_NE(huge.error.find("short"), std::string::npos) << huge.error;
+  EXPECT_EQ(f.models->status("a")->tier, ModelTier::VRAM);
+  for (const char* n : {"a", "b", "c", "huge"}) EXPECT_TRUE(f.models->unload(n));
+}
+
+TEST(ModelManager, RefusalsAndFailuresLeaveNothingBehind) {
+  Fixture f;
+  write_safetensors(f.root.path / "ok.safetensors", unet("ok", 2));
+  // Outside the root, .., and a bad name: refused before any job.
+  auto outside = f.models->load({.name = "x", .path = "/etc/passwd"});
+  ASSERT_FALSE(outside);
+  EXPECT_EQ(outside.error().code, ErrorCode::permission_denied);
+  auto dots = f.models->load({.name = "x", .path = "../ok.safetensors"});
+  ASSERT_FALSE(dots);
+  auto bad_name = f.models->load({.name = "a/b", .path = "ok.safetensors"});
+  ASSERT_FALSE(bad_name);
+  EXPECT_EQ(bad_name.error().code, ErrorCode::invalid_argument);
+  auto no_device = f.models->load({.name = "x", .path = "ok.safetensors", .device = DeviceId::host(7)});
+  ASSERT_FALSE(no_device);
+  EXPECT_EQ(no_device.error().code, ErrorCode::not_found);
+  // A malformed file fails its job with the reader's message.
+  write_raw_safetensors(f.root.path / "bad.safetensors", R"({"t":{"dtype":"F16","shape":[4],"data_offsets":[0,9]}})",
+                        std::string(9, 'x'));
+  const auto bad = f.load({.name = "bad", .path = "bad.safetensors", .device = kDev});
+  EXPECT_EQ(bad.state, ModelState::Failed);
+  EXPECT_NE(bad.error.find("data_offsets"), std::string::npos) << bad.error;
+  // The same name for another path is a conflict; the failed one unloads.
+  auto taken = f.models->load({.name = "bad", .path = "ok.safetensors"});
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, ErrorCode::conflict);
+  EXPECT_TRUE(f.models->unload("bad"));
+  EXPECT_EQ(f.held_by_models(), 0u);
+  // Without roots every load is refused, saying how to set one.
+  Fixture closed(64 * kMiB, false);
+  auto off = closed.models->load({.name = "x", .path = "ok.safetensors"});
+  ASSERT_FALSE(off);
+  EXPECT_EQ(off.error().code, ErrorCode::permission_denied);
+  EXPECT_NE(off.error().message.find("--model-root"), std::string::npos);
+}
+
+TEST(ModelManager, PlacementPicksTheDeviceWithRoom) {
+  Fixture f;
+  write_safetensors(f.root.path / "big.safetensors", unet("big", 40));
+  write_safetensors(f.root.path / "next.safetensors", unet("next", 30));
+  const auto big = f.load({.name = "big", .path = "big.safetensors"});
+  ASSERT_EQ(big.state, ModelState::Loaded) << big.error;
+  const auto next = f.load({.name = "next", .path = "next.safetensors"});
+  ASSERT_EQ(next.state, ModelState::Loaded) << next.error;
+  ASSERT_TRUE(big.device && next.device);
+  EXPECT_NE(*big.device, *next.device) << "the second goes where it fits without evicting the first";
+  EXPECT_EQ(f.models->status("big")->tier, ModelTier::VRAM);
+  for (const char* n : {"big", "next"}) EXPECT_TRUE(f.models->unload(n));
+}
+
+}  // namespace
+}  // namespace memd
