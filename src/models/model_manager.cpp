@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "core/eviction_plan.hpp"
+#include "models/model_name.hpp"
 #include "memd/size.hpp"
 
 namespace memd {
@@ -68,15 +69,6 @@ namespace {
 
 constexpr std::uint64_t kUnit = 2 * kMiB;  // exportable buffers round to whole units
 std::uint64_t rounded(std::uint64_t bytes) { return (bytes + kUnit - 1) / kUnit * kUnit; }
-
-Result<void> check_model_name(std::string_view name) {
-  if (name.empty() || name.size() > 128)
-    return fail(ErrorCode::invalid_argument, "a model name is 1 to 128 characters");
-  for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == ':'))
-      return fail(ErrorCode::invalid_argument, "model name '{}': letters, digits, '.', '_', '-' and ':' only", name);
-  return {};
-}
 
 std::vector<HashRange> ranges_of(const std::vector<CopyRun>& runs) {
   std::vector<HashRange> out;
@@ -205,8 +197,7 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
   if (request.device && !manager_.catalog().info(*request.device))
     return fail(ErrorCode::not_found, "no device {}", request.device->to_string());
   if (request.device && request.device->kind() == DeviceKind::Cpu)
-    return fail(ErrorCode::invalid_argument, "models load onto a GPU or a host device, not cpu (the RAM tier is "
-                                             "toRam)");
+    return fail(ErrorCode::not_found, "no GPU or host device cpu: models load onto cuda:N or host:N");
   auto path = options_.roots.resolve(request.path);
   if (!path) return fail(path.error());
   std::lock_guard lock(mu_);

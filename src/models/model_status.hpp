@@ -26,10 +26,9 @@ struct ModelLoadRequest {
   std::string name;
   std::string path;                 // under a --model-root
   std::optional<DeviceId> device;   // none: placed (the device that needs the least eviction)
-  int priority = 0;                 // higher stays longer
+  int priority = 1;                 // higher stays longer (MemoryPriority: Low 0 .. Critical 3)
   std::chrono::seconds keep_alive{0};
   bool pinned = false;              // never evicted
-  bool to_ram = false;              // load into the RAM tier only
 };
 
 struct ComponentStatus {

@@ -67,6 +67,8 @@ enum class ParamKind {
   OwnerList,            // an array of 1..maximum owners (the owner rule each)
   ObjectList,           // an array of 1..maximum objects, each checked against `items`
   EventKinds,           // comma-separated event kind names (monitor/event.hpp), at least one
+  ModelName,            // 1..128 of [A-Za-z0-9._:-] (models/model_name.hpp)
+  ModelPath,            // 1..1024 characters: a path under a --model-root
 };
 std::string_view to_string(ParamKind kind) noexcept;
 

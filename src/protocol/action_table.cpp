@@ -13,6 +13,7 @@
 #include "memd/size.hpp"
 #include "protocol/action_helpers.hpp"
 #include "protocol/actions/defrag_actions.hpp"
+#include "protocol/actions/model_actions.hpp"
 #include "protocol/actions/event_actions.hpp"
 #include "protocol/actions/analytics_actions.hpp"
 #include "protocol/actions/export_actions.hpp"
@@ -403,6 +404,7 @@ std::vector<Action> build_table() {
   append_event_actions(t);
   append_analytics_actions(t);
   append_history_actions(t);
+  append_model_actions(t);
   return t;
 }
 
@@ -467,6 +469,8 @@ Result<void> validate_param(const Params& p, const ParamSpec& spec) {
     case K::OomSnapshotId: return check(p.snapshot_id(spec.name));
     case K::OwnerList: return check(p.owners(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
     case K::EventKinds: return check(p.event_kinds(spec.name));
+    case K::ModelName: return check(p.model_name(spec.name));
+    case K::ModelPath: return check(p.text(spec.name, 1, kMaxModelPathChars));
     case K::ObjectList:
       if (auto ok = validate_items(p, spec); !ok) return ok;
       return check(p.objects(spec.name, spec.maximum != 0 ? spec.maximum : kMaxWireBytes));
@@ -536,6 +540,8 @@ std::string_view to_string(ParamKind kind) noexcept {
     case K::OwnerList: return "owner[]";
     case K::ObjectList: return "object[]";
     case K::EventKinds: return "event kinds (comma-separated)";
+    case K::ModelName: return "model name";
+    case K::ModelPath: return "model path";
   }
   return "string";
 }

@@ -1,6 +1,8 @@
 // OpenAPI 3.0 generation from the action table.
 #include "protocol/openapi.hpp"
 
+#include "models/model_name.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <optional>
@@ -104,6 +106,8 @@ nlohmann::json kind_schema(const ParamSpec& spec) {
               {"maxItems", spec.maximum != 0 ? spec.maximum : kMaxWireBytes},
               {"items", owner_schema()}};
     case ParamKind::ObjectList: return object_list_schema(spec);
+    case ParamKind::ModelPath: return text_schema(1, kMaxModelPathChars);
+    case ParamKind::ModelName: return {{"type", "string"}, {"pattern", std::string(kModelNamePattern)}};
     case ParamKind::EventKinds: {
       std::string names;
       for (EventKind k : all_event_kinds()) names += (names.empty() ? "" : "|") + std::string(to_string(k));

@@ -1,6 +1,8 @@
 // Typed parameter readers: one place decides what each wire type accepts.
 #include "protocol/params.hpp"
 
+#include "models/model_name.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <regex>
@@ -246,6 +248,15 @@ Optional<std::uint32_t> Params::event_kinds(std::string_view key) const {
   auto filter = parse_event_filter(**text, std::nullopt);
   if (!filter) return fail(filter.error());
   return filter->kinds;
+}
+
+Optional<std::string> Params::model_name(std::string_view key) const {
+  auto text = string(key);
+  if (!text) return fail(text.error());
+  if (!*text) return std::optional<std::string>{};
+  if (auto ok = check_model_name(**text); !ok)
+    return fail(ErrorCode::invalid_argument, "'{}': {}", key, ok.error().message);
+  return text;
 }
 
 Optional<std::vector<std::string>> Params::strings(std::string_view key) const {

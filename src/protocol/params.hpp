@@ -69,6 +69,8 @@ inline constexpr std::uint64_t kMaxWireBytes = 999'999'999'999'999'999;
 inline constexpr std::size_t kMaxNameChars = 256;
 inline constexpr std::size_t kMaxTagChars = 128;
 inline constexpr std::size_t kMaxTags = 64;
+// Characters; at most 4 bytes each in UTF-8, so within ModelRoots::kMaxPathBytes (4096).
+inline constexpr std::size_t kMaxModelPathChars = 1024;
 
 // ECMA-262 patterns, as published in OpenAPI and matched by the readers.
 // Each unit's digit count keeps every accepted string under kMaxWireBytes.
@@ -142,6 +144,8 @@ class Params {
   // A comma-separated list of event kind names ("pressure_changed,model_loaded"),
   // read by parse_event_filter (protocol/sse.hpp): the EventFilter bit mask.
   Optional<std::uint32_t> event_kinds(std::string_view key) const;
+  // A model name (models/model_name.hpp).
+  Optional<std::string> model_name(std::string_view key) const;
 
  private:
   // A GUID of one kind (AllocationId, SessionId, TransferId, BatchId).

@@ -46,6 +46,8 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
                                  options.monitor);
   if (!monitor) return fail(monitor.error());
   service->monitor_ = std::move(*monitor);
+  service->models_ = std::make_unique<ModelManager>(*service->manager_, *service->transfers_, *service->monitor_,
+                                                    *service->events_, options.models);
   {
     std::vector<DeviceId> ids;
     for (const auto& d : service->catalog_->devices()) ids.push_back(d.id);
@@ -81,6 +83,7 @@ MemoryService::~MemoryService() {
   if (reaper_) reaper_->stop();
   reaper_.reset();
   if (monitor_) monitor_->stop();
+  models_.reset();
   defragmenter_.reset();
   transfers_.reset();
   monitor_.reset();

@@ -45,6 +45,7 @@
 #include "backends/device_catalog.hpp"
 #include "memd/error.hpp"
 #include "monitor/analytics.hpp"
+#include "models/model_manager.hpp"
 #include "monitor/event_bus.hpp"
 #include "monitor/memory_history.hpp"
 #include "monitor/monitor.hpp"
@@ -83,6 +84,8 @@ struct ServiceOptions {
   AnalyticsOptions analytics;
   // The allocation history rings and out-of-memory snapshots (monitor/memory_history.hpp).
   HistoryOptions history;
+  // Model roots, the RAM tier's limit, loader threads (models/model_manager.hpp).
+  ModelOptions models;
 };
 
 // What an importer receives over the socket: the descriptor and where the
@@ -107,6 +110,9 @@ class MemoryService {
   TransferEngine& transfers() noexcept { return *transfers_; }
   EventBus& events() noexcept { return *events_; }
   Monitor& monitor() noexcept { return *monitor_; }
+  // Models are the daemon's: any caller may load, read, pin and unload them
+  // (they are shared between the workers that use them).
+  ModelManager& models() noexcept { return *models_; }
   MemoryHistory& history() noexcept { return *history_; }
 
   // Checks the caller's session, if it names one: not_found (saying how it
@@ -266,6 +272,8 @@ class MemoryService {
   std::unique_ptr<Analytics> analytics_;
   // After transfers (it samples them); stopped before anything it reads.
   std::unique_ptr<Monitor> monitor_;
+  // Uses the manager, the transfers, the monitor and the bus: goes first.
+  std::unique_ptr<ModelManager> models_;
   std::unique_ptr<MemoryHistory> history_;
   std::unique_ptr<ExportTable> exports_ = std::make_unique<ExportTable>();
   std::string socket_path_;

@@ -22,11 +22,18 @@ class DispatchTest : public ::testing::Test {
   // when the test asks).
   void start(std::uint64_t host_bytes = 64 * kMiB,
              std::chrono::milliseconds monitor_interval = std::chrono::milliseconds(0)) {
+    start(options(host_bytes, monitor_interval));
+  }
+  static ServiceOptions options(std::uint64_t host_bytes = 64 * kMiB,
+                                std::chrono::milliseconds monitor_interval = std::chrono::milliseconds(0)) {
     ServiceOptions options;
     options.backends.host_device_sizes = {host_bytes};
     options.backends.enable_cuda = false;
     options.session_sweep_interval = std::chrono::milliseconds(0);
     options.monitor.interval = monitor_interval;
+    return options;
+  }
+  void start(const ServiceOptions& options) {
     auto s = MemoryService::create(options);
     ASSERT_TRUE(s) << s.error().message;
     service_ = std::move(*s);

@@ -34,6 +34,10 @@ struct EngineOptions {
   // "off" (default): only on request.
   std::string defrag_schedule = "off";
   int history_ring = 4096;  // allocation history entries per device
+  // Directories model paths resolve under (models/model_roots.hpp); none:
+  // model loading is off. The RAM tier's limit (memd's pinned model cache).
+  std::vector<std::string> model_roots;
+  std::string ram_cache = "4GiB";
 };
 
 struct ServeFlags {

@@ -108,6 +108,15 @@ Result<ServiceOptions> service_options(const EngineOptions& engine) {
             std::chrono::duration<double>(idle))};
   }
   options.history.ring_capacity = static_cast<std::size_t>(engine.history_ring);
+  if (!engine.model_roots.empty()) {
+    std::vector<std::filesystem::path> roots(engine.model_roots.begin(), engine.model_roots.end());
+    auto made = ModelRoots::create(std::move(roots));
+    if (!made) return fail(ErrorCode::invalid_argument, "--model-root: {}", made.error().message);
+    options.models.roots = std::move(*made);
+  }
+  auto ram = parse_size(engine.ram_cache);
+  if (!ram) return fail(ErrorCode::invalid_argument, "--ram-cache: {}", ram.error().message);
+  options.models.ram_cache_bytes = *ram;
   return options;
 }
 

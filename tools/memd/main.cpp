@@ -67,6 +67,13 @@ int main(int argc, char** argv) {
                  "Events kept for resumption (Last-Event-ID); a subscriber further behind is told what it lost")
       ->check(CLI::Range(16, 1'000'000))
       ->capture_default_str();
+  app.add_option("--model-root", engine.model_roots,
+                 "DIR where model files may be loaded from, repeatable (paths resolve under these only: no '..', "
+                 "no symlink out); none: model loading is off")
+      ->allow_extra_args(false);
+  app.add_option("--ram-cache", engine.ram_cache,
+                 "SIZE of memd's RAM tier: pinned host memory holding models evicted from VRAM (0: none)")
+      ->capture_default_str();
   app.add_option("--history-ring", engine.history_ring,
                  "Allocation history entries kept per device (memory_history, and copied into each out-of-memory "
                  "snapshot)")
