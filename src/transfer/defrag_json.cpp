@@ -27,6 +27,7 @@ nlohmann::json to_json(const DefragReport& r) {
                      {"passes", r.passes},
                      {"durationMs", static_cast<double>(r.duration.count()) / 1e6},
                      {"releaseMs", static_cast<double>(r.release_duration.count()) / 1e6},
+                     {"planMs", static_cast<double>(r.plan_duration.count()) / 1e6},
                      {"devices", std::move(devices)}};
   if (r.dry_run) {
     nlohmann::json plan = nlohmann::json::array();

@@ -71,6 +71,10 @@ struct DefragReport {
   // on CUDA, unmapping and releasing units). The rest is planning, copying,
   // remapping and switching.
   std::chrono::nanoseconds release_duration{0};
+  // Of duration: taking each pass's picture of the pools and planning it
+  // (the pools' caches drained, every live block listed). What remains is
+  // the moving: copies, remaps and switches.
+  std::chrono::nanoseconds plan_duration{0};
   std::vector<DefragPoolReport> pools;
   std::vector<DefragPlannedMove> plan;  // dry run only
 };

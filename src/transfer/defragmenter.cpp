@@ -106,6 +106,7 @@ Result<DefragReport> Defragmenter::run(const DefragOptions& options) {
     // Plans first (all pools), so Started can say what the first pass holds.
     std::vector<std::pair<MarkedSpace, DefragPlan>> plans;
     std::uint64_t planned_moves = 0, planned_bytes = 0;
+    const auto plan_start = std::chrono::steady_clock::now();
     for (auto& p : pools) {
       auto marked = mark(manager_, *p.pool, skipped);
       auto plan = plan_defrag(marked.space, plan_options);
@@ -114,6 +115,7 @@ Result<DefragReport> Defragmenter::run(const DefragOptions& options) {
       planned_bytes += plan->copy_bytes + plan->remap_bytes;
       plans.emplace_back(std::move(marked), std::move(*plan));
     }
+    report.plan_duration += std::chrono::steady_clock::now() - plan_start;
     if (!started) {
       started = true;
       if (hook_) hook_(DefragEvent{DefragEvent::Kind::Started, options.device, planned_moves, planned_bytes, {}});

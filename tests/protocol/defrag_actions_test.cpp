@@ -94,7 +94,7 @@ TEST_F(DefragActionsTest, DefragmentsThroughTheActionEveryByteIntact) {
   EXPECT_EQ(d["deviceId"], "host:0");
   EXPECT_LE(d["fragmentationAfter"].get<double>(), 0.05);
   EXPECT_LT(d["reservedBytesAfter"].get<std::uint64_t>(), d["reservedBytesBefore"].get<std::uint64_t>());
-  for (const auto& key : {"bytesMoved", "bytesRemapped", "remaps", "skipped", "passes", "durationMs", "releaseMs"})
+  for (const auto& key : {"bytesMoved", "bytesRemapped", "remaps", "skipped", "passes", "durationMs", "releaseMs", "planMs"})
     EXPECT_TRUE(r->contains(key)) << key;
   for (const auto& [id, data] : live) {
     auto got = call("memory_read", {{"allocationId", id}, {"offset", 0}, {"length", base64_decode(data)->size()}});

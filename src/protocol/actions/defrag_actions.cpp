@@ -29,7 +29,7 @@ Result<Outcome> memory_defragment(MemoryService& s, const Params& p, const CallC
 }
 
 constexpr std::string_view kExampleResult =
-    R"({"dryRun": false, "bytesMoved": 52428800, "bytesRemapped": 0, "moves": 118, "remaps": 0, "skipped": 1, "abandoned": 0, "passes": 1, "durationMs": 12.5, "releaseMs": 3.1, "devices": [{"deviceId": "host:0", "memoryType": "VRAM", "fragmentationBefore": 0.97, "fragmentationAfter": 0.0, "reservedBytesBefore": 134217728, "reservedBytesAfter": 71303168, "freeBytesBefore": 67108864, "freeBytesAfter": 4194304, "moves": 118, "bytesMoved": 52428800, "bytesRemapped": 0}]})";
+    R"({"dryRun": false, "bytesMoved": 52428800, "bytesRemapped": 0, "moves": 118, "remaps": 0, "skipped": 1, "abandoned": 0, "passes": 1, "durationMs": 12.5, "releaseMs": 3.1, "planMs": 1.2, "devices": [{"deviceId": "host:0", "memoryType": "VRAM", "fragmentationBefore": 0.97, "fragmentationAfter": 0.0, "reservedBytesBefore": 134217728, "reservedBytesAfter": 71303168, "freeBytesBefore": 67108864, "freeBytesAfter": 4194304, "moves": 118, "bytesMoved": 52428800, "bytesRemapped": 0}]})";
 
 }  // namespace
 
