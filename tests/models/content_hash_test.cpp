@@ -18,19 +18,14 @@
 #include <thread>
 #include <vector>
 
+#include "safetensors_writer.hpp"
+
 namespace memd {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/memd-content-hash-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test_models::TempDir;
 
 std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
   std::vector<std::byte> out(n);

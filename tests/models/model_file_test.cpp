@@ -9,19 +9,14 @@
 #include <fstream>
 #include <vector>
 
+#include "safetensors_writer.hpp"
+
 namespace memd {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/memd-model-file-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test_models::TempDir;
 
 fs::path write_file(const fs::path& p, std::size_t bytes) {
   std::ofstream out(p, std::ios::binary);
