@@ -103,7 +103,7 @@ ModelManager::ModelManager(MemoryManager& manager, TransferEngine& transfers, Mo
 
 ModelManager::~ModelManager() {
   manager_.remove_reclaim_callback(reclaim_handle_);
-  std::vector<std::jthread> jobs;
+  std::map<std::string, std::jthread, std::less<>> jobs;
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -222,7 +222,7 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
     m.state = ModelState::Loading;
     m.error.clear();
     m.job = true;
-    jobs_.emplace_back([this, name = request.name] { run_job(name); });
+    start_job_locked(request.name);
     return status_locked(m);
   }
   if (models_.size() >= options_.max_models)
@@ -237,8 +237,18 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
   predictor_.record_use(request.name, m->last_use_steady);
   models_.emplace(request.name, m);
   auto s = status_locked(*m);
-  jobs_.emplace_back([this, name = request.name] { run_job(name); });
+  start_job_locked(request.name);
   return s;
+}
+
+void ModelManager::start_job_locked(const std::string& name) {
+  if (auto it = jobs_.find(name); it != jobs_.end()) {
+    // The last job set Model::job false under mu_ and only notifies after:
+    // it ends without mu_, so joining here cannot wait on us.
+    it->second = std::jthread([this, name] { run_job(name); });
+    return;
+  }
+  jobs_.emplace(name, std::jthread([this, name] { run_job(name); }));
 }
 
 Result<ModelStatus> ModelManager::wait(std::string_view name, std::chrono::milliseconds timeout) {
@@ -714,6 +724,7 @@ Result<ModelStatus> ModelManager::unload(std::string_view name) {
   std::vector<AllocationId> frees;
   ModelStatus s;
   std::shared_ptr<Model> m;
+  std::jthread finished;  // its last job's thread, joined outside the lock
   {
     std::lock_guard lock(mu_);
     auto it = models_.find(name);
@@ -732,7 +743,12 @@ Result<ModelStatus> ModelManager::unload(std::string_view name) {
       std::erase(components_, c);
     }
     models_.erase(it);
+    if (auto job = jobs_.find(name); job != jobs_.end()) {
+      finished = std::move(job->second);
+      jobs_.erase(job);
+    }
   }
+  if (finished.joinable()) finished.join();
   for (const auto& id : frees) (void)manager_.deallocate(id);
   predictor_.forget(name);
   publish(EventKind::model_evicted, *m, {{"fromTier", std::string(to_string(s.tier))}, {"toTier", "Unloaded"}});

@@ -128,7 +128,11 @@ class ModelManager {
   std::map<std::string, std::shared_ptr<Model>, std::less<>> models_;
   std::vector<std::shared_ptr<Component>> components_;
   std::uint64_t ram_used_ = 0;
-  std::vector<std::jthread> jobs_;
+  // One thread per model at most: a model's next job first joins its last
+  // one (finished by then: a job runs only while Model::job is set), so
+  // finished threads never pile up in a long-running daemon.
+  std::map<std::string, std::jthread, std::less<>> jobs_;
+  void start_job_locked(const std::string& name);
   bool stopping_ = false;
 };
 
