@@ -202,6 +202,32 @@ TEST(ModelManager, EvictionUnderALimitTakesTheCheapestAndNeverThePinned) {
   for (const char* n : {"a", "b", "c", "huge"}) EXPECT_TRUE(f.models->unload(n));
 }
 
+// The pressure policy (issue 14) reaches model eviction through the
+// allocator's reclaim callback: a device driven past Critical by model
+// weights comes back under High with the cheapest model in the RAM cache.
+TEST(ModelManager, CriticalPressureEvictsThroughTheReclaimCallback) {
+  Fixture f;
+  for (const char* n : {"old", "new"}) write_safetensors(f.root.path / (std::string(n) + ".safetensors"), unet(n, 13));
+  Limits limits;
+  limits.per_device[kDev] = 28 * kMiB;  // 2 x 13 MiB is 92.9 %: Critical
+  ASSERT_TRUE(f.manager->set_limits(limits));
+  f.monitor->sample_now();
+  ASSERT_EQ(f.load({.name = "old", .path = "old.safetensors", .device = kDev}).state, ModelState::Loaded);
+  ASSERT_EQ(f.load({.name = "new", .path = "new.safetensors", .device = kDev}).state, ModelState::Loaded);
+  f.monitor->note_usage(kDev);
+  ASSERT_EQ(f.monitor->level(kDev), PressureLevel::Critical);
+  (void)f.kinds();
+  const auto actions = f.monitor->run_policy();
+  bool reclaimed = false;
+  for (const auto& a : actions) reclaimed = reclaimed || a.action == "reclaim";
+  EXPECT_TRUE(reclaimed);
+  EXPECT_LT(f.monitor->level(kDev), PressureLevel::High);
+  EXPECT_EQ(f.models->status("old")->tier, ModelTier::RAM) << "the least recently used went down a tier";
+  EXPECT_EQ(f.models->status("new")->tier, ModelTier::VRAM);
+  EXPECT_EQ(f.kinds(), (std::vector<std::string>{"model_evicted:old"}));
+  for (const char* n : {"old", "new"}) EXPECT_TRUE(f.models->unload(n));
+}
+
 TEST(ModelManager, RefusalsAndFailuresLeaveNothingBehind) {
   Fixture f;
   write_safetensors(f.root.path / "ok.safetensors", unet("ok", 2));
