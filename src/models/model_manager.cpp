@@ -505,6 +505,49 @@ Result<void> ModelManager::fill_vram(Model& m, std::size_t index, Component& c) 
   return {};
 }
 
+EvictionInput ModelManager::residents_locked(DeviceId device, const std::string& loading,
+                                           std::vector<std::shared_ptr<Component>>& comps,
+                                           std::vector<std::string>& names) const {
+  // The tier's residents: models with a VRAM component on the device. A
+  // model with a job running (or the one being loaded) counts as pinned:
+  // its components stay.
+  EvictionInput in;
+  std::map<const Component*, std::uint32_t> index;
+  const auto now = std::chrono::steady_clock::now();
+  for (const auto& [name, mp] : models_) {
+    const Model& m = *mp;
+    EvictionCandidate cand;
+    for (const auto& c : m.components) {
+      if (!c->vram || c->device != device) continue;
+      auto [it, fresh] = index.try_emplace(c.get(), static_cast<std::uint32_t>(comps.size()));
+      if (fresh) {
+        comps.push_back(c);
+        in.component_bytes.push_back(rounded(c->bytes));
+        if (c->busy) in.held_elsewhere.push_back(it->second);
+      }
+      cand.components.push_back(it->second);
+    }
+    if (cand.components.empty()) continue;
+    cand.priority = m.request.priority;
+    cand.pinned = m.request.pinned || m.job || name == loading;
+    const auto idle = now - m.last_use_steady;
+    cand.idle_seconds = std::chrono::duration<double>(idle).count();
+    cand.in_keep_alive = idle < m.request.keep_alive;
+    cand.reuse_probability = predictor_.reuse_probability(name, now);
+    // Back from RAM at ~25 GB/s, from disk at ~2 GB/s: the restore cost.
+    std::uint64_t bytes_here = 0;
+    bool in_ram = true;
+    for (auto c : cand.components) {
+      bytes_here += in.component_bytes[c];
+      in_ram = in_ram && comps[c]->ram.has_value();
+    }
+    cand.restore_seconds = static_cast<double>(bytes_here) / (in_ram || options_.ram_cache_bytes > 0 ? 25e9 : 2e9);
+    in.models.push_back(cand);
+    names.push_back(name);
+  }
+  return in;
+}
+
 Result<void> ModelManager::make_room(DeviceId device, std::uint64_t bytes, const std::string& loading) {
   if (bytes == 0) return {};
   const std::uint64_t have = room(device);
@@ -514,45 +557,9 @@ Result<void> ModelManager::make_room(DeviceId device, std::uint64_t bytes, const
   std::vector<std::string> victims;
   {
     std::lock_guard lock(mu_);
-    // The tier's residents: models with a VRAM component on the device.
-    EvictionInput in;
-    std::map<const Component*, std::uint32_t> index;
     std::vector<std::shared_ptr<Component>> comps;
     std::vector<std::string> names;
-    const auto now = std::chrono::steady_clock::now();
-    for (const auto& [name, mp] : models_) {
-      const Model& m = *mp;
-      EvictionCandidate cand;
-      bool resident = false;
-      for (const auto& c : m.components) {
-        if (!c->vram || c->device != device) continue;
-        resident = true;
-        auto [it, fresh] = index.try_emplace(c.get(), static_cast<std::uint32_t>(comps.size()));
-        if (fresh) {
-          comps.push_back(c);
-          in.component_bytes.push_back(rounded(c->bytes));
-          if (c->busy) in.held_elsewhere.push_back(it->second);
-        }
-        cand.components.push_back(it->second);
-      }
-      if (!resident) continue;
-      cand.priority = m.request.priority;
-      cand.pinned = m.request.pinned || m.job || name == loading;
-      const auto idle = now - m.last_use_steady;
-      cand.idle_seconds = std::chrono::duration<double>(idle).count();
-      cand.in_keep_alive = idle < m.request.keep_alive;
-      cand.reuse_probability = predictor_.reuse_probability(name, now);
-      // Back from RAM at ~25 GB/s, from disk at ~2 GB/s: the restore cost.
-      std::uint64_t bytes_here = 0;
-      bool in_ram = true;
-      for (auto c : cand.components) {
-        bytes_here += in.component_bytes[c];
-        in_ram = in_ram && comps[c]->ram.has_value();
-      }
-      cand.restore_seconds = static_cast<double>(bytes_here) / (in_ram || options_.ram_cache_bytes > 0 ? 25e9 : 2e9);
-      in.models.push_back(cand);
-      names.push_back(name);
-    }
+    EvictionInput in = residents_locked(device, loading, comps, names);
     in.bytes_needed = needed;
     auto plan = plan_eviction(in);
     if (!plan) return fail(plan.error());
@@ -692,25 +699,9 @@ Result<ModelEstimate> ModelManager::estimate(const ModelLoadRequest& request) {
     return e;
   }
   std::lock_guard lock(mu_);
-  EvictionInput in;
-  std::map<const Component*, std::uint32_t> index;
+  std::vector<std::shared_ptr<Component>> comps;
   std::vector<std::string> names;
-  for (const auto& [name, mp] : models_) {
-    EvictionCandidate cand;
-    for (const auto& c : mp->components) {
-      if (!c->vram || c->device != *device) continue;
-      auto [it, fresh] = index.try_emplace(c.get(), static_cast<std::uint32_t>(in.component_bytes.size()));
-      if (fresh) in.component_bytes.push_back(rounded(c->bytes));
-      cand.components.push_back(it->second);
-    }
-    if (cand.components.empty()) continue;
-    cand.priority = mp->request.priority;
-    cand.pinned = mp->request.pinned || mp->job;
-    cand.idle_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - mp->last_use_steady).count();
-    cand.in_keep_alive = std::chrono::steady_clock::now() - mp->last_use_steady < mp->request.keep_alive;
-    in.models.push_back(cand);
-    names.push_back(name);
-  }
+  EvictionInput in = residents_locked(*device, {}, comps, names);
   in.bytes_needed = need - e.room_bytes;
   auto plan = plan_eviction(in);
   if (!plan) return fail(plan.error());

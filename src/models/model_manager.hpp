@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "alloc/memory_manager.hpp"
+#include "core/eviction_plan.hpp"
 #include "models/component_loader.hpp"
 #include "models/content_hash.hpp"
 #include "models/model_layout.hpp"
@@ -106,6 +107,11 @@ class ModelManager {
   Result<DeviceId> place(const ModelLayout& layout, const std::optional<DeviceId>& device);
   std::uint64_t room(DeviceId device);
   Result<void> make_room(DeviceId device, std::uint64_t bytes, const std::string& loading);
+  // The eviction planner's input for the VRAM tier of `device` (caller holds
+  // mu_): `comps` and `names` say what its indices are.
+  EvictionInput residents_locked(DeviceId device, const std::string& loading,
+                                 std::vector<std::shared_ptr<Component>>& comps,
+                                 std::vector<std::string>& names) const;
   Result<void> make_ram_room(std::uint64_t bytes);
   Result<std::shared_ptr<Component>> find_shared(const Model& model, std::size_t index, DeviceId device);
   Result<void> fill_vram(Model& model, std::size_t index, Component& component);
