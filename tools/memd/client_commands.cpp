@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <thread>
+#include <chrono>
 
 #include <fmt/format.h>
 
@@ -467,6 +469,94 @@ int run_export_release(const ClientFlags& c, const std::string& id, const std::s
   ApiClient api(c.client);
   return finish(c, api.del("/api/memory/allocations/" + url_encode(id) + "/export/" + url_encode(export_id)),
                 print_export);
+}
+
+// ---- Models (issue 15) ---------------------------------------------------
+
+namespace {
+
+void print_models(const nlohmann::json& models) {
+  Table t({"NAME", "STATE", "TIER", "DEVICE", "SIZE", "VRAM", "RAM", "SHARED", "TENSORS", "HITS", "PRIORITY"});
+  for (const auto& m : models)
+    t.add({text(m, "name"), text(m, "state"), text(m, "tier"), text(m, "deviceId"), bytes_text(m["sizeBytes"]),
+           bytes_text(m["vramBytes"]), bytes_text(m["ramBytes"]), bytes_text(m["sharedBytes"]), text(m, "tensors"),
+           text(m, "hits"), text(m, "priority") + (m.value("pinned", false) ? ", pinned" : "")});
+  if (t.empty()) std::cout << "no models\n";
+  else std::cout << t.render();
+}
+
+void print_model(const nlohmann::json& m) {
+  print_models(nlohmann::json::array({m}));
+  Table t({"COMPONENT", "SIZE", "TENSORS", "TIER", "SHARED WITH", "ALLOCATION"});
+  for (const auto& c : m["components"])
+    t.add({text(c, "name"), bytes_text(c["sizeBytes"]), text(c, "tensors"), text(c, "tier"), text(c, "sharedWith"),
+           text(c, "allocationId")});
+  if (!t.empty()) std::cout << t.render();
+  if (m.contains("error")) std::cout << "error: " << text(m, "error") << "\n";
+}
+
+}  // namespace
+
+int run_load_model(const ClientFlags& c, const LoadModelFlags& f) {
+  ApiClient api(c.client);
+  nlohmann::json body{{"name", f.name}, {"path", f.path}};
+  if (!f.device.empty()) body["deviceId"] = f.device;
+  if (!f.priority.empty()) body["priority"] = f.priority;
+  if (f.keep_alive_seconds) body["keepAliveSeconds"] = *f.keep_alive_seconds;
+  if (f.pin) body["pinned"] = true;
+  auto started = api.post("/api/memory/models", body);
+  if (!started) return report(started.error());
+  // Polls the model's status until its job ends, drawing the progress line
+  // on a terminal (bytes landed of the model's bytes, the rate seen).
+  const std::string target = "/api/memory/models/" + url_encode(f.name);
+  ProgressLine line(!c.json && ::isatty(STDERR_FILENO) == 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  nlohmann::json status = *started;
+  auto interval = std::chrono::milliseconds(50);
+  while (status.value("state", "") == "Loading") {
+    std::this_thread::sleep_for(interval);
+    interval = std::min(interval * 2, std::chrono::milliseconds(500));
+    auto now = api.get(target);
+    if (!now) return report(now.error());
+    status = *now;
+    const auto& p = status["progress"];
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ProgressSample sample;
+    sample.bytes_done = p.value("bytesDone", std::uint64_t{0});
+    sample.total_bytes = p.value("bytesTotal", std::uint64_t{0});
+    sample.rate_bytes_per_second = secs > 0 ? static_cast<double>(sample.bytes_done) / secs : 0;
+    sample.finished = status.value("state", "") != "Loading";
+    line.draw(format_progress(sample) + "  " + p.value("stage", ""));
+  }
+  line.finish();
+  const bool failed = status.value("state", "") == "Failed";
+  if (c.json) std::cout << status.dump(2) << "\n";
+  else if (failed) std::cerr << "memd: load of '" << f.name << "' failed: " << text(status, "error") << "\n";
+  else {
+    std::cout << "loaded " << text(status, "name") << ": " << bytes_text(status["sizeBytes"]) << " in "
+              << text(status, "tier") << " on " << text(status, "deviceId");
+    if (status.contains("loadGBps"))
+      std::cout << fmt::format(" ({:.2f} s, {:.2f} GB/s)", status.value("loadSeconds", 0.0),
+                               status.value("loadGBps", 0.0));
+    std::cout << "\n";
+  }
+  return failed ? 1 : 0;
+}
+
+int run_models(const ClientFlags& c, const std::string& name) {
+  ApiClient api(c.client);
+  if (!name.empty()) return finish(c, api.get("/api/memory/models/" + url_encode(name)), print_model);
+  return finish(c, api.get("/api/memory/models"), [](const nlohmann::json& r) {
+    print_models(r["models"]);
+    std::cout << "RAM cache: " << bytes_text(r["ramCacheBytes"]) << "\n";
+  });
+}
+
+int run_unload(const ClientFlags& c, const std::string& name) {
+  ApiClient api(c.client);
+  return finish(c, api.del("/api/memory/models/" + url_encode(name)), [](const nlohmann::json& r) {
+    std::cout << "unloaded " << text(r, "name") << " (" << bytes_text(r["sizeBytes"]) << ")\n";
+  });
 }
 
 }  // namespace memd::cli

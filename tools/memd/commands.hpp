@@ -131,6 +131,16 @@ struct DefragmentFlags {
 };
 int run_defragment(const ClientFlags& c, const DefragmentFlags& f);
 int run_sessions(const ClientFlags& c);
+
+struct LoadModelFlags {
+  std::string name, path, device, priority;
+  std::optional<std::uint64_t> keep_alive_seconds;
+  bool pin = false;
+};
+// Loads and waits, with a progress line on a terminal; exit 1 when the load failed.
+int run_load_model(const ClientFlags& c, const LoadModelFlags& f);
+int run_models(const ClientFlags& c, const std::string& name);
+int run_unload(const ClientFlags& c, const std::string& name);
 int run_session_open(const ClientFlags& c, std::optional<std::uint64_t> ttl_seconds);
 int run_session_heartbeat(const ClientFlags& c, const std::string& id);
 int run_session_close(const ClientFlags& c, const std::string& id);

@@ -233,6 +233,30 @@ int main(int argc, char** argv) {
   defrag_cmd->add_flag("--dry-run", defrag.dry_run, "Plan only; move nothing");
   defrag_cmd->callback([&] { exit_code = run_defragment(client, defrag); });
 
+  LoadModelFlags load_model;
+  auto* load_model_cmd =
+      app.add_subcommand("load-model", "Load a model (file, shards, diffusers folder, checkpoint) and wait, with progress");
+  add_client_flags(load_model_cmd, client);
+  load_model_cmd->add_option("name", load_model.name, "The model's name")->required();
+  load_model_cmd->add_option("path", load_model.path, "Its path under a --model-root of the daemon")->required();
+  load_model_cmd->add_option("--device", load_model.device, "Where (default: the device with the most room)");
+  load_model_cmd->add_option("--priority", load_model.priority, "Low, Normal, High or Critical (eviction order)");
+  load_model_cmd->add_option("--keep-alive", load_model.keep_alive_seconds, "Seconds after a use it is kept before others");
+  load_model_cmd->add_flag("--pin", load_model.pin, "Never evicted");
+  load_model_cmd->callback([&] { exit_code = run_load_model(client, load_model); });
+
+  std::string model_name;
+  auto* models_cmd = app.add_subcommand("models", "List the models (or one, with its components)");
+  add_client_flags(models_cmd, client);
+  models_cmd->add_option("name", model_name, "One model");
+  models_cmd->callback([&] { exit_code = run_models(client, model_name); });
+
+  std::string unload_name;
+  auto* unload_cmd = app.add_subcommand("unload", "Unload a model (what no other model shares is freed)");
+  add_client_flags(unload_cmd, client);
+  unload_cmd->add_option("name", unload_name, "The model")->required();
+  unload_cmd->callback([&] { exit_code = run_unload(client, unload_name); });
+
   auto* sessions_cmd = app.add_subcommand("sessions", "List your open sessions (the admin: all)");
   add_client_flags(sessions_cmd, client);
   sessions_cmd->callback([&] { exit_code = run_sessions(client); });

@@ -36,33 +36,6 @@ struct sigaction g_previous {};
 
 extern "C" void on_sigint(int) { g_interrupted.store(true, std::memory_order_relaxed); }
 
-// One line on stderr, redrawn in place with \r; a shorter line is padded
-// with spaces over the longer one it replaces (no terminal escapes, so it
-// also reads right in a terminal that lacks them).
-class ProgressLine {
- public:
-  explicit ProgressLine(bool enabled) : enabled_(enabled) {}
-  ~ProgressLine() { finish(); }
-  void draw(const std::string& text) {
-    if (!enabled_) return;
-    std::string out = "\r" + text;
-    if (text.size() < width_) out.append(width_ - text.size(), ' ');
-    width_ = std::max(width_, text.size());
-    std::fputs(out.c_str(), stderr);
-    std::fflush(stderr);
-  }
-  // Ends the line, so what is printed next starts on its own.
-  void finish() {
-    if (!enabled_ || width_ == 0) return;
-    std::fputs("\n", stderr);
-    std::fflush(stderr);
-    width_ = 0;
-  }
-
- private:
-  bool enabled_;
-  std::size_t width_ = 0;
-};
 
 // A batch's report has no rate, only bytes: the rate is what this client
 // saw go by since its first look.

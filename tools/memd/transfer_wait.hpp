@@ -16,7 +16,9 @@
 // set a flag the polling loop reads.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <string>
 
@@ -40,6 +42,34 @@ struct ProgressSample {
 // finished and 0% before; without a rate the rate and ETA read "--".
 // Finished lines end in "done" instead of an ETA.
 std::string format_progress(const ProgressSample& sample);
+
+// One line on stderr, redrawn in place with \r; a shorter line is padded
+// with spaces over the longer one it replaces (no terminal escapes, so it
+// also reads right in a terminal that lacks them).
+class ProgressLine {
+ public:
+  explicit ProgressLine(bool enabled) : enabled_(enabled) {}
+  ~ProgressLine() { finish(); }
+  void draw(const std::string& text) {
+    if (!enabled_) return;
+    std::string out = "\r" + text;
+    if (text.size() < width_) out.append(width_ - text.size(), ' ');
+    width_ = std::max(width_, text.size());
+    std::fputs(out.c_str(), stderr);
+    std::fflush(stderr);
+  }
+  // Ends the line, so what is printed next starts on its own.
+  void finish() {
+    if (!enabled_ || width_ == 0) return;
+    std::fputs("\n", stderr);
+    std::fflush(stderr);
+    width_ = 0;
+  }
+
+ private:
+  bool enabled_;
+  std::size_t width_ = 0;
+};
 
 // Statuses a report ends in: "Completed", "Failed", "Cancelled".
 bool is_finished_status(std::string_view status) noexcept;

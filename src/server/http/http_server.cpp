@@ -60,6 +60,18 @@ using HeaderParser = http::request_parser<http::empty_body>;
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* kJson = "application/json";
+
+// An event stream once its connection is handed over to the event threads:
+// it gives its place among --max-event-streams back when it ends (or when
+// its frame is destroyed with the event io_context).
+asio::awaitable<void> handed_over(tcp::socket socket, std::shared_ptr<Subscription> subscription,
+                                  EventStreams& streams, EventStreamOptions options) {
+  struct Release {
+    EventStreams& streams;
+    ~Release() { streams.release(); }
+  } release{streams};
+  co_await serve_event_stream(std::move(socket), std::move(subscription), streams, options);
+}
 constexpr const char* kOctets = "application/octet-stream";
 constexpr std::string_view kOpenApiPath = "/api/openapi.json";
 // The stdio door over HTTP, for `memd stdio --connect`: one request line in,
@@ -527,7 +539,10 @@ struct HttpServer::Impl {
     }
     struct Release {
       EventStreams& streams;
-      ~Release() { streams.release(); }
+      bool armed = true;
+      ~Release() {
+        if (armed) streams.release();
+      }
     } release{event_streams};
     const CallContext context = call_context(caller, *match.route);
     auto check = [&]() -> asio::awaitable<Result<Outcome>> {
@@ -552,8 +567,12 @@ struct HttpServer::Impl {
       stream.socket().set_option(asio::socket_base::send_buffer_size(kStreamSendBuffer), ignored);
     }
     x.status = 200;
-    // The socket moves to the event thread (events_ioc); this session waits
-    // for the stream's end there and then ends too (the socket is gone).
+    // The connection is handed over to the event threads (events_ioc): its
+    // socket moves there and the stream runs detached, giving its place
+    // back when it ends; this session ends now. Nothing on ioc's side keeps
+    // a handle into events_ioc (a session awaiting the stream across the two
+    // contexts had its frame, and the strand it held, outlive events_ioc at
+    // teardown).
     beast::error_code ec;
     const tcp::endpoint local = stream.socket().local_endpoint(ec);
     if (ec) co_return false;  // the client already went
@@ -565,13 +584,14 @@ struct HttpServer::Impl {
       ::close(fd);
       co_return false;
     }
-    const EventStreamResult sent = co_await asio::co_spawn(
-        moved.get_executor(),
-        serve_event_stream(
-            std::move(moved), std::move(subscription), event_streams,
-            {.keepalive = options.event_keepalive, .write_timeout = options.write_timeout, .http_version = version}),
-        asio::use_awaitable);
-    x.bytes_out += sent.bytes;
+    release.armed = false;
+    const auto executor = moved.get_executor();
+    asio::co_spawn(executor,
+                   handed_over(std::move(moved), std::move(subscription), event_streams,
+                               {.keepalive = options.event_keepalive,
+                                .write_timeout = options.write_timeout,
+                                .http_version = version}),
+                   asio::detached);
     co_return false;
   }
 
@@ -841,8 +861,15 @@ Result<void> HttpServer::run() {
   for (int i = 1; i < impl_->options.io_threads; ++i) threads.emplace_back(run_io);
   run_io();
   for (auto& t : threads) t.join();
-  // Every session has ended (or the deadline passed): the streams still
-  // open end with the event thread.
+  // Every session has ended (or the deadline passed). After shutdown() the
+  // event streams were told to close and write their last chunk on the event
+  // threads: a moment for that (they never wait on a client for long: the
+  // last chunk has its own 500 ms write bound).
+  if (impl_->stopping.load()) {
+    const auto until = SteadyClock::now() + std::chrono::milliseconds(600);
+    while (impl_->event_streams.open() > 0 && SteadyClock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   impl_->events_work.reset();
   impl_->events_ioc.stop();
   for (auto& t : event_threads) t.join();
