@@ -244,7 +244,9 @@ TEST(Defragmenter, WritersAndFreesRacingBatchedMovesLoseNothing) {
   auto f = fragment(env, 160, 31);
   const std::size_t writers = 2;
   std::vector<std::vector<std::byte>> last(f.bytes);
-  std::vector<bool> freed(f.live.size(), false);
+  // Bytes, not vector<bool>: each writer owns its indices, and packed bits
+  // would put two writers' flags in one word (a data race).
+  std::vector<std::uint8_t> freed(f.live.size(), 0);
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> failed{0};
   std::vector<std::thread> threads;
@@ -258,7 +260,7 @@ TEST(Defragmenter, WritersAndFreesRacingBatchedMovesLoseNothing) {
           if (freed[i]) continue;
           if (++round % 10 == 0) {
             if (!env.manager->deallocate(f.live[i].id)) failed.fetch_add(1);
-            freed[i] = true;
+            freed[i] = 1;
             continue;
           }
           auto bytes = pattern(f.live[i].size_bytes, 7000 + round * 131 + i);
