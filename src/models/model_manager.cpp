@@ -441,7 +441,7 @@ Result<void> ModelManager::load_job(const std::string& name) {
     m->stage = "loading";
   }
   for (auto i : missing) {
-    if (auto ok = fill_vram(*m, i, *m->components[i]); !ok) {
+    if (auto ok = fill_vram(*m, *m->components[i]); !ok) {
       release_busy();
       return fail(ok.error());
     }
@@ -450,7 +450,7 @@ Result<void> ModelManager::load_job(const std::string& name) {
   return {};
 }
 
-Result<void> ModelManager::fill_vram(Model& m, std::size_t index, Component& c) {
+Result<void> ModelManager::fill_vram(Model& m, Component& c) {
   AllocationRequest r;
   r.size_bytes = c.bytes;
   r.device = c.device;
@@ -495,7 +495,6 @@ Result<void> ModelManager::fill_vram(Model& m, std::size_t index, Component& c) 
     filled = load_component(*c.files, c.runs, {at.backend, at.ptr, c.bytes}, c.device, transfers_.stream_pool(),
                             transfers_.staging_buffers(), m.progress, lo);
   }
-  (void)index;
   if (!filled) {
     (void)manager_.deallocate(rec->id);
     return filled;

@@ -114,7 +114,7 @@ class ModelManager {
                                  std::vector<std::string>& names) const;
   Result<void> make_ram_room(std::uint64_t bytes);
   Result<std::shared_ptr<Component>> find_shared(const Model& model, std::size_t index, DeviceId device);
-  Result<void> fill_vram(Model& model, std::size_t index, Component& component);
+  Result<void> fill_vram(Model& model, Component& component);
   Result<void> demote(const std::shared_ptr<Component>& component, bool to_ram);
   ModelStatus status_locked(const Model& model) const;
   ModelTier tier_locked(const Model& model) const;
