@@ -17,13 +17,18 @@
 //     pool has one region, and within it the order is the address: its page
 //     map maps low pages first and trims from the top, so packing low is what
 //     empties its (sparsest, highest) units;
-//   * movable blocks are taken in that order, each to the FIRST free mapped
-//     range before it that holds it (a Copy); failing that, when the free
-//     range directly below it in the same region is too small, the block
-//     slides down over it (a Slide: source and target overlap, copied front
-//     to back in chunks no larger than the distance); a free range just
-//     below a block always joins the ranges above it, so the every-other-
-//     block-freed pattern packs without gaps;
+//   * phase 1 takes movable blocks from the BACK of that order, each to the
+//     first range before it that was free before any move and holds it (a
+//     Copy). None of these lands where another move was, so the executor
+//     batches them under one wait; and every-other-block-freed packs by
+//     moving the back half into the front half's holes, half the bytes of
+//     shifting every block down;
+//   * phase 2 takes what is left from the FRONT, each to the FIRST free
+//     mapped range before it that holds it (a Copy, now also into what
+//     phase 1 freed); failing that, when the free range directly below it
+//     in the same region is too small, the block slides down over it (a
+//     Slide: source and target overlap, copied front to back in chunks no
+//     larger than the distance);
 //   * a block that owns whole units (it starts on a page, the units exactly
 //     tile its pages and no other block touches them) and found no mapped
 //     range may instead move its units to unmapped address space before it
@@ -33,8 +38,8 @@
 // Copies and slides only land on mapped pages, so a plan never maps memory:
 // the footprint never rises while it runs.
 //
-// Moves depend on the moves before them (a target is often what an earlier
-// move freed): any prefix of a plan, run in order, is consistent, which is
+// Phase 2's moves may depend on the moves before them (a target is often
+// what an earlier move freed): any prefix of a plan, run in order, is consistent, which is
 // how the executor bounds a pass. apply_moves() replays a plan and checks every
 // move (the plan's validate), trimmed() drops what became wholly free, so
 // tests can predict fragmentation and footprint without a device.
