@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15 on the GPU: the component loader against
+# Issue 15 on the GPU: the component loader and the model manager against
 # safetensors.torch.load_file(device="cuda") in the same run, on a file of
 # realistic layout written by the safetensors package (>= 1,000 tensors of
 # mixed sizes, transformer-shaped, random fp16 weights, ~4.3 GiB). Run on the
@@ -74,5 +74,10 @@ PY
 
 echo "== cold (dropped from the page cache first)" | tee -a "$OUT/model_load.txt"
 .gpu/bin/memd_model_load_bench "$file" --readers 8 --chunk-mib 16 --reps 2 --cold 2>&1 | tee -a "$OUT/model_load.txt"
+echo "== through the model manager (load, restore from the RAM tier, SDXL-shaped switch)" | tee -a "$OUT/model_load.txt"
+cat "$file" > /dev/null
+switch_dir=${SWITCH_DIR:-/tmp/memd-switch}
+.gpu/bin/memd_model_switch_bench --dir "$switch_dir" --file "$file" --unet-gib "${UNET_GIB:-5}" --reps 3 2>&1 | tee -a "$OUT/model_load.txt"
+rm -rf "$switch_dir"
 rm -f "$file"
 echo done

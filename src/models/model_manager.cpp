@@ -95,6 +95,9 @@ bool same_geometry(const std::vector<CopyRun>& a, const std::vector<CopyRun>& b)
 ModelManager::ModelManager(MemoryManager& manager, TransferEngine& transfers, Monitor& monitor, EventBus& events,
                            ModelOptions options)
     : manager_(manager), transfers_(transfers), monitor_(monitor), events_(events), options_(std::move(options)) {
+  // A missing file is an empty cache; an unreadable one costs only rehashing.
+  if (!options_.state_dir.empty())
+    if (auto loaded = hashes_.load(options_.state_dir / kHashCacheFile)) hash_cache_loaded_ = *loaded;
   reclaim_handle_ = manager_.add_reclaim_callback([this](DeviceId device, MemoryType type, std::uint64_t needed) {
     if (type != MemoryType::VRAM || device.kind() == DeviceKind::Cpu) return std::uint64_t{0};
     return evict_for(device, needed);
@@ -111,11 +114,22 @@ ModelManager::~ModelManager() {
     jobs.swap(jobs_);
   }
   jobs.clear();  // joins
+  save_hashes();
   // Every buffer goes back.
   for (auto& c : components_) {
     if (c->vram) (void)manager_.deallocate(*c->vram);
     if (c->ram) (void)manager_.deallocate(*c->ram);
   }
+}
+
+void ModelManager::save_hashes() {
+  if (options_.state_dir.empty()) return;
+  std::lock_guard lock(save_mu_);
+  const std::uint64_t misses = hashes_.misses();
+  if (misses == saved_misses_) return;
+  // Best effort: a failed write leaves the previous file whole (save()
+  // renames into place), and the next load tries again.
+  if (hashes_.save(options_.state_dir / kHashCacheFile)) saved_misses_ = misses;
 }
 
 std::uint64_t ModelManager::ram_bytes() const {
@@ -283,6 +297,7 @@ void ModelManager::run_job(std::string name) {
       m->stage = "failed";
     }
   }
+  save_hashes();
   // The event goes out before a waiter hears the job is done.
   if (done) publish(EventKind::model_loaded, *m, {});
   {
@@ -322,7 +337,14 @@ std::uint64_t ModelManager::room(DeviceId device) {
   monitor_.note_usage(device);
   auto reading = monitor_.pressure(device);
   if (!reading) return 0;
-  return reading->capacity_bytes > reading->in_use_bytes ? reading->capacity_bytes - reading->in_use_bytes : 0;
+  // The reading's limit is its last sample's; a limit set since (a
+  // memory_set_limits just before a load) must count now, or the load skips
+  // eviction and its allocation meets the limit.
+  std::uint64_t capacity = reading->capacity_bytes;
+  const auto limits = manager_.limits();
+  if (auto it = limits.per_device.find(device); it != limits.per_device.end())
+    capacity = std::min(capacity, it->second);
+  return capacity > reading->in_use_bytes ? capacity - reading->in_use_bytes : 0;
 }
 
 Result<std::shared_ptr<ModelManager::Component>> ModelManager::find_shared(const Model& model, std::size_t index,

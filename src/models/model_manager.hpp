@@ -32,6 +32,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -59,7 +60,13 @@ struct ModelOptions {
   std::uint64_t ram_cache_bytes = 0;      // the RAM tier's limit; 0: no RAM tier
   unsigned readers = 4;                   // reader threads per component load
   std::size_t max_models = 1024;
+  // Where state that outlives the process is kept (memd serve --state-dir);
+  // empty: nothing is. Today: the content-hash cache (kHashCacheFile), read
+  // at start and written after a load that hashed something new, and at exit.
+  std::filesystem::path state_dir;
 };
+
+inline constexpr std::string_view kHashCacheFile = "content-hashes.jsonl";
 
 inline constexpr std::string_view kModelOwner = "memd:models";
 
@@ -98,6 +105,8 @@ class ModelManager {
 
   UsagePredictor& predictor() noexcept { return predictor_; }
   ContentHashCache& hash_cache() noexcept { return hashes_; }
+  // What reading the state directory's hash cache found at start.
+  const HashCacheLoadReport& hash_cache_loaded() const noexcept { return hash_cache_loaded_; }
 
  private:
   struct Component;
@@ -119,6 +128,9 @@ class ModelManager {
   ModelStatus status_locked(const Model& model) const;
   ModelTier tier_locked(const Model& model) const;
   void publish(EventKind kind, const Model& model, nlohmann::json extra);
+  // Writes the hash cache to the state directory when it learnt a hash since
+  // the last write (a miss is a hash computed and stored).
+  void save_hashes();
 
   MemoryManager& manager_;
   TransferEngine& transfers_;
@@ -127,6 +139,9 @@ class ModelManager {
   ModelOptions options_;
   UsagePredictor predictor_;
   ContentHashCache hashes_;
+  HashCacheLoadReport hash_cache_loaded_;
+  std::mutex save_mu_;
+  std::uint64_t saved_misses_ = 0;  // guarded by save_mu_
   std::uint64_t reclaim_handle_ = 0;
 
   mutable std::mutex mu_;

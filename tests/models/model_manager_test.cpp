@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "../transfer/transfer_test_support.hpp"
 #include "safetensors_writer.hpp"
 
@@ -166,6 +169,49 @@ TEST(ModelManager, TwoFineTunesHoldTheirSharedVaeAndEncoderOnce) {
   ASSERT_TRUE(f.models->unload("tuned"));
 }
 
+TEST(ModelManager, AStateDirectoryKeepsContentHashesSoARestartDoesNotRehash) {
+  Fixture f;
+  TempDir state;
+  write_diffusers(f.root.path / "base", {{"unet", unet("base", 2)}, {"vae", vae()}, {"text_encoder", encoder()}});
+  write_diffusers(f.root.path / "tuned", {{"unet", unet("tuned", 2)}, {"vae", vae()}, {"text_encoder", encoder()}});
+  auto restart = [&] {
+    f.models.reset();
+    ModelOptions m;
+    m.roots = *ModelRoots::create({f.root.path});
+    m.ram_cache_bytes = 64 * kMiB;
+    m.state_dir = state.path;
+    f.models = std::make_unique<ModelManager>(*f.manager, *f.engine, *f.monitor, *f.bus, std::move(m));
+  };
+  auto load_both = [&] {
+    ASSERT_EQ(f.load({.name = "base", .path = "base", .device = kDev}).state, ModelState::Loaded);
+    ASSERT_EQ(f.load({.name = "tuned", .path = "tuned", .device = kDev}).state, ModelState::Loaded);
+  };
+  restart();
+  EXPECT_EQ(f.models->hash_cache_loaded().loaded, 0u);  // nothing kept yet
+  load_both();
+  const auto computed = f.models->hash_cache().misses();
+  EXPECT_GE(computed, 4u) << "the shared VAE and encoder were hashed in both models";
+  ASSERT_TRUE(std::filesystem::exists(state.path / kHashCacheFile)) << "written after the load that hashed";
+  restart();  // the destructor writes too; the new manager reads the file
+  EXPECT_EQ(f.models->hash_cache_loaded().loaded, computed);
+  EXPECT_EQ(f.models->hash_cache_loaded().skipped, 0u);
+  load_both();
+  EXPECT_EQ(f.models->hash_cache().misses(), 0u) << "nothing rehashed after the restart";
+  EXPECT_GE(f.models->hash_cache().hits(), 4u);
+  EXPECT_EQ(f.models->status("tuned")->shared_bytes, f.models->status("base")->shared_bytes);
+  // A cut-off file costs only its bad line.
+  {
+    std::ofstream(state.path / kHashCacheFile, std::ios::app) << "{\"v\":1,\"hash\":\"00";
+  }
+  f.models.reset();
+  ModelOptions m;
+  m.roots = *ModelRoots::create({f.root.path});
+  m.state_dir = state.path;
+  ModelManager again(*f.manager, *f.engine, *f.monitor, *f.bus, std::move(m));
+  EXPECT_EQ(again.hash_cache_loaded().loaded, computed);
+  EXPECT_EQ(again.hash_cache_loaded().skipped, 1u);
+}
+
 TEST(ModelManager, EvictionUnderALimitTakesTheCheapestAndNeverThePinned) {
   Fixture f;
   for (const char* n : {"a", "b", "c"}) write_safetensors(f.root.path / (std::string(n) + ".safetensors"), unet(n, 12));
@@ -200,6 +246,23 @@ TEST(ModelManager, EvictionUnderALimitTakesTheCheapestAndNeverThePinned) {
   EXPECT_NE(huge.error.find("short"), std::string::npos) << huge.error;
   EXPECT_EQ(f.models->status("a")->tier, ModelTier::VRAM);
   for (const char* n : {"a", "b", "c", "huge"}) EXPECT_TRUE(f.models->unload(n));
+}
+
+// A limit set just before a load counts at once: the monitor's reading
+// still has its last sample's limit (none), and the load must evict rather
+// than meet the limit in the allocator.
+TEST(ModelManager, ALimitSetJustBeforeALoadCountsWithoutANewSample) {
+  Fixture f;
+  for (const char* n : {"a", "b"}) write_safetensors(f.root.path / (std::string(n) + ".safetensors"), unet(n, 12));
+  f.monitor->sample_now();  // sampled without a limit
+  ASSERT_EQ(f.load({.name = "a", .path = "a.safetensors", .device = kDev}).state, ModelState::Loaded);
+  Limits limits;
+  limits.per_device[kDev] = 20 * kMiB;  // one 12 MiB model, not two
+  ASSERT_TRUE(f.manager->set_limits(limits));
+  const auto b = f.load({.name = "b", .path = "b.safetensors", .device = kDev});
+  ASSERT_EQ(b.state, ModelState::Loaded) << b.error;
+  EXPECT_EQ(f.models->status("a")->tier, ModelTier::RAM);
+  for (const char* n : {"a", "b"}) EXPECT_TRUE(f.models->unload(n));
 }
 
 // The pressure policy (issue 14) reaches model eviction through the

@@ -107,6 +107,26 @@ TEST(Cli, PoolPolicyFlagRefusesWhatItCannotApply) {
   EXPECT_EQ(ok.code, 0) << ok.out;
 }
 
+// --state-dir must be a directory this user can write; one that is missing
+// is made (0700), and the stdio door accepts it like serve.
+TEST(Cli, StateDirIsCheckedAndMade) {
+  for (const char* bad : {"/dev/null", "/dev/null/below", "/proc/self/nope"}) {
+    auto r = memd(std::string("--no-cuda --host-device 64MiB --state-dir ") + bad + " stdio < /dev/null");
+    EXPECT_EQ(r.code, 1) << bad << ": " << r.out;
+    EXPECT_NE(r.out.find("--state-dir"), std::string::npos) << bad << ": " << r.out;
+  }
+  char tmpl[] = "/tmp/memd-state-XXXXXX";
+  const std::string base = ::mkdtemp(tmpl);
+  const std::string dir = base + "/made";
+  auto ok = memd("--no-cuda --host-device 64MiB --state-dir " + dir + " stdio < /dev/null");
+  EXPECT_EQ(ok.code, 0) << ok.out;
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  std::filesystem::remove_all(base);
+}
+
 // One daemon per address (issue 12): a second `memd serve` on an address a
 // daemon listens on fails at once, naming the address, instead of sharing
 // the port and splitting requests between two engines.

@@ -38,6 +38,9 @@ struct EngineOptions {
   // model loading is off. The RAM tier's limit (memd's pinned model cache).
   std::vector<std::string> model_roots;
   std::string ram_cache = "4GiB";
+  // Where state that outlives the daemon is kept (today the content-hash
+  // cache); empty: nothing.
+  std::string state_dir;
 };
 
 struct ServeFlags {

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <memory>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <thread>
@@ -65,6 +66,23 @@ Result<std::vector<std::uint64_t>> host_device_sizes(const std::vector<std::stri
   return sizes;
 }
 
+// --state-dir: made (0700, only the daemon's user reads what it keeps) when
+// missing; it must then be a directory the daemon can write.
+Result<std::filesystem::path> state_directory(const std::string& text) {
+  std::filesystem::path dir(text);
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) {
+    if (!std::filesystem::create_directories(dir, ec) && ec)
+      return fail(ErrorCode::invalid_argument, "--state-dir {}: cannot create it: {}", text, ec.message());
+    std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
+  }
+  if (!std::filesystem::is_directory(dir, ec))
+    return fail(ErrorCode::invalid_argument, "--state-dir {}: not a directory", text);
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    return fail(ErrorCode::invalid_argument, "--state-dir {}: not writable by this user", text);
+  return dir;
+}
+
 Result<ServiceOptions> service_options(const EngineOptions& engine) {
   auto sizes = host_device_sizes(engine.host_devices);
   if (!sizes) return fail(sizes.error());
@@ -117,6 +135,11 @@ Result<ServiceOptions> service_options(const EngineOptions& engine) {
   auto ram = parse_size(engine.ram_cache);
   if (!ram) return fail(ErrorCode::invalid_argument, "--ram-cache: {}", ram.error().message);
   options.models.ram_cache_bytes = *ram;
+  if (!engine.state_dir.empty()) {
+    auto dir = state_directory(engine.state_dir);
+    if (!dir) return fail(dir.error());
+    options.models.state_dir = std::move(*dir);
+  }
   return options;
 }
 

@@ -74,6 +74,10 @@ int main(int argc, char** argv) {
   app.add_option("--ram-cache", engine.ram_cache,
                  "SIZE of memd's RAM tier: pinned host memory holding models evicted from VRAM (0: none)")
       ->capture_default_str();
+  app.add_option("--state-dir", engine.state_dir,
+                 "DIR for state kept across restarts (created 0700 if missing): today the content-hash cache of "
+                 "model files, so a restarted daemon does not rehash them; device memory is never kept")
+      ->allow_extra_args(false);
   app.add_option("--history-ring", engine.history_ring,
                  "Allocation history entries kept per device (memory_history, and copied into each out-of-memory "
                  "snapshot)")
