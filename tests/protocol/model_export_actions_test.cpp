@@ -100,7 +100,8 @@ TEST_F(ModelExportActionsTest, AnswersEachComponentsExportAndTensorTable) {
     }
   }
   // The dtypes as safetensors spells them.
-  auto tiny = (load("tiny", "tiny.safetensors"), call("memory_model_export", {{"name", "tiny"}, {"owners", {"w"}}}));
+  load("tiny", "tiny.safetensors");
+  auto tiny = call("memory_model_export", {{"name", "tiny"}, {"owners", {"w"}}});
   ASSERT_TRUE(tiny) << tiny.error().message;
   std::vector<std::string> dtypes;
   for (const auto& t : (*tiny)["components"][0]["tensors"]) dtypes.push_back(t["dtype"]);
