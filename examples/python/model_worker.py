@@ -152,7 +152,10 @@ def host_tensor(mapping, t):
         return value, value.data_ptr()
     ptr = address_of(raw) if t["sizeBytes"] else mapping.base + start
     if fmt and width * numel(t["shape"]) == t["sizeBytes"] and t["shape"] and all(d > 0 for d in t["shape"]):
-        return raw.cast(fmt, t["shape"]), ptr
+        try:
+            return raw.cast(fmt, t["shape"]), ptr
+        except (TypeError, ValueError):
+            pass  # memoryview cannot cast to F16 ('e') before Python 3.12: the bytes, read with struct
     return raw, ptr
 
 
@@ -251,7 +254,7 @@ def preview(t, value, data, count=4):
     data = memoryview(data).cast("B")
     if fmt:
         n = min(count, len(data) // width)
-        return data[:n * width].cast(fmt).tolist()
+        return list(struct.unpack_from(f"<{n}{fmt}", data))
     return data[:count].tolist()
 
 
