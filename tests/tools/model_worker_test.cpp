@@ -172,7 +172,9 @@ TEST_F(ModelWorkerTest, AWorkerBuildsTensorsOverTheMappingAndTheyMatchTheFiles) 
   EXPECT_EQ(by_name["i"]["values"], json::array({7, -3}));
   // BF16: torch reads the values; the standard library shows the raw bytes.
   EXPECT_EQ(by_name["b"]["values"], torch ? json::array({1.0, 2.0, -0.5}) : json::array({0x80, 0x3f, 0x00, 0x40}));
-  if (!torch) EXPECT_EQ(by_name["w"]["kind"], "memoryview");
+  if (!torch) {
+    EXPECT_EQ(by_name["w"]["kind"], "memoryview");
+  }
 
   // Two components, each checked against its own file.
   auto p = worker({"--export-json", pipe, "--token", "worker-token", "--check",
