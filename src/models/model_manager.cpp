@@ -541,16 +541,18 @@ EvictionInput ModelManager::residents_locked(DeviceId device, const std::string&
     for (const auto& c : m.components) {
       if (!c->vram || c->device != device) continue;
       auto [it, fresh] = index.try_emplace(c.get(), static_cast<std::uint32_t>(comps.size()));
+      const bool exported = export_use(c->vram).held();  // another process maps it, or may
       if (fresh) {
         comps.push_back(c);
         in.component_bytes.push_back(rounded(c->bytes));
-        if (c->busy) in.held_elsewhere.push_back(it->second);
+        if (c->busy || exported) in.held_elsewhere.push_back(it->second);
       }
       cand.components.push_back(it->second);
+      cand.pinned = cand.pinned || exported;
     }
     if (cand.components.empty()) continue;
     cand.priority = m.request.priority;
-    cand.pinned = m.request.pinned || m.job || name == loading;
+    cand.pinned = cand.pinned || m.request.pinned || m.job || name == loading;
     const auto idle = now - m.last_use_steady;
     cand.idle_seconds = std::chrono::duration<double>(idle).count();
     cand.in_keep_alive = idle < m.request.keep_alive;
@@ -743,6 +745,7 @@ Result<ModelStatus> ModelManager::unload(std::string_view name) {
     if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
     m = it->second;
     if (m->job) return fail(ErrorCode::conflict, "model '{}' is {}; unload it when it is done", name, m->stage);
+    if (auto ok = check_unexported_locked(*m); !ok) return fail(ok.error());
     s = status_locked(*m);
     for (const auto& c : m->components) {
       std::erase(c->holders, std::string(name));
@@ -793,6 +796,77 @@ void ModelManager::publish(EventKind kind, const Model& m, nlohmann::json extra)
   }
   for (auto& [k, v] : extra.items()) data[k] = v;
   events_.publish(kind, s.device, std::move(data));
+}
+
+ExportUse ModelManager::export_use(const std::optional<AllocationId>& buffer) const {
+  if (!buffer || !export_probe_) return {};
+  return export_probe_(*buffer);
+}
+
+Result<void> ModelManager::check_unexported_locked(const Model& m) const {
+  // Only what this unload frees matters: a component another model still
+  // holds stays, and so do its exports.
+  for (const auto& c : m.components) {
+    if (c->holders.size() > 1) continue;
+    const auto use = export_use(c->vram);
+    if (use.exports > 0)
+      return fail(ErrorCode::conflict,
+                  "model '{}' is exported ({} live export{} of component '{}'); release them first "
+                  "(memory_model_export_release), then unload",
+                  m.request.name, use.exports, use.exports == 1 ? "" : "s", c->name);
+  }
+  return {};
+}
+
+Result<ModelExportView> ModelManager::export_model(std::string_view name,
+                                                   const std::function<Result<void>(const ModelExportView&)>& grant) {
+  std::lock_guard lock(mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
+  const Model& m = *it->second;
+  if (m.job || m.state == ModelState::Loading)
+    return fail(ErrorCode::conflict, "model '{}' is Loading ({}); export it once it is Loaded", name, m.stage);
+  if (m.state == ModelState::Failed)
+    return fail(ErrorCode::conflict, "model '{}' failed to load ({}); load it again before exporting it", name,
+                m.error);
+  // Workers map the device's buffers: a model partly in the RAM cache or
+  // on disk has nothing to map there, and one being moved down a tier
+  // (busy) is about to lose its buffer.
+  std::string tiers;
+  bool resident = !m.components.empty();
+  for (const auto& c : m.components) {
+    const auto tier = c->busy ? std::string_view("moving") : c->vram ? to_string(ModelTier::VRAM)
+                                                          : c->ram   ? to_string(ModelTier::RAM)
+                                                                     : to_string(ModelTier::Disk);
+    resident = resident && c->vram && !c->busy;
+    tiers += fmt::format("{}{}: {}", tiers.empty() ? "" : ", ", c->name, tier);
+  }
+  if (!resident)
+    return fail(ErrorCode::conflict,
+                "model '{}' is not all in VRAM ({}); load it again (memory_model_load brings it back), then export it",
+                name, tiers);
+  ModelExportView view;
+  view.name = m.request.name;
+  view.device = *m.device;
+  for (std::size_t i = 0; i < m.components.size(); ++i) {
+    const auto& c = *m.components[i];
+    view.components.push_back(
+        {m.layout.components[i].name, *c.vram, c.bytes, c.device, ModelTier::VRAM, m.layout.components[i].tensors});
+  }
+  if (auto ok = grant(view); !ok) return fail(ok.error());
+  return view;
+}
+
+Result<std::vector<AllocationId>> ModelManager::component_allocations(std::string_view name) const {
+  std::lock_guard lock(mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
+  std::vector<AllocationId> out;
+  for (const auto& c : it->second->components) {
+    if (c->vram) out.push_back(*c->vram);
+    if (c->ram) out.push_back(*c->ram);
+  }
+  return out;
 }
 
 }  // namespace memd

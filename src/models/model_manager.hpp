@@ -45,6 +45,7 @@
 #include "core/eviction_plan.hpp"
 #include "models/component_loader.hpp"
 #include "models/content_hash.hpp"
+#include "models/model_export.hpp"
 #include "models/model_layout.hpp"
 #include "models/model_roots.hpp"
 #include "models/model_status.hpp"
@@ -97,6 +98,19 @@ class ModelManager {
   Result<ModelStatus> unload(std::string_view name);
   Result<ModelStatus> set_pinned(std::string_view name, bool pinned);
 
+  // Exports (models/model_export.hpp). The probe says which buffers other
+  // processes use; set once, before requests are served (none: nothing is).
+  void set_export_probe(ExportProbe probe) { export_probe_ = std::move(probe); }
+  // The model as an export sees it, handed to `grant` with the registry
+  // locked, so no eviction or unload slips between the check and the
+  // grant's bookkeeping (grant must not call back into this manager).
+  // not_found: no such model; conflict: loading, failed, or not every
+  // component in VRAM (the message names each component's tier).
+  Result<ModelExportView> export_model(std::string_view name,
+                                       const std::function<Result<void>(const ModelExportView&)>& grant);
+  // The buffers (VRAM and RAM tier) of the model's components now; not_found.
+  Result<std::vector<AllocationId>> component_allocations(std::string_view name) const;
+
   // Frees at least `needed` bytes of VRAM on `device` by moving models down
   // (the allocator's reclaim callback); returns the bytes freed there.
   std::uint64_t evict_for(DeviceId device, std::uint64_t needed);
@@ -131,6 +145,9 @@ class ModelManager {
   // Writes the hash cache to the state directory when it learnt a hash since
   // the last write (a miss is a hash computed and stored).
   void save_hashes();
+  ExportUse export_use(const std::optional<AllocationId>& buffer) const;
+  // conflict when unloading `model` would free a buffer with live exports.
+  Result<void> check_unexported_locked(const Model& model) const;
 
   MemoryManager& manager_;
   TransferEngine& transfers_;
@@ -143,6 +160,7 @@ class ModelManager {
   std::mutex save_mu_;
   std::uint64_t saved_misses_ = 0;  // guarded by save_mu_
   std::uint64_t reclaim_handle_ = 0;
+  ExportProbe export_probe_;
 
   mutable std::mutex mu_;
   std::condition_variable done_;

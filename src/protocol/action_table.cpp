@@ -14,6 +14,7 @@
 #include "protocol/action_helpers.hpp"
 #include "protocol/actions/defrag_actions.hpp"
 #include "protocol/actions/model_actions.hpp"
+#include "protocol/actions/model_export_actions.hpp"
 #include "protocol/actions/event_actions.hpp"
 #include "protocol/actions/analytics_actions.hpp"
 #include "protocol/actions/export_actions.hpp"
@@ -405,6 +406,7 @@ std::vector<Action> build_table() {
   append_analytics_actions(t);
   append_history_actions(t);
   append_model_actions(t);
+  append_model_export_actions(t);
   return t;
 }
 

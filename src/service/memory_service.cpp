@@ -48,6 +48,9 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
   service->monitor_ = std::move(*monitor);
   service->models_ = std::make_unique<ModelManager>(*service->manager_, *service->transfers_, *service->monitor_,
                                                     *service->events_, options.models);
+  service->models_->set_export_probe([table = service->exports_.get()](const AllocationId& id) {
+    return ExportUse{table->exports_of(id).size(), table->importers(id)};
+  });
   {
     std::vector<DeviceId> ids;
     for (const auto& d : service->catalog_->devices()) ids.push_back(d.id);

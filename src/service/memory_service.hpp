@@ -98,6 +98,14 @@ struct ImportGrant {
   std::string gpu_uuid;      // VRAM of a GPU: which one (CUDA_VISIBLE_DEVICES may renumber)
 };
 
+// A model's export (memory_model_export): its components, each with the
+// export made of its buffer, in the order of the view's components.
+struct ModelExportReport {
+  ModelExportView view;
+  std::vector<ExportRecord> exports;
+  std::vector<std::string> gpu_uuids;  // per component: its GPU's UUID ("" for host devices)
+};
+
 class MemoryService {
  public:
   static Result<std::unique_ptr<MemoryService>> create(const ServiceOptions& options);
@@ -168,6 +176,16 @@ class MemoryService {
   Result<ExportRecord> release_export(const Caller& caller, const AllocationId& id, const ExportId& export_id);
   Result<ImportGrant> import_export(const Caller& caller, const ExportId& export_id, std::uint64_t connection);
   void importer_closed(std::uint64_t connection);
+  // A model's weights for other processes (memory_service_models.cpp;
+  // models/model_export.hpp): every component's buffer exported for
+  // `for_owners`, all or none. Models are the daemon's, so any admitted
+  // caller may export one, as any may load or unload it; only the named
+  // owners may import. Release ends the model's exports (all, or the one
+  // named: not_found when it is not an export of this model's components).
+  Result<ModelExportReport> export_model(const Caller& caller, std::string_view name,
+                                         std::vector<std::string> for_owners);
+  Result<std::vector<ExportRecord>> release_model_exports(const Caller& caller, std::string_view name,
+                                                          const std::optional<ExportId>& export_id);
   ExportCounts export_counts() const { return exports_->counts(); }
   const std::string& socket_path() const noexcept { return socket_path_; }
   // Set once, before requests are served (the path is known after bind).
