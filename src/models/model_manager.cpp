@@ -446,7 +446,11 @@ Result<void> ModelManager::load_job(const std::string& name) {
         c.busy = true;
         missing.push_back(i);
         need += rounded(c.bytes);
-        todo += c.bytes;
+        // From the RAM tier the whole buffer is copied; from the files,
+        // only the tensors' bytes (not the alignment between them).
+        std::uint64_t from_files = 0;
+        for (const auto& r : c.runs) from_files += r.bytes;
+        todo += c.ram ? c.bytes : from_files;
       }
     }
     // What this job lands: shared and resident components cost it nothing,

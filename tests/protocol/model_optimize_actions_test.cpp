@@ -38,8 +38,8 @@ TEST_F(ModelOptimizeActionsTest, DryRunThenIdleModelsOffloadedWithTheBytesFreed)
   const auto size = (*status)["sizeBytes"].get<std::uint64_t>();
   const auto& progress = (*status)["progress"];
   EXPECT_EQ(progress["stage"], "done");
-  EXPECT_EQ(progress["bytesDone"], size);
-  EXPECT_EQ(progress["bytesTotal"], size);
+  EXPECT_EQ(progress["bytesDone"], progress["bytesTotal"]);
+  EXPECT_GT(progress["bytesTotal"].get<std::uint64_t>(), 0u);
   EXPECT_GT(progress["rateBytesPerSecond"].get<double>(), 0.0);
 
   auto dry = call("memory_model_optimize", {{"dryRun", true}});

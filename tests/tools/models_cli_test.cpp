@@ -49,7 +49,7 @@ TEST(ModelsCli, LoadListOptimizeUnloadAndRefusals) {
   const auto j = json::parse(as_json.out);
   EXPECT_EQ(j["state"], "Loaded");
   EXPECT_EQ(j["hits"], 1);
-  EXPECT_EQ(j["progress"]["bytesDone"], j["sizeBytes"]);
+  EXPECT_EQ(j["progress"]["bytesDone"], j["progress"]["bytesTotal"]);
 
   // Optimize: a dry run says what would move; then it moves.
   auto dry = memd("optimize-models --dry-run" + url);
