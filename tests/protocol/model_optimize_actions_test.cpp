@@ -17,6 +17,9 @@ class ModelOptimizeActionsTest : public test::DispatchTest {
  protected:
   void SetUp() override {
     write_safetensors(root_.path / "tiny.safetensors", {{"w.0", {256, 1024}}, {"w.1", {64, 1024}}, {"b", {7}, "F32"}});
+    // Other bytes: a model loaded from the same file would share its
+    // component, and a shared component stays while any holder is warm.
+    write_safetensors(root_.path / "other.safetensors", {{"x.0", {128, 1024}}, {"c", {5}, "F32"}});
     auto o = options(128 * kMiB);
     o.models.roots = *ModelRoots::create({root_.path});
     o.models.ram_cache_bytes = 16 * kMiB;
@@ -32,7 +35,7 @@ class ModelOptimizeActionsTest : public test::DispatchTest {
 
 TEST_F(ModelOptimizeActionsTest, DryRunThenIdleModelsOffloadedWithTheBytesFreed) {
   load({{"name", "idle"}, {"path", "tiny.safetensors"}, {"deviceId", "host:0"}});
-  load({{"name", "kept"}, {"path", "tiny.safetensors"}, {"deviceId", "host:0"}, {"keepAliveSeconds", 600}});
+  load({{"name", "kept"}, {"path", "other.safetensors"}, {"deviceId", "host:0"}, {"keepAliveSeconds", 600}});
   auto status = call("memory_model_status", {{"name", "idle"}});
   ASSERT_TRUE(status);
   const auto size = (*status)["sizeBytes"].get<std::uint64_t>();
