@@ -821,6 +821,7 @@ void ModelManager::begin_progress(Model& m) {
     std::lock_guard lock(mu_);
     m.job_start = std::chrono::steady_clock::now();
     m.stage = "resolving";
+    m.progress_total = 0;  // the last job's, until this one knows its own
     m.last_progress_ns = 0;
     // The model outlives its jobs (unload refuses while one runs), and the
     // loader calls this only inside a job.

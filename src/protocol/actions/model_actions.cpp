@@ -108,7 +108,10 @@ void append_model_actions(std::vector<Action>& t) {
       "Load a model (safetensors file, shards, diffusers folder or single-file checkpoint) into VRAM, or bring a "
       "known one back: answers at once with state Loading; status reads Loaded (or Failed, with the error) when "
       "the job is done. Components already on the device with the same bytes are shared; room is made by moving "
-      "the cheapest models down a tier (pinned never). Asking for a model already in VRAM counts a hit.",
+      "the cheapest models down a tier (pinned never). Asking for a model already in VRAM counts a hit. The job's "
+      "progress (stage: resolving, reading layout, hashing, allocating, copying or restoring, then done or failed; "
+      "bytesDone of bytesTotal, the bytes this job lands; rateBytesPerSecond) is in the status and published as "
+      "model_progress events, at most ten a second per model and always the final one.",
       {{HttpMethod::Post, "/api/memory/models", 202}},
       load,
       R"({"name": "sdxl", "path": "sdxl", "deviceId": "cuda:0", "priority": "Normal", "keepAliveSeconds": 300})",
@@ -126,8 +129,8 @@ void append_model_actions(std::vector<Action>& t) {
   t.push_back(Action{
       "memory_model_status",
       "Every model (or one): state, tier, device, bytes per tier, components (shared ones say with how many), "
-      "tensors, dtypes, load time and rate, hits, last use; with the RAM cache's bytes and the predictor's hit "
-      "rate.",
+      "tensors, dtypes, the load's progress, load time and rate, hits, last use; with the RAM cache's bytes and "
+      "the predictor's hit rate.",
       {{HttpMethod::Get, "/api/memory/models", 200, RouteBody::Json, true},
        {HttpMethod::Get, "/api/memory/models/{name}", 200, RouteBody::Json, true}},
       {{.name = "name", .kind = K::ModelName, .description = "One model (default: all)."}},
