@@ -77,7 +77,10 @@ Result<void> load_component(std::span<const ModelFile> files, std::span<const Co
       auto waited = backend.wait(*pending[b]);
       (void)backend.destroy_event(*pending[b]);
       pending[b].reset();
-      if (waited) progress.bytes_copied.fetch_add(pending_bytes[b], std::memory_order_relaxed);
+      if (waited) {
+        progress.bytes_copied.fetch_add(pending_bytes[b], std::memory_order_relaxed);
+        if (progress.on_landed) progress.on_landed();
+      }
       return waited;
     };
     const unsigned slots = static_cast<unsigned>(buffers->size());  // 1 under the pinned limit

@@ -22,6 +22,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -40,6 +41,9 @@ struct LoadProgress {
   std::atomic<std::uint64_t> bytes_read{0};    // preaded into staging
   std::atomic<std::uint64_t> bytes_copied{0};  // landed in the buffer
   std::atomic<bool> cancel{false};             // set to stop at the next chunk
+  // Called after bytes land, from the reader threads (so it must be cheap
+  // and thread-safe): how the model manager publishes progress events.
+  std::function<void()> on_landed;
 };
 
 struct LoaderOptions {

@@ -37,7 +37,10 @@ nlohmann::json to_json(const ModelStatus& s) {
                      {"components", std::move(components)},
                      {"hits", s.hits}};
   out["deviceId"] = s.device ? nlohmann::json(s.device->to_string()) : nlohmann::json(nullptr);
-  out["progress"] = {{"stage", s.stage}, {"bytesDone", s.progress_bytes}, {"bytesTotal", s.progress_total}};
+  out["progress"] = {{"stage", s.stage},
+                     {"bytesDone", s.progress_bytes},
+                     {"bytesTotal", s.progress_total},
+                     {"rateBytesPerSecond", s.rate_bytes_per_second}};
   if (s.state == ModelState::Loaded) {
     out["loadSeconds"] = s.load_seconds;
     out["loadGBps"] = s.load_gbps;
@@ -53,6 +56,35 @@ nlohmann::json to_json(const ModelEstimate& e) {
   return {{"deviceId", e.device.to_string()}, {"sizeBytes", e.bytes},         {"newBytes", e.new_bytes},
           {"roomBytes", e.room_bytes},        {"fits", e.fits},               {"evict", std::move(evict)},
           {"evictableBytes", e.evictable_bytes}};
+}
+
+nlohmann::json to_json(const ModelOptimizeReport& r) {
+  nlohmann::json moved = nlohmann::json::array();
+  for (const auto& m : r.moved) {
+    nlohmann::json j{{"name", m.name},
+                     {"fromTier", std::string(to_string(m.from))},
+                     {"toTier", std::string(to_string(m.to))},
+                     {"sizeBytes", m.bytes}};
+    j["deviceId"] = m.device ? nlohmann::json(m.device->to_string()) : nlohmann::json(nullptr);
+    moved.push_back(std::move(j));
+  }
+  // Bytes freed per tier and device: each GPU or host device's VRAM, and
+  // the RAM tier (pinned host memory on cpu).
+  nlohmann::json freed = nlohmann::json::array();
+  std::uint64_t vram = 0;
+  for (const auto& [device, bytes] : r.vram_freed) {
+    freed.push_back({{"deviceId", device.to_string()}, {"tier", "VRAM"}, {"bytes", bytes}});
+    vram += bytes;
+  }
+  if (r.ram_freed > 0) freed.push_back({{"deviceId", "cpu"}, {"tier", "RAM"}, {"bytes", r.ram_freed}});
+  return {{"dryRun", r.dry_run},
+          {"moved", std::move(moved)},
+          {"freed", std::move(freed)},
+          {"vramBytesFreed", vram},
+          {"ramBytesFreed", r.ram_freed},
+          {"ramBytesAdded", r.ram_added},
+          {"ramCacheBytes", r.ram_bytes},
+          {"orphanBytesFreed", r.orphans_freed}};
 }
 
 }  // namespace memd

@@ -10,5 +10,6 @@ namespace memd {
 
 nlohmann::json to_json(const ModelStatus& status);
 nlohmann::json to_json(const ModelEstimate& estimate);
+nlohmann::json to_json(const ModelOptimizeReport& report);
 
 }  // namespace memd

@@ -63,6 +63,10 @@ struct ModelManager::Model {
   std::uint64_t hits = 0;
   std::chrono::system_clock::time_point last_use{};
   std::chrono::steady_clock::time_point last_use_steady{};
+  // Load progress: when the job began (the rate), when the last
+  // model_progress event went out (steady ns; 0: none this job).
+  std::chrono::steady_clock::time_point job_start{};
+  std::atomic<std::int64_t> last_progress_ns{0};
 };
 
 namespace {
@@ -102,9 +106,23 @@ ModelManager::ModelManager(MemoryManager& manager, TransferEngine& transfers, Mo
     if (type != MemoryType::VRAM || device.kind() == DeviceKind::Cpu) return std::uint64_t{0};
     return evict_for(device, needed);
   });
+  // The RAM tier is pinned host memory: cpu SharedMemory's release rung
+  // (pressure's High action, or an allocation there short of room) takes it
+  // down to its floor.
+  release_handle_ = manager_.add_release_callback([this](DeviceId device, MemoryType type) {
+    if (device.kind() != DeviceKind::Cpu || type != MemoryType::SharedMemory) return std::uint64_t{0};
+    return release_ram_to_floor();
+  });
+  if (options_.keep_alive_sweep.count() > 0)
+    sweeper_ = std::jthread([this](std::stop_token stop) { sweep_keep_alive(stop); });
 }
 
 ModelManager::~ModelManager() {
+  if (sweeper_.joinable()) {
+    sweeper_.request_stop();
+    sweeper_.join();
+  }
+  manager_.remove_reclaim_callback(release_handle_);
   manager_.remove_reclaim_callback(reclaim_handle_);
   std::map<std::string, std::jthread, std::less<>> jobs;
   {
@@ -184,6 +202,13 @@ ModelStatus ModelManager::status_locked(const Model& m) const {
   s.progress_bytes = m.progress.bytes_copied.load();
   s.progress_total = m.progress_total;
   s.stage = m.stage;
+  if (m.job_start != std::chrono::steady_clock::time_point{}) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - m.job_start).count();
+    if (m.state == ModelState::Loading && secs > 0)
+      s.rate_bytes_per_second = static_cast<double>(s.progress_bytes) / secs;
+    else if (m.state == ModelState::Loaded)
+      s.rate_bytes_per_second = m.load_gbps * 1e9;
+  }
   s.load_seconds = m.load_seconds;
   s.load_gbps = m.load_gbps;
   s.hits = m.hits;
@@ -298,7 +323,8 @@ void ModelManager::run_job(std::string name) {
     }
   }
   save_hashes();
-  // The event goes out before a waiter hears the job is done.
+  // The events go out before a waiter hears the job is done.
+  publish_progress(*m, true);
   if (done) publish(EventKind::model_loaded, *m, {});
   {
     std::lock_guard lock(mu_);
@@ -383,12 +409,13 @@ Result<void> ModelManager::load_job(const std::string& name) {
   {
     std::lock_guard lock(mu_);
     m = models_.at(name);
-    m->stage = "reading headers";
     m->progress.bytes_copied = 0;
     m->progress.bytes_read = 0;
   }
+  begin_progress(*m);
   if (m->components.empty()) {
     // First load: the layout, the files (re-opened confined, same identity).
+    set_stage(*m, "reading layout");
     auto layout = read_model_layout(m->path);
     if (!layout) return fail(layout.error());
     auto files = std::make_shared<std::vector<ModelFile>>();
@@ -409,10 +436,7 @@ Result<void> ModelManager::load_job(const std::string& name) {
   const DeviceId device = *m->device;
   // Components: shared where the device already holds the same bytes.
   if (m->components.empty()) {
-    {
-      std::lock_guard lock(mu_);
-      m->stage = "checking shared components";
-    }
+    set_stage(*m, "hashing");
     for (std::size_t i = 0; i < m->layout.components.size(); ++i) {
       auto shared = find_shared(*m, i, device);
       if (!shared) return fail(shared.error());
@@ -435,21 +459,27 @@ Result<void> ModelManager::load_job(const std::string& name) {
   }
   // What is not in VRAM comes in: room first, then each buffer.
   std::vector<std::size_t> missing;
-  std::uint64_t need = 0, total = 0;
+  std::uint64_t need = 0, todo = 0;
   {
     std::lock_guard lock(mu_);
     for (std::size_t i = 0; i < m->components.size(); ++i) {
       auto& c = *m->components[i];
-      total += c.bytes;
       if (!c.vram && !c.busy) {
         c.busy = true;
         missing.push_back(i);
         need += rounded(c.bytes);
+        // From the RAM tier the whole buffer is copied; from the files,
+        // only the tensors' bytes (not the alignment between them).
+        std::uint64_t from_files = 0;
+        for (const auto& r : c.runs) from_files += r.bytes;
+        todo += c.ram ? c.bytes : from_files;
       }
     }
-    m->progress_total = total;
-    m->stage = "making room";
+    // What this job lands: shared and resident components cost it nothing,
+    // so bytesDone reaches bytesTotal when it is done.
+    m->progress_total = todo;
   }
+  set_stage(*m, "allocating");
   auto release_busy = [&] {
     std::lock_guard lock(mu_);
     for (auto i : missing) m->components[i]->busy = false;
@@ -457,10 +487,6 @@ Result<void> ModelManager::load_job(const std::string& name) {
   if (auto ok = make_room(device, need, name); !ok) {
     release_busy();
     return fail(ok.error());
-  }
-  {
-    std::lock_guard lock(mu_);
-    m->stage = "loading";
   }
   for (auto i : missing) {
     if (auto ok = fill_vram(*m, *m->components[i]); !ok) {
@@ -486,11 +512,13 @@ Result<void> ModelManager::fill_vram(Model& m, Component& c) {
   Result<void> filled;
   if (c.ram) {
     // From the RAM tier: one device copy.
+    set_stage(m, "restoring");
     TransferSpec spec;
     spec.source = *c.ram;
     spec.destination = rec->id;
     auto copied = transfers_.copy(spec);
     if (copied) m.progress.bytes_copied.fetch_add(c.bytes);
+    if (copied) publish_progress(m, false);
     filled = copied ? Result<void>{} : Result<void>(fail(copied.error()));
   } else {
     // From disk: the files must still be the ones read (a restore re-checks).
@@ -512,6 +540,7 @@ Result<void> ModelManager::fill_vram(Model& m, Component& c) {
       std::shared_lock io(hold->entry().io);
       at = hold->location();
     }
+    set_stage(m, "copying");
     LoaderOptions lo;
     lo.readers = options_.readers;
     filled = load_component(*c.files, c.runs, {at.backend, at.ptr, c.bytes}, c.device, transfers_.stream_pool(),
@@ -867,6 +896,302 @@ Result<std::vector<AllocationId>> ModelManager::component_allocations(std::strin
     if (c->ram) out.push_back(*c->ram);
   }
   return out;
+}
+
+// ---- Load progress (issue 15, item 2) --------------------------------------
+
+namespace {
+// model_progress events: at most one per this per model (about ten a
+// second), so a load of thousands of chunks costs its subscribers a few
+// lines, not thousands; the last always goes out.
+constexpr auto kProgressEvery = std::chrono::milliseconds(100);
+
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+void ModelManager::begin_progress(Model& m) {
+  {
+    std::lock_guard lock(mu_);
+    m.job_start = std::chrono::steady_clock::now();
+    m.stage = "resolving";
+    m.progress_total = 0;  // the last job's, until this one knows its own
+    m.last_progress_ns = 0;
+    // The model outlives its jobs (unload refuses while one runs), and the
+    // loader calls this only inside a job.
+    m.progress.on_landed = [this, model = &m] { publish_progress(*model, false); };
+  }
+  publish_progress(m, false);
+}
+
+void ModelManager::set_stage(Model& m, std::string_view stage) {
+  {
+    std::lock_guard lock(mu_);
+    m.stage = std::string(stage);
+  }
+  publish_progress(m, false);
+}
+
+void ModelManager::publish_progress(Model& m, bool final) {
+  const std::int64_t now = steady_ns();
+  if (final) {
+    m.last_progress_ns = now;
+  } else {
+    // One publisher per window: the reader threads race here.
+    std::int64_t last = m.last_progress_ns.load();
+    if (last != 0 && now - last < std::chrono::nanoseconds(kProgressEvery).count()) return;
+    if (!m.last_progress_ns.compare_exchange_strong(last, now)) return;
+  }
+  nlohmann::json data;
+  std::optional<DeviceId> device;
+  {
+    std::lock_guard lock(mu_);
+    const std::uint64_t done = m.progress.bytes_copied.load();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - m.job_start).count();
+    device = m.device;
+    data = {{"model", m.request.name},
+            {"state", std::string(to_string(m.state))},
+            {"stage", m.stage},
+            {"bytesDone", done},
+            {"bytesTotal", m.progress_total},
+            {"rateBytesPerSecond", secs > 0 ? static_cast<double>(done) / secs : 0.0},
+            {"final", final}};
+    if (device) data["deviceId"] = device->to_string();
+    if (!m.error.empty()) data["error"] = m.error;
+  }
+  events_.publish(EventKind::model_progress, device, std::move(data));
+}
+
+// ---- Idle models, the RAM floor, orphans (issue 15, item 5) --------------
+
+bool ModelManager::idle_locked(const Model& m, std::chrono::steady_clock::time_point now, bool timed_only) const {
+  if (m.request.pinned || m.job) return false;
+  // keepAliveSeconds 0 means "no timer": such a model stays until room is
+  // needed or optimize is asked; asked, it is idle at once.
+  if (timed_only && m.request.keep_alive.count() == 0) return false;
+  return now - m.last_use_steady >= m.request.keep_alive;
+}
+
+ModelOptimizeReport ModelManager::run_optimize(const OptimizeScope& scope, std::chrono::steady_clock::time_point now) {
+  ModelOptimizeReport report;
+  report.dry_run = scope.dry_run;
+  struct Offload {
+    std::shared_ptr<Component> c;
+    bool to_ram = false;
+  };
+  std::vector<Offload> offloads;
+  std::vector<std::shared_ptr<Component>> drops, orphans;
+  // The models touched, with their tier before, in name order.
+  std::vector<std::pair<std::shared_ptr<Model>, ModelTier>> touched;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return report;
+    auto idle_holders = [&](const Component& c) {
+      for (const auto& h : c.holders) {
+        auto it = models_.find(h);
+        if (it == models_.end() || !idle_locked(*it->second, now, scope.timed_only)) return false;
+      }
+      return true;
+    };
+    // Orphans: unload() erases a component the moment its last holder goes
+    // (and frees its buffers), and a load adds its holder as it creates it,
+    // so none is ever left. The sweep guards that invariant; it finds 0.
+    if (scope.orphans)
+      for (const auto& c : components_)
+        if (c->holders.empty() && !c->busy) orphans.push_back(c);
+    // VRAM: components every holder of which is idle.
+    std::set<const Component*> chosen;
+    if (scope.vram)
+      for (const auto& [name, m] : models_) {
+        if (!idle_locked(*m, now, scope.timed_only)) continue;
+        for (const auto& c : m->components) {
+          if (!c->vram || c->busy || (scope.device && c->device != *scope.device) || chosen.contains(c.get()))
+            continue;
+          // Another process maps it (or may): it stays, as eviction leaves it.
+          if (export_use(c->vram).held()) continue;
+          if (!idle_holders(*c)) continue;
+          chosen.insert(c.get());
+          offloads.push_back({c, false});
+        }
+      }
+    // The RAM floor: a RAM-only copy some pinned, busy or within-keep-alive
+    // model holds stays; the rest goes (a copy of a component leaving VRAM
+    // now stays: it is where that component goes).
+    std::uint64_t ram = ram_used_;
+    if (scope.ram_floor)
+      for (const auto& c : components_) {
+        if (!c->ram || c->busy || chosen.contains(c.get())) continue;
+        bool keep = false;
+        if (!c->vram)
+          for (const auto& h : c->holders)
+            if (auto it = models_.find(h); it != models_.end()) {
+              const Model& m = *it->second;
+              keep = keep || m.request.pinned || m.job || now - m.last_use_steady < m.request.keep_alive;
+            }
+        if (keep) continue;
+        drops.push_back(c);
+        ram -= std::min(ram, c->bytes);
+      }
+    // Where each offload goes: the RAM tier while it has room without
+    // evicting anything (it holds only its floor by now), else Disk.
+    for (auto& o : offloads) {
+      if (o.c->ram) {
+        o.to_ram = true;
+      } else if (options_.ram_cache_bytes > 0 && ram + o.c->bytes <= options_.ram_cache_bytes) {
+        o.to_ram = true;
+        ram += o.c->bytes;
+      }
+    }
+    std::set<const Component*> moving;
+    for (const auto& o : offloads) moving.insert(o.c.get());
+    for (const auto& c : drops) moving.insert(c.get());
+    for (const auto& [name, m] : models_)
+      for (const auto& c : m->components)
+        if (moving.contains(c.get())) {
+          touched.emplace_back(m, tier_locked(*m));
+          break;
+        }
+    if (scope.dry_run) {
+      // What the tiers would be: the same rule as tier_locked on the
+      // components' planned places.
+      std::map<const Component*, bool> to_ram;
+      for (const auto& o : offloads) to_ram[o.c.get()] = o.to_ram;
+      std::set<const Component*> dropped;
+      for (const auto& c : drops) dropped.insert(c.get());
+      for (const auto& [m, before] : touched) {
+        bool all_vram = true, all_ram = true;
+        ModelMove mv{m->request.name, m->device, before, before, 0};
+        for (const auto& c : m->components) {
+          const bool leaves = to_ram.contains(c.get());
+          const bool vram = c->vram && !leaves;
+          const bool in_ram = (c->ram && !dropped.contains(c.get())) || (leaves && to_ram[c.get()]);
+          all_vram = all_vram && vram;
+          all_ram = all_ram && (vram || in_ram);
+          if (moving.contains(c.get())) mv.bytes += c->bytes;
+        }
+        mv.to = all_vram ? ModelTier::VRAM : all_ram ? ModelTier::RAM : ModelTier::Disk;
+        if (mv.to != mv.from) report.moved.push_back(std::move(mv));
+      }
+      for (const auto& o : offloads) {
+        report.vram_freed[o.c->device] += o.c->bytes;
+        if (o.to_ram && !o.c->ram) report.ram_added += o.c->bytes;
+      }
+      for (const auto& c : drops) report.ram_freed += c->bytes;
+      for (const auto& c : orphans) report.orphans_freed += c->bytes;
+      report.ram_bytes = ram;
+      return report;
+    }
+    for (const auto& o : offloads) o.c->busy = true;
+    for (const auto& c : drops) c->busy = true;
+    for (const auto& c : orphans) {
+      c->busy = true;
+      std::erase(components_, c);
+    }
+  }
+  for (const auto& c : orphans) {
+    if (c->vram) (void)manager_.deallocate(*c->vram);
+    if (c->ram) (void)manager_.deallocate(*c->ram);
+    std::lock_guard lock(mu_);
+    if (c->ram) ram_used_ -= std::min(ram_used_, c->bytes);
+    report.orphans_freed += c->bytes;
+  }
+  // The floor first: what it frees is room for the offloads below.
+  for (const auto& c : drops) {
+    std::optional<AllocationId> id;
+    {
+      std::lock_guard lock(mu_);
+      id = c->ram;
+      c->ram.reset();
+      if (id) ram_used_ -= std::min(ram_used_, c->bytes);
+      c->busy = false;
+    }
+    if (id) {
+      (void)manager_.deallocate(*id);
+      report.ram_freed += c->bytes;
+    }
+  }
+  for (const auto& o : offloads) {
+    const bool had_ram = o.c->ram.has_value();
+    bool to_ram = o.to_ram;
+    auto ok = demote(o.c, to_ram);
+    if (!ok && to_ram) {
+      to_ram = false;
+      ok = demote(o.c, false);  // the RAM tier filled meanwhile: straight to disk
+    }
+    std::lock_guard lock(mu_);
+    o.c->busy = false;
+    if (!ok) continue;  // demote() to disk only frees; it does not fail
+    report.vram_freed[o.c->device] += o.c->bytes;
+    if (to_ram && !had_ram) report.ram_added += o.c->bytes;
+  }
+  std::vector<std::pair<std::shared_ptr<Model>, ModelMove>> moved;
+  {
+    std::lock_guard lock(mu_);
+    std::set<const Component*> moving;
+    for (const auto& o : offloads) moving.insert(o.c.get());
+    for (const auto& c : drops) moving.insert(c.get());
+    for (const auto& [m, before] : touched) {
+      ModelMove mv{m->request.name, m->device, before, tier_locked(*m), 0};
+      for (const auto& c : m->components)
+        if (moving.contains(c.get())) mv.bytes += c->bytes;
+      if (mv.to != mv.from) moved.emplace_back(m, mv);
+    }
+    report.ram_bytes = ram_used_;
+  }
+  for (auto& [m, mv] : moved) {
+    if (mv.from == ModelTier::VRAM) predictor_.record_eviction(mv.name);
+    publish(EventKind::model_evicted, *m,
+            {{"fromTier", std::string(to_string(mv.from))}, {"toTier", std::string(to_string(mv.to))},
+             {"reason", scope.reason}});
+    report.moved.push_back(std::move(mv));
+  }
+  return report;
+}
+
+Result<ModelOptimizeReport> ModelManager::optimize(const ModelOptimizeRequest& request) {
+  if (request.device && !manager_.catalog().info(*request.device))
+    return fail(ErrorCode::not_found, "no device {}", request.device->to_string());
+  OptimizeScope scope;
+  scope.dry_run = request.dry_run;
+  scope.orphans = !request.device;
+  if (request.device) {
+    // cpu holds the RAM tier and no model's VRAM; a GPU or host device has
+    // no RAM tier of its own.
+    const bool cpu = request.device->kind() == DeviceKind::Cpu;
+    scope.vram = !cpu;
+    scope.ram_floor = cpu;
+    if (!cpu) scope.device = request.device;
+  }
+  return run_optimize(scope, request.now.value_or(std::chrono::steady_clock::now()));
+}
+
+ModelOptimizeReport ModelManager::expire_idle(std::chrono::steady_clock::time_point now) {
+  OptimizeScope scope;
+  scope.ram_floor = false;
+  scope.timed_only = true;
+  scope.reason = "keep-alive";
+  return run_optimize(scope, now);
+}
+
+std::uint64_t ModelManager::release_ram_to_floor() {
+  OptimizeScope scope;
+  scope.vram = false;
+  scope.reason = "pressure";
+  return run_optimize(scope, std::chrono::steady_clock::now()).ram_freed;
+}
+
+void ModelManager::sweep_keep_alive(std::stop_token stop) {
+  std::unique_lock lock(sweep_mu_);
+  while (!stop.stop_requested()) {
+    // Woken only by the stop request: the pass runs every interval.
+    sweep_cv_.wait_for(lock, stop, options_.keep_alive_sweep, [] { return false; });
+    if (stop.stop_requested()) break;
+    lock.unlock();
+    (void)expire_idle(std::chrono::steady_clock::now());
+    lock.lock();
+  }
 }
 
 }  // namespace memd

@@ -24,6 +24,19 @@
 // files are still there). The allocator's reclaim callback (issue 3) and the
 // pressure policy (issue 14) reach the same eviction.
 //
+// Idle models (issue 15, item 5): a model is idle when it is not pinned, no
+// job runs for it and its keep-alive has run out since its last use.
+// optimize() moves idle models one tier down — VRAM to the RAM tier while it
+// has room, else to Disk — and brings the RAM tier to its floor. The floor
+// is what the RAM tier keeps for a reason: RAM-only copies of components
+// some pinned, busy or within-keep-alive model holds. Everything else there
+// goes (copies of idle models' components, and copies of components that
+// are also in VRAM — duplicates whose only use would be a quicker later
+// demotion). A timer does the VRAM half on its own for models with a
+// keep-alive set (keepAliveSeconds > 0: Ollama's keep_alive), and the
+// allocator's release callback (pressure's High rung, and rung 3 of an
+// allocation in pinned host memory) brings the RAM tier to its floor.
+//
 // Thread safety: every public method is thread-safe. One mutex guards the
 // registry; it is never held across an allocation or a copy (the allocator
 // may call the reclaim callback from inside an allocation).
@@ -65,6 +78,9 @@ struct ModelOptions {
   // empty: nothing is. Today: the content-hash cache (kHashCacheFile), read
   // at start and written after a load that hashed something new, and at exit.
   std::filesystem::path state_dir;
+  // How often models whose keep-alive ran out are offloaded (only those
+  // with a keep-alive set); 0: never on its own (optimize() still does).
+  std::chrono::milliseconds keep_alive_sweep{1000};
 };
 
 inline constexpr std::string_view kHashCacheFile = "content-hashes.jsonl";
@@ -100,7 +116,11 @@ class ModelManager {
 
   // Exports (models/model_export.hpp). The probe says which buffers other
   // processes use; set once, before requests are served (none: nothing is).
-  void set_export_probe(ExportProbe probe) { export_probe_ = std::move(probe); }
+  // Under the registry mutex: the keep-alive sweep may already be reading it.
+  void set_export_probe(ExportProbe probe) {
+    std::lock_guard lock(mu_);
+    export_probe_ = std::move(probe);
+  }
   // The model as an export sees it, handed to `grant` with the registry
   // locked, so no eviction or unload slips between the check and the
   // grant's bookkeeping (grant must not call back into this manager).
@@ -116,6 +136,15 @@ class ModelManager {
   std::uint64_t evict_for(DeviceId device, std::uint64_t needed);
   // The RAM tier's bytes in use and its limit.
   std::uint64_t ram_bytes() const;
+
+  // Idle models down a tier, the RAM tier to its floor, components no model
+  // holds freed (see above). not_found for a device this machine lacks.
+  Result<ModelOptimizeReport> optimize(const ModelOptimizeRequest& request);
+  // The keep-alive timer's pass: models with a keep-alive set that ran out
+  // by `now` leave VRAM (the RAM tier is left alone).
+  ModelOptimizeReport expire_idle(std::chrono::steady_clock::time_point now);
+  // Drops the RAM tier to its floor; the bytes freed (the release callback).
+  std::uint64_t release_ram_to_floor();
 
   UsagePredictor& predictor() noexcept { return predictor_; }
   ContentHashCache& hash_cache() noexcept { return hashes_; }
@@ -148,6 +177,30 @@ class ModelManager {
   ExportUse export_use(const std::optional<AllocationId>& buffer) const;
   // conflict when unloading `model` would free a buffer with live exports.
   Result<void> check_unexported_locked(const Model& model) const;
+
+  // Idle models and the RAM floor (see above); the pieces are in
+  // model_manager.cpp after publish().
+  struct OptimizeScope {
+    std::optional<DeviceId> device;  // VRAM offloads only there
+    bool vram = true;                // offload idle models' VRAM components
+    bool ram_floor = true;           // drop the RAM tier to its floor
+    bool orphans = false;            // free components no model holds
+    bool timed_only = false;         // keep-alive timer: only models with a keep-alive set
+    bool dry_run = false;
+    const char* reason = "optimize";  // the model_evicted events say why
+  };
+  bool idle_locked(const Model& model, std::chrono::steady_clock::time_point now, bool timed_only) const;
+  ModelOptimizeReport run_optimize(const OptimizeScope& scope, std::chrono::steady_clock::time_point now);
+  // Load progress (model_progress events, at most one per kProgressEvery per
+  // model, and the final one always).
+  void begin_progress(Model& model);
+  void set_stage(Model& model, std::string_view stage);
+  void publish_progress(Model& model, bool final);
+  void sweep_keep_alive(std::stop_token stop);
+  std::uint64_t release_handle_ = 0;
+  std::mutex sweep_mu_;
+  std::condition_variable_any sweep_cv_;
+  std::jthread sweeper_;
 
   MemoryManager& manager_;
   TransferEngine& transfers_;

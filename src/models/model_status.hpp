@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -62,6 +63,8 @@ struct ModelStatus {
   std::uint64_t progress_bytes = 0;
   std::uint64_t progress_total = 0;
   std::string stage;
+  // Bytes landed per second since the job began (0 before any landed).
+  double rate_bytes_per_second = 0;
   double load_seconds = 0;
   double load_gbps = 0;
   std::uint64_t hits = 0;   // loads asked for while it was resident
@@ -77,6 +80,37 @@ struct ModelEstimate {
   bool fits = false;                // after the evictions below
   std::vector<std::pair<std::string, std::uint64_t>> evict;  // models, bytes each frees
   std::uint64_t evictable_bytes = 0;
+};
+
+// memory_model_optimize (issue 15, item 5): what to look at, and whether to
+// move anything.
+struct ModelOptimizeRequest {
+  // Only this device: a GPU or host device offloads its idle models and
+  // leaves the RAM tier alone; `cpu` only brings the RAM tier to its floor.
+  // None: every device and the RAM tier.
+  std::optional<DeviceId> device;
+  bool dry_run = false;  // plan only: report what would move, move nothing
+  // Tests: the clock keep-alives are measured against (none: now).
+  std::optional<std::chrono::steady_clock::time_point> now;
+};
+
+// One model that went down a tier (or would, in a dry run).
+struct ModelMove {
+  std::string name;
+  std::optional<DeviceId> device;
+  ModelTier from = ModelTier::VRAM;
+  ModelTier to = ModelTier::RAM;
+  std::uint64_t bytes = 0;  // its components' bytes that moved (a shared one under each holder)
+};
+
+struct ModelOptimizeReport {
+  bool dry_run = false;
+  std::vector<ModelMove> moved;
+  std::map<DeviceId, std::uint64_t> vram_freed;  // per device, each component once
+  std::uint64_t ram_freed = 0;                   // RAM-tier copies dropped (to its floor)
+  std::uint64_t ram_added = 0;                   // VRAM components offloaded into the RAM tier
+  std::uint64_t ram_bytes = 0;                   // the RAM tier after it
+  std::uint64_t orphans_freed = 0;               // components no model held (none by construction)
 };
 
 }  // namespace memd

@@ -4,7 +4,7 @@
 // An event is something a client may want to react to without polling: a
 // pressure level changed, an allocation failed, a limit was reached, a
 // transfer finished, a defragmentation ran, the pressure policy acted, a
-// model was loaded or evicted. Its payload is built once, by whoever
+// model was loaded or evicted, or a model's load advanced. Its payload is built once, by whoever
 // publishes it, as the JSON every door shows; the bus gives it a sequence
 // number and encodes the wire line once, so a thousand subscribers cost a
 // thousand writes of the same bytes, not a thousand encodings.
@@ -44,7 +44,8 @@ namespace memd {
   X(defragment_finished, "a defragmentation finished (its report)")                             \
   X(health_changed, "a device's health grade changed")                                          \
   X(model_loaded, "a model reached a tier")                                                     \
-  X(model_evicted, "a model left a tier")
+  X(model_evicted, "a model left a tier")                                                       \
+  X(model_progress, "a model's load advanced: stage, bytes done of total, rate (at most ~10 a second per model, and the last)")
 
 enum class EventKind : std::uint8_t {
 #define MEMD_EVENT_ENUM(name, help) name,

@@ -559,4 +559,24 @@ int run_unload(const ClientFlags& c, const std::string& name) {
   });
 }
 
+int run_optimize_models(const ClientFlags& c, const std::string& device, bool dry_run) {
+  ApiClient api(c.client);
+  nlohmann::json body = nlohmann::json::object();
+  if (!device.empty()) body["deviceId"] = device;
+  if (dry_run) body["dryRun"] = true;
+  return finish(c, api.post("/api/memory/models/optimize", body), [](const nlohmann::json& r) {
+    const bool dry = r.value("dryRun", false);
+    Table moved({"MODEL", "DEVICE", "FROM", "TO", "SIZE"});
+    for (const auto& m : r["moved"])
+      moved.add({text(m, "name"), text(m, "deviceId"), text(m, "fromTier"), text(m, "toTier"),
+                 bytes_text(m["sizeBytes"])});
+    if (moved.empty()) std::cout << (dry ? "no model would move\n" : "no model moved\n");
+    else std::cout << moved.render();
+    for (const auto& f : r["freed"])
+      std::cout << (dry ? "would free " : "freed ") << bytes_text(f["bytes"]) << " of " << text(f, "tier") << " on "
+                << text(f, "deviceId") << "\n";
+    std::cout << "RAM cache: " << bytes_text(r["ramCacheBytes"]) << "\n";
+  });
+}
+
 }  // namespace memd::cli

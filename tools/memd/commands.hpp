@@ -144,6 +144,8 @@ struct LoadModelFlags {
 int run_load_model(const ClientFlags& c, const LoadModelFlags& f);
 int run_models(const ClientFlags& c, const std::string& name);
 int run_unload(const ClientFlags& c, const std::string& name);
+// memd optimize-models [--device D] [--dry-run]: memory_model_optimize.
+int run_optimize_models(const ClientFlags& c, const std::string& device, bool dry_run);
 int run_session_open(const ClientFlags& c, std::optional<std::uint64_t> ttl_seconds);
 int run_session_heartbeat(const ClientFlags& c, const std::string& id);
 int run_session_close(const ClientFlags& c, const std::string& id);

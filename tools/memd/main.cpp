@@ -261,6 +261,17 @@ int main(int argc, char** argv) {
   unload_cmd->add_option("name", unload_name, "The model")->required();
   unload_cmd->callback([&] { exit_code = run_unload(client, unload_name); });
 
+  std::string optimize_models_device;
+  bool optimize_models_dry = false;
+  auto* optimize_models_cmd = app.add_subcommand(
+      "optimize-models", "Offload idle models (keep-alive run out) a tier down and drop the RAM cache to its floor");
+  add_client_flags(optimize_models_cmd, client);
+  optimize_models_cmd->add_option("--device", optimize_models_device,
+                                  "Only this device's models (cpu: only the RAM cache; default: all)");
+  optimize_models_cmd->add_flag("--dry-run", optimize_models_dry, "Plan only; move nothing");
+  optimize_models_cmd->callback(
+      [&] { exit_code = run_optimize_models(client, optimize_models_device, optimize_models_dry); });
+
   auto* sessions_cmd = app.add_subcommand("sessions", "List your open sessions (the admin: all)");
   add_client_flags(sessions_cmd, client);
   sessions_cmd->callback([&] { exit_code = run_sessions(client); });

@@ -71,8 +71,18 @@ Result<Outcome> memory_model_pin(MemoryService& s, const Params& p, const CallCo
   return ok(to_json(status));
 }
 
+Result<Outcome> memory_model_optimize(MemoryService& s, const Params& p, const CallContext&) {
+  ModelOptimizeRequest r;
+  MEMD_ASSIGN_OR_RETURN(auto device, p.device("deviceId"));
+  MEMD_ASSIGN_OR_RETURN(auto dry, p.boolean("dryRun"));
+  r.device = device;
+  r.dry_run = dry.value_or(false);
+  MEMD_ASSIGN_OR_RETURN(auto report, s.models().optimize(r));
+  return ok(to_json(report));
+}
+
 constexpr std::string_view kStatusExample =
-    R"({"name": "sdxl", "path": "/srv/models/sdxl", "kind": "diffusers", "state": "Loaded", "tier": "VRAM", "deviceId": "cuda:0", "priority": "Normal", "pinned": false, "keepAliveSeconds": 300, "sizeBytes": 6938928640, "vramBytes": 6938928640, "ramBytes": 0, "sharedBytes": 1760000000, "tensors": 2515, "dtypes": ["F16"], "components": [{"name": "unet", "sizeBytes": 5135092736, "tensors": 1680, "tier": "VRAM", "sharedWith": 0, "allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"}], "hits": 3, "progress": {"stage": "done", "bytesDone": 6938928640, "bytesTotal": 6938928640}, "loadSeconds": 0.31, "loadGBps": 22.4, "lastUse": "2026-01-01T00:00:00.000Z"})";
+    R"({"name": "sdxl", "path": "/srv/models/sdxl", "kind": "diffusers", "state": "Loaded", "tier": "VRAM", "deviceId": "cuda:0", "priority": "Normal", "pinned": false, "keepAliveSeconds": 300, "sizeBytes": 6938928640, "vramBytes": 6938928640, "ramBytes": 0, "sharedBytes": 1760000000, "tensors": 2515, "dtypes": ["F16"], "components": [{"name": "unet", "sizeBytes": 5135092736, "tensors": 1680, "tier": "VRAM", "sharedWith": 0, "allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"}], "hits": 3, "progress": {"stage": "done", "bytesDone": 6938928640, "bytesTotal": 6938928640, "rateBytesPerSecond": 22383640774.2}, "loadSeconds": 0.31, "loadGBps": 22.4, "lastUse": "2026-01-01T00:00:00.000Z"})";
 
 const ParamSpec kLoadParams[] = {
     {.name = "name", .kind = K::ModelName, .required = true,
@@ -98,7 +108,10 @@ void append_model_actions(std::vector<Action>& t) {
       "Load a model (safetensors file, shards, diffusers folder or single-file checkpoint) into VRAM, or bring a "
       "known one back: answers at once with state Loading; status reads Loaded (or Failed, with the error) when "
       "the job is done. Components already on the device with the same bytes are shared; room is made by moving "
-      "the cheapest models down a tier (pinned never). Asking for a model already in VRAM counts a hit.",
+      "the cheapest models down a tier (pinned never). Asking for a model already in VRAM counts a hit. The job's "
+      "progress (stage: resolving, reading layout, hashing, allocating, copying or restoring, then done or failed; "
+      "bytesDone of bytesTotal, the bytes this job lands; rateBytesPerSecond) is in the status and published as "
+      "model_progress events, at most ten a second per model and always the final one.",
       {{HttpMethod::Post, "/api/memory/models", 202}},
       load,
       R"({"name": "sdxl", "path": "sdxl", "deviceId": "cuda:0", "priority": "Normal", "keepAliveSeconds": 300})",
@@ -116,8 +129,8 @@ void append_model_actions(std::vector<Action>& t) {
   t.push_back(Action{
       "memory_model_status",
       "Every model (or one): state, tier, device, bytes per tier, components (shared ones say with how many), "
-      "tensors, dtypes, load time and rate, hits, last use; with the RAM cache's bytes and the predictor's hit "
-      "rate.",
+      "tensors, dtypes, the load's progress, load time and rate, hits, last use; with the RAM cache's bytes and "
+      "the predictor's hit rate.",
       {{HttpMethod::Get, "/api/memory/models", 200, RouteBody::Json, true},
        {HttpMethod::Get, "/api/memory/models/{name}", 200, RouteBody::Json, true}},
       {{.name = "name", .kind = K::ModelName, .description = "One model (default: all)."}},
@@ -142,6 +155,23 @@ void append_model_actions(std::vector<Action>& t) {
       R"({"name": "sdxl", "pinned": true})",
       kStatusExample,
       memory_model_pin});
+  t.push_back(Action{
+      "memory_model_optimize",
+      "Offload idle models and shrink the RAM tier. Idle: not pinned, not loading, and its keep-alive run out "
+      "since its last use (keepAliveSeconds 0: idle at once). Idle models leave VRAM for the RAM tier while it "
+      "has room, else for Disk (their files); the RAM tier drops to its floor: it keeps only copies held by "
+      "pinned, loading or within-keep-alive models, so idle models already there go to Disk (one tier per "
+      "call). Answers what moved and the bytes freed per tier and device. Models with a keep-alive set leave "
+      "VRAM on their own when it runs out; this asks for everything now.",
+      {{HttpMethod::Post, "/api/memory/models/optimize"}},
+      {{.name = "deviceId", .kind = K::DeviceId,
+        .description = "Only this device: a GPU or host device offloads its idle models and leaves the RAM tier "
+                       "alone; cpu only brings the RAM tier to its floor (default: every device and the RAM tier)."},
+       {.name = "dryRun", .kind = K::Boolean,
+        .description = "Plan only: report what would move and be freed, move nothing (default false)."}},
+      R"({"deviceId": "cuda:0", "dryRun": false})",
+      R"({"dryRun": false, "moved": [{"name": "sdxl", "deviceId": "cuda:0", "fromTier": "VRAM", "toTier": "RAM", "sizeBytes": 6938928640}], "freed": [{"deviceId": "cuda:0", "tier": "VRAM", "bytes": 6938928640}], "vramBytesFreed": 6938928640, "ramBytesFreed": 0, "ramBytesAdded": 6938928640, "ramCacheBytes": 6938928640, "orphanBytesFreed": 0})",
+      memory_model_optimize});
 }
 
 }  // namespace memd
