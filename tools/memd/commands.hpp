@@ -38,6 +38,8 @@ struct EngineOptions {
   // model loading is off. The RAM tier's limit (memd's pinned model cache).
   std::vector<std::string> model_roots;
   std::string ram_cache = "4GiB";
+  // The predicted next model is preloaded at this probability (0: never).
+  double preload_threshold = 0.5;
 };
 
 struct ServeFlags {

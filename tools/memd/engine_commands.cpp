@@ -117,6 +117,8 @@ Result<ServiceOptions> service_options(const EngineOptions& engine) {
   auto ram = parse_size(engine.ram_cache);
   if (!ram) return fail(ErrorCode::invalid_argument, "--ram-cache: {}", ram.error().message);
   options.models.ram_cache_bytes = *ram;
+  options.models.preload = engine.preload_threshold > 0;
+  options.models.preload_threshold = engine.preload_threshold;
   return options;
 }
 

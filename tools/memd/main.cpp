@@ -74,6 +74,11 @@ int main(int argc, char** argv) {
   app.add_option("--ram-cache", engine.ram_cache,
                  "SIZE of memd's RAM tier: pinned host memory holding models evicted from VRAM (0: none)")
       ->capture_default_str();
+  app.add_option("--preload-threshold", engine.preload_threshold,
+                 "Probability the model predicted next must reach to be preloaded into idle VRAM or the RAM tier "
+                 "(never by evicting); 0: no preloading")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   app.add_option("--history-ring", engine.history_ring,
                  "Allocation history entries kept per device (memory_history, and copied into each out-of-memory "
                  "snapshot)")
