@@ -295,12 +295,13 @@ void ModelManager::run_job(std::string name) {
   }
   // The event goes out before a waiter hears the job is done.
   if (done) publish(EventKind::model_loaded, *m, {});
+  // Before a waiter hears of it, so what it leads to is already asked for.
+  if (done) nudge_preloader();
   {
     std::lock_guard lock(mu_);
     m->job = false;
   }
   done_.notify_all();
-  if (done) nudge_preloader();
 }
 
 Result<DeviceId> ModelManager::place(const ModelLayout& layout, const std::optional<DeviceId>& device) {
