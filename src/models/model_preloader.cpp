@@ -64,6 +64,11 @@ void ModelPreloader::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void ModelPreloader::set_claimed_hook(std::function<void(const std::string& model)> hook) {
+  std::lock_guard lock(mu_);
+  claimed_hook_ = std::move(hook);
+}
+
 void ModelPreloader::wait_idle() {
   std::unique_lock lock(mu_);
   idle_.wait(lock, [&] { return stopped_ || (!nudged_ && !working_); });
@@ -95,6 +100,12 @@ void ModelPreloader::consider() {
   mm.predictor_.record_preload(name);
   mm.publish(EventKind::model_preload_started, *plan->candidate.model,
              {{"toTier", to_tier}, {"probability", plan->probability}});
+  std::function<void(const std::string&)> hook;
+  {
+    std::lock_guard lock(mu_);
+    hook = claimed_hook_;
+  }
+  if (hook) hook(name);
   Result<void> done = preload(*plan);
   nlohmann::json event{{"toTier", to_tier}, {"ok", done.has_value()}};
   if (!done) {

@@ -36,6 +36,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -62,6 +63,10 @@ class ModelPreloader {
   // Returns once no nudge is pending and no look or preload is running
   // (tests: what a use led to has happened), or after stop().
   void wait_idle();
+  // Tests: called on the preloader's thread once a preload of `model` is
+  // claimed (its job set) and before anything moves, so a test can act in
+  // the middle of a preload. Null: none.
+  void set_claimed_hook(std::function<void(const std::string& model)> hook);
   // Whether the calling thread is making a preload's allocations: the
   // manager's reclaim callback evicts nothing for them.
   static bool on_preload_thread() noexcept;
@@ -82,6 +87,7 @@ class ModelPreloader {
   std::condition_variable idle_;
   bool nudged_ = false;
   bool working_ = false;
+  std::function<void(const std::string&)> claimed_hook_;
   bool stopped_ = false;
   std::thread thread_;
 };

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
+
 #include "../transfer/transfer_test_support.hpp"
 #include "models/model_manager.hpp"
 #include "safetensors_writer.hpp"
@@ -327,6 +329,93 @@ TEST(ModelPreloader, ALoadRacingAPreloadTakesItOver) {
   }
   const auto p = f.models->predictor().stats();
   EXPECT_EQ(p.misses, 0u) << "b was used every time it was preloaded";
+  for (const char* n : {"a", "b"}) EXPECT_TRUE(f.models->unload(n));
+}
+
+// Holds a preload once claimed until the test lets it go.
+struct Gate {
+  std::promise<void> claimed, go;
+  std::shared_future<void> go_future = go.get_future().share();
+  void install(ModelPreloader& p) {
+    p.set_claimed_hook([this](const std::string&) {
+      claimed.set_value();
+      go_future.wait();
+    });
+  }
+  bool wait_claimed() { return claimed.get_future().wait_for(std::chrono::seconds(30)) == std::future_status::ready; }
+};
+
+nlohmann::json last_event(Fixture& f, EventKind kind, std::vector<std::string>* kinds = nullptr) {
+  nlohmann::json out;
+  for (const auto& e : f.events->poll(1000)) {
+    if (kinds && to_string(e->kind).starts_with("model_"))
+      kinds->push_back(std::string(to_string(e->kind)) + ":" + nlohmann::json::parse(e->line)["data"].value("model", ""));
+    if (e->kind == kind) out = nlohmann::json::parse(e->line)["data"];
+  }
+  return out;
+}
+
+TEST(ModelPreloader, AnUnloadCancelsAPreloadInFlightAndWaitsForIt) {
+  Fixture f(64 * kMiB);
+  f.script();
+  f.evict_b();
+  (void)f.kinds();
+  Gate gate;
+  gate.install(*f.models->preloader());
+  f.use("a", true);
+  ASSERT_TRUE(gate.wait_claimed());
+  EXPECT_EQ(f.status("b").stage, "preloading");
+  EXPECT_FALSE(f.status("b").preloaded) << "not until it is up";
+  auto unloading = std::async(std::launch::async, [&] { return f.models->unload("b"); });
+  // The unload has cancelled the preload and waits for it to stop.
+  EXPECT_EQ(unloading.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout);
+  gate.go.set_value();
+  auto gone = unloading.get();
+  ASSERT_TRUE(gone) << gone.error().message;
+  f.models->preloader()->set_claimed_hook(nullptr);
+  f.settle();
+  std::vector<std::string> kinds;
+  const auto finished = last_event(f, EventKind::model_preload_finished, &kinds);
+  EXPECT_EQ(kinds, (std::vector<std::string>{"model_preload_started:b", "model_preload_finished:b", "model_evicted:b"}));
+  EXPECT_EQ(finished.value("ok", true), false);
+  EXPECT_NE(finished.value("error", "").find("cancelled"), std::string::npos) << finished.dump();
+  const auto p = f.models->predictor().stats();
+  EXPECT_EQ(p.preloads, 1u);
+  EXPECT_EQ(p.hits, 0u);
+  EXPECT_EQ(p.misses, 1u);
+  EXPECT_EQ(f.models->ram_bytes(), 0u) << "b's RAM copy went with it";
+  EXPECT_TRUE(f.models->unload("a"));
+}
+
+TEST(ModelPreloader, ALoadDuringAPreloadTakesItOverAndCountsAHit) {
+  Fixture f(64 * kMiB);
+  f.script();
+  f.evict_b();
+  (void)f.kinds();
+  Gate gate;
+  gate.install(*f.models->preloader());
+  f.use("a", true);
+  ASSERT_TRUE(gate.wait_claimed());
+  auto started = f.models->load(Fixture::request("b"));
+  ASSERT_TRUE(started) << started.error().message;
+  EXPECT_EQ(started->state, ModelState::Loading) << "the load's own job follows the preload";
+  gate.go.set_value();
+  auto b = f.models->wait("b");
+  ASSERT_TRUE(b) << b.error().message;
+  EXPECT_EQ(b->state, ModelState::Loaded) << b->error;
+  EXPECT_EQ(b->tier, ModelTier::VRAM);
+  EXPECT_FALSE(b->preloaded) << "used";
+  f.models->preloader()->set_claimed_hook(nullptr);
+  f.settle();
+  std::vector<std::string> kinds;
+  const auto finished = last_event(f, EventKind::model_preload_finished, &kinds);
+  EXPECT_EQ(kinds, (std::vector<std::string>{"model_preload_started:b", "model_preload_finished:b", "model_loaded:b"}));
+  EXPECT_EQ(finished.value("ok", false), true);
+  const auto p = f.models->predictor().stats();
+  EXPECT_EQ(p.preloads, 1u);
+  EXPECT_EQ(p.hits, 1u);
+  EXPECT_EQ(p.misses, 0u);
+  f.expect_bytes("b");
   for (const char* n : {"a", "b"}) EXPECT_TRUE(f.models->unload(n));
 }
 
