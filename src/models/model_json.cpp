@@ -35,7 +35,8 @@ nlohmann::json to_json(const ModelStatus& s) {
                      {"tensors", s.tensors},
                      {"dtypes", s.dtypes},
                      {"components", std::move(components)},
-                     {"hits", s.hits}};
+                     {"hits", s.hits},
+                     {"preloaded", s.preloaded}};
   out["deviceId"] = s.device ? nlohmann::json(s.device->to_string()) : nlohmann::json(nullptr);
   out["progress"] = {{"stage", s.stage},
                      {"bytesDone", s.progress_bytes},

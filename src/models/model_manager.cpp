@@ -67,6 +67,10 @@ struct ModelManager::Model {
   // model_progress event went out (steady ns; 0: none this job).
   std::chrono::steady_clock::time_point job_start{};
   std::atomic<std::int64_t> last_progress_ns{0};
+  // The running job is a preload (models/model_preloader.hpp); a load asked
+  // for meanwhile set taken_over: its own job follows the preload's.
+  bool preloading = false;
+  bool taken_over = false;
 };
 
 namespace {
@@ -104,6 +108,7 @@ ModelManager::ModelManager(MemoryManager& manager, TransferEngine& transfers, Mo
     if (auto loaded = hashes_.load(options_.state_dir / kHashCacheFile)) hash_cache_loaded_ = *loaded;
   reclaim_handle_ = manager_.add_reclaim_callback([this](DeviceId device, MemoryType type, std::uint64_t needed) {
     if (type != MemoryType::VRAM || device.kind() == DeviceKind::Cpu) return std::uint64_t{0};
+    if (ModelPreloader::on_preload_thread()) return std::uint64_t{0};  // never evict for a guess
     return evict_for(device, needed);
   });
   // The RAM tier is pinned host memory: cpu SharedMemory's release rung
@@ -115,6 +120,7 @@ ModelManager::ModelManager(MemoryManager& manager, TransferEngine& transfers, Mo
   });
   if (options_.keep_alive_sweep.count() > 0)
     sweeper_ = std::jthread([this](std::stop_token stop) { sweep_keep_alive(stop); });
+  if (options_.preload) preloader_ = std::make_unique<ModelPreloader>(*this);
 }
 
 ModelManager::~ModelManager() {
@@ -131,6 +137,7 @@ ModelManager::~ModelManager() {
     for (auto& [name, m] : models_) m->progress.cancel = true;
     jobs.swap(jobs_);
   }
+  if (preloader_) preloader_->stop();  // its preload was cancelled above; it starts no job now
   jobs.clear();  // joins
   save_hashes();
   // Every buffer goes back.
@@ -212,6 +219,7 @@ ModelStatus ModelManager::status_locked(const Model& m) const {
   s.load_seconds = m.load_seconds;
   s.load_gbps = m.load_gbps;
   s.hits = m.hits;
+  s.preloaded = !m.job && predictor_.preloaded(m.request.name);
   s.last_use = m.last_use;
   s.error = m.error;
   return s;
@@ -246,6 +254,7 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
     if (m.path != *path)
       return fail(ErrorCode::conflict, "model '{}' is {}; unload it before loading {}", request.name,
                   m.path.string(), path->string());
+    if (m.job && m.preloading) return take_over_preload_locked(m, request);
     if (m.job) return status_locked(m);
     m.request.priority = request.priority;
     m.request.keep_alive = request.keep_alive;
@@ -255,6 +264,7 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
     predictor_.record_use(request.name, m.last_use_steady);
     if (m.state == ModelState::Loaded && tier_locked(m) == ModelTier::VRAM) {
       ++m.hits;
+      nudge_preloader();
       return status_locked(m);
     }
     // Failed, or no longer all in VRAM: a job (re)loads what is missing.
@@ -326,6 +336,8 @@ void ModelManager::run_job(std::string name) {
   // The events go out before a waiter hears the job is done.
   publish_progress(*m, true);
   if (done) publish(EventKind::model_loaded, *m, {});
+  // Before a waiter hears of it, so what it leads to is already asked for.
+  if (done) nudge_preloader();
   {
     std::lock_guard lock(mu_);
     m->job = false;
@@ -689,6 +701,9 @@ Result<void> ModelManager::make_ram_room(std::uint64_t bytes) {
     drop->ram.reset();
     drop->busy = false;
     ram_used_ -= std::min(ram_used_, drop->bytes);
+    // Its holders left the RAM tier: a preload of theirs not yet used missed.
+    if (!drop->vram)
+      for (const auto& h : drop->holders) predictor_.record_eviction(h);
   }
 }
 
@@ -769,7 +784,8 @@ Result<ModelStatus> ModelManager::unload(std::string_view name) {
   std::shared_ptr<Model> m;
   std::jthread finished;  // its last job's thread, joined outside the lock
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    wait_out_preload_locked(lock, name);
     auto it = models_.find(name);
     if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
     m = it->second;
@@ -1192,6 +1208,135 @@ void ModelManager::sweep_keep_alive(std::stop_token stop) {
     (void)expire_idle(std::chrono::steady_clock::now());
     lock.lock();
   }
+}
+
+}  // namespace memd
+
+namespace memd {
+
+ModelStatus ModelManager::take_over_preload_locked(Model& m, const ModelLoadRequest& request) {
+  // The preload keeps running (what it brings up is what the load needs);
+  // the preloader starts the load's own job when it ends.
+  m.request.priority = request.priority;
+  m.request.keep_alive = request.keep_alive;
+  m.request.pinned = request.pinned;
+  m.last_use = std::chrono::system_clock::now();
+  m.last_use_steady = std::chrono::steady_clock::now();
+  predictor_.record_use(request.name, m.last_use_steady);
+  m.taken_over = true;
+  m.state = ModelState::Loading;
+  m.error.clear();
+  return status_locked(m);
+}
+
+void ModelManager::wait_out_preload_locked(std::unique_lock<std::mutex>& lock, std::string_view name) {
+  auto it = models_.find(name);
+  if (it == models_.end() || !it->second->preloading) return;
+  auto m = it->second;
+  m->progress.cancel = true;
+  done_.wait(lock, [&] { return !m->preloading; });
+}
+
+void ModelManager::nudge_preloader() {
+  if (preloader_) preloader_->nudge();
+}
+
+std::optional<ModelManager::PreloadCandidate> ModelManager::preload_candidate(std::string_view name) {
+  std::lock_guard lock(mu_);
+  auto it = models_.find(name);
+  if (stopping_ || it == models_.end()) return std::nullopt;
+  const Model& m = *it->second;
+  if (m.job || m.state != ModelState::Loaded || !m.device || m.components.empty()) return std::nullopt;
+  PreloadCandidate c{.name = std::string(name), .model = it->second, .device = *m.device, .tier = tier_locked(m)};
+  if (c.tier == ModelTier::VRAM) return std::nullopt;
+  for (const auto& comp : m.components) {
+    if (comp->busy) return std::nullopt;
+    if (!comp->vram) c.vram_bytes += rounded(comp->bytes);
+    if (!comp->vram && !comp->ram) c.ram_bytes += comp->bytes;
+  }
+  return c;
+}
+
+std::vector<ModelManager::PreloadItem> ModelManager::claim_preload(const PreloadCandidate& seen, bool to_vram) {
+  std::lock_guard lock(mu_);
+  auto it = models_.find(seen.name);
+  if (stopping_ || it == models_.end() || it->second != seen.model) return {};
+  Model& m = *seen.model;
+  if (m.job || m.state != ModelState::Loaded || tier_locked(m) != seen.tier) return {};
+  std::uint64_t vram_bytes = 0, ram_bytes = 0;
+  for (const auto& comp : m.components) {
+    if (comp->busy) return {};
+    if (!comp->vram) vram_bytes += rounded(comp->bytes);
+    if (!comp->vram && !comp->ram) ram_bytes += comp->bytes;
+  }
+  if (vram_bytes != seen.vram_bytes || ram_bytes != seen.ram_bytes) return {};
+  // The RAM tier only from Disk, into its free room as it is: nothing of it
+  // is dropped for a guess.
+  if (!to_vram && (ram_bytes == 0 || ram_used_ + ram_bytes > options_.ram_cache_bytes)) return {};
+  std::vector<PreloadItem> items;
+  for (const auto& comp : m.components) {
+    if (to_vram ? comp->vram.has_value() : (comp->vram || comp->ram)) continue;
+    comp->busy = true;
+    items.push_back({comp, comp->name, comp->bytes, comp->files, comp->runs});
+  }
+  if (!to_vram) ram_used_ += ram_bytes;  // reserved now, so a demotion cannot take the same room
+  m.job = true;
+  m.preloading = true;
+  m.taken_over = false;
+  m.stage = "preloading";
+  m.progress.cancel = false;
+  m.progress.bytes_copied = 0;
+  m.progress.bytes_read = 0;
+  m.progress_total = 0;
+  for (const auto& item : items) m.progress_total += item.bytes;
+  return items;
+}
+
+Result<void> ModelManager::preload_into_vram(const PreloadCandidate& candidate, const PreloadItem& item) {
+  return fill_vram(*candidate.model, *item.component);
+}
+
+void ModelManager::preload_into_ram(const PreloadItem& item, AllocationId id) {
+  std::lock_guard lock(mu_);
+  item.component->ram = id;
+}
+
+void ModelManager::unreserve_ram(std::uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  ram_used_ -= std::min(ram_used_, bytes);
+}
+
+LoadProgress& ModelManager::preload_progress(const PreloadCandidate& candidate) { return candidate.model->progress; }
+
+void ModelManager::end_preload(const PreloadCandidate& candidate, const std::vector<PreloadItem>& items, bool ok,
+                               nlohmann::json event) {
+  Model& m = *candidate.model;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& item : items) item.component->busy = false;
+    m.stage = ok ? "preloaded" : "preload failed";
+  }
+  // The event goes out before a waiter hears the job is done (as a load's);
+  // `preloading` stays set until then, so a load arriving meanwhile still
+  // takes the preload over rather than being dropped.
+  publish(EventKind::model_preload_finished, m, std::move(event));
+  {
+    std::lock_guard lock(mu_);
+    m.preloading = false;
+    auto it = models_.find(candidate.name);
+    const bool registered = it != models_.end() && it->second == candidate.model;
+    if (m.taken_over && registered && !stopping_) {
+      m.taken_over = false;
+      m.progress.cancel = false;
+      start_job_locked(candidate.name);  // Model::job stays set: the load's job now
+    } else {
+      m.taken_over = false;
+      if (m.state == ModelState::Loading) m.state = ModelState::Loaded;  // taken over as memd stops
+      if (!stopping_) m.progress.cancel = false;
+      m.job = false;
+    }
+  }
+  done_.notify_all();
 }
 
 }  // namespace memd

@@ -22,7 +22,9 @@
 // needed: to the RAM cache when it has room under its own limit (itself
 // evicting its coldest to make room), else straight to Disk (dropped: the
 // files are still there). The allocator's reclaim callback (issue 3) and the
-// pressure policy (issue 14) reach the same eviction.
+// pressure policy (issue 14) reach the same eviction. The model predicted
+// next is brought up into idle room, never by evicting
+// (models/model_preloader.hpp).
 //
 // Idle models (issue 15, item 5): a model is idle when it is not pinned, no
 // job runs for it and its keep-alive has run out since its last use.
@@ -60,6 +62,7 @@
 #include "models/content_hash.hpp"
 #include "models/model_export.hpp"
 #include "models/model_layout.hpp"
+#include "models/model_preloader.hpp"
 #include "models/model_roots.hpp"
 #include "models/model_status.hpp"
 #include "models/usage_predictor.hpp"
@@ -81,6 +84,12 @@ struct ModelOptions {
   // How often models whose keep-alive ran out are offloaded (only those
   // with a keep-alive set); 0: never on its own (optimize() still does).
   std::chrono::milliseconds keep_alive_sweep{1000};
+  // Preloading the model predicted next (models/model_preloader.hpp): on
+  // or off, the probability the prediction must reach, and how full (a
+  // fraction of its capacity) a preload may leave a device.
+  bool preload = true;
+  double preload_threshold = 0.5;
+  double preload_vram_ceiling = 0.75;
 };
 
 inline constexpr std::string_view kHashCacheFile = "content-hashes.jsonl";
@@ -147,11 +156,14 @@ class ModelManager {
   std::uint64_t release_ram_to_floor();
 
   UsagePredictor& predictor() noexcept { return predictor_; }
+  // Null when ModelOptions::preload is off.
+  ModelPreloader* preloader() noexcept { return preloader_.get(); }
   ContentHashCache& hash_cache() noexcept { return hashes_; }
   // What reading the state directory's hash cache found at start.
   const HashCacheLoadReport& hash_cache_loaded() const noexcept { return hash_cache_loaded_; }
 
  private:
+  friend class ModelPreloader;
   struct Component;
   struct Model;
   void run_job(std::string name);
@@ -226,6 +238,47 @@ class ModelManager {
   std::map<std::string, std::jthread, std::less<>> jobs_;
   void start_job_locked(const std::string& name);
   bool stopping_ = false;
+
+  // Preloading. model_preloader.cpp decides what, when and where; these are
+  // the registry's side (each takes mu_ itself unless it says _locked).
+  struct PreloadCandidate {
+    std::string name;
+    std::shared_ptr<Model> model;
+    DeviceId device;
+    ModelTier tier = ModelTier::Disk;
+    std::uint64_t vram_bytes = 0;  // the VRAM units its components not in VRAM need
+    std::uint64_t ram_bytes = 0;   // the bytes of its components in neither tier
+  };
+  struct PreloadItem {  // one component a preload brings up
+    std::shared_ptr<Component> component;
+    std::string name;
+    std::uint64_t bytes = 0;
+    std::shared_ptr<std::vector<ModelFile>> files;
+    std::vector<CopyRun> runs;
+  };
+  // A model loaded before, idle, whose components are all at rest, in a
+  // lower tier; nullopt otherwise.
+  std::optional<PreloadCandidate> preload_candidate(std::string_view name);
+  // Makes the preload the model's job (its components busy) if nothing
+  // changed since `seen`: into VRAM, or into the RAM tier's free room
+  // (reserved here); empty when it cannot.
+  std::vector<PreloadItem> claim_preload(const PreloadCandidate& seen, bool to_vram);
+  Result<void> preload_into_vram(const PreloadCandidate& candidate, const PreloadItem& item);
+  void preload_into_ram(const PreloadItem& item, AllocationId id);  // its bytes were reserved by the claim
+  void unreserve_ram(std::uint64_t bytes);
+  LoadProgress& preload_progress(const PreloadCandidate& candidate);
+  // Frees the components, publishes model_preload_finished with `event`,
+  // then ends the job — or starts the load that took the preload over.
+  void end_preload(const PreloadCandidate& candidate, const std::vector<PreloadItem>& items, bool ok,
+                   nlohmann::json event);
+  // A load that finds the model preloading takes the preload over.
+  ModelStatus take_over_preload_locked(Model& model, const ModelLoadRequest& request);
+  // Cancels a preload of `name` and waits until it has stopped.
+  void wait_out_preload_locked(std::unique_lock<std::mutex>& lock, std::string_view name);
+  void nudge_preloader();
+  // Last member: its thread is stopped in ~ModelManager before anything it
+  // reaches goes away.
+  std::unique_ptr<ModelPreloader> preloader_;
 };
 
 }  // namespace memd

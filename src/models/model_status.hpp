@@ -68,6 +68,7 @@ struct ModelStatus {
   double load_seconds = 0;
   double load_gbps = 0;
   std::uint64_t hits = 0;   // loads asked for while it was resident
+  bool preloaded = false;   // brought up on a prediction, not used since
   std::chrono::system_clock::time_point last_use{};
   std::string error;        // Failed: why
 };

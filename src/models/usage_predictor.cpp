@@ -148,6 +148,12 @@ PredictorStats UsagePredictor::stats() const {
   return stats_;
 }
 
+bool UsagePredictor::preloaded(std::string_view model) const {
+  std::lock_guard lock(mu_);
+  auto it = models_.find(model);
+  return it != models_.end() && it->second.preloaded;
+}
+
 std::optional<std::string> UsagePredictor::last_used() const {
   std::lock_guard lock(mu_);
   return last_;

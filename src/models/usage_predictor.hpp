@@ -77,6 +77,9 @@ class UsagePredictor {
 
   PredictorStats stats() const;
   std::optional<std::string> last_used() const;
+  // Whether `model` was preloaded and has been neither used nor evicted
+  // since (what a model's status reports as `preloaded`).
+  bool preloaded(std::string_view model) const;
 
  private:
   struct Entry {

@@ -123,11 +123,25 @@ struct OwnerRank {
   std::uint64_t allocations = 0;
 };
 
+// The model manager's prediction and preloading (models/usage_predictor.hpp),
+// as counts: the service copies them in (monitor sits below models and
+// does not know them).
+struct ModelPreloadCounts {
+  std::uint64_t uses = 0;      // model uses the predictor learnt from
+  std::uint64_t preloads = 0;  // models brought up on a prediction
+  std::uint64_t hits = 0;      // preloaded, then used
+  std::uint64_t misses = 0;    // preloaded, then evicted, dropped or failed unused
+  double hit_rate() const {
+    return hits + misses == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(hits + misses);
+  }
+};
+
 struct AnalyticsReport {
   std::vector<DeviceAnalytics> devices;
   TimeSeries::Window transfers;  // one field: transferBytesPerSecond
   std::vector<OwnerRank> top_owners;
   FailureCounts failures;  // of the devices answered
+  std::optional<ModelPreloadCounts> models;  // machine-wide; the service's
 };
 
 // The `count` largest owners by requested bytes (then allocations, then

@@ -45,7 +45,9 @@ namespace memd {
   X(health_changed, "a device's health grade changed")                                          \
   X(model_loaded, "a model reached a tier")                                                     \
   X(model_evicted, "a model left a tier")                                                       \
-  X(model_progress, "a model's load advanced: stage, bytes done of total, rate (at most ~10 a second per model, and the last)")
+  X(model_progress, "a model's load advanced: stage, bytes done of total, rate (at most ~10 a second per model, and the last)")  \
+  X(model_preload_started, "a model predicted next began moving up into idle room")             \
+  X(model_preload_finished, "a preload ended (ok, or why not)")
 
 enum class EventKind : std::uint8_t {
 #define MEMD_EVENT_ENUM(name, help) name,

@@ -47,6 +47,11 @@ Result<AnalyticsReport> MemoryService::analytics(const AnalyticsQuery& query) co
   // Owners are counted machine-wide by the quotas (requested bytes), so the
   // ranking is the machine's even when one device is asked about.
   report->top_owners = top_owners(manager_->usage_by_owner(), query.top_owners);
+  // Prediction is machine-wide too (one history of model uses).
+  if (models_) {
+    const auto p = models_->predictor().stats();
+    report->models = ModelPreloadCounts{.uses = p.uses, .preloads = p.preloads, .hits = p.hits, .misses = p.misses};
+  }
   return report;
 }
 

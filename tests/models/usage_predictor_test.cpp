@@ -55,10 +55,14 @@ TEST(UsagePredictor, PreloadsCountAsHitsWhenUsedAndMissesWhenEvicted) {
   p.record_use("a", t);
   p.record_use("b", t += 1s);
   p.record_preload("a");
+  EXPECT_TRUE(p.preloaded("a"));
   p.record_use("a", t += 1s);  // hit
+  EXPECT_FALSE(p.preloaded("a"));
   p.record_preload("b");
   p.record_eviction("b");      // miss
+  EXPECT_FALSE(p.preloaded("b"));
   p.record_preload("never-used");  // nothing predicted it: not counted
+  EXPECT_FALSE(p.preloaded("never-used"));
   const auto s = p.stats();
   EXPECT_EQ(s.preloads, 2u);
   EXPECT_EQ(s.hits, 1u);

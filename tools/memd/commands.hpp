@@ -41,6 +41,8 @@ struct EngineOptions {
   // Where state that outlives the daemon is kept (today the content-hash
   // cache); empty: nothing.
   std::string state_dir;
+  // The predicted next model is preloaded at this probability (0: never).
+  double preload_threshold = 0.5;
 };
 
 struct ServeFlags {

@@ -140,6 +140,8 @@ Result<ServiceOptions> service_options(const EngineOptions& engine) {
     if (!dir) return fail(dir.error());
     options.models.state_dir = std::move(*dir);
   }
+  options.models.preload = engine.preload_threshold > 0;
+  options.models.preload_threshold = engine.preload_threshold;
   return options;
 }
 

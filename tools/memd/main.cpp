@@ -78,6 +78,11 @@ int main(int argc, char** argv) {
                  "DIR for state kept across restarts (created 0700 if missing): today the content-hash cache of "
                  "model files, so a restarted daemon does not rehash them; device memory is never kept")
       ->allow_extra_args(false);
+  app.add_option("--preload-threshold", engine.preload_threshold,
+                 "Probability the model predicted next must reach to be preloaded into idle VRAM or the RAM tier "
+                 "(never by evicting); 0: no preloading")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   app.add_option("--history-ring", engine.history_ring,
                  "Allocation history entries kept per device (memory_history, and copied into each out-of-memory "
                  "snapshot)")

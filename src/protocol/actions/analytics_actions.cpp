@@ -94,10 +94,17 @@ nlohmann::json to_json(const AnalyticsReport& r) {
   nlohmann::json owners = nlohmann::json::array();
   for (const auto& o : r.top_owners)
     owners.push_back({{"owner", o.owner}, {"requestedBytes", o.requested_bytes}, {"allocations", o.allocations}});
-  return {{"devices", std::move(devices)},
-          {"transfers", to_json(r.transfers, {kTransferRateField})},
-          {"topOwners", std::move(owners)},
-          {"failures", to_json(r.failures)}};
+  nlohmann::json out = {{"devices", std::move(devices)},
+                        {"transfers", to_json(r.transfers, {kTransferRateField})},
+                        {"topOwners", std::move(owners)},
+                        {"failures", to_json(r.failures)}};
+  if (r.models)
+    out["models"] = {{"uses", r.models->uses},
+                     {"preloads", r.models->preloads},
+                     {"hits", r.models->hits},
+                     {"misses", r.models->misses},
+                     {"hitRate", r.models->hit_rate()}};
+  return out;
 }
 
 nlohmann::json to_json(const Recommendation& r) {
@@ -159,8 +166,9 @@ void append_analytics_actions(std::vector<Action>& t) {
       "reservedBytes, allocatedBytes, fragmentation, pressurePercent, allocationsPerSecond and freesPerSecond, from "
       "1 s points (kept an hour) or 1 min points (kept a day); mean, min and max are exact over the samples, p95 "
       "is the nearest rank over the points. Plus the machine's transfer rate (transferBytesPerSecond: transfers are "
-      "not counted per device), failed allocations by code with the time of the last, and the owners holding the "
-      "most bytes (machine-wide). A window ends at the newest sample.",
+      "not counted per device), failed allocations by code with the time of the last, the owners holding the "
+      "most bytes (machine-wide), and models: the model predictor's uses, preloads, hits (preloaded, then used), "
+      "misses (preloaded, then evicted or failed unused) and hitRate (hits / (hits + misses); 0 before any). A window ends at the newest sample.",
       {{Get, "/api/memory/analytics"}},
       {{.name = "deviceId", .kind = K::DeviceId, .description = "Only this device (cuda:N, host:N or cpu)."},
        {.name = "windowSeconds",
@@ -185,7 +193,7 @@ void append_analytics_actions(std::vector<Action>& t) {
         .description = "How many owners to rank, 0..1000 (default 10).",
         .maximum = kMaxTopOwners}},
       R"({"deviceId": "host:0", "windowSeconds": 60})",
-      R"({"devices": [{"deviceId": "host:0", "window": {"seconds": 60, "from": "2026-01-01T00:00:00.000Z", "to": "2026-01-01T00:01:00.000Z"}, "resolution": "1s", "samples": 60, "fields": {"usedBytes": {"min": 268435456, "mean": 301989888, "max": 335544320, "p95": 335544320}, "reservedBytes": {"min": 268435456, "mean": 301989888, "max": 335544320, "p95": 335544320}, "allocatedBytes": {"min": 201326592, "mean": 234881024, "max": 268435456, "p95": 268435456}, "fragmentation": {"min": 0, "mean": 0.05, "max": 0.25, "p95": 0.25}, "pressurePercent": {"min": 2.4, "mean": 2.8, "max": 3.2, "p95": 3.2}, "allocationsPerSecond": {"min": 0, "mean": 1.5, "max": 12, "p95": 6}, "freesPerSecond": {"min": 0, "mean": 1.2, "max": 10, "p95": 5}}, "failures": {"outOfMemory": 0, "quotaExceeded": 2, "lastAt": "2026-01-01T00:00:42.000Z"}}], "transfers": {"window": {"seconds": 60, "from": "2026-01-01T00:00:00.000Z", "to": "2026-01-01T00:01:00.000Z"}, "resolution": "1s", "samples": 60, "fields": {"transferBytesPerSecond": {"min": 0, "mean": 17476266.7, "max": 1073741824, "p95": 0}}}, "topOwners": [{"owner": "worker-1", "requestedBytes": 268435456, "allocations": 3}], "failures": {"outOfMemory": 0, "quotaExceeded": 2, "lastAt": "2026-01-01T00:00:42.000Z"}})",
+      R"({"devices": [{"deviceId": "host:0", "window": {"seconds": 60, "from": "2026-01-01T00:00:00.000Z", "to": "2026-01-01T00:01:00.000Z"}, "resolution": "1s", "samples": 60, "fields": {"usedBytes": {"min": 268435456, "mean": 301989888, "max": 335544320, "p95": 335544320}, "reservedBytes": {"min": 268435456, "mean": 301989888, "max": 335544320, "p95": 335544320}, "allocatedBytes": {"min": 201326592, "mean": 234881024, "max": 268435456, "p95": 268435456}, "fragmentation": {"min": 0, "mean": 0.05, "max": 0.25, "p95": 0.25}, "pressurePercent": {"min": 2.4, "mean": 2.8, "max": 3.2, "p95": 3.2}, "allocationsPerSecond": {"min": 0, "mean": 1.5, "max": 12, "p95": 6}, "freesPerSecond": {"min": 0, "mean": 1.2, "max": 10, "p95": 5}}, "failures": {"outOfMemory": 0, "quotaExceeded": 2, "lastAt": "2026-01-01T00:00:42.000Z"}}], "transfers": {"window": {"seconds": 60, "from": "2026-01-01T00:00:00.000Z", "to": "2026-01-01T00:01:00.000Z"}, "resolution": "1s", "samples": 60, "fields": {"transferBytesPerSecond": {"min": 0, "mean": 17476266.7, "max": 1073741824, "p95": 0}}}, "topOwners": [{"owner": "worker-1", "requestedBytes": 268435456, "allocations": 3}], "failures": {"outOfMemory": 0, "quotaExceeded": 2, "lastAt": "2026-01-01T00:00:42.000Z"}, "models": {"uses": 12, "preloads": 4, "hits": 3, "misses": 1, "hitRate": 0.75}})",
       memory_analytics});
   t.push_back(Action{
       "memory_optimization",

@@ -53,7 +53,8 @@ void append_event_actions(std::vector<Action>& t) {
   std::string_view kinds_help =
       "Only these event kinds, comma-separated (default: every kind): pressure_changed, pressure_action, "
       "allocation_failed, limit_reached, transfer_completed, transfer_failed, defragment_started, "
-      "defragment_finished, health_changed, model_loaded, model_evicted, model_progress. An unknown name is refused.";
+      "defragment_finished, health_changed, model_loaded, model_evicted, model_progress, model_preload_started, "
+      "model_preload_finished. An unknown name is refused.";
   t.push_back(Action{
       "memory_subscribe",
       "Subscribe to events (open to every caller). REST: server-sent events (text/event-stream) until the client "

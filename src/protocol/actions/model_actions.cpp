@@ -82,7 +82,7 @@ Result<Outcome> memory_model_optimize(MemoryService& s, const Params& p, const C
 }
 
 constexpr std::string_view kStatusExample =
-    R"({"name": "sdxl", "path": "/srv/models/sdxl", "kind": "diffusers", "state": "Loaded", "tier": "VRAM", "deviceId": "cuda:0", "priority": "Normal", "pinned": false, "keepAliveSeconds": 300, "sizeBytes": 6938928640, "vramBytes": 6938928640, "ramBytes": 0, "sharedBytes": 1760000000, "tensors": 2515, "dtypes": ["F16"], "components": [{"name": "unet", "sizeBytes": 5135092736, "tensors": 1680, "tier": "VRAM", "sharedWith": 0, "allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"}], "hits": 3, "progress": {"stage": "done", "bytesDone": 6938928640, "bytesTotal": 6938928640, "rateBytesPerSecond": 22383640774.2}, "loadSeconds": 0.31, "loadGBps": 22.4, "lastUse": "2026-01-01T00:00:00.000Z"})";
+    R"({"name": "sdxl", "path": "/srv/models/sdxl", "kind": "diffusers", "state": "Loaded", "tier": "VRAM", "deviceId": "cuda:0", "priority": "Normal", "pinned": false, "keepAliveSeconds": 300, "sizeBytes": 6938928640, "vramBytes": 6938928640, "ramBytes": 0, "sharedBytes": 1760000000, "tensors": 2515, "dtypes": ["F16"], "components": [{"name": "unet", "sizeBytes": 5135092736, "tensors": 1680, "tier": "VRAM", "sharedWith": 0, "allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"}], "hits": 3, "preloaded": false, "progress": {"stage": "done", "bytesDone": 6938928640, "bytesTotal": 6938928640, "rateBytesPerSecond": 22383640774.2}, "loadSeconds": 0.31, "loadGBps": 22.4, "lastUse": "2026-01-01T00:00:00.000Z"})";
 
 const ParamSpec kLoadParams[] = {
     {.name = "name", .kind = K::ModelName, .required = true,
@@ -129,8 +129,8 @@ void append_model_actions(std::vector<Action>& t) {
   t.push_back(Action{
       "memory_model_status",
       "Every model (or one): state, tier, device, bytes per tier, components (shared ones say with how many), "
-      "tensors, dtypes, the load's progress, load time and rate, hits, last use; with the RAM cache's bytes and "
-      "the predictor's hit rate.",
+      "tensors, dtypes, the load's progress, load time and rate, hits, preloaded (brought up a tier on a "
+      "prediction, not used since), last use; with the RAM cache's bytes and the predictor's hit rate.",
       {{HttpMethod::Get, "/api/memory/models", 200, RouteBody::Json, true},
        {HttpMethod::Get, "/api/memory/models/{name}", 200, RouteBody::Json, true}},
       {{.name = "name", .kind = K::ModelName, .description = "One model (default: all)."}},
@@ -140,7 +140,7 @@ void append_model_actions(std::vector<Action>& t) {
   t.push_back(Action{
       "memory_model_unload",
       "Unload a model: its components' references go, and what no other model holds is freed (VRAM and RAM "
-      "cache). conflict while it is loading.",
+      "cache). conflict while it is loading (a preload on a prediction is cancelled instead).",
       {{HttpMethod::Delete, "/api/memory/models/{name}"}},
       {{.name = "name", .kind = K::ModelName, .required = true, .description = "The model."}},
       R"({"name": "sdxl"})",
