@@ -473,7 +473,21 @@ Result<void> ModelManager::load_job(const std::string& name) {
   std::vector<std::size_t> missing;
   std::uint64_t need = 0, todo = 0;
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    // A component another job is moving (an eviction or optimize taking it
+    // down, another model's load filling a shared one) is neither here nor
+    // gone: wait until it settles, or this load could end Loaded with it
+    // landing in the RAM tier. Nothing signals the end of a move, so look
+    // again every few milliseconds; a move is one copy, bounded in time.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+    auto moving = [&] {
+      return std::any_of(m->components.begin(), m->components.end(), [](const auto& c) { return c->busy; });
+    };
+    while (moving() && !m->progress.cancel) {
+      if (std::chrono::steady_clock::now() > give_up)
+        return fail(ErrorCode::unavailable, "a component of '{}' has been moving for 2 minutes; try again", name);
+      done_.wait_for(lock, std::chrono::milliseconds(5));
+    }
     for (std::size_t i = 0; i < m->components.size(); ++i) {
       auto& c = *m->components[i];
       if (!c.vram && !c.busy) {
