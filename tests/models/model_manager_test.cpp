@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "../transfer/transfer_test_support.hpp"
+#include "model_manager_fixture.hpp"
 #include "safetensors_writer.hpp"
 
 namespace memd {
@@ -19,92 +19,13 @@ using namespace test_models;
 
 const DeviceId kDev = DeviceId::host(0);
 
-// A UNet-like part of `mib` MiB (F16 rows of 1 MiB), and small shared parts.
-std::vector<FakeTensor> unet(const std::string& tag, int mib) {
-  std::vector<FakeTensor> t;
-  for (int i = 0; i < mib; ++i) t.push_back({tag + ".block." + std::to_string(i) + ".weight", {512, 1024}});
-  t.push_back({tag + ".conv_out.bias", {7}});
-  return t;
-}
-std::vector<FakeTensor> vae() { return {{"decoder.conv_in.weight", {256, 1024}}, {"decoder.conv_in.bias", {9}}}; }
-std::vector<FakeTensor> encoder() { return {{"text_model.embeddings.weight", {512, 1024}}, {"text_model.ln.bias", {5}}}; }
-
-struct Fixture {
-  TempDir root;
-  std::unique_ptr<DeviceCatalog> catalog;
-  std::unique_ptr<MemoryManager> manager;
-  std::unique_ptr<TransferEngine> engine;
-  std::unique_ptr<EventBus> bus;
-  std::unique_ptr<Monitor> monitor;
-  std::unique_ptr<ModelManager> models;
-  std::shared_ptr<Subscription> events;
-
-  explicit Fixture(std::uint64_t ram_cache = 64 * kMiB, bool with_roots = true) {
-    BackendOptions bo;
-    bo.host_device_sizes = {64 * kMiB, 64 * kMiB};
-    bo.enable_cuda = false;
-    catalog = std::move(*DeviceCatalog::discover(bo));
-    ManagerOptions mo;
-    mo.pinned_limit_bytes = 256 * kMiB;
-    manager = std::make_unique<MemoryManager>(*catalog, mo);
-    Backend* host = nullptr;
-    for (const auto& b : catalog->backends())
-      if (b->name() == "host") host = b.get();
-    engine = std::make_unique<TransferEngine>(*manager, *host, TransferOptions{});
-    bus = std::make_unique<EventBus>();
-    MonitorOptions o;
-    o.interval = std::chrono::milliseconds(0);
-    monitor = std::move(*Monitor::create(*catalog, *manager, *engine, *bus, o));
-    ModelOptions m;
-    if (with_roots) m.roots = *ModelRoots::create({root.path});
-    m.ram_cache_bytes = ram_cache;
-    models = std::make_unique<ModelManager>(*manager, *engine, *monitor, *bus, std::move(m));
-    events = bus->subscribe({}, 0);
-  }
-  ~Fixture() {
-    models.reset();
-    EXPECT_EQ(manager->usage_by_owner().count(std::string(kModelOwner)), 0u) << "every model buffer went back";
-    monitor.reset();
-    engine.reset();
-  }
-
-  ModelStatus load(ModelLoadRequest r) {
-    auto started = models->load(r);
-    EXPECT_TRUE(started) << started.error().message;
-    auto done = models->wait(r.name);
-    EXPECT_TRUE(done) << done.error().message;
-    return done ? *done : ModelStatus{};
-  }
-  std::uint64_t held_by_models() {
-    auto u = manager->usage_by_owner();
-    auto it = u.find(std::string(kModelOwner));
-    return it == u.end() ? 0 : it->second.bytes;
-  }
-  // Every tensor of a loaded model's components reads back as written.
-  void expect_bytes(const ModelStatus& s, const std::map<std::string, std::vector<FakeTensor>>& parts) {
-    auto layout = read_model_layout(s.path);
-    ASSERT_TRUE(layout) << layout.error().message;
-    for (const auto& c : s.components) {
-      ASSERT_TRUE(c.allocation) << c.name << " is not in VRAM";
-      const auto* lc = layout->component(c.name);
-      ASSERT_NE(lc, nullptr);
-      for (const auto& t : lc->tensors) {
-        auto got = engine->read(*c.allocation, t.offset, t.bytes);
-        ASSERT_TRUE(got);
-        for (std::uint64_t i = 0; i < t.bytes; i += 4099)
-          ASSERT_EQ((*got)[i], tensor_byte(t.name, i)) << c.name << "/" << t.name << " byte " << i;
-      }
-    }
-    (void)parts;
-  }
+// Two host devices of 64 MiB (placement picks between them).
+struct Fixture : ModelManagerFixture {
+  explicit Fixture(bool with_roots = true)
+      : ModelManagerFixture({.host_device_sizes = {64 * kMiB, 64 * kMiB}, .with_roots = with_roots}) {}
+  // The loads and evictions since the last call, as "kind:model".
   std::vector<std::string> kinds() {
-    std::vector<std::string> out;
-    for (const auto& e : events->poll(1000)) {
-      if (e->kind != EventKind::model_loaded && e->kind != EventKind::model_evicted) continue;
-      const auto line = nlohmann::json::parse(e->line);
-      out.push_back(std::string(to_string(e->kind)) + ":" + line["data"].value("model", ""));
-    }
-    return out;
+    return event_kinds([](EventKind k) { return k == EventKind::model_loaded || k == EventKind::model_evicted; });
   }
 };
 
@@ -124,7 +45,7 @@ TEST(ModelManager, LoadsADiffusersFolderAndEveryTensorReadsBack) {
   EXPECT_EQ(s.components.size(), 3u);
   EXPECT_EQ(s.vram_bytes, s.bytes);
   EXPECT_GT(s.load_gbps, 0.0);
-  f.expect_bytes(s, parts);
+  f.expect_bytes(s);
   EXPECT_EQ(f.kinds(), (std::vector<std::string>{"model_loaded:sdxl"}));
   // Asking again while resident is a hit, not a second load.
   auto again = f.models->load(r);
@@ -165,7 +86,7 @@ TEST(ModelManager, TwoFineTunesHoldTheirSharedVaeAndEncoderOnce) {
   // Unloading one keeps what the other still holds.
   ASSERT_TRUE(f.models->unload("base"));
   EXPECT_EQ(f.held_by_models(), unet_bytes + shared);
-  f.expect_bytes(*f.models->status("tuned"), {});
+  f.expect_bytes(*f.models->status("tuned"));
   ASSERT_TRUE(f.models->unload("tuned"));
 }
 
@@ -174,14 +95,7 @@ TEST(ModelManager, AStateDirectoryKeepsContentHashesSoARestartDoesNotRehash) {
   TempDir state;
   write_diffusers(f.root.path / "base", {{"unet", unet("base", 2)}, {"vae", vae()}, {"text_encoder", encoder()}});
   write_diffusers(f.root.path / "tuned", {{"unet", unet("tuned", 2)}, {"vae", vae()}, {"text_encoder", encoder()}});
-  auto restart = [&] {
-    f.models.reset();
-    ModelOptions m;
-    m.roots = *ModelRoots::create({f.root.path});
-    m.ram_cache_bytes = 64 * kMiB;
-    m.state_dir = state.path;
-    f.models = std::make_unique<ModelManager>(*f.manager, *f.engine, *f.monitor, *f.bus, std::move(m));
-  };
+  auto restart = [&] { f.restart([&](ModelOptions& m) { m.state_dir = state.path; }); };
   auto load_both = [&] {
     ASSERT_EQ(f.load({.name = "base", .path = "base", .device = kDev}).state, ModelState::Loaded);
     ASSERT_EQ(f.load({.name = "tuned", .path = "tuned", .device = kDev}).state, ModelState::Loaded);
@@ -216,10 +130,7 @@ TEST(ModelManager, EvictionUnderALimitTakesTheCheapestAndNeverThePinned) {
   Fixture f;
   for (const char* n : {"a", "b", "c"}) write_safetensors(f.root.path / (std::string(n) + ".safetensors"), unet(n, 12));
   // Room for two 12 MiB models on host:0 (with their units), not three.
-  Limits limits;
-  limits.per_device[kDev] = 30 * kMiB;
-  ASSERT_TRUE(f.manager->set_limits(limits));
-  f.monitor->sample_now();
+  f.limit_device(kDev, 30 * kMiB);
   ModelLoadRequest a{.name = "a", .path = "a.safetensors", .device = kDev, .pinned = true};
   ModelLoadRequest b{.name = "b", .path = "b.safetensors", .device = kDev};
   ModelLoadRequest c{.name = "c", .path = "c.safetensors", .device = kDev};
@@ -237,7 +148,7 @@ TEST(ModelManager, EvictionUnderALimitTakesTheCheapestAndNeverThePinned) {
   ASSERT_EQ(sb.state, ModelState::Loaded) << sb.error;
   EXPECT_EQ(sb.tier, ModelTier::VRAM);
   EXPECT_EQ(f.models->status("c")->tier, ModelTier::RAM);
-  f.expect_bytes(sb, {});
+  f.expect_bytes(sb);
   // Too big for the device even with every unpinned model gone: refused with
   // the numbers, nothing half-loaded.
   write_safetensors(f.root.path / "huge.safetensors", unet("huge", 24));
@@ -271,10 +182,7 @@ TEST(ModelManager, ALimitSetJustBeforeALoadCountsWithoutANewSample) {
 TEST(ModelManager, CriticalPressureEvictsThroughTheReclaimCallback) {
   Fixture f;
   for (const char* n : {"old", "new"}) write_safetensors(f.root.path / (std::string(n) + ".safetensors"), unet(n, 13));
-  Limits limits;
-  limits.per_device[kDev] = 28 * kMiB;  // 2 x 13 MiB is 92.9 %: Critical
-  ASSERT_TRUE(f.manager->set_limits(limits));
-  f.monitor->sample_now();
+  f.limit_device(kDev, 28 * kMiB);  // 2 x 13 MiB is 92.9 %: Critical
   ASSERT_EQ(f.load({.name = "old", .path = "old.safetensors", .device = kDev}).state, ModelState::Loaded);
   ASSERT_EQ(f.load({.name = "new", .path = "new.safetensors", .device = kDev}).state, ModelState::Loaded);
   f.monitor->note_usage(kDev);
@@ -319,7 +227,7 @@ TEST(ModelManager, RefusalsAndFailuresLeaveNothingBehind) {
   EXPECT_TRUE(f.models->unload("bad"));
   EXPECT_EQ(f.held_by_models(), 0u);
   // Without roots every load is refused, saying how to set one.
-  Fixture closed(64 * kMiB, false);
+  Fixture closed(/*with_roots=*/false);
   auto off = closed.models->load({.name = "x", .path = "ok.safetensors"});
   ASSERT_FALSE(off);
   EXPECT_EQ(off.error().code, ErrorCode::permission_denied);

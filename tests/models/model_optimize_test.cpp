@@ -8,7 +8,7 @@
 
 #include <thread>
 
-#include "../transfer/transfer_test_support.hpp"
+#include "model_manager_fixture.hpp"
 #include "models/model_manager.hpp"
 #include "safetensors_writer.hpp"
 
@@ -20,61 +20,16 @@ using namespace std::chrono_literals;
 
 const DeviceId kDev = DeviceId::host(0);
 
-std::vector<FakeTensor> weights(const std::string& tag, int mib) {
-  std::vector<FakeTensor> t;
-  for (int i = 0; i < mib; ++i) t.push_back({tag + ".block." + std::to_string(i) + ".weight", {512, 1024}});
-  t.push_back({tag + ".bias", {7}});
-  return t;
-}
-std::vector<FakeTensor> vae() { return {{"decoder.conv_in.weight", {256, 1024}}, {"decoder.conv_in.bias", {9}}}; }
+// One host device of 64 MiB; the keep-alive timer off unless `sweep` is set.
+struct Fixture : ModelManagerFixture {
+  explicit Fixture(std::uint64_t ram_cache = 64 * kMiB, std::chrono::milliseconds sweep = 0ms)
+      : ModelManagerFixture(
+            {.ram_cache_bytes = ram_cache, .models = [=](ModelOptions& m) { m.keep_alive_sweep = sweep; }}) {}
 
-struct Fixture {
-  TempDir root;
-  std::unique_ptr<DeviceCatalog> catalog;
-  std::unique_ptr<MemoryManager> manager;
-  std::unique_ptr<TransferEngine> engine;
-  std::unique_ptr<EventBus> bus;
-  std::unique_ptr<Monitor> monitor;
-  std::unique_ptr<ModelManager> models;
-  std::shared_ptr<Subscription> events;
-
-  explicit Fixture(std::uint64_t ram_cache = 64 * kMiB, std::chrono::milliseconds sweep = 0ms) {
-    BackendOptions bo;
-    bo.host_device_sizes = {64 * kMiB};
-    bo.enable_cuda = false;
-    catalog = std::move(*DeviceCatalog::discover(bo));
-    ManagerOptions mo;
-    mo.pinned_limit_bytes = 256 * kMiB;
-    manager = std::make_unique<MemoryManager>(*catalog, mo);
-    Backend* host = nullptr;
-    for (const auto& b : catalog->backends())
-      if (b->name() == "host") host = b.get();
-    engine = std::make_unique<TransferEngine>(*manager, *host, TransferOptions{});
-    bus = std::make_unique<EventBus>();
-    MonitorOptions o;
-    o.interval = 0ms;
-    monitor = std::move(*Monitor::create(*catalog, *manager, *engine, *bus, o));
-    ModelOptions m;
-    m.roots = *ModelRoots::create({root.path});
-    m.ram_cache_bytes = ram_cache;
-    m.keep_alive_sweep = sweep;
-    models = std::make_unique<ModelManager>(*manager, *engine, *monitor, *bus, std::move(m));
-    events = bus->subscribe({}, 0);
-  }
-  ~Fixture() {
-    models.reset();
-    EXPECT_EQ(manager->usage_by_owner().count(std::string(kModelOwner)), 0u) << "every model buffer went back";
-    monitor.reset();
-    engine.reset();
-  }
-
+  // Loads on host:0 unless the request names a device.
   ModelStatus load(ModelLoadRequest r) {
     if (!r.device) r.device = kDev;
-    auto started = models->load(r);
-    EXPECT_TRUE(started) << started.error().message;
-    auto done = models->wait(r.name);
-    EXPECT_TRUE(done) << done.error().message;
-    return done ? *done : ModelStatus{};
+    return ModelManagerFixture::load(std::move(r));
   }
   ModelTier tier(std::string_view name) { return models->status(name)->tier; }
   std::uint64_t bytes(std::string_view name) { return models->status(name)->bytes; }
@@ -90,22 +45,6 @@ struct Fixture {
     for (const auto& e : events->poll(1000))
       if (e->kind == kind) out.push_back(nlohmann::json::parse(e->line));
     return out;
-  }
-  // Every tensor of `name` reads back as written (it must be in VRAM).
-  void expect_bytes(std::string_view name) {
-    auto s = models->status(name);
-    ASSERT_TRUE(s);
-    auto layout = read_model_layout(s->path);
-    ASSERT_TRUE(layout) << layout.error().message;
-    for (const auto& c : s->components) {
-      ASSERT_TRUE(c.allocation) << c.name << " is not in VRAM";
-      for (const auto& t : layout->component(c.name)->tensors) {
-        auto got = engine->read(*c.allocation, t.offset, t.bytes);
-        ASSERT_TRUE(got);
-        for (std::uint64_t i = 0; i < t.bytes; i += 4099)
-          ASSERT_EQ((*got)[i], tensor_byte(t.name, i)) << c.name << "/" << t.name << " byte " << i;
-      }
-    }
   }
 };
 

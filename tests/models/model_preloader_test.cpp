@@ -9,8 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <thread>
 
-#include "../transfer/transfer_test_support.hpp"
+#include "model_manager_fixture.hpp"
 #include "models/model_manager.hpp"
 #include "safetensors_writer.hpp"
 
@@ -21,89 +22,32 @@ using namespace test_models;
 
 const DeviceId kDev = DeviceId::host(0);
 
-// A model of `mib` MiB of F16 rows (+ a bias): one component, rounded to
-// mib + 2 MiB of VRAM units.
-std::vector<FakeTensor> weights(const std::string& tag, int mib) {
-  std::vector<FakeTensor> t;
-  for (int i = 0; i < mib; ++i) t.push_back({tag + ".block." + std::to_string(i) + ".weight", {512, 1024}});
-  t.push_back({tag + ".bias", {7}});
-  return t;
-}
-
-struct Fixture {
-  TempDir root;
-  std::unique_ptr<DeviceCatalog> catalog;
-  std::unique_ptr<MemoryManager> manager;
-  std::unique_ptr<TransferEngine> engine;
-  std::unique_ptr<EventBus> bus;
-  std::unique_ptr<Monitor> monitor;
-  std::unique_ptr<ModelManager> models;
-  std::shared_ptr<Subscription> events;
-
-  explicit Fixture(std::uint64_t ram_cache, bool preload = true, double threshold = 0.5) {
-    BackendOptions bo;
-    bo.host_device_sizes = {64 * kMiB};
-    bo.enable_cuda = false;
-    catalog = std::move(*DeviceCatalog::discover(bo));
-    ManagerOptions mo;
-    mo.pinned_limit_bytes = 256 * kMiB;
-    manager = std::make_unique<MemoryManager>(*catalog, mo);
-    Backend* host = nullptr;
-    for (const auto& b : catalog->backends())
-      if (b->name() == "host") host = b.get();
-    engine = std::make_unique<TransferEngine>(*manager, *host, TransferOptions{});
-    bus = std::make_unique<EventBus>();
-    MonitorOptions o;
-    o.interval = std::chrono::milliseconds(0);
-    monitor = std::move(*Monitor::create(*catalog, *manager, *engine, *bus, o));
-    ModelOptions m;
-    m.roots = *ModelRoots::create({root.path});
-    m.ram_cache_bytes = ram_cache;
-    m.preload = preload;
-    m.preload_threshold = threshold;
-    models = std::make_unique<ModelManager>(*manager, *engine, *monitor, *bus, std::move(m));
-    events = bus->subscribe({}, 0);
+// One host device of 64 MiB and three models a, b and c of 6 MiB (+ a bias):
+// one component each, rounded to 8 MiB of VRAM units.
+struct Fixture : ModelManagerFixture {
+  explicit Fixture(std::uint64_t ram_cache, bool preload = true, double threshold = 0.5)
+      : ModelManagerFixture({.ram_cache_bytes = ram_cache, .models = [=](ModelOptions& m) {
+                               m.preload = preload;
+                               m.preload_threshold = threshold;
+                             }}) {
     for (const char* n : {"a", "b", "c"})
       write_safetensors(root.path / (std::string(n) + ".safetensors"), weights(n, 6));
-  }
-  ~Fixture() {
-    models.reset();
-    EXPECT_EQ(manager->usage_by_owner().count(std::string(kModelOwner)), 0u) << "every model buffer went back";
-    monitor.reset();
-    engine.reset();
   }
 
   static ModelLoadRequest request(const std::string& name, bool pinned = false) {
     return {.name = name, .path = name + ".safetensors", .device = kDev, .pinned = pinned};
   }
-  ModelStatus use(const std::string& name, bool pinned = false) {
-    auto started = models->load(request(name, pinned));
-    EXPECT_TRUE(started) << started.error().message;
-    auto done = models->wait(name);
-    EXPECT_TRUE(done) << done.error().message;
-    return done ? *done : ModelStatus{};
-  }
+  ModelStatus use(const std::string& name, bool pinned = false) { return load(request(name, pinned)); }
   // What the last use led to has happened.
   void settle() {
     if (auto* p = models->preloader()) p->wait_idle();
   }
   ModelStatus status(const std::string& name) { return *models->status(name); }
-  void limit_device(std::uint64_t bytes) {
-    Limits limits;
-    limits.per_device[kDev] = bytes;
-    ASSERT_TRUE(manager->set_limits(limits));
-    monitor->sample_now();
-  }
   // The model events since the last call, as "kind:model".
   std::vector<std::string> kinds() {
-    std::vector<std::string> out;
-    for (const auto& e : events->poll(1000)) {
-      const auto name = to_string(e->kind);
-      if (!name.starts_with("model_") || e->kind == EventKind::model_progress) continue;  // progress: its own tests
-      const auto line = nlohmann::json::parse(e->line);
-      out.push_back(std::string(name) + ":" + line["data"].value("model", ""));
-    }
-    return out;
+    return event_kinds([](EventKind k) {
+      return to_string(k).starts_with("model_") && k != EventKind::model_progress;  // progress: its own tests
+    });
   }
   // a (pinned) and b loaded, then a, b, a, b, a, b: b follows a.
   void script() {
@@ -120,21 +64,17 @@ struct Fixture {
     EXPECT_GT(models->evict_for(kDev, 8 * kMiB), 0u);
     EXPECT_NE(status("b").tier, ModelTier::VRAM);
   }
-  void expect_bytes(const std::string& name) {
-    const auto s = status(name);
-    auto layout = read_model_layout(s.path);
-    ASSERT_TRUE(layout) << layout.error().message;
-    for (const auto& c : s.components) {
-      ASSERT_TRUE(c.allocation) << c.name << " is not in VRAM";
-      const auto* lc = layout->component(c.name);
-      ASSERT_NE(lc, nullptr);
-      for (const auto& t : lc->tensors) {
-        auto got = engine->read(*c.allocation, t.offset, t.bytes);
-        ASSERT_TRUE(got);
-        for (std::uint64_t i = 0; i < t.bytes; i += 4099)
-          ASSERT_EQ((*got)[i], tensor_byte(t.name, i)) << name << "/" << t.name << " byte " << i;
-      }
-    }
+  // After script(): a fills half of host:0 (a 16 MiB limit, so a preload
+  // into VRAM would pass the ceiling), c is in the RAM tier (an 8 MiB one:
+  // c went there after b, which dropped b's copy), b is on Disk.
+  void b_on_disk_c_in_ram() {
+    limit_device(kDev, 16 * kMiB);
+    evict_b();
+    ASSERT_EQ(use("c").state, ModelState::Loaded);
+    settle();
+    EXPECT_GT(models->evict_for(kDev, 8 * kMiB), 0u);
+    ASSERT_EQ(status("b").tier, ModelTier::Disk);
+    ASSERT_EQ(status("c").tier, ModelTier::RAM);
   }
 };
 
@@ -179,15 +119,9 @@ TEST(ModelPreloader, FromDiskIntoTheRamTierWhenVramHasNoIdleRoom) {
   Fixture f(8 * kMiB);  // the RAM tier holds one 6 MiB model
   f.script();
   // Room for two models on host:0: a preload into VRAM would fill it past
-  // the ceiling, so b can only come up into the RAM tier.
-  f.limit_device(16 * kMiB);
-  f.evict_b();
-  // b to Disk: c goes to the RAM tier after it, which drops b's copy.
-  ASSERT_EQ(f.use("c").state, ModelState::Loaded);
-  f.settle();
-  EXPECT_GT(f.models->evict_for(kDev, 8 * kMiB), 0u);
-  EXPECT_EQ(f.status("c").tier, ModelTier::RAM);
-  EXPECT_EQ(f.status("b").tier, ModelTier::Disk);
+  // the ceiling, so b (on Disk) can only come up into the RAM tier, once c
+  // has left it.
+  ASSERT_NO_FATAL_FAILURE(f.b_on_disk_c_in_ram());
   ASSERT_TRUE(f.models->unload("c"));
   EXPECT_EQ(f.models->ram_bytes(), 0u);
   (void)f.kinds();
@@ -218,15 +152,9 @@ TEST(ModelPreloader, FromDiskIntoTheRamTierWhenVramHasNoIdleRoom) {
 TEST(ModelPreloader, NeverEvictsForAGuess) {
   Fixture f(8 * kMiB);
   f.script();
-  f.limit_device(16 * kMiB);
-  f.evict_b();
-  ASSERT_EQ(f.use("c").state, ModelState::Loaded);
-  f.settle();
-  EXPECT_GT(f.models->evict_for(kDev, 8 * kMiB), 0u);
   // Now: a fills half of host:0 (another model would pass the ceiling), c
   // fills the RAM tier (b would not fit beside it), b is on Disk.
-  ASSERT_EQ(f.status("b").tier, ModelTier::Disk);
-  ASSERT_EQ(f.status("c").tier, ModelTier::RAM);
+  ASSERT_NO_FATAL_FAILURE(f.b_on_disk_c_in_ram());
   (void)f.kinds();
   f.use("a", true);
   f.settle();
@@ -283,10 +211,7 @@ TEST(ModelPreloader, OffOrBelowTheThresholdDoesNothing) {
 TEST(ModelPreloader, UnloadDuringAPreloadIsClean) {
   Fixture f(64 * kMiB);
   ASSERT_EQ(f.use("a", true).state, ModelState::Loaded);
-  const auto a_bytes = [&] {
-    auto u = f.manager->usage_by_owner();
-    return u[std::string(kModelOwner)].bytes;
-  }();
+  const auto a_bytes = f.held_by_models();
   for (int round = 0; round < 8; ++round) {
     SCOPED_TRACE(round);
     ASSERT_EQ(f.use("b").state, ModelState::Loaded);
@@ -300,7 +225,7 @@ TEST(ModelPreloader, UnloadDuringAPreloadIsClean) {
     auto gone = f.models->unload("b");
     ASSERT_TRUE(gone) << gone.error().message;
     f.settle();
-    EXPECT_EQ(f.manager->usage_by_owner()[std::string(kModelOwner)].bytes, a_bytes) << "only a's buffers left";
+    EXPECT_EQ(f.held_by_models(), a_bytes) << "only a's buffers left";
     EXPECT_EQ(f.models->ram_bytes(), 0u);
     const auto p = f.models->predictor().stats();
     EXPECT_EQ(p.preloads, p.hits + p.misses) << "every preload is a hit or a miss once b is gone";
@@ -343,6 +268,16 @@ struct Gate {
     });
   }
   bool wait_claimed() { return claimed.get_future().wait_for(std::chrono::seconds(30)) == std::future_status::ready; }
+  // After script() and b's eviction, a's use starts b's preload: held here
+  // once claimed, the model events so far drained.
+  void hold_preload_of_b(Fixture& f) {
+    f.script();
+    f.evict_b();
+    (void)f.kinds();
+    install(*f.models->preloader());
+    f.use("a", true);
+    ASSERT_TRUE(wait_claimed());
+  }
 };
 
 nlohmann::json last_event(Fixture& f, EventKind kind, std::vector<std::string>* kinds = nullptr) {
@@ -357,13 +292,8 @@ nlohmann::json last_event(Fixture& f, EventKind kind, std::vector<std::string>* 
 
 TEST(ModelPreloader, AnUnloadCancelsAPreloadInFlightAndWaitsForIt) {
   Fixture f(64 * kMiB);
-  f.script();
-  f.evict_b();
-  (void)f.kinds();
   Gate gate;
-  gate.install(*f.models->preloader());
-  f.use("a", true);
-  ASSERT_TRUE(gate.wait_claimed());
+  ASSERT_NO_FATAL_FAILURE(gate.hold_preload_of_b(f));
   EXPECT_EQ(f.status("b").stage, "preloading");
   EXPECT_FALSE(f.status("b").preloaded) << "not until it is up";
   auto unloading = std::async(std::launch::async, [&] { return f.models->unload("b"); });
@@ -389,13 +319,8 @@ TEST(ModelPreloader, AnUnloadCancelsAPreloadInFlightAndWaitsForIt) {
 
 TEST(ModelPreloader, ALoadDuringAPreloadTakesItOverAndCountsAHit) {
   Fixture f(64 * kMiB);
-  f.script();
-  f.evict_b();
-  (void)f.kinds();
   Gate gate;
-  gate.install(*f.models->preloader());
-  f.use("a", true);
-  ASSERT_TRUE(gate.wait_claimed());
+  ASSERT_NO_FATAL_FAILURE(gate.hold_preload_of_b(f));
   auto started = f.models->load(Fixture::request("b"));
   ASSERT_TRUE(started) << started.error().message;
   EXPECT_EQ(started->state, ModelState::Loading) << "the load's own job follows the preload";
