@@ -17,7 +17,7 @@
 //             UNets (--unet-gib each, fp16) sharing text encoders (0.25 and
 //             1.39 GB) and a VAE (0.16 GB), same bytes in both folders. A
 //             device limit fits one pipeline and half a UNet; the RAM tier
-//             holds the other UNet. Switching: from the load request for the
+//             (two UNets and 2 GiB) holds the other UNet. Switching: from the load request for the
 //             pipeline in RAM until it reads Loaded in VRAM with the other
 //             one's UNet in the RAM tier (goal < 0.25 s; A1111's RAM cache:
 //             0.28 s). The shared parts are checked to be held once.
@@ -295,7 +295,10 @@ int main(int argc, char** argv) {
   if (!fs::exists(b / "model_index.json")) write_pipeline(b, unet, 2);
   warm_tree(a);
   warm_tree(b);
-  Env e(root, unet + 4 * kGiB);
+  // The RAM tier holds both UNets: the one coming up keeps its RAM copy
+  // (a cache) while the one going down lands beside it. Smaller, the one
+  // going down falls through to Disk (seen on the H200, session 11).
+  Env e(root, 2 * unet + 2 * kGiB);
   const std::uint64_t shared = (246 + 1327 + 160) * kMiB;
   Limits limits;
   limits.per_device[e.device] = unet + shared + unet / 2;
