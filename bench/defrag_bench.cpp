@@ -5,7 +5,10 @@
 //   memd_defrag_bench [--reps 5]
 //
 // On cuda:0 (built with CUDA and a GPU visible):
-//   move rate   blocks of 8, 32 and 64 MiB, every other one freed, then
+//   move rate   blocks of 8, 32 and 64 MiB, each filled (cudaMemset: the
+//               survivors hold data, checked after, and every unit has
+//               been touched once, as the baseline's buffers are by their
+//               warm-up copy), every other one freed, then
 //               Defragmenter::run with remap off: bytes copied ÷ the run's
 //               moving time (copies and switches: the report's duration
 //               less its release_duration and plan_duration), against
@@ -71,6 +74,36 @@ double baseline_seconds(bool gpu, std::uint64_t bytes, int count) {
   const auto t0 = Clock::now();
   for (int i = 0; i < count; ++i) std::memcpy(b.data(), a.data(), bytes);
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Every survivor holds data, as real ones do: each block is filled with a
+// byte of its index before the run (which also touches every mapped unit
+// once, as the baseline's buffers are touched by their warm-up copy), and
+// its first and last bytes are checked after it. False when one differs.
+void fill(bool gpu, std::uint64_t address, std::uint64_t bytes, int value) {
+#if defined(MEMD_WITH_CUDA)
+  if (gpu) {
+    (void)cudaMemset(reinterpret_cast<void*>(address), value, bytes);
+    (void)cudaDeviceSynchronize();
+    return;
+  }
+#endif
+  (void)gpu;
+  std::memset(reinterpret_cast<void*>(address), value, bytes);
+}
+bool holds(bool gpu, std::uint64_t address, std::uint64_t bytes, int value) {
+  unsigned char ends[2] = {0, 0};
+#if defined(MEMD_WITH_CUDA)
+  if (gpu) {
+    (void)cudaMemcpy(&ends[0], reinterpret_cast<void*>(address), 1, cudaMemcpyDeviceToHost);
+    (void)cudaMemcpy(&ends[1], reinterpret_cast<void*>(address + bytes - 1), 1, cudaMemcpyDeviceToHost);
+    return ends[0] == static_cast<unsigned char>(value) && ends[1] == static_cast<unsigned char>(value);
+  }
+#endif
+  (void)gpu;
+  std::memcpy(&ends[0], reinterpret_cast<void*>(address), 1);
+  std::memcpy(&ends[1], reinterpret_cast<void*>(address + bytes - 1), 1);
+  return ends[0] == static_cast<unsigned char>(value) && ends[1] == static_cast<unsigned char>(value);
 }
 
 struct Env {
@@ -141,6 +174,7 @@ int main(int argc, char** argv) {
       gpu = e.device.kind() == DeviceKind::Cuda;
       std::vector<AllocationRecord> all;
       for (int i = 0; i < 2 * blocks; ++i) all.push_back(alloc(e, bytes));
+      for (int i = 0; i < 2 * blocks; ++i) fill(gpu, all[i].address, bytes, i & 0xff);  // holes were used too
       for (int i = 0; i < 2 * blocks; i += 2) (void)e.manager->deallocate(all[i].id);
       DefragOptions o;
       o.device = e.device;
@@ -161,6 +195,13 @@ int main(int argc, char** argv) {
       whole_rate.push_back(static_cast<double>(r->bytes_moved) / secs / 1e9);
       const int copies = static_cast<int>(r->bytes_moved / bytes);
       base_rate.push_back(static_cast<double>(bytes) * copies / baseline_seconds(gpu, bytes, copies) / 1e9);
+      for (int i = 1; i < 2 * blocks; i += 2) {
+        auto now = e.manager->get(all[i].id);
+        if (!now || !holds(gpu, now->address, bytes, i & 0xff)) {
+          std::fprintf(stderr, "defragment %llu MiB: block %d lost its bytes\n", static_cast<unsigned long long>(mib), i);
+          failed = true;
+        }
+      }
       if (auto v = e.manager->validate(); !v) {
         std::fprintf(stderr, "validate: %s\n", v.error().message.c_str());
         failed = true;
