@@ -30,7 +30,6 @@ Exit status: 0 done (and every check passed); 1 failed here or a check
 failed; 2 memd refused; 64 bad command line.
 """
 
-import argparse
 import ctypes
 import hashlib
 import json
@@ -282,15 +281,9 @@ def rest(args, method, path, body=None):
         raise Failed(f"{args.url}: {e}") from e
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: {message}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-
-
 def parse_args(argv):
-    p = Parser(prog="model_worker", description=__doc__.split("\n\n")[0])
+    # memd_import's parser: a usage error exits 64 there as here.
+    p = memd_import.Parser(prog="model_worker", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--export-json", metavar="FILE", help="memory_model_export's answer ('-': stdin)")
     src.add_argument("--model", help="export this model for our own owner over REST (needs --url)")

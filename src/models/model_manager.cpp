@@ -256,12 +256,7 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
                   m.path.string(), path->string());
     if (m.job && m.preloading) return take_over_preload_locked(m, request);
     if (m.job) return status_locked(m);
-    m.request.priority = request.priority;
-    m.request.keep_alive = request.keep_alive;
-    m.request.pinned = request.pinned;
-    m.last_use = std::chrono::system_clock::now();
-    m.last_use_steady = std::chrono::steady_clock::now();
-    predictor_.record_use(request.name, m.last_use_steady);
+    note_request_locked(m, request);
     if (m.state == ModelState::Loaded && tier_locked(m) == ModelTier::VRAM) {
       ++m.hits;
       nudge_preloader();
@@ -1224,19 +1219,21 @@ void ModelManager::sweep_keep_alive(std::stop_token stop) {
   }
 }
 
-}  // namespace memd
-
-namespace memd {
-
-ModelStatus ModelManager::take_over_preload_locked(Model& m, const ModelLoadRequest& request) {
-  // The preload keeps running (what it brings up is what the load needs);
-  // the preloader starts the load's own job when it ends.
+// A known model asked for again: the request's terms replace the old ones,
+// and it counts as a use.
+void ModelManager::note_request_locked(Model& m, const ModelLoadRequest& request) {
   m.request.priority = request.priority;
   m.request.keep_alive = request.keep_alive;
   m.request.pinned = request.pinned;
   m.last_use = std::chrono::system_clock::now();
   m.last_use_steady = std::chrono::steady_clock::now();
   predictor_.record_use(request.name, m.last_use_steady);
+}
+
+ModelStatus ModelManager::take_over_preload_locked(Model& m, const ModelLoadRequest& request) {
+  // The preload keeps running (what it brings up is what the load needs);
+  // the preloader starts the load's own job when it ends.
+  note_request_locked(m, request);
   m.taken_over = true;
   m.state = ModelState::Loading;
   m.error.clear();

@@ -272,6 +272,7 @@ class ModelManager {
   void end_preload(const PreloadCandidate& candidate, const std::vector<PreloadItem>& items, bool ok,
                    nlohmann::json event);
   // A load that finds the model preloading takes the preload over.
+  void note_request_locked(Model& m, const ModelLoadRequest& request);
   ModelStatus take_over_preload_locked(Model& model, const ModelLoadRequest& request);
   // Cancels a preload of `name` and waits until it has stopped.
   void wait_out_preload_locked(std::unique_lock<std::mutex>& lock, std::string_view name);
