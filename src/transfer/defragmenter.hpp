@@ -64,7 +64,14 @@ class Defragmenter {
   // A batch of copies settles when it holds this many moves or bytes (the
   // writers of those allocations wait for it), before a slide or a remap,
   // and at the end of each pool's pass.
+  // Each move in flight holds its block's write gate; ThreadSanitizer's
+  // deadlock detector stops the process when one thread holds more than 64
+  // locks, so its builds batch fewer (the batching is the same code).
+#if defined(__SANITIZE_THREAD__)
+  static constexpr std::size_t kMaxInFlightMoves = 32;
+#else
   static constexpr std::size_t kMaxInFlightMoves = 64;
+#endif
   static constexpr std::uint64_t kMaxInFlightBytes = 1 * kGiB;
   // How many times (100 us apart) settle() tries a moved block's io lock
   // before leaving the block where it was.
