@@ -63,6 +63,10 @@ struct ModelManager::Model {
   std::uint64_t hits = 0;
   std::chrono::system_clock::time_point last_use{};
   std::chrono::steady_clock::time_point last_use_steady{};
+  // When a preload last brought it up: its keep-alive counts from then too,
+  // or the keep-alive sweep would take down at once what a guess just
+  // brought up (its last use being older than its keep-alive).
+  std::chrono::steady_clock::time_point preloaded_at{};
   // Load progress: when the job began (the rate), when the last
   // model_progress event went out (steady ns; 0: none this job).
   std::chrono::steady_clock::time_point job_start{};
@@ -996,7 +1000,7 @@ bool ModelManager::idle_locked(const Model& m, std::chrono::steady_clock::time_p
   // keepAliveSeconds 0 means "no timer": such a model stays until room is
   // needed or optimize is asked; asked, it is idle at once.
   if (timed_only && m.request.keep_alive.count() == 0) return false;
-  return now - m.last_use_steady >= m.request.keep_alive;
+  return now - std::max(m.last_use_steady, m.preloaded_at) >= m.request.keep_alive;
 }
 
 ModelOptimizeReport ModelManager::run_optimize(const OptimizeScope& scope, std::chrono::steady_clock::time_point now) {
@@ -1326,6 +1330,7 @@ void ModelManager::end_preload(const PreloadCandidate& candidate, const std::vec
     std::lock_guard lock(mu_);
     for (const auto& item : items) item.component->busy = false;
     m.stage = ok ? "preloaded" : "preload failed";
+    if (ok) m.preloaded_at = std::chrono::steady_clock::now();
   }
   // The event goes out before a waiter hears the job is done (as a load's);
   // `preloading` stays set until then, so a load arriving meanwhile still

@@ -115,6 +115,30 @@ TEST(ModelPreloader, UsingABringsBIntoIdleVramAndBsUseIsAHit) {
   for (const char* n : {"a", "b"}) EXPECT_TRUE(f.models->unload(n));
 }
 
+// A preloaded model's keep-alive counts from the preload: the keep-alive
+// sweep does not take down at once what a guess just brought up because its
+// last use is older than its keep-alive.
+TEST(ModelPreloader, TheKeepAliveSweepLeavesAFreshPreloadInPlace) {
+  Fixture f(64 * kMiB);
+  f.script();
+  auto b = Fixture::request("b");
+  b.keep_alive = std::chrono::seconds(1);
+  ASSERT_EQ(f.load(b).state, ModelState::Loaded);  // b's last use, with a 1 s keep-alive
+  f.settle();
+  f.evict_b();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // b's keep-alive runs out
+  f.use("a", true);
+  f.settle();
+  ASSERT_EQ(f.status("b").tier, ModelTier::VRAM) << "preloaded";
+  const auto swept = f.models->expire_idle(std::chrono::steady_clock::now());
+  EXPECT_EQ(f.status("b").tier, ModelTier::VRAM) << "the sweep took down a fresh preload";
+  EXPECT_TRUE(swept.moved.empty());
+  // Once its keep-alive has run out since the preload too, it goes.
+  (void)f.models->expire_idle(std::chrono::steady_clock::now() + std::chrono::seconds(2));
+  EXPECT_NE(f.status("b").tier, ModelTier::VRAM);
+  for (const char* n : {"a", "b"}) EXPECT_TRUE(f.models->unload(n));
+}
+
 TEST(ModelPreloader, FromDiskIntoTheRamTierWhenVramHasNoIdleRoom) {
   Fixture f(8 * kMiB);  // the RAM tier holds one 6 MiB model
   f.script();
