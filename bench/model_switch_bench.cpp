@@ -3,12 +3,15 @@
 // program.
 //
 //   memd_model_switch_bench --dir DIR [--file FILE] [--unet-gib 5] [--reps 3]
+//                           [--dtype F16|BF16] [--no-switch]
 //
 //   load      (with --file: a safetensors file, page cache warm) the manager's
 //             load of the file as one model on cuda:0, from the request to
 //             Loaded: bytes ÷ seconds, median of reps (unloaded between).
 //             bench/model_switch_gpu.sh prints load_file(device="cuda") on
-//             the same file in the same run.
+//             the same file in the same run. With --dtype the file's F32
+//             tensors land narrowed (its rate is also given in file bytes,
+//             against load_file + .half() in bench/model_narrow_gpu.sh).
 //   restore   the same model sent down to the RAM tier (evict_for), then
 //             asked for again: bytes ÷ (request → Loaded in VRAM), against
 //             cudaMemcpyAsync of the same bytes from cudaMallocHost memory
@@ -208,11 +211,13 @@ struct Env {
   }
 
   // Request → done; the seconds it took and the status.
-  std::pair<double, ModelStatus> load(const std::string& name, const std::string& path) {
+  std::pair<double, ModelStatus> load(const std::string& name, const std::string& path,
+                                      std::optional<Dtype> dtype = std::nullopt) {
     ModelLoadRequest r;
     r.name = name;
     r.path = path;
     r.device = device;
+    r.dtype = dtype;
     const auto t0 = Clock::now();
     auto started = models->load(r);
     if (!started) die("load " + name + ": " + started.error().message);
@@ -237,15 +242,21 @@ int main(int argc, char** argv) {
   using namespace memd;
   std::string dir, file;
   double unet_gib = 5;
+  std::optional<Dtype> dtype;
+  bool do_switch = true;
   int reps = 3;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--dir" && i + 1 < argc) dir = argv[++i];
     else if (a == "--file" && i + 1 < argc) file = argv[++i];
     else if (a == "--unet-gib" && i + 1 < argc) unet_gib = std::atof(argv[++i]);
+    else if (a == "--dtype" && i + 1 < argc) {
+      dtype = parse_dtype(argv[++i]);
+      if (!dtype) return 2;
+    } else if (a == "--no-switch") do_switch = false;
     else if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
     else {
-      std::fprintf(stderr, "usage: memd_model_switch_bench --dir DIR [--file FILE] [--unet-gib 5] [--reps 3]\n");
+      std::fprintf(stderr, "usage: memd_model_switch_bench --dir DIR [--file FILE] [--unet-gib 5] [--reps 3] [--dtype F16|BF16] [--no-switch]\n");
       return 2;
     }
   }
@@ -267,27 +278,56 @@ int main(int argc, char** argv) {
     std::vector<double> load_rate, restore_rate, base_rate;
     std::uint64_t bytes = 0;
     for (int rep = 0; rep < reps; ++rep) {
-      auto [secs, s] = e.load("single", "single.safetensors");
+      auto [secs, s] = e.load("single", "single.safetensors", dtype);
       bytes = s.bytes;
       load_rate.push_back(static_cast<double>(bytes) / secs / 1e9);
       // Down to the RAM tier, then asked for again.
       const auto freed = e.models->evict_for(e.device, bytes);
       auto down = e.models->status("single");
       if (freed < bytes || !down || down->tier != ModelTier::RAM) die("the model did not go down to the RAM tier");
-      auto [rsecs, r] = e.load("single", "single.safetensors");
+      auto [rsecs, r] = e.load("single", "single.safetensors", dtype);
       if (r.tier != ModelTier::VRAM) die("restore did not reach VRAM");
       restore_rate.push_back(static_cast<double>(bytes) / rsecs / 1e9);
       base_rate.push_back(static_cast<double>(bytes) / pinned_copy_seconds(e.gpu, bytes) / 1e9);
       if (auto u = e.models->unload("single"); !u) die("unload: " + u.error().message);
     }
+    // What the restore's time holds besides the copy: allocating its
+    // exportable buffer (its units mapped), right after the same bytes
+    // were freed, as the restore does after evict_for.
+    std::vector<double> alloc_ms;
+    for (int rep = 0; rep < reps; ++rep) {
+      AllocationRequest ar;
+      ar.size_bytes = bytes;
+      ar.device = e.device;
+      ar.memory_type = MemoryType::VRAM;
+      ar.exportable = true;
+      ar.allocation_type = MemoryAllocationType::Model;
+      const auto t0 = std::chrono::steady_clock::now();
+      auto rec = e.manager->allocate(ar);
+      alloc_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      if (!rec) die("allocate the restore's buffer: " + rec.error().message);
+      (void)e.manager->deallocate(rec->id);
+    }
     const double l = median(load_rate), r = median(restore_rate), b = median(base_rate);
     std::printf("load     %.2f GiB via the manager: %8.2f GB/s (median of %d; page cache warm)\n",
                 static_cast<double>(bytes) / static_cast<double>(kGiB), l, reps);
+    if (dtype) {
+      // Narrowed: the file holds more bytes than land; its rate is what a
+      // reader of the file (load_file + .half()) is compared with.
+      const double file_bytes = static_cast<double>(fs::file_size(src));
+      std::printf("         narrowed to %s: file %.2f GiB read at %8.2f GB/s\n", std::string(to_string(*dtype)).c_str(),
+                  file_bytes / static_cast<double>(kGiB), l * file_bytes / static_cast<double>(bytes));
+    }
     std::printf("restore  from the RAM tier:        %8.2f GB/s vs pinned copy %8.2f GB/s: %.2f%s\n", r, b,
                 b > 0 ? r / b : 0.0, e.gpu ? (r / b >= 0.9 ? "  (goal >= 0.90: met)" : "  (goal >= 0.90: MISSED)") : "");
+    const double am = median(alloc_ms);
+    const double copy_only = r > 0 ? static_cast<double>(bytes) / (static_cast<double>(bytes) / r / 1e9 - am / 1e3) / 1e9 : 0;
+    std::printf("         of which allocating its buffer (exportable): %.2f ms; the rest %8.2f GB/s (%.2f)\n", am,
+                copy_only, b > 0 ? copy_only / b : 0.0);
     fs::remove(link, ec);
   }
 
+  if (!do_switch) return 0;
   // 3: the SDXL-shaped switch.
   const std::uint64_t unet = static_cast<std::uint64_t>(unet_gib * static_cast<double>(kGiB)) / kMiB * kMiB;
   const fs::path a = root / "sdxl-a", b = root / "sdxl-b";

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "backends/backend.hpp"
+#include "models/dtype_convert.hpp"
 #include "transfer/staging_buffers.hpp"
 #include "transfer/stream_pool.hpp"
 
@@ -15,15 +16,20 @@ namespace {
 
 struct Chunk {
   std::size_t file;
-  std::uint64_t file_offset, buffer_offset, bytes;
+  std::uint64_t file_offset, buffer_offset, bytes;  // bytes: read from the file
+  std::optional<Dtype> narrow_to;                   // F32 in the file, half the bytes land
+  std::uint64_t landed() const { return narrow_to ? bytes / 2 : bytes; }
 };
 
-// The runs cut into pieces of at most `chunk` bytes, in order.
+// The runs cut into pieces of at most `chunk` file bytes (a multiple of 4,
+// so a narrowed run's pieces are whole floats), in order.
 std::vector<Chunk> chunks_of(std::span<const CopyRun> runs, std::uint64_t chunk) {
   std::vector<Chunk> out;
+  chunk = std::max<std::uint64_t>(4, chunk / 4 * 4);
   for (const auto& r : runs)
     for (std::uint64_t at = 0; at < r.bytes; at += chunk)
-      out.push_back({r.file, r.file_offset + at, r.buffer_offset + at, std::min(chunk, r.bytes - at)});
+      out.push_back({r.file, r.file_offset + at, r.buffer_offset + (r.narrow_to ? at / 2 : at),
+                     std::min(chunk, r.bytes - at), r.narrow_to});
   return out;
 }
 
@@ -52,9 +58,12 @@ Result<void> load_component(std::span<const ModelFile> files, std::span<const Co
     if (r.file_offset > size || r.bytes > size - r.file_offset)
       return fail(ErrorCode::invalid_argument, "{}: run of {} bytes at {} is past its end ({} bytes)",
                   files[r.file].path().string(), r.bytes, r.file_offset, size);
-    if (r.buffer_offset > target.bytes || r.bytes > target.bytes - r.buffer_offset)
+    if (r.buffer_offset > target.bytes || r.buffer_bytes() > target.bytes - r.buffer_offset)
       return fail(ErrorCode::invalid_argument, "run of {} bytes at buffer offset {} is past the {}-byte buffer",
-                  r.bytes, r.buffer_offset, target.bytes);
+                  r.buffer_bytes(), r.buffer_offset, target.bytes);
+    if (r.narrow_to && (!convertible(Dtype::F32, *r.narrow_to) || r.bytes % 4 != 0))
+      return fail(ErrorCode::invalid_argument, "a run of {} bytes cannot be narrowed from F32 to {}", r.bytes,
+                  to_string(*r.narrow_to));
   }
   const std::vector<Chunk> chunks = chunks_of(runs, staging.buffer_bytes());
   if (chunks.empty()) return {};
@@ -100,19 +109,27 @@ Result<void> load_component(std::span<const ModelFile> files, std::span<const Co
         break;
       }
       progress.bytes_read.fetch_add(c.bytes, std::memory_order_relaxed);
-      if (auto ok = backend.copy(target.base + c.buffer_offset, into.data(), c.bytes, s); !ok) {
+      // Narrowing happens here, on the reader's core, while other readers'
+      // copies run: the staging buffer's first half then holds the landing
+      // bytes.
+      if (c.narrow_to)
+        if (auto ok = convert_f32_in_place(into, *c.narrow_to); !ok) {
+          first.put(ok.error());
+          break;
+        }
+      if (auto ok = backend.copy(target.base + c.buffer_offset, into.data(), c.landed(), s); !ok) {
         first.put(ok.error());
         break;
       }
       auto event = backend.record(s);
       if (!event) {
         (void)backend.synchronize(s);
-        progress.bytes_copied.fetch_add(c.bytes, std::memory_order_relaxed);
+        progress.bytes_copied.fetch_add(c.landed(), std::memory_order_relaxed);
         first.put(event.error());
         break;
       }
       pending[b] = *event;
-      pending_bytes[b] = c.bytes;
+      pending_bytes[b] = c.landed();
     }
     // Every copy in flight lands before the staging buffers go back.
     for (unsigned b = 0; b < 2; ++b)

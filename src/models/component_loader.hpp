@@ -11,6 +11,11 @@
 // thread is already reading the next, and `readers` threads keep the disk
 // (or the page cache) and the copy engine busy at once.
 //
+// A run with narrow_to (models/layout_narrowing.hpp) reads F32 bytes; the
+// reader converts each chunk in its staging buffer (models/dtype_convert.hpp,
+// on its own core, while the other readers' copies run) and copies the half
+// that lands. Progress counts file bytes read and buffer bytes landed.
+//
 // Reads go through ModelFile (pread, bounds-checked): a file truncated during
 // the load fails the chunk that crosses its end, the other readers stop at
 // their next chunk, every copy in flight drains, and the error says which

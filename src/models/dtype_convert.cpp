@@ -1,6 +1,7 @@
 // F32 narrowed to F16 / BF16; see dtype_convert.hpp.
 #include "models/dtype_convert.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -94,6 +95,23 @@ Result<void> convert_f32(std::span<const std::byte> src, std::span<std::byte> ds
     std::memcpy(&v, src.data() + 4 * i, 4);
     const std::uint16_t out = bf16 ? f32_to_bf16_bits(v) : f32_to_f16_bits(v);
     std::memcpy(dst.data() + 2 * i, &out, 2);
+  }
+  return {};
+}
+
+Result<void> convert_f32_in_place(std::span<std::byte> buf, Dtype to) {
+  if (buf.size() % 4 != 0)
+    return fail(ErrorCode::invalid_argument, "{} bytes are not whole F32 values", buf.size());
+  // Block by block through a small buffer: block k's output [2kB, 2kB+2B)
+  // only overlaps input blocks 0..k, all read by then (block 0's own input
+  // is read whole before its output is written).
+  constexpr std::size_t kBlock = 4096;  // values
+  std::byte out[2 * kBlock];
+  const std::size_t n = buf.size() / 4;
+  for (std::size_t at = 0; at < n; at += kBlock) {
+    const std::size_t k = std::min(kBlock, n - at);
+    if (auto ok = convert_f32(buf.subspan(4 * at, 4 * k), std::span<std::byte>(out, 2 * k), to); !ok) return ok;
+    std::memcpy(buf.data() + 2 * at, out, 2 * k);
   }
   return {};
 }

@@ -39,5 +39,9 @@ bool convertible(Dtype from, Dtype to) noexcept;
 // (little-endian). invalid_argument when the pair is not convertible, `src`
 // is not whole floats or `dst` is not exactly half its size.
 Result<void> convert_f32(std::span<const std::byte> src, std::span<std::byte> dst, Dtype to);
+// The same in place: `buf` holds F32 values; their 2-byte conversions end up
+// in its first half (the loader converts in its staging buffer, then copies
+// that half). Same errors as convert_f32 (the size must be whole floats).
+Result<void> convert_f32_in_place(std::span<std::byte> buf, Dtype to);
 
 }  // namespace memd

@@ -38,6 +38,7 @@ nlohmann::json to_json(const ModelStatus& s) {
                      {"hits", s.hits},
                      {"preloaded", s.preloaded}};
   out["deviceId"] = s.device ? nlohmann::json(s.device->to_string()) : nlohmann::json(nullptr);
+  out["dtype"] = s.narrowed_to ? nlohmann::json(to_string(*s.narrowed_to)) : nlohmann::json(nullptr);
   out["progress"] = {{"stage", s.stage},
                      {"bytesDone", s.progress_bytes},
                      {"bytesTotal", s.progress_total},

@@ -11,6 +11,7 @@
 #include <system_error>
 #include <unordered_map>
 
+#include "models/dtype_convert.hpp"
 #include "models/safetensors.hpp"
 #include "models/strict_json.hpp"
 
@@ -405,13 +406,16 @@ Result<void> ModelLayout::validate() const {
       const CopyRun& r = c.runs[i];
       if (r.bytes == 0 || r.file >= files.size())
         return fail(ErrorCode::internal, "component '{}': run {} is empty or names file {}", c.name, i, r.file);
-      if (r.buffer_offset < run_end || r.buffer_offset + r.bytes > c.bytes)
+      if (r.narrow_to && (!convertible(Dtype::F32, *r.narrow_to) || r.bytes % 4 != 0))
+        return fail(ErrorCode::internal, "component '{}': run {} narrows {} bytes to {}", c.name, i, r.bytes,
+                    to_string(*r.narrow_to));
+      if (r.buffer_offset < run_end || r.buffer_offset + r.buffer_bytes() > c.bytes)
         return fail(ErrorCode::internal, "component '{}': run {} [{}, +{}) overlaps another or leaves the buffer",
-                    c.name, i, r.buffer_offset, r.bytes);
+                    c.name, i, r.buffer_offset, r.buffer_bytes());
       if (r.file_offset + r.bytes > identities[r.file].size)
         return fail(ErrorCode::internal, "component '{}': run {} reads past the end of {}", c.name, i,
                     files[r.file].string());
-      run_end = r.buffer_offset + r.bytes;
+      run_end = r.buffer_offset + r.buffer_bytes();
     }
     std::uint64_t tensor_end = 0;
     for (const auto& t : c.tensors) {
@@ -429,8 +433,11 @@ Result<void> ModelLayout::validate() const {
       if (it == c.runs.begin())
         return fail(ErrorCode::internal, "component '{}': tensor '{}' is in no run", c.name, t.name);
       const CopyRun& r = *std::prev(it);
-      if (r.file != t.file || t.offset + t.bytes > r.buffer_offset + r.bytes ||
-          r.file_offset + (t.offset - r.buffer_offset) != t.file_offset)
+      // A narrowed run reads two file bytes for each buffer byte.
+      const std::uint64_t scale = r.narrow_to ? 2 : 1;
+      if (r.file != t.file || t.offset + t.bytes > r.buffer_offset + r.buffer_bytes() ||
+          r.file_offset + (t.offset - r.buffer_offset) * scale != t.file_offset ||
+          r.narrow_to.has_value() != t.converted_from.has_value() || (r.narrow_to && *r.narrow_to != t.dtype))
         return fail(ErrorCode::internal, "component '{}': tensor '{}' is not filled from its file bytes", c.name,
                     t.name);
     }

@@ -79,6 +79,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -94,20 +95,27 @@ inline constexpr std::uint64_t kTensorAlignment = 256;
 
 struct TensorPlacement {
   std::string name;
-  Dtype dtype = Dtype::U8;
+  Dtype dtype = Dtype::U8;        // in the buffer
   std::vector<std::uint64_t> shape;
   std::uint64_t offset = 0;       // in the component buffer
-  std::uint64_t bytes = 0;
+  std::uint64_t bytes = 0;        // in the buffer
   std::size_t file = 0;           // index into ModelLayout::files
   std::uint64_t file_offset = 0;  // absolute, in that file
+  // The file's dtype when the load narrows it (models/layout_narrowing.hpp:
+  // F32 held as F16 or BF16, the file's bytes twice `bytes`); none: as read.
+  std::optional<Dtype> converted_from;
 };
 
-// `bytes` from `file` at `file_offset` go to `buffer_offset` in the component.
+// `bytes` from `file` at `file_offset` go to `buffer_offset` in the
+// component; with `narrow_to`, those bytes are F32 values that land as
+// F16 or BF16 (buffer_bytes(): half of them).
 struct CopyRun {
   std::size_t file = 0;
   std::uint64_t file_offset = 0;
   std::uint64_t buffer_offset = 0;
-  std::uint64_t bytes = 0;
+  std::uint64_t bytes = 0;  // read from the file
+  std::optional<Dtype> narrow_to;
+  std::uint64_t buffer_bytes() const noexcept { return narrow_to ? bytes / 2 : bytes; }
   friend bool operator==(const CopyRun&, const CopyRun&) = default;
 };
 

@@ -7,6 +7,8 @@
 #include <fmt/format.h>
 
 #include "core/eviction_plan.hpp"
+#include "models/dtype_convert.hpp"
+#include "models/layout_narrowing.hpp"
 #include "models/model_name.hpp"
 #include "memd/size.hpp"
 
@@ -95,10 +97,22 @@ std::vector<const ModelFile*> pointers(const std::vector<ModelFile>& files) {
   return out;
 }
 
+// The layout a load lands: the file's, narrowed when the request asks.
+Result<ModelLayout> read_layout(const std::filesystem::path& path, const std::optional<Dtype>& dtype) {
+  auto layout = read_model_layout(path);
+  if (!layout || !dtype) return layout;
+  return narrow_layout(*layout, *dtype);
+}
+
+std::string as_loaded(const std::optional<Dtype>& dtype) {
+  return dtype ? fmt::format("with its F32 tensors as {}", to_string(*dtype)) : "with the file's dtypes";
+}
+
 bool same_geometry(const std::vector<CopyRun>& a, const std::vector<CopyRun>& b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i)
-    if (a[i].buffer_offset != b[i].buffer_offset || a[i].bytes != b[i].bytes) return false;
+    if (a[i].buffer_offset != b[i].buffer_offset || a[i].bytes != b[i].bytes || a[i].narrow_to != b[i].narrow_to)
+      return false;
   return true;
 }
 
@@ -210,6 +224,7 @@ ModelStatus ModelManager::status_locked(const Model& m) const {
     s.components.push_back(std::move(cs));
   }
   s.dtypes.assign(dtypes.begin(), dtypes.end());
+  s.narrowed_to = m.request.dtype;
   s.progress_bytes = m.progress.bytes_copied.load();
   s.progress_total = m.progress_total;
   s.stage = m.stage;
@@ -249,6 +264,9 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
     return fail(ErrorCode::not_found, "no device {}", request.device->to_string());
   if (request.device && request.device->kind() == DeviceKind::Cpu)
     return fail(ErrorCode::not_found, "no GPU or host device cpu: models load onto cuda:N or host:N");
+  if (request.dtype && !convertible(Dtype::F32, *request.dtype))
+    return fail(ErrorCode::invalid_argument, "dtype {}: a load narrows F32 to F16 or BF16 only",
+                to_string(*request.dtype));
   auto path = options_.roots.resolve(request.path);
   if (!path) return fail(path.error());
   std::lock_guard lock(mu_);
@@ -258,6 +276,9 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
     if (m.path != *path)
       return fail(ErrorCode::conflict, "model '{}' is {}; unload it before loading {}", request.name,
                   m.path.string(), path->string());
+    if (m.request.dtype != request.dtype)
+      return fail(ErrorCode::conflict, "model '{}' is loaded {}; unload it before loading it {}", request.name,
+                  as_loaded(m.request.dtype), as_loaded(request.dtype));
     if (m.job && m.preloading) return take_over_preload_locked(m, request);
     if (m.job) return status_locked(m);
     note_request_locked(m, request);
@@ -427,7 +448,7 @@ Result<void> ModelManager::load_job(const std::string& name) {
   if (m->components.empty()) {
     // First load: the layout, the files (re-opened confined, same identity).
     set_stage(*m, "reading layout");
-    auto layout = read_model_layout(m->path);
+    auto layout = read_layout(m->path, m->request.dtype);
     if (!layout) return fail(layout.error());
     auto files = std::make_shared<std::vector<ModelFile>>();
     for (std::size_t i = 0; i < layout->files.size(); ++i) {
@@ -496,7 +517,7 @@ Result<void> ModelManager::load_job(const std::string& name) {
         // From the RAM tier the whole buffer is copied; from the files,
         // only the tensors' bytes (not the alignment between them).
         std::uint64_t from_files = 0;
-        for (const auto& r : c.runs) from_files += r.bytes;
+        for (const auto& r : c.runs) from_files += r.buffer_bytes();
         todo += c.ram ? c.bytes : from_files;
       }
     }
@@ -763,7 +784,7 @@ std::uint64_t ModelManager::evict_for(DeviceId device, std::uint64_t needed) {
 Result<ModelEstimate> ModelManager::estimate(const ModelLoadRequest& request) {
   auto path = options_.roots.resolve(request.path);
   if (!path) return fail(path.error());
-  auto layout = read_model_layout(*path);
+  auto layout = read_layout(*path, request.dtype);
   if (!layout) return fail(layout.error());
   auto device = place(*layout, request.device);
   if (!device) return fail(device.error());

@@ -11,6 +11,7 @@
 
 #include "memd/allocation_id.hpp"
 #include "memd/device.hpp"
+#include "models/dtype.hpp"
 
 namespace memd {
 
@@ -30,6 +31,9 @@ struct ModelLoadRequest {
   int priority = 1;                 // higher stays longer (MemoryPriority: Low 0 .. Critical 3)
   std::chrono::seconds keep_alive{0};
   bool pinned = false;              // never evicted
+  // F16 or BF16: the model's F32 tensors land narrowed to it
+  // (models/layout_narrowing.hpp); none: every tensor as the file holds it.
+  std::optional<Dtype> dtype;
 };
 
 struct ComponentStatus {
@@ -57,7 +61,8 @@ struct ModelStatus {
   std::uint64_t ram_bytes = 0;       // of those, in the RAM cache
   std::uint64_t shared_bytes = 0;    // components another model holds too
   std::size_t tensors = 0;
-  std::vector<std::string> dtypes;
+  std::vector<std::string> dtypes;  // in VRAM (after any narrowing)
+  std::optional<Dtype> narrowed_to;  // the load's dtype, when it asked for one
   std::vector<ComponentStatus> components;
   // The load: bytes read and landed, the stage, how long, how fast.
   std::uint64_t progress_bytes = 0;

@@ -28,6 +28,8 @@ nlohmann::json to_json(const DefragReport& r) {
                      {"durationMs", static_cast<double>(r.duration.count()) / 1e6},
                      {"releaseMs", static_cast<double>(r.release_duration.count()) / 1e6},
                      {"planMs", static_cast<double>(r.plan_duration.count()) / 1e6},
+                     {"copyMs", static_cast<double>(r.copy_duration.count()) / 1e6},
+                     {"switchMs", static_cast<double>(r.switch_duration.count()) / 1e6},
                      {"devices", std::move(devices)}};
   if (r.dry_run) {
     nlohmann::json plan = nlohmann::json::array();

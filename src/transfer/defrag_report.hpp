@@ -75,6 +75,12 @@ struct DefragReport {
   // (the pools' caches drained, every live block listed). What remains is
   // the moving: copies, remaps and switches.
   std::chrono::nanoseconds plan_duration{0};
+  // Of the moving: issuing copies and waiting for them on the stream
+  // (copy_duration), and switching moved allocations over (switch_duration:
+  // io locks, the registry, freeing the old blocks; remaps' map calls).
+  // What is left of duration is set-up: the pools' statistics, the stream.
+  std::chrono::nanoseconds copy_duration{0};
+  std::chrono::nanoseconds switch_duration{0};
   std::vector<DefragPoolReport> pools;
   std::vector<DefragPlannedMove> plan;  // dry run only
 };

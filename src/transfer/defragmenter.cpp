@@ -25,7 +25,24 @@ struct Defragmenter::PoolRun {
   std::optional<StreamPool::Lease> stream;
   std::vector<InFlight> in_flight;
   std::uint64_t in_flight_bytes = 0;
+  std::chrono::nanoseconds copy_time{0};    // DefragReport::copy_duration
+  std::chrono::nanoseconds switch_time{0};  // DefragReport::switch_duration
 };
+
+namespace {
+// Adds the time from construction to destruction to `into`.
+class Stopwatch {
+ public:
+  explicit Stopwatch(std::chrono::nanoseconds& into) : into_(into), start_(std::chrono::steady_clock::now()) {}
+  ~Stopwatch() { into_ += std::chrono::steady_clock::now() - start_; }
+  Stopwatch(const Stopwatch&) = delete;
+  Stopwatch& operator=(const Stopwatch&) = delete;
+
+ private:
+  std::chrono::nanoseconds& into_;
+  std::chrono::steady_clock::time_point start_;
+};
+}  // namespace
 
 namespace {
 
@@ -205,6 +222,8 @@ Result<DefragReport> Defragmenter::run(const DefragOptions& options) {
     if (!options.dry_run) (void)p.pool->trim();
   report.release_duration += std::chrono::steady_clock::now() - release_start;
   for (auto& p : pools) {
+    report.copy_duration += p.copy_time;
+    report.switch_duration += p.switch_time;
     measure(*p.pool, p.report.fragmentation_after, p.report.reserved_bytes_after, p.report.free_bytes_after);
     report.moves += p.report.moves;
     report.bytes_moved += p.report.bytes_moved;
@@ -238,7 +257,12 @@ Defragmenter::MoveOutcome Defragmenter::execute(PoolRun& p, const AllocationId& 
     // Readers read on from the old place; nobody else sees the target. The
     // copy joins the pool's in-flight batch: one event and one wait for the
     // batch, not one per move (settle()).
-    if (auto queued = enqueue_copy(p, relocation->to, relocation->from, bytes, 64 * kMiB); !queued) {
+    Result<void> queued;
+    {
+      Stopwatch copying(p.copy_time);
+      queued = enqueue_copy(p, relocation->to, relocation->from, bytes, 64 * kMiB);
+    }
+    if (!queued) {
       error = queued.error();
       manager_.abort_relocation(*hold, *relocation);
       return MoveOutcome::Abandoned;
@@ -250,6 +274,7 @@ Defragmenter::MoveOutcome Defragmenter::execute(PoolRun& p, const AllocationId& 
   Result<void> copied;
   std::unique_lock<std::shared_mutex> io(entry.io);  // a slide overwrites the old bytes; a remap unmaps them
   if (move.kind == DefragMoveKind::Slide) {
+    Stopwatch copying(p.copy_time);
     copied = enqueue_copy(p, relocation->to, relocation->from, bytes,
                           std::min<std::uint64_t>(64 * kMiB, move.from - move.to));
     if (copied) copied = wait_stream(p);
@@ -259,6 +284,7 @@ Defragmenter::MoveOutcome Defragmenter::execute(PoolRun& p, const AllocationId& 
     manager_.abort_relocation(*hold, *relocation);
     return MoveOutcome::Abandoned;
   }
+  Stopwatch switching(p.switch_time);
   return land(*hold, *relocation, error);
 }
 
@@ -275,8 +301,13 @@ Defragmenter::MoveOutcome Defragmenter::land(AllocationHold& hold, const MemoryM
 void Defragmenter::settle(PoolRun& p, Error& error,
                           const std::function<void(const AllocationId&, const DefragMove&, MoveOutcome)>& tally) {
   if (p.in_flight.empty()) return;
-  const Result<void> copied = wait_stream(p);
+  Result<void> copied;
+  {
+    Stopwatch copying(p.copy_time);
+    copied = wait_stream(p);
+  }
   if (!copied) error = copied.error();
+  Stopwatch switching(p.switch_time);
   for (auto& f : p.in_flight) {
     const AllocationId id = f.hold.id();
     auto& entry = f.hold.entry();

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "../transfer/transfer_test_support.hpp"
+#include "models/dtype_convert.hpp"
 
 namespace memd {
 namespace {
@@ -83,6 +84,47 @@ TEST(ComponentLoader, RunsLandAtTheirOffsetsByteForByte) {
                            got.begin() + static_cast<std::ptrdiff_t>(r.buffer_offset)))
         << "run at buffer offset " << r.buffer_offset;
   }
+  t.hold.release();
+  EXPECT_TRUE(env.manager->deallocate(t.record.id));
+}
+
+TEST(ComponentLoader, NarrowedRunsLandConvertedAsTheReferenceDoes) {
+  Env env;
+  // 20 MiB + 4 bytes of F32 bit patterns: several staging chunks, the last
+  // one short; a plain run after it.
+  TempFile a(20 * kMiB + 4, 5);
+  std::vector<ModelFile> files;
+  files.push_back(*ModelFile::open(a.path));
+  for (Dtype to : {Dtype::F16, Dtype::BF16}) {
+    const std::vector<CopyRun> runs = {{0, 4, 0, 20 * kMiB, to}, {0, 0, 10 * kMiB + 256, 4, std::nullopt}};
+    const std::uint64_t total = 10 * kMiB + 512;
+    auto t = exportable(env, total);
+    LoadProgress progress;
+    LoaderOptions o;
+    o.readers = 3;
+    auto ok = load_component(files, runs, t.target, kDev, env.engine->stream_pool(), env.engine->staging_buffers(),
+                             progress, o);
+    ASSERT_TRUE(ok) << ok.error().message;
+    EXPECT_EQ(progress.bytes_read.load(), 20 * kMiB + 4) << "file bytes read";
+    EXPECT_EQ(progress.bytes_copied.load(), 10 * kMiB + 4) << "buffer bytes landed";
+    std::vector<std::byte> want(10 * kMiB);
+    ASSERT_TRUE(convert_f32(std::span(a.bytes).subspan(4, 20 * kMiB), want, to));
+    const auto got = env.bytes(t.record);
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), got.begin())) << to_string(to);
+    EXPECT_TRUE(std::equal(a.bytes.begin(), a.bytes.begin() + 4, got.begin() + 10 * kMiB + 256));
+    t.hold.release();
+    EXPECT_TRUE(env.manager->deallocate(t.record.id));
+  }
+  // A narrowed run must be whole floats and narrow to F16 or BF16.
+  auto t = exportable(env, 10 * kMiB);
+  LoadProgress progress;
+  for (const CopyRun& bad : {CopyRun{0, 0, 0, 6, Dtype::F16}, CopyRun{0, 0, 0, 8, Dtype::F64}}) {
+    auto r = load_component(files, std::vector<CopyRun>{bad}, t.target, kDev, env.engine->stream_pool(),
+                            env.engine->staging_buffers(), progress);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
+  }
+  EXPECT_EQ(progress.bytes_read.load(), 0u);
   t.hold.release();
   EXPECT_TRUE(env.manager->deallocate(t.record.id));
 }

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -140,6 +141,26 @@ TEST(DtypeConvert, BulkConversionAndItsRefusals) {
   EXPECT_TRUE(convertible(Dtype::F32, Dtype::BF16));
   EXPECT_FALSE(convertible(Dtype::F16, Dtype::F32));
   EXPECT_FALSE(convertible(Dtype::F64, Dtype::F16));
+}
+
+TEST(DtypeConvert, InPlaceEqualsTheTwoBufferConversionAcrossBlocks) {
+  // 10,000 values: past two of the in-place converter's 4,096-value blocks,
+  // the last one partial; random bit patterns (NaNs, infinities and
+  // subnormals among them).
+  std::mt19937 rng(7);
+  std::vector<std::byte> src(10'000 * 4);
+  for (auto& b : src) b = static_cast<std::byte>(rng() & 0xff);
+  for (Dtype to : {Dtype::F16, Dtype::BF16}) {
+    std::vector<std::byte> want(src.size() / 2);
+    ASSERT_TRUE(convert_f32(src, want, to));
+    std::vector<std::byte> buf = src;
+    ASSERT_TRUE(convert_f32_in_place(buf, to));
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), buf.begin())) << to_string(to);
+  }
+  std::vector<std::byte> odd(10);
+  EXPECT_FALSE(convert_f32_in_place(odd, Dtype::F16));                  // not whole floats
+  EXPECT_FALSE(convert_f32_in_place(std::span(src).first(8), Dtype::I16));  // not a narrowing
+  EXPECT_TRUE(convert_f32_in_place({}, Dtype::F16));                    // nothing to do
 }
 
 }  // namespace

@@ -59,6 +59,24 @@ TEST_F(ModelActionsTest, LoadStatusEstimatePinUnload) {
   EXPECT_EQ(refused("memory_model_unload", {{"name", "tiny"}}).code, ErrorCode::not_found);
 }
 
+TEST_F(ModelActionsTest, ADtypeNarrowsTheF32TensorsAndAnotherOneConflicts) {
+  auto estimate = call("memory_model_estimate", {{"name", "half"}, {"path", "tiny.safetensors"}, {"dtype", "BF16"}});
+  ASSERT_TRUE(estimate) << estimate.error().message;
+  auto started = call("memory_model_load", {{"name", "half"}, {"path", "tiny.safetensors"}, {"dtype", "BF16"}});
+  ASSERT_TRUE(started) << started.error().message;
+  ASSERT_TRUE(service_->models().wait("half"));
+  auto s = call("memory_model_status", {{"name", "half"}});
+  ASSERT_TRUE(s);
+  EXPECT_EQ((*s)["state"], "Loaded");
+  EXPECT_EQ((*s)["dtype"], "BF16");
+  EXPECT_EQ((*s)["dtypes"], json::array({"BF16", "F16"}));
+  EXPECT_EQ((*s)["sizeBytes"], (*estimate)["sizeBytes"]);
+  EXPECT_EQ(refused("memory_model_load", {{"name", "half"}, {"path", "tiny.safetensors"}, {"dtype", "F16"}}).code,
+            ErrorCode::conflict);
+  EXPECT_EQ(refused("memory_model_load", {{"name", "half"}, {"path", "tiny.safetensors"}}).code, ErrorCode::conflict);
+  EXPECT_TRUE(call("memory_model_unload", {{"name", "half"}}));
+}
+
 TEST_F(ModelActionsTest, HostileParametersAreRefusedAndTheDaemonServesOn) {
   const auto I = ErrorCode::invalid_argument, P = ErrorCode::permission_denied, N = ErrorCode::not_found;
   struct Case {
@@ -83,6 +101,11 @@ TEST_F(ModelActionsTest, HostileParametersAreRefusedAndTheDaemonServesOn) {
       {{{"name", "x"}, {"path", "tiny.safetensors"}, {"priority", "Urgent"}}, I},
       {{{"name", "x"}, {"path", "tiny.safetensors"}, {"keepAliveSeconds", -1}}, I},
       {{{"name", "x"}, {"path", "tiny.safetensors"}, {"pinned", "yes"}}, I},
+      {{{"name", "x"}, {"path", "tiny.safetensors"}, {"dtype", "f16"}}, I},
+      {{{"name", "x"}, {"path", "tiny.safetensors"}, {"dtype", "F32"}}, I},
+      {{{"name", "x"}, {"path", "tiny.safetensors"}, {"dtype", "F8_E4M3"}}, I},
+      {{{"name", "x"}, {"path", "tiny.safetensors"}, {"dtype", 16}}, I},
+      {{{"name", "x"}, {"path", "tiny.safetensors"}, {"dtype", ""}}, I},
   };
   for (const auto& c : cases) EXPECT_EQ(refused("memory_model_load", c.params).code, c.code) << c.params.dump();
   EXPECT_EQ(refused("memory_model_status", {{"name", "nobody"}}).code, N);

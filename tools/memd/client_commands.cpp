@@ -502,6 +502,7 @@ int run_load_model(const ClientFlags& c, const LoadModelFlags& f) {
   nlohmann::json body{{"name", f.name}, {"path", f.path}};
   if (!f.device.empty()) body["deviceId"] = f.device;
   if (!f.priority.empty()) body["priority"] = f.priority;
+  if (!f.dtype.empty()) body["dtype"] = f.dtype;
   if (f.keep_alive_seconds) body["keepAliveSeconds"] = *f.keep_alive_seconds;
   if (f.pin) body["pinned"] = true;
   auto started = api.post("/api/memory/models", body);

@@ -251,6 +251,7 @@ int main(int argc, char** argv) {
   load_model_cmd->add_option("--device", load_model.device, "Where (default: the device with the most room)");
   load_model_cmd->add_option("--priority", load_model.priority, "Low, Normal, High or Critical (eviction order)");
   load_model_cmd->add_option("--keep-alive", load_model.keep_alive_seconds, "Seconds after a use it is kept before others");
+  load_model_cmd->add_option("--dtype", load_model.dtype, "F16 or BF16: its F32 tensors land converted to it");
   load_model_cmd->add_flag("--pin", load_model.pin, "Never evicted");
   load_model_cmd->callback([&] { exit_code = run_load_model(client, load_model); });
 

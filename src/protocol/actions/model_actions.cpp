@@ -1,6 +1,7 @@
 // The model actions; see model_actions.hpp.
 #include "protocol/actions/model_actions.hpp"
 
+#include "models/dtype.hpp"
 #include "models/model_json.hpp"
 #include "protocol/action_helpers.hpp"
 #include "protocol/params.hpp"
@@ -11,6 +12,7 @@ namespace {
 
 using K = ParamKind;
 constexpr std::uint64_t kMaxKeepAliveSeconds = 30ull * 24 * 3600;
+constexpr std::string_view kLoadDtypes[] = {"F16", "BF16"};
 
 Result<ModelLoadRequest> load_request(const Params& p) {
   ModelLoadRequest r;
@@ -20,6 +22,12 @@ Result<ModelLoadRequest> load_request(const Params& p) {
   MEMD_ASSIGN_OR_RETURN(auto priority, p.priority("priority"));
   MEMD_ASSIGN_OR_RETURN(auto keep, p.json_integer("keepAliveSeconds", 0, kMaxKeepAliveSeconds));
   MEMD_ASSIGN_OR_RETURN(auto pinned, p.boolean("pinned"));
+  MEMD_ASSIGN_OR_RETURN(auto dtype, p.string("dtype"));
+  if (dtype) {
+    // The table checked it is one of kLoadDtypes; parse_dtype spells them.
+    r.dtype = parse_dtype(*dtype);
+    if (!r.dtype) return fail(ErrorCode::invalid_argument, "'dtype' must be F16 or BF16");
+  }
   r.name = std::move(name);
   r.path = std::move(path);
   r.device = device;
@@ -82,7 +90,7 @@ Result<Outcome> memory_model_optimize(MemoryService& s, const Params& p, const C
 }
 
 constexpr std::string_view kStatusExample =
-    R"({"name": "sdxl", "path": "/srv/models/sdxl", "kind": "diffusers", "state": "Loaded", "tier": "VRAM", "deviceId": "cuda:0", "priority": "Normal", "pinned": false, "keepAliveSeconds": 300, "sizeBytes": 6938928640, "vramBytes": 6938928640, "ramBytes": 0, "sharedBytes": 1760000000, "tensors": 2515, "dtypes": ["F16"], "components": [{"name": "unet", "sizeBytes": 5135092736, "tensors": 1680, "tier": "VRAM", "sharedWith": 0, "allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"}], "hits": 3, "preloaded": false, "progress": {"stage": "done", "bytesDone": 6938928640, "bytesTotal": 6938928640, "rateBytesPerSecond": 22383640774.2}, "loadSeconds": 0.31, "loadGBps": 22.4, "lastUse": "2026-01-01T00:00:00.000Z"})";
+    R"({"name": "sdxl", "path": "/srv/models/sdxl", "kind": "diffusers", "state": "Loaded", "tier": "VRAM", "deviceId": "cuda:0", "priority": "Normal", "pinned": false, "keepAliveSeconds": 300, "dtype": null, "sizeBytes": 6938928640, "vramBytes": 6938928640, "ramBytes": 0, "sharedBytes": 1760000000, "tensors": 2515, "dtypes": ["F16"], "components": [{"name": "unet", "sizeBytes": 5135092736, "tensors": 1680, "tier": "VRAM", "sharedWith": 0, "allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"}], "hits": 3, "preloaded": false, "progress": {"stage": "done", "bytesDone": 6938928640, "bytesTotal": 6938928640, "rateBytesPerSecond": 22383640774.2}, "loadSeconds": 0.31, "loadGBps": 22.4, "lastUse": "2026-01-01T00:00:00.000Z"})";
 
 const ParamSpec kLoadParams[] = {
     {.name = "name", .kind = K::ModelName, .required = true,
@@ -97,6 +105,13 @@ const ParamSpec kLoadParams[] = {
      .description = "After its last use it is evicted only after models whose keep-alive ran out (default 0).",
      .maximum = kMaxKeepAliveSeconds},
     {.name = "pinned", .kind = K::Boolean, .description = "Never evicted (default false)."},
+    {.name = "dtype",
+     .kind = K::String,
+     .description = "F16 or BF16: the model's F32 tensors land converted to it (round to nearest even, as PyTorch's "
+                    ".half() / .bfloat16()), half their bytes; other dtypes land as the file holds them. Default: "
+                    "every tensor as the file holds it. A model already known must be asked for with the same dtype.",
+     .choices = kLoadDtypes,
+     .choice_count = std::size(kLoadDtypes)},
 };
 
 }  // namespace
