@@ -76,6 +76,37 @@ float bf16_bits_to_f32(std::uint16_t bits) noexcept {
   return std::bit_cast<float>(static_cast<std::uint32_t>(bits) << 16);
 }
 
+namespace {
+
+// f32_to_f16_bits without branches, for the bulk conversion (a load narrows
+// gigabytes: the branchy reference runs at ~0.7 GB/s a core, this one lets
+// the compiler vectorise). Every case is computed and one is selected:
+//   * half normals (|x| in [2^-14, 65536)): re-bias the exponent and round
+//     the 13 dropped bits to nearest even by adding 0xfff plus the kept
+//     lsb; a carry out of the top normal lands on inf, as it should;
+//   * half subnormals and zero (|x| < 2^-14): adding 0.5f puts x's multiple
+//     of 2^-24 (half's subnormal step) in the float's low mantissa bits,
+//     rounded by the FPU to nearest even; subtracting 0.5f's bits leaves it;
+//   * inf and values past 65536: 0x7c00; NaN: quiet, payload's top bits.
+// The tests hold it equal to f32_to_f16_bits on every exponent and on
+// random bit patterns.
+inline std::uint16_t f16_bits_branchless(std::uint32_t x) noexcept {
+  constexpr std::uint32_t kHalfMinNormal = 113u << 23;  // 2^-14
+  constexpr std::uint32_t kHalfOverflow = 143u << 23;   // 2^16
+  constexpr std::uint32_t kInf = 0x7f800000u;
+  constexpr std::uint32_t kHalfPoint = 126u << 23;      // 0.5f
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  const std::uint32_t a = x & 0x7fffffffu;
+  const std::uint32_t normal = (a - ((127u - 15u) << 23) + 0xfffu + ((a >> 13) & 1u)) >> 13;
+  const std::uint32_t sub = std::bit_cast<std::uint32_t>(std::bit_cast<float>(a) + std::bit_cast<float>(kHalfPoint)) -
+                            kHalfPoint;
+  const std::uint32_t special = a > kInf ? (0x7e00u | ((a & 0x7fffffu) >> 13)) : 0x7c00u;
+  const std::uint32_t h = a < kHalfMinNormal ? sub : (a < kHalfOverflow ? normal : special);
+  return static_cast<std::uint16_t>(sign | h);
+}
+
+}  // namespace
+
 bool convertible(Dtype from, Dtype to) noexcept {
   return from == Dtype::F32 && (to == Dtype::F16 || to == Dtype::BF16);
 }
@@ -89,11 +120,20 @@ Result<void> convert_f32(std::span<const std::byte> src, std::span<std::byte> ds
     return fail(ErrorCode::invalid_argument, "{} F32 values need {} bytes, not {}", src.size() / 4, src.size() / 2,
                 dst.size());
   static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian");
-  const bool bf16 = to == Dtype::BF16;
-  for (std::size_t i = 0, n = src.size() / 4; i < n; ++i) {
-    float v;
-    std::memcpy(&v, src.data() + 4 * i, 4);
-    const std::uint16_t out = bf16 ? f32_to_bf16_bits(v) : f32_to_f16_bits(v);
+  const std::size_t n = src.size() / 4;
+  if (to == Dtype::BF16) {
+    for (std::size_t i = 0; i < n; ++i) {
+      float v;
+      std::memcpy(&v, src.data() + 4 * i, 4);
+      const std::uint16_t out = f32_to_bf16_bits(v);
+      std::memcpy(dst.data() + 2 * i, &out, 2);
+    }
+    return {};
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint32_t x;
+    std::memcpy(&x, src.data() + 4 * i, 4);
+    const std::uint16_t out = f16_bits_branchless(x);
     std::memcpy(dst.data() + 2 * i, &out, 2);
   }
   return {};
