@@ -105,6 +105,13 @@ inline std::uint16_t f16_bits_branchless(std::uint32_t x) noexcept {
   return static_cast<std::uint16_t>(sign | h);
 }
 
+// f32_to_bf16_bits with a select in place of its NaN branch.
+inline std::uint16_t bf16_bits_branchless(std::uint32_t x) noexcept {
+  const std::uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+  const std::uint32_t quiet = (x >> 16) | 0x0040u;
+  return static_cast<std::uint16_t>((x & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+
 }  // namespace
 
 bool convertible(Dtype from, Dtype to) noexcept {
@@ -123,9 +130,9 @@ Result<void> convert_f32(std::span<const std::byte> src, std::span<std::byte> ds
   const std::size_t n = src.size() / 4;
   if (to == Dtype::BF16) {
     for (std::size_t i = 0; i < n; ++i) {
-      float v;
-      std::memcpy(&v, src.data() + 4 * i, 4);
-      const std::uint16_t out = f32_to_bf16_bits(v);
+      std::uint32_t x;
+      std::memcpy(&x, src.data() + 4 * i, 4);
+      const std::uint16_t out = bf16_bits_branchless(x);
       std::memcpy(dst.data() + 2 * i, &out, 2);
     }
     return {};

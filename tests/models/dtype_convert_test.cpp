@@ -143,8 +143,9 @@ TEST(DtypeConvert, BulkConversionAndItsRefusals) {
   EXPECT_FALSE(convertible(Dtype::F64, Dtype::F16));
 }
 
-TEST(DtypeConvert, BulkF16EqualsTheReferenceOnEveryExponentAndRandomBits) {
-  // The bulk path (branchless) against f32_to_f16_bits, one value at a time:
+TEST(DtypeConvert, BulkEqualsTheReferenceOnEveryExponentAndRandomBits) {
+  // The bulk paths (branchless) against f32_to_f16_bits / f32_to_bf16_bits,
+  // one value at a time:
   // every exponent with mantissas at the rounding edges (ties, one below,
   // one above, the kept lsb odd and even), both signs, then 4 million
   // random bit patterns.
@@ -157,16 +158,19 @@ TEST(DtypeConvert, BulkF16EqualsTheReferenceOnEveryExponentAndRandomBits) {
   for (int i = 0; i < 4'000'000; ++i) bits.push_back(rng());
   std::vector<std::byte> src(bits.size() * 4), dst(bits.size() * 2);
   std::memcpy(src.data(), bits.data(), src.size());
-  ASSERT_TRUE(convert_f32(src, dst, Dtype::F16));
-  std::size_t wrong = 0;
-  for (std::size_t i = 0; i < bits.size(); ++i) {
-    std::uint16_t got;
-    std::memcpy(&got, dst.data() + 2 * i, 2);
-    const std::uint16_t want = f32_to_f16_bits(f(bits[i]));
-    if (got != want && ++wrong <= 5)
-      ADD_FAILURE() << std::hex << "bits 0x" << bits[i] << ": bulk 0x" << got << ", reference 0x" << want;
+  for (Dtype to : {Dtype::F16, Dtype::BF16}) {
+    ASSERT_TRUE(convert_f32(src, dst, to));
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < bits.size(); ++i) {
+      std::uint16_t got;
+      std::memcpy(&got, dst.data() + 2 * i, 2);
+      const std::uint16_t want = to == Dtype::F16 ? f32_to_f16_bits(f(bits[i])) : f32_to_bf16_bits(f(bits[i]));
+      if (got != want && ++wrong <= 5)
+        ADD_FAILURE() << to_string(to) << std::hex << " bits 0x" << bits[i] << ": bulk 0x" << got
+                      << ", reference 0x" << want;
+    }
+    EXPECT_EQ(wrong, 0u) << to_string(to);
   }
-  EXPECT_EQ(wrong, 0u);
 }
 
 TEST(DtypeConvert, InPlaceEqualsTheTwoBufferConversionAcrossBlocks) {
