@@ -10,7 +10,9 @@ keyword-only.
 Unknown keyword arguments raise TypeError here, before anything is sent:
 memd ignores unknown keys ("unknown keys are ignored", docs/api.md), so a
 typo (size=) would otherwise be dropped silently. Missing required
-parameters raise TypeError as well. Values are sent as given (a size may be
+parameters raise TypeError as well. None leaves a parameter out, except
+where memd gives null a meaning (memory_limits' bytes=None removes a
+limit): there the default is UNSET. Values are sent as given (a size may be
 1048576 or "1MiB"): memd checks them and answers invalid_argument.
 """
 import inspect
@@ -22,6 +24,16 @@ from ._actions import ACTIONS
 def snake(name):
     """sizeBytes -> size_bytes, deviceId -> device_id."""
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+class _Unset:
+    def __repr__(self):
+        return "UNSET"
+
+
+# The default of a nullable parameter (memory_limits' bytes), where None is a
+# value (JSON null: remove the limit). Elsewhere None means "not given".
+UNSET = _Unset()
 
 
 class ParamSpec:
@@ -50,7 +62,8 @@ class ActionSpec:
         optional = [p for p in self.params if not p.required]
         sig = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
         sig += [inspect.Parameter(p.py, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in required]
-        sig += [inspect.Parameter(p.py, inspect.Parameter.KEYWORD_ONLY, default=None) for p in optional]
+        sig += [inspect.Parameter(p.py, inspect.Parameter.KEYWORD_ONLY, default=UNSET if p.nullable else None)
+                for p in optional]
         self.signature = inspect.Signature(sig)
         self.positional = [p.py for p in required]
 
@@ -79,8 +92,8 @@ class ActionSpec:
             values[spec.py] = value
         params = {}
         for spec in self.params:
-            value = values.get(spec.py)
-            if value is None:
+            value = values.get(spec.py, UNSET)
+            if value is UNSET or (value is None and not spec.nullable):
                 if spec.required:
                     raise TypeError(f"{self.name}() missing required argument {spec.py!r}")
                 continue

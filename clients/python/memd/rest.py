@@ -177,7 +177,10 @@ class Client(ClientBase):
         path = route.path
         rest = dict(params)
         for name in route.path_params:
-            path = path.replace("{" + name + "}", urllib.parse.quote(str(rest.pop(name)), safe=":@"))
+            value = str(rest.pop(name))
+            if value in ("", ".", ".."):  # would name another route ("/allocations/" is the list)
+                raise ValueError(f"{spec.name}: path parameter {name} cannot be {value!r}")
+            path = path.replace("{" + name + "}", urllib.parse.quote(value, safe=":@"))
         body = content_type = None
         if route.body == "binaryUpload":
             data = rest.pop("data", None)
@@ -206,9 +209,10 @@ class Client(ClientBase):
         "data"}; a loss is {"event": "lost", "data": {"lost", "resumeFrom"}}.
         kinds: a list or comma-separated names; device_id: one device;
         last_event_id: resume after this sequence. A dropped connection is
-        reopened with Last-Event-ID (reconnect=True). timeout: seconds without
-        a byte (memd sends a keep-alive comment every 15 s) before
-        TransportError. The stream is connected when this returns."""
+        reopened with Last-Event-ID (reconnect=True). timeout: seconds next()
+        waits for an event (keep-alive comments do not count) before
+        TransportError; None waits forever. The stream is connected when
+        this returns."""
         query = {}
         if kinds is not None:
             query["kinds"] = _query_value(kinds)

@@ -9,6 +9,7 @@ longer there comes as a `lost` event).
 import http.client
 import json
 import socket
+import time
 import urllib.parse
 
 from .errors import TransportError, error_from
@@ -20,7 +21,7 @@ class EventStream:
     def __init__(self, client, query, last_event_id, timeout, reconnect):
         self._client, self._query, self._timeout, self._reconnect = client, query, timeout, reconnect
         self.last_event_id = last_event_id
-        self._conn = self._response = None
+        self._conn = self._response = self._sock = None
         self._closed = False
         self._connect()
 
@@ -35,6 +36,9 @@ class EventStream:
         conn = self._client._new_connection(self._timeout)
         try:
             conn.request("GET", target, headers=self._client.headers(extra))
+            # The stream's socket: http.client lets go of it (conn.sock) once
+            # it sees the answer ends with the connection; close() needs it.
+            self._sock = conn.sock
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
             conn.close()
@@ -63,9 +67,12 @@ class EventStream:
     def __next__(self):
         fields = {}
         data = []
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
             if self._closed:
                 raise StopIteration
+            if deadline is not None and time.monotonic() > deadline:  # keep-alives came, no event
+                raise TransportError(f"no event in {self._timeout} s")
             line = self._readline()
             if not line:  # end of stream
                 self._drop()
@@ -106,15 +113,17 @@ class EventStream:
         return {"event": kind, "data": payload}
 
     def _drop(self):
+        if self._response is not None:
+            self._response.close()
         if self._conn is not None:
             self._conn.close()
-        self._conn = self._response = None
+        self._conn = self._response = self._sock = None
 
     def close(self):
         self._closed = True
-        if self._conn is not None:
-            try:
-                self._conn.sock and self._conn.sock.shutdown(socket.SHUT_RDWR)
+        if self._sock is not None:
+            try:  # wakes a reader blocked in another thread
+                self._sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
         self._drop()

@@ -220,6 +220,8 @@ class StdioClient(ClientBase):
             self._proc.kill()
             status = self._proc.wait()
         self._reader.join(timeout)
+        if not self._reader.is_alive():
+            self._proc.stdout.close()
         return status
 
 
