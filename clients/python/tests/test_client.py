@@ -9,6 +9,7 @@ import inspect
 import os
 import socket
 import sys
+import time
 import unittest
 import uuid
 
@@ -116,6 +117,20 @@ class Contract:
         with self.assertRaises(memd.NotFoundError) as cm:
             self.client.memory_deallocate(a["allocationId"])
         self.assertEqual((cm.exception.code, cm.exception.http_status), ("not_found", 404))
+
+    def test_transfer_and_copy(self):
+        src, dst = self.allocate(64), self.allocate(64)
+        self.client.memory_write(src["allocationId"], bytes(range(64)))
+        t = self.client.memory_transfer(source_allocation_id=src["allocationId"],
+                                        destination_allocation_id=dst["allocationId"], size_bytes=32)
+        deadline = time.monotonic() + 10
+        while self.client.memory_transfer_status(t["transferId"])["status"] not in ("Completed", "Failed"):
+            self.assertLess(time.monotonic(), deadline, "the transfer did not finish in 10 s")
+            time.sleep(0.01)
+        self.assertEqual(self.client.memory_read(dst["allocationId"], length=32), bytes(range(32)))
+        self.client.memory_copy(source_allocation_id=src["allocationId"], destination_allocation_id=dst["allocationId"],
+                                source_offset=32, destination_offset=32)
+        self.assertEqual(self.client.memory_read(dst["allocationId"]), bytes(range(64)))
 
     def test_status_and_other_reads(self):
         status = self.client.status()
