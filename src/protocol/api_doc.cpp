@@ -352,4 +352,48 @@ std::string api_markdown() {
   return out;
 }
 
+namespace {
+
+std::string_view body_name(RouteBody body) noexcept {
+  switch (body) {
+    case RouteBody::Json: return "json";
+    case RouteBody::BinaryUpload: return "binaryUpload";
+    case RouteBody::BinaryDownload: return "binaryDownload";
+    case RouteBody::EventStream: return "eventStream";
+  }
+  return "json";
+}
+
+}  // namespace
+
+nlohmann::json api_json() {
+  auto errors = nlohmann::json::array();
+  for (auto c : kAllErrorCodes)
+    errors.push_back({{"code", std::string(to_string(c))}, {"httpStatus", http_status(c)}});
+  auto actions = nlohmann::json::array();
+  for (const auto& a : action_table()) {
+    auto routes = nlohmann::json::array();
+    for (const auto& r : a.routes)
+      routes.push_back({{"method", std::string(to_string(r.method))},
+                        {"path", std::string(r.path)},
+                        {"status", r.success_status},
+                        {"body", std::string(body_name(r.body))},
+                        {"readOnly", r.read_only}});
+    auto params = nlohmann::json::array();
+    for (const auto& p : a.params)
+      params.push_back({{"name", std::string(p.name)},
+                        {"kind", std::string(to_string(p.kind))},
+                        {"required", p.required},
+                        {"stdioOnly", p.stdio_only},
+                        {"nullable", p.nullable},
+                        {"alternative", std::string(p.alternative)},
+                        {"description", std::string(p.description)}});
+    actions.push_back({{"name", std::string(a.name)},
+                       {"summary", std::string(a.summary)},
+                       {"routes", std::move(routes)},
+                       {"params", std::move(params)}});
+  }
+  return {{"errors", std::move(errors)}, {"actions", std::move(actions)}};
+}
+
 }  // namespace memd

@@ -75,7 +75,7 @@ struct StdioFlags {
 int run_serve(const EngineOptions& engine, const ServeFlags& flags);
 int run_stdio_command(const EngineOptions& engine, const StdioFlags& flags);
 int run_devices(const EngineOptions& engine, bool json);
-int run_api_doc();
+int run_api_doc(bool json);
 
 // Client verbs of a running daemon.
 struct ClientFlags {

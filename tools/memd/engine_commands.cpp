@@ -308,7 +308,11 @@ int run_devices(const EngineOptions& engine, bool json) {
   return 0;
 }
 
-int run_api_doc() {
+int run_api_doc(bool json) {
+  if (json) {
+    std::cout << api_json().dump(2) << "\n";
+    return 0;
+  }
   std::cout << api_markdown();
   return 0;
 }

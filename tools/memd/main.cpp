@@ -163,8 +163,12 @@ int main(int argc, char** argv) {
   devices_cmd->add_flag("--json", devices_json, "Print JSON");
   devices_cmd->callback([&] { exit_code = run_devices(engine, devices_json); });
 
+  bool doc_json = false;
   auto* doc_cmd = app.add_subcommand("api-doc", "Print docs/api.md from the action table");
-  doc_cmd->callback([&] { exit_code = run_api_doc(); });
+  doc_cmd->add_flag("--json", doc_json,
+                    "Print the action table as JSON instead (routes, parameters, error codes: what "
+                    "clients/python/gen_actions.py generates the Python client's methods from)");
+  doc_cmd->callback([&] { exit_code = run_api_doc(doc_json); });
 
   std::string status_device;
   auto* status_cmd = app.add_subcommand("status", "Memory status of a running daemon");
