@@ -462,6 +462,8 @@ ACTIONS = {
              'After its last use it is evicted only after models whose keep-alive ran out (default 0).'),
             ('pinned', 'boolean', False, False, False, '',
              'Never evicted (default false).'),
+            ('dtype', 'string', False, False, False, '',
+             "F16 or BF16: the model's F32 tensors land converted to it (round to nearest even, as PyTorch's .half() / .bfloat16()), half their bytes; other dtypes land as the file holds them. Default: every tensor as the file holds it. A model already known must be asked for with the same dtype."),
         ],
     },
     'memory_model_estimate': {
@@ -482,6 +484,8 @@ ACTIONS = {
              'After its last use it is evicted only after models whose keep-alive ran out (default 0).'),
             ('pinned', 'boolean', False, False, False, '',
              'Never evicted (default false).'),
+            ('dtype', 'string', False, False, False, '',
+             "F16 or BF16: the model's F32 tensors land converted to it (round to nearest even, as PyTorch's .half() / .bfloat16()), half their bytes; other dtypes land as the file holds them. Default: every tensor as the file holds it. A model already known must be asked for with the same dtype."),
         ],
     },
     'memory_model_status': {
