@@ -239,6 +239,16 @@ class Backend {
 
   // --- streams, events, copies ---------------------------------------------
   virtual Result<Stream> create_stream(DeviceId device) = 0;
+  // A stream this process made elsewhere (a CUDA runtime's cudaStream_t,
+  // PyTorch's, passed as `native`), usable as any stream of this backend:
+  // memd records events on it, orders frees by it. destroy_stream forgets
+  // it without destroying it (its maker owns it). Backends without native
+  // streams: unavailable.
+  virtual Result<Stream> adopt_stream(DeviceId device, void* native) {
+    (void)native;
+    return fail(ErrorCode::unavailable, "the {} backend has no native streams to adopt ({})", name(),
+                device.to_string());
+  }
   virtual Result<void> destroy_stream(const Stream& stream) = 0;
   // Enqueue; returns before the copy completes where the backend is async.
   // dst and src may be any memory this backend (or the host) can address.

@@ -351,3 +351,36 @@ TEST(CudaBackendDiscovery, NotBuilt) {
 }
 
 #endif
+
+namespace memd {
+namespace {
+
+// A stream made by another runtime user (PyTorch, in the shim) works as a
+// backend stream: a copy and an event on it land, and destroy_stream only
+// forgets it (the stream still works for its maker afterwards).
+TEST_F(CudaBackendTest, AnAdoptedStreamCarriesCopiesAndEventsAndStaysItsMakers) {
+  cudaStream_t theirs = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&theirs), cudaSuccess);
+  auto adopted = backend_->adopt_stream(DeviceId::cuda(0), theirs);
+  ASSERT_TRUE(adopted) << adopted.error().message;
+  void* dev = nullptr;
+  ASSERT_EQ(cudaMalloc(&dev, 4096), cudaSuccess);
+  std::vector<unsigned char> in(4096, 0x5a), out(4096, 0);
+  ASSERT_TRUE(backend_->copy(dev, in.data(), in.size(), *adopted));
+  auto event = backend_->record(*adopted);
+  ASSERT_TRUE(event);
+  ASSERT_TRUE(backend_->wait(*event));
+  ASSERT_TRUE(backend_->destroy_event(*event));
+  ASSERT_TRUE(backend_->destroy_stream(*adopted));
+  EXPECT_FALSE(backend_->destroy_stream(*adopted)) << "forgotten once";
+  // Still the maker's: usable and destroyable by it.
+  ASSERT_EQ(cudaMemcpyAsync(out.data(), dev, out.size(), cudaMemcpyDeviceToHost, theirs), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(theirs), cudaSuccess);
+  EXPECT_EQ(out, in);
+  EXPECT_EQ(cudaStreamDestroy(theirs), cudaSuccess);
+  EXPECT_EQ(cudaFree(dev), cudaSuccess);
+  EXPECT_FALSE(backend_->adopt_stream(DeviceId::cuda(99), nullptr)) << "no such GPU";
+}
+
+}  // namespace
+}  // namespace memd

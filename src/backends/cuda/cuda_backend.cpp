@@ -109,6 +109,7 @@ class CudaBackend final : public Backend {
   Result<int> export_fd(const ShareableSegment& shareable) override;
 
   Result<Stream> create_stream(DeviceId device) override;
+  Result<Stream> adopt_stream(DeviceId device, void* native) override;
   Result<void> destroy_stream(const Stream& stream) override;
   Result<void> copy(void* dst, const void* src, std::uint64_t bytes, const Stream& stream) override;
   Result<void> fill(void* dst, std::uint8_t value, std::uint64_t bytes, const Stream& stream) override;
@@ -131,6 +132,7 @@ class CudaBackend final : public Backend {
   struct StreamState {
     DeviceId device;
     cudaStream_t stream;
+    bool adopted = false;  // made by someone else: forgotten, never destroyed
   };
   struct EventState {
     DeviceId device;
@@ -997,6 +999,18 @@ Result<Stream> CudaBackend::create_stream(DeviceId device) {
   return Stream{device, handle};
 }
 
+Result<Stream> CudaBackend::adopt_stream(DeviceId device, void* native) {
+  auto found = require_gpu(device);
+  if (!found) return fail(found.error());
+  std::lock_guard lock(mutex_);
+  const auto handle = next_handle_++;
+  // cudaStream_t is the driver's CUstream: valid across the runtimes of one
+  // process (PyTorch's and the one linked here), the legacy default stream
+  // (null) included.
+  streams_.emplace(handle, StreamState{device, static_cast<cudaStream_t>(native), true});
+  return Stream{device, handle};
+}
+
 Result<void> CudaBackend::destroy_stream(const Stream& stream) {
   if (stream.handle == 0)
     return fail(ErrorCode::invalid_argument, "the default stream of {} cannot be destroyed",
@@ -1009,6 +1023,7 @@ Result<void> CudaBackend::destroy_stream(const Stream& stream) {
     state = (*it)->second;
     streams_.erase(*it);
   }
+  if (state.adopted) return {};  // its maker destroys it
   Gpu* gpu = gpu_for(state.device);
   if (gpu != nullptr)
     if (auto ok = set_device(*gpu); !ok) return fail(ok.error());
