@@ -187,7 +187,7 @@ int main(int argc, char** argv) {
   for (std::uint64_t mib : {8, 32, 64}) {
     const std::uint64_t bytes = mib * kMiB;
     const int blocks = static_cast<int>(std::max<std::uint64_t>(4, 1024 / mib));
-    std::vector<double> memd_rate, whole_rate, base_rate, plan_ms, copy_ms, switch_ms, other_ms, first_ms;
+    std::vector<double> memd_rate, whole_rate, base_rate, plan_ms, copy_ms, switch_ms, stats_ms, other_ms, first_ms;
     bool gpu = false;
     for (int rep = 0; rep < reps; ++rep) {
       auto e = make_env();
@@ -216,8 +216,9 @@ int main(int argc, char** argv) {
       plan_ms.push_back(ms(r->plan_duration));
       copy_ms.push_back(ms(r->copy_duration));
       switch_ms.push_back(ms(r->switch_duration));
+      stats_ms.push_back(ms(r->stats_duration));
       other_ms.push_back(ms(r->duration - r->plan_duration - r->release_duration - r->copy_duration -
-                            r->switch_duration));
+                            r->switch_duration - r->stats_duration));
       memd_rate.push_back(static_cast<double>(r->bytes_moved) / moving / 1e9);
       whole_rate.push_back(static_cast<double>(r->bytes_moved) / secs / 1e9);
       const int copies = static_cast<int>(r->bytes_moved / bytes);
@@ -234,13 +235,34 @@ int main(int argc, char** argv) {
         failed = true;
       }
     }
+    {
+      // What "the rest" may hold: the statistics calls a run makes before
+      // and after (MemoryManager::pool_stats, DevicePool::stats), timed
+      // alone on a fresh env holding the same blocks.
+      auto e = make_env();
+      std::vector<AllocationRecord> all;
+      for (int i = 0; i < 2 * blocks; ++i) all.push_back(alloc(e, bytes));
+      for (int i = 0; i < 2 * blocks; i += 2) (void)e.manager->deallocate(all[i].id);
+      auto t0 = std::chrono::steady_clock::now();
+      const auto stats = e.manager->pool_stats();
+      const double pool_stats_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      double one_ms = 0;
+      if (auto pool = e.manager->pool(e.device, MemoryType::VRAM)) {
+        t0 = std::chrono::steady_clock::now();
+        (void)(*pool)->stats();
+        one_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      }
+      std::printf("    statistics: MemoryManager::pool_stats() %.3f ms (%zu pools), DevicePool::stats() %.3f ms\n",
+                  pool_stats_ms, stats.size(), one_ms);
+    }
     const double m = median(memd_rate), w = median(whole_rate), b = median(base_rate);
     std::printf("move %3llu MiB blocks      %12.2f %12.2f %12.2f %8.2f%s\n", static_cast<unsigned long long>(mib), m,
                 w, b, b > 0 ? m / b : 0.0,
                 gpu ? (m / b >= 0.5 ? "  (goal >= 0.50: met)" : "  (goal >= 0.50: MISSED)") : "");
-    std::printf("    of the run: planning %.2f ms, copies %.2f ms, switching %.2f ms, the rest %.2f ms; "
-                "the env's first (warm-up) run %.2f ms\n",
-                median(plan_ms), median(copy_ms), median(switch_ms), median(other_ms), median(first_ms));
+    std::printf("    of the run: planning %.2f ms, copies %.2f ms, switching %.2f ms, statistics %.2f ms, the rest "
+                "%.2f ms; the env's first (warm-up) run %.2f ms\n",
+                median(plan_ms), median(copy_ms), median(switch_ms), median(stats_ms), median(other_ms),
+                median(first_ms));
   }
   // Remap vs copy of a block owning whole units: two blocks freed and
   // trimmed below it leave unmapped address space for its units.

@@ -30,6 +30,7 @@ nlohmann::json to_json(const DefragReport& r) {
                      {"planMs", static_cast<double>(r.plan_duration.count()) / 1e6},
                      {"copyMs", static_cast<double>(r.copy_duration.count()) / 1e6},
                      {"switchMs", static_cast<double>(r.switch_duration.count()) / 1e6},
+                     {"statsMs", static_cast<double>(r.stats_duration.count()) / 1e6},
                      {"devices", std::move(devices)}};
   if (r.dry_run) {
     nlohmann::json plan = nlohmann::json::array();

@@ -78,9 +78,13 @@ struct DefragReport {
   // Of the moving: issuing copies and waiting for them on the stream
   // (copy_duration), and switching moved allocations over (switch_duration:
   // io locks, the registry, freeing the old blocks; remaps' map calls).
-  // What is left of duration is set-up: the pools' statistics, the stream.
+  // What is left of duration besides stats_duration: the stream, passes'
+  // bookkeeping.
   std::chrono::nanoseconds copy_duration{0};
   std::chrono::nanoseconds switch_duration{0};
+  // Of duration: the pools' statistics before and after (the report's
+  // fragmentation and footprint figures).
+  std::chrono::nanoseconds stats_duration{0};
   std::vector<DefragPoolReport> pools;
   std::vector<DefragPlannedMove> plan;  // dry run only
 };

@@ -98,6 +98,7 @@ Result<DefragReport> Defragmenter::run(const DefragOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
 
   std::vector<PoolRun> pools;
+  const auto setup_start = std::chrono::steady_clock::now();
   for (const auto& [key, stats] : manager_.pool_stats()) {
     if (options.device && key.device != *options.device) continue;
     auto pool = manager_.pool(key.device, key.memory_type);
@@ -113,6 +114,7 @@ Result<DefragReport> Defragmenter::run(const DefragOptions& options) {
 
   DefragReport report;
   report.dry_run = options.dry_run;
+  report.stats_duration = std::chrono::steady_clock::now() - setup_start;
   std::set<AllocationId> skipped;
   DefragPlanOptions plan_options;
   plan_options.allow_remap = options.allow_remap;
@@ -221,6 +223,7 @@ Result<DefragReport> Defragmenter::run(const DefragOptions& options) {
   for (auto& p : pools)
     if (!options.dry_run) (void)p.pool->trim();
   report.release_duration += std::chrono::steady_clock::now() - release_start;
+  const auto measure_start = std::chrono::steady_clock::now();
   for (auto& p : pools) {
     report.copy_duration += p.copy_time;
     report.switch_duration += p.switch_time;
@@ -230,6 +233,7 @@ Result<DefragReport> Defragmenter::run(const DefragOptions& options) {
     report.bytes_remapped += p.report.bytes_remapped;
     report.pools.push_back(p.report);
   }
+  report.stats_duration += std::chrono::steady_clock::now() - measure_start;
   report.skipped = skipped.size();
   report.duration = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0);
   if (hook_) {
