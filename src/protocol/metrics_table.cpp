@@ -61,8 +61,10 @@ template <typename Read>
 MetricSpec pool_metric(std::string_view field, std::string_view unit, std::string_view help, Read read) {
   auto shape = pool_metric_shape(field, unit);
   const double scale = shape.scale;
-  return {std::move(shape.name), shape.type,
-          std::string(help) + " (per pool: one device and memory type)", "device, memory_type",
+  // The help text follows the value: a time kept in nanoseconds is served in seconds.
+  std::string text(help);
+  if (scale != 1 && text.starts_with("Nanoseconds")) text = "Seconds" + text.substr(11);
+  return {std::move(shape.name), shape.type, text + " (per pool: one device and memory type)", "device, memory_type",
           [read, scale](const MetricsSnapshot& s, Samples& out) {
             for (const auto& d : s.status.devices)
               for (const auto& [type, stats] : d.pools)

@@ -64,6 +64,10 @@ TEST(MetricsTable, EveryPoolStatisticIsExpanded) {
                                "memd_pool_largest_free_block_bytes", "memd_pool_fragmentation_ratio",
                                "memd_pool_live_allocations"})
     EXPECT_TRUE(names.contains(expected)) << expected;
+  for (const auto& m : metric_table())
+    if (m.name == "memd_pool_mapping_seconds_total") {
+      EXPECT_TRUE(m.help.starts_with("Seconds ")) << "the help names the unit served: " << m.help;
+    }
 }
 
 MetricsSnapshot hand_written() {
