@@ -352,6 +352,7 @@ void ModelManager::run_job(std::string name) {
       m->stage = "failed";
     }
   }
+  (done ? loads_completed_ : loads_failed_).fetch_add(1, std::memory_order_relaxed);
   save_hashes();
   // The events go out before a waiter hears the job is done.
   publish_progress(*m, true);
@@ -688,6 +689,7 @@ Result<void> ModelManager::make_room(DeviceId device, std::uint64_t bytes, const
     }
     if (m) {
       predictor_.record_eviction(v);
+      evictions_.fetch_add(1, std::memory_order_relaxed);
       publish(EventKind::model_evicted, *m, {{"fromTier", "VRAM"}});
     }
   }
@@ -1192,6 +1194,7 @@ ModelOptimizeReport ModelManager::run_optimize(const OptimizeScope& scope, std::
   }
   for (auto& [m, mv] : moved) {
     if (mv.from == ModelTier::VRAM) predictor_.record_eviction(mv.name);
+    evictions_.fetch_add(1, std::memory_order_relaxed);
     publish(EventKind::model_evicted, *m,
             {{"fromTier", std::string(to_string(mv.from))}, {"toTier", std::string(to_string(mv.to))},
              {"reason", scope.reason}});

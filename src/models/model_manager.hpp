@@ -92,6 +92,16 @@ struct ModelOptions {
   double preload_vram_ceiling = 0.75;
 };
 
+// What the manager has done since start, counted where it happens (for
+// /metrics): load jobs (a first load or a restore to VRAM) that ended Loaded
+// or Failed, and models moved down a tier by an eviction, the keep-alive
+// sweep or an optimize (an unload is not an eviction; a dry run moves nothing).
+struct ModelCounters {
+  std::uint64_t loads_completed = 0;
+  std::uint64_t loads_failed = 0;
+  std::uint64_t evictions = 0;
+};
+
 inline constexpr std::string_view kHashCacheFile = "content-hashes.jsonl";
 
 inline constexpr std::string_view kModelOwner = "memd:models";
@@ -155,6 +165,10 @@ class ModelManager {
   // Drops the RAM tier to its floor; the bytes freed (the release callback).
   std::uint64_t release_ram_to_floor();
 
+  ModelCounters counters() const noexcept {
+    return {loads_completed_.load(std::memory_order_relaxed), loads_failed_.load(std::memory_order_relaxed),
+            evictions_.load(std::memory_order_relaxed)};
+  }
   UsagePredictor& predictor() noexcept { return predictor_; }
   // Null when ModelOptions::preload is off.
   ModelPreloader* preloader() noexcept { return preloader_.get(); }
@@ -227,6 +241,7 @@ class ModelManager {
   std::uint64_t reclaim_handle_ = 0;
   ExportProbe export_probe_;
 
+  std::atomic<std::uint64_t> loads_completed_{0}, loads_failed_{0}, evictions_{0};  // counters()
   mutable std::mutex mu_;
   std::condition_variable done_;
   std::map<std::string, std::shared_ptr<Model>, std::less<>> models_;

@@ -7,6 +7,7 @@
 #include "memd/memory_types.hpp"
 #include "protocol/action_table.hpp"
 #include "protocol/json_parse.hpp"
+#include "protocol/metrics_table.hpp"
 
 namespace memd {
 namespace {
@@ -42,6 +43,7 @@ through both doors:
   `--max-body` (64 MiB) or, for data uploads, `--max-upload` (1 GiB) are
   refused with 413.
   `GET /api/openapi.json` serves the OpenAPI 3.0 document of these routes.
+  `GET /metrics` serves Prometheus metrics ("Metrics" below).
   `POST /api/stdio` takes one stdio request line as its JSON body and
   answers its stdio response line (200 whenever a line was answered: errors
   travel in it, `"ok": false`), as the caller its headers name: this is what
@@ -227,6 +229,32 @@ how many it lost and the oldest sequence still kept, `{"lost": N,
 
 )";
 
+// GET /metrics: the transport's route; the list below it is the metrics
+// table itself (protocol/metrics_table.hpp).
+constexpr std::string_view kMetrics = R"(## Metrics
+
+`GET /metrics` (and HEAD) answers the Prometheus text exposition format,
+version 0.0.4 (`Content-Type: text/plain; version=0.0.4; charset=utf-8`),
+written by prometheus-cpp. It is answered from state memd already keeps (the
+monitor's last device sample with the allocator's live counters laid over, as
+`memory_status` answers; the analytics' failure counts; the model manager;
+the sessions), never by asking a driver, so scraping it often costs little.
+The device numbers are as fresh as the monitor's last sample
+(`memd_monitor_last_sample_timestamp_seconds`); allocated bytes and
+allocation counts are live. It needs what every route but `GET /healthz`
+needs: with `--token` or `--tokens` a bearer token (any owner's: these are
+aggregates, open to all like `memory_status`), on loopback without them
+nothing. It takes no parameters (unknown query keys are ignored, as
+everywhere); another method is 405.
+
+Labels: `device` (`cuda:N`, `host:N`, `cpu`), `memory_type` (a pool's
+MemoryType) and those named below. Counters end in `_total`; the
+`memd_pool_*` metrics are the allocator's statistics list, every field.
+
+| metric | type | labels | help |
+|---|---|---|---|
+)";
+
 std::string enum_line(std::string_view name, auto values) {
   std::string out = "- `" + std::string(name) + "`: ";
   for (std::size_t i = 0; i < values.size(); ++i) {
@@ -275,6 +303,11 @@ std::string api_markdown() {
   std::string out(kPreamble);
   out += kRestTransport;
   out += kEvents;
+  out += kMetrics;
+  for (const auto& m : metric_table())
+    out += "| `" + m.name + "` | " + std::string(to_string(m.type)) + " | " +
+           (m.labels.empty() ? std::string("—") : m.labels) + " | " + m.help + " |\n";
+  out += "\n";
   out += "## Errors\n\nThe closed list of codes, the same through both doors:\n\n";
   out += "| code | HTTP status |\n|---|---|\n";
   for (auto c : kAllErrorCodes)

@@ -318,6 +318,7 @@ void TransferEngine::finish(const std::shared_ptr<Job>& job, CopyOutcome outcome
     report = snapshot(*job);
   }
   bytes_copied_.fetch_add(report.bytes_done, std::memory_order_relaxed);
+  count_duration(*report.finished_at - *report.started_at);
   // Holds go after the report is final: a deferred free lands here.
   job->source.release();
   job->destination.release();
@@ -422,6 +423,7 @@ Result<CopyResult> TransferEngine::copy(const TransferSpec& spec) {
                              CopyControl{});
   copies_.fetch_add(1, std::memory_order_relaxed);
   bytes_copied_.fetch_add(outcome.bytes_done, std::memory_order_relaxed);
+  count_duration(std::chrono::steady_clock::now() - started);
   switch (outcome.stop) {
     case CopyStop::Done:
       manager_.touch((*job)->source);
@@ -483,7 +485,17 @@ TransferStats TransferEngine::stats() const {
   }
   s.bytes_copied = bytes_copied_.load(std::memory_order_relaxed);
   s.copies = copies_.load(std::memory_order_relaxed);
+  s.timed = timed_.load(std::memory_order_relaxed);
+  s.duration_ns = duration_ns_.load(std::memory_order_relaxed);
   return s;
+}
+
+void TransferEngine::count_duration(std::chrono::nanoseconds took) noexcept {
+  // A transfer's times are wall-clock (its report shows them): a clock step
+  // backwards between start and finish counts as zero, never as a negative.
+  duration_ns_.fetch_add(static_cast<std::uint64_t>(std::max<std::int64_t>(0, took.count())),
+                         std::memory_order_relaxed);
+  timed_.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace memd

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -161,6 +162,9 @@ class TransferEngine {
   std::size_t unfinished_ = 0;
   TransferStats counts_;
   std::atomic<std::uint64_t> bytes_copied_{0}, copies_{0};
+  // TransferStats::timed and duration_ns: counted where a transfer or copy ends.
+  std::atomic<std::uint64_t> timed_{0}, duration_ns_{0};
+  void count_duration(std::chrono::nanoseconds took) noexcept;
   std::vector<std::thread> workers_;  // last: they use everything above
 };
 

@@ -101,6 +101,12 @@ struct TransferStats {
   std::uint64_t pending = 0, in_progress = 0;
   std::uint64_t bytes_copied = 0;  // by finished and running transfers and memory_copy
   std::uint64_t copies = 0;        // memory_copy calls
+  // Finished transfers and memory_copy calls: how many, and their times from
+  // start to finish summed (a transfer's from when a worker took it up, so
+  // time queued is not counted). /metrics exposes them as a histogram's
+  // count and sum, from which a mean duration over any window follows.
+  std::uint64_t timed = 0;
+  std::uint64_t duration_ns = 0;
 };
 
 }  // namespace memd

@@ -143,12 +143,18 @@ TEST(ModelManager, EvictionUnderALimitTakesTheCheapestAndNeverThePinned) {
   EXPECT_EQ(f.models->status("b")->tier, ModelTier::RAM) << "b went down one tier, to the RAM cache";
   EXPECT_EQ(f.models->ram_bytes(), f.models->status("b")->bytes);
   EXPECT_EQ(f.kinds(), (std::vector<std::string>{"model_evicted:b", "model_loaded:c"}));
+  // The counters /metrics reads move with the events.
+  EXPECT_EQ(f.models->counters().loads_completed, 3u);
+  EXPECT_EQ(f.models->counters().loads_failed, 0u);
+  EXPECT_EQ(f.models->counters().evictions, 1u);
   // b back: c is the one that can go now; b's bytes come back from RAM intact.
   const auto sb = f.load(b);
   ASSERT_EQ(sb.state, ModelState::Loaded) << sb.error;
   EXPECT_EQ(sb.tier, ModelTier::VRAM);
   EXPECT_EQ(f.models->status("c")->tier, ModelTier::RAM);
   f.expect_bytes(sb);
+  EXPECT_EQ(f.models->counters().loads_completed, 4u) << "a restore to VRAM is a load";
+  EXPECT_EQ(f.models->counters().evictions, 2u);
   // Too big for the device even with every unpinned model gone: refused with
   // the numbers, nothing half-loaded.
   write_safetensors(f.root.path / "huge.safetensors", unet("huge", 24));
@@ -156,7 +162,11 @@ TEST(ModelManager, EvictionUnderALimitTakesTheCheapestAndNeverThePinned) {
   EXPECT_EQ(huge.state, ModelState::Failed);
   EXPECT_NE(huge.error.find("short"), std::string::npos) << huge.error;
   EXPECT_EQ(f.models->status("a")->tier, ModelTier::VRAM);
+  EXPECT_EQ(f.models->counters().loads_completed, 4u);
+  EXPECT_EQ(f.models->counters().loads_failed, 1u);
+  const auto evictions = f.models->counters().evictions;
   for (const char* n : {"a", "b", "c", "huge"}) EXPECT_TRUE(f.models->unload(n));
+  EXPECT_EQ(f.models->counters().evictions, evictions) << "an unload is not an eviction";
 }
 
 // A limit set just before a load counts at once: the monitor's reading

@@ -438,6 +438,27 @@ TEST(TransferEngine, CompletionHookSeesEveryEndOnce) {
   EXPECT_EQ(env.engine->stats().completed, 20u);
 }
 
+// /metrics' transfer duration histogram: every finished transfer and every
+// memory_copy call is counted once, with a time, and nothing else is.
+TEST(TransferEngine, StatsTimeEveryFinishedTransferAndCopy) {
+  Env env(small_chunks(false));
+  auto a = env.alloc(2 * kMiB, H0, V);
+  auto b = env.alloc(2 * kMiB, H1, V);
+  EXPECT_EQ(env.engine->stats().timed, 0u);
+  auto id = env.engine->submit("t", whole(a, b));
+  ASSERT_TRUE(id);
+  env.finished(id->id);
+  ASSERT_TRUE(env.engine->copy(whole(b, a)));
+  TransferSpec bad = whole(a, b);
+  bad.destination_offset = 1;  // refused before it starts: not a copy that ran
+  EXPECT_FALSE(env.engine->copy(bad));
+  const auto stats = env.engine->stats();
+  EXPECT_EQ(stats.completed, 1u);
+  EXPECT_EQ(stats.copies, 1u);
+  EXPECT_EQ(stats.timed, 2u);
+  EXPECT_GT(stats.duration_ns, 0u);  // 4 MiB moved: never instant
+}
+
 // Many threads submitting, cancelling, freeing and reading at once: every
 // transfer ends, no hold is left (every allocation frees at once after), and
 // validate() holds. Under TSan this is the engine's race test.

@@ -33,6 +33,7 @@
 #include "protocol/actions/event_actions.hpp"
 #include "protocol/error_mapping.hpp"
 #include "protocol/json_parse.hpp"
+#include "protocol/metrics_text.hpp"
 #include "protocol/openapi.hpp"
 #include "protocol/params.hpp"
 #include "protocol/sse.hpp"
@@ -79,6 +80,14 @@ constexpr std::string_view kOpenApiPath = "/api/openapi.json";
 // bridge answers as the in-process door does. Errors travel in the line
 // (`"ok": false`), so the HTTP status is 200 whenever a line was answered.
 constexpr std::string_view kStdioPath = "/api/stdio";
+// Prometheus metrics (protocol/metrics_text.hpp), answered from cached state
+// on the worker pool. Who may scrape: whoever may call the other read
+// routes — the caller is resolved as for every route but /healthz, so with
+// --token/--tokens a scraper sends a bearer token (any token: aggregates are
+// open to every owner, like memory_status); on loopback without tokens no
+// token is needed. It takes no parameters; unknown query keys are ignored,
+// as on every route.
+constexpr std::string_view kMetricsPath = "/metrics";
 // SO_SNDBUF of a connection once it streams a body (see download()).
 constexpr int kStreamSendBuffer = 256 * 1024;
 // After refusing a request whose body was not read: how long and how much of
@@ -195,6 +204,7 @@ struct HttpServer::Impl {
     spdlog::default_logger();
     routes.add(HttpMethod::Get, kOpenApiPath);
     routes.add(HttpMethod::Post, kStdioPath);
+    routes.add(HttpMethod::Get, kMetricsPath);
     const Action* details = find_action("memory_allocation_details");
     for (const auto& action : action_table())
       for (const auto& route : action.routes) {
@@ -281,6 +291,14 @@ struct HttpServer::Impl {
   Response handle_json(const RouteMatch& match, const Request& req, const Caller& caller) {
     const unsigned version = req.version();
     try {
+      if (match.path_template == kMetricsPath) {
+        auto text = metrics_text(service);
+        if (!text) return error_response(version, text.error());
+        Response res{http::status::ok, version};
+        res.set(http::field::content_type, kMetricsContentType);
+        res.body() = std::move(*text);
+        return res;
+      }
       if (match.action == nullptr) {  // a transport route
         Response res{http::status::ok, version};
         res.set(http::field::content_type, kJson);

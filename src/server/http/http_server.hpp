@@ -8,7 +8,8 @@
 //
 // Routes come only from the action table (path templates matched segment by
 // segment in request_target.hpp; path, query and JSON body merge into the
-// action's params), plus GET /api/openapi.json. Every check that needs only
+// action's params), plus GET /api/openapi.json, POST /api/stdio and GET
+// /metrics (Prometheus text: protocol/metrics_text.hpp). Every check that needs only
 // the header runs before the body is read, so no route can skip them and a
 // refused body is never read: the request target's length (414 over 8 KiB),
 // who is calling (bearer token and X-Memd-* headers → a Caller,
