@@ -33,7 +33,10 @@ int main() {
   std::printf("memd %.*s: %zu devices\n", static_cast<int>(memd::version().size()), memd::version().data(),
               engine->devices().size());
 
-  auto allocation = engine->allocate({.size_bytes = 1 * memd::kMiB, .device = memd::DeviceId::host(0)});
+  memd::AllocateOptions request;
+  request.size_bytes = 1 * memd::kMiB;
+  request.device = memd::DeviceId::host(0);  // VRAM (the default type) of host:0
+  auto allocation = engine->allocate(request);
   if (!allocation) return fail("allocate", allocation.error());
 
   const char message[] = "hello from libmemd";

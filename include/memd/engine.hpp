@@ -39,10 +39,11 @@
 #include "memd/device.hpp"
 #include "memd/engine_types.hpp"
 #include "memd/error.hpp"
+#include "memd/export.h"
 
 namespace memd {
 
-class Engine {
+class MEMD_API Engine {
  public:
   // Discovers the devices and starts the engine. invalid_argument for bad
   // options (an owner breaking the owner rule, a host device smaller than

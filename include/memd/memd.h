@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "memd/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -108,42 +110,42 @@ typedef struct memd_stats {
 } memd_stats;
 
 /* MEMD_ABI_VERSION of the library loaded (compare with the header's). */
-int memd_abi_version(void);
+MEMD_API int memd_abi_version(void);
 /* "0.1.0". */
-const char* memd_version(void);
+MEMD_API const char* memd_version(void);
 /* The wire name of a status ("not_found"), "ok" for MEMD_OK, "unknown" for
  * values outside the list (hence an int). Static storage. */
-const char* memd_status_name(int status);
+MEMD_API const char* memd_status_name(int status);
 /* The message of this thread's last failing call; "" when none has failed.
  * Valid until this thread's next call into libmemd. */
-const char* memd_last_error_message(void);
+MEMD_API const char* memd_last_error_message(void);
 
-memd_status memd_engine_open(const memd_engine_options* options, memd_engine** out_engine);
+MEMD_API memd_status memd_engine_open(const memd_engine_options* options, memd_engine** out_engine);
 /* Frees everything the engine still holds. NULL is a no-op. */
-void memd_engine_close(memd_engine* engine);
+MEMD_API void memd_engine_close(memd_engine* engine);
 
-memd_status memd_allocate(memd_engine* engine, const memd_allocate_request* request,
+MEMD_API memd_status memd_allocate(memd_engine* engine, const memd_allocate_request* request,
                           memd_allocation_id* out_id);
 /* Unknown id, or freed already: MEMD_NOT_FOUND. */
-memd_status memd_free(memd_engine* engine, memd_allocation_id id);
+MEMD_API memd_status memd_free(memd_engine* engine, memd_allocation_id id);
 /* Where its bytes are (a host address on host:N and cpu, a device address on
  * cuda:N) and its size; either out-pointer may be NULL. */
-memd_status memd_allocation_pointer(memd_engine* engine, memd_allocation_id id, void** out_pointer,
+MEMD_API memd_status memd_allocation_pointer(memd_engine* engine, memd_allocation_id id, void** out_pointer,
                                     uint64_t* out_size);
 /* Bytes of this process to and from the allocation at `offset`; past its
  * end: MEMD_OUT_OF_RANGE. */
-memd_status memd_write(memd_engine* engine, memd_allocation_id id, uint64_t offset, const void* data,
+MEMD_API memd_status memd_write(memd_engine* engine, memd_allocation_id id, uint64_t offset, const void* data,
                        uint64_t size);
-memd_status memd_read(memd_engine* engine, memd_allocation_id id, uint64_t offset, void* out, uint64_t size);
+MEMD_API memd_status memd_read(memd_engine* engine, memd_allocation_id id, uint64_t offset, void* out, uint64_t size);
 
 /* One device's statistics ("host:0"); NULL or "": every device summed
  * (fragmentation: the largest of them). */
-memd_status memd_get_stats(memd_engine* engine, const char* device, memd_stats* out_stats);
+MEMD_API memd_status memd_get_stats(memd_engine* engine, const char* device, memd_stats* out_stats);
 
 /* The id as text into `out` (at least MEMD_ALLOCATION_ID_TEXT bytes). */
-memd_status memd_allocation_id_format(memd_allocation_id id, char* out, size_t out_size);
+MEMD_API memd_status memd_allocation_id_format(memd_allocation_id id, char* out, size_t out_size);
 /* Text → id; anything but the 8-4-4-4-12 form: MEMD_INVALID_ARGUMENT. */
-memd_status memd_allocation_id_parse(const char* text, memd_allocation_id* out_id);
+MEMD_API memd_status memd_allocation_id_parse(const char* text, memd_allocation_id* out_id);
 
 #ifdef __cplusplus
 }
