@@ -83,8 +83,9 @@ class MEMD_API Engine {
   Result<void*> allocate_async(std::uint64_t size_bytes, const StreamHandle& stream,
                                MemoryType type = MemoryType::VRAM);
   // Frees a block from allocate_async on `stream` (the same device and
-  // type). A pointer the pool does not know, or a double free:
-  // invalid_argument, and nothing changes.
+  // type). Anything else — a pointer allocate_async did not return, a double
+  // free, a tracked allocation's pointer: invalid_argument, and nothing
+  // changes.
   Result<void> free_async(void* pointer, const StreamHandle& stream, MemoryType type = MemoryType::VRAM);
 
   // ----- statistics -----

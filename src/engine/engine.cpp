@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <unordered_set>
 #include <utility>
 
 #include "memd/memd.h"
@@ -22,6 +24,12 @@ static_assert(MEMD_MAX_HOST_DEVICES == kMaxHostDevices, "memd.h's host device li
 struct Engine::Impl {
   std::unique_ptr<MemoryService> service;
   Caller caller;
+  // The blocks allocate_async handed out and not yet freed. Tracked
+  // allocations live in the same pools, so without this free_async of a
+  // tracked allocation's pointer would free a block the registry still
+  // owns; the pool alone cannot tell the two apart.
+  std::mutex raw_mutex;
+  std::unordered_set<void*> raw_blocks;
 };
 
 namespace {
@@ -198,7 +206,11 @@ Result<void*> Engine::allocate_async(std::uint64_t size_bytes, const StreamHandl
     return fail(backend.error());
   auto pool = impl_->service->manager().pool(stream.device, type);
   if (!pool) return fail(pool.error());
-  return (*pool)->allocate(size_bytes, Stream{stream.device, stream.handle});
+  auto block = (*pool)->allocate(size_bytes, Stream{stream.device, stream.handle});
+  if (!block) return block;
+  std::lock_guard lock(impl_->raw_mutex);
+  impl_->raw_blocks.insert(*block);
+  return block;
 }
 
 Result<void> Engine::free_async(void* pointer, const StreamHandle& stream, MemoryType type) {
@@ -207,7 +219,23 @@ Result<void> Engine::free_async(void* pointer, const StreamHandle& stream, Memor
     return fail(backend.error());
   auto pool = impl_->service->manager().pool(stream.device, type);
   if (!pool) return fail(pool.error());
-  return (*pool)->deallocate(pointer, Stream{stream.device, stream.handle});
+  {
+    // Taken out before the pool frees it: once freed, another thread's
+    // allocate_async may get the same address and insert it again.
+    std::lock_guard lock(impl_->raw_mutex);
+    if (impl_->raw_blocks.erase(pointer) == 0)
+      return fail(ErrorCode::invalid_argument,
+                  "free_async: {} is not a live block from allocate_async (a double free, or a tracked "
+                  "allocation's pointer: free those by id)",
+                  pointer);
+  }
+  auto freed = (*pool)->deallocate(pointer, Stream{stream.device, stream.handle});
+  if (!freed) {
+    // Wrong device or type for the block: it is still the caller's.
+    std::lock_guard lock(impl_->raw_mutex);
+    impl_->raw_blocks.insert(pointer);
+  }
+  return freed;
 }
 
 Result<std::vector<DeviceStats>> Engine::stats(std::optional<DeviceId> device) const {

@@ -179,6 +179,19 @@ TEST(EngineTest, StreamOrderedBlocksAreReusedOnTheirStream) {
   EXPECT_EQ(engine.free_async(*second, *stream).error().code, ErrorCode::invalid_argument);  // double free
   int not_ours = 0;
   EXPECT_EQ(engine.free_async(&not_ours, *stream).error().code, ErrorCode::invalid_argument);
+  // A tracked allocation's pointer is in the same pool, but not the stream
+  // path's to free: refused, and the allocation lives on.
+  auto tracked = engine.allocate({.size_bytes = 128 * kKiB, .device = DeviceId::host(0)});
+  ASSERT_TRUE(tracked);
+  EXPECT_EQ(engine.free_async(tracked->pointer, *stream).error().code, ErrorCode::invalid_argument);
+  const auto bytes = pattern(1024, 9);
+  ASSERT_TRUE(engine.write(tracked->id, 0, bytes));
+  ASSERT_TRUE(engine.free(tracked->id));
+  // Freed on the wrong device: refused by the pool, and still freeable on the right one.
+  auto third = engine.allocate_async(4096, *stream);
+  ASSERT_TRUE(third);
+  EXPECT_FALSE(engine.free_async(*third, StreamHandle{DeviceId::host(1), 0}));
+  EXPECT_TRUE(engine.free_async(*third, *stream));
   EXPECT_EQ(engine.allocate_async(0, *stream).error().code, ErrorCode::invalid_argument);
   ASSERT_TRUE(engine.synchronize(*stream));
   ASSERT_TRUE(engine.destroy_stream(*stream));
