@@ -1,0 +1,264 @@
+// The C ABI (include/memd/memd.h) through libmemd.so: the round trip, then
+// hostile input — null handles and pointers, zero and huge sizes, bogus and
+// freed ids, bad device strings and memory types — each an error code with a
+// message, never a crash; the status enum against the closed error list; and
+// the last-error message kept per thread while threads share one engine.
+#include "memd/memd.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "memd/error.hpp"
+
+namespace {
+
+struct EngineFixture : ::testing::Test {
+  memd_engine* engine = nullptr;
+  void SetUp() override {
+    const uint64_t sizes[] = {64ull << 20, 64ull << 20};
+    memd_engine_options options{sizes, 2, 0, "capi-test"};
+    ASSERT_EQ(memd_engine_open(&options, &engine), MEMD_OK) << memd_last_error_message();
+    ASSERT_NE(engine, nullptr);
+  }
+  void TearDown() override { memd_engine_close(engine); }
+
+  memd_allocation_id allocate(uint64_t size, const char* device = "host:0") {
+    memd_allocate_request request{size, MEMD_MEMORY_VRAM, device, 0};
+    memd_allocation_id id{};
+    EXPECT_EQ(memd_allocate(engine, &request, &id), MEMD_OK) << memd_last_error_message();
+    return id;
+  }
+};
+
+// A failing call's status, and that it left a message naming the problem.
+#define EXPECT_FAILS(call, status)                                  \
+  do {                                                              \
+    EXPECT_EQ((call), (status));                                    \
+    EXPECT_STRNE(memd_last_error_message(), "") << #call;           \
+  } while (0)
+
+memd_allocation_id bogus_id(uint8_t fill) {
+  memd_allocation_id id;
+  std::memset(id.bytes, fill, sizeof id.bytes);
+  return id;
+}
+
+TEST_F(EngineFixture, AllocatesWritesReadsAndFrees) {
+  const memd_allocation_id id = allocate(1 << 20);
+  void* pointer = nullptr;
+  uint64_t size = 0;
+  ASSERT_EQ(memd_allocation_pointer(engine, id, &pointer, &size), MEMD_OK);
+  EXPECT_NE(pointer, nullptr);
+  EXPECT_EQ(size, 1u << 20);
+  ASSERT_EQ(memd_allocation_pointer(engine, id, nullptr, nullptr), MEMD_OK);  // both out-params optional
+
+  const char message[] = "bytes through the C ABI";
+  ASSERT_EQ(memd_write(engine, id, 100, message, sizeof message), MEMD_OK);
+  char back[sizeof message] = {};
+  ASSERT_EQ(memd_read(engine, id, 100, back, sizeof back), MEMD_OK);
+  EXPECT_STREQ(back, message);
+  // host:0's memory is this process's: the pointer shows the same bytes.
+  EXPECT_EQ(std::memcmp(static_cast<char*>(pointer) + 100, message, sizeof message), 0);
+
+  memd_stats stats{};
+  ASSERT_EQ(memd_get_stats(engine, "host:0", &stats), MEMD_OK);
+  EXPECT_EQ(stats.total_bytes, 64u << 20);
+  EXPECT_EQ(stats.allocations, 1u);
+  EXPECT_GE(stats.allocated_bytes, 1u << 20);
+  EXPECT_GE(stats.reserved_bytes, stats.allocated_bytes);
+  EXPECT_GE(stats.peak_allocated_bytes, 1u << 20);
+  memd_stats all{};
+  ASSERT_EQ(memd_get_stats(engine, nullptr, &all), MEMD_OK);
+  EXPECT_GT(all.total_bytes, stats.total_bytes);  // host:1 and cpu too
+  EXPECT_EQ(all.allocations, 1u);
+
+  ASSERT_EQ(memd_free(engine, id), MEMD_OK);
+  ASSERT_EQ(memd_get_stats(engine, "host:0", &stats), MEMD_OK);
+  EXPECT_EQ(stats.allocations, 0u);
+  EXPECT_EQ(stats.allocated_bytes, 0u);
+}
+
+TEST_F(EngineFixture, DoubleFreeAndBogusIdsAreNotFound) {
+  const memd_allocation_id id = allocate(4096);
+  ASSERT_EQ(memd_free(engine, id), MEMD_OK);
+  EXPECT_FAILS(memd_free(engine, id), MEMD_NOT_FOUND);
+  char byte = 0;
+  EXPECT_FAILS(memd_read(engine, id, 0, &byte, 1), MEMD_NOT_FOUND);
+  EXPECT_FAILS(memd_write(engine, id, 0, &byte, 1), MEMD_NOT_FOUND);
+  void* pointer = reinterpret_cast<void*>(0x1);
+  EXPECT_FAILS(memd_allocation_pointer(engine, id, &pointer, nullptr), MEMD_NOT_FOUND);
+  EXPECT_EQ(pointer, reinterpret_cast<void*>(0x1));  // untouched on failure
+  for (uint8_t fill : {0x00, 0xff, 0x5a}) {
+    EXPECT_FAILS(memd_free(engine, bogus_id(fill)), MEMD_NOT_FOUND);
+    EXPECT_FAILS(memd_read(engine, bogus_id(fill), 0, &byte, 1), MEMD_NOT_FOUND);
+  }
+}
+
+TEST_F(EngineFixture, NullHandlesAndPointersAreInvalidArguments) {
+  const memd_allocation_id id = allocate(4096);
+  memd_allocate_request request{4096, MEMD_MEMORY_VRAM, "host:0", 0};
+  memd_allocation_id out{};
+  memd_stats stats{};
+  char byte = 0;
+  EXPECT_FAILS(memd_allocate(nullptr, &request, &out), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_allocate(engine, nullptr, &out), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_allocate(engine, &request, nullptr), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_free(nullptr, id), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_allocation_pointer(nullptr, id, nullptr, nullptr), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_write(nullptr, id, 0, &byte, 1), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_read(nullptr, id, 0, &byte, 1), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_write(engine, id, 0, nullptr, 1), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_read(engine, id, 0, nullptr, 1), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_get_stats(nullptr, nullptr, &stats), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_get_stats(engine, nullptr, nullptr), MEMD_INVALID_ARGUMENT);
+  memd_engine_close(nullptr);  // a no-op
+  // The allocation is untouched by all of that.
+  ASSERT_EQ(memd_free(engine, id), MEMD_OK);
+}
+
+TEST_F(EngineFixture, BadRequestsAreRefusedWithTheirCodes) {
+  memd_allocation_id out{};
+  memd_allocate_request zero{0, MEMD_MEMORY_VRAM, "host:0", 0};
+  EXPECT_FAILS(memd_allocate(engine, &zero, &out), MEMD_INVALID_ARGUMENT);
+  memd_allocate_request huge{UINT64_MAX, MEMD_MEMORY_VRAM, "host:0", 0};
+  EXPECT_FAILS(memd_allocate(engine, &huge, &out), MEMD_OUT_OF_MEMORY);
+  memd_allocate_request over{128ull << 20, MEMD_MEMORY_VRAM, "host:0", 0};  // twice host:0
+  const memd_status status = memd_allocate(engine, &over, &out);
+  EXPECT_TRUE(status == MEMD_OUT_OF_MEMORY || status == MEMD_QUOTA_EXCEEDED) << memd_status_name(status);
+  memd_allocate_request bad_type{4096, 99, "host:0", 0};
+  EXPECT_FAILS(memd_allocate(engine, &bad_type, &out), MEMD_INVALID_ARGUMENT);
+  memd_allocate_request bad_device{4096, MEMD_MEMORY_VRAM, "gpu:zero", 0};
+  EXPECT_FAILS(memd_allocate(engine, &bad_device, &out), MEMD_INVALID_ARGUMENT);
+  memd_allocate_request no_device{4096, MEMD_MEMORY_VRAM, "host:7", 0};
+  EXPECT_FAILS(memd_allocate(engine, &no_device, &out), MEMD_NOT_FOUND);
+  memd_allocate_request vram_on_cpu{4096, MEMD_MEMORY_VRAM, "cpu", 0};
+  EXPECT_FAILS(memd_allocate(engine, &vram_on_cpu, &out), MEMD_NOT_FOUND);
+  memd_stats stats{};
+  EXPECT_FAILS(memd_get_stats(engine, "host:7", &stats), MEMD_NOT_FOUND);
+  EXPECT_FAILS(memd_get_stats(engine, "nonsense", &stats), MEMD_INVALID_ARGUMENT);
+
+  // Defaults: type 0 is VRAM, a NULL device the default one (host:0 here).
+  memd_allocate_request defaults{4096, 0, nullptr, 1};
+  ASSERT_EQ(memd_allocate(engine, &defaults, &out), MEMD_OK) << memd_last_error_message();
+  ASSERT_EQ(memd_get_stats(engine, "host:0", &stats), MEMD_OK);
+  EXPECT_EQ(stats.allocations, 1u);
+  // RAM on cpu.
+  memd_allocate_request ram{4096, MEMD_MEMORY_RAM, "", 0};
+  memd_allocation_id ram_id{};
+  ASSERT_EQ(memd_allocate(engine, &ram, &ram_id), MEMD_OK) << memd_last_error_message();
+  ASSERT_EQ(memd_get_stats(engine, "cpu", &stats), MEMD_OK);
+  EXPECT_EQ(stats.allocations, 1u);
+}
+
+TEST_F(EngineFixture, ByteAccessIsBoundsChecked) {
+  const memd_allocation_id id = allocate(4096);
+  char buffer[64] = {};
+  EXPECT_FAILS(memd_write(engine, id, 4090, buffer, sizeof buffer), MEMD_OUT_OF_RANGE);
+  EXPECT_FAILS(memd_read(engine, id, 4096, buffer, 1), MEMD_OUT_OF_RANGE);
+  EXPECT_FAILS(memd_read(engine, id, UINT64_MAX, buffer, 2), MEMD_OUT_OF_RANGE);
+  EXPECT_FAILS(memd_write(engine, id, UINT64_MAX - 1, buffer, 4), MEMD_OUT_OF_RANGE);
+  EXPECT_EQ(memd_write(engine, id, 4032, buffer, sizeof buffer), MEMD_OK);  // exactly to the end
+}
+
+TEST(CapiOpenTest, RefusesBadOptions) {
+  memd_engine* engine = reinterpret_cast<memd_engine*>(0x1);
+  EXPECT_FAILS(memd_engine_open(nullptr, &engine), MEMD_INVALID_ARGUMENT);
+  memd_engine_options options{nullptr, 0, 0, nullptr};
+  EXPECT_FAILS(memd_engine_open(&options, nullptr), MEMD_INVALID_ARGUMENT);
+  options.host_device_count = 3;  // and no array
+  EXPECT_FAILS(memd_engine_open(&options, &engine), MEMD_INVALID_ARGUMENT);
+  const uint64_t sizes[] = {64ull << 20};
+  options.host_device_sizes = sizes;
+  options.host_device_count = 1000;  // refused before the array is read
+  EXPECT_FAILS(memd_engine_open(&options, &engine), MEMD_INVALID_ARGUMENT);
+  options.host_device_count = 1;
+  options.owner = "";  // breaks the owner rule
+  EXPECT_FAILS(memd_engine_open(&options, &engine), MEMD_INVALID_ARGUMENT);
+  options.owner = "bad\nowner";
+  EXPECT_FAILS(memd_engine_open(&options, &engine), MEMD_INVALID_ARGUMENT);
+  const uint64_t tiny[] = {4096};  // under one mapping granule
+  options.host_device_sizes = tiny;
+  options.owner = nullptr;
+  EXPECT_FAILS(memd_engine_open(&options, &engine), MEMD_INVALID_ARGUMENT);
+  EXPECT_EQ(engine, reinterpret_cast<memd_engine*>(0x1));  // never written on failure
+
+  // No host devices at all is an engine too (cpu only, and GPUs if any).
+  options.host_device_sizes = nullptr;
+  options.host_device_count = 0;
+  ASSERT_EQ(memd_engine_open(&options, &engine), MEMD_OK) << memd_last_error_message();
+  memd_engine_close(engine);
+}
+
+TEST(CapiStatusTest, MatchesTheClosedErrorList) {
+  EXPECT_STREQ(memd_status_name(MEMD_OK), "ok");
+  for (memd::ErrorCode code : memd::kAllErrorCodes) {
+    const int status = static_cast<int>(code) + 1;
+    EXPECT_EQ(std::string(memd_status_name(status)), std::string(memd::to_string(code)));
+  }
+  EXPECT_EQ(MEMD_NOT_FOUND, static_cast<int>(memd::ErrorCode::not_found) + 1);
+  EXPECT_EQ(MEMD_OUT_OF_RANGE, static_cast<int>(memd::ErrorCode::out_of_range) + 1);
+  EXPECT_STREQ(memd_status_name(17), "unknown");
+  EXPECT_STREQ(memd_status_name(-3), "unknown");
+  EXPECT_EQ(memd_abi_version(), MEMD_ABI_VERSION);
+  EXPECT_STRNE(memd_version(), "");
+}
+
+TEST(CapiIdTest, FormatsAndParses) {
+  memd_allocation_id id{};
+  ASSERT_EQ(memd_allocation_id_parse("0123abcd-4567-89ef-0123-456789ABCDEF", &id), MEMD_OK);
+  char text[MEMD_ALLOCATION_ID_TEXT];
+  ASSERT_EQ(memd_allocation_id_format(id, text, sizeof text), MEMD_OK);
+  EXPECT_STREQ(text, "0123abcd-4567-89ef-0123-456789abcdef");
+  EXPECT_EQ(id.bytes[0], 0x01);
+  EXPECT_EQ(id.bytes[15], 0xef);
+  EXPECT_FAILS(memd_allocation_id_format(id, text, 36), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_allocation_id_format(id, nullptr, 64), MEMD_INVALID_ARGUMENT);
+  for (const char* bad : {"", "0123abcd", "0123abcd-4567-89ef-0123-456789abcdeg", "0123abcd+4567-89ef-0123-456789abcdef",
+                          "0123abcd-4567-89ef-0123-456789abcdef0"})
+    EXPECT_FAILS(memd_allocation_id_parse(bad, &id), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_allocation_id_parse(nullptr, &id), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_allocation_id_parse("0123abcd-4567-89ef-0123-456789abcdef", nullptr), MEMD_INVALID_ARGUMENT);
+}
+
+TEST_F(EngineFixture, LastErrorIsPerThreadWhileThreadsShareTheEngine) {
+  // This thread's failure stays its own while others fail differently.
+  EXPECT_FAILS(memd_free(engine, bogus_id(1)), MEMD_NOT_FOUND);
+  const std::string mine = memd_last_error_message();
+  std::vector<std::thread> threads;
+  std::vector<int> failures(4, 0);
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      int& failed = failures[static_cast<std::size_t>(t)];
+      if (std::string(memd_last_error_message()) != "") ++failed;  // fresh thread: none yet
+      for (int i = 0; i < 40; ++i) {
+        memd_allocate_request request{4096u * static_cast<uint64_t>(1 + i % 3), MEMD_MEMORY_VRAM,
+                                      t % 2 ? "host:1" : "host:0", 0};
+        memd_allocation_id id{};
+        if (memd_allocate(engine, &request, &id) != MEMD_OK) { ++failed; continue; }
+        const uint32_t word = static_cast<uint32_t>(t * 1000 + i);
+        uint32_t back = 0;
+        if (memd_write(engine, id, 8, &word, sizeof word) != MEMD_OK ||
+            memd_read(engine, id, 8, &back, sizeof back) != MEMD_OK || back != word)
+          ++failed;
+        if (memd_free(engine, id) != MEMD_OK) ++failed;
+        if (memd_free(engine, id) != MEMD_NOT_FOUND) ++failed;
+        memd_allocate_request zero{0, MEMD_MEMORY_VRAM, nullptr, 0};
+        if (memd_allocate(engine, &zero, &id) != MEMD_INVALID_ARGUMENT) ++failed;
+        if (std::string(memd_last_error_message()).find("sizeBytes") == std::string::npos &&
+            std::string(memd_last_error_message()).find("size") == std::string::npos)
+          ++failed;
+      }
+    });
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures, std::vector<int>(4, 0));
+  EXPECT_EQ(mine, memd_last_error_message());
+  memd_stats stats{};
+  ASSERT_EQ(memd_get_stats(engine, nullptr, &stats), MEMD_OK);
+  EXPECT_EQ(stats.allocations, 0u);
+}
+
+}  // namespace
