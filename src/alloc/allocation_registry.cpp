@@ -99,6 +99,11 @@ void AllocationRegistry::set_status(Entry& entry, MemoryAllocationStatus status)
   if (!entry.freeing.load(std::memory_order_relaxed)) entry.record.status = status;
 }
 
+void AllocationRegistry::set_name(Entry& entry, std::string name) {
+  std::lock_guard lock(mu_);
+  entry.record.name = std::move(name);
+}
+
 Result<AllocationRecord> AllocationRegistry::get(const AllocationId& id) const {
   std::lock_guard lock(mu_);
   auto it = entries_.find(id);

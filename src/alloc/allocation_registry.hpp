@@ -116,6 +116,8 @@ class AllocationRegistry {
   std::uint32_t holds(const Entry& entry) const;
   // Sets a live entry's status (Moving while a move copies, back to Allocated).
   void set_status(Entry& entry, MemoryAllocationStatus status);
+  // A new name (an allocation handed from one use to the next by its owner).
+  void set_name(Entry& entry, std::string name);
   // A copy of the record. Unknown id: not_found.
   Result<AllocationRecord> get(const AllocationId& id) const;
   // Records last_used_at = now on an entry found before.

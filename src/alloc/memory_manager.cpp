@@ -238,6 +238,13 @@ Result<void> MemoryManager::set_exported(const AllocationId& id, bool exported) 
   return {};
 }
 
+Result<void> MemoryManager::rename(const AllocationId& id, std::string name) {
+  auto held = hold(id);
+  if (!held) return fail(held.error());
+  registry_.set_name(held->entry(), std::move(name));
+  return {};
+}
+
 void MemoryManager::unhold(AllocationRegistry::Entry& entry) noexcept {
   AllocationRegistry::EntryPtr gone;
   {

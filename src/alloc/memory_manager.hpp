@@ -113,6 +113,9 @@ class MemoryManager {
   // Exported (a live export) or back to Allocated; never over Freeing or
   // Moving's own bookkeeping. Unknown or being freed: not_found.
   Result<void> set_exported(const AllocationId& id, bool exported);
+  // Renames a live allocation (the model manager hands a buffer from an
+  // evicted component to the one coming up). Unknown: not_found.
+  Result<void> rename(const AllocationId& id, std::string name);
   // A new descriptor of an exportable allocation's memory, for another
   // process (the caller closes it), and its segment. Not exportable: conflict.
   Result<std::pair<int, ShareableSegment>> export_fd(const AllocationHold& hold);

@@ -256,21 +256,16 @@ std::uint64_t VirtualArena::releasable_bytes() const {
 void VirtualArena::free_space(std::uint64_t& free_bytes, std::uint64_t& largest) const {
   free_bytes = 0;
   largest = 0;
+  // The mapped runs inside each free block, not every page of it: the top
+  // free block spans the unmapped rest of the reservation (tens of GiB on a
+  // GPU), and a walk page by page made one stats() cost 0.8 ms on an H100
+  // (docs/benchmarks.md, session 12's defragmentation figures).
   tlsf_.for_each_block([&](std::uint64_t off, std::uint64_t size, bool is_free) {
     if (!is_free) return;
-    std::uint64_t run = 0;
-    for (std::uint64_t cur = off, end = off + size; cur < end;) {
-      const std::uint64_t p = cur / page_ * page_;
-      const std::uint64_t hi = std::min(end, p + page_);
-      if (pages_.is_mapped(p)) {
-        run += hi - cur;
-        free_bytes += hi - cur;
-        largest = std::max(largest, run);
-      } else {
-        run = 0;
-      }
-      cur = hi;
-    }
+    pages_.for_each_mapped_run(off, off + size, [&](std::uint64_t, std::uint64_t n) {
+      free_bytes += n;
+      largest = std::max(largest, n);
+    });
   });
 }
 

@@ -39,10 +39,13 @@ nlohmann::json to_json(const ModelStatus& s) {
                      {"preloaded", s.preloaded}};
   out["deviceId"] = s.device ? nlohmann::json(s.device->to_string()) : nlohmann::json(nullptr);
   out["dtype"] = s.narrowed_to ? nlohmann::json(to_string(*s.narrowed_to)) : nlohmann::json(nullptr);
+  nlohmann::json stages = nlohmann::json::array();
+  for (const auto& [stage, secs] : s.stage_seconds) stages.push_back({{"stage", stage}, {"seconds", secs}});
   out["progress"] = {{"stage", s.stage},
                      {"bytesDone", s.progress_bytes},
                      {"bytesTotal", s.progress_total},
-                     {"rateBytesPerSecond", s.rate_bytes_per_second}};
+                     {"rateBytesPerSecond", s.rate_bytes_per_second},
+                     {"stages", std::move(stages)}};
   if (s.state == ModelState::Loaded) {
     out["loadSeconds"] = s.load_seconds;
     out["loadGBps"] = s.load_gbps;

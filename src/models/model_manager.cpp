@@ -46,6 +46,9 @@ struct ModelManager::Component {
   std::shared_ptr<std::vector<ModelFile>> files;
   std::vector<CopyRun> runs;
   bool busy = false;  // being filled or moved: not an eviction candidate
+  // Its VRAM buffer was handed to export_model once: another process may
+  // still map that memory, so it is never reused for other bytes.
+  bool ever_exported = false;
 };
 
 struct ModelManager::Model {
@@ -72,6 +75,10 @@ struct ModelManager::Model {
   // Load progress: when the job began (the rate), when the last
   // model_progress event went out (steady ns; 0: none this job).
   std::chrono::steady_clock::time_point job_start{};
+  // The current job's stages so far, each with how long it took (the
+  // status's progress.stages: where a load's time went).
+  std::vector<std::pair<std::string, double>> stage_seconds;
+  std::chrono::steady_clock::time_point stage_start{};
   std::atomic<std::int64_t> last_progress_ns{0};
   // The running job is a preload (models/model_preloader.hpp); a load asked
   // for meanwhile set taken_over: its own job follows the preload's.
@@ -225,6 +232,7 @@ ModelStatus ModelManager::status_locked(const Model& m) const {
   }
   s.dtypes.assign(dtypes.begin(), dtypes.end());
   s.narrowed_to = m.request.dtype;
+  s.stage_seconds = m.stage_seconds;
   s.progress_bytes = m.progress.bytes_copied.load();
   s.progress_total = m.progress_total;
   s.stage = m.stage;
@@ -342,14 +350,14 @@ void ModelManager::run_job(std::string name) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (done) {
       m->state = ModelState::Loaded;
-      m->stage = "done";
+      enter_stage_locked(*m, "done");
       m->load_seconds = secs;
       const auto bytes = m->progress.bytes_copied.load();
       m->load_gbps = secs > 0 ? static_cast<double>(bytes) / secs / 1e9 : 0;
     } else {
       m->state = ModelState::Failed;
       m->error = done.error().message;
-      m->stage = "failed";
+      enter_stage_locked(*m, "failed");
     }
   }
   (done ? loads_completed_ : loads_failed_).fetch_add(1, std::memory_order_relaxed);
@@ -531,21 +539,35 @@ Result<void> ModelManager::load_job(const std::string& name) {
     std::lock_guard lock(mu_);
     for (auto i : missing) m->components[i]->busy = false;
   };
-  if (auto ok = make_room(device, need, name); !ok) {
+  std::vector<std::uint64_t> reuse;
+  {
+    std::lock_guard lock(mu_);
+    for (auto i : missing)
+      if (m->components[i]->ram) reuse.push_back(m->components[i]->bytes);
+  }
+  std::vector<Spare> spares;
+  auto free_spares = [&] {
+    for (const auto& sp : spares) (void)manager_.deallocate(sp.id);
+    spares.clear();
+  };
+  if (auto ok = make_room(device, need, name, std::move(reuse), &spares); !ok) {
+    free_spares();
     release_busy();
     return fail(ok.error());
   }
   for (auto i : missing) {
-    if (auto ok = fill_vram(*m, *m->components[i]); !ok) {
+    if (auto ok = fill_vram(*m, *m->components[i], &spares); !ok) {
+      free_spares();
       release_busy();
       return fail(ok.error());
     }
   }
+  free_spares();
   release_busy();
   return {};
 }
 
-Result<void> ModelManager::fill_vram(Model& m, Component& c) {
+Result<void> ModelManager::fill_vram(Model& m, Component& c, std::vector<Spare>* spares) {
   AllocationRequest r;
   r.size_bytes = c.bytes;
   r.device = c.device;
@@ -554,7 +576,18 @@ Result<void> ModelManager::fill_vram(Model& m, Component& c) {
   r.name = fmt::format("{}/{}", m.request.name, c.name);
   r.allocation_type = MemoryAllocationType::Model;
   r.exportable = true;
-  auto rec = manager_.allocate(r);
+  Result<AllocationRecord> rec = fail(ErrorCode::not_found, "no spare");
+  if (spares && c.ram) {
+    // A spare of exactly this size: the restore below overwrites every byte.
+    auto it = std::find_if(spares->begin(), spares->end(), [&](const Spare& sp) { return sp.bytes == c.bytes; });
+    if (it != spares->end()) {
+      const AllocationId id = it->id;
+      spares->erase(it);
+      if (manager_.rename(id, r.name)) rec = manager_.get(id);
+      if (!rec) (void)manager_.deallocate(id);
+    }
+  }
+  if (!rec) rec = manager_.allocate(r);
   if (!rec) return fail(rec.error());
   Result<void> filled;
   if (c.ram) {
@@ -647,7 +680,8 @@ EvictionInput ModelManager::residents_locked(DeviceId device, const std::string&
   return in;
 }
 
-Result<void> ModelManager::make_room(DeviceId device, std::uint64_t bytes, const std::string& loading) {
+Result<void> ModelManager::make_room(DeviceId device, std::uint64_t bytes, const std::string& loading,
+                                     std::vector<std::uint64_t> reuse, std::vector<Spare>* spares) {
   if (bytes == 0) return {};
   const std::uint64_t have = room(device);
   if (have >= bytes) return {};
@@ -675,8 +709,16 @@ Result<void> ModelManager::make_room(DeviceId device, std::uint64_t bytes, const
   }
   for (const auto& c : chosen) {
     const bool to_ram = options_.ram_cache_bytes >= c->bytes;
-    auto ok = demote(c, to_ram);
-    if (!ok && to_ram) ok = demote(c, false);  // no room in RAM: straight to disk
+    // Kept for the load when a component it restores has this size.
+    auto wanted = std::find(reuse.begin(), reuse.end(), c->bytes);
+    std::optional<AllocationId> kept;
+    const bool keep = spares != nullptr && wanted != reuse.end() && !c->ever_exported && !export_use(c->vram).held();
+    auto ok = demote(c, to_ram, keep ? &kept : nullptr);
+    if (!ok && to_ram) ok = demote(c, false, keep ? &kept : nullptr);  // no room in RAM: straight to disk
+    if (kept) {
+      spares->push_back({*kept, c->bytes});
+      reuse.erase(wanted);
+    }
     std::lock_guard lock(mu_);
     c->busy = false;
     if (!ok) return fail(ok.error());
@@ -743,7 +785,8 @@ Result<void> ModelManager::make_ram_room(std::uint64_t bytes) {
   }
 }
 
-Result<void> ModelManager::demote(const std::shared_ptr<Component>& c, bool to_ram) {
+Result<void> ModelManager::demote(const std::shared_ptr<Component>& c, bool to_ram,
+                                  std::optional<AllocationId>* keep) {
   if (to_ram && !c->ram && c->vram) {
     if (auto ok = make_ram_room(c->bytes); !ok) return ok;
     AllocationRequest r;
@@ -771,6 +814,10 @@ Result<void> ModelManager::demote(const std::shared_ptr<Component>& c, bool to_r
     std::lock_guard lock(mu_);
     vram = c->vram;
     c->vram.reset();
+  }
+  if (vram && keep) {
+    *keep = vram;
+    return {};
   }
   if (vram) (void)manager_.deallocate(*vram);
   return {};
@@ -935,6 +982,7 @@ Result<ModelExportView> ModelManager::export_model(std::string_view name,
         {m.layout.components[i].name, *c.vram, c.bytes, c.device, ModelTier::VRAM, m.layout.components[i].tensors});
   }
   if (auto ok = grant(view); !ok) return fail(ok.error());
+  for (const auto& c : m.components) c->ever_exported = true;
   return view;
 }
 
@@ -968,7 +1016,10 @@ void ModelManager::begin_progress(Model& m) {
   {
     std::lock_guard lock(mu_);
     m.job_start = std::chrono::steady_clock::now();
-    m.stage = "resolving";
+    m.stage_seconds.clear();
+    m.stage.clear();
+    enter_stage_locked(m, "resolving");
+    m.stage_start = m.job_start;
     m.progress_total = 0;  // the last job's, until this one knows its own
     m.last_progress_ns = 0;
     // The model outlives its jobs (unload refuses while one runs), and the
@@ -978,10 +1029,18 @@ void ModelManager::begin_progress(Model& m) {
   publish_progress(m, false);
 }
 
+void ModelManager::enter_stage_locked(Model& m, std::string_view stage) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!m.stage.empty() && m.stage_start != std::chrono::steady_clock::time_point{})
+    m.stage_seconds.emplace_back(m.stage, std::chrono::duration<double>(now - m.stage_start).count());
+  m.stage = std::string(stage);
+  m.stage_start = now;
+}
+
 void ModelManager::set_stage(Model& m, std::string_view stage) {
   {
     std::lock_guard lock(mu_);
-    m.stage = std::string(stage);
+    enter_stage_locked(m, stage);
   }
   publish_progress(m, false);
 }

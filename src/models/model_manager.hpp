@@ -184,7 +184,19 @@ class ModelManager {
   Result<void> load_job(const std::string& name);
   Result<DeviceId> place(const ModelLayout& layout, const std::optional<DeviceId>& device);
   std::uint64_t room(DeviceId device);
-  Result<void> make_room(DeviceId device, std::uint64_t bytes, const std::string& loading);
+  // A VRAM buffer an eviction freed, kept for a component of the same size
+  // that the same load restores from the RAM tier (see make_room).
+  struct Spare {
+    AllocationId id;
+    std::uint64_t bytes = 0;
+  };
+  // `reuse`: sizes of components this load restores from the RAM tier. A
+  // victim's buffer of one of those sizes, never exported, is moved into
+  // `spares` instead of being freed: the restore writes all of it, and
+  // memory the GPU has written before takes a copy ~10 % faster than
+  // freshly made memory (docs/benchmarks.md, session 12, restore).
+  Result<void> make_room(DeviceId device, std::uint64_t bytes, const std::string& loading,
+                         std::vector<std::uint64_t> reuse = {}, std::vector<Spare>* spares = nullptr);
   // The eviction planner's input for the VRAM tier of `device` (caller holds
   // mu_): `comps` and `names` say what its indices are.
   EvictionInput residents_locked(DeviceId device, const std::string& loading,
@@ -192,8 +204,12 @@ class ModelManager {
                                  std::vector<std::string>& names) const;
   Result<void> make_ram_room(std::uint64_t bytes);
   Result<std::shared_ptr<Component>> find_shared(const Model& model, std::size_t index, DeviceId device);
-  Result<void> fill_vram(Model& model, Component& component);
-  Result<void> demote(const std::shared_ptr<Component>& component, bool to_ram);
+  // `spares`: buffers make_room kept; one of the component's size is used
+  // (renamed) instead of a new allocation when it is restored from RAM.
+  Result<void> fill_vram(Model& model, Component& component, std::vector<Spare>* spares = nullptr);
+  // `keep`: give the VRAM buffer to the caller instead of freeing it.
+  Result<void> demote(const std::shared_ptr<Component>& component, bool to_ram,
+                      std::optional<AllocationId>* keep = nullptr);
   ModelStatus status_locked(const Model& model) const;
   ModelTier tier_locked(const Model& model) const;
   void publish(EventKind kind, const Model& model, nlohmann::json extra);
@@ -220,6 +236,9 @@ class ModelManager {
   // Load progress (model_progress events, at most one per kProgressEvery per
   // model, and the final one always).
   void begin_progress(Model& model);
+  // Ends the stage running (its time goes to the status's stages) and
+  // starts `stage`. Caller holds mu_.
+  void enter_stage_locked(Model& model, std::string_view stage);
   void set_stage(Model& model, std::string_view stage);
   void publish_progress(Model& model, bool final);
   void sweep_keep_alive(std::stop_token stop);

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "memd/allocation_id.hpp"
@@ -68,6 +69,8 @@ struct ModelStatus {
   std::uint64_t progress_bytes = 0;
   std::uint64_t progress_total = 0;
   std::string stage;
+  // The last job's stages that ended, in order, each with its seconds.
+  std::vector<std::pair<std::string, double>> stage_seconds;
   // Bytes landed per second since the job began (0 before any landed).
   double rate_bytes_per_second = 0;
   double load_seconds = 0;

@@ -108,7 +108,11 @@ Result<DefragReport> Defragmenter::run(const DefragOptions& options) {
     run.pool = *pool;
     run.report.device = key.device;
     run.report.memory_type = key.memory_type;
-    measure(**pool, run.report.fragmentation_before, run.report.reserved_bytes_before, run.report.free_bytes_before);
+    // The figures before are the ones pool_stats() just took (a second
+    // stats() per pool would cost as much again).
+    run.report.fragmentation_before = stats.fragmentation;
+    run.report.reserved_bytes_before = stats.reserved_bytes;
+    run.report.free_bytes_before = stats.free_bytes;
     pools.push_back(std::move(run));
   }
 

@@ -172,6 +172,40 @@ TEST(ModelManager, EvictionUnderALimitTakesTheCheapestAndNeverThePinned) {
 // A limit set just before a load counts at once: the monitor's reading
 // still has its last sample's limit (none), and the load must evict rather
 // than meet the limit in the allocator.
+// A switch between two models of the same size: the restore of the one in
+// RAM takes the evicted one's VRAM buffer (renamed, every byte rewritten)
+// instead of a new allocation, and a buffer that was ever exported is never
+// handed on.
+TEST(ModelManager, ARestoreReusesTheBufferItsEvictionFreedUnlessItWasExported) {
+  Fixture f;
+  for (const char* n : {"a", "b"}) write_safetensors(f.root.path / (std::string(n) + ".safetensors"), unet(n, 12));
+  f.limit_device(kDev, 20 * kMiB);  // one 12 MiB model at a time
+  ModelLoadRequest a{.name = "a", .path = "a.safetensors", .device = kDev};
+  ModelLoadRequest b{.name = "b", .path = "b.safetensors", .device = kDev};
+  ASSERT_EQ(f.load(a).state, ModelState::Loaded);
+  ASSERT_EQ(f.load(b).state, ModelState::Loaded);  // a goes to RAM (a new buffer for b: a has no RAM copy to restore)
+  const auto b_buffer = *f.models->status("b")->components.at(0).allocation;
+  const auto sa = f.load(a);  // a up from RAM, b down
+  ASSERT_EQ(sa.tier, ModelTier::VRAM) << sa.error;
+  EXPECT_EQ(f.models->status("b")->tier, ModelTier::RAM);
+  const auto a_buffer = *sa.components.at(0).allocation;
+  EXPECT_EQ(a_buffer, b_buffer) << "b's buffer went to a";
+  auto rec = f.manager->get(a_buffer);
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->name, "a/model") << "renamed for its new holder";
+  f.expect_bytes(sa);
+  // Exported once (the grant is enough), a buffer is never handed on.
+  auto view = f.models->export_model("a", [](const ModelExportView&) -> Result<void> { return {}; });
+  ASSERT_TRUE(view) << view.error().message;
+  const auto sb = f.load(b);  // b up, a down
+  ASSERT_EQ(sb.tier, ModelTier::VRAM) << sb.error;
+  EXPECT_NE(*sb.components.at(0).allocation, a_buffer) << "an exported buffer is not reused";
+  EXPECT_FALSE(f.manager->get(a_buffer)) << "it was freed";
+  f.expect_bytes(sb);
+  ASSERT_TRUE(f.models->unload("a"));
+  ASSERT_TRUE(f.models->unload("b"));
+}
+
 TEST(ModelManager, ALimitSetJustBeforeALoadCountsWithoutANewSample) {
   Fixture f;
   for (const char* n : {"a", "b"}) write_safetensors(f.root.path / (std::string(n) + ".safetensors"), unet(n, 12));

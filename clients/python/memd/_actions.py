@@ -445,7 +445,7 @@ ACTIONS = {
         ],
     },
     'memory_model_load': {
-        'summary': "Load a model (safetensors file, shards, diffusers folder or single-file checkpoint) into VRAM, or bring a known one back: answers at once with state Loading; status reads Loaded (or Failed, with the error) when the job is done. Components already on the device with the same bytes are shared; room is made by moving the cheapest models down a tier (pinned never). Asking for a model already in VRAM counts a hit. The job's progress (stage: resolving, reading layout, hashing, allocating, copying or restoring, then done or failed; bytesDone of bytesTotal, the bytes this job lands; rateBytesPerSecond) is in the status and published as model_progress events, at most ten a second per model and always the final one.",
+        'summary': "Load a model (safetensors file, shards, diffusers folder or single-file checkpoint) into VRAM, or bring a known one back: answers at once with state Loading; status reads Loaded (or Failed, with the error) when the job is done. Components already on the device with the same bytes are shared; room is made by moving the cheapest models down a tier (pinned never). Asking for a model already in VRAM counts a hit. The job's progress (stage: resolving, reading layout, hashing, allocating, copying or restoring, then done or failed; bytesDone of bytesTotal, the bytes this job lands; rateBytesPerSecond; stages: each stage ended so far with its seconds) is in the status and published as model_progress events, at most ten a second per model and always the final one.",
         'routes': [
             ('POST', '/api/memory/models', 202, 'json', False),
         ],

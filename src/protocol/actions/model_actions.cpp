@@ -90,7 +90,7 @@ Result<Outcome> memory_model_optimize(MemoryService& s, const Params& p, const C
 }
 
 constexpr std::string_view kStatusExample =
-    R"({"name": "sdxl", "path": "/srv/models/sdxl", "kind": "diffusers", "state": "Loaded", "tier": "VRAM", "deviceId": "cuda:0", "priority": "Normal", "pinned": false, "keepAliveSeconds": 300, "dtype": null, "sizeBytes": 6938928640, "vramBytes": 6938928640, "ramBytes": 0, "sharedBytes": 1760000000, "tensors": 2515, "dtypes": ["F16"], "components": [{"name": "unet", "sizeBytes": 5135092736, "tensors": 1680, "tier": "VRAM", "sharedWith": 0, "allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"}], "hits": 3, "preloaded": false, "progress": {"stage": "done", "bytesDone": 6938928640, "bytesTotal": 6938928640, "rateBytesPerSecond": 22383640774.2}, "loadSeconds": 0.31, "loadGBps": 22.4, "lastUse": "2026-01-01T00:00:00.000Z"})";
+    R"({"name": "sdxl", "path": "/srv/models/sdxl", "kind": "diffusers", "state": "Loaded", "tier": "VRAM", "deviceId": "cuda:0", "priority": "Normal", "pinned": false, "keepAliveSeconds": 300, "dtype": null, "sizeBytes": 6938928640, "vramBytes": 6938928640, "ramBytes": 0, "sharedBytes": 1760000000, "tensors": 2515, "dtypes": ["F16"], "components": [{"name": "unet", "sizeBytes": 5135092736, "tensors": 1680, "tier": "VRAM", "sharedWith": 0, "allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890"}], "hits": 3, "preloaded": false, "progress": {"stage": "done", "bytesDone": 6938928640, "bytesTotal": 6938928640, "rateBytesPerSecond": 22383640774.2, "stages": [{"stage": "resolving", "seconds": 0.0004}, {"stage": "reading layout", "seconds": 0.003}, {"stage": "hashing", "seconds": 0.001}, {"stage": "allocating", "seconds": 0.002}, {"stage": "copying", "seconds": 0.303}]}, "loadSeconds": 0.31, "loadGBps": 22.4, "lastUse": "2026-01-01T00:00:00.000Z"})";
 
 const ParamSpec kLoadParams[] = {
     {.name = "name", .kind = K::ModelName, .required = true,
@@ -125,7 +125,7 @@ void append_model_actions(std::vector<Action>& t) {
       "the job is done. Components already on the device with the same bytes are shared; room is made by moving "
       "the cheapest models down a tier (pinned never). Asking for a model already in VRAM counts a hit. The job's "
       "progress (stage: resolving, reading layout, hashing, allocating, copying or restoring, then done or failed; "
-      "bytesDone of bytesTotal, the bytes this job lands; rateBytesPerSecond) is in the status and published as "
+      "bytesDone of bytesTotal, the bytes this job lands; rateBytesPerSecond; stages: each stage ended so far with its seconds) is in the status and published as "
       "model_progress events, at most ten a second per model and always the final one.",
       {{HttpMethod::Post, "/api/memory/models", 202}},
       load,
