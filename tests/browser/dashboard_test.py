@@ -329,6 +329,20 @@ def main():
             check(bool(shrunk), "freeing brought allocated bytes and allocated blocks back")
             check(after_free["live"] < after_alloc["live"], "the map's live bytes fell")
 
+            # A copy between two allocations: its report reaches the
+            # transfers table (through its transfer_completed event).
+            src = rest(base, "POST", "/api/memory/allocations", {"sizeBytes": "1MiB", "deviceId": "host:0"})
+            dst = rest(base, "POST", "/api/memory/allocations", {"sizeBytes": "1MiB", "deviceId": "host:0"})
+            t = rest(base, "POST", "/api/memory/transfers",
+                     {"sourceAllocationId": src["allocationId"], "destinationAllocationId": dst["allocationId"],
+                      "sizeBytes": "1MiB"})
+            check(bool(dt.wait_for(f"document.getElementById('transfers').textContent.includes('{t['transferId']}')"
+                                   " && document.getElementById('transfers').textContent.includes('Completed')",
+                                   "the copy in the transfers table")),
+                  "the finished copy shows in the transfers table")
+            for alloc in (src, dst):
+                rest(base, "DELETE", "/api/memory/allocations/" + alloc["allocationId"])
+
             # The optimize button answers (anyone may ask; no token here).
             dt.evaluate("document.getElementById('optimize').click()")
             state = dt.wait_for("(() => { const s = document.getElementById('action-result').dataset.state;"

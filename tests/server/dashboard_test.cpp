@@ -99,6 +99,10 @@ TEST(DashboardFiles, EtagMatching) {
   EXPECT_TRUE(is_dashboard_path("/"));
   EXPECT_TRUE(is_dashboard_path("/dashboard/x"));
   EXPECT_FALSE(is_dashboard_path("/dashboard"));
+  EXPECT_FALSE(is_dashboard_path("/dashboard/"));
+  EXPECT_FALSE(is_dashboard_path("/dashboard/../api/memory/status"));
+  EXPECT_FALSE(is_dashboard_path("/dashboard/a/b"));
+  EXPECT_TRUE(is_dashboard_path("/dashboard/..%2fapi")) << "one segment: refused later by the name rule";
   EXPECT_FALSE(is_dashboard_path("/api/memory/status"));
 }
 
@@ -181,6 +185,9 @@ TEST(DashboardRoutes, TheFilesArePublicTheApiBehindThemIsNot) {
   EXPECT_EQ(status_line(get(server, "/api/memory/status")), "HTTP/1.1 401 Unauthorized");
   EXPECT_EQ(status_line(get(server, "/api/memory/blocks/host:0", "Authorization: Bearer s3cret\r\n")),
             "HTTP/1.1 200 OK");
+  // A path that only starts like a file's is not public.
+  EXPECT_EQ(status_line(get(server, "/dashboard/../api/memory/status")), "HTTP/1.1 401 Unauthorized");
+  EXPECT_EQ(status_line(get(server, "/dashboard/..%2f..%2fapi%2fmemory%2fstatus")), "HTTP/1.1 400 Bad Request");
   // A token is not needed for the files, and a wrong one does not break them.
   EXPECT_EQ(status_line(get(server, "/", "Authorization: Bearer wrong\r\n")), "HTTP/1.1 200 OK");
 }

@@ -36,6 +36,7 @@
     refreshing: false,
     refreshAgain: false,
     lastSlow: 0,
+    lastMap: 0,
   };
 
   // ---- helpers --------------------------------------------------------------
@@ -607,6 +608,8 @@
     if (kind === 'pressure_changed') what = `${d.previousLevel} → ${d.level} (${d.percent}%)`;
     else if (kind === 'model_progress') what = `${d.name || ''} ${d.stage || ''} ${bytes(d.bytesDone)} / ${bytes(d.bytesTotal)}`;
     else if (kind === 'lost') what = `lost ${d.lost} events`;
+    else if (kind === 'transfer_completed' || kind === 'transfer_failed')
+      what = `${d.kind || ''} ${bytes(d.sizeBytes)} ${d.sourceDeviceId || ''} → ${d.destinationDeviceId || ''} ${d.status || ''}`;
     else what = JSON.stringify(d).slice(0, 160);
     const time = ev.time ? ev.time.slice(11, 23) : new Date().toISOString().slice(11, 23);
     const li = el('li', `${time} ${kind} ${ev.deviceId || ''} ${what}`);
@@ -671,6 +674,12 @@
     let ev;
     try { ev = JSON.parse(data); } catch (e) { return; }
     addEvent(kind, kind === 'lost' ? { data: ev } : ev);
+    // A finished transfer's event carries its whole report: it joins the
+    // transfers table (the newest 20), as a followed id would.
+    if ((kind === 'transfer_completed' || kind === 'transfer_failed') && ev.data && ev.data.transferId) {
+      state.followed.set(ev.data.transferId, ev.data);
+      while (state.followed.size > 20) state.followed.delete(state.followed.keys().next().value);
+    }
     scheduleRefresh();
   }
 
@@ -693,11 +702,15 @@
       const levels = new Map((pressure.devices || []).map((p) => [p.deviceId, p]));
       for (const s of status.devices || []) updateDevice(s, levels.get(s.deviceId));
       $('health').textContent = 'health ' + status.health;
-      if (state.selected) {
+      // The map walks every block of the device under its pools' locks:
+      // a large one is asked for less often.
+      const now = Date.now();
+      const mapEvery = state.map && state.map.blockCount > 20000 ? 5000 : 0;
+      if (state.selected && (now - state.lastMap >= mapEvery || state.map.deviceId !== state.selected)) {
+        state.lastMap = now;
         const map = await api('GET', `/api/memory/blocks/${encodeURIComponent(state.selected)}?maxBlocks=${MAP_MAX_BLOCKS}`);
         showMap(map);
       }
-      const now = Date.now();
       if (now - state.lastSlow >= SLOW_POLL_MS || state.refreshAgain) {
         state.lastSlow = now;
         const [models, history] = await Promise.all([

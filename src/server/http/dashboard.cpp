@@ -33,7 +33,11 @@ std::string_view opaque(std::string_view tag) {
 }  // namespace
 
 bool is_dashboard_path(std::string_view path) noexcept {
-  return path == "/" || path.starts_with("/dashboard/");
+  // Exactly the two routes' shapes: a path with more segments (such as
+  // /dashboard/../api/…) is no file's and gets no exemption from the token.
+  constexpr std::string_view prefix = "/dashboard/";
+  return path == "/" || (path.starts_with(prefix) && path.size() > prefix.size() &&
+                         path.find('/', prefix.size()) == std::string_view::npos);
 }
 
 std::string_view dashboard_content_type(std::string_view name) noexcept {

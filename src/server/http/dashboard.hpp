@@ -38,8 +38,8 @@ struct DashboardFile {
   std::string_view content_type;
 };
 
-// True for the paths the dashboard answers: "/" and "/dashboard/…" (these
-// need no token).
+// True for the paths the dashboard's routes take, "/" and "/dashboard/NAME"
+// (one segment, still encoded): these need no token.
 bool is_dashboard_path(std::string_view path) noexcept;
 
 // The file a decoded name asks for ("" for GET /: index.html). A name is
