@@ -189,9 +189,9 @@ def rest(base, method, path, body=None, owner=None):
         return json.loads(r.read())
 
 
-def start_memd(memd, tmp):
-    log = open(os.path.join(tmp, "memd.log"), "w")
-    proc = subprocess.Popen([memd, "--no-cuda", "--host-device", "64MiB", "serve", "--listen", "127.0.0.1:0"],
+def start_memd(memd, tmp, extra=(), log_name="memd.log"):
+    log = open(os.path.join(tmp, log_name), "w")
+    proc = subprocess.Popen([memd, "--no-cuda", "--host-device", "64MiB", "serve", "--listen", "127.0.0.1:0", *extra],
                             stdout=subprocess.PIPE, stderr=log, text=True)
     timer = threading.Timer(20, proc.kill)
     timer.start()
@@ -380,6 +380,35 @@ def main():
                 f.write(base64.b64decode(shot["data"]))
             print(f"SCREENSHOT {os.path.abspath(screenshot)}", flush=True)
             check(not dt.page_errors, f"no script errors on the page: {dt.page_errors}")
+
+            # A daemon that wants a token: the page loads without one, shows
+            # the refusal, and works once the token is typed in.
+            guarded, guarded_url = start_memd(memd, tmp, ("--token", "dash-secret"), "memd-token.log")
+            try:
+                dt.evaluate("sessionStorage.clear()")
+                dt.call("Page.navigate", url=guarded_url + "/")
+                dt.wait_for("document.readyState === 'complete' && !!window.memdDashboard", "the page (token daemon)")
+                refused = dt.wait_for("(() => { const c = document.getElementById('connection');"
+                                      " return c.dataset.state === 'error' && c.textContent.includes('unauthenticated')"
+                                      " ? c.textContent : null; })()", "the page to show the 401")
+                check(bool(refused), f"without a token the page shows the refusal: {refused}")
+                dt.evaluate("document.getElementById('optimize').click()")
+                status = dt.wait_for("(() => { const r = document.getElementById('action-result');"
+                                     " return r.dataset.state === 'error' ? r.dataset.status : null; })()",
+                                     "the optimize refusal")
+                check(status == "401", f"the optimize button shows its refusal (status {status})")
+                dt.evaluate("document.getElementById('token').value = 'dash-secret';"
+                            " document.getElementById('token-form').requestSubmit()")
+                check(bool(dt.wait_for(f"(() => {{ const c = {CARD}; return !!c && +{MAP}.dataset.generation >= 1 &&"
+                                       " document.getElementById('connection').dataset.state === 'live'; })()",
+                                       "the page to work with the token")),
+                      "with the token typed in, the cards, the map and the event stream work")
+            finally:
+                guarded.terminate()
+                try:
+                    guarded.wait(15)
+                except subprocess.TimeoutExpired:
+                    guarded.kill()
         except (AssertionError, RuntimeError, ConnectionError, OSError, urllib.error.URLError) as e:
             failures.append(str(e))
             print(f"FAIL {e}", flush=True)
