@@ -5,7 +5,11 @@ browser; issue 16 item 5).
 Starts `memd serve` (host device only) and Chromium with its DevTools
 protocol on a random port, opens the dashboard at GET /, then through the
 REST API allocates and frees memory and checks, in the page's DOM, that the
-device card's numbers and the memory map's blocks follow. Then the page
+device card's numbers and the memory map's blocks follow; that the event
+stream, the history, a finished copy (transfers table), a loaded model
+(models table, by tier, load done) and the optimize button reach the page;
+and, against a second daemon with --token, that the page shows the 401 and
+works once the token is typed in. Then the page
 redraws a synthetic map of 100,000 blocks (window.memdDashboard.
 benchmarkRedraw) and this prints the time it measured; it is reported, not
 asserted (a shared CI machine's timing is not a pass/fail signal). Last, a
@@ -189,9 +193,24 @@ def rest(base, method, path, body=None, owner=None):
         return json.loads(r.read())
 
 
-def start_memd(memd, tmp, extra=(), log_name="memd.log"):
+def write_safetensors(path, tensors):
+    """A safetensors file: 8-byte little-endian header length, the JSON
+    header (padded to 8 bytes), then the tensors' bytes."""
+    header, offset, blobs = {}, 0, []
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def start_memd(memd, tmp, extra=(), log_name="memd.log", before=()):
     log = open(os.path.join(tmp, log_name), "w")
-    proc = subprocess.Popen([memd, "--no-cuda", "--host-device", "64MiB", "serve", "--listen", "127.0.0.1:0", *extra],
+    proc = subprocess.Popen([memd, "--no-cuda", "--host-device", "64MiB", *before, "serve", "--listen", "127.0.0.1:0",
+                             *extra],
                             stdout=subprocess.PIPE, stderr=log, text=True)
     timer = threading.Timer(20, proc.kill)
     timer.start()
@@ -271,7 +290,12 @@ def main():
             failures.append(why)
 
     with tempfile.TemporaryDirectory(prefix="memd-dashboard-") as tmp:
-        memd_proc, base = start_memd(memd, tmp)
+        models = os.path.join(tmp, "models")
+        os.makedirs(models)
+        write_safetensors(os.path.join(models, "tiny.safetensors"),
+                          {"w": ("F32", [256, 1024], bytes(range(256)) * 4096),
+                           "b": ("F32", [1024], bytes(4096))})
+        memd_proc, base = start_memd(memd, tmp, before=("--model-root", models))
         chrome = None
         ws = None
         try:
@@ -342,6 +366,14 @@ def main():
                   "the finished copy shows in the transfers table")
             for alloc in (src, dst):
                 rest(base, "DELETE", "/api/memory/allocations/" + alloc["allocationId"])
+
+            # A model: its row under its tier, its load done.
+            rest(base, "POST", "/api/memory/models", {"name": "tiny", "path": "tiny.safetensors", "deviceId": "host:0"})
+            row = dt.wait_for("(() => { const r = document.querySelector('#models tr[data-model=\"tiny\"]');"
+                              " return r && r.dataset.tier === 'VRAM' && r.textContent.includes('done') ?"
+                              " r.textContent : null; })()", "the model's row in VRAM, its load done")
+            check(bool(row), f"the models table shows the loaded model by tier with its progress: {row}")
+            rest(base, "DELETE", "/api/memory/models/tiny")
 
             # The optimize button answers (anyone may ask; no token here).
             dt.evaluate("document.getElementById('optimize').click()")
