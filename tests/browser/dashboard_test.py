@@ -397,13 +397,19 @@ def main():
             made = [rest(base, "POST", "/api/memory/allocations", {"sizeBytes": size, "deviceId": "host:0", "name": name},
                          owner) for size, name, owner in
                     (("6MiB", "weights", "alice"), ("3MiB", "kv-cache", "bob"), ("5MiB", "activations", "alice"),
-                     ("2MiB", "scratch", "bob"))]
+                     ("2MiB", "<img id=xss src=x onerror=window.pwned=1>", "<b id=xss2>bob</b>"))]
             rest(base, "DELETE", "/api/memory/allocations/" + made[1]["allocationId"], owner="bob")
+            # Names and owners are whatever clients chose: the page shows them
+            # as text, never as markup.
+            check(bool(dt.wait_for("document.getElementById('history').textContent.includes('<img id=xss')",
+                                   "the hostile name in the history, as text")) and
+                  dt.evaluate("!document.getElementById('xss') && !document.getElementById('xss2') && !window.pwned"),
+                  "a name and an owner holding HTML are shown as text, not run")
             check(bool(dt.wait_for(
                 f"(() => {{ const m = {MAP}, l = document.getElementById('map-legend').textContent;"
-                " return +m.dataset.allocatedBlocks === 3 && l.includes('owner alice') && l.includes('owner bob') &&"
+                " return +m.dataset.allocatedBlocks === 3 && l.includes('owner alice') && l.includes('owner <b id=xss2>') &&"
                 f" +{CARD}.dataset.allocatedBytes >= {13 * MiB}; }})()",
-                "3 allocated blocks of alice and bob in the map")),
+                "3 allocated blocks of two owners in the map")),
                 "the map shows the three live blocks and names both owners (admin view)")
 
             shot = dt.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
