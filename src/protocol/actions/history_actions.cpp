@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <map>
 
+#include "alloc/device_pool.hpp"
+#include "core/defrag_plan.hpp"
 #include "protocol/action_helpers.hpp"
 #include "protocol/params.hpp"
 #include "protocol/wire_encoding.hpp"
@@ -84,6 +86,45 @@ Result<Outcome> memory_history_snapshot(MemoryService& s, const Params& p, const
   return ok(to_json(snapshot));
 }
 
+// Where a virtual arena's address range is backed: its mapping units
+// (DevicePool::defrag_space(), the view the defragmenter plans with), joined
+// into runs and clipped to each arena segment, so a reader tells cached
+// memory from address space never mapped inside a free block. Segment
+// arenas and huge ranges are backed whole and get none. At most
+// kMaxMappedRuns runs per segment; mappedRangesOmitted counts the rest.
+constexpr std::size_t kMaxMappedRuns = 4096;
+
+void add_mapped_ranges(MemoryService& s, DeviceId device, const DeviceBlockMap& map, nlohmann::json& segments) {
+  std::map<MemoryType, std::vector<DefragRange>> runs;
+  for (const auto& [type, unused] : map.pools) {
+    auto pool = s.manager().pool(device, type);  // exists: the walk listed it
+    if (!pool) continue;
+    const DefragSpace space = (*pool)->defrag_space();
+    if (space.page == 0) continue;
+    auto& out = runs[type];
+    for (const DefragRange& u : space.units) {
+      if (!out.empty() && out.back().offset + out.back().size == u.offset) out.back().size += u.size;
+      else out.push_back(u);
+    }
+  }
+  for (std::size_t i = 0; i < map.segments.size() && i < segments.size(); ++i) {
+    const SnapshotSegment& seg = map.segments[i];
+    const auto it = runs.find(seg.memory_type);
+    if (seg.kind != "arena" || it == runs.end()) continue;
+    nlohmann::json ranges = nlohmann::json::array();
+    std::uint64_t omitted = 0;
+    for (const DefragRange& r : it->second) {
+      const std::uint64_t from = std::max(r.offset, seg.address);
+      const std::uint64_t to = std::min(r.offset + r.size, seg.address + seg.size);
+      if (from >= to) continue;
+      if (ranges.size() < kMaxMappedRuns) ranges.push_back({from, to - from});
+      else ++omitted;
+    }
+    segments[i]["mappedRanges"] = std::move(ranges);
+    segments[i]["mappedRangesOmitted"] = omitted;
+  }
+}
+
 Result<Outcome> memory_blocks(MemoryService& s, const Params& p, const CallContext& ctx) {
   MEMD_ASSIGN_OR_RETURN(auto device, required(p.device("deviceId"), "deviceId"));
   MEMD_ASSIGN_OR_RETURN(auto max_blocks, p.count("maxBlocks", kMaxBlocksLimit));
@@ -112,6 +153,8 @@ Result<Outcome> memory_blocks(MemoryService& s, const Params& p, const CallConte
   const double fragmentation = free == 0 ? 0.0 : 1.0 - static_cast<double>(largest) / static_cast<double>(free);
   std::uint64_t total = 0;
   if (auto info = s.catalog().info(device)) total = info->total_bytes;
+  nlohmann::json segments = segments_json(map.segments);
+  add_mapped_ranges(s, device, map, segments);
   return ok({{"deviceId", device.to_string()},
              {"deviceTotalBytes", total},
              {"segmentBytes", address_space},
@@ -125,7 +168,7 @@ Result<Outcome> memory_blocks(MemoryService& s, const Params& p, const CallConte
              {"blocksReturned", returned},
              {"blocksOmitted", map.blocks_omitted},
              {"maxBlocks", cap},
-             {"segments", segments_json(map.segments)},
+             {"segments", std::move(segments)},
              {"pools", pools_json(map.pools)}});
 }
 
@@ -243,7 +286,9 @@ void append_history_actions(std::vector<Action>& t) {
       "and freeBlockBytes (address space: a virtual arena's segment spans its whole range, mapped or not), "
       "mappedBytes, liveBytes; and the pools' figures over mapped memory, as memory_status has them: freeBytes, "
       "largestFreeBytes and fragmentation (1 - largest free block / free bytes). At most maxBlocks blocks are "
-      "listed (the first in segment order) and blocksOmitted counts the rest. "
+      "listed (the first in segment order) and blocksOmitted counts the rest. A virtual arena's segment also has "
+      "mappedRanges, [address, bytes] runs of it backed by memory (its mapping units; at most 4096, "
+      "mappedRangesOmitted counts the rest): a free block outside them is address space, not cached memory. "
       "Exportable allocations (model weights) have memory of their own and appear in no pool. Anyone may look; "
       "another owner's blocks are shown by address, size and state only (hidden: true, owner, name and "
       "allocationId null) unless you are the admin. Reading it drains thread caches and walks every block.",
@@ -252,7 +297,7 @@ void append_history_actions(std::vector<Action>& t) {
        {"maxBlocks", K::Count, false, "List at most this many blocks (0..100000, default 10000).", false,
         kMaxBlocksLimit}},
       R"({"deviceId": "host:0", "maxBlocks": 1000})",
-      R"({"deviceId": "host:0", "deviceTotalBytes": 67108864, "segmentBytes": 33554432, "mappedBytes": 4194304, "liveBytes": 1048576, "freeBlockBytes": 32505856, "freeBytes": 3145728, "largestFreeBytes": 2097152, "fragmentation": 0.33, "blockCount": 3, "blocksReturned": 3, "blocksOmitted": 0, "maxBlocks": 1000, "segments": [{"memoryType": "VRAM", "address": 140000000000000, "sizeBytes": 33554432, "mappedBytes": 4194304, "kind": "arena", "liveBytes": 1048576, "freeBytes": 3145728, "largestFreeBytes": 2097152, "blockCount": 3, "blocks": [{"address": 140000000000000, "sizeBytes": 1048576, "state": "allocated", "allocation": {"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "alice", "name": "kv-cache", "memoryType": "VRAM", "priority": "Normal", "sizeBytes": 1048576, "address": 140000000000000, "pinned": false, "exportable": false, "hidden": false}}, {"address": 140000001048576, "sizeBytes": 1048576, "state": "free", "allocation": null}, {"address": 140000002097152, "sizeBytes": 2097152, "state": "free", "allocation": null}]}], "pools": {}})",
+      R"({"deviceId": "host:0", "deviceTotalBytes": 67108864, "segmentBytes": 33554432, "mappedBytes": 4194304, "liveBytes": 1048576, "freeBlockBytes": 32505856, "freeBytes": 3145728, "largestFreeBytes": 2097152, "fragmentation": 0.33, "blockCount": 3, "blocksReturned": 3, "blocksOmitted": 0, "maxBlocks": 1000, "segments": [{"memoryType": "VRAM", "address": 140000000000000, "sizeBytes": 33554432, "mappedBytes": 4194304, "kind": "arena", "liveBytes": 1048576, "freeBytes": 3145728, "largestFreeBytes": 2097152, "blockCount": 3, "mappedRanges": [[140000000000000, 4194304]], "mappedRangesOmitted": 0, "blocks": [{"address": 140000000000000, "sizeBytes": 1048576, "state": "allocated", "allocation": {"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "alice", "name": "kv-cache", "memoryType": "VRAM", "priority": "Normal", "sizeBytes": 1048576, "address": 140000000000000, "pinned": false, "exportable": false, "hidden": false}}, {"address": 140000001048576, "sizeBytes": 1048576, "state": "free", "allocation": null}, {"address": 140000002097152, "sizeBytes": 2097152, "state": "free", "allocation": null}]}], "pools": {}})",
       memory_blocks});
 }
 

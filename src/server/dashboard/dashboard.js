@@ -260,15 +260,16 @@
   // pixel shows what holds most of its bytes. Pixels are written into an
   // ImageData in one put.
 
-  const STATES = ['allocated', 'free', 'pending', 'slab', 'omitted'];
-  const S_ALLOCATED = 0, S_FREE = 1, S_PENDING = 2, S_SLAB = 3, S_OMITTED = 4;
+  const STATES = ['allocated', 'free', 'pending', 'slab', 'omitted', 'unmapped'];
+  const S_ALLOCATED = 0, S_FREE = 1, S_PENDING = 2, S_SLAB = 3, S_OMITTED = 4, S_UNMAPPED = 5;
+  const NS = STATES.length;
   const STATE_INDEX = { allocated: S_ALLOCATED, free: S_FREE, pending: S_PENDING, slab: S_SLAB };
-  const STATE_COLOUR = ['#1d4ed8', '#bbf7d0', '#f59e0b', '#a855f7', '#e5e7eb'];
-  // A free block is memd's, handed to no one: cached where mapped, address
-  // space where a virtual arena has not mapped it (the segment's tooltip
-  // says how much of it is mapped).
-  const STATE_LABEL = ['allocated (colour: owner)', 'free (cached, or unmapped range)', 'pending (stream)', 'slab span',
-                       'not listed (maxBlocks)'];
+  const STATE_COLOUR = ['#1d4ed8', '#86efac', '#f59e0b', '#a855f7', '#d1d5db', '#f1f5f9'];
+  // A free block is memd's, handed to no one: cached memory where mapped,
+  // and, where a virtual arena has not mapped it (the segment's
+  // mappedRanges), address space only.
+  const STATE_LABEL = ['allocated (colour: owner)', 'free, cached (mapped)', 'pending (stream)', 'slab span',
+                       'not listed (maxBlocks)', 'address space, not mapped'];
   const OWNER_COLOURS = ['#1d4ed8', '#dc2626', '#059669', '#d97706', '#7c3aed', '#db2777', '#0891b2', '#65a30d',
                          '#9333ea', '#ea580c', '#0f766e', '#be123c'];
   const HIDDEN_COLOUR = '#64748b';
@@ -283,7 +284,7 @@
   const HIDDEN_PACKED = packColour(HIDDEN_COLOUR);
   const BACKGROUND_PACKED = packColour('#ffffff');
 
-  let buckets = null;  // reused between redraws: Float32Array(L * 5)
+  let buckets = null;  // reused between redraws: Float32Array(L * NS)
   let bucketOwner = null, bucketOwnerWeight = null;
 
   // Draws `map` (a memory_blocks answer) on `canvas`; returns what it drew.
@@ -292,8 +293,8 @@
     const W = canvas.width, H = canvas.height;
     const rows = Math.max(1, Math.floor(H / rowH));
     const L = W * rows;
-    if (!buckets || buckets.length !== L * STATES.length) {
-      buckets = new Float32Array(L * STATES.length);
+    if (!buckets || buckets.length !== L * NS) {
+      buckets = new Float32Array(L * NS);
       bucketOwner = new Int32Array(L);
       bucketOwnerWeight = new Float32Array(L);
     } else {
@@ -332,23 +333,45 @@
       for (; i <= last; i++) {
         const w = Math.min(x1, i + 1) - Math.max(x0, i);
         if (w <= 0) continue;
-        buckets[i * 5 + st] += w;
+        buckets[i * NS + st] += w;
         if (owner && w > bucketOwnerWeight[i]) { bucketOwnerWeight[i] = w; bucketOwner[i] = owner; }
       }
     };
     for (const s of segments) {
       segmentStarts.push(base);
       let covered = 0;  // bytes of the segment its listed blocks cover
+      const runs = s.mappedRanges;  // [address, bytes], in order; absent: backed whole
+      let ri = 0;
+      const segBase = base - s.address;
       for (const b of s.blocks) {
-        const off = base + (b.address - s.address);
+        const off = segBase + b.address;
         starts[k] = off;
         refs[k++] = [s, b];
         const st = STATE_INDEX[b.state] ?? S_ALLOCATED;
+        covered += b.sizeBytes;
+        if (st === S_FREE && runs) {
+          // Split the free block into its mapped (cached) and unmapped parts;
+          // blocks and runs are both in address order, so one pointer walks
+          // the runs once per segment.
+          let a = b.address;
+          const end = b.address + b.sizeBytes;
+          while (ri < runs.length && runs[ri][0] + runs[ri][1] <= a) ri++;
+          let j = ri;
+          while (a < end) {
+            if (j >= runs.length || runs[j][0] >= end) { add(segBase + a, segBase + end, S_UNMAPPED, 0); break; }
+            const r0 = runs[j][0], r1 = r0 + runs[j][1];
+            if (r0 > a) { add(segBase + a, segBase + r0, S_UNMAPPED, 0); a = r0; }
+            const e = Math.min(r1, end);
+            add(segBase + a, segBase + e, S_FREE, 0);
+            a = e;
+            if (a >= r1) j++;
+          }
+          continue;
+        }
         let owner = 0;
         if (b.allocation) owner = ownerIndex.get(b.allocation.hidden ? '(other owners)' : b.allocation.owner) || 0;
         else if (st === S_ALLOCATED || st === S_PENDING) owner = ownerIndex.get('(unnamed)') || 0;
         add(off, off + b.sizeBytes, st, owner);
-        covered += b.sizeBytes;
       }
       // Blocks left out by maxBlocks: the rest of the segment, drawn as such.
       if (covered < s.sizeBytes && s.blocks.length < s.blockCount) {
@@ -363,8 +386,8 @@
     px.fill(BACKGROUND_PACKED);
     for (let i = 0; i < L; i++) {
       let best = -1, bestW = 0;
-      for (let st = 0; st < 5; st++) {
-        const w = buckets[i * 5 + st];
+      for (let st = 0; st < NS; st++) {
+        const w = buckets[i * NS + st];
         if (w > bestW) { bestW = w; best = st; }
       }
       if (best < 0) continue;
@@ -403,7 +426,7 @@
       s.appendChild(document.createTextNode(label));
       legend.appendChild(s);
     };
-    for (let st = 1; st < STATES.length; st++) item(STATE_COLOUR[st], STATE_LABEL[st]);
+    for (let st = 1; st < NS; st++) item(STATE_COLOUR[st], STATE_LABEL[st]);
     owners.slice(0, 24).forEach((o, i) => item(o === '(other owners)' ? HIDDEN_COLOUR : OWNER_COLOURS[i % OWNER_COLOURS.length],
                                                 'owner ' + o));
   }
@@ -470,7 +493,7 @@
   }
 
   // A synthetic map of n blocks in 8 segments (a fixed seed: every run draws
-  // the same), for benchmarkRedraw.
+  // the same; mapped in runs like a virtual arena), for benchmarkRedraw.
   function syntheticMap(n) {
     let seed = 12345;
     const rand = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff; };
@@ -495,6 +518,10 @@
       }
       seg.sizeBytes = a - addr;
       seg.blockCount = seg.blocks.length;
+      // Mapped like a virtual arena: 6 MiB of every 8 MiB, so free blocks
+      // are split into cached and unmapped parts as a real map's are.
+      seg.mappedRanges = [];
+      for (let m = addr; m < a; m += 8 * 1048576) seg.mappedRanges.push([m, Math.min(6 * 1048576, a - m)]);
       segs.push(seg);
       addr = a + (1 << 30);
     }
