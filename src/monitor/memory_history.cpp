@@ -5,6 +5,8 @@
 #include <map>
 #include <tuple>
 
+#include "monitor/block_map.hpp"
+
 namespace memd {
 namespace {
 
@@ -19,20 +21,6 @@ HistoryEntry entry_of(HistoryKind kind, const AllocationRecord& r) {
   e.priority = r.priority;
   e.size_bytes = r.size_bytes;
   return e;
-}
-
-SnapshotAllocation summary_of(const AllocationRecord& r) {
-  SnapshotAllocation a;
-  a.id = r.id;
-  a.owner = r.owner;
-  a.name = r.name;
-  a.memory_type = r.memory_type;
-  a.priority = r.priority;
-  a.size_bytes = r.size_bytes;
-  a.address = r.address;
-  a.pinned = r.pinned;
-  a.exportable = r.exportable;
-  return a;
 }
 
 }  // namespace
@@ -175,68 +163,16 @@ OomSnapshot MemoryHistory::take_snapshot(const AllocationRequest& request, Devic
   std::stable_sort(s.holders.begin(), s.holders.end(), [](const auto& a, const auto& b) { return a.bytes > b.bytes; });
   if (s.holders.size() > caps.max_allocations) s.holders.resize(caps.max_allocations);
   for (std::size_t i = 0; i < live.size(); ++i) {
-    if (i < caps.max_allocations) s.allocations.push_back(summary_of(live[i]));
+    if (i < caps.max_allocations) s.allocations.push_back(snapshot_allocation(live[i]));
     else ++s.allocations_omitted;
   }
 
-  // By (memory type, address), to name the allocation that starts a block
-  // and count those inside a slab span.
-  std::vector<std::tuple<MemoryType, std::uint64_t, const AllocationRecord*>> by_address;
-  for (const auto& r : live)
-    if (!r.exportable) by_address.emplace_back(r.memory_type, r.address, &r);
-  std::sort(by_address.begin(), by_address.end(),
-            [](const auto& a, const auto& b) { return std::tie(std::get<0>(a), std::get<1>(a)) <
-                                                       std::tie(std::get<0>(b), std::get<1>(b)); });
-  auto first_at = [&](MemoryType type, std::uint64_t address) {
-    return std::lower_bound(by_address.begin(), by_address.end(), std::pair{type, address},
-                            [](const auto& e, const auto& key) {
-                              return std::tie(std::get<0>(e), std::get<1>(e)) < std::tie(key.first, key.second);
-                            });
-  };
-
-  // Only pools that exist (device_counters lists them): asking pool() for
-  // any other would create it.
-  const auto counters = manager_.device_counters(device);
-  std::uint64_t blocks_recorded = 0;
-  for (const auto& [type, unused] : counters.pools) {
-    auto pool = manager_.pool(device, type);
-    if (!pool) continue;
-    s.pools.emplace(type, (*pool)->stats());
-    for (const SegmentInfo& seg : (*pool)->snapshot()) {
-      SnapshotSegment out;
-      out.memory_type = type;
-      out.address = seg.address;
-      out.size = seg.size;
-      out.mapped_bytes = seg.mapped_bytes;
-      out.kind = seg.kind;
-      out.block_count = seg.blocks.size();
-      for (const BlockInfo& b : seg.blocks) {
-        if (b.state == "free") {
-          out.free_bytes += b.size;
-          out.largest_free = std::max(out.largest_free, b.size);
-        } else {
-          out.live_bytes += b.size;
-        }
-        if (blocks_recorded >= caps.max_blocks) {
-          ++s.blocks_omitted;
-          continue;
-        }
-        ++blocks_recorded;
-        SnapshotBlock block{b.address, b.size, b.state, std::nullopt, 0};
-        if (b.state != "free") {
-          auto it = first_at(type, b.address);
-          if (b.state == "slab") {
-            for (; it != by_address.end() && std::get<0>(*it) == type && std::get<1>(*it) < b.address + b.size; ++it)
-              ++block.slab_allocations;
-          } else if (it != by_address.end() && std::get<0>(*it) == type && std::get<1>(*it) == b.address) {
-            block.allocation = summary_of(*std::get<2>(*it));
-          }
-        }
-        out.blocks.push_back(std::move(block));
-      }
-      s.segments.push_back(std::move(out));
-    }
-  }
+  // The block map: the same walker as the live map (memory_blocks), so a
+  // snapshot shows what the dashboard would have shown then.
+  DeviceBlockMap map = walk_block_map(manager_, device, live, caps.max_blocks);
+  s.segments = std::move(map.segments);
+  s.blocks_omitted = map.blocks_omitted;
+  s.pools = std::move(map.pools);
   return s;
 }
 

@@ -44,6 +44,15 @@ through both doors:
   refused with 413.
   `GET /api/openapi.json` serves the OpenAPI 3.0 document of these routes.
   `GET /metrics` serves Prometheus metrics ("Metrics" below).
+  `GET /` serves the web dashboard (devices, a live chart each, the memory
+  map of memory_blocks, models, transfers, events, history, defragment and
+  optimize buttons) and `GET /dashboard/{file}` its files: embedded in the
+  binary, with their Content-Type, an `ETag` (304 on a matching
+  `If-None-Match`) and `Cache-Control: no-cache`. They need no token (they
+  hold no data; the page sends the token typed into it with every API call).
+  A name outside `[A-Za-z0-9._-]` or starting with `.` (so `..`, `%2e%2e`,
+  `%2F`, `\`, NUL) is 400 `invalid_argument`, an unknown file 404
+  `not_found`, both with the error body below.
   `POST /api/stdio` takes one stdio request line as its JSON body and
   answers its stdio response line (200 whenever a line was answered: errors
   travel in it, `"ok": false`), as the caller its headers name: this is what

@@ -496,6 +496,16 @@ Result<OomSnapshot> MemoryService::history_snapshot(const Caller& caller, const 
   return redact(std::move(*snapshot), caller.owner);
 }
 
+Result<DeviceBlockMap> MemoryService::block_map(const Caller& caller, DeviceId device, std::size_t max_blocks) {
+  if (auto ok = admit(caller); !ok) return fail(ok.error());
+  if (auto info = catalog_->info(device); !info) return fail(info.error());
+  AllocationFilter filter;
+  filter.device = device;
+  DeviceBlockMap map = walk_block_map(*manager_, device, manager_->list(filter), max_blocks);
+  if (caller.admin) return map;
+  return redact(std::move(map), caller.owner);
+}
+
 std::vector<AllocationRecord> MemoryService::release_owner(std::string_view owner) {
   // Sessions first: an allocation racing in one of them is then refused by
   // attach() and freed by its own request, or is already listed below.

@@ -45,6 +45,7 @@
 #include "backends/device_catalog.hpp"
 #include "memd/error.hpp"
 #include "monitor/analytics.hpp"
+#include "monitor/block_map.hpp"
 #include "models/model_manager.hpp"
 #include "monitor/event_bus.hpp"
 #include "monitor/memory_history.hpp"
@@ -242,6 +243,11 @@ class MemoryService {
   // blocks and entries by size only (redact()). Unknown or no longer kept:
   // not_found.
   Result<OomSnapshot> history_snapshot(const Caller& caller, const SnapshotId& id);
+  // The live block map of one device (monitor/block_map.hpp, the walker an
+  // out-of-memory snapshot uses), at most max_blocks blocks. Anyone admitted
+  // may look, as at memory_status; a non-admin sees other owners' blocks by
+  // address, size and state only (hidden). An unknown device: not_found.
+  Result<DeviceBlockMap> block_map(const Caller& caller, DeviceId device, std::size_t max_blocks);
 
   // Frees everything `owner` holds (pinned included) and ends its sessions:
   // a stdio host's exit.

@@ -444,6 +444,18 @@ ACTIONS = {
              'The snapshotId of an out_of_memory error.'),
         ],
     },
+    'memory_blocks': {
+        'summary': "The live block map of one device, as the dashboard draws it: every segment of its pools (kind arena, huge or segment; sizeBytes its address range, mappedBytes of it backed, liveBytes, freeBytes, largestFreeBytes, blockCount) and their blocks in address order, each with its state — allocated, free (memd's, handed to no one: cached memory where mapped, address space where an arena has not mapped it), pending (freed, waiting for its stream) or slab (a span of small allocations, slabAllocations of them) — and, for an allocated block, the allocation that starts there. Built by the same walker as an out-of-memory snapshot's map (memory_history_snapshot). Over every block: segmentBytes and freeBlockBytes (address space: a virtual arena's segment spans its whole range, mapped or not), mappedBytes, liveBytes; and the pools' figures over mapped memory, as memory_status has them: freeBytes, largestFreeBytes and fragmentation (1 - largest free block / free bytes). At most maxBlocks blocks are listed (the first in segment order) and blocksOmitted counts the rest. A virtual arena's segment also has mappedRanges, [address, bytes] runs of it backed by memory (its mapping units; at most 4096, mappedRangesOmitted counts the rest): a free block outside them is address space, not cached memory. Exportable allocations (model weights) have memory of their own and appear in no pool. Anyone may look; another owner's blocks are shown by address, size and state only (hidden: true, owner, name and allocationId null) unless you are the admin. Reading it drains thread caches and walks every block.",
+        'routes': [
+            ('GET', '/api/memory/blocks/{deviceId}', 200, 'json', True),
+        ],
+        'params': [
+            ('deviceId', 'deviceId', True, False, False, '',
+             'The device (cuda:N, host:N or cpu).'),
+            ('maxBlocks', 'integer', False, False, False, '',
+             'List at most this many blocks (0..100000, default 10000).'),
+        ],
+    },
     'memory_model_load': {
         'summary': "Load a model (safetensors file, shards, diffusers folder or single-file checkpoint) into VRAM, or bring a known one back: answers at once with state Loading; status reads Loaded (or Failed, with the error) when the job is done. Components already on the device with the same bytes are shared; room is made by moving the cheapest models down a tier (pinned never). Asking for a model already in VRAM counts a hit. The job's progress (stage: resolving, reading layout, hashing, allocating, copying or restoring, then done or failed; bytesDone of bytesTotal, the bytes this job lands; rateBytesPerSecond; stages: each stage ended so far with its seconds) is in the status and published as model_progress events, at most ten a second per model and always the final one.",
         'routes': [

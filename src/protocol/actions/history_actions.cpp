@@ -1,6 +1,11 @@
 // The allocation history's actions and their JSON.
 #include "protocol/actions/history_actions.hpp"
 
+#include <algorithm>
+#include <map>
+
+#include "alloc/device_pool.hpp"
+#include "core/defrag_plan.hpp"
 #include "protocol/action_helpers.hpp"
 #include "protocol/params.hpp"
 #include "protocol/wire_encoding.hpp"
@@ -32,6 +37,37 @@ nlohmann::json to_json(const SnapshotAllocation& a) {
           {"hidden", a.hidden}};
 }
 
+// The block map's segments, as a snapshot and memory_blocks answer them.
+nlohmann::json segments_json(const std::vector<SnapshotSegment>& in) {
+  nlohmann::json segments = nlohmann::json::array();
+  for (const auto& seg : in) {
+    nlohmann::json blocks = nlohmann::json::array();
+    for (const auto& b : seg.blocks) {
+      nlohmann::json block = {{"address", b.address}, {"sizeBytes", b.size}, {"state", b.state}};
+      block["allocation"] = b.allocation ? to_json(*b.allocation) : nlohmann::json(nullptr);
+      if (b.state == "slab") block["slabAllocations"] = b.slab_allocations;
+      blocks.push_back(std::move(block));
+    }
+    segments.push_back({{"memoryType", std::string(to_string(seg.memory_type))},
+                        {"address", seg.address},
+                        {"sizeBytes", seg.size},
+                        {"mappedBytes", seg.mapped_bytes},
+                        {"kind", seg.kind},
+                        {"liveBytes", seg.live_bytes},
+                        {"freeBytes", seg.free_bytes},
+                        {"largestFreeBytes", seg.largest_free},
+                        {"blockCount", seg.block_count},
+                        {"blocks", std::move(blocks)}});
+  }
+  return segments;
+}
+
+nlohmann::json pools_json(const std::map<MemoryType, PoolStats>& in) {
+  nlohmann::json pools = nlohmann::json::object();
+  for (const auto& [type, stats] : in) pools[std::string(to_string(type))] = to_json(stats);
+  return pools;
+}
+
 Result<Outcome> memory_history(MemoryService& s, const Params& p, const CallContext& ctx) {
   HistoryQuery q;
   MEMD_ASSIGN_OR_RETURN(q.device, p.device("deviceId"));
@@ -48,6 +84,92 @@ Result<Outcome> memory_history_snapshot(MemoryService& s, const Params& p, const
   MEMD_ASSIGN_OR_RETURN(auto id, required(p.snapshot_id("snapshotId"), "snapshotId"));
   MEMD_ASSIGN_OR_RETURN(auto snapshot, s.history_snapshot(ctx.caller, id));
   return ok(to_json(snapshot));
+}
+
+// Where a virtual arena's address range is backed: its mapping units
+// (DevicePool::defrag_space(), the view the defragmenter plans with), joined
+// into runs and clipped to each arena segment, so a reader tells cached
+// memory from address space never mapped inside a free block. Segment
+// arenas and huge ranges are backed whole and get none. At most
+// kMaxMappedRuns runs per segment; mappedRangesOmitted counts the rest.
+constexpr std::size_t kMaxMappedRuns = 4096;
+
+void add_mapped_ranges(MemoryService& s, DeviceId device, const DeviceBlockMap& map, nlohmann::json& segments) {
+  std::map<MemoryType, std::vector<DefragRange>> runs;
+  for (const auto& [type, unused] : map.pools) {
+    auto pool = s.manager().pool(device, type);  // exists: the walk listed it
+    if (!pool) continue;
+    const DefragSpace space = (*pool)->defrag_space();
+    if (space.page == 0) continue;
+    auto& out = runs[type];
+    for (const DefragRange& u : space.units) {
+      if (!out.empty() && out.back().offset + out.back().size == u.offset) out.back().size += u.size;
+      else out.push_back(u);
+    }
+  }
+  for (std::size_t i = 0; i < map.segments.size() && i < segments.size(); ++i) {
+    const SnapshotSegment& seg = map.segments[i];
+    const auto it = runs.find(seg.memory_type);
+    if (seg.kind != "arena" || it == runs.end()) continue;
+    nlohmann::json ranges = nlohmann::json::array();
+    std::uint64_t omitted = 0;
+    for (const DefragRange& r : it->second) {
+      const std::uint64_t from = std::max(r.offset, seg.address);
+      const std::uint64_t to = std::min(r.offset + r.size, seg.address + seg.size);
+      if (from >= to) continue;
+      if (ranges.size() < kMaxMappedRuns) ranges.push_back({from, to - from});
+      else ++omitted;
+    }
+    segments[i]["mappedRanges"] = std::move(ranges);
+    segments[i]["mappedRangesOmitted"] = omitted;
+  }
+}
+
+Result<Outcome> memory_blocks(MemoryService& s, const Params& p, const CallContext& ctx) {
+  MEMD_ASSIGN_OR_RETURN(auto device, required(p.device("deviceId"), "deviceId"));
+  MEMD_ASSIGN_OR_RETURN(auto max_blocks, p.count("maxBlocks", kMaxBlocksLimit));
+  const std::uint64_t cap = max_blocks.value_or(kDefaultBlocksLimit);
+  MEMD_ASSIGN_OR_RETURN(auto map, s.block_map(ctx.caller, device, static_cast<std::size_t>(cap)));
+  // Over every block, those left out included (each segment counts all of
+  // its own). A virtual arena's segment is its whole address range, mapped
+  // or not, and its free blocks span both: segmentBytes and freeBlockBytes
+  // are address space. freeBytes, largestFreeBytes and fragmentation are the
+  // pools' own figures over mapped memory (1 - largest free block / free
+  // bytes), the numbers memory_status reports.
+  std::uint64_t address_space = 0, mapped = 0, live = 0, free_blocks = 0, blocks = 0, returned = 0;
+  for (const auto& seg : map.segments) {
+    address_space += seg.size;
+    mapped += seg.mapped_bytes;
+    live += seg.live_bytes;
+    free_blocks += seg.free_bytes;
+    blocks += seg.block_count;
+    returned += seg.blocks.size();
+  }
+  std::uint64_t free = 0, largest = 0;
+  for (const auto& [type, stats] : map.pools) {
+    free += stats.free_bytes;
+    largest = std::max(largest, stats.largest_free_block);
+  }
+  const double fragmentation = free == 0 ? 0.0 : 1.0 - static_cast<double>(largest) / static_cast<double>(free);
+  std::uint64_t total = 0;
+  if (auto info = s.catalog().info(device)) total = info->total_bytes;
+  nlohmann::json segments = segments_json(map.segments);
+  add_mapped_ranges(s, device, map, segments);
+  return ok({{"deviceId", device.to_string()},
+             {"deviceTotalBytes", total},
+             {"segmentBytes", address_space},
+             {"mappedBytes", mapped},
+             {"liveBytes", live},
+             {"freeBlockBytes", free_blocks},
+             {"freeBytes", free},
+             {"largestFreeBytes", largest},
+             {"fragmentation", fragmentation},
+             {"blockCount", blocks},
+             {"blocksReturned", returned},
+             {"blocksOmitted", map.blocks_omitted},
+             {"maxBlocks", cap},
+             {"segments", std::move(segments)},
+             {"pools", pools_json(map.pools)}});
 }
 
 constexpr std::string_view kEntryExample =
@@ -88,28 +210,8 @@ nlohmann::json to_json(const OomSnapshot& s) {
         {{"owner", nullable(h.owner, h.hidden)}, {"bytes", h.bytes}, {"allocations", h.allocations}, {"hidden", h.hidden}});
   nlohmann::json allocations = nlohmann::json::array();
   for (const auto& a : s.allocations) allocations.push_back(to_json(a));
-  nlohmann::json segments = nlohmann::json::array();
-  for (const auto& seg : s.segments) {
-    nlohmann::json blocks = nlohmann::json::array();
-    for (const auto& b : seg.blocks) {
-      nlohmann::json block = {{"address", b.address}, {"sizeBytes", b.size}, {"state", b.state}};
-      block["allocation"] = b.allocation ? to_json(*b.allocation) : nlohmann::json(nullptr);
-      if (b.state == "slab") block["slabAllocations"] = b.slab_allocations;
-      blocks.push_back(std::move(block));
-    }
-    segments.push_back({{"memoryType", std::string(to_string(seg.memory_type))},
-                        {"address", seg.address},
-                        {"sizeBytes", seg.size},
-                        {"mappedBytes", seg.mapped_bytes},
-                        {"kind", seg.kind},
-                        {"liveBytes", seg.live_bytes},
-                        {"freeBytes", seg.free_bytes},
-                        {"largestFreeBytes", seg.largest_free},
-                        {"blockCount", seg.block_count},
-                        {"blocks", std::move(blocks)}});
-  }
-  nlohmann::json pools = nlohmann::json::object();
-  for (const auto& [type, stats] : s.pools) pools[std::string(to_string(type))] = to_json(stats);
+  nlohmann::json segments = segments_json(s.segments);
+  nlohmann::json pools = pools_json(s.pools);
   const auto& r = s.request;
   return {{"snapshotId", s.id.to_string()},
           {"time", iso8601(s.time)},
@@ -173,6 +275,30 @@ void append_history_actions(std::vector<Action>& t) {
       R"({"snapshotId": "c0ffee00-1234-4abc-8def-0123456789ab"})",
       R"({"snapshotId": "c0ffee00-1234-4abc-8def-0123456789ab", "time": "2026-01-01T00:00:00.000Z", "request": {"owner": "alice", "name": "activations", "deviceId": "host:0", "memoryType": "VRAM", "priority": "Normal", "sizeBytes": 67108864, "code": "out_of_memory", "message": "…", "refusedBy": "pool"}, "deviceTotalBytes": 67108864, "largestFreeBlockBytes": 2097152, "holders": [{"owner": "alice", "bytes": 33554432, "allocations": 2, "hidden": false}], "allocations": [], "allocationsOmitted": 0, "history": [], "historyDroppedEntries": 0, "segments": [{"memoryType": "VRAM", "address": 140000000000000, "sizeBytes": 67108864, "mappedBytes": 35651584, "kind": "arena", "liveBytes": 33554432, "freeBytes": 2097152, "largestFreeBytes": 2097152, "blockCount": 3, "blocks": []}], "blocksOmitted": 0, "pools": {}})",
       memory_history_snapshot});
+  t.push_back(Action{
+      "memory_blocks",
+      "The live block map of one device, as the dashboard draws it: every segment of its pools (kind arena, huge "
+      "or segment; sizeBytes its address range, mappedBytes of it backed, liveBytes, freeBytes, largestFreeBytes, "
+      "blockCount) and their blocks in address order, each with its state — allocated, free (memd's, handed to "
+      "no one: cached memory where mapped, address space where an arena has not mapped it), pending (freed, "
+      "waiting for its stream) or slab (a span of small allocations, slabAllocations of them) — and, for an allocated block, the allocation that starts there. Built by the "
+      "same walker as an out-of-memory snapshot's map (memory_history_snapshot). Over every block: segmentBytes "
+      "and freeBlockBytes (address space: a virtual arena's segment spans its whole range, mapped or not), "
+      "mappedBytes, liveBytes; and the pools' figures over mapped memory, as memory_status has them: freeBytes, "
+      "largestFreeBytes and fragmentation (1 - largest free block / free bytes). At most maxBlocks blocks are "
+      "listed (the first in segment order) and blocksOmitted counts the rest. A virtual arena's segment also has "
+      "mappedRanges, [address, bytes] runs of it backed by memory (its mapping units; at most 4096, "
+      "mappedRangesOmitted counts the rest): a free block outside them is address space, not cached memory. "
+      "Exportable allocations (model weights) have memory of their own and appear in no pool. Anyone may look; "
+      "another owner's blocks are shown by address, size and state only (hidden: true, owner, name and "
+      "allocationId null) unless you are the admin. Reading it drains thread caches and walks every block.",
+      {{Get, "/api/memory/blocks/{deviceId}", 200, RouteBody::Json, true}},
+      {{"deviceId", K::DeviceId, true, "The device (cuda:N, host:N or cpu)."},
+       {"maxBlocks", K::Count, false, "List at most this many blocks (0..100000, default 10000).", false,
+        kMaxBlocksLimit}},
+      R"({"deviceId": "host:0", "maxBlocks": 1000})",
+      R"({"deviceId": "host:0", "deviceTotalBytes": 67108864, "segmentBytes": 33554432, "mappedBytes": 4194304, "liveBytes": 1048576, "freeBlockBytes": 32505856, "freeBytes": 3145728, "largestFreeBytes": 2097152, "fragmentation": 0.33, "blockCount": 3, "blocksReturned": 3, "blocksOmitted": 0, "maxBlocks": 1000, "segments": [{"memoryType": "VRAM", "address": 140000000000000, "sizeBytes": 33554432, "mappedBytes": 4194304, "kind": "arena", "liveBytes": 1048576, "freeBytes": 3145728, "largestFreeBytes": 2097152, "blockCount": 3, "mappedRanges": [[140000000000000, 4194304]], "mappedRangesOmitted": 0, "blocks": [{"address": 140000000000000, "sizeBytes": 1048576, "state": "allocated", "allocation": {"allocationId": "a1b2c3d4-e5f6-4890-abcd-ef1234567890", "owner": "alice", "name": "kv-cache", "memoryType": "VRAM", "priority": "Normal", "sizeBytes": 1048576, "address": 140000000000000, "pinned": false, "exportable": false, "hidden": false}}, {"address": 140000001048576, "sizeBytes": 1048576, "state": "free", "allocation": null}, {"address": 140000002097152, "sizeBytes": 2097152, "state": "free", "allocation": null}]}], "pools": {}})",
+      memory_blocks});
 }
 
 }  // namespace memd

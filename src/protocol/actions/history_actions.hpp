@@ -1,6 +1,7 @@
 // protocol/actions/history_actions.hpp — the allocation history's actions:
-// memory_history (recent allocator events) and memory_history_snapshot (what
-// a device looked like when a request ran out of memory), and their JSON.
+// memory_history (recent allocator events), memory_history_snapshot (what
+// a device looked like when a request ran out of memory) and memory_blocks
+// (the same block map, live), and their JSON.
 //
 // Thread safety: the table is built once (action_table.cpp); the encoders
 // are pure functions.
@@ -18,6 +19,10 @@ namespace memd {
 
 inline constexpr std::uint64_t kMaxHistoryLimit = 4096;
 inline constexpr std::uint64_t kDefaultHistoryLimit = 100;
+// memory_blocks: a device can hold millions of blocks; one answer lists at
+// most this many (each is ~250 bytes of JSON with its allocation).
+inline constexpr std::uint64_t kMaxBlocksLimit = 100000;
+inline constexpr std::uint64_t kDefaultBlocksLimit = 10000;
 
 void append_history_actions(std::vector<Action>& table);
 

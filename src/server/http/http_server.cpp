@@ -39,6 +39,7 @@
 #include "protocol/sse.hpp"
 #include "server/http/access_log.hpp"
 #include "server/http/caller.hpp"
+#include "server/http/dashboard.hpp"
 #include "server/http/data_streams.hpp"
 #include "server/http/event_stream.hpp"
 #include "server/http/request_target.hpp"
@@ -88,6 +89,16 @@ constexpr std::string_view kStdioPath = "/api/stdio";
 // token is needed. It takes no parameters; unknown query keys are ignored,
 // as on every route.
 constexpr std::string_view kMetricsPath = "/metrics";
+// The web dashboard (server/http/dashboard.hpp): its page and its files,
+// answered from the binary on the I/O thread (a copy, never blocking).
+constexpr std::string_view kDashboardPath = "/";
+constexpr std::string_view kDashboardFilePath = "/dashboard/{file}";
+// The page loads its own files and calls this daemon's API, nothing else:
+// the policy says so to the browser, so an injected reference to another
+// origin does not load.
+constexpr std::string_view kDashboardPolicy =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 // SO_SNDBUF of a connection once it streams a body (see download()).
 constexpr int kStreamSendBuffer = 256 * 1024;
 // After refusing a request whose body was not read: how long and how much of
@@ -100,6 +111,30 @@ Response error_response(unsigned version, const Error& error) {
   Response res{static_cast<http::status>(error_status(error)), version};
   res.set(http::field::content_type, kJson);
   res.body() = to_wire_text(error_body(error));
+  return res;
+}
+
+// A dashboard file (GET / or GET /dashboard/NAME), or the error that refuses
+// it; 304 when If-None-Match names its ETag. "no-cache": a browser asks
+// again each time (cheaply, by ETag), so a rebuilt daemon's page is seen at
+// once.
+Response dashboard_response(const RouteMatch& match, const http::request_header<>& req) {
+  const unsigned version = req.version();
+  const std::string_view name =
+      match.path_template == kDashboardFilePath && !match.path_params.empty() ? match.path_params.front().second
+                                                                              : std::string_view();
+  const Result<DashboardFile> file = find_dashboard_file(name);
+  if (!file) return error_response(version, file.error());
+  Response res{http::status::ok, version};
+  const auto tag = req.find(http::field::if_none_match);
+  if (tag != req.end() && etag_matches(tag->value(), file->file->etag)) res.result(http::status::not_modified);
+  else res.body() = std::string(file->file->body);
+  res.set(http::field::content_type, file->content_type);
+  res.set(http::field::etag, file->file->etag);
+  res.set(http::field::cache_control, "no-cache");
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Content-Security-Policy", kDashboardPolicy);
+  res.set("Referrer-Policy", "no-referrer");
   return res;
 }
 
@@ -205,6 +240,8 @@ struct HttpServer::Impl {
     routes.add(HttpMethod::Get, kOpenApiPath);
     routes.add(HttpMethod::Post, kStdioPath);
     routes.add(HttpMethod::Get, kMetricsPath);
+    routes.add(HttpMethod::Get, kDashboardPath);
+    routes.add(HttpMethod::Get, kDashboardFilePath);
     const Action* details = find_action("memory_allocation_details");
     for (const auto& action : action_table())
       for (const auto& route : action.routes) {
@@ -647,8 +684,11 @@ struct HttpServer::Impl {
       co_return co_await answer_early(stream, res, has_body, keep_alive, head_only, x);
     }
     const std::string_view path = target_path(req.target());
-    // Who is asking (server/http/caller.hpp): every route but /healthz.
-    const Result<Caller> caller = path == "/healthz" ? Result<Caller>(Caller{}) : callers.resolve(req);
+    // Who is asking (server/http/caller.hpp): every route but /healthz and
+    // the dashboard's files (public: they hold no data, and the page sends
+    // the user's token with each API call it makes).
+    const Result<Caller> caller =
+        path == "/healthz" || is_dashboard_path(path) ? Result<Caller>(Caller{}) : callers.resolve(req);
     if (!caller) {
       Response res = error_response(version, caller.error());
       if (caller.error().code == ErrorCode::unauthenticated) res.set(http::field::www_authenticate, "Bearer");
@@ -666,6 +706,11 @@ struct HttpServer::Impl {
       co_return co_await answer_early(stream, res, has_body, keep_alive, head_only, x);
     }
     const RouteMatch& match = *lookup.match;
+    if (match.action == nullptr &&
+        (match.path_template == kDashboardPath || match.path_template == kDashboardFilePath)) {
+      Response res = dashboard_response(match, req);
+      co_return co_await answer_early(stream, res, has_body, keep_alive, head_only, x);
+    }
     const RouteBody kind = match.route ? match.route->body : RouteBody::Json;
     if (kind == RouteBody::BinaryUpload) co_return co_await upload(stream, buffer, head, match, *caller, keep_alive, x);
 
