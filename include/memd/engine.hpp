@@ -76,6 +76,11 @@ class MEMD_API Engine {
   // A stream of a GPU-like device (cuda:N or host:N); destroy it when done.
   Result<StreamHandle> create_stream(DeviceId device);
   Result<void> destroy_stream(const StreamHandle& stream);
+  // A stream this process made with the CUDA runtime (a cudaStream_t, as
+  // PyTorch hands to a pluggable allocator), usable as any StreamHandle;
+  // destroy_stream forgets it and leaves it to its maker. A host device:
+  // unavailable (it has no native streams).
+  Result<StreamHandle> adopt_stream(DeviceId device, void* native_stream);
   // Waits until everything queued on the stream has run.
   Result<void> synchronize(const StreamHandle& stream);
   // A block of `size_bytes` (> 0) of `type` on the stream's device, aligned
@@ -89,6 +94,9 @@ class MEMD_API Engine {
   Result<void> free_async(void* pointer, const StreamHandle& stream, MemoryType type = MemoryType::VRAM);
 
   // ----- statistics -----
+  // The live counters of one pool (not_found: the engine has no such
+  // device; a pool not used yet reads all zeros).
+  Result<PoolUsage> pool_usage(DeviceId device, MemoryType type = MemoryType::VRAM) const;
   // Every device, or one (not_found for a device the engine does not have).
   Result<std::vector<DeviceStats>> stats(std::optional<DeviceId> device = std::nullopt) const;
 

@@ -88,6 +88,17 @@ struct DeviceStats {
   MemoryHealthStatus health = MemoryHealthStatus::Unknown;
 };
 
+// One pool's live counters (a device and memory type), read at once from
+// the allocator, not from the monitor's last sample: what an in-process
+// allocator (the PyTorch shim) reports as its reserved and allocated bytes.
+struct PoolUsage {
+  std::uint64_t allocated_bytes = 0;       // handed out now
+  std::uint64_t reserved_bytes = 0;        // held from the device now (footprint)
+  std::uint64_t peak_allocated_bytes = 0;  // since the pool was made
+  std::uint64_t peak_reserved_bytes = 0;
+  std::uint64_t live_allocations = 0;
+};
+
 // A stream of a GPU-like device for stream-ordered allocation. handle 0 is
 // the device's default stream; others come from Engine::create_stream.
 struct StreamHandle {

@@ -142,6 +142,43 @@ MEMD_API memd_status memd_read(memd_engine* engine, memd_allocation_id id, uint6
  * (fragmentation: the largest of them). */
 MEMD_API memd_status memd_get_stats(memd_engine* engine, const char* device, memd_stats* out_stats);
 
+/* ----- stream-ordered blocks (what an in-process allocator such as the
+ * PyTorch shim uses; memd::Engine::allocate_async) -----
+ * A stream of a GPU-like device, by value; its contents are memd's own. */
+typedef struct memd_stream {
+  uint64_t opaque[2];
+} memd_stream;
+
+/* One pool's live counters (memd::PoolUsage). */
+typedef struct memd_pool_usage {
+  uint64_t allocated_bytes;
+  uint64_t reserved_bytes;
+  uint64_t peak_allocated_bytes;
+  uint64_t peak_reserved_bytes;
+  uint64_t live_allocations;
+} memd_pool_usage;
+
+/* A new stream of `device` ("cuda:0", "host:0"). */
+MEMD_API memd_status memd_stream_create(memd_engine* engine, const char* device, memd_stream* out_stream);
+/* A stream made elsewhere in this process (a cudaStream_t, NULL for the
+ * legacy default stream): memd orders its blocks by it. A host device:
+ * MEMD_UNAVAILABLE. */
+MEMD_API memd_status memd_stream_adopt(memd_engine* engine, const char* device, void* native_stream,
+                                       memd_stream* out_stream);
+/* Destroys a stream memd_stream_create made (after its work is done), or
+ * forgets an adopted one (its maker destroys it). Unknown: MEMD_NOT_FOUND. */
+MEMD_API memd_status memd_stream_destroy(memd_engine* engine, memd_stream stream);
+/* A block of `size` (> 0) bytes of VRAM on the stream's device, usable in
+ * order on `stream` (reused at once by later allocations on it, by other
+ * streams only once the free has completed). */
+MEMD_API memd_status memd_allocate_async(memd_engine* engine, uint64_t size, memd_stream stream,
+                                         void** out_pointer);
+/* Frees a block from memd_allocate_async, in order on `stream`. Anything else
+ * (NULL, a double free, another pointer): MEMD_INVALID_ARGUMENT. */
+MEMD_API memd_status memd_free_async(memd_engine* engine, void* pointer, memd_stream stream);
+/* The VRAM pool of `device` ("cuda:0"): its live counters. */
+MEMD_API memd_status memd_get_pool_usage(memd_engine* engine, const char* device, memd_pool_usage* out_usage);
+
 /* The id as text into `out` (at least MEMD_ALLOCATION_ID_TEXT bytes). */
 MEMD_API memd_status memd_allocation_id_format(memd_allocation_id id, char* out, size_t out_size);
 /* Text → id; anything but the 8-4-4-4-12 form: MEMD_INVALID_ARGUMENT. */

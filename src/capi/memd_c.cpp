@@ -87,6 +87,25 @@ memd_allocation_id c_id(const memd::AllocationId& id) {
   return out;
 }
 
+// memd_stream's two words: the device (kind in the high 32 bits, index in
+// the low) and the backend's stream handle. A value C made up is refused
+// by the checks below or by the backend (unknown handle: not_found).
+memd_stream stream_of(const memd::StreamHandle& s) {
+  memd_stream out{};
+  out.opaque[0] = (static_cast<std::uint64_t>(s.device.kind()) << 32) | static_cast<std::uint32_t>(s.device.index());
+  out.opaque[1] = s.handle;
+  return out;
+}
+
+memd::Result<memd::StreamHandle> handle_of(const memd_stream& s) {
+  const auto kind = s.opaque[0] >> 32;
+  const auto index = static_cast<std::uint32_t>(s.opaque[0]);
+  if (kind != static_cast<std::uint64_t>(memd::DeviceKind::Cuda) && kind != static_cast<std::uint64_t>(memd::DeviceKind::Host))
+    return memd::fail(memd::ErrorCode::invalid_argument, "not a memd_stream: its device is neither cuda:N nor host:N");
+  if (index > 1024) return memd::fail(memd::ErrorCode::invalid_argument, "not a memd_stream: device index {}", index);
+  return memd::StreamHandle{memd::DeviceId(static_cast<memd::DeviceKind>(kind), static_cast<int>(index)), s.opaque[1]};
+}
+
 }  // namespace
 
 extern "C" {
@@ -228,6 +247,79 @@ memd_status memd_get_stats(memd_engine* engine, const char* device, memd_stats* 
       out.fragmentation = std::max(out.fragmentation, s.fragmentation);
     }
     *out_stats = out;
+    return MEMD_OK;
+  });
+}
+
+memd_status memd_stream_create(memd_engine* engine, const char* device, memd_stream* out_stream) {
+  return guarded([&] {
+    if (engine == nullptr || device == nullptr || out_stream == nullptr)
+      return failed(memd::ErrorCode::invalid_argument, "memd_stream_create: engine, device and out_stream must not be NULL");
+    auto parsed = memd::DeviceId::parse(device);
+    if (!parsed) return failed(parsed.error());
+    auto made = engine->engine.create_stream(*parsed);
+    if (!made) return failed(made.error());
+    *out_stream = stream_of(*made);
+    return MEMD_OK;
+  });
+}
+
+memd_status memd_stream_adopt(memd_engine* engine, const char* device, void* native_stream, memd_stream* out_stream) {
+  return guarded([&] {
+    if (engine == nullptr || device == nullptr || out_stream == nullptr)
+      return failed(memd::ErrorCode::invalid_argument, "memd_stream_adopt: engine, device and out_stream must not be NULL");
+    auto parsed = memd::DeviceId::parse(device);
+    if (!parsed) return failed(parsed.error());
+    auto adopted = engine->engine.adopt_stream(*parsed, native_stream);
+    if (!adopted) return failed(adopted.error());
+    *out_stream = stream_of(*adopted);
+    return MEMD_OK;
+  });
+}
+
+memd_status memd_stream_destroy(memd_engine* engine, memd_stream stream) {
+  return guarded([&] {
+    if (engine == nullptr) return failed(memd::ErrorCode::invalid_argument, "memd_stream_destroy: engine is NULL");
+    auto s = handle_of(stream);
+    if (!s) return failed(s.error());
+    auto done = engine->engine.destroy_stream(*s);
+    return done ? MEMD_OK : failed(done.error());
+  });
+}
+
+memd_status memd_allocate_async(memd_engine* engine, uint64_t size, memd_stream stream, void** out_pointer) {
+  return guarded([&] {
+    if (engine == nullptr || out_pointer == nullptr)
+      return failed(memd::ErrorCode::invalid_argument, "memd_allocate_async: engine and out_pointer must not be NULL");
+    auto s = handle_of(stream);
+    if (!s) return failed(s.error());
+    auto block = engine->engine.allocate_async(size, *s);
+    if (!block) return failed(block.error());
+    *out_pointer = *block;
+    return MEMD_OK;
+  });
+}
+
+memd_status memd_free_async(memd_engine* engine, void* pointer, memd_stream stream) {
+  return guarded([&] {
+    if (engine == nullptr) return failed(memd::ErrorCode::invalid_argument, "memd_free_async: engine is NULL");
+    auto s = handle_of(stream);
+    if (!s) return failed(s.error());
+    auto freed = engine->engine.free_async(pointer, *s);
+    return freed ? MEMD_OK : failed(freed.error());
+  });
+}
+
+memd_status memd_get_pool_usage(memd_engine* engine, const char* device, memd_pool_usage* out_usage) {
+  return guarded([&] {
+    if (engine == nullptr || device == nullptr || out_usage == nullptr)
+      return failed(memd::ErrorCode::invalid_argument, "memd_get_pool_usage: engine, device and out_usage must not be NULL");
+    auto parsed = memd::DeviceId::parse(device);
+    if (!parsed) return failed(parsed.error());
+    auto usage = engine->engine.pool_usage(*parsed);
+    if (!usage) return failed(usage.error());
+    *out_usage = {usage->allocated_bytes, usage->reserved_bytes, usage->peak_allocated_bytes,
+                  usage->peak_reserved_bytes, usage->live_allocations};
     return MEMD_OK;
   });
 }

@@ -184,6 +184,28 @@ Result<StreamHandle> Engine::create_stream(DeviceId device) {
   return StreamHandle{stream->device, stream->handle};
 }
 
+Result<StreamHandle> Engine::adopt_stream(DeviceId device, void* native_stream) {
+  auto backend = stream_backend(impl_->service->catalog(), device);
+  if (!backend) return fail(backend.error());
+  auto stream = (*backend)->adopt_stream(device, native_stream);
+  if (!stream) return fail(stream.error());
+  return StreamHandle{stream->device, stream->handle};
+}
+
+Result<PoolUsage> Engine::pool_usage(DeviceId device, MemoryType type) const {
+  if (!impl_->service->catalog().info(device)) return fail(ErrorCode::not_found, "no device {}", device.to_string());
+  PoolUsage out;
+  const auto counters = impl_->service->manager().device_counters(device);
+  if (auto it = counters.pools.find(type); it != counters.pools.end()) {
+    out.allocated_bytes = it->second.allocated_bytes;
+    out.reserved_bytes = it->second.reserved_bytes;
+    out.peak_allocated_bytes = it->second.peak_allocated_bytes;
+    out.peak_reserved_bytes = it->second.peak_reserved_bytes;
+    out.live_allocations = it->second.live_allocations;
+  }
+  return out;
+}
+
 Result<void> Engine::destroy_stream(const StreamHandle& stream) {
   auto backend = stream_backend(impl_->service->catalog(), stream.device);
   if (!backend) return fail(backend.error());

@@ -262,3 +262,51 @@ TEST_F(EngineFixture, LastErrorIsPerThreadWhileThreadsShareTheEngine) {
 }
 
 }  // namespace
+
+namespace {
+
+// Stream-ordered blocks through the C ABI on a host device: a block from
+// memd_allocate_async is usable memory, the pool's counters follow it, a
+// free is refused twice; adopting a native stream is a CUDA matter
+// (MEMD_UNAVAILABLE on a host device); forged streams and null pointers
+// are errors, never crashes.
+TEST_F(EngineFixture, StreamOrderedBlocksAndTheirRefusals) {
+  memd_stream stream{};
+  ASSERT_EQ(memd_stream_create(engine, "host:0", &stream), MEMD_OK) << memd_last_error_message();
+  void* block = nullptr;
+  ASSERT_EQ(memd_allocate_async(engine, 3 << 20, stream, &block), MEMD_OK) << memd_last_error_message();
+  ASSERT_NE(block, nullptr);
+  std::memset(block, 0x5a, 3 << 20);  // host:0 memory is this process's
+  memd_pool_usage usage{};
+  ASSERT_EQ(memd_get_pool_usage(engine, "host:0", &usage), MEMD_OK);
+  EXPECT_GE(usage.allocated_bytes, 3u << 20);
+  EXPECT_GE(usage.reserved_bytes, usage.allocated_bytes);
+  EXPECT_GE(usage.peak_reserved_bytes, usage.reserved_bytes);
+  EXPECT_EQ(usage.live_allocations, 1u);
+  ASSERT_EQ(memd_free_async(engine, block, stream), MEMD_OK) << memd_last_error_message();
+  EXPECT_FAILS(memd_free_async(engine, block, stream), MEMD_INVALID_ARGUMENT);  // twice
+  int local = 0;
+  EXPECT_FAILS(memd_free_async(engine, &local, stream), MEMD_INVALID_ARGUMENT);  // never handed out
+  EXPECT_FAILS(memd_free_async(engine, nullptr, stream), MEMD_INVALID_ARGUMENT);
+  ASSERT_EQ(memd_get_pool_usage(engine, "host:0", &usage), MEMD_OK);
+  EXPECT_EQ(usage.live_allocations, 0u);
+  EXPECT_GE(usage.peak_allocated_bytes, 3u << 20);
+
+  memd_stream adopted{};
+  EXPECT_FAILS(memd_stream_adopt(engine, "host:0", &local, &adopted), MEMD_UNAVAILABLE);
+  EXPECT_FAILS(memd_stream_adopt(engine, "cpu", &local, &adopted), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_stream_adopt(engine, "host:0", &local, nullptr), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_stream_create(engine, "nonsense", &adopted), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_allocate_async(engine, 0, stream, &block), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_allocate_async(engine, 1 << 20, stream, nullptr), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_allocate_async(nullptr, 1 << 20, stream, &block), MEMD_INVALID_ARGUMENT);
+  memd_stream forged{};
+  forged.opaque[0] = ~0ull;  // no such device kind
+  EXPECT_FAILS(memd_allocate_async(engine, 1 << 20, forged, &block), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_stream_destroy(engine, forged), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_get_pool_usage(engine, "host:9", &usage), MEMD_NOT_FOUND);
+  ASSERT_EQ(memd_stream_destroy(engine, stream), MEMD_OK) << memd_last_error_message();
+  EXPECT_FAILS(memd_stream_destroy(engine, stream), MEMD_NOT_FOUND);  // gone
+}
+
+}  // namespace

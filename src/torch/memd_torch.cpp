@@ -1,0 +1,153 @@
+// torch/memd_torch.cpp — libmemd_torch.so: PyTorch's CUDA allocator on memd
+// (issue 16, item 1, in-process mode), through the C ABI (memd/memd.h).
+//
+// torch.cuda.memory.CUDAPluggableAllocator loads this library and calls
+//   void* memd_torch_malloc(size_t size, int device, cudaStream_t stream)
+//   void  memd_torch_free(void* ptr, size_t size, int device, cudaStream_t stream)
+// for every CUDA tensor, with the stream PyTorch allocates on (and frees on
+// the same one). PyTorch caches nothing in front of a pluggable allocator,
+// so every tensor comes here: blocks come from memd's pool of that GPU
+// (memd_allocate_async), stream-ordered — a block freed on a stream is
+// reused on it at once and by other streams only after the free has run.
+// PyTorch's own memory_reserved() cannot see this allocator;
+// memd_torch_stats gives memd's counters instead (the Python side:
+// clients/python/memd/torch_allocator.py).
+//
+// One engine per process, opened at the first call on every CUDA GPU
+// (owner "torch"); PyTorch's streams are adopted once each, by value of
+// their cudaStream_t (a stream is never destroyed under PyTorch's caching
+// of streams, so an address is never reused for another stream while this
+// library maps it). A failed allocation returns NULL, which PyTorch turns
+// into its out-of-memory error; the reason is in memd_torch_last_error().
+//
+// Thread safety: PyTorch calls from any thread; the stream map is behind a
+// mutex, the engine is thread-safe.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "memd/memd.h"
+
+namespace {
+
+struct State {
+  std::mutex mu;
+  memd_engine* engine = nullptr;
+  bool open_failed = false;
+  std::unordered_map<std::uint64_t, memd_stream> streams;  // (device << 48) ^ stream address
+  std::string error;
+};
+
+State& state() {
+  static State* s = new State;  // never destroyed: PyTorch frees tensors during interpreter exit
+  return *s;
+}
+
+std::string device_name(int device) { return "cuda:" + std::to_string(device); }
+
+void remember_error(State& s, const char* what) {
+  s.error = std::string(what) + ": " + memd_last_error_message();
+}
+
+// The engine and the memd stream for (device, native stream), made once.
+bool stream_for(State& s, int device, void* native, memd_stream* out) {
+  std::lock_guard lock(s.mu);
+  if (s.engine == nullptr) {
+    if (s.open_failed) return false;
+    memd_engine_options o{};
+    o.enable_cuda = 1;
+    o.owner = "torch";
+    if (memd_engine_open(&o, &s.engine) != MEMD_OK) {
+      remember_error(s, "memd_engine_open");
+      s.open_failed = true;
+      return false;
+    }
+  }
+  const std::uint64_t key = (static_cast<std::uint64_t>(device) << 48) ^ reinterpret_cast<std::uintptr_t>(native);
+  if (auto it = s.streams.find(key); it != s.streams.end()) {
+    *out = it->second;
+    return true;
+  }
+  memd_stream adopted{};
+  if (memd_stream_adopt(s.engine, device_name(device).c_str(), native, &adopted) != MEMD_OK) {
+    remember_error(s, "memd_stream_adopt");
+    return false;
+  }
+  s.streams.emplace(key, adopted);
+  *out = adopted;
+  return true;
+}
+
+}  // namespace
+
+extern "C" {
+
+// The counters memd_torch_stats fills (clients/python/memd/torch_allocator.py
+// mirrors this layout).
+struct memd_torch_stats_t {
+  std::uint64_t allocated_bytes;
+  std::uint64_t reserved_bytes;
+  std::uint64_t peak_allocated_bytes;
+  std::uint64_t peak_reserved_bytes;
+  std::uint64_t live_allocations;
+};
+
+__attribute__((visibility("default"))) void* memd_torch_malloc(std::size_t size, int device, void* stream) {
+  State& s = state();
+  memd_stream ms{};
+  if (!stream_for(s, device, stream, &ms)) return nullptr;
+  void* p = nullptr;
+  if (memd_allocate_async(s.engine, size == 0 ? 1 : size, ms, &p) != MEMD_OK) {
+    std::lock_guard lock(s.mu);
+    remember_error(s, "memd_allocate_async");
+    return nullptr;
+  }
+  return p;
+}
+
+__attribute__((visibility("default"))) void memd_torch_free(void* ptr, std::size_t, int device, void* stream) {
+  if (ptr == nullptr) return;
+  State& s = state();
+  memd_stream ms{};
+  if (!stream_for(s, device, stream, &ms)) return;
+  if (memd_free_async(s.engine, ptr, ms) != MEMD_OK) {
+    std::lock_guard lock(s.mu);
+    remember_error(s, "memd_free_async");
+  }
+}
+
+// 0 on success; otherwise see memd_torch_last_error().
+__attribute__((visibility("default"))) int memd_torch_stats(int device, memd_torch_stats_t* out) {
+  State& s = state();
+  if (out == nullptr) return -1;
+  {
+    std::lock_guard lock(s.mu);
+    if (s.engine == nullptr) {
+      *out = {};
+      return 0;  // nothing allocated yet
+    }
+  }
+  memd_pool_usage u{};
+  if (memd_get_pool_usage(s.engine, device_name(device).c_str(), &u) != MEMD_OK) {
+    std::lock_guard lock(s.mu);
+    remember_error(s, "memd_get_pool_usage");
+    return -1;
+  }
+  *out = {u.allocated_bytes, u.reserved_bytes, u.peak_allocated_bytes, u.peak_reserved_bytes, u.live_allocations};
+  return 0;
+}
+
+// The last failure's message ("" when none); valid until the next failure.
+__attribute__((visibility("default"))) const char* memd_torch_last_error() {
+  State& s = state();
+  std::lock_guard lock(s.mu);
+  thread_local std::string copy;
+  copy = s.error;
+  return copy.c_str();
+}
+
+}  // extern "C"
