@@ -54,7 +54,18 @@ void remember_error(State& s, const char* what) {
 }
 
 // The engine and the memd stream for (device, native stream), made once.
+// Every tensor's allocation and free comes here: a thread's last stream is
+// cached without the lock (an adopted stream is never forgotten, so a
+// cached one stays valid; the engine, once open, never changes).
 bool stream_for(State& s, int device, void* native, memd_stream* out) {
+  const std::uint64_t key = (static_cast<std::uint64_t>(device) << 48) ^ reinterpret_cast<std::uintptr_t>(native);
+  thread_local std::uint64_t last_key = 0;
+  thread_local memd_stream last_stream{};
+  thread_local bool last_valid = false;
+  if (last_valid && last_key == key) {
+    *out = last_stream;
+    return true;
+  }
   std::lock_guard lock(s.mu);
   if (s.engine == nullptr) {
     if (s.open_failed) return false;
@@ -67,9 +78,9 @@ bool stream_for(State& s, int device, void* native, memd_stream* out) {
       return false;
     }
   }
-  const std::uint64_t key = (static_cast<std::uint64_t>(device) << 48) ^ reinterpret_cast<std::uintptr_t>(native);
   if (auto it = s.streams.find(key); it != s.streams.end()) {
     *out = it->second;
+    last_key = key, last_stream = it->second, last_valid = true;
     return true;
   }
   memd_stream adopted{};
@@ -79,6 +90,7 @@ bool stream_for(State& s, int device, void* native, memd_stream* out) {
   }
   s.streams.emplace(key, adopted);
   *out = adopted;
+  last_key = key, last_stream = adopted, last_valid = true;
   return true;
 }
 
