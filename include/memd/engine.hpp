@@ -93,6 +93,11 @@ class MEMD_API Engine {
   // changes.
   Result<void> free_async(void* pointer, const StreamHandle& stream, MemoryType type = MemoryType::VRAM);
 
+  // Gives back every free page, cached range and empty segment of every
+  // pool (waiting for stream-ordered frees first); in client mode the
+  // leases they held go back to the daemon. Returns the bytes given back.
+  std::uint64_t trim();
+
   // ----- statistics -----
   // The live counters of one pool (not_found: the engine has no such
   // device; a pool not used yet reads all zeros).

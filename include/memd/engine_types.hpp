@@ -38,6 +38,16 @@ struct EngineOptions {
   std::vector<std::string> model_roots;
   // The models' RAM tier (pinned host memory); 0: none.
   std::uint64_t model_ram_cache_bytes = 0;
+  // Client mode (one budget across processes): a running daemon's socket
+  // (`memd serve --socket PATH`). The virtual memory of every GPU-like
+  // device is then leased from that daemon, unit by unit, under the owner
+  // `lease_token` names (or `owner`, where the daemon has no tokens): it
+  // counts against that owner's quota and the device's limits there, shows
+  // in its status, and goes back as the pools shrink; a process that exits
+  // holds nothing. Opening fails (unavailable) when the daemon cannot be
+  // reached. Empty: the engine's memory is its own.
+  std::string lease_socket;
+  std::string lease_token;
 };
 
 // What to allocate. device none: the engine's default device for the memory
@@ -97,6 +107,9 @@ struct PoolUsage {
   std::uint64_t peak_allocated_bytes = 0;  // since the pool was made
   std::uint64_t peak_reserved_bytes = 0;
   std::uint64_t live_allocations = 0;
+  // Waits for the pool's home stream before memory it freed served another
+  // stream, the host or the device (alloc/stream_reuse.hpp).
+  std::uint64_t stream_syncs = 0;
 };
 
 // A stream of a GPU-like device for stream-ordered allocation. handle 0 is

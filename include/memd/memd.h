@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* Bumped when a struct or a signature here changes incompatibly. */
-#define MEMD_ABI_VERSION 1
+#define MEMD_ABI_VERSION 2
 
 /* memd's closed error list (memd::ErrorCode), each code its C value + 1. */
 typedef enum memd_status {
@@ -85,6 +85,11 @@ typedef struct memd_engine_options {
   int enable_cuda;
   /* Who this program's allocations belong to; NULL: "libmemd". */
   const char* owner;
+  /* Client mode (ABI 2): a running daemon's socket; NULL or "": off. GPU
+   * memory is then leased from that daemon under lease_token's owner (or
+   * `owner` where the daemon has no tokens); see memd::EngineOptions. */
+  const char* lease_socket;
+  const char* lease_token;
 } memd_engine_options;
 
 typedef struct memd_allocate_request {
@@ -156,6 +161,7 @@ typedef struct memd_pool_usage {
   uint64_t peak_allocated_bytes;
   uint64_t peak_reserved_bytes;
   uint64_t live_allocations;
+  uint64_t stream_syncs; /* waits for the pool's home stream (ABI 2) */
 } memd_pool_usage;
 
 /* A new stream of `device` ("cuda:0", "host:0"). */
@@ -176,6 +182,9 @@ MEMD_API memd_status memd_allocate_async(memd_engine* engine, uint64_t size, mem
 /* Frees a block from memd_allocate_async, in order on `stream`. Anything else
  * (NULL, a double free, another pointer): MEMD_INVALID_ARGUMENT. */
 MEMD_API memd_status memd_free_async(memd_engine* engine, void* pointer, memd_stream stream);
+/* Gives back every pool's free memory (client mode: its leases); the bytes
+ * given back into *out_released (may be NULL). */
+MEMD_API memd_status memd_trim(memd_engine* engine, uint64_t* out_released);
 /* The VRAM pool of `device` ("cuda:0"): its live counters. */
 MEMD_API memd_status memd_get_pool_usage(memd_engine* engine, const char* device, memd_pool_usage* out_usage);
 

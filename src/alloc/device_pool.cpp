@@ -50,7 +50,7 @@ DevicePool::DevicePool(Backend& backend, const PoolOptions& options, std::uint64
                        : nullptr),
       arena_(make_arena(range)),
       huge_(backend, opt_, range.has_value(), page, counters_),
-      footprint_(opt_, page, *arena_, huge_),
+      footprint_(opt_, page, *arena_, huge_, [this] { streams_.settle(); }),
       blocks_(opt_, page, *arena_, huge_, footprint_, live_slots_.get()),
       streams_(backend, opt_.stream_batch, counters_, [this](std::uint64_t address) { (void)blocks_.release(address); }),
       medium_caching_(live_blocks_ && options.medium_cache == PoolOptions::MediumCache::Always),
@@ -138,6 +138,12 @@ void DevicePool::note_peaks() {
 // A block of `size` by whichever path serves it: the thread caches (small;
 // medium when contended) or the pool lock.
 [[gnu::always_inline]] inline Result<std::uint64_t> DevicePool::allocate_any(std::uint64_t size) {
+  // Memory the home stream freed may still be in its queued work; the host
+  // (no stream) takes it only after that work ran.
+  if (streams_.dirty()) [[unlikely]] {
+    auto lock = lock_pool();
+    streams_.settle();
+  }
   if (live_slots_ && size != 0 && SlabAllocator::is_small(size))
     return ThreadCaches::thread_exiting() ? uncached_small_allocate(size) : cached_allocate(size);
   if (ThreadCache::is_medium(size) && medium_caching_.load(std::memory_order_acquire) &&

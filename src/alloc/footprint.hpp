@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "alloc/pool_options.hpp"
 #include "alloc/retention.hpp"
@@ -24,8 +25,12 @@ class HugeBlocks;
 
 class Footprint {
  public:
-  Footprint(const PoolOptions& options, std::uint64_t page, Arena& arena, HugeBlocks& huge) noexcept
-      : options_(options), page_(page), arena_(arena), huge_(huge) {}
+  // before_release runs before any memory goes back to the device: the pool
+  // waits there for stream work that may still touch freed memory
+  // (alloc/stream_reuse.hpp, the home stream).
+  Footprint(const PoolOptions& options, std::uint64_t page, Arena& arena, HugeBlocks& huge,
+            std::function<void()> before_release = {}) noexcept
+      : options_(options), page_(page), arena_(arena), huge_(huge), before_release_(std::move(before_release)) {}
 
   // Physical bytes held now: arena, huge ranges in use and cached.
   std::uint64_t reserved() const noexcept;
@@ -49,6 +54,7 @@ class Footprint {
   const std::uint64_t page_;
   Arena& arena_;
   HugeBlocks& huge_;
+  std::function<void()> before_release_;
   retention::RetentionState state_;
 };
 

@@ -9,6 +9,7 @@ namespace memd {
 DefragSpace DevicePool::defrag_space() {
   drain_caches();
   std::lock_guard lock(mu_);
+  streams_.settle();  // free space the home stream may still touch is no target yet
   arena_->flush_kept();
   DefragSpace space;
   space.page = opt_.mode == PoolMode::Virtual ? page_ : 0;
@@ -25,6 +26,7 @@ DefragSpace DevicePool::defrag_space() {
 
 Result<void*> DevicePool::reserve_at(std::uint64_t address, std::uint64_t bytes) {
   std::lock_guard lock(mu_);
+  streams_.settle();
   auto at = arena_->take_at(address, bytes);
   if (!at) return fail(at.error());
   count_allocation(*arena_->blocks().allocated_size(*at));

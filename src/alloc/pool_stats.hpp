@@ -38,7 +38,8 @@ namespace memd {
   X(unmap_calls, count, "Backend unmap calls (virtual memory; adjacent whole units)")     \
   X(mapped_units, count, "Mapping units created (each one physical allocation)")          \
   X(unmapped_units, count, "Mapping units released")                                     \
-  X(mapping_ns, count, "Nanoseconds spent in backend map and unmap calls")
+  X(mapping_ns, count, "Nanoseconds spent in backend map and unmap calls")              \
+  X(stream_syncs, count, "Waits for the pool's home stream before its freed memory served others")
 
 #define MEMD_POOL_VIEW_FIELDS(X)                                                         \
   X(active_bytes, bytes, "Bytes carved for live use (spans and pending frees included)")\

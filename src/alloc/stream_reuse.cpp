@@ -6,8 +6,26 @@ namespace memd {
 StreamReuse::StreamState& StreamReuse::state_for(const Stream& s) {
   for (auto& st : streams_)
     if (st.stream == s) return st;
+  if (!shared_) {
+    if (!home_) home_ = s;
+    else leave_home();
+  }
   streams_.push_back(StreamState{s, {}, {}});
   return streams_.back();
+}
+
+void StreamReuse::leave_home() {
+  settle();
+  home_.reset();
+  shared_ = true;
+}
+
+void StreamReuse::settle() {
+  if (!dirty_.load(std::memory_order_relaxed) || !home_) return;
+  ++counters_.device_calls;
+  ++counters_.stream_syncs;
+  (void)backend_.synchronize(*home_);
+  dirty_.store(false, std::memory_order_release);
 }
 
 std::optional<std::uint64_t> StreamReuse::reuse(const Stream& stream, std::uint64_t bytes) {
@@ -27,11 +45,17 @@ std::optional<std::uint64_t> StreamReuse::reuse(const Stream& stream, std::uint6
   return hit;
 }
 
-void StreamReuse::add(const Stream& stream, std::uint64_t address, std::uint64_t bytes) {
+bool StreamReuse::add(const Stream& stream, std::uint64_t address, std::uint64_t bytes) {
   StreamState& st = state_for(stream);
+  if (home_ && *home_ == stream) {
+    dirty_.store(true, std::memory_order_release);
+    release_(address);
+    return true;
+  }
   st.open.push_back({address, bytes});
   pending_.insert(address, 1);
   if (st.open.size() >= batch_) fence(st);
+  return false;
 }
 
 void StreamReuse::fence(StreamState& st) {
@@ -56,6 +80,7 @@ void StreamReuse::finish(const Pending& p) {
 }
 
 void StreamReuse::drain(bool wait) {
+  if (wait) settle();
   for (auto& st : streams_) {
     if (wait) fence(st);
     while (!st.fenced.empty()) {
@@ -76,7 +101,11 @@ void StreamReuse::abandon() {
       (void)backend_.wait(b.event);
       (void)backend_.destroy_event(b.event);
     }
+  if (home_ && dirty_.load(std::memory_order_relaxed)) (void)backend_.synchronize(*home_);
   streams_.clear();
+  home_.reset();
+  shared_ = false;
+  dirty_.store(false, std::memory_order_relaxed);
   pending_ = FlatMap{};
   fenced_batches_ = 0;
 }

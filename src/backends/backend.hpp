@@ -178,6 +178,24 @@ class Backend {
     return fail(ErrorCode::unavailable, "the {} backend cannot move mappings on {}", name(),
                 range.device.to_string());
   }
+  // Maps physical memory another process made shareable (a descriptor that
+  // process's export_fd gave, of `kind`, covering exactly `bytes`) as ONE
+  // unit at [offset, offset + bytes) of the range: what a process leasing
+  // memory from memd's daemon maps (backends/lease/lease_backend.hpp). The
+  // descriptor stays the caller's (close it after). Same checks and errors
+  // as map(); unmap() and release() of the unit drop this process's mapping
+  // and handle (never cached for reuse), and the memory lives on in its
+  // maker. remap() of an imported unit: unavailable (the caller copies).
+  // Backends that cannot import answer unavailable (the default).
+  virtual Result<void> map_imported(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
+                                    ShareableKind kind, int fd) {
+    (void)offset;
+    (void)bytes;
+    (void)kind;
+    (void)fd;
+    return fail(ErrorCode::unavailable, "the {} backend cannot map imported memory on {}", name(),
+                range.device.to_string());
+  }
   // Drops physical memory the backend caches for reuse by later map() calls
   // (CUDA keeps the handles of unmapped units, keyed by size, to avoid
   // cuMemCreate/cuMemRelease on the hot path). Returns the bytes given back.

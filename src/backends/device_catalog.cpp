@@ -27,11 +27,13 @@ Result<std::unique_ptr<DeviceCatalog>> DeviceCatalog::discover(const BackendOpti
 #if defined(MEMD_WITH_CUDA)
   if (options.enable_cuda) {
     auto cuda = make_cuda_backend();
+    if (options.wrap) cuda = options.wrap(std::move(cuda));
     catalog->cuda_ = cuda.get();
     catalog->backends_.push_back(std::move(cuda));
   }
 #endif
-  auto host = make_host_backend(options);
+  std::unique_ptr<Backend> host = make_host_backend(options);
+  if (options.wrap) host = options.wrap(std::move(host));
   catalog->host_ = host.get();
   catalog->backends_.push_back(std::move(host));
   // GPUs first, then host:N, then cpu: the order users see in `memd devices`.

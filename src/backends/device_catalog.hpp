@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -32,6 +33,9 @@ struct BackendOptions {
   std::vector<std::uint64_t> host_device_sizes{8 * kGiB};
   std::uint64_t host_granularity = 2 * kMiB;  // host:N mapping granularity
   bool enable_cuda = true;                    // ignored when built without CUDA
+  // When set, every backend discovered is handed to it and the catalog
+  // keeps what it returns (client mode wraps them in lease/lease_backend.hpp).
+  std::function<std::unique_ptr<Backend>(std::unique_ptr<Backend>)> wrap;
 };
 
 class DeviceCatalog {

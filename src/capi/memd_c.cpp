@@ -144,6 +144,8 @@ memd_status memd_engine_open(const memd_engine_options* options, memd_engine** o
                                             options->host_device_sizes + options->host_device_count);
     engine_options.enable_cuda = options->enable_cuda != 0;
     if (options->owner != nullptr) engine_options.owner = options->owner;
+    if (options->lease_socket != nullptr) engine_options.lease_socket = options->lease_socket;
+    if (options->lease_token != nullptr) engine_options.lease_token = options->lease_token;
     auto engine = memd::Engine::open(engine_options);
     if (!engine) return failed(engine.error());
     *out_engine = new memd_engine{std::move(*engine)};
@@ -310,6 +312,15 @@ memd_status memd_free_async(memd_engine* engine, void* pointer, memd_stream stre
   });
 }
 
+memd_status memd_trim(memd_engine* engine, uint64_t* out_released) {
+  return guarded([&] {
+    if (engine == nullptr) return failed(memd::ErrorCode::invalid_argument, "memd_trim: engine must not be NULL");
+    const auto released = engine->engine.trim();
+    if (out_released != nullptr) *out_released = released;
+    return MEMD_OK;
+  });
+}
+
 memd_status memd_get_pool_usage(memd_engine* engine, const char* device, memd_pool_usage* out_usage) {
   return guarded([&] {
     if (engine == nullptr || device == nullptr || out_usage == nullptr)
@@ -319,7 +330,7 @@ memd_status memd_get_pool_usage(memd_engine* engine, const char* device, memd_po
     auto usage = engine->engine.pool_usage(*parsed);
     if (!usage) return failed(usage.error());
     *out_usage = {usage->allocated_bytes, usage->reserved_bytes, usage->peak_allocated_bytes,
-                  usage->peak_reserved_bytes, usage->live_allocations};
+                  usage->peak_reserved_bytes, usage->live_allocations, usage->stream_syncs};
     return MEMD_OK;
   });
 }

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "memd/memd.h"
+#include "lease/lease_backend.hpp"
 #include "service/memory_service.hpp"
 
 namespace memd {
@@ -94,6 +95,18 @@ Result<Engine> Engine::open(const EngineOptions& options) {
   // An in-process engine's models move only when its user asks: no usage
   // guesses loading models in the background of someone else's program.
   service_options.models.preload = false;
+  if (!options.lease_socket.empty()) {
+    LeaseClientOptions lease;
+    lease.socket_path = options.lease_socket;
+    if (!options.lease_token.empty()) lease.token = options.lease_token;
+    else lease.owner = options.owner;
+    auto client = LeaseClient::connect(lease);
+    if (!client) return fail(client.error());
+    std::shared_ptr<LeaseClient> shared = std::move(*client);
+    service_options.backends.wrap = [shared](std::unique_ptr<Backend> inner) -> std::unique_ptr<Backend> {
+      return std::make_unique<LeaseBackend>(std::move(inner), shared);
+    };
+  }
   auto service = MemoryService::create(service_options);
   if (!service) return fail(service.error());
   auto impl = std::make_unique<Impl>();
@@ -202,6 +215,7 @@ Result<PoolUsage> Engine::pool_usage(DeviceId device, MemoryType type) const {
     out.peak_allocated_bytes = it->second.peak_allocated_bytes;
     out.peak_reserved_bytes = it->second.peak_reserved_bytes;
     out.live_allocations = it->second.live_allocations;
+    out.stream_syncs = it->second.stream_syncs;
   }
   return out;
 }
@@ -259,6 +273,8 @@ Result<void> Engine::free_async(void* pointer, const StreamHandle& stream, Memor
   }
   return freed;
 }
+
+std::uint64_t Engine::trim() { return impl_->service->manager().trim(); }
 
 Result<std::vector<DeviceStats>> Engine::stats(std::optional<DeviceId> device) const {
   auto report = impl_->service->status(device);

@@ -40,7 +40,17 @@ constexpr std::uint64_t kDefaultPageLimit = 100;
 Result<Outcome> memory_status(MemoryService& s, const Params& p, const CallContext&) {
   MEMD_ASSIGN_OR_RETURN(auto device, p.device("deviceId"));
   MEMD_ASSIGN_OR_RETURN(auto report, s.status(device));
-  return ok(to_json(report));
+  auto out = to_json(report);
+  if (!device) {
+    // Client mode's leases (machine-wide, like the pinned pool): each is also
+    // an allocation of its owner, so it is in the devices' figures already.
+    const auto leases = s.lease_counts();
+    nlohmann::json by_owner = nlohmann::json::object();
+    for (const auto& [owner, bytes] : leases.bytes_by_owner) by_owner[owner] = bytes;
+    out["leases"] = {{"leases", leases.leases}, {"bytes", leases.bytes}, {"connections", leases.connections},
+                     {"bytesByOwner", std::move(by_owner)}};
+  }
+  return ok(std::move(out));
 }
 
 Result<Outcome> memory_usage(MemoryService& s, const Params&, const CallContext&) {
@@ -234,11 +244,11 @@ std::vector<Action> build_table() {
   std::vector<Action> t;
   t.push_back(Action{
       "memory_status",
-      "Memory of every device, or of one: device totals plus memd's reserved, allocated, fragmentation and health; and, for all devices, the pinned pool (its limit, and the staging buffers transfers use) and the transfer counters.",
+      "Memory of every device, or of one: device totals plus memd's reserved, allocated, fragmentation and health; and, for all devices, the pinned pool (its limit, and the staging buffers transfers use), the transfer counters and the memory leased to client-mode processes over the socket.",
       {{Get, "/api/memory/status"}, {Get, "/api/memory/status/{deviceId}"}},
       {{"deviceId", K::DeviceId, false, "Only this device (cuda:N, host:N or cpu)."}},
       R"({})",
-      R"({"health": "Healthy", "devices": [{"deviceId": "host:0", "name": "host-backed device", "backend": "host", "simulated": true, "totalBytes": 8589934592, "usedBytes": 2097152, "freeBytes": 8587837440, "reservedBytes": 2097152, "allocatedBytes": 1048576, "allocations": 1, "fragmentation": 0.0, "limitBytes": null, "health": "Healthy", "pools": [{"memoryType": "VRAM", "allocatedBytes": 1048576, "reservedBytes": 2097152, "liveAllocations": 1, "fragmentation": 0.0}]}], "pinned": {"limitBytes": 8589934592, "reservedBytes": 33554432, "allocatedBytes": 8388608, "stagingBufferBytes": 8388608, "stagingBuffersInUse": 1, "stagingBytesInUse": 8388608, "stagingIdleBuffers": 3, "stagingLeases": 12, "stagingShortLeases": 0, "stagingRefused": 0}, "transfers": {"submitted": 12, "pending": 0, "inProgress": 1, "completed": 11, "failed": 0, "cancelled": 0, "copies": 3, "bytesCopied": 3221225472}})",
+      R"({"health": "Healthy", "devices": [{"deviceId": "host:0", "name": "host-backed device", "backend": "host", "simulated": true, "totalBytes": 8589934592, "usedBytes": 2097152, "freeBytes": 8587837440, "reservedBytes": 2097152, "allocatedBytes": 1048576, "allocations": 1, "fragmentation": 0.0, "limitBytes": null, "health": "Healthy", "pools": [{"memoryType": "VRAM", "allocatedBytes": 1048576, "reservedBytes": 2097152, "liveAllocations": 1, "fragmentation": 0.0}]}], "pinned": {"limitBytes": 8589934592, "reservedBytes": 33554432, "allocatedBytes": 8388608, "stagingBufferBytes": 8388608, "stagingBuffersInUse": 1, "stagingBytesInUse": 8388608, "stagingIdleBuffers": 3, "stagingLeases": 12, "stagingShortLeases": 0, "stagingRefused": 0}, "transfers": {"submitted": 12, "pending": 0, "inProgress": 1, "completed": 11, "failed": 0, "cancelled": 0, "copies": 3, "bytesCopied": 3221225472}, "leases": {"leases": 2, "bytes": 41943040, "connections": 1, "bytesByOwner": {"worker-1": 41943040}}})",
       memory_status});
   t.push_back(Action{
       "memory_usage",

@@ -241,6 +241,21 @@ std::vector<MetricSpec> build_table() {
                      "Requested bytes of the allocations attached to open sessions (freed when a lease lapses)",
                      [](const MetricsSnapshot& s) { return as_double(s.session_bytes); }));
 
+  // ---- client mode: memory workers lease over the socket
+  t.push_back(single("memd_leases", MetricType::Gauge, "Leases held by client-mode processes (memory_lease)",
+                     [](const MetricsSnapshot& s) { return as_double(s.leases.leases); }));
+  t.push_back({"memd_leased_bytes", MetricType::Gauge,
+               "Bytes leased to client-mode processes, by device (each lease counts in its owner's quota)",
+               "device", [](const MetricsSnapshot& s, Samples& out) {
+                 for (const auto& [device, bytes] : s.leases.bytes_by_device)
+                   out.push_back({{{"device", device.to_string()}}, as_double(bytes)});
+               }});
+  t.push_back({"memd_leased_owner_bytes", MetricType::Gauge, "Bytes leased to client-mode processes, by owner",
+               "owner", [](const MetricsSnapshot& s, Samples& out) {
+                 for (const auto& [owner, bytes] : s.leases.bytes_by_owner)
+                   out.push_back({{{"owner", owner}}, as_double(bytes)});
+               }});
+
   // ---- the sampler: how old the device numbers above are
   t.push_back(single("memd_monitor_samples_total", MetricType::Counter, "Device samples the monitor has taken",
                      [](const MetricsSnapshot& s) { return as_double(s.status.sample); }));
@@ -286,6 +301,7 @@ Result<MetricsSnapshot> gather_metrics(MemoryService& service) {
     s.session_allocations += r.allocations;
     s.session_bytes += r.allocated_bytes;
   }
+  s.leases = service.lease_counts();
   return s;
 }
 

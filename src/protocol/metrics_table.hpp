@@ -30,6 +30,7 @@
 #include "models/usage_predictor.hpp"
 #include "monitor/analytics.hpp"
 #include "monitor/status_report.hpp"
+#include "service/memory_service.hpp"
 
 namespace memd {
 
@@ -46,6 +47,7 @@ struct MetricsSnapshot {
   std::uint64_t sessions = 0;         // open (leased) sessions
   std::uint64_t session_allocations = 0;
   std::uint64_t session_bytes = 0;    // requested bytes of the allocations in them
+  LeaseCounts leases;                 // client mode's leases over the socket
 };
 
 Result<MetricsSnapshot> gather_metrics(MemoryService& service);

@@ -733,12 +733,17 @@ Result<ImportGrant> MemoryService::import_export(const Caller& caller, const Exp
 void MemoryService::importer_closed(std::uint64_t connection) {
   (void)exports_->connection_closed(connection);
   std::vector<AllocationHold> dropped;
+  std::vector<HeldLease> leases;
   {
     std::lock_guard lock(imports_mutex_);
     auto [first, last] = import_holds_.equal_range(connection);
     for (auto it = first; it != last; ++it) dropped.push_back(std::move(it->second));
     import_holds_.erase(first, last);
+    auto [lfirst, llast] = leases_.equal_range(connection);
+    for (auto it = lfirst; it != llast; ++it) leases.push_back(std::move(it->second));
+    leases_.erase(lfirst, llast);
   }
+  for (const auto& l : leases) end_lease(l, "its connection closed");
   // The holds go here, unlocked: a deferred free lands now.
 }
 

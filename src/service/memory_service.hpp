@@ -99,6 +99,24 @@ struct ImportGrant {
   std::string gpu_uuid;      // VRAM of a GPU: which one (CUDA_VISIBLE_DEVICES may renumber)
 };
 
+// A lease (client mode; memory_lease over the socket): memory of its own,
+// allocated for the caller and sent to its connection as a descriptor.
+struct LeaseGrant {
+  AllocationRecord allocation;
+  ShareableSegment segment;  // kind, and size: what the descriptor covers
+  int fd = -1;               // the caller sends it, then closes it
+  std::string gpu_uuid;      // a GPU's UUID, "" for host devices
+};
+
+// Leases held now, for status and metrics.
+struct LeaseCounts {
+  std::uint64_t leases = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t connections = 0;
+  std::map<std::string, std::uint64_t> bytes_by_owner;
+  std::map<DeviceId, std::uint64_t> bytes_by_device;
+};
+
 // A model's export (memory_model_export): its components, each with the
 // export made of its buffer, in the order of the view's components.
 struct ModelExportReport {
@@ -176,7 +194,20 @@ class MemoryService {
                                          std::vector<std::string> for_owners);
   Result<ExportRecord> release_export(const Caller& caller, const AllocationId& id, const ExportId& export_id);
   Result<ImportGrant> import_export(const Caller& caller, const ExportId& export_id, std::uint64_t connection);
+  // Ends everything `connection` held: its imports and its leases.
   void importer_closed(std::uint64_t connection);
+  // Leases (client mode, DESIGN.md "One budget across processes";
+  // memory_service_leases.cpp). lease: `bytes` of exportable VRAM on the
+  // device (named, or found by its GPU UUID) allocated as the caller, with
+  // every limit, quota and pressure check an allocation gets, held for
+  // `connection` and its descriptor made; the allocation is tagged "lease".
+  // release_lease: a lease of this connection only (not_found otherwise),
+  // freed. The connection's close frees the rest. `pid` names the lease.
+  Result<LeaseGrant> lease(const Caller& caller, std::optional<DeviceId> device,
+                           const std::optional<std::string>& gpu_uuid, std::uint64_t bytes,
+                           std::uint64_t connection, std::int64_t pid);
+  Result<AllocationRecord> release_lease(const Caller& caller, const AllocationId& id, std::uint64_t connection);
+  LeaseCounts lease_counts() const;
   // A model's weights for other processes (memory_service_models.cpp;
   // models/model_export.hpp): every component's buffer exported for
   // `for_owners`, all or none. Models are the daemon's, so any admitted
@@ -303,8 +334,18 @@ class MemoryService {
   std::string socket_path_;
   // One hold per import, by connection: an importer's mapping keeps the
   // memory until its connection closes.
-  std::mutex imports_mutex_;
+  mutable std::mutex imports_mutex_;
   std::multimap<std::uint64_t, AllocationHold> import_holds_;
+  struct HeldLease {
+    AllocationId id;
+    AllocationHold hold;
+    DeviceId device;
+    std::string owner;
+    std::uint64_t bytes = 0;
+  };
+  std::multimap<std::uint64_t, HeldLease> leases_;  // by connection; imports_mutex_
+  // Frees a lease's allocation (its hold is dropped by the caller after).
+  void end_lease(const HeldLease& lease, std::string_view why);
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   // Limit updates are read-modify-write of the manager's whole Limits value.
   std::mutex limits_mutex_;

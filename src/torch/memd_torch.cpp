@@ -13,8 +13,17 @@
 // memd_torch_stats gives memd's counters instead (the Python side:
 // clients/python/memd/torch_allocator.py).
 //
+// Two modes (issue 16, item 1). In-process: memd's allocator over memory
+// of this process's own. Client mode (one budget across processes):
+// memd_torch_configure (or $MEMD_TORCH_SOCKET, $MEMD_TORCH_TOKEN,
+// $MEMD_TORCH_OWNER) names a running daemon's socket before the first
+// allocation, and the engine leases its GPU memory from that daemon
+// (lease/lease_backend.hpp): every worker's tensors count against the
+// daemon's limits and show in its status; memd_torch_empty_cache gives the
+// free part back; the lease ends when the process does.
+//
 // One engine per process, opened at the first call on every CUDA GPU
-// (owner "torch"); PyTorch's streams are adopted once each, by value of
+// (owner "torch", or the configured one); PyTorch's streams are adopted once each, by value of
 // their cudaStream_t (a stream is never destroyed under PyTorch's caching
 // of streams, so an address is never reused for another stream while this
 // library maps it). A failed allocation returns NULL, which PyTorch turns
@@ -25,6 +34,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -38,6 +48,8 @@ struct State {
   std::mutex mu;
   memd_engine* engine = nullptr;
   bool open_failed = false;
+  // Client mode, set before the engine opens (empty: in-process).
+  std::string socket, token, owner = "torch";
   std::unordered_map<std::uint64_t, memd_stream> streams;  // (device << 48) ^ stream address
   std::string error;
 };
@@ -71,7 +83,16 @@ bool stream_for(State& s, int device, void* native, memd_stream* out) {
     if (s.open_failed) return false;
     memd_engine_options o{};
     o.enable_cuda = 1;
-    o.owner = "torch";
+    auto from_env = [](const char* name, std::string& into) {
+      if (const char* v = std::getenv(name); v != nullptr && *v != '\0' && into.empty()) into = v;
+    };
+    from_env("MEMD_TORCH_SOCKET", s.socket);
+    from_env("MEMD_TORCH_TOKEN", s.token);
+    if (const char* v = std::getenv("MEMD_TORCH_OWNER"); v != nullptr && *v != '\0' && s.owner == "torch")
+      s.owner = v;
+    o.owner = s.owner.c_str();
+    o.lease_socket = s.socket.empty() ? nullptr : s.socket.c_str();
+    o.lease_token = s.token.empty() ? nullptr : s.token.c_str();
     if (memd_engine_open(&o, &s.engine) != MEMD_OK) {
       remember_error(s, "memd_engine_open");
       s.open_failed = true;
@@ -106,6 +127,7 @@ struct memd_torch_stats_t {
   std::uint64_t peak_allocated_bytes;
   std::uint64_t peak_reserved_bytes;
   std::uint64_t live_allocations;
+  std::uint64_t stream_syncs;
 };
 
 __attribute__((visibility("default"))) void* memd_torch_malloc(std::size_t size, int device, void* stream) {
@@ -149,8 +171,43 @@ __attribute__((visibility("default"))) int memd_torch_stats(int device, memd_tor
     remember_error(s, "memd_get_pool_usage");
     return -1;
   }
-  *out = {u.allocated_bytes, u.reserved_bytes, u.peak_allocated_bytes, u.peak_reserved_bytes, u.live_allocations};
+  *out = {u.allocated_bytes, u.reserved_bytes, u.peak_allocated_bytes, u.peak_reserved_bytes, u.live_allocations,
+          u.stream_syncs};
   return 0;
+}
+
+// Client mode: lease from the daemon at `socket` (NULL or "": in-process)
+// as `owner` (NULL: "torch"), proving it with `token` where the daemon has
+// tokens. Only before the first allocation: 0, else -1 (the engine is open).
+__attribute__((visibility("default"))) int memd_torch_configure(const char* socket, const char* token,
+                                                                const char* owner) {
+  State& s = state();
+  std::lock_guard lock(s.mu);
+  if (s.engine != nullptr || s.open_failed) {
+    s.error = "memd_torch_configure: the engine is open already (configure before the first CUDA allocation)";
+    return -1;
+  }
+  s.socket = socket != nullptr ? socket : "";
+  s.token = token != nullptr ? token : "";
+  s.owner = owner != nullptr && *owner != '\0' ? owner : "torch";
+  return 0;
+}
+
+// Gives back every free page (torch.cuda.empty_cache's counterpart; in
+// client mode the daemon gets the leases back). Bytes given back, or -1.
+__attribute__((visibility("default"))) long long memd_torch_empty_cache() {
+  State& s = state();
+  {
+    std::lock_guard lock(s.mu);
+    if (s.engine == nullptr) return 0;
+  }
+  std::uint64_t released = 0;
+  if (memd_trim(s.engine, &released) != MEMD_OK) {
+    std::lock_guard lock(s.mu);
+    remember_error(s, "memd_trim");
+    return -1;
+  }
+  return static_cast<long long>(released);
 }
 
 // The last failure's message ("" when none); valid until the next failure.

@@ -18,7 +18,7 @@ import ctypes
 import os
 
 _STATS_FIELDS = ("allocated_bytes", "reserved_bytes", "peak_allocated_bytes", "peak_reserved_bytes",
-                 "live_allocations")
+                 "live_allocations", "stream_syncs")
 
 
 class _Stats(ctypes.Structure):
@@ -42,18 +42,40 @@ def _load(path=None):
         _lib.memd_torch_stats.argtypes = [ctypes.c_int, ctypes.POINTER(_Stats)]
         _lib.memd_torch_stats.restype = ctypes.c_int
         _lib.memd_torch_last_error.restype = ctypes.c_char_p
+        _lib.memd_torch_configure.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p]
+        _lib.memd_torch_configure.restype = ctypes.c_int
+        _lib.memd_torch_empty_cache.restype = ctypes.c_longlong
     return _lib
 
 
-def install(path=None):
+def install(path=None, socket=None, token=None, owner=None):
     """Makes memd PyTorch's CUDA allocator. Must run before PyTorch allocates
-    any CUDA memory (PyTorch refuses to switch allocators after that)."""
+    any CUDA memory (PyTorch refuses to switch allocators after that).
+
+    With `socket` (a running `memd serve --socket PATH`), client mode: the
+    process leases its GPU memory from that daemon as `owner` (or the owner
+    `token` names), so its tensors count against the daemon's limits and
+    show in its status; without, memd runs in this process on memory of its
+    own."""
     import torch
 
-    _load(path)
+    lib = _load(path)
+    enc = lambda s: None if s is None else str(s).encode()  # noqa: E731
+    if lib.memd_torch_configure(enc(socket), enc(token), enc(owner)) != 0:
+        raise RuntimeError(f"memd_torch_configure: {lib.memd_torch_last_error().decode()}")
     allocator = torch.cuda.memory.CUDAPluggableAllocator(_path, "memd_torch_malloc", "memd_torch_free")
     torch.cuda.memory.change_current_allocator(allocator)
     return allocator
+
+
+def empty_cache():
+    """Gives back every free page memd holds for PyTorch (in client mode the
+    daemon gets the leases back); returns the bytes given back."""
+    lib = _load()
+    released = lib.memd_torch_empty_cache()
+    if released < 0:
+        raise RuntimeError(f"memd_torch_empty_cache: {lib.memd_torch_last_error().decode()}")
+    return released
 
 
 def stats(device=0):

@@ -25,6 +25,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "backends/cuda/cuda_error.hpp"
@@ -98,6 +99,8 @@ class CudaBackend final : public Backend {
   std::uint64_t trim() override;
   void set_handle_cache_limit(DeviceId device, std::uint64_t bytes) override;
   std::uint64_t physical_bytes(DeviceId device) const override;
+  Result<void> map_imported(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
+                            ShareableKind kind, int fd) override;
 
   Result<Segment> allocate(DeviceId device, MemoryType type, std::uint64_t bytes) override;
   Result<void> free(const Segment& segment) override;
@@ -128,6 +131,9 @@ class CudaBackend final : public Backend {
     std::mutex mutex;
     // One unit per map() call: one cuMemCreate'd handle mapped whole.
     UnitMap<Handle> units;
+    // The units' handles that came from another process (map_imported):
+    // released when unmapped, never cached for a later map().
+    std::unordered_set<Handle> imported;
   };
   struct StreamState {
     DeviceId device;
@@ -611,7 +617,10 @@ Result<void> CudaBackend::unmap(const VirtualRange& range, std::uint64_t offset,
     std::lock_guard lock(gpu.mutex);
     gpu.mapped_bytes -= std::min(gpu.mapped_bytes, bytes);
   }
-  for (const auto& [unit_offset, unit] : *tiles) give_back(gpu, unit.payload, unit.bytes);
+  for (const auto& [unit_offset, unit] : *tiles) {
+    if (r.imported.erase(unit.payload) != 0) (void)driver_->mem_release(unit.payload);
+    else give_back(gpu, unit.payload, unit.bytes);
+  }
   return {};
 }
 
@@ -631,6 +640,10 @@ Result<void> CudaBackend::remap(const VirtualRange& range, std::uint64_t from, s
   std::lock_guard range_lock(r.mutex);
   auto tiles = r.units.tiling(from, bytes, r.base);
   if (!tiles) return fail(tiles.error());
+  for (const auto& [unit_offset, unit] : *tiles)
+    if (r.imported.contains(unit.payload))
+      return fail(ErrorCode::unavailable, "[{}, +{}) of range {:#x} holds imported memory, which does not move",
+                  from, bytes, r.base);
   if (auto free = r.units.check_unmapped(to, bytes, r.base); !free) return fail(free.error());
   if (auto ok = set_device(gpu); !ok) return fail(ok.error());
   std::vector<std::pair<CUdeviceptr, std::uint64_t>> done;
@@ -693,7 +706,10 @@ Result<void> CudaBackend::release(const VirtualRange& range) {
                                 fmt::format("cuMemUnmap({}) at {:#x}", run_bytes,
                                             r.base + run_offset));
     }
-    for (auto u = it; u != end; ++u) give_back(gpu, u->second.payload, u->second.bytes);
+    for (auto u = it; u != end; ++u) {
+      if (r.imported.erase(u->second.payload) != 0) (void)driver_->mem_release(u->second.payload);
+      else give_back(gpu, u->second.payload, u->second.bytes);
+    }
     {
       std::lock_guard lock(gpu.mutex);
       gpu.mapped_bytes -= std::min(gpu.mapped_bytes, run_bytes);
@@ -704,6 +720,52 @@ Result<void> CudaBackend::release(const VirtualRange& range) {
   if (auto res = driver_->mem_address_free(r.base, r.size); res != CUDA_SUCCESS && result)
     result = driver_failure(*driver_, res, fmt::format("cuMemAddressFree({})", r.size));
   return result;
+}
+
+// cuMemImportFromShareableHandle gives this process its own handle of the
+// other process's physical memory; it is mapped and opened to this GPU like
+// a unit of our own, and released (not cached) when unmapped.
+Result<void> CudaBackend::map_imported(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
+                                       ShareableKind kind, int fd) {
+  if (kind != ShareableKind::CudaPosixFd)
+    return fail(ErrorCode::invalid_argument, "the CUDA backend maps cuda-posix-fd descriptors, not {}",
+                to_string(kind));
+  if (fd < 0) return fail(ErrorCode::invalid_argument, "descriptor {} is not open", fd);
+  if (driver_->mem_import_from_shareable_handle == nullptr)
+    return fail(ErrorCode::unavailable, "this CUDA driver cannot import shareable handles");
+  auto found = find_range_run(range, offset, bytes);
+  if (!found) return fail(found.error());
+  auto& r = **found;
+  Gpu& gpu = *r.gpu;
+  std::lock_guard range_lock(r.mutex);
+  if (auto free = r.units.check_unmapped(offset, bytes, r.base); !free) return fail(free.error());
+  if (auto ok = set_device(gpu); !ok) return fail(ok.error());
+  Handle h = 0;
+  if (auto res = driver_->mem_import_from_shareable_handle(&h, reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)),
+                                                           CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+      res != CUDA_SUCCESS)
+    return driver_failure(*driver_, res, fmt::format("cuMemImportFromShareableHandle(fd {})", fd));
+  const CUdeviceptr where = r.base + offset;
+  if (auto res = driver_->mem_map(where, bytes, 0, h, 0); res != CUDA_SUCCESS) {
+    (void)driver_->mem_release(h);
+    return driver_failure(*driver_, res,
+                          fmt::format("cuMemMap({}) at {:#x} of an imported handle (is it {} bytes?)", bytes, where,
+                                      bytes));
+  }
+  CUmemAccessDesc access{};
+  access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  access.location.id = gpu.cu_device;
+  access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  if (auto res = driver_->mem_set_access(where, bytes, &access, 1); res != CUDA_SUCCESS) {
+    (void)driver_->mem_unmap(where, bytes);
+    (void)driver_->mem_release(h);
+    return driver_failure(*driver_, res, fmt::format("cuMemSetAccess({}) at {:#x} (imported)", bytes, where));
+  }
+  r.units.insert(offset, bytes, h);
+  r.imported.insert(h);
+  std::lock_guard lock(gpu.mutex);
+  gpu.mapped_bytes += bytes;
+  return {};
 }
 
 std::uint64_t CudaBackend::trim() {

@@ -8,6 +8,7 @@
 #include "backends/host/host_backend.hpp"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -54,6 +55,8 @@ class HostBackend final : public Backend {
   Result<void> unmap(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
   Result<void> remap(const VirtualRange& range, std::uint64_t from, std::uint64_t to,
                      std::uint64_t bytes) override;
+  Result<void> map_imported(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
+                            ShareableKind kind, int fd) override;
   std::uint64_t physical_bytes(DeviceId device) const override;
 
   Result<Segment> allocate(DeviceId device, MemoryType type, std::uint64_t bytes) override;
@@ -76,14 +79,18 @@ class HostBackend final : public Backend {
   Result<void> synchronize(const Stream& stream) override;
 
  private:
-  struct Empty {};
+  // What a unit is backed by: the range's own anonymous pages, or a memfd
+  // another process made (map_imported), mapped MAP_SHARED over them.
+  struct HostUnit {
+    bool imported = false;
+  };
   struct RangeState {
     DeviceId device;
     std::uintptr_t base = 0;
     std::uint64_t size = 0;
     std::mutex mutex;  // serialises map/unmap/release of this range
     // The units map() made: unmap() takes whole units only, as on CUDA.
-    UnitMap<Empty> units;
+    UnitMap<HostUnit> units;
   };
   struct StreamState {
     DeviceId device;
@@ -328,7 +335,7 @@ Result<void> HostBackend::map(const VirtualRange& range, std::uint64_t offset, s
   }
   // One mprotect for the run; the units are bookkeeping, kept exactly as CUDA
   // would have them so unmap() refuses the same runs.
-  for_each_map_unit(bytes, unit_bytes, [&](std::uint64_t at, std::uint64_t n) { r.units.insert(offset + at, n, Empty{}); });
+  for_each_map_unit(bytes, unit_bytes, [&](std::uint64_t at, std::uint64_t n) { r.units.insert(offset + at, n, HostUnit{}); });
   return {};
 }
 
@@ -340,7 +347,26 @@ Result<void> HostBackend::unmap(const VirtualRange& range, std::uint64_t offset,
   std::lock_guard range_lock(r.mutex);
   // Whole units only, exactly: CUDA cannot unmap part of a cuMemMap, and the
   // host backend refuses the same requests so CPU tests catch such bugs.
-  if (auto tiles = r.units.tiling(offset, bytes, r.base); !tiles) return fail(tiles.error());
+  auto tiles = r.units.tiling(offset, bytes, r.base);
+  if (!tiles) return fail(tiles.error());
+  if (std::ranges::any_of(*tiles, [](const auto& t) { return t.second.payload.imported; })) {
+    // An imported unit is another process's memfd: the reservation goes back
+    // over it (MAP_FIXED replaces the shared mapping atomically); our own
+    // pages are dropped as below, unit by unit.
+    for (const auto& [unit_offset, unit] : *tiles) {
+      void* u = reinterpret_cast<void*>(r.base + unit_offset);
+      const bool ok = unit.payload.imported
+                          ? ::mmap(u, unit.bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                                   -1, 0) != MAP_FAILED
+                          : ::madvise(u, unit.bytes, MADV_DONTNEED) == 0 && ::mprotect(u, unit.bytes, PROT_NONE) == 0;
+      if (!ok)
+        return fail(ErrorCode::backend_error, "unmapping {} bytes at {:#x} failed: {}", unit.bytes,
+                    r.base + unit_offset, errno_text(errno));
+      r.units.erase(unit_offset, unit.bytes);
+      credit(r.device, unit.bytes);
+    }
+    return {};
+  }
   // The units are adjacent, so one madvise and one mprotect cover them all.
   void* at = reinterpret_cast<void*>(r.base + offset);
   // DONTNEED returns the frames to the kernel now (the footprint drops) and
@@ -353,6 +379,35 @@ Result<void> HostBackend::unmap(const VirtualRange& range, std::uint64_t offset,
                 r.base + offset, errno_text(errno));
   r.units.erase(offset, bytes);
   credit(r.device, bytes);
+  return {};
+}
+
+Result<void> HostBackend::map_imported(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
+                                       ShareableKind kind, int fd) {
+  if (kind != ShareableKind::Memfd)
+    return fail(ErrorCode::invalid_argument, "the host backend maps memfd descriptors, not {}", to_string(kind));
+  if (fd < 0) return fail(ErrorCode::invalid_argument, "descriptor {} is not open", fd);
+  auto state = find_range_run(range, offset, bytes);
+  if (!state) return fail(state.error());
+  auto& r = **state;
+  std::lock_guard range_lock(r.mutex);
+  if (auto free = r.units.check_unmapped(offset, bytes, r.base); !free) return fail(free.error());
+  // The descriptor must really cover the run: a shorter file would fault on
+  // the first touch past its end (SIGBUS), not here.
+  struct stat st{};
+  if (::fstat(fd, &st) != 0)
+    return fail(ErrorCode::invalid_argument, "descriptor {}: fstat failed: {}", fd, errno_text(errno));
+  if (static_cast<std::uint64_t>(st.st_size) < bytes)
+    return fail(ErrorCode::invalid_argument, "descriptor {} holds {} bytes, the unit needs {}", fd, st.st_size, bytes);
+  if (auto ok = charge(r.device, bytes); !ok) return fail(ok.error());
+  void* at = reinterpret_cast<void*>(r.base + offset);
+  if (::mmap(at, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+    const int error = errno;
+    credit(r.device, bytes);
+    return fail(error == ENOMEM ? ErrorCode::out_of_memory : ErrorCode::backend_error,
+                "mmap of descriptor {} ({} bytes) at {:#x} failed: {}", fd, bytes, r.base + offset, errno_text(error));
+  }
+  r.units.insert(offset, bytes, HostUnit{.imported = true});
   return {};
 }
 
@@ -375,6 +430,9 @@ Result<void> HostBackend::remap(const VirtualRange& range, std::uint64_t from, s
   std::lock_guard range_lock(r.mutex);
   auto tiles = r.units.tiling(from, bytes, r.base);
   if (!tiles) return fail(tiles.error());
+  if (std::ranges::any_of(*tiles, [](const auto& t) { return t.second.payload.imported; }))
+    return fail(ErrorCode::unavailable, "[{}, +{}) of range {:#x} holds imported memory, which does not move",
+                from, bytes, r.base);
   if (auto free = r.units.check_unmapped(to, bytes, r.base); !free) return fail(free.error());
   auto move = [&](std::uint64_t src, std::uint64_t dst, std::uint64_t n) -> int {
     void* old_at = reinterpret_cast<void*>(r.base + src);

@@ -1,5 +1,14 @@
 // server/socket/import_handler.hpp — the socket door's actions over the
-// service: memory_import, and dropping a connection's imports when it goes.
+// service: memory_import, memory_lease and memory_lease_release, and ending
+// what a connection held (imports and leases) when it goes.
+//
+// memory_lease {"sizeBytes", "deviceId" | "gpuUuid"} (client mode, DESIGN.md
+// "One budget across processes"; the leasing side is lease/lease_client.hpp)
+// allocates exportable VRAM as the caller (its quota and the device's limits
+// apply) and answers {"leaseId", "owner", "deviceId", "sizeBytes", "mapSize",
+// "handleType", "gpuUuid"} with the descriptor attached; the lease is the
+// connection's until memory_lease_release {"leaseId"} or the connection
+// closes. Unknown keys are refused.
 //
 // memory_import {"exportId"} answers the export, the allocation and where its
 // bytes are in what the descriptor maps ("mapOffset", "mapSize": the whole
@@ -29,6 +38,9 @@ class ImportHandler final : public SocketHandler {
   void closed(const SocketPeer& peer) override;
 
  private:
+  Result<SocketReply> lease(const Caller& caller, const nlohmann::json& params, const SocketPeer& peer);
+  Result<SocketReply> release_lease(const Caller& caller, const nlohmann::json& params, const SocketPeer& peer);
+
   MemoryService& service_;
 };
 
