@@ -153,7 +153,7 @@ void DevicePool::note_peaks() {
   return allocate_locked(size);
 }
 
-Result<std::uint64_t> DevicePool::allocate_locked(std::uint64_t size) {
+Result<std::uint64_t> DevicePool::allocate_locked(std::uint64_t size, bool drain) {
   if (size == 0) return fail(ErrorCode::invalid_argument, "allocation size must be positive");
   if (size > kMaxRequestBytes || (opt_.capacity != 0 && size > opt_.capacity)) {
     ++counters_.failed_allocations;
@@ -164,7 +164,7 @@ Result<std::uint64_t> DevicePool::allocate_locked(std::uint64_t size) {
   // query per stream with a batch in flight; nothing when no stream is
   // used), so memory freed on streams serves every allocation without
   // waiting for an out-of-memory and the ladder.
-  if (streams_.any_fenced()) streams_.drain(/*wait=*/false);
+  if (drain && streams_.any_fenced()) streams_.drain(/*wait=*/false);
   std::uint64_t bytes = 0;
   auto r = blocks_.allocate(size, bytes);
   if (!r) {
@@ -244,8 +244,11 @@ Result<std::uint64_t> DevicePool::allocate_on(std::uint64_t size, const Stream& 
     count_allocation(want);
     return *hit;
   }
-  streams_.drain(/*wait=*/false);
-  return allocate_locked(size);
+  // No event queries while the stream is captured into a CUDA graph (they
+  // would invalidate the capture); memory freed since waits for later.
+  const bool drain = streams_.any_fenced() && !backend_.capturing(stream);
+  if (drain) streams_.drain(/*wait=*/false);
+  return allocate_locked(size, /*drain=*/false);
 }
 
 Result<void> DevicePool::free_on(std::uint64_t address, const Stream& stream) {

@@ -137,7 +137,8 @@ class DevicePool final : private CacheOwner {
 
   // Routing (device_pool.cpp).
   Result<std::uint64_t> allocate_any(std::uint64_t size);
-  Result<std::uint64_t> allocate_locked(std::uint64_t size);
+  // drain: first give back stream-ordered frees whose event completed.
+  Result<std::uint64_t> allocate_locked(std::uint64_t size, bool drain = true);
   Result<void> free_locked(std::uint64_t address);
   Result<void> free_tracked_locked(std::uint64_t address, std::uint64_t spans_seen);
   Result<std::uint64_t> allocate_on(std::uint64_t size, const Stream& stream);

@@ -7,8 +7,19 @@ StreamReuse::StreamState& StreamReuse::state_for(const Stream& s) {
   for (auto& st : streams_)
     if (st.stream == s) return st;
   if (!shared_) {
-    if (!home_) home_ = s;
-    else leave_home();
+    if (!home_) {
+      home_ = s;
+    } else if (backend_.capturing(s)) {
+      // A CUDA graph's capture stream: waiting for the home stream now would
+      // invalidate the capture. PyTorch synchronizes the device before a
+      // capture begins (torch.cuda.graph), so the home stream's frees have
+      // run: nothing is waited for.
+      home_.reset();
+      shared_ = true;
+      dirty_.store(false, std::memory_order_release);
+    } else {
+      leave_home();
+    }
   }
   streams_.push_back(StreamState{s, {}, {}});
   return streams_.back();
@@ -60,6 +71,9 @@ bool StreamReuse::add(const Stream& stream, std::uint64_t address, std::uint64_t
 
 void StreamReuse::fence(StreamState& st) {
   if (st.open.empty()) return;
+  // A stream being captured into a graph may not record events we would
+  // query: its frees stay open (reused on it by size) until after capture.
+  if (backend_.capturing(st.stream)) return;
   ++counters_.device_calls;
   auto ev = backend_.record(st.stream);
   if (!ev) {
@@ -82,6 +96,7 @@ void StreamReuse::finish(const Pending& p) {
 void StreamReuse::drain(bool wait) {
   if (wait) settle();
   for (auto& st : streams_) {
+    if (!wait && !st.fenced.empty() && backend_.capturing(st.stream)) continue;
     if (wait) fence(st);
     while (!st.fenced.empty()) {
       Batch& b = st.fenced.front();

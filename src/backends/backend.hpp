@@ -279,6 +279,14 @@ class Backend {
   virtual Result<void> wait(const Event& event) = 0;   // blocks the calling thread
   virtual Result<void> destroy_event(const Event& event) = 0;
   virtual Result<void> synchronize(const Stream& stream) = 0;
+  // Whether the stream is being captured into a CUDA graph now. While it
+  // is, nothing may record, query or wait on its events or synchronize it
+  // (that invalidates the capture), so stream-ordered reuse fences nothing
+  // then (alloc/stream_reuse.hpp). Default: never.
+  virtual bool capturing(const Stream& stream) {
+    (void)stream;
+    return false;
+  }
 };
 
 }  // namespace memd

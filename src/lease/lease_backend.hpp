@@ -91,6 +91,7 @@ class LeaseBackend final : public Backend {
   Result<void> wait(const Event& event) override { return inner_->wait(event); }
   Result<void> destroy_event(const Event& event) override { return inner_->destroy_event(event); }
   Result<void> synchronize(const Stream& stream) override { return inner_->synchronize(stream); }
+  bool capturing(const Stream& stream) override { return inner_->capturing(stream); }
 
  private:
   struct Lease {

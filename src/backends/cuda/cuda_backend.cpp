@@ -121,6 +121,7 @@ class CudaBackend final : public Backend {
   Result<void> wait(const Event& event) override;
   Result<void> destroy_event(const Event& event) override;
   Result<void> synchronize(const Stream& stream) override;
+  bool capturing(const Stream& stream) override;
 
  private:
   struct RangeState {
@@ -1212,6 +1213,15 @@ Result<void> CudaBackend::synchronize(const Stream& stream) {
   if (auto e = cudaStreamSynchronize(*s); e != cudaSuccess)
     return runtime_failure(e, fmt::format("cudaStreamSynchronize on {}", stream.device.to_string()));
   return {};
+}
+
+bool CudaBackend::capturing(const Stream& stream) {
+  Gpu* gpu = nullptr;
+  auto s = stream_for(stream, &gpu);
+  if (!s) return false;
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(*s, &status) != cudaSuccess) return false;
+  return status != cudaStreamCaptureStatusNone;
 }
 
 }  // namespace
