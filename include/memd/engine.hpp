@@ -40,6 +40,7 @@
 #include "memd/engine_types.hpp"
 #include "memd/error.hpp"
 #include "memd/export.h"
+#include "memd/sleep_report.hpp"
 
 namespace memd {
 
@@ -88,7 +89,7 @@ class MEMD_API Engine {
   Result<void*> allocate_async(std::uint64_t size_bytes, const StreamHandle& stream,
                                MemoryType type = MemoryType::VRAM);
   // Frees a block from allocate_async on `stream` (the same device and
-  // type). Anything else — a pointer allocate_async did not return, a double
+  // type; a region's block: the region's device, any type). Anything else — a pointer allocate_async did not return, a double
   // free, a tracked allocation's pointer: invalid_argument, and nothing
   // changes.
   Result<void> free_async(void* pointer, const StreamHandle& stream, MemoryType type = MemoryType::VRAM);
@@ -97,6 +98,30 @@ class MEMD_API Engine {
   // pool (waiting for stream-ordered frees first); in client mode the
   // leases they held go back to the daemon. Returns the bytes given back.
   std::uint64_t trim();
+  // ----- regions: pools that sleep and wake (memd/sleep_report.hpp) -----
+  // A named VRAM pool of its own on a GPU-like device (its own address
+  // range; the options of the device's pool). Its blocks come from
+  // allocate_async(size, stream, region) and go back through free_async
+  // like any raw block. invalid_argument: an empty or overlong name (over
+  // 128 bytes) or a device without streams; conflict: the name exists on
+  // that device. Regions live until the engine closes.
+  Result<RegionHandle> create_region(DeviceId device, std::string_view name);
+  // A block from the region's pool; the stream must be of its device.
+  // unavailable while the region sleeps.
+  Result<void*> allocate_async(std::uint64_t size_bytes, const StreamHandle& stream, const RegionHandle& region);
+  // Sleep: the region's device memory is given back, its contents copied to
+  // pinned host memory (checksummed) or dropped; every address stays
+  // reserved. The caller first stops the device work that touches the
+  // region (e.g. torch.cuda.synchronize()). Wake: memory is mapped again at
+  // the same addresses and the contents, checked, copied back; a checksum
+  // mismatch is internal and the region stays asleep. Sleeping twice or
+  // waking an awake region: conflict. Frees of its blocks work while it
+  // sleeps; allocations do not. A segment-mode device: unavailable.
+  Result<SleepReport> sleep_region(const RegionHandle& region, bool keep_contents);
+  Result<WakeReport> wake_region(const RegionHandle& region);
+  // The region's live counters (reserved_bytes: 0 for its slept memory).
+  Result<PoolUsage> region_usage(const RegionHandle& region) const;
+  Result<bool> region_asleep(const RegionHandle& region) const;
 
   // ----- statistics -----
   // The live counters of one pool (not_found: the engine has no such

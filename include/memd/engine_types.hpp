@@ -120,6 +120,14 @@ struct StreamHandle {
   friend bool operator==(const StreamHandle&, const StreamHandle&) = default;
 };
 
+// A named region of one device (Engine::create_region): a pool of its own
+// that can sleep and wake. id is the engine's; 0 is never one.
+struct RegionHandle {
+  DeviceId device;
+  std::uint64_t id = 0;
+  friend bool operator==(const RegionHandle&, const RegionHandle&) = default;
+};
+
 // A copy between two allocations, done.
 struct CopyInfo {
   std::uint64_t bytes = 0;

@@ -193,6 +193,53 @@ MEMD_API memd_status memd_allocation_id_format(memd_allocation_id id, char* out,
 /* Text → id; anything but the 8-4-4-4-12 form: MEMD_INVALID_ARGUMENT. */
 MEMD_API memd_status memd_allocation_id_parse(const char* text, memd_allocation_id* out_id);
 
+/* ----- regions: pools that sleep and wake (memd::Engine::create_region) -----
+ * A named VRAM pool of its own on a GPU-like device. Sleeping gives its
+ * device memory back, its contents copied to pinned host memory with a
+ * checksum (or dropped), and keeps every address reserved; waking maps
+ * memory again at the same addresses and copies the contents back once the
+ * checksum matches (else MEMD_INTERNAL, and it stays asleep). The caller
+ * stops the device work that uses the region before sleeping. Blocks of a
+ * region are freed with memd_free_async like any other. A region, by
+ * value; its contents are memd's own (a made-up one: MEMD_NOT_FOUND or
+ * MEMD_INVALID_ARGUMENT). */
+typedef struct memd_region {
+  uint64_t opaque[2];
+} memd_region;
+
+typedef struct memd_sleep_report {
+  uint64_t bytes;     /* device bytes given back */
+  uint64_t units;     /* mapping units unmapped */
+  double seconds;     /* the whole call */
+  int kept_contents;  /* 0: the contents were dropped */
+} memd_sleep_report;
+
+typedef struct memd_wake_report {
+  uint64_t bytes;     /* device bytes mapped again */
+  uint64_t units;
+  double seconds;     /* the whole call: checksums, maps, copies, host copy freed */
+  int kept_contents;  /* 1: the contents came back, checked */
+} memd_wake_report;
+
+/* A region `name` (1-128 bytes) on `device` ("cuda:0"); the name taken on
+ * that device: MEMD_CONFLICT. */
+MEMD_API memd_status memd_region_create(memd_engine* engine, const char* device, const char* name,
+                                        memd_region* out_region);
+/* A block of `size` (> 0) bytes from the region, in order on `stream` (a
+ * stream of the region's device). Asleep: MEMD_UNAVAILABLE. */
+MEMD_API memd_status memd_region_allocate_async(memd_engine* engine, memd_region region, uint64_t size,
+                                                memd_stream stream, void** out_pointer);
+/* keep_contents 0 drops the contents (wake gives fresh memory). Asleep
+ * already: MEMD_CONFLICT. out_report may be NULL. */
+MEMD_API memd_status memd_region_sleep(memd_engine* engine, memd_region region, int keep_contents,
+                                       memd_sleep_report* out_report);
+/* Awake already: MEMD_CONFLICT. out_report may be NULL. */
+MEMD_API memd_status memd_region_wake(memd_engine* engine, memd_region region, memd_wake_report* out_report);
+/* The region's live counters (reserved_bytes 0 while asleep); out_asleep
+ * (may be NULL) gets 1 while it sleeps. */
+MEMD_API memd_status memd_region_usage(memd_engine* engine, memd_region region, memd_pool_usage* out_usage,
+                                       int* out_asleep);
+
 #ifdef __cplusplus
 }
 #endif

@@ -64,6 +64,10 @@ std::unique_ptr<Arena> DevicePool::make_arena(std::optional<VirtualRange> range)
 DevicePool::~DevicePool() {
   // Threads that still hold a cache of this pool find it orphaned.
   caches_.orphan_all();
+  // A pool closed asleep: its host copy goes; its ranges go with their
+  // owners below (a release unmaps what is mapped, and the slept units are
+  // not).
+  if (sleep_.host.ptr != nullptr) (void)backend_.free(sleep_.host);
   std::lock_guard lock(mu_);
   streams_.abandon();
   // Then the members go in reverse order: huge ranges, then the arena.
@@ -138,6 +142,9 @@ void DevicePool::note_peaks() {
 // A block of `size` by whichever path serves it: the thread caches (small;
 // medium when contended) or the pool lock.
 [[gnu::always_inline]] inline Result<std::uint64_t> DevicePool::allocate_any(std::uint64_t size) {
+  // Before any cache hit: frees while asleep refill the caches.
+  if (asleep_.load(std::memory_order_relaxed)) [[unlikely]]
+    return std::unexpected(asleep_error());
   // Memory the home stream freed may still be in its queued work; the host
   // (no stream) takes it only after that work ran.
   if (streams_.dirty()) [[unlikely]] {
@@ -155,6 +162,10 @@ void DevicePool::note_peaks() {
 
 Result<std::uint64_t> DevicePool::allocate_locked(std::uint64_t size, bool drain) {
   if (size == 0) return fail(ErrorCode::invalid_argument, "allocation size must be positive");
+  // Again under the lock: sleep() sets the flag before it takes the lock to
+  // list the units, so an allocation after that list sees it.
+  if (asleep_.load(std::memory_order_relaxed)) [[unlikely]]
+    return std::unexpected(asleep_error());
   if (size > kMaxRequestBytes || (opt_.capacity != 0 && size > opt_.capacity)) {
     ++counters_.failed_allocations;
     return fail(ErrorCode::out_of_memory, "requested {} exceeds the capacity {} of {}", format_size(size),
@@ -239,6 +250,9 @@ Result<void> DevicePool::free_tracked_locked(std::uint64_t address, std::uint64_
 
 Result<std::uint64_t> DevicePool::allocate_on(std::uint64_t size, const Stream& stream) {
   if (size == 0) return fail(ErrorCode::invalid_argument, "allocation size must be positive");
+  // Before stream reuse, which hands out blocks without allocate_locked.
+  if (asleep_.load(std::memory_order_relaxed)) [[unlikely]]
+    return std::unexpected(asleep_error());
   const std::uint64_t want = size > kMaxRequestBytes ? 0 : blocks_.block_bytes_for(size);
   if (auto hit = streams_.reuse(stream, want)) {
     count_allocation(want);

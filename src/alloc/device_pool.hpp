@@ -51,6 +51,7 @@
 #include "core/spin_lock.hpp"
 #include "memd/error.hpp"
 #include "memd/size.hpp"
+#include "memd/sleep_report.hpp"
 
 namespace memd {
 
@@ -126,10 +127,61 @@ class DevicePool final : private CacheOwner {
   // pools only (unavailable otherwise); conflict when the layout changed.
   Result<void> remap_block(void* old_block, void* target);
 
+  // ----- sleep and wake (pool_sleep.cpp) -----
+  // A sleeping pool keeps its addresses and its blocks' bookkeeping but no
+  // device memory: sleep() takes thread caches back, waits for pending
+  // stream-ordered frees, then copies every mapped unit (arena units and
+  // live huge ranges) into ONE pinned host buffer (backend allocate of cpu
+  // SharedMemory) with a content hash per unit (core/content_hash.hpp) —
+  // or drops the contents when !keep_contents — and unmaps the units. The
+  // page map still calls them mapped, and the footprint is frozen, so no
+  // trim or budget unmaps them again. wake() checks every unit's hash over
+  // the host copy FIRST (a mismatch: internal naming the unit, and the pool
+  // stays asleep with its copy), maps each unit again at its offset with its
+  // size (whole-unit unmaps keep working), copies back, synchronizes and
+  // frees the host buffer. Dropped contents wake as fresh memory (zeros on
+  // host devices, undefined on CUDA).
+  //
+  // The caller stops the device work that uses the pool before sleep() (the
+  // pool synchronizes only its own copy stream and the streams it saw frees
+  // on) and keeps it stopped until wake() returns. While asleep:
+  // allocations are unavailable; frees are bookkeeping only; trim, stats
+  // and validate work (stats count no reserved bytes for the slept units);
+  // defragmentation is refused. sleep() of a sleeping pool and wake() of an
+  // awake one: conflict. Segment pools cannot sleep: unavailable.
+  Result<SleepReport> sleep(bool keep_contents);
+  Result<WakeReport> wake();
+  bool asleep() const noexcept { return asleep_.load(std::memory_order_acquire); }
+  // Device bytes given back by the sleep in effect (0 when awake).
+  std::uint64_t asleep_bytes() const noexcept { return asleep_bytes_.load(std::memory_order_acquire); }
+  // Tests only: flips the bits of one byte of the host copy (at `byte`
+  // modulo its size), so wake() must find the mismatch. false when there is
+  // no host copy.
+  bool corrupt_host_copy_for_testing(std::uint64_t byte);
+
   const PoolOptions& options() const noexcept { return opt_; }
   Backend& backend() noexcept { return backend_; }
 
  private:
+  // Sleep and wake (pool_sleep.cpp).
+  struct SleptUnit {
+    VirtualRange range;            // the arena's range, or a huge block's
+    std::uint64_t offset = 0;      // in the range
+    std::uint64_t bytes = 0;       // one mapping unit
+    std::uint64_t host_offset = 0; // in the host copy
+    std::uint64_t hash = 0;        // of the host copy, at sleep
+  };
+  struct SleepState {
+    bool kept = false;
+    Segment host;  // ptr null when the contents were dropped, or nothing was mapped
+    std::vector<SleptUnit> units;
+    std::uint64_t bytes = 0;
+  };
+  Error asleep_error() const;
+  std::string describe() const;
+  // Maps units [0, n) again and, with a host copy, copies them back.
+  Result<void> restore_units(SleepState& state, std::size_t n);
+
   // range: the reserved range of a virtual pool (its arena takes it over);
   // none for a segment pool.
   DevicePool(Backend& backend, const PoolOptions& options, std::uint64_t page, std::optional<VirtualRange> range);
@@ -191,6 +243,12 @@ class DevicePool final : private CacheOwner {
   std::atomic<bool> medium_caching_{false};
   std::atomic<std::uint32_t> contended_{0};
   ThreadCaches caches_;
+  // Sleep: asleep_ is read on the allocation paths (one relaxed load); the
+  // state is guarded by sleep_mu_, which serializes sleep and wake.
+  std::atomic<bool> asleep_{false};
+  std::atomic<std::uint64_t> asleep_bytes_{0};
+  std::mutex sleep_mu_;
+  SleepState sleep_;
 };
 
 }  // namespace memd

@@ -23,6 +23,7 @@ void Footprint::note_busy(std::uint64_t extra) noexcept {
 }
 
 std::uint64_t Footprint::release_slack(std::uint64_t bytes) {
+  if (frozen_) return 0;
   if (before_release_) before_release_();
   arena_.flush_kept();
   std::uint64_t released = huge_.release_cache(bytes);

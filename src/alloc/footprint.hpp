@@ -42,7 +42,14 @@ class Footprint {
   // about to be taken).
   void note_busy(std::uint64_t extra = 0) noexcept;
   // Gives back at least `bytes` of slack (see above); returns what went.
+  // Nothing while frozen.
   std::uint64_t release_slack(std::uint64_t bytes);
+  // While the pool sleeps (alloc/device_pool.hpp, sleep()) its units are
+  // unmapped behind the page map's back, which still calls them mapped;
+  // releasing slack would unmap them a second time (or release a cached
+  // huge range that wake maps again), so nothing is released until thawed.
+  void set_frozen(bool frozen) noexcept { frozen_ = frozen; }
+  bool frozen() const noexcept { return frozen_; }
 
   retention::RetentionState& state() noexcept { return state_; }
   const retention::RetentionState& state() const noexcept { return state_; }
@@ -56,6 +63,7 @@ class Footprint {
   HugeBlocks& huge_;
   std::function<void()> before_release_;
   retention::RetentionState state_;
+  bool frozen_ = false;
 };
 
 }  // namespace memd

@@ -58,6 +58,13 @@ class HugeBlocks {
     for (const auto& [address, h] : live_) f(address, h.size, true);
     for (const auto& h : cache_) f(h.address(virtual_), h.size, false);
   }
+  // Virtual memory: f(range, bytes) for every live range (one mapping unit
+  // of `bytes` at its start), for a sleeping pool to unmap and map again.
+  template <typename F>
+  void for_each_live_range(F&& f) const {
+    if (virtual_)
+      for (const auto& [address, h] : live_) f(h.range, h.size);
+  }
   Result<void> validate() const;
 
  private:

@@ -51,10 +51,7 @@ std::uint64_t MemoryManager::pinned_limit() const noexcept {
   return cpu && cpu->total_bytes != 0 ? cpu->total_bytes / 4 : 0;
 }
 
-Result<DevicePool*> MemoryManager::pool_for(DeviceId device, MemoryType type) {
-  std::lock_guard lock(pools_mu_);
-  PoolKey key{device, type};
-  if (auto it = pools_.find(key); it != pools_.end()) return it->second.get();
+Result<std::pair<Backend*, PoolOptions>> MemoryManager::pool_options(DeviceId device, MemoryType type) const {
   auto backend = catalog_.backend_for(device, type);
   if (!backend) return fail(backend.error());
   auto info = catalog_.info(device);
@@ -69,7 +66,16 @@ Result<DevicePool*> MemoryManager::pool_for(DeviceId device, MemoryType type) {
   if (info && info->total_bytes != 0)
     po.capacity = static_cast<std::uint64_t>(static_cast<double>(info->total_bytes) * options_.max_device_fraction);
   if (device == DeviceId::cpu() && type == MemoryType::SharedMemory) po.capacity = pinned_limit();
-  auto created = DevicePool::create(**backend, po);
+  return std::pair{*backend, po};
+}
+
+Result<DevicePool*> MemoryManager::pool_for(DeviceId device, MemoryType type) {
+  std::lock_guard lock(pools_mu_);
+  PoolKey key{device, type};
+  if (auto it = pools_.find(key); it != pools_.end()) return it->second.get();
+  auto made = pool_options(device, type);
+  if (!made) return fail(made.error());
+  auto created = DevicePool::create(*made->first, made->second);
   if (!created) return fail(created.error());
   auto* raw = created->get();
   pools_.emplace(key, std::move(*created));
@@ -417,6 +423,13 @@ MemoryManager::DeviceCounters MemoryManager::device_counters(DeviceId device) co
 ReclaimLadderCounts MemoryManager::reclaim_counts() const { return ladder_.counts(); }
 
 Result<DevicePool*> MemoryManager::pool(DeviceId device, MemoryType type) { return pool_for(device, type); }
+
+Result<std::unique_ptr<DevicePool>> MemoryManager::create_pool(DeviceId device, MemoryType type, std::string region) {
+  auto made = pool_options(device, type);
+  if (!made) return fail(made.error());
+  made->second.region = std::move(region);
+  return DevicePool::create(*made->first, made->second);
+}
 
 std::map<PoolKey, std::vector<SegmentInfo>> MemoryManager::snapshot() const {
   std::lock_guard lock(pools_mu_);

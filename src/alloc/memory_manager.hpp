@@ -223,6 +223,12 @@ class MemoryManager {
   // The pool of (device, type), created on first use; for in-process users
   // (model manager, PyTorch shim) and for snapshots.
   Result<DevicePool*> pool(DeviceId device, MemoryType type);
+  // A pool of (device, type) made with the options pool() would use, but of
+  // its own (its own address range) and not the manager's: the caller owns
+  // it, and it is in no statistics, trim or ladder of the manager's. For
+  // the engine's named regions (memd/engine.hpp, create_region), which
+  // sleep and wake apart from the device's pool.
+  Result<std::unique_ptr<DevicePool>> create_pool(DeviceId device, MemoryType type, std::string region);
   // Segments and blocks of every existing pool (for the dashboard).
   std::map<PoolKey, std::vector<SegmentInfo>> snapshot() const;
 
@@ -238,6 +244,8 @@ class MemoryManager {
   // The shareable segment of an exportable request, quota already reserved.
   Result<ShareableSegment> allocate_shareable(DeviceId device, const AllocationRequest& request);
   Result<DevicePool*> pool_for(DeviceId device, MemoryType type);
+  // What a pool of (device, type) is made with, and the backend serving it.
+  Result<std::pair<Backend*, PoolOptions>> pool_options(DeviceId device, MemoryType type) const;
 
   const DeviceCatalog& catalog_;
   const ManagerOptions options_;

@@ -21,14 +21,14 @@ PoolStats DevicePool::counters() const {
   PoolStats s;
   copy_counters(counters_, s);
   s.active_bytes = arena_->blocks().used_bytes() + huge_.live_bytes();
-  s.reserved_bytes = footprint_.reserved();
+  s.reserved_bytes = footprint_.reserved() - asleep_bytes();  // slept units hold no device memory
   s.segments = arena_->regions_held() + huge_.ranges();
   return s;
 }
 
 std::uint64_t DevicePool::reserved_bytes() const {
   std::lock_guard lock(mu_);
-  return footprint_.reserved();
+  return footprint_.reserved() - asleep_bytes();
 }
 
 PoolStats DevicePool::stats() const {
@@ -39,7 +39,7 @@ PoolStats DevicePool::stats() const {
   PoolStats s;
   copy_counters(counters_, s);
   s.active_bytes = arena_->blocks().used_bytes() + huge_.live_bytes();
-  s.reserved_bytes = footprint_.reserved();
+  s.reserved_bytes = footprint_.reserved() - asleep_bytes();  // slept units hold no device memory
   s.segments = arena_->regions_held() + huge_.ranges();
   free_space(s.free_bytes, s.largest_free_block);
   s.fragmentation = s.free_bytes == 0 ? 0.0

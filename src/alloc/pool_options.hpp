@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -102,6 +103,9 @@ struct PoolOptions {
   // reaches huge_threshold are never cached.
   enum class MediumCache { Never, WhenContended, Always };
   MediumCache medium_cache = MediumCache::WhenContended;
+  // The region this pool serves (memd/engine.hpp, Engine::create_region);
+  // empty for a device's default pool. Only named in messages.
+  std::string region;
 };
 
 // The unit of PoolPolicy::Throughput: larger than any run a pool maps.

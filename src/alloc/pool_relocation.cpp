@@ -27,6 +27,7 @@ DefragSpace DevicePool::defrag_space() {
 Result<void*> DevicePool::reserve_at(std::uint64_t address, std::uint64_t bytes) {
   std::lock_guard lock(mu_);
   streams_.settle();
+  if (asleep()) return std::unexpected(asleep_error());  // its pages are not there
   auto at = arena_->take_at(address, bytes);
   if (!at) return fail(at.error());
   count_allocation(*arena_->blocks().allocated_size(*at));
@@ -61,6 +62,7 @@ Result<void> DevicePool::settle_slide(void* gap, void* old_block, void* target, 
 Result<void> DevicePool::remap_block(void* old_block, void* target) {
   const auto from = reinterpret_cast<std::uint64_t>(old_block);
   std::lock_guard lock(mu_);
+  if (asleep()) return std::unexpected(asleep_error());
   if (auto r = arena_->move_units(from, reinterpret_cast<std::uint64_t>(target)); !r) return r;
   if (live_blocks_ && live_blocks_->size() != 0)
     if (auto e = live_blocks_->find(from)) (void)live_blocks_->erase(e);

@@ -108,6 +108,28 @@ memd::Result<memd::StreamHandle> handle_of(const memd_stream& s) {
 
 }  // namespace
 
+namespace {
+
+// memd_region's two words: the device, as in memd_stream, and the engine's
+// region id; the engine refuses ids it did not make.
+memd_region region_of(const memd::RegionHandle& r) {
+  memd_region out{};
+  out.opaque[0] = stream_of(memd::StreamHandle{r.device, 0}).opaque[0];
+  out.opaque[1] = r.id;
+  return out;
+}
+
+memd::Result<memd::RegionHandle> region_handle_of(const memd_region& r) {
+  memd_stream as_stream{};
+  as_stream.opaque[0] = r.opaque[0];
+  auto s = handle_of(as_stream);
+  if (!s) return memd::fail(memd::ErrorCode::invalid_argument, "not a memd_region: its device is neither cuda:N nor host:N");
+  if (r.opaque[1] == 0) return memd::fail(memd::ErrorCode::invalid_argument, "not a memd_region: region id 0");
+  return memd::RegionHandle{s->device, r.opaque[1]};
+}
+
+}  // namespace
+
 extern "C" {
 
 int memd_abi_version(void) { return MEMD_ABI_VERSION; }
@@ -353,6 +375,83 @@ memd_status memd_allocation_id_parse(const char* text, memd_allocation_id* out_i
     auto id = memd::AllocationId::parse(text);
     if (!id) return failed(id.error());
     *out_id = c_id(*id);
+    return MEMD_OK;
+  });
+}
+
+// ----- regions -----
+
+memd_status memd_region_create(memd_engine* engine, const char* device, const char* name, memd_region* out_region) {
+  return guarded([&] {
+    if (engine == nullptr || device == nullptr || name == nullptr || out_region == nullptr)
+      return failed(memd::ErrorCode::invalid_argument,
+                    "memd_region_create: engine, device, name and out_region must not be NULL");
+    auto parsed = memd::DeviceId::parse(device);
+    if (!parsed) return failed(parsed.error());
+    auto made = engine->engine.create_region(*parsed, name);
+    if (!made) return failed(made.error());
+    *out_region = region_of(*made);
+    return MEMD_OK;
+  });
+}
+
+memd_status memd_region_allocate_async(memd_engine* engine, memd_region region, uint64_t size, memd_stream stream,
+                                       void** out_pointer) {
+  return guarded([&] {
+    if (engine == nullptr || out_pointer == nullptr)
+      return failed(memd::ErrorCode::invalid_argument,
+                    "memd_region_allocate_async: engine and out_pointer must not be NULL");
+    auto r = region_handle_of(region);
+    if (!r) return failed(r.error());
+    auto s = handle_of(stream);
+    if (!s) return failed(s.error());
+    auto block = engine->engine.allocate_async(size, *s, *r);
+    if (!block) return failed(block.error());
+    *out_pointer = *block;
+    return MEMD_OK;
+  });
+}
+
+memd_status memd_region_sleep(memd_engine* engine, memd_region region, int keep_contents,
+                              memd_sleep_report* out_report) {
+  return guarded([&] {
+    if (engine == nullptr) return failed(memd::ErrorCode::invalid_argument, "memd_region_sleep: engine is NULL");
+    auto r = region_handle_of(region);
+    if (!r) return failed(r.error());
+    auto slept = engine->engine.sleep_region(*r, keep_contents != 0);
+    if (!slept) return failed(slept.error());
+    if (out_report != nullptr)
+      *out_report = {slept->bytes, slept->units, slept->seconds, slept->kept_contents ? 1 : 0};
+    return MEMD_OK;
+  });
+}
+
+memd_status memd_region_wake(memd_engine* engine, memd_region region, memd_wake_report* out_report) {
+  return guarded([&] {
+    if (engine == nullptr) return failed(memd::ErrorCode::invalid_argument, "memd_region_wake: engine is NULL");
+    auto r = region_handle_of(region);
+    if (!r) return failed(r.error());
+    auto woken = engine->engine.wake_region(*r);
+    if (!woken) return failed(woken.error());
+    if (out_report != nullptr)
+      *out_report = {woken->bytes, woken->units, woken->seconds, woken->kept_contents ? 1 : 0};
+    return MEMD_OK;
+  });
+}
+
+memd_status memd_region_usage(memd_engine* engine, memd_region region, memd_pool_usage* out_usage, int* out_asleep) {
+  return guarded([&] {
+    if (engine == nullptr || out_usage == nullptr)
+      return failed(memd::ErrorCode::invalid_argument, "memd_region_usage: engine and out_usage must not be NULL");
+    auto r = region_handle_of(region);
+    if (!r) return failed(r.error());
+    auto usage = engine->engine.region_usage(*r);
+    if (!usage) return failed(usage.error());
+    auto asleep = engine->engine.region_asleep(*r);
+    if (!asleep) return failed(asleep.error());
+    *out_usage = {usage->allocated_bytes, usage->reserved_bytes, usage->peak_allocated_bytes,
+                  usage->peak_reserved_bytes, usage->live_allocations};
+    if (out_asleep != nullptr) *out_asleep = *asleep ? 1 : 0;
     return MEMD_OK;
   });
 }

@@ -10,8 +10,9 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <mutex>
-#include <unordered_set>
+#include <unordered_map>
 #include <utility>
 
 #include "memd/memd.h"
@@ -29,8 +30,30 @@ struct Engine::Impl {
   // allocations live in the same pools, so without this free_async of a
   // tracked allocation's pointer would free a block the registry still
   // owns; the pool alone cannot tell the two apart.
+  // Each maps to its pool: a device's pool (null: the pool free_async's
+  // stream and type name, as before regions) or a region's.
   std::mutex raw_mutex;
-  std::unordered_set<void*> raw_blocks;
+  std::unordered_map<void*, DevicePool*> raw_blocks;
+  // Regions (create_region): pools of their own, never removed before the
+  // engine closes, so a DevicePool* looked up under the lock stays valid
+  // after it. Declared after the service: destroyed before it (the pools
+  // use its backends).
+  struct Region {
+    std::string name;
+    DeviceId device;
+    std::unique_ptr<DevicePool> pool;
+  };
+  mutable std::mutex regions_mutex;
+  std::map<std::uint64_t, Region> regions;
+  std::uint64_t next_region = 1;
+
+  Result<DevicePool*> region_pool(const RegionHandle& handle) const {
+    std::lock_guard lock(regions_mutex);
+    auto it = regions.find(handle.id);
+    if (it == regions.end() || it->second.device != handle.device)
+      return fail(ErrorCode::not_found, "no region {} on {}", handle.id, handle.device.to_string());
+    return it->second.pool.get();
+  }
 };
 
 namespace {
@@ -245,7 +268,7 @@ Result<void*> Engine::allocate_async(std::uint64_t size_bytes, const StreamHandl
   auto block = (*pool)->allocate(size_bytes, Stream{stream.device, stream.handle});
   if (!block) return block;
   std::lock_guard lock(impl_->raw_mutex);
-  impl_->raw_blocks.insert(*block);
+  impl_->raw_blocks.emplace(*block, nullptr);
   return block;
 }
 
@@ -253,28 +276,118 @@ Result<void> Engine::free_async(void* pointer, const StreamHandle& stream, Memor
   if (pointer == nullptr) return fail(ErrorCode::invalid_argument, "free_async of a null pointer");
   if (auto backend = stream_backend(impl_->service->catalog(), stream.device); !backend)
     return fail(backend.error());
-  auto pool = impl_->service->manager().pool(stream.device, type);
-  if (!pool) return fail(pool.error());
+  DevicePool* owner = nullptr;
   {
     // Taken out before the pool frees it: once freed, another thread's
     // allocate_async may get the same address and insert it again.
     std::lock_guard lock(impl_->raw_mutex);
-    if (impl_->raw_blocks.erase(pointer) == 0)
+    auto it = impl_->raw_blocks.find(pointer);
+    if (it == impl_->raw_blocks.end())
       return fail(ErrorCode::invalid_argument,
                   "free_async: {} is not a live block from allocate_async (a double free, or a tracked "
                   "allocation's pointer: free those by id)",
                   pointer);
+    owner = it->second;
+    impl_->raw_blocks.erase(it);
   }
-  auto freed = (*pool)->deallocate(pointer, Stream{stream.device, stream.handle});
-  if (!freed) {
-    // Wrong device or type for the block: it is still the caller's.
+  auto give_back_to_caller = [&] {
     std::lock_guard lock(impl_->raw_mutex);
-    impl_->raw_blocks.insert(pointer);
+    impl_->raw_blocks.emplace(pointer, owner);
+  };
+  DevicePool* pool = owner;
+  if (pool == nullptr) {
+    auto device_pool = impl_->service->manager().pool(stream.device, type);
+    if (!device_pool) {
+      give_back_to_caller();
+      return fail(device_pool.error());
+    }
+    pool = *device_pool;
+  } else if (pool->options().device != stream.device) {
+    give_back_to_caller();
+    return fail(ErrorCode::invalid_argument, "free_async: {} is a block of region '{}' of {}, not of {}'s stream",
+                pointer, pool->options().region, pool->options().device.to_string(), stream.device.to_string());
   }
+  auto freed = pool->deallocate(pointer, Stream{stream.device, stream.handle});
+  // Wrong device or type for the block: it is still the caller's.
+  if (!freed) give_back_to_caller();
   return freed;
 }
 
-std::uint64_t Engine::trim() { return impl_->service->manager().trim(); }
+std::uint64_t Engine::trim() {
+  std::uint64_t released = impl_->service->manager().trim();
+  std::lock_guard lock(impl_->regions_mutex);
+  for (auto& [id, r] : impl_->regions)
+    if (!r.pool->asleep()) released += r.pool->trim();
+  return released;
+}
+
+Result<RegionHandle> Engine::create_region(DeviceId device, std::string_view name) {
+  if (name.empty() || name.size() > 128)
+    return fail(ErrorCode::invalid_argument, "a region name has 1 to 128 bytes, not {}", name.size());
+  for (char c : name)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F)
+      return fail(ErrorCode::invalid_argument, "a region name has no control characters");
+  if (auto backend = stream_backend(impl_->service->catalog(), device); !backend) return fail(backend.error());
+  std::lock_guard lock(impl_->regions_mutex);
+  for (const auto& [id, r] : impl_->regions)
+    if (r.device == device && r.name == name)
+      return fail(ErrorCode::conflict, "{} already has a region '{}'", device.to_string(), name);
+  auto pool = impl_->service->manager().create_pool(device, MemoryType::VRAM, std::string(name));
+  if (!pool) return fail(pool.error());
+  const std::uint64_t id = impl_->next_region++;
+  impl_->regions.emplace(id, Impl::Region{std::string(name), device, std::move(*pool)});
+  return RegionHandle{device, id};
+}
+
+Result<void*> Engine::allocate_async(std::uint64_t size_bytes, const StreamHandle& stream,
+                                     const RegionHandle& region) {
+  if (size_bytes == 0) return fail(ErrorCode::invalid_argument, "size_bytes must be positive");
+  if (size_bytes > kMaxRequestBytes)
+    return fail(ErrorCode::out_of_memory, "size_bytes {} exceeds the maximum request of {} bytes", size_bytes,
+                kMaxRequestBytes);
+  auto pool = impl_->region_pool(region);
+  if (!pool) return fail(pool.error());
+  if (stream.device != region.device)
+    return fail(ErrorCode::invalid_argument, "a stream of {} for a region of {}", stream.device.to_string(),
+                region.device.to_string());
+  auto block = (*pool)->allocate(size_bytes, Stream{stream.device, stream.handle});
+  if (!block) return block;
+  std::lock_guard lock(impl_->raw_mutex);
+  impl_->raw_blocks.emplace(*block, *pool);
+  return block;
+}
+
+Result<SleepReport> Engine::sleep_region(const RegionHandle& region, bool keep_contents) {
+  auto pool = impl_->region_pool(region);
+  if (!pool) return fail(pool.error());
+  return (*pool)->sleep(keep_contents);
+}
+
+Result<WakeReport> Engine::wake_region(const RegionHandle& region) {
+  auto pool = impl_->region_pool(region);
+  if (!pool) return fail(pool.error());
+  return (*pool)->wake();
+}
+
+Result<PoolUsage> Engine::region_usage(const RegionHandle& region) const {
+  auto pool = impl_->region_pool(region);
+  if (!pool) return fail(pool.error());
+  const PoolStats c = (*pool)->counters();
+  PoolUsage out;
+  out.allocated_bytes = c.allocated_bytes;
+  out.reserved_bytes = c.reserved_bytes;
+  out.peak_allocated_bytes = c.peak_allocated_bytes;
+  out.peak_reserved_bytes = c.peak_reserved_bytes;
+  out.live_allocations = c.live_allocations;
+  out.stream_syncs = c.stream_syncs;
+  return out;
+}
+
+Result<bool> Engine::region_asleep(const RegionHandle& region) const {
+  auto pool = impl_->region_pool(region);
+  if (!pool) return fail(pool.error());
+  return (*pool)->asleep();
+}
 
 Result<std::vector<DeviceStats>> Engine::stats(std::optional<DeviceId> device) const {
   auto report = impl_->service->status(device);

@@ -29,16 +29,23 @@
 // library maps it). A failed allocation returns NULL, which PyTorch turns
 // into its out-of-memory error; the reason is in memd_torch_last_error().
 //
-// Thread safety: PyTorch calls from any thread; the stream map is behind a
-// mutex, the engine is thread-safe.
+// Regions (issue 16, item 2; the end of this file): memd_torch_set_region
+// tags the calling thread's allocations, which then come from the tag's
+// region on that GPU (made on first use, memd_region_create); such regions
+// sleep and wake by tag (vLLM's sleep mode, SGLang's torch_memory_saver).
+//
+// Thread safety: PyTorch calls from any thread; the stream and region maps
+// are behind a mutex, the engine is thread-safe; a thread's tag is its own.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "memd/memd.h"
 
@@ -51,8 +58,13 @@ struct State {
   // Client mode, set before the engine opens (empty: in-process).
   std::string socket, token, owner = "torch";
   std::unordered_map<std::uint64_t, memd_stream> streams;  // (device << 48) ^ stream address
+  std::map<std::pair<std::string, int>, memd_region> regions;  // (tag, device)
   std::string error;
 };
+
+// Regions (defined at the end of the file).
+const std::string& current_tag();
+void* region_malloc(State& s, std::size_t size, int device, const memd_stream& stream);
 
 State& state() {
   static State* s = new State;  // never destroyed: PyTorch frees tensors during interpreter exit
@@ -134,6 +146,8 @@ __attribute__((visibility("default"))) void* memd_torch_malloc(std::size_t size,
   State& s = state();
   memd_stream ms{};
   if (!stream_for(s, device, stream, &ms)) return nullptr;
+  if (!current_tag().empty()) [[unlikely]]
+    return region_malloc(s, size == 0 ? 1 : size, device, ms);
   void* p = nullptr;
   if (memd_allocate_async(s.engine, size == 0 ? 1 : size, ms, &p) != MEMD_OK) {
     std::lock_guard lock(s.mu);
@@ -217,6 +231,147 @@ __attribute__((visibility("default"))) const char* memd_torch_last_error() {
   thread_local std::string copy;
   copy = s.error;
   return copy.c_str();
+}
+
+}  // extern "C"
+
+// ----- regions: tagged allocations that sleep and wake -----
+
+namespace {
+
+thread_local std::string thread_tag;  // "" = the GPU's pool
+
+const std::string& current_tag() { return thread_tag; }
+
+// The region of (tag, device), made on first use. Regions live as long as
+// the engine, so a thread may keep the last one it used.
+bool region_for(State& s, const std::string& tag, int device, memd_region* out) {
+  thread_local std::string last_tag;
+  thread_local int last_device = -1;
+  thread_local memd_region last_region{};
+  if (last_device == device && last_tag == tag) {
+    *out = last_region;
+    return true;
+  }
+  std::lock_guard lock(s.mu);
+  auto key = std::pair{tag, device};
+  auto it = s.regions.find(key);
+  if (it == s.regions.end()) {
+    memd_region made{};
+    if (memd_region_create(s.engine, device_name(device).c_str(), tag.c_str(), &made) != MEMD_OK) {
+      remember_error(s, "memd_region_create");
+      return false;
+    }
+    it = s.regions.emplace(key, made).first;
+  }
+  *out = it->second;
+  last_tag = tag, last_device = device, last_region = it->second;
+  return true;
+}
+
+void* region_malloc(State& s, std::size_t size, int device, const memd_stream& stream) {
+  memd_region r{};
+  if (!region_for(s, thread_tag, device, &r)) return nullptr;
+  void* p = nullptr;
+  if (memd_region_allocate_async(s.engine, r, size, stream, &p) != MEMD_OK) {
+    std::lock_guard lock(s.mu);
+    remember_error(s, "memd_region_allocate_async");
+    return nullptr;
+  }
+  return p;
+}
+
+// Every region of `tag` (one per GPU it allocated on), in device order.
+std::vector<std::pair<int, memd_region>> regions_of(State& s, const char* tag) {
+  std::vector<std::pair<int, memd_region>> out;
+  std::lock_guard lock(s.mu);
+  for (const auto& [key, region] : s.regions)
+    if (key.first == tag) out.emplace_back(key.second, region);
+  return out;
+}
+
+int no_region(State& s, const char* call, const char* tag) {
+  std::lock_guard lock(s.mu);
+  s.error = std::string(call) + ": no region '" + (tag ? tag : "(null)") + "' (nothing was allocated under it)";
+  return -1;
+}
+
+}  // namespace
+
+extern "C" {
+
+// The calling thread's allocations from now on come from region `tag` of
+// the GPU they are on (made on first use); NULL or "" returns to the GPU's
+// pool. Frees need no tag: memd finds every block's pool.
+__attribute__((visibility("default"))) void memd_torch_set_region(const char* tag) {
+  thread_tag = tag == nullptr ? "" : tag;
+}
+
+// Puts every region of `tag` to sleep (keep_contents 0 drops the contents);
+// the caller synchronizes the GPUs first. *seconds (may be NULL): the sum
+// over the regions. 0 on success; -1 otherwise (memd_torch_last_error()),
+// having slept the regions before the failing one.
+__attribute__((visibility("default"))) int memd_torch_sleep(const char* tag, int keep_contents, double* seconds) {
+  State& s = state();
+  if (seconds != nullptr) *seconds = 0;
+  if (tag == nullptr || *tag == '\0') return no_region(s, "memd_torch_sleep", tag);
+  const auto regions = regions_of(s, tag);
+  if (regions.empty()) return no_region(s, "memd_torch_sleep", tag);
+  for (const auto& [device, region] : regions) {
+    memd_sleep_report report{};
+    if (memd_region_sleep(s.engine, region, keep_contents, &report) != MEMD_OK) {
+      std::lock_guard lock(s.mu);
+      remember_error(s, "memd_region_sleep");
+      return -1;
+    }
+    if (seconds != nullptr) *seconds += report.seconds;
+  }
+  return 0;
+}
+
+// Wakes every region of `tag` at its old addresses, contents checked.
+__attribute__((visibility("default"))) int memd_torch_wake(const char* tag, double* seconds) {
+  State& s = state();
+  if (seconds != nullptr) *seconds = 0;
+  if (tag == nullptr || *tag == '\0') return no_region(s, "memd_torch_wake", tag);
+  const auto regions = regions_of(s, tag);
+  if (regions.empty()) return no_region(s, "memd_torch_wake", tag);
+  for (const auto& [device, region] : regions) {
+    memd_wake_report report{};
+    if (memd_region_wake(s.engine, region, &report) != MEMD_OK) {
+      std::lock_guard lock(s.mu);
+      remember_error(s, "memd_region_wake");
+      return -1;
+    }
+    if (seconds != nullptr) *seconds += report.seconds;
+  }
+  return 0;
+}
+
+// The counters of region `tag` on cuda:`device` (reserved_bytes 0 while
+// asleep); *asleep (may be NULL) 1 while it sleeps. A tag with no region on
+// that device: all zeros.
+__attribute__((visibility("default"))) int memd_torch_region_stats(const char* tag, int device,
+                                                                   memd_torch_stats_t* out, int* asleep) {
+  State& s = state();
+  if (out == nullptr || tag == nullptr) return -1;
+  *out = {};
+  if (asleep != nullptr) *asleep = 0;
+  memd_region region{};
+  {
+    std::lock_guard lock(s.mu);
+    auto it = s.regions.find(std::pair{std::string(tag), device});
+    if (it == s.regions.end()) return 0;
+    region = it->second;
+  }
+  memd_pool_usage u{};
+  if (memd_region_usage(s.engine, region, &u, asleep) != MEMD_OK) {
+    std::lock_guard lock(s.mu);
+    remember_error(s, "memd_region_usage");
+    return -1;
+  }
+  *out = {u.allocated_bytes, u.reserved_bytes, u.peak_allocated_bytes, u.peak_reserved_bytes, u.live_allocations};
+  return 0;
 }
 
 }  // extern "C"

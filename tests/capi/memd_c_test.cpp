@@ -310,3 +310,140 @@ TEST_F(EngineFixture, StreamOrderedBlocksAndTheirRefusals) {
 }
 
 }  // namespace
+
+namespace {
+
+// Regions through the C ABI on host devices: two named regions and the
+// device's pool side by side, blocks of each freed by memd_free_async,
+// sleep giving the region's memory back (the pool usage says 0 reserved)
+// while the default pool's blocks are untouched, wake bringing the bytes
+// back at the same addresses, the refusals while asleep and the conflicts;
+// then null and forged regions, never a crash.
+TEST_F(EngineFixture, RegionsSleepAndWake) {
+  memd_stream stream{};
+  ASSERT_EQ(memd_stream_create(engine, "host:0", &stream), MEMD_OK) << memd_last_error_message();
+  memd_region weights{}, kv{};
+  ASSERT_EQ(memd_region_create(engine, "host:0", "weights", &weights), MEMD_OK) << memd_last_error_message();
+  ASSERT_EQ(memd_region_create(engine, "host:0", "kv_cache", &kv), MEMD_OK) << memd_last_error_message();
+  memd_region other_device{};
+  ASSERT_EQ(memd_region_create(engine, "host:1", "weights", &other_device), MEMD_OK);  // names are per device
+  memd_region twice{};
+  EXPECT_FAILS(memd_region_create(engine, "host:0", "weights", &twice), MEMD_CONFLICT);
+
+  std::vector<void*> blocks;
+  std::vector<uint64_t> sizes = {256, 5000, 64 << 10, 1 << 20, 3 << 20};
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    void* p = nullptr;
+    ASSERT_EQ(memd_region_allocate_async(engine, weights, sizes[i], stream, &p), MEMD_OK) << memd_last_error_message();
+    std::memset(p, static_cast<int>(0x11 * (i + 1)), sizes[i]);
+    blocks.push_back(p);
+  }
+  void* kv_block = nullptr;
+  ASSERT_EQ(memd_region_allocate_async(engine, kv, 2 << 20, stream, &kv_block), MEMD_OK);
+  std::memset(kv_block, 0x77, 2 << 20);
+  void* plain = nullptr;
+  ASSERT_EQ(memd_allocate_async(engine, 1 << 20, stream, &plain), MEMD_OK);
+  std::memset(plain, 0x33, 1 << 20);
+
+  memd_pool_usage usage{};
+  int asleep = -1;
+  ASSERT_EQ(memd_region_usage(engine, weights, &usage, &asleep), MEMD_OK);
+  EXPECT_EQ(asleep, 0);
+  EXPECT_EQ(usage.live_allocations, sizes.size());
+  const uint64_t reserved = usage.reserved_bytes;
+  ASSERT_GT(reserved, 0u);
+
+  memd_sleep_report slept{};
+  ASSERT_EQ(memd_region_sleep(engine, weights, 1, &slept), MEMD_OK) << memd_last_error_message();
+  EXPECT_EQ(slept.bytes, reserved);
+  EXPECT_EQ(slept.kept_contents, 1);
+  ASSERT_EQ(memd_region_usage(engine, weights, &usage, &asleep), MEMD_OK);
+  EXPECT_EQ(asleep, 1);
+  EXPECT_EQ(usage.reserved_bytes, 0u);
+  void* refused = nullptr;
+  EXPECT_FAILS(memd_region_allocate_async(engine, weights, 4096, stream, &refused), MEMD_UNAVAILABLE);
+  EXPECT_NE(std::string(memd_last_error_message()).find("weights"), std::string::npos);
+  EXPECT_FAILS(memd_region_sleep(engine, weights, 1, nullptr), MEMD_CONFLICT);
+  // The other region and the device's pool are awake and intact.
+  EXPECT_EQ(static_cast<unsigned char*>(kv_block)[12345], 0x77);
+  EXPECT_EQ(static_cast<unsigned char*>(plain)[777], 0x33);
+  void* more = nullptr;
+  ASSERT_EQ(memd_region_allocate_async(engine, kv, 4096, stream, &more), MEMD_OK);
+  ASSERT_EQ(memd_free_async(engine, more, stream), MEMD_OK);
+  // A block of the sleeping region may be freed.
+  ASSERT_EQ(memd_free_async(engine, blocks.back(), stream), MEMD_OK) << memd_last_error_message();
+  blocks.pop_back();
+  sizes.pop_back();
+
+  memd_wake_report woken{};
+  ASSERT_EQ(memd_region_wake(engine, weights, &woken), MEMD_OK) << memd_last_error_message();
+  EXPECT_EQ(woken.bytes, reserved);
+  EXPECT_EQ(woken.kept_contents, 1);
+  EXPECT_FAILS(memd_region_wake(engine, weights, nullptr), MEMD_CONFLICT);
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    const auto* bytes = static_cast<const unsigned char*>(blocks[i]);
+    const auto want = static_cast<unsigned char>(0x11 * (i + 1));
+    EXPECT_EQ(bytes[0], want);
+    EXPECT_EQ(bytes[sizes[i] - 1], want);
+    EXPECT_EQ(bytes[sizes[i] / 2], want);
+  }
+  // Dropped contents: the same addresses read zero after the wake.
+  ASSERT_EQ(memd_region_sleep(engine, kv, 0, &slept), MEMD_OK);
+  EXPECT_EQ(slept.kept_contents, 0);
+  ASSERT_EQ(memd_region_wake(engine, kv, &woken), MEMD_OK);
+  EXPECT_EQ(static_cast<unsigned char*>(kv_block)[12345], 0);
+
+  // Every block goes back through memd_free_async, whichever pool it is of.
+  for (void* p : blocks) ASSERT_EQ(memd_free_async(engine, p, stream), MEMD_OK) << memd_last_error_message();
+  ASSERT_EQ(memd_free_async(engine, kv_block, stream), MEMD_OK);
+  ASSERT_EQ(memd_free_async(engine, plain, stream), MEMD_OK);
+  EXPECT_FAILS(memd_free_async(engine, kv_block, stream), MEMD_INVALID_ARGUMENT);
+  ASSERT_EQ(memd_region_usage(engine, weights, &usage, nullptr), MEMD_OK);
+  EXPECT_EQ(usage.live_allocations, 0u);
+
+  // Hostile input.
+  memd_region forged{};
+  EXPECT_FAILS(memd_region_sleep(engine, forged, 1, nullptr), MEMD_INVALID_ARGUMENT);  // all zero
+  forged.opaque[0] = ~0ull;
+  forged.opaque[1] = 1;
+  EXPECT_FAILS(memd_region_wake(engine, forged, nullptr), MEMD_INVALID_ARGUMENT);
+  memd_region unknown = weights;
+  unknown.opaque[1] = 999;
+  EXPECT_FAILS(memd_region_sleep(engine, unknown, 1, nullptr), MEMD_NOT_FOUND);
+  EXPECT_FAILS(memd_region_usage(engine, unknown, &usage, nullptr), MEMD_NOT_FOUND);
+  memd_region moved = weights;
+  moved.opaque[0] = other_device.opaque[0] + 5;  // host:6: a real kind, no such region there
+  EXPECT_FAILS(memd_region_allocate_async(engine, moved, 4096, stream, &refused), MEMD_NOT_FOUND);
+  memd_stream other_stream{};
+  ASSERT_EQ(memd_stream_create(engine, "host:1", &other_stream), MEMD_OK);
+  EXPECT_FAILS(memd_region_allocate_async(engine, weights, 4096, other_stream, &refused), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_allocate_async(engine, weights, 0, stream, &refused), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_allocate_async(engine, weights, 4096, stream, nullptr), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_allocate_async(nullptr, weights, 4096, stream, &refused), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_sleep(nullptr, weights, 1, nullptr), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_wake(nullptr, weights, nullptr), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_usage(engine, weights, nullptr, nullptr), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_create(engine, "host:0", "", &twice), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_create(engine, "host:0", nullptr, &twice), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_create(engine, nullptr, "x", &twice), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_create(engine, "host:0", "x", nullptr), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_create(engine, "cpu", "x", &twice), MEMD_INVALID_ARGUMENT);
+  EXPECT_FAILS(memd_region_create(engine, "host:9", "x", &twice), MEMD_NOT_FOUND);
+  EXPECT_FAILS(memd_region_create(engine, "host:0", std::string(129, 'a').c_str(), &twice), MEMD_INVALID_ARGUMENT);
+  ASSERT_EQ(memd_stream_destroy(engine, other_stream), MEMD_OK);
+  ASSERT_EQ(memd_stream_destroy(engine, stream), MEMD_OK);
+}
+
+// A region closed while asleep: the engine frees its host copy and ranges.
+TEST_F(EngineFixture, ClosesWithARegionAsleep) {
+  memd_stream stream{};
+  ASSERT_EQ(memd_stream_create(engine, "host:0", &stream), MEMD_OK);
+  memd_region r{};
+  ASSERT_EQ(memd_region_create(engine, "host:0", "weights", &r), MEMD_OK);
+  void* p = nullptr;
+  ASSERT_EQ(memd_region_allocate_async(engine, r, 1 << 20, stream, &p), MEMD_OK);
+  ASSERT_EQ(memd_region_sleep(engine, r, 1, nullptr), MEMD_OK);
+  ASSERT_EQ(memd_stream_destroy(engine, stream), MEMD_OK);
+}
+
+}  // namespace

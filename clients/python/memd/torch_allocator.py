@@ -10,6 +10,18 @@ device, and their peaks.
     ...                         # run the model
     print(mt.stats(0))          # {'allocated_bytes': ..., 'reserved_bytes': ...}
 
+Regions (issue 16, item 2; vLLM's sleep mode, SGLang's torch_memory_saver):
+tensors made under `region(tag)` come from a pool of that tag's own; the
+tag can then sleep — its GPU memory given back, its contents copied to
+pinned host memory with a checksum (or dropped with keep=False) — and wake
+at the same addresses, so CUDA graphs and every pointer stay valid.
+
+    with mt.region("weights"):
+        model = build().to("cuda")
+    mt.sleep("weights")         # GPU memory of the weights goes back
+    mt.wake("weights")          # same addresses, contents checked and restored
+    print(mt.region_stats("weights", 0))
+
 The library is found at $MEMD_TORCH_LIB, else next to libmemd.so in the
 usual library path (it needs libmemd.so beside it or on the loader's path). Only this module imports torch (the rest of the memd
 package is standard library only).
@@ -45,6 +57,15 @@ def _load(path=None):
         _lib.memd_torch_configure.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p]
         _lib.memd_torch_configure.restype = ctypes.c_int
         _lib.memd_torch_empty_cache.restype = ctypes.c_longlong
+        _lib.memd_torch_set_region.argtypes = [ctypes.c_char_p]
+        _lib.memd_torch_set_region.restype = None
+        _lib.memd_torch_sleep.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_double)]
+        _lib.memd_torch_sleep.restype = ctypes.c_int
+        _lib.memd_torch_wake.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_double)]
+        _lib.memd_torch_wake.restype = ctypes.c_int
+        _lib.memd_torch_region_stats.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(_Stats),
+                                                 ctypes.POINTER(ctypes.c_int)]
+        _lib.memd_torch_region_stats.restype = ctypes.c_int
     return _lib
 
 
@@ -86,3 +107,69 @@ def stats(device=0):
         raise RuntimeError(f"memd_torch_stats: {lib.memd_torch_last_error().decode()}")
     return {name: getattr(out, name) for name in _STATS_FIELDS}
 
+
+
+_tags = __import__("threading").local()
+
+
+class region:
+    """Tensors allocated on this thread inside `with region(tag):` come from
+    the tag's region of their GPU (made on first use). Nests; leaving
+    restores the enclosing tag (or the GPU's pool)."""
+
+    def __init__(self, tag):
+        if not tag:
+            raise ValueError("a region tag is a non-empty string")
+        self.tag = str(tag)
+
+    def __enter__(self):
+        lib = _load()
+        stack = getattr(_tags, "stack", None)
+        if stack is None:
+            stack = _tags.stack = []
+        stack.append(self.tag)
+        lib.memd_torch_set_region(self.tag.encode())
+        return self
+
+    def __exit__(self, *exc):
+        lib = _load()
+        _tags.stack.pop()
+        lib.memd_torch_set_region(_tags.stack[-1].encode() if _tags.stack else None)
+        return False
+
+
+def sleep(tag, keep=True):
+    """Puts every region of `tag` to sleep (each GPU it has one on) after
+    synchronizing the GPUs; keep=False drops the contents. Returns the
+    seconds memd spent."""
+    import torch
+
+    lib = _load()
+    torch.cuda.synchronize()
+    seconds = ctypes.c_double()
+    if lib.memd_torch_sleep(str(tag).encode(), 1 if keep else 0, ctypes.byref(seconds)) != 0:
+        raise RuntimeError(f"memd_torch_sleep: {lib.memd_torch_last_error().decode()}")
+    return seconds.value
+
+
+def wake(tag):
+    """Wakes every region of `tag` at its old addresses (contents checked
+    against the checksum taken at sleep). Returns the seconds memd spent."""
+    lib = _load()
+    seconds = ctypes.c_double()
+    if lib.memd_torch_wake(str(tag).encode(), ctypes.byref(seconds)) != 0:
+        raise RuntimeError(f"memd_torch_wake: {lib.memd_torch_last_error().decode()}")
+    return seconds.value
+
+
+def region_stats(tag, device=0):
+    """memd's counters of region `tag` on cuda:`device` (reserved_bytes 0
+    while asleep), plus 'asleep'. All zeros when the tag has no region there."""
+    lib = _load()
+    out = _Stats()
+    asleep = ctypes.c_int()
+    if lib.memd_torch_region_stats(str(tag).encode(), int(device), ctypes.byref(out), ctypes.byref(asleep)) != 0:
+        raise RuntimeError(f"memd_torch_region_stats: {lib.memd_torch_last_error().decode()}")
+    stats = {name: getattr(out, name) for name in _STATS_FIELDS}
+    stats["asleep"] = bool(asleep.value)
+    return stats
