@@ -14,7 +14,8 @@ static int check(memd_status status, const char* what) {
 
 int main(void) {
   const uint64_t sizes[] = {64u << 20}; /* host:0, 64 MiB */
-  memd_engine_options options = {sizes, 1, 0, "example-c"};
+  /* Designated: fields added in later ABI versions (lease_socket, ...) stay 0. */
+  memd_engine_options options = {.host_device_sizes = sizes, .host_device_count = 1, .enable_cuda = 0, .owner = "example-c"};
   memd_engine* engine = NULL;
   if (check(memd_engine_open(&options, &engine), "open")) return 1;
 

@@ -52,7 +52,8 @@ DevicePool::DevicePool(Backend& backend, const PoolOptions& options, std::uint64
       huge_(backend, opt_, range.has_value(), page, counters_),
       footprint_(opt_, page, *arena_, huge_, [this] { streams_.settle(); }),
       blocks_(opt_, page, *arena_, huge_, footprint_, live_slots_.get()),
-      streams_(backend, opt_.stream_batch, counters_, [this](std::uint64_t address) { (void)blocks_.release(address); }),
+      streams_(backend, opt_.stream_batch, counters_, [this](std::uint64_t address) { (void)blocks_.release(address); },
+               opt_.home_stream),
       medium_caching_(live_blocks_ && options.medium_cache == PoolOptions::MediumCache::Always),
       caches_(*this) {}
 

@@ -64,6 +64,9 @@ struct PoolOptions {
   std::uint64_t retain_min_pages = 2;       // slack always allowed, in pages
   std::uint64_t segment_size = 32 * kMiB;   // Segments mode: growth unit
   std::uint64_t stream_batch = 64;          // frees per stream before an event is recorded
+  // The first stream is the pool's home: its frees go straight back
+  // (alloc/stream_reuse.hpp). Off: every stream's frees are pending.
+  bool home_stream = true;
   // Virtual mode maps physical memory in units: a unit is one physical
   // allocation (one backend map() call maps a run of them), and only whole
   // units are unmapped. On CUDA a unit costs about the same to map, and to

@@ -119,7 +119,6 @@ void StreamReuse::abandon() {
   if (home_ && dirty_.load(std::memory_order_relaxed)) (void)backend_.synchronize(*home_);
   streams_.clear();
   home_.reset();
-  shared_ = false;
   dirty_.store(false, std::memory_order_relaxed);
   pending_ = FlatMap{};
   fenced_batches_ = 0;

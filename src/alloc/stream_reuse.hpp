@@ -41,9 +41,11 @@ namespace memd {
 class StreamReuse {
  public:
   // release(address): gives a pending block back to the free structures.
+  // home: whether the first stream becomes the home stream (else every
+  // stream's frees are pending from the start).
   StreamReuse(Backend& backend, std::uint64_t batch, PoolCounters& counters,
-              std::function<void(std::uint64_t)> release)
-      : backend_(backend), batch_(batch), counters_(counters), release_(std::move(release)) {}
+              std::function<void(std::uint64_t)> release, bool home = true)
+      : backend_(backend), batch_(batch), counters_(counters), release_(std::move(release)), shared_(!home) {}
   StreamReuse(const StreamReuse&) = delete;
   StreamReuse& operator=(const StreamReuse&) = delete;
 
@@ -116,7 +118,7 @@ class StreamReuse {
 
   std::vector<StreamState> streams_;
   std::optional<Stream> home_;   // set while the pool has seen one stream only
-  bool shared_ = false;          // a second stream was seen: no home any more
+  bool shared_ = false;          // a second stream was seen (or home is off): no home
   std::atomic<bool> dirty_{false};
   FlatMap pending_;  // address → 1 while a stream-ordered free is in flight
   std::size_t fenced_batches_ = 0;

@@ -95,6 +95,18 @@ ModelInfo info_of(const ModelStatus& s) {
   return info;
 }
 
+// The public slice of a pool's counters.
+PoolUsage usage_of(const PoolStats& c) {
+  PoolUsage out;
+  out.allocated_bytes = c.allocated_bytes;
+  out.reserved_bytes = c.reserved_bytes;
+  out.peak_allocated_bytes = c.peak_allocated_bytes;
+  out.peak_reserved_bytes = c.peak_reserved_bytes;
+  out.live_allocations = c.live_allocations;
+  out.stream_syncs = c.stream_syncs;
+  return out;
+}
+
 Result<ModelInfo> model_result(Result<ModelStatus> status) {
   if (!status) return fail(status.error());
   return info_of(*status);
@@ -230,17 +242,9 @@ Result<StreamHandle> Engine::adopt_stream(DeviceId device, void* native_stream) 
 
 Result<PoolUsage> Engine::pool_usage(DeviceId device, MemoryType type) const {
   if (!impl_->service->catalog().info(device)) return fail(ErrorCode::not_found, "no device {}", device.to_string());
-  PoolUsage out;
   const auto counters = impl_->service->manager().device_counters(device);
-  if (auto it = counters.pools.find(type); it != counters.pools.end()) {
-    out.allocated_bytes = it->second.allocated_bytes;
-    out.reserved_bytes = it->second.reserved_bytes;
-    out.peak_allocated_bytes = it->second.peak_allocated_bytes;
-    out.peak_reserved_bytes = it->second.peak_reserved_bytes;
-    out.live_allocations = it->second.live_allocations;
-    out.stream_syncs = it->second.stream_syncs;
-  }
-  return out;
+  if (auto it = counters.pools.find(type); it != counters.pools.end()) return usage_of(it->second);
+  return PoolUsage{};
 }
 
 Result<void> Engine::destroy_stream(const StreamHandle& stream) {
@@ -372,15 +376,7 @@ Result<WakeReport> Engine::wake_region(const RegionHandle& region) {
 Result<PoolUsage> Engine::region_usage(const RegionHandle& region) const {
   auto pool = impl_->region_pool(region);
   if (!pool) return fail(pool.error());
-  const PoolStats c = (*pool)->counters();
-  PoolUsage out;
-  out.allocated_bytes = c.allocated_bytes;
-  out.reserved_bytes = c.reserved_bytes;
-  out.peak_allocated_bytes = c.peak_allocated_bytes;
-  out.peak_reserved_bytes = c.peak_reserved_bytes;
-  out.live_allocations = c.live_allocations;
-  out.stream_syncs = c.stream_syncs;
-  return out;
+  return usage_of((*pool)->counters());
 }
 
 Result<bool> Engine::region_asleep(const RegionHandle& region) const {

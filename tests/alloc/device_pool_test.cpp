@@ -721,10 +721,18 @@ TEST(DevicePool, SegmentsModeOutOfMemoryLeavesPoolValid) {
 
 // ----- stream-ordered reuse --------------------------------------------------
 
+PoolOptions without_home(PoolOptions o) {
+  o.home_stream = false;
+  return o;
+}
+
 struct StreamPool {
   PoolEnv env;
   Stream s1, s2;
-  explicit StreamPool(PoolOptions options = {}) : env(make_pool(512 * kMiB, options)) {
+  // Home mode off: these tests are of the pending rules every stream
+  // follows once a pool has seen two (DevicePoolHomeStream tests home mode).
+  explicit StreamPool(PoolOptions options = {}, bool home = false)
+      : env(make_pool(512 * kMiB, home ? options : without_home(options))) {
     if (!env.pool) return;
     auto a = env.backend->create_stream(DeviceId::host(0));
     auto b = env.backend->create_stream(DeviceId::host(0));
@@ -739,6 +747,69 @@ struct StreamPool {
     (void)env.backend->destroy_stream(s2);
   }
 };
+
+// Home mode: the first stream's frees serve it at once for any size (the
+// pool does not grow while the host runs ahead); the host and other streams
+// wait for it first; the second stream ends home mode.
+TEST(DevicePoolHomeStream, FreesOnTheFirstStreamServeAnySizeWithoutGrowing) {
+  for (bool home : {true, false}) {
+    StreamPool sp({}, home);
+    ASSERT_TRUE(sp.env.pool);
+    auto& pool = *sp.env.pool;
+    auto a = pool.allocate(6 * kMiB, sp.s1);
+    ASSERT_TRUE(a);
+    MEMD_ASSERT_OK(pool.deallocate(*a, sp.s1));
+    const auto reserved = pool.reserved_bytes();
+    auto b = pool.allocate(5 * kMiB, sp.s1);  // another size: pending blocks would not serve it
+    ASSERT_TRUE(b);
+    if (home) {
+      EXPECT_EQ(pool.reserved_bytes(), reserved) << "the home stream's free did not serve its next allocation";
+      EXPECT_EQ(*b, *a);
+      EXPECT_EQ(pool.counters().stream_syncs, 0u);
+    } else {
+      EXPECT_GT(pool.reserved_bytes(), reserved) << "without home mode a pending block served another size";
+    }
+    MEMD_ASSERT_OK(pool.deallocate(*b, sp.s1));
+    MEMD_ASSERT_OK(pool.validate());
+  }
+}
+
+TEST(DevicePoolHomeStream, TheHostAndOtherStreamsWaitForTheHomeStream) {
+  StreamPool sp({}, /*home=*/true);
+  ASSERT_TRUE(sp.env.pool);
+  auto& pool = *sp.env.pool;
+  auto a = pool.allocate(kMiB, sp.s1);
+  ASSERT_TRUE(a);
+  MEMD_ASSERT_OK(pool.deallocate(*a, sp.s1));
+  EXPECT_TRUE(pool.block_size(*a) == std::nullopt);
+  auto host = pool.allocate(kMiB);  // may get the home stream's block: only after waiting for it
+  ASSERT_TRUE(host);
+  EXPECT_EQ(pool.counters().stream_syncs, 1u);
+  auto host2 = pool.allocate(kMiB);  // nothing freed since: no second wait
+  ASSERT_TRUE(host2);
+  EXPECT_EQ(pool.counters().stream_syncs, 1u);
+  MEMD_ASSERT_OK(pool.deallocate(*host));
+  MEMD_ASSERT_OK(pool.deallocate(*host2));
+
+  // A second stream ends home mode: one wait (the home stream freed since),
+  // then the first stream's frees are pending for others again.
+  auto c = pool.allocate(kMiB, sp.s1);
+  ASSERT_TRUE(c);
+  MEMD_ASSERT_OK(pool.deallocate(*c, sp.s1));
+  auto other = pool.allocate(kMiB, sp.s2);
+  ASSERT_TRUE(other);
+  EXPECT_EQ(pool.counters().stream_syncs, 2u);
+  auto d = pool.allocate(kMiB, sp.s1);
+  ASSERT_TRUE(d);
+  MEMD_ASSERT_OK(pool.deallocate(*d, sp.s1));
+  EXPECT_TRUE(pool.block_size(*d) == std::nullopt);
+  auto other2 = pool.allocate(kMiB, sp.s2);
+  ASSERT_TRUE(other2);
+  EXPECT_NE(*other2, *d) << "after home mode ended another stream got a block whose free is pending";
+  MEMD_ASSERT_OK(pool.deallocate(*other, sp.s2));
+  MEMD_ASSERT_OK(pool.deallocate(*other2, sp.s2));
+  MEMD_ASSERT_OK(pool.validate());
+}
 
 TEST(DevicePoolStreams, SameStreamReusesAtOnceOtherStreamsWait) {
   StreamPool sp;
@@ -829,7 +900,9 @@ TEST(DevicePoolStreams, OtherStreamsReuseOnlyAfterTheEventCompletes) {
 }
 
 TEST(DevicePoolStreams, PendingBlocksAreUsedBeforeFailingForMemory) {
-  PoolEnv env = make_pool(64 * kMiB);
+  // (With home mode the host's allocation would wait for the stream and
+  // succeed at once: DevicePoolHomeStream.)
+  PoolEnv env = make_pool(64 * kMiB, without_home({}));
   ASSERT_TRUE(env.pool);
   auto& pool = *env.pool;
   auto s = env.backend->create_stream(DeviceId::host(0));

@@ -89,7 +89,8 @@ struct Env {
 
   explicit Env(std::uint64_t batch) {
     reuse = std::make_unique<StreamReuse>(backend, batch, counters,
-                                          [this](std::uint64_t address) { released.push_back(address); });
+                                          [this](std::uint64_t address) { released.push_back(address); },
+                                          /*home=*/false);
     s1 = *backend.create_stream(kHost0);
     s2 = *backend.create_stream(kHost0);
   }

@@ -27,7 +27,7 @@ ERRORS = {
 #          params: [(name, kind, required, stdio_only, nullable, alternative, description)]}
 ACTIONS = {
     'memory_status': {
-        'summary': "Memory of every device, or of one: device totals plus memd's reserved, allocated, fragmentation and health; and, for all devices, the pinned pool (its limit, and the staging buffers transfers use) and the transfer counters.",
+        'summary': "Memory of every device, or of one: device totals plus memd's reserved, allocated, fragmentation and health; and, for all devices, the pinned pool (its limit, and the staging buffers transfers use), the transfer counters and the memory leased to client-mode processes over the socket.",
         'routes': [
             ('GET', '/api/memory/status', 200, 'json', False),
             ('GET', '/api/memory/status/{deviceId}', 200, 'json', False),
