@@ -247,13 +247,14 @@ std::vector<MetricSpec> build_table() {
   t.push_back({"memd_leased_bytes", MetricType::Gauge,
                "Bytes leased to client-mode processes, by device (each lease counts in its owner's quota)",
                "device", [](const MetricsSnapshot& s, Samples& out) {
-                 for (const auto& [device, bytes] : s.leases.bytes_by_device)
-                   out.push_back({{{"device", device.to_string()}}, as_double(bytes)});
-               }});
-  t.push_back({"memd_leased_owner_bytes", MetricType::Gauge, "Bytes leased to client-mode processes, by owner",
-               "owner", [](const MetricsSnapshot& s, Samples& out) {
-                 for (const auto& [owner, bytes] : s.leases.bytes_by_owner)
-                   out.push_back({{{"owner", owner}}, as_double(bytes)});
+                 // Every GPU-like device, 0 where nothing is leased (by owner:
+                 // memory_status "leases", as owners are not bounded in number).
+                 for (const auto& d : s.status.devices) {
+                   if (!d.info.id.is_gpu_like()) continue;
+                   const auto it = s.leases.bytes_by_device.find(d.info.id);
+                   out.push_back({{{"device", d.info.id.to_string()}},
+                                  as_double(it == s.leases.bytes_by_device.end() ? 0 : it->second)});
+                 }
                }});
 
   // ---- the sampler: how old the device numbers above are
