@@ -238,6 +238,39 @@ how many it lost and the oldest sequence still kept, `{"lost": N,
 
 )";
 
+// The Unix socket door's own requests (server/socket): not actions of the
+// table, because they carry file descriptors.
+constexpr std::string_view kSocket = R"(## The Unix socket door
+
+`memd serve --socket PATH` (on by default beside the REST port) speaks JSON
+lines that can carry file descriptors (SCM_RIGHTS): requests
+`{"id", "action", "params"}`, answers `{"id", "ok", "result"}` or
+`{"id", "ok": false, "error": {"code", "message"}}`, in request order; an
+answer whose result says `"fds": N` carries N descriptors. The first request
+must be `hello` (`token`, `owner`, `admin`, `session`: what the REST
+headers say); a refused hello closes the connection. Then:
+
+- `memory_import {"exportId"}` → the export's allocation, `handleType`
+  (`memfd`: mmap it MAP_SHARED; `cuda-posix-fd`: cuMemImportFromShareableHandle,
+  map, set access), `mapOffset`, `mapSize`, `offset`, `sizeBytes`,
+  `gpuUuid`, with one descriptor. The memory stays counted until the
+  connection closes.
+- `memory_lease {"sizeBytes", "deviceId" | "gpuUuid"}` (client mode: a
+  process leasing its GPU memory from the daemon) → `leaseId` (an
+  allocation of the caller's owner, exportable, tagged `lease`, under its
+  quota and the device's limits), `owner`, `deviceId`, `sizeBytes`,
+  `mapSize`, `handleType`, `gpuUuid`, with one descriptor. Errors as for
+  `memory_allocate`; unknown keys, a missing or zero size, both or neither
+  device key: `invalid_argument`; an unknown GPU UUID: `not_found`.
+- `memory_lease_release {"leaseId"}` → `leaseId`, `releasedBytes`. Only a
+  lease of this connection (`not_found` otherwise).
+
+A connection's leases end when it closes: a process that dies holds
+nothing. `memory_status` lists the leases held (`leases`: count, bytes,
+connections, bytes by owner).
+
+)";
+
 // GET /metrics: the transport's route; the list below it is the metrics
 // table itself (protocol/metrics_table.hpp).
 constexpr std::string_view kMetrics = R"(## Metrics
@@ -312,6 +345,7 @@ std::string api_markdown() {
   std::string out(kPreamble);
   out += kRestTransport;
   out += kEvents;
+  out += kSocket;
   out += kMetrics;
   for (const auto& m : metric_table())
     out += "| `" + m.name + "` | " + std::string(to_string(m.type)) + " | " +
