@@ -215,16 +215,18 @@ def main():
                     leased = [b for _, b in sampler.samples]
                     peak = max(leased) if leased else 0
                     peak_at = next(i for i, b in enumerate(leased) if b == peak) if leased else 0
+                    # While the worker still ran: up to its last sample with a lease.
+                    alive_end = max((i for i, b in enumerate(leased) if b > 0), default=peak_at) + 1
                     row.update({"leased_peak": peak, "leased_over_peak_live": peak / max(1, row["peak_allocated"]),
                                 "leased_last_sample": leased[-1] if leased else None,
-                                "leased_min_after_peak": min(leased[peak_at:]) if leased else None,
+                                "leased_min_after_peak": min(leased[peak_at:alive_end]) if leased else None,
                                 "leased_after_exit": after_exit, "samples": len(leased),
                                 "leased_series_mib": [[round(t, 3), round(b / 2**20, 1)]
                                                       for t, b in sampler.samples[::max(1, len(leased) // 60)]]})
                     ok = (row["leased_over_peak_live"] <= 1.05 and after_exit == 0
                           and row["leased_min_after_peak"] < peak)
                     print(f"{model} client mode: leased peak {peak / 2**20:.1f} MiB = "
-                          f"{row['leased_over_peak_live']:.3f} x peak live; after empty_cache "
+                          f"{row['leased_over_peak_live']:.3f} x peak live; after empty_cache (worker alive) "
                           f"{row['leased_min_after_peak'] / 2**20:.1f} MiB; after exit {after_exit} bytes"
                           f"{'' if ok else '  <-- MISSES A GOAL'}")
                     failed = failed or after_exit != 0
