@@ -36,19 +36,19 @@ std::uint64_t word(std::uint64_t address, std::uint64_t salt) {
   return x ^ (x >> 32);
 }
 
-// The first and last 8 bytes (the whole block when smaller than 16).
+// The first and last 8 bytes; a block under 16 bytes: its first (up to 8).
 void stamp(const Live& l) {
   const std::uint64_t w = word(l.address, l.salt);
   const std::size_t n = l.size < 8 ? l.size : 8;
   std::memcpy(reinterpret_cast<void*>(l.address), &w, n);
-  std::memcpy(reinterpret_cast<void*>(l.address + l.size - n), &w, n);
+  if (l.size >= 16) std::memcpy(reinterpret_cast<void*>(l.address + l.size - 8), &w, 8);
 }
 
 bool intact(const Live& l) {
   const std::uint64_t w = word(l.address, l.salt);
   const std::size_t n = l.size < 8 ? l.size : 8;
   return std::memcmp(reinterpret_cast<void*>(l.address), &w, n) == 0 &&
-         std::memcmp(reinterpret_cast<void*>(l.address + l.size - n), &w, n) == 0;
+         (l.size < 16 || std::memcmp(reinterpret_cast<void*>(l.address + l.size - 8), &w, 8) == 0);
 }
 
 std::uint64_t size_from(std::uint8_t a, std::uint8_t b) {
