@@ -13,6 +13,13 @@ install(TARGETS memd_library EXPORT memdTargets
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/memd DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# PyTorch's pluggable allocator (src/torch): beside libmemd, which it links
+# with the install's RPATH ($ORIGIN), so torch.cuda.memory.CUDAPluggableAllocator
+# can load it by path; memd.torch_allocator finds it via $MEMD_TORCH_LIB.
+if(TARGET memd_torch)
+  set_target_properties(memd_torch PROPERTIES INSTALL_RPATH "$ORIGIN")
+  install(TARGETS memd_torch LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 
 set(memd_config_dir ${CMAKE_INSTALL_LIBDIR}/cmake/memd)
 install(EXPORT memdTargets NAMESPACE memd:: DESTINATION ${memd_config_dir})
