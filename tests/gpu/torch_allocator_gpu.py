@@ -47,28 +47,15 @@ def child(model, mode, lib, out_path, steps, warmup, socket_path=None):
             mt.install(lib)
     import torch
 
-    torch.manual_seed(0)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_models import build, deterministic
+
+    deterministic(torch)
     dev = torch.device("cuda:0")
-    if model == "resnet50":
-        import torchvision
-
-        net = torchvision.models.resnet50(weights=None).to(dev).eval()
-        g = torch.Generator().manual_seed(1)
-        x = torch.randn(16, 3, 224, 224, generator=g).to(dev)
-        run = lambda: net(x)  # noqa: E731
-    else:
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        cfg = LlamaConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
-                          num_key_value_heads=16, vocab_size=32000, max_position_embeddings=2048)
-        net = LlamaForCausalLM(cfg).to(dev).eval()
-        g = torch.Generator().manual_seed(2)
-        ids = torch.randint(0, 32000, (4, 512), generator=g).to(dev)
-        run = lambda: net(input_ids=ids, use_cache=False).logits  # noqa: E731
+    net, cpu_input, forward = build(model, torch, tokens=512)
+    net = net.to(dev).eval()
+    x = cpu_input.to(dev)
+    run = lambda: forward(net, x)  # noqa: E731
     times = []
     with torch.no_grad():
         for i in range(warmup + steps):

@@ -41,24 +41,6 @@ def vmrss():
     return 0
 
 
-def build(model, torch):
-    if model == "resnet50":
-        import torchvision
-
-        net = torchvision.models.resnet50(weights=None)
-        g = torch.Generator().manual_seed(1)
-        x = torch.randn(16, 3, 224, 224, generator=g)
-        return net, x, lambda n, inp: n(inp)
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
-                      num_key_value_heads=16, vocab_size=32000, max_position_embeddings=2048)
-    net = LlamaForCausalLM(cfg)
-    g = torch.Generator().manual_seed(2)
-    ids = torch.randint(0, 32000, (4, 256), generator=g)
-    return net, ids, lambda n, inp: n(input_ids=inp, use_cache=False).logits
-
-
 def child(model, lib, cycles):
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     import time
@@ -70,11 +52,10 @@ def child(model, lib, cycles):
     import torch
     from safetensors.torch import load_file, save_file
 
-    torch.manual_seed(0)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_models import build, deterministic
+
+    deterministic(torch)
     dev = torch.device("cuda:0")
     report = {"model": model, "checks_failed": []}
 
@@ -83,7 +64,7 @@ def child(model, lib, cycles):
             report["checks_failed"].append(what)
             print(f"FAIL {model}: {what}", flush=True)
 
-    net, cpu_input, forward = build(model, torch)
+    net, cpu_input, forward = build(model, torch, tokens=256)
     with mt.region("weights"):
         net = net.to(dev)
     net.eval()
