@@ -33,6 +33,15 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string(memd::version()));
   app.require_subcommand(1);
   app.fallthrough();
+  // Every flag can come from a file (TOML or INI): top-level keys for the
+  // flags before the command (host-device = ["4GiB"], no-cuda = true), a
+  // section per command ([serve] listen = "0.0.0.0:8080"). Flags on the
+  // command line override the file. Through fallthrough it is accepted
+  // after the command too: `memd serve --config memd.toml`.
+  app.set_config("--config", "", "Read flags from this TOML/INI file (command-line flags override it)");
+  // A key that names no flag is an error, not ignored: a misspelt
+  // "lisen" must not leave the daemon on its default port.
+  app.allow_config_extras(CLI::config_extras_mode::error);
   int exit_code = 0;
 
   EngineOptions engine;
