@@ -36,6 +36,7 @@ enum class ErrorCode : std::uint8_t {
   method_not_allowed, // a known path asked with a method it does not take (HTTP 405, with Allow)
   uri_too_long,       // a request target over the transport's limit (HTTP 414)
   unsupported_media_type,  // a JSON route sent another content type (HTTP 415)
+  rate_limited,       // an owner over its request or byte rate (HTTP 429, with Retry-After)
 };
 
 inline constexpr ErrorCode kAllErrorCodes[] = {
@@ -44,7 +45,7 @@ inline constexpr ErrorCode kAllErrorCodes[] = {
     ErrorCode::quota_exceeded,   ErrorCode::unavailable,     ErrorCode::backend_error,
     ErrorCode::internal,         ErrorCode::permission_denied, ErrorCode::out_of_range,
     ErrorCode::invalid_file,     ErrorCode::method_not_allowed, ErrorCode::uri_too_long,
-    ErrorCode::unsupported_media_type,
+    ErrorCode::unsupported_media_type, ErrorCode::rate_limited,
 };
 
 // Wire name of a code, e.g. "out_of_memory".

@@ -52,7 +52,8 @@ typedef enum memd_status {
   MEMD_INVALID_FILE = 13,
   MEMD_METHOD_NOT_ALLOWED = 14,
   MEMD_URI_TOO_LONG = 15,
-  MEMD_UNSUPPORTED_MEDIA_TYPE = 16
+  MEMD_UNSUPPORTED_MEDIA_TYPE = 16,
+  MEMD_RATE_LIMITED = 17 /* ABI 2 */
 } memd_status;
 
 /* memd's memory types (memd::MemoryType), same values. */

@@ -21,6 +21,7 @@ std::string_view to_string(ErrorCode code) noexcept {
     case ErrorCode::method_not_allowed: return "method_not_allowed";
     case ErrorCode::uri_too_long: return "uri_too_long";
     case ErrorCode::unsupported_media_type: return "unsupported_media_type";
+    case ErrorCode::rate_limited: return "rate_limited";
   }
   return "internal";
 }
@@ -49,6 +50,7 @@ int http_status(ErrorCode code) noexcept {
     case ErrorCode::method_not_allowed: return 405;
     case ErrorCode::uri_too_long: return 414;
     case ErrorCode::unsupported_media_type: return 415;
+    case ErrorCode::rate_limited: return 429;
   }
   return 500;
 }

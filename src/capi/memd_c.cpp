@@ -30,7 +30,7 @@ thread_local std::string last_error;
 
 // The enum's values are fixed by the header; the closed list may only grow
 // at its end, and each new code needs its MEMD_* value there.
-static_assert(std::size(memd::kAllErrorCodes) == MEMD_UNSUPPORTED_MEDIA_TYPE,
+static_assert(std::size(memd::kAllErrorCodes) == MEMD_RATE_LIMITED,
               "memd.h's memd_status must list every memd::ErrorCode");
 
 memd_status status_of(memd::ErrorCode code) { return static_cast<memd_status>(static_cast<int>(code) + 1); }

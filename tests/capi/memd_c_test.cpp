@@ -201,7 +201,8 @@ TEST(CapiStatusTest, MatchesTheClosedErrorList) {
   }
   EXPECT_EQ(MEMD_NOT_FOUND, static_cast<int>(memd::ErrorCode::not_found) + 1);
   EXPECT_EQ(MEMD_OUT_OF_RANGE, static_cast<int>(memd::ErrorCode::out_of_range) + 1);
-  EXPECT_STREQ(memd_status_name(17), "unknown");
+  EXPECT_STREQ(memd_status_name(MEMD_RATE_LIMITED), "rate_limited");
+  EXPECT_STREQ(memd_status_name(MEMD_RATE_LIMITED + 1), "unknown");
   EXPECT_STREQ(memd_status_name(-3), "unknown");
   EXPECT_EQ(memd_abi_version(), MEMD_ABI_VERSION);
   EXPECT_STRNE(memd_version(), "");

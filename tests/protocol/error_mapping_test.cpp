@@ -37,7 +37,8 @@ TEST(ErrorMapping, StatusesMatchTheDesign) {
       {ErrorCode::backend_error, 502},    {ErrorCode::internal, 500},
       {ErrorCode::permission_denied, 403}, {ErrorCode::out_of_range, 416},
       {ErrorCode::invalid_file, 422},     {ErrorCode::method_not_allowed, 405},
-      {ErrorCode::uri_too_long, 414},     {ErrorCode::unsupported_media_type, 415}};
+      {ErrorCode::uri_too_long, 414},     {ErrorCode::unsupported_media_type, 415},
+      {ErrorCode::rate_limited, 429}};
   EXPECT_EQ(std::size(expected), std::size(kAllErrorCodes)) << "a code without a status here";
   for (auto [code, status] : expected) {
     EXPECT_EQ(error_status({code, ""}), status) << to_string(code);

@@ -61,6 +61,9 @@ struct ServeFlags {
   std::string pinned_limit;  // the pinned pool's limit ("" = a quarter of RAM)
   int max_event_streams = 4096;   // HttpOptions::max_event_streams
   double event_keepalive_s = 15;  // HttpOptions::event_keepalive
+  double rate_limit_requests = 0;  // per owner and second; 0: off
+  std::string rate_limit_bytes;    // body bytes per owner and second ("" : off)
+  bool rate_limit_loopback = false;
 };
 
 struct StdioFlags {

@@ -179,6 +179,13 @@ int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
   http.write_timeout = std::chrono::seconds(flags.write_timeout_s);
   http.max_event_streams = static_cast<std::size_t>(flags.max_event_streams);
   http.event_keepalive = std::chrono::milliseconds(static_cast<std::int64_t>(flags.event_keepalive_s * 1000));
+  http.rate_limit.requests_per_second = flags.rate_limit_requests;
+  if (!flags.rate_limit_bytes.empty()) {
+    auto bytes = size_flag("--rate-limit-bytes", flags.rate_limit_bytes);
+    if (!bytes) return report(bytes.error());
+    http.rate_limit.bytes_per_second = static_cast<double>(*bytes);
+  }
+  http.rate_limit.loopback = flags.rate_limit_loopback;
   // Refuse before discovering devices: a misconfiguration should fail fast.
   if (auto ok = validate_http_options(http); !ok) return report(ok.error());
 

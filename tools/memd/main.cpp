@@ -144,6 +144,16 @@ int main(int argc, char** argv) {
                         "answered 503")
       ->check(CLI::Range(1, 1'000'000))
       ->capture_default_str();
+  serve_cmd->add_option("--rate-limit-requests", serve.rate_limit_requests,
+                        "Requests per second each owner may make (a second's worth in a burst); over it: 429 "
+                        "rate_limited with Retry-After. 0: no limit")
+      ->check(CLI::Range(0.0, 1e9))
+      ->capture_default_str();
+  serve_cmd->add_option("--rate-limit-bytes", serve.rate_limit_bytes,
+                        "Body bytes per second each owner may move, in and out (SIZE, e.g. 1GiB); a request "
+                        "after the owner ran over waits (429). Default: no limit");
+  serve_cmd->add_flag("--rate-limit-loopback", serve.rate_limit_loopback,
+                      "Apply the rate limits to loopback clients too (by default only to remote ones)");
   serve_cmd->add_option("--event-keepalive", serve.event_keepalive_s,
                         "Seconds without an event after which an event stream gets a keep-alive comment")
       ->check(CLI::Range(0.01, 3600.0))

@@ -21,6 +21,7 @@ ERRORS = {
     'method_not_allowed': 405,
     'uri_too_long': 414,
     'unsupported_media_type': 415,
+    'rate_limited': 429,
 }
 
 # name -> {summary, routes: [(method, path, status, body, read_only)],

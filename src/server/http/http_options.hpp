@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 
+#include "server/http/rate_limiter.hpp"
 #include "memd/error.hpp"
 #include "memd/size.hpp"
 #include "server/http/tokens_file.hpp"
@@ -55,6 +56,9 @@ struct HttpOptions {
   // this many streams at once (one more is answered 503 unavailable).
   std::chrono::milliseconds event_keepalive{15'000};
   std::size_t max_event_streams = 4096;
+  // Per-owner request and byte rates (server/http/rate_limiter.hpp); off
+  // by default, and not on loopback unless asked.
+  RateLimitOptions rate_limit;
 };
 
 // "127.0.0.1:7870", "[::1]:7870", "localhost:0", "0.0.0.0:80" → host and port.

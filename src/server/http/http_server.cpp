@@ -203,6 +203,7 @@ struct HttpServer::Impl {
   MemoryService& service;
   HttpOptions options;
   CallerResolver callers{options.token, options.tokens};
+  RateLimiter limiter{options.rate_limit};
   RouteTable routes{action_table()};
   DataActions upload_actions, download_actions;
   std::string openapi_text;
@@ -546,6 +547,12 @@ struct HttpServer::Impl {
     keep_alive = keep_alive && !stopping.load();
     out.header.keep_alive(keep_alive);
     out.length = (*source)->length();
+    {
+      beast::error_code ec;
+      const auto peer = stream.socket().remote_endpoint(ec);
+      limiter.charge_bytes(caller.owner, !ec && peer.address().is_loopback(), out.length.value_or(0),
+                           RateLimiter::Clock::now());
+    }
     out.source = std::move(*source);
     x.status = match.route->success_status;
     // A bounded send buffer for a streamed body: Linux autotunes a socket's
@@ -694,6 +701,25 @@ struct HttpServer::Impl {
       if (caller.error().code == ErrorCode::unauthenticated) res.set(http::field::www_authenticate, "Bearer");
       co_return co_await answer_early(stream, res, has_body, keep_alive, head_only, x);
     }
+    // The owner's rates (rate_limiter.hpp): after who is asking is known,
+    // before any work, so a flood costs the daemon a table lookup each.
+    bool loopback = true;
+    if (limiter.options().enabled() && caller->owner.size() != 0) {
+      beast::error_code ec;
+      const auto peer = stream.socket().remote_endpoint(ec);
+      loopback = !ec && peer.address().is_loopback();
+      const auto now = RateLimiter::Clock::now();
+      if (auto wait = limiter.admit(caller->owner, loopback, now)) {
+        Response res = error_response(
+            version, {ErrorCode::rate_limited,
+                      fmt::format("owner '{}' is over its rate ({} requests/s, {} bytes/s); retry in {} ms",
+                                  caller->owner, options.rate_limit.requests_per_second,
+                                  options.rate_limit.bytes_per_second, wait->count())});
+        res.set(http::field::retry_after, std::to_string((wait->count() + 999) / 1000));
+        co_return co_await answer_early(stream, res, has_body, keep_alive, head_only, x);
+      }
+      if (const auto length = head.content_length()) limiter.charge_bytes(caller->owner, loopback, *length, now);
+    }
     RouteLookup lookup = routes.find(verb, path);
     if (!lookup.match) {
       const std::string shown = percent_decode(path, false);
@@ -738,6 +764,7 @@ struct HttpServer::Impl {
       co_return handle_json(match, *full, *caller);
     };
     Response res = co_await asio::co_spawn(worker(), work, asio::use_awaitable);
+    limiter.charge_bytes(caller->owner, loopback, res.body().size(), RateLimiter::Clock::now());
     co_return co_await write_response(stream, res, keep_alive, head_only, x);
   }
 
