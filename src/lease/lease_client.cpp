@@ -121,13 +121,12 @@ Result<LeasedMemory> LeaseClient::lease(std::uint64_t bytes, const std::string& 
   auto grant = parse_lease_answer(result);
   if (!grant || fds.size() != 1) {
     // Whatever came, the lease is not usable: give it back if it has a name.
-    if (auto it = result.find("leaseId"); result.is_object() && it != result.end() && it->is_string()) {
-      close_all(fds);
-      (void)release(it->get<std::string>());
-    }
+    const std::size_t received = fds.size();
     close_all(fds);
+    if (auto it = result.find("leaseId"); result.is_object() && it != result.end() && it->is_string())
+      (void)release(it->get<std::string>());
     if (!grant) return fail(ErrorCode::backend_error, "memd's lease answer is broken: {}", grant.error().message);
-    return fail(ErrorCode::backend_error, "memd's lease answer carried {} descriptors, not 1", fds.size());
+    return fail(ErrorCode::backend_error, "memd's lease answer carried {} descriptors, not 1", received);
   }
   grant->fd = fds.front();
   return grant;
