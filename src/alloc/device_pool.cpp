@@ -225,7 +225,6 @@ Result<void> DevicePool::refuse_double_free(std::uint64_t address) const {
 // live (its entry goes) or cached (a double free, refused). `spans_seen`:
 // the spans opened when the caller's lock-free slot lookup found nothing
 // (kRecheckSlot: look again regardless).
-static constexpr std::uint64_t kRecheckSlot = ~std::uint64_t{0};
 Result<void> DevicePool::free_tracked_locked(std::uint64_t address, std::uint64_t spans_seen) {
   // The table is empty until medium caching first tracks a block: no lookup
   // on the free path of a pool that never did (every replay).

@@ -192,6 +192,8 @@ class DevicePool final : private CacheOwner {
   // drain: first give back stream-ordered frees whose event completed.
   Result<std::uint64_t> allocate_locked(std::uint64_t size, bool drain = true);
   Result<void> free_locked(std::uint64_t address);
+  // free_tracked_locked's spans_seen when the slot lookup must be redone.
+  static constexpr std::uint64_t kRecheckSlot = ~std::uint64_t{0};
   Result<void> free_tracked_locked(std::uint64_t address, std::uint64_t spans_seen);
   Result<std::uint64_t> allocate_on(std::uint64_t size, const Stream& stream);
   Result<void> free_on(std::uint64_t address, const Stream& stream);

@@ -216,7 +216,7 @@ Result<void> DevicePool::cached_medium_free(std::uint64_t address, LiveBlocks::E
     // Cached already (a double free), or the entry changed since find():
     // the pool lock decides.
     auto lock = lock_pool();
-    return free_tracked_locked(address, ~std::uint64_t{0});
+    return free_tracked_locked(address, kRecheckSlot);
   }
   const std::uint64_t bytes = e.size();
   const int cls = ThreadCache::medium_class(bytes);
