@@ -202,11 +202,15 @@ else
       /^\[  PASSED  \]/ { passed += $4 }
       /^\[  SKIPPED \]/ && /tests?,/ { skipped += $4 }
       /^\[  FAILED  \]/ && /tests?,/ { failed += $4 }
-      END { printf "GPU %s: %d passed, %d skipped, %d failed, %d executables with a non-zero exit", gpu, passed, skipped, failed, bad; exit (bad > 0 || failed > 0) }
+      END { printf "GPU %s: %d passed, %d skipped, %d failed, %d executables with a non-zero exit", gpu, passed, skipped, failed, bad; exit (bad > 0 || failed > 0 || passed == 0) }
     ' "$OUT/conformance_gpu$i.txt") || rc=1
     echo "$line" | tee -a "$OUT/conformance.txt"
     say "  conformance $line"
   done
+  if [[ ${#gpu_tests[@]} -eq 0 ]]; then
+    echo "no gpu test executable in $bin (memd_backends_gpu_tests, memd_engine_gpu_tests, memd_transfer_gpu_tests)"
+    rc=1
+  fi
   verdict conformance "$rc" "(conformance_gpuN.txt; executables: ${gpu_tests[*]})"
 fi
 
