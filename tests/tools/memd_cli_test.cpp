@@ -161,6 +161,34 @@ TEST(Cli, UnreachableDaemonIsAClearFailure) {
   EXPECT_NE(r.out.find("cannot reach memd"), std::string::npos) << r.out;
 }
 
+// memd status of the whole machine ends with the peer matrix of its
+// GPU-like devices (issue 18): each pair's access as the daemon reports it.
+TEST(Cli, StatusListsPeerAccessBetweenEachPair) {
+  ChildProcess daemon({MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "--host-device", "128MiB", "serve",
+                       "--listen", "127.0.0.1:0", "--socket", "off"});
+  auto banner = daemon.read_line();
+  ASSERT_TRUE(banner);
+  const std::string url = "--url " + banner->substr(banner->find("http://"));
+  auto status = memd("status " + url);
+  ASSERT_EQ(status.code, 0) << status.out;
+  const auto peers = status.out.find("PEERS");
+  ASSERT_NE(peers, std::string::npos) << status.out;
+  const std::string matrix = status.out.substr(peers);
+  EXPECT_NE(matrix.find("host:0"), std::string::npos) << matrix;
+  EXPECT_NE(matrix.find("host:1"), std::string::npos) << matrix;
+  EXPECT_EQ(matrix.find("cpu"), std::string::npos) << "cpu has no peers: " << matrix;
+  // Two rows, each with self on the diagonal and direct to the other one.
+  std::size_t selfs = 0, directs = 0;
+  for (auto at = matrix.find("self"); at != std::string::npos; at = matrix.find("self", at + 1)) ++selfs;
+  for (auto at = matrix.find("direct"); at != std::string::npos; at = matrix.find("direct", at + 1)) ++directs;
+  EXPECT_EQ(selfs, 2u) << matrix;
+  EXPECT_EQ(directs, 2u) << matrix;
+  // One device asked for: its status alone, no matrix.
+  auto one = memd("status --device host:1 " + url);
+  EXPECT_EQ(one.code, 0) << one.out;
+  EXPECT_EQ(one.out.find("PEERS"), std::string::npos) << one.out;
+}
+
 TEST(Cli, ClientVerbsAgainstADaemon) {
   ChildProcess daemon({MEMD_BINARY, "--no-cuda", "--host-device", "64MiB", "serve", "--listen", "127.0.0.1:0",
                        "--token", "t0k"});
@@ -172,6 +200,7 @@ TEST(Cli, ClientVerbsAgainstADaemon) {
   EXPECT_EQ(status.code, 0) << status.out;
   EXPECT_NE(status.out.find("DEVICE"), std::string::npos);
   EXPECT_NE(status.out.find("host:0"), std::string::npos);
+  EXPECT_EQ(status.out.find("PEERS"), std::string::npos) << "one GPU-like device: no pairs";
 
   auto made = memd("allocate 1MiB --device host:0 --owner cli --json " + url);
   ASSERT_EQ(made.code, 0) << made.out;

@@ -85,7 +85,7 @@ void print_allocation(const nlohmann::json& r, const char* verb) {
 int run_status(const ClientFlags& c, const std::string& device) {
   ApiClient api(c.client);
   const std::string target = device.empty() ? "/api/memory/status" : "/api/memory/status/" + url_encode(device);
-  return finish(c, api.get(target), [](const nlohmann::json& r) {
+  return finish(c, api.get(target), [&](const nlohmann::json& r) {
     Table t({"DEVICE", "NAME", "TOTAL", "USED", "FREE", "RESERVED", "ALLOCATED", "ALLOCS", "FRAG",
              "LIMIT", "HEALTH"});
     for (const auto& d : r["devices"]) {
@@ -96,6 +96,32 @@ int run_status(const ClientFlags& c, const std::string& device) {
              text(d, "allocations"), frag, bytes_text(d["limitBytes"]), text(d, "health")});
     }
     std::cout << t.render() << "health: " << text(r, "health") << "\n";
+    // The whole machine: how each GPU-like device (row) reaches each other
+    // one (column), as the daemon's memory_devices has it (memd devices
+    // prints the same matrix from local discovery).
+    if (!device.empty()) return;
+    auto devices = api.get("/api/memory/devices");
+    if (!devices) return;
+    std::vector<const nlohmann::json*> gpu_like;
+    for (const auto& d : (*devices)["devices"])
+      if (text(d, "deviceId") != "cpu") gpu_like.push_back(&d);
+    if (gpu_like.size() < 2) return;
+    std::vector<std::string> headers{"PEERS"};
+    for (const auto* d : gpu_like) headers.push_back(text(*d, "deviceId"));
+    Table peers(std::move(headers));
+    for (const auto* row : gpu_like) {
+      std::vector<std::string> cells{text(*row, "deviceId")};
+      for (const auto* column : gpu_like) {
+        std::string access = "-";
+        if (row == column) access = "self";
+        else if (auto p = row->find("peers"); p != row->end())
+          for (const auto& peer : *p)
+            if (text(peer, "deviceId") == text(*column, "deviceId")) access = text(peer, "access");
+        cells.push_back(std::move(access));
+      }
+      peers.add(std::move(cells));
+    }
+    std::cout << "\n" << peers.render();
   });
 }
 

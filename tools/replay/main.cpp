@@ -1,6 +1,6 @@
 // memd-replay — replays allocation traces on memd and on baselines.
 //
-//   memd-replay [--backend host|cuda] [--baseline memd|malloc|cuda-malloc|cuda-async[,...]]
+//   memd-replay [--backend host|cuda] [--device N] [--baseline memd|malloc|cuda-malloc|cuda-async[,...]]
 //               [--repeat N] [--scale F,...] [--prefix F,...]
 //               [--passes N [--jitter F] [--seed S]]
 //               [--segments] [--json] [--validate] [--max-ratio R] TRACE...
@@ -58,6 +58,11 @@ int main(int argc, char** argv) {
   std::vector<std::string> traces;
   app.add_option("--backend", backend, "Device backend for memd: host (host:0) or cuda (cuda:0)")
       ->check(CLI::IsMember({"host", "cuda"}));
+  // A text parsed below like --passes: CLI11's int would take "1e0" or " 1".
+  std::string device_text = "0";
+  app.add_option("--device", device_text,
+                 "With --backend cuda and the cuda baselines: the GPU, cuda:N (default 0); one process per GPU "
+                 "replays every GPU of a machine at once");
   app.add_option("--baseline", baseline,
                  "Allocators to replay on, comma-separated (memd, malloc, cuda-malloc, cuda-async); several are "
                  "interleaved round by round");
@@ -148,7 +153,16 @@ int main(int argc, char** argv) {
   const auto seed = whole(seed_text, "--seed", 0, ~std::uint64_t{0});
   // "," makes an empty --jitter a refused item rather than an empty list.
   const auto jitter = factors(jitter_text.empty() ? "," : jitter_text, "--jitter", 0, 1, true);
-  if (!passes || !seed || !jitter) return 2;
+  const auto device = whole(device_text, "--device", 0, kMaxReplayDevice);
+  if (!passes || !seed || !jitter || !device) return 2;
+  const bool wants_cuda = backend == "cuda" || std::any_of(baselines.begin(), baselines.end(), [](const auto& b) {
+    return b == "cuda-malloc" || b == "cuda-async";
+  });
+  if (*device != 0 && !wants_cuda) {
+    std::fprintf(stderr, "memd-replay: --device %s: only --backend cuda and the cuda baselines have devices to pick\n",
+                 device_text.c_str());
+    return 2;
+  }
   if (jitter->size() != 1) {
     std::fprintf(stderr, "memd-replay: --jitter: '%s' is one factor in [0, 1), not a list\n", jitter_text.c_str());
     return 2;
@@ -156,6 +170,7 @@ int main(int argc, char** argv) {
 
   MemdReplayOptions mo;
   mo.backend = backend;
+  mo.device = static_cast<int>(*device);
   mo.segments = segments;
   mo.policy = *parse_pool_policy(policy);
   mo.validate = validate;
@@ -263,8 +278,8 @@ int main(int argc, char** argv) {
     auto once = [&](const std::string& b) -> Result<ReplayResult> {
       return b == "memd"          ? replay_memd(trace, mo)
              : b == "malloc"      ? replay_malloc(trace)
-             : b == "cuda-malloc" ? replay_cuda_malloc(trace)
-                                  : replay_cuda_async(trace);
+             : b == "cuda-malloc" ? replay_cuda_malloc(trace, mo.device)
+                                  : replay_cuda_async(trace, mo.device);
     };
     // Short traces on a GPU are noisy (cudaMallocAsync measured 764 and 2049
     // ns/op a minute apart): with --repeat, the run with the median time is

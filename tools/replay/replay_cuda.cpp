@@ -2,6 +2,7 @@
 // Built only with MEMD_WITH_CUDA.
 #if defined(MEMD_WITH_CUDA)
 #include <cuda_runtime_api.h>
+#include <fmt/format.h>
 
 #include <chrono>
 #include <limits>
@@ -19,11 +20,14 @@ Result<void> check(cudaError_t e, const char* what) {
   return fail(ErrorCode::backend_error, "{}: {}", what, cudaGetErrorName(e));
 }
 
-Result<void> have_gpu() {
+// cuda:`device` exists and is the thread's current device.
+Result<void> have_gpu(int device) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
     return fail(ErrorCode::unavailable, "no CUDA device for a cuda baseline");
-  return check(cudaSetDevice(0), "cudaSetDevice");
+  if (device < 0 || device >= n)
+    return fail(ErrorCode::unavailable, "no CUDA device cuda:{} for a cuda baseline ({} found)", device, n);
+  return check(cudaSetDevice(device), "cudaSetDevice");
 }
 
 std::uint64_t to_ns(SteadyClock::duration d) {
@@ -44,12 +48,12 @@ double ns_per_op(const std::vector<PassFigures>& passes, std::uint64_t ops) {
   return ops == 0 ? 0.0 : static_cast<double>(ns) / static_cast<double>(ops);
 }
 
-ReplayResult base(const Trace& t, const char* allocator) {
+ReplayResult base(const Trace& t, const char* allocator, int device) {
   ReplayResult r;
   r.trace = t.name;
   r.allocator = allocator;
   r.backend = "cuda";
-  r.device = "cuda:0";
+  r.device = fmt::format("cuda:{}", device);
   r.peak_live_bytes = t.peak_live_bytes;
   r.ops = t.ops.size();
   return r;
@@ -57,8 +61,8 @@ ReplayResult base(const Trace& t, const char* allocator) {
 
 }  // namespace
 
-Result<ReplayResult> replay_cuda_malloc(const Trace& trace) {
-  if (auto g = have_gpu(); !g) return fail(g.error());
+Result<ReplayResult> replay_cuda_malloc(const Trace& trace, int device) {
+  if (auto g = have_gpu(device); !g) return fail(g.error());
   std::vector<void*> slots(trace.slots, nullptr);
   std::uint64_t calls = 0;
   // With `passes`, timed: a timestamp at each pass boundary; without,
@@ -90,7 +94,7 @@ Result<ReplayResult> replay_cuda_malloc(const Trace& trace) {
   std::uint64_t unused = 0, peak = 0;
   if (auto r = run(&passes, unused); !r) return fail(r.error());
   if (auto r = run(nullptr, peak); !r) return fail(r.error());
-  auto r = base(trace, "cuda-malloc");
+  auto r = base(trace, "cuda-malloc", device);
   r.peak_footprint_bytes = peak;
   r.footprint_ratio = static_cast<double>(peak) / static_cast<double>(trace.peak_live_bytes);
   r.ns_per_op = ns_per_op(passes, r.ops);
@@ -99,12 +103,12 @@ Result<ReplayResult> replay_cuda_malloc(const Trace& trace) {
   return r;
 }
 
-Result<ReplayResult> replay_cuda_async(const Trace& trace) {
-  if (auto g = have_gpu(); !g) return fail(g.error());
+Result<ReplayResult> replay_cuda_async(const Trace& trace, int device) {
+  if (auto g = have_gpu(device); !g) return fail(g.error());
   cudaMemPoolProps props{};
   props.allocType = cudaMemAllocationTypePinned;
   props.location.type = cudaMemLocationTypeDevice;
-  props.location.id = 0;
+  props.location.id = device;
   cudaMemPool_t pool;
   if (auto c = check(cudaMemPoolCreate(&pool, &props), "cudaMemPoolCreate"); !c) return fail(c.error());
   std::uint64_t threshold = std::numeric_limits<std::uint64_t>::max();
@@ -136,7 +140,7 @@ Result<ReplayResult> replay_cuda_async(const Trace& trace) {
   cudaStreamDestroy(stream);
   cudaMemPoolDestroy(pool);
   if (!status) return fail(status.error());
-  auto r = base(trace, "cuda-async");
+  auto r = base(trace, "cuda-async", device);
   r.peak_footprint_bytes = high;
   r.footprint_ratio = static_cast<double>(high) / static_cast<double>(trace.peak_live_bytes);
   r.ns_per_op = ns_per_op(passes, r.ops);

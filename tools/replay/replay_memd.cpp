@@ -35,7 +35,7 @@ Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& op
   bo.host_device_sizes = {host_bytes};
   auto catalog = DeviceCatalog::discover(bo);
   if (!catalog) return fail(catalog.error());
-  DeviceId device = options.backend == "cuda" ? DeviceId::cuda(0) : DeviceId::host(0);
+  DeviceId device = options.backend == "cuda" ? DeviceId::cuda(options.device) : DeviceId::host(0);
   if (!(*catalog)->info(device))
     return fail(ErrorCode::unavailable, "no {} device for --backend {}", device.to_string(), options.backend);
   auto backend = (*catalog)->backend_for(device, MemoryType::VRAM);
@@ -160,10 +160,10 @@ Result<ReplayResult> replay_malloc(const Trace& trace) {
 }
 
 #if !defined(MEMD_WITH_CUDA)
-Result<ReplayResult> replay_cuda_malloc(const Trace&) {
+Result<ReplayResult> replay_cuda_malloc(const Trace&, int) {
   return fail(ErrorCode::unavailable, "memd-replay was built without CUDA");
 }
-Result<ReplayResult> replay_cuda_async(const Trace&) {
+Result<ReplayResult> replay_cuda_async(const Trace&, int) {
   return fail(ErrorCode::unavailable, "memd-replay was built without CUDA");
 }
 #endif

@@ -41,8 +41,13 @@ struct ReplayResult {
   std::vector<PassFigures> passes;
 };
 
+// The highest --device index taken (DeviceId's index is an int; no host has
+// more GPUs than this).
+inline constexpr std::uint64_t kMaxReplayDevice = 1023;
+
 struct MemdReplayOptions {
   std::string backend = "host";         // host | cuda
+  int device = 0;                       // cuda: the GPU, cuda:N (host: always host:0)
   std::uint64_t host_device_bytes = 0;  // 0: 2 × peak live, at least 1 GiB
   bool segments = false;                // plain-segment mode instead of virtual memory
   bool validate = false;                // validate() after the run
@@ -57,7 +62,8 @@ struct MemdReplayOptions {
 Result<ReplayResult> replay_memd(const Trace& trace, const MemdReplayOptions& options);
 Result<ReplayResult> replay_malloc(const Trace& trace);
 // Only with MEMD_WITH_CUDA; unavailable elsewhere.
-Result<ReplayResult> replay_cuda_malloc(const Trace& trace);
-Result<ReplayResult> replay_cuda_async(const Trace& trace);
+// On cuda:`device`.
+Result<ReplayResult> replay_cuda_malloc(const Trace& trace, int device);
+Result<ReplayResult> replay_cuda_async(const Trace& trace, int device);
 
 }  // namespace memd::replay
