@@ -10,6 +10,18 @@ namespace {
 
 bool out_of_memory(const Result<void*>& r) { return !r && r.error().code == ErrorCode::out_of_memory; }
 
+// A callback that throws freed nothing the ladder can count on. The climb
+// must go on to its answer: an exception through it would skip the
+// caller's undo (the manager's quota charge) and reach a transport thread.
+template <typename F>
+std::uint64_t freed_by(F&& call) noexcept {
+  try {
+    return call();
+  } catch (...) {
+    return 0;
+  }
+}
+
 }  // namespace
 
 Result<void*> ReclaimLadder::allocate(DevicePool& pool, std::uint64_t size) { return climb(pool, size, nullptr); }
@@ -61,7 +73,7 @@ std::uint64_t ReclaimLadder::release_cached(DevicePool& pool) {
   if (callbacks.empty()) return released;
   const PoolOptions& opt = pool.options();
   std::uint64_t dropped = 0;
-  for (auto& cb : callbacks) dropped += cb(opt.device, opt.memory_type);
+  for (auto& cb : callbacks) dropped += freed_by([&] { return cb(opt.device, opt.memory_type); });
   // What the callbacks freed sits in the pool as free blocks: give it back.
   if (dropped > 0) released += pool.trim();
   return released;
@@ -79,7 +91,7 @@ std::uint64_t ReclaimLadder::reclaim(DeviceId device, MemoryType type, std::uint
   std::uint64_t freed = 0;
   for (auto& cb : callbacks) {
     if (freed >= needed) break;
-    freed += cb(device, type, needed - freed);
+    freed += freed_by([&] { return cb(device, type, needed - freed); });
   }
   return freed;
 }

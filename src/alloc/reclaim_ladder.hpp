@@ -25,6 +25,10 @@
 // for all its pools. Quotas are not its business: a quota refusal is not a
 // shortfall and never reaches it.
 //
+// A callback that throws counts as having freed nothing, and the climb goes
+// on: an exception never leaves the ladder (the caller's undo, such as the
+// manager's quota charge, would be skipped).
+//
 // Thread safety: every method is thread-safe. Callbacks are called with no
 // lock of the ladder held, so they may call back into whatever allocates
 // through it (the model manager frees through the MemoryManager); a callback

@@ -76,7 +76,7 @@ Result<void> ModelFile::read_at(std::uint64_t offset, std::span<std::byte> out) 
       return fail(ErrorCode::backend_error, "{}: read at {}: {}", path_.string(), offset + done, std::strerror(errno));
     }
     if (n == 0)
-      return fail(ErrorCode::invalid_argument, "{}: ends at {} bytes, {} expected (truncated while in use?)",
+      return fail(ErrorCode::invalid_file, "{}: ends at {} bytes, {} expected (truncated while in use?)",
                   path_.string(), offset + done, identity_.size);
     done += static_cast<std::size_t>(n);
   }

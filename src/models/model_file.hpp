@@ -8,8 +8,9 @@
 // shrank since) is an error that says so.
 //
 // FileIdentity (device, inode, size, modification time) is what the content
-// hash cache is keyed by and what a restore from the Disk tier re-checks: a
-// file replaced or rewritten in place reads as a different identity.
+// hash cache is keyed by and what a load re-checks before and after it reads
+// a component's bytes (and a restore from the Disk tier before): a file
+// replaced or rewritten in place reads as a different identity.
 //
 // Thread safety: a ModelFile is immutable after open; read_at() may be called
 // from any number of threads at once (pread has no shared file position).
@@ -56,8 +57,9 @@ class ModelFile {
   int fd() const noexcept { return fd_; }
 
   // Fills `out` with the bytes at `offset`. invalid_argument when the range
-  // is not inside the size seen at open, or when the file ends early (it was
-  // truncated since); backend_error for an I/O error.
+  // is not inside the size seen at open; invalid_file when the file ends
+  // early (it was truncated since: the file changed under memd, the code's
+  // meaning); backend_error for an I/O error.
   Result<void> read_at(std::uint64_t offset, std::span<std::byte> out) const;
 
   // The file's identity now (fstat of the open descriptor): compare with

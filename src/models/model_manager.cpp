@@ -555,8 +555,22 @@ Result<void> ModelManager::load_job(const std::string& name) {
     release_busy();
     return fail(ok.error());
   }
-  for (auto i : missing) {
-    if (auto ok = fill_vram(*m, *m->components[i], &spares); !ok) {
+  for (std::size_t k = 0; k < missing.size(); ++k) {
+    if (auto ok = fill_vram(*m, *m->components[missing[k]], &spares); !ok) {
+      // A failed load leaves nothing half-loaded: the buffers this job
+      // filled go back, and the model is where it was before the job (its
+      // RAM-tier copies and files untouched). Nobody used them meanwhile:
+      // they were busy, and the model not Loaded, so not exportable.
+      std::vector<AllocationId> undo;
+      {
+        std::lock_guard lock(mu_);
+        for (std::size_t j = 0; j < k; ++j) {
+          auto& c = *m->components[missing[j]];
+          if (c.vram) undo.push_back(*c.vram);
+          c.vram.reset();
+        }
+      }
+      for (const auto& id : undo) (void)manager_.deallocate(id);
       free_spares();
       release_busy();
       return fail(ok.error());
@@ -625,6 +639,16 @@ Result<void> ModelManager::fill_vram(Model& m, Component& c, std::vector<Spare>*
     lo.readers = options_.readers;
     filled = load_component(*c.files, c.runs, {at.backend, at.ptr, c.bytes}, c.device, transfers_.stream_pool(),
                             transfers_.staging_buffers(), m.progress, lo);
+    // A file rewritten in place while it was read keeps its size and inode:
+    // only its mtime says the buffer may hold a mix of old and new bytes.
+    // Checked after the reads, so a write during them is seen.
+    for (const auto& f : *c.files) {
+      if (!filled) break;
+      auto now = f.current_identity();
+      if (!now || *now != f.identity())
+        filled = fail(ErrorCode::invalid_file, "{} changed while memd read it; unload and load the model again",
+                      f.path().string());
+    }
   }
   if (!filled) {
     (void)manager_.deallocate(rec->id);

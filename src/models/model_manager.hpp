@@ -118,8 +118,10 @@ class ModelManager {
   // returns its status at once (Loading). invalid_argument for a bad name or
   // request, permission_denied for a path outside the roots, conflict for a
   // name taken by another path, not_found for a device or file that does not
-  // exist. What goes wrong later (a malformed file, no room) ends the job
-  // Failed with the error, and status() says it.
+  // exist. What goes wrong later (a malformed file, no room, a file that
+  // changed while it was read: invalid_file) ends the job Failed with the
+  // error, and status() says it; the buffers that job had filled go back,
+  // so a failed load holds no more memory than the model held before it.
   Result<ModelStatus> load(const ModelLoadRequest& request);
   // Waits until the model's job is done; its status then.
   Result<ModelStatus> wait(std::string_view name, std::chrono::milliseconds timeout = std::chrono::minutes(10));

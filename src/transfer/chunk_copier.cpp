@@ -52,12 +52,15 @@ class WindowLocks {
 AllocationLocation where(const CopySide& side) { return side.hold ? side.hold->location() : side.block; }
 
 // Events recorded on one stream, drained on every way out so no copy is
-// left running against memory the caller is about to let go of.
+// left running against memory the caller is about to let go of. A copy
+// enqueued but not yet covered by an event (its record() failed, the next
+// copy of a pair failed, a wait() failed) is work the events cannot see:
+// issued() marks it, and the way out then synchronizes the whole stream.
 class Inflight {
  public:
   Inflight(Backend& backend, const Stream& stream) : backend_(backend), stream_(stream) {}
   ~Inflight() {
-    if (pending_ == 0) return;
+    if (pending_ == 0 && !untracked_) return;
     (void)backend_.synchronize(stream_);
     for (auto& e : events_)
       if (e) (void)backend_.destroy_event(*e);
@@ -66,11 +69,16 @@ class Inflight {
   Inflight& operator=(const Inflight&) = delete;
 
   void resize(std::size_t n) { events_.resize(n); }
+  // A copy was enqueued on the stream.
+  void issued() { untracked_ = true; }
+  // The stream was synchronized: everything issued has landed.
+  void settled() { untracked_ = false; }
   Result<void> record(std::size_t slot) {
     auto e = backend_.record(stream_);
     if (!e) return fail(e.error());
     events_[slot] = *e;
     ++pending_;
+    untracked_ = false;  // the event covers every copy enqueued before it
     return {};
   }
   bool busy(std::size_t slot) const { return events_[slot].has_value(); }
@@ -80,6 +88,7 @@ class Inflight {
     --pending_;
     auto waited = backend_.wait(e);
     (void)backend_.destroy_event(e);
+    if (!waited) untracked_ = true;  // what the event covered may still run
     return waited;
   }
 
@@ -88,6 +97,7 @@ class Inflight {
   const Stream& stream_;
   std::vector<std::optional<Event>> events_;
   std::size_t pending_ = 0;
+  bool untracked_ = false;
 };
 
 }  // namespace
@@ -231,6 +241,16 @@ Result<void> ChunkCopier::device_async(Window& w, Backend& backend, DeviceId dev
   inflight.resize(depth);
   auto bytes_of = [&](std::size_t i) { return std::min(c, w.bytes - i * c); };
   std::size_t issued = 0, landed = 0;
+  // A chunk that fails to go: the chunks before it that land still count
+  // (a failed transfer's bytesDone says how much of the destination is
+  // written), then the error.
+  auto failed = [&](Result<void> r) {
+    for (; landed < issued && inflight.busy(landed % depth); ++landed) {
+      if (!inflight.wait(landed % depth)) break;
+      w.landed(bytes_of(landed));
+    }
+    return r;
+  };
   for (; issued < chunks; ++issued) {
     if (w.should_stop()) break;
     const std::size_t slot = issued % depth;
@@ -239,8 +259,9 @@ Result<void> ChunkCopier::device_async(Window& w, Backend& backend, DeviceId dev
       w.landed(bytes_of(landed++));
     }
     if (auto r = backend.copy(w.dst + issued * c, w.src + issued * c, bytes_of(issued), stream->stream()); !r)
-      return r;
-    if (auto r = inflight.record(slot); !r) return r;
+      return failed(r);
+    inflight.issued();
+    if (auto r = inflight.record(slot); !r) return failed(r);
   }
   for (; landed < issued; ++landed) {
     if (auto r = inflight.wait(landed % depth); !r) return r;
@@ -281,6 +302,7 @@ Result<void> ChunkCopier::staged(Window& w, Backend& backend, DeviceId device, b
       sizes[b] = bytes_of(i);
       threads_.copy(ring[b], w.src + i * c, sizes[b]);
       if (auto r = backend.copy(w.dst + i * c, ring[b], sizes[b], stream->stream()); !r) return r;
+      inflight.issued();
       if (auto r = inflight.record(b); !r) return r;
     }
     // The last chunks issued, oldest first.
@@ -295,6 +317,7 @@ Result<void> ChunkCopier::staged(Window& w, Backend& backend, DeviceId device, b
   auto issue = [&](std::size_t i) -> Result<void> {
     const std::size_t b = i % k;
     if (auto r = backend.copy(ring[b], w.src + i * c, bytes_of(i), stream->stream()); !r) return r;
+    inflight.issued();
     return inflight.record(b);
   };
   std::size_t issued = 0;
@@ -337,6 +360,9 @@ Result<void> ChunkCopier::overlapping(Window& w, Backend& backend, DeviceId devi
   auto stream = streams_.acquire(backend, device);
   if (!stream) return fail(stream.error());
   std::byte* bounce = (*w.staging)[0];
+  // The second copy of a pair, or the synchronize, may fail with the first
+  // still running into the bounce buffer, which goes back to the ring.
+  Inflight inflight(backend, stream->stream());
   const std::uint64_t c = std::min<std::uint64_t>(limits_.chunk_bytes, w.staging->buffer_bytes());
   const std::size_t chunks = static_cast<std::size_t>((w.bytes + c - 1) / c);
   for (std::size_t j = 0; j < chunks; ++j) {
@@ -344,8 +370,10 @@ Result<void> ChunkCopier::overlapping(Window& w, Backend& backend, DeviceId devi
     const std::size_t i = w.backward ? chunks - 1 - j : j;
     const std::uint64_t at = i * c, n = std::min(c, w.bytes - at);
     if (auto r = backend.copy(bounce, w.src + at, n, stream->stream()); !r) return r;
+    inflight.issued();
     if (auto r = backend.copy(w.dst + at, bounce, n, stream->stream()); !r) return r;
     if (auto r = backend.synchronize(stream->stream()); !r) return r;
+    inflight.settled();
     w.landed(n);
   }
   return {};

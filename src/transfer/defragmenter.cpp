@@ -283,9 +283,15 @@ Defragmenter::MoveOutcome Defragmenter::execute(PoolRun& p, const AllocationId& 
   std::unique_lock<std::shared_mutex> io(entry.io);  // a slide overwrites the old bytes; a remap unmaps them
   if (move.kind == DefragMoveKind::Slide) {
     Stopwatch copying(p.copy_time);
-    copied = enqueue_copy(p, relocation->to, relocation->from, bytes,
-                          std::min<std::uint64_t>(64 * kMiB, move.from - move.to));
-    if (copied) copied = wait_stream(p);
+    copied = slide(p, relocation->to, relocation->from, bytes, std::min<std::uint64_t>(64 * kMiB, move.from - move.to));
+    if (!copied && copied.error().code == ErrorCode::internal) {
+      // Neither place holds the allocation whole any more (the device
+      // would not finish the copy): the old place stays its home, and the
+      // run stops with the error that says so.
+      error = copied.error();
+      manager_.abort_relocation(*hold, *relocation);
+      return MoveOutcome::Abandoned;
+    }
   }
   if (!copied || hold->freeing()) {
     if (!copied) error = copied.error();
@@ -351,7 +357,7 @@ void Defragmenter::settle(PoolRun& p, Error& error,
 // chunks run in order, so a slide (to < from, chunk <= distance) never reads
 // a byte it has overwritten.
 Result<void> Defragmenter::enqueue_copy(PoolRun& p, std::byte* to, const std::byte* from, std::uint64_t bytes,
-                                        std::uint64_t chunk) {
+                                        std::uint64_t chunk, std::uint64_t* issued) {
   Backend& backend = p.pool->backend();
   if (!p.stream) {
     auto lease = streams_.acquire(backend, p.key.device);
@@ -359,15 +365,20 @@ Result<void> Defragmenter::enqueue_copy(PoolRun& p, std::byte* to, const std::by
     p.stream.emplace(std::move(*lease));
   }
   const Stream& stream = p.stream->stream();
-  for (std::uint64_t at = 0; at < bytes; at += chunk)
-    if (auto ok = backend.copy(to + at, from + at, std::min(chunk, bytes - at), stream); !ok) {
+  for (std::uint64_t at = 0; at < bytes; at += chunk) {
+    const std::uint64_t n = std::min(chunk, bytes - at);
+    if (auto ok = backend.copy(to + at, from + at, n, stream); !ok) {
       (void)backend.synchronize(stream);
       return ok;
     }
+    if (issued) *issued += n;
+  }
   return {};
 }
 
-// Everything enqueued on the pool's stream is done: one event.
+// Everything enqueued on the pool's stream is done: one event. On a
+// failure the stream is synchronized too, so no copy still runs into a
+// target the caller is about to give back.
 Result<void> Defragmenter::wait_stream(PoolRun& p) {
   if (!p.stream) return {};
   Backend& backend = p.pool->backend();
@@ -379,7 +390,39 @@ Result<void> Defragmenter::wait_stream(PoolRun& p) {
   }
   auto waited = backend.wait(*event);
   (void)backend.destroy_event(*event);
+  if (!waited) (void)backend.synchronize(stream);
   return waited;
+}
+
+// A slide overwrites the front of its own old place as it goes, so once a
+// chunk has landed the old place is no longer whole and giving the move
+// up would leave the allocation with a mix of its bytes. Chunks go in
+// order and each reads bytes no earlier chunk wrote, so a slide that
+// failed midway is finished from the first chunk not known to have
+// landed (after a synchronize says what has), a few times, before it is
+// given up: unavailable/backend_error when nothing was overwritten yet
+// (the old place is whole: abandon as any move), internal when the bytes
+// are split between the two places for good.
+Result<void> Defragmenter::slide(PoolRun& p, std::byte* to, const std::byte* from, std::uint64_t bytes,
+                                 std::uint64_t chunk) {
+  std::uint64_t issued = 0;
+  auto copied = enqueue_copy(p, to, from, bytes, chunk, &issued);
+  if (copied) copied = wait_stream(p);
+  if (copied || issued == 0) return copied;
+  Backend& backend = p.pool->backend();
+  for (int attempt = 0; attempt < kSlideRetries; ++attempt) {
+    // Everything issued has landed once the stream drains; if even that
+    // fails, nothing is known and the next attempt asks again.
+    if (!backend.synchronize(p.stream->stream())) continue;
+    std::uint64_t more = 0;
+    auto rest = enqueue_copy(p, to + issued, from + issued, bytes - issued, chunk, &more);
+    issued += more;
+    if (rest) rest = wait_stream(p);
+    if (rest) return {};
+    copied = rest;
+  }
+  return fail(ErrorCode::internal, "a slide of {} bytes failed after {} of them had moved ({}): the allocation is torn",
+              bytes, issued, copied.error().message);
 }
 
 }  // namespace memd

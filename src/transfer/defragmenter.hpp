@@ -19,7 +19,9 @@
 //     settle on one event, since a wait per 8 MiB move cost more than the
 //     copy (10-18 % of cudaMemcpyAsync's rate on an H100; docs/benchmarks.md); Slide: the same with the io lock held, since the copy
 //     overwrites the old bytes, front to back in chunks no larger than the
-//     distance; Remap: nothing to copy;
+//     distance (a slide that fails after its first chunk has landed is
+//     finished, retried from the first chunk not landed: giving it up then
+//     would leave the old place torn); Remap: nothing to copy;
 //   * the io lock exclusively, then commit_relocation switches the address
 //     (readers wait for the switch only): none ever sees a half-moved
 //     allocation. A batch never blocks on an io lock while it holds other
@@ -84,8 +86,13 @@ class Defragmenter {
   // Waits for the batch's copies, then switches each over.
   void settle(PoolRun& pool, Error& error,
               const std::function<void(const AllocationId&, const DefragMove&, MoveOutcome)>& tally);
+  // `issued` (when given) grows by the bytes whose copies were enqueued.
   Result<void> enqueue_copy(PoolRun& pool, std::byte* to, const std::byte* from, std::uint64_t bytes,
-                            std::uint64_t chunk);
+                            std::uint64_t chunk, std::uint64_t* issued = nullptr);
+  // A slide's copy, finished after a failure once it has overwritten part
+  // of the old place (see the .cpp); internal when it could not be.
+  Result<void> slide(PoolRun& pool, std::byte* to, const std::byte* from, std::uint64_t bytes, std::uint64_t chunk);
+  static constexpr int kSlideRetries = 3;
   Result<void> wait_stream(PoolRun& pool);
 
   MemoryManager& manager_;

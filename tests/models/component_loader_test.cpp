@@ -141,7 +141,7 @@ TEST(ComponentLoader, AFileTruncatedDuringTheLoadFailsCleanly) {
   auto r = load_component(files, runs, t.target, kDev, env.engine->stream_pool(), env.engine->staging_buffers(),
                           progress);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(r.error().code, ErrorCode::invalid_file);
   EXPECT_NE(r.error().message.find("truncated"), std::string::npos) << r.error().message;
   EXPECT_LE(progress.bytes_copied.load(), 8 * kMiB);
   EXPECT_EQ(env.engine->staging().buffers_in_use, 0u) << "every staging buffer went back";

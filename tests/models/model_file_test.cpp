@@ -48,7 +48,7 @@ TEST(ModelFile, ATruncatedFileIsAnErrorNotASignal) {
   std::vector<std::byte> buf(8192);
   auto r = f->read_at(0, buf);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(r.error().code, ErrorCode::invalid_file);
   EXPECT_NE(r.error().message.find("truncated"), std::string::npos) << r.error().message;
   auto now = f->current_identity();
   ASSERT_TRUE(now);

@@ -381,7 +381,7 @@ TEST(ModelLayout, AFileTruncatedAfterItsLayoutWasReadFailsItsReadsCleanly) {
   ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(b.file_offset + 10)), 0);
   auto r1 = before->read_at(b.file_offset, buf);
   ASSERT_FALSE(r1);
-  EXPECT_EQ(r1.error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(r1.error().code, ErrorCode::invalid_file);
   EXPECT_NE(r1.error().message.find("truncated"), std::string::npos) << r1.error().message;
 
   // One that opens it after: its identity differs from the layout's, and the

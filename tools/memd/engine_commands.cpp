@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "backends/device_catalog.hpp"
+#include "backends/fault_backend.hpp"
 #include "commands.hpp"
 #include "memd/size.hpp"
 #include "memd/version.hpp"
@@ -89,6 +90,22 @@ Result<ServiceOptions> service_options(const EngineOptions& engine) {
   ServiceOptions options;
   options.backends.host_device_sizes = std::move(*sizes);
   options.backends.enable_cuda = !engine.no_cuda;
+#if defined(MEMD_FAULT_INJECTION)
+  // Test builds only (tools/CMakeLists.txt): the fault tests make backend
+  // calls fail on purpose (backends/fault_backend.hpp). Loud, so nobody
+  // mistakes the failures for a sick device.
+  if (const char* spec = std::getenv("MEMD_TEST_FAULTS"); spec != nullptr && *spec != '\0') {
+    auto rules = parse_fault_rules(spec);
+    if (!rules) return fail(ErrorCode::invalid_argument, "MEMD_TEST_FAULTS: {}", rules.error().message);
+    auto plan = std::make_shared<FaultPlan>();
+    for (const auto& rule : *rules) plan->arm(rule);
+    options.backends.wrap = [plan](std::unique_ptr<Backend> inner) -> std::unique_ptr<Backend> {
+      return std::make_unique<FaultBackend>(std::move(inner), plan);
+    };
+    spdlog::warn("MEMD_TEST_FAULTS={}: injected backend faults are armed (a test build); those calls will fail",
+                 spec);
+  }
+#endif
   for (const auto& text : engine.pool_policies) {
     auto policy = parse_device_pool_policy(text);
     if (!policy) return fail(ErrorCode::invalid_argument, "--pool-policy: {}", policy.error().message);
