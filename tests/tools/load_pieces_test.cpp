@@ -310,10 +310,12 @@ TEST(LoadFlags, TheSoakAndRateModesRefuseWhatTheyCannotRun) {
   EXPECT_NE(help.message.find("--flood-limit"), std::string::npos);
 }
 
+// Two staging buffers of 8 bytes (one idle, one in use) among 4 allocations.
 const char* kStatus =
     R"({"devices":[{"allocatedBytes":100,"allocations":2,"pools":[{"allocatedBytes":96},{"allocatedBytes":4}]},)"
-    R"({"allocatedBytes":0,"allocations":0,"pools":[]}],"transfers":{"pending":1,"inProgress":2}})";
-const char* kUsage = R"({"total":{"allocations":2,"requestedBytes":90}})";
+    R"({"allocatedBytes":16,"allocations":2,"pools":[{"allocatedBytes":16}]}],"transfers":{"pending":1,"inProgress":2},)"
+    R"("pinned":{"stagingBufferBytes":8,"stagingBuffersInUse":1,"stagingIdleBuffers":1}})";
+const char* kUsage = R"({"total":{"allocations":4,"requestedBytes":90}})";
 const char* kSessions = R"({"sessions":[{"sessionId":"x"}]})";
 const char* kModels =
     R"({"models":[{"vramBytes":10,"ramBytes":0},{"vramBytes":0,"ramBytes":0}],"ramCacheBytes":5})";
@@ -331,6 +333,16 @@ TEST(SoakHoldings, ReadsEveryCountFromTheAnswers) {
   EXPECT_EQ(h->sessions, 1u);
   EXPECT_EQ(h->models_holding, 1u);
   EXPECT_EQ(h->model_cache_bytes, 5u);
+  EXPECT_EQ(h->staging_in_use, 1u);
+  EXPECT_EQ(h->staging_idle, 1u);
+  // No pinned block (no pinned pool): nothing taken out.
+  const std::string plain = R"({"devices":[{"allocatedBytes":7,"allocations":1,"pools":[{"allocatedBytes":7}]}],)"
+                            R"("transfers":{"pending":0,"inProgress":0}})";
+  auto p = parse_holdings(plain, R"({"total":{"allocations":1,"requestedBytes":7}})", kSessions, kModels, why);
+  ASSERT_TRUE(p) << why;
+  EXPECT_EQ(p->allocations, 1u);
+  EXPECT_EQ(p->allocated_bytes, 7u);
+  EXPECT_EQ(p->usage_allocations, 1u);
 }
 
 TEST(SoakHoldings, RefusesAnswersOfAnotherShape) {
@@ -354,6 +366,15 @@ TEST(SoakHoldings, RefusesAnswersOfAnotherShape) {
       {R"({"devices":[{"allocatedBytes":1,"allocations":0,"pools":[{}]}],"transfers":{"pending":0,"inProgress":0}})",
        kUsage, kSessions, kModels, "pool"},
       {R"({"devices":[]})", kUsage, kSessions, kModels, "transfers"},
+      {R"({"devices":[],"transfers":{"pending":0,"inProgress":0},"pinned":{"stagingBufferBytes":8}})", kUsage,
+       kSessions, kModels, "pinned"},
+      {R"({"devices":[],"transfers":{"pending":0,"inProgress":0},"pinned":{"stagingBufferBytes":8,)"
+       R"("stagingBuffersInUse":1,"stagingIdleBuffers":0}})",
+       kUsage, kSessions, kModels, "more staging buffers"},
+      {R"({"devices":[],"transfers":{"pending":0,"inProgress":0},"pinned":{"stagingBufferBytes":8,)"
+       R"("stagingBuffersInUse":18446744073709551615,"stagingIdleBuffers":1}})",
+       kUsage, kSessions, kModels, "pinned"},
+      {kStatus, R"({"total":{"allocations":1,"requestedBytes":0}})", kSessions, kModels, "fewer allocations"},
       {kStatus, R"({"total":{}})", kSessions, kModels, "memory_usage"},
       {kStatus, "null", kSessions, kModels, "memory_usage"},
       {kStatus, kUsage, R"({"sessions":{}})", kModels, "memory_sessions"},

@@ -64,6 +64,33 @@ std::optional<DaemonHoldings> parse_holdings(const std::string& status_json, con
     return std::nullopt;
   }
 
+  // memory_status has no pinned block where there is no pinned pool.
+  std::uint64_t staging_size = 0;
+  if (const auto pinned = status.find("pinned"); pinned != status.end() && !pinned->is_null()) {
+    const auto size = count_of(*pinned, "stagingBufferBytes");
+    const auto in_use = count_of(*pinned, "stagingBuffersInUse");
+    const auto idle = count_of(*pinned, "stagingIdleBuffers");
+    if (!size || !in_use || !idle || *size > (std::uint64_t{1} << 40) || *in_use + *idle > (1u << 20)) {
+      why = "memory_status: pinned without stagingBufferBytes / stagingBuffersInUse / stagingIdleBuffers";
+      return std::nullopt;
+    }
+    staging_size = *size;
+    h.staging_in_use = *in_use;
+    h.staging_idle = *idle;
+  }
+  std::uint64_t staging_bytes = 0;
+  const std::uint64_t staging_count = h.staging_in_use + h.staging_idle;
+  if (staging_count > 0) {
+    staging_bytes = staging_count * staging_size;
+    if (staging_count > h.allocations || staging_bytes > h.allocated_bytes || staging_bytes > h.pool_bytes) {
+      why = "memory_status: more staging buffers than allocations";
+      return std::nullopt;
+    }
+    h.allocations -= staging_count;
+    h.allocated_bytes -= staging_bytes;
+    h.pool_bytes -= staging_bytes;
+  }
+
   const auto usage = json::parse(usage_json, nullptr, false);
   const auto total = usage.is_object() ? usage.find("total") : usage.end();
   if (!usage.is_object() || total == usage.end() || !add(h.usage_allocations, count_of(*total, "allocations")) ||
@@ -71,6 +98,11 @@ std::optional<DaemonHoldings> parse_holdings(const std::string& status_json, con
     why = "memory_usage: no total.allocations / total.requestedBytes";
     return std::nullopt;
   }
+  if (staging_count > h.usage_allocations) {
+    why = "memory_usage: fewer allocations than staging buffers";
+    return std::nullopt;
+  }
+  h.usage_allocations -= staging_count;
 
   const auto sessions = json::parse(sessions_json, nullptr, false);
   const auto list = sessions.is_object() ? sessions.find("sessions") : sessions.end();
@@ -113,6 +145,7 @@ std::vector<std::string> compare_holdings(const DaemonHoldings& start, const Dae
   check("transfers pending or in progress", start.transfers_open, end.transfers_open);
   check("models holding bytes", start.models_holding, end.models_holding);
   check("model ramCacheBytes", start.model_cache_bytes, end.model_cache_bytes);
+  check("staging buffers in use", start.staging_in_use, end.staging_in_use);
   return leaks;
 }
 

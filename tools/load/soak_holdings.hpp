@@ -19,15 +19,21 @@ namespace memd::load {
 // Read from memory_status, memory_usage, memory_sessions (as the admin) and
 // memory_model_status.
 struct DaemonHoldings {
-  std::uint64_t allocations = 0;        // status: devices[].allocations
-  std::uint64_t allocated_bytes = 0;    // status: devices[].allocatedBytes
-  std::uint64_t pool_bytes = 0;         // status: devices[].pools[].allocatedBytes
-  std::uint64_t usage_allocations = 0;  // usage: total.allocations
+  // Pinned staging buffers (transfers' and model loads') are blocks of the
+  // cpu SharedMemory pool kept idle for reuse, at most 16: a bounded cache,
+  // not a leak. They are taken out of the allocation counts and bytes below
+  // and reported on their own; those in use must be back to their start.
+  std::uint64_t allocations = 0;        // status: devices[].allocations, less staging buffers
+  std::uint64_t allocated_bytes = 0;    // status: devices[].allocatedBytes, less staging buffers
+  std::uint64_t pool_bytes = 0;         // status: devices[].pools[].allocatedBytes, less staging buffers
+  std::uint64_t usage_allocations = 0;  // usage: total.allocations, less staging buffers
   std::uint64_t requested_bytes = 0;    // usage: total.requestedBytes
   std::uint64_t sessions = 0;           // sessions[]: open sessions, every owner's
   std::uint64_t transfers_open = 0;     // status: transfers.pending + transfers.inProgress
   std::uint64_t models_holding = 0;     // models[] with vramBytes + ramBytes > 0
   std::uint64_t model_cache_bytes = 0;  // models: ramCacheBytes
+  std::uint64_t staging_in_use = 0;     // status: pinned.stagingBuffersInUse (checked)
+  std::uint64_t staging_idle = 0;       // status: pinned.stagingIdleBuffers (a cache: reported only)
 };
 
 std::optional<DaemonHoldings> parse_holdings(const std::string& status_json, const std::string& usage_json,

@@ -187,6 +187,7 @@ class SoakRun {
 
   asio::awaitable<bool> discover();
   asio::awaitable<std::optional<DaemonHoldings>> holdings();
+  asio::awaitable<void> list_leftovers();
   asio::awaitable<bool> set_script_limit(Connection& conn, bool set);
   asio::awaitable<void> script();
   asio::awaitable<void> monitor();
@@ -441,7 +442,7 @@ asio::awaitable<bool> SoakRun::status(Client& c) {
   static constexpr Read kReads[] = {{"status", "/api/memory/status", "devices"},
                                     {"usage", "/api/memory/usage", "total"},
                                     {"sessions", "/api/sessions", "sessions"},
-                                    {"allocations", "/api/memory/allocations?limit=20", "allocations"},
+                                    {"allocations", "/api/memory/allocations?limit=20", "items"},
                                     {"devices", "/api/memory/devices", "devices"}};
   for (const auto& read : kReads) {
     if (!co_await ask(c.conn, read.op, plain(http::verb::get, read.target, c), 200, r)) co_return false;
@@ -641,6 +642,28 @@ asio::awaitable<std::optional<DaemonHoldings>> SoakRun::holdings() {
   co_return h;
 }
 
+// For the report: what is still allocated (every owner's, newest first).
+asio::awaitable<void> SoakRun::list_leftovers() {
+  Connection conn(ioc_.get_executor());
+  RequestSpec list;
+  list.target = "/api/memory/allocations?limit=20";
+  list.admin = true;
+  list.body_limit = 16 << 20;
+  Reply r;
+  if (!co_await ask(conn, "leftovers", list, 200, r)) co_return;
+  conn.close();
+  const json doc = body_of("leftovers", r);
+  const auto items = doc.is_null() ? json() : doc.value("items", json());
+  if (!items.is_array()) co_return;
+  for (const auto& a : items) {
+    if (!a.is_object()) continue;
+    report_.leftovers.push_back(fmt::format("{} owner {} name '{}' {} bytes on {} {} created {}",
+                                            a.value("allocationId", ""), a.value("owner", ""), a.value("name", ""),
+                                            a.value("sizeBytes", json()).dump(), a.value("deviceId", ""),
+                                            a.value("memoryType", ""), a.value("createdAt", "")));
+  }
+}
+
 asio::awaitable<bool> SoakRun::set_script_limit(Connection& conn, bool set) {
   const std::string body = set ? fmt::format(R"({{"owner":"{}","bytes":{}}})", script_spec_.owner, kScriptLimit)
                                : fmt::format(R"({{"owner":"{}","bytes":null}})", script_spec_.owner);
@@ -780,6 +803,7 @@ asio::awaitable<void> SoakRun::orchestrate() {
         if (!report_.end || compare_holdings(*report_.start, *report_.end).empty()) break;
         co_await sleep(Millis(100));
       }
+      if (report_.end && !compare_holdings(*report_.start, *report_.end).empty()) co_await list_leftovers();
       if (const auto mem = read_proc_memory(daemon_.pid())) {
         report_.rss_end = mem->rss_bytes;
         report_.rss_peak = std::max({report_.rss_peak, mem->rss_bytes, mem->hwm_bytes});
@@ -844,7 +868,8 @@ json holdings_json(const std::optional<DaemonHoldings>& h) {
           {"poolAllocatedBytes", h->pool_bytes},    {"usageAllocations", h->usage_allocations},
           {"requestedBytes", h->requested_bytes},   {"sessions", h->sessions},
           {"transfersOpen", h->transfers_open},     {"modelsHolding", h->models_holding},
-          {"modelCacheBytes", h->model_cache_bytes}};
+          {"modelCacheBytes", h->model_cache_bytes}, {"stagingBuffersInUse", h->staging_in_use},
+          {"stagingIdleBuffers", h->staging_idle}};
 }
 
 std::uint64_t scenario_total(const SoakReport& r) {
@@ -880,11 +905,14 @@ std::string soak_report_text(const LoadOptions&, const SoakReport& r) {
   for (const auto& e : r.errors.examples) line("    " + e);
   if (r.start && r.end)
     line(fmt::format("  holdings start/end: allocations {}/{}  allocated {}/{}  pool {}/{}  sessions {}/{}  "
-                     "transfers open {}/{}  models holding {}/{}  leaked bytes {}",
+                     "transfers open {}/{}  models holding {}/{}  staging in use {}/{} (idle, a cache: {}/{})  "
+                     "leaked bytes {}",
                      r.start->allocations, r.end->allocations, r.start->allocated_bytes, r.end->allocated_bytes,
                      r.start->pool_bytes, r.end->pool_bytes, r.start->sessions, r.end->sessions,
                      r.start->transfers_open, r.end->transfers_open, r.start->models_holding, r.end->models_holding,
+                     r.start->staging_in_use, r.end->staging_in_use, r.start->staging_idle, r.end->staging_idle,
                      r.leaked_bytes));
+  for (const auto& l : r.leftovers) line("    left: " + l);
   line(fmt::format("  daemon RSS start {}  peak {}  end {}  (end - start {:+} bytes)", format_size(r.rss_start),
                    format_size(r.rss_peak), format_size(r.rss_end),
                    static_cast<std::int64_t>(r.rss_end) - static_cast<std::int64_t>(r.rss_start)));
@@ -928,6 +956,7 @@ std::string soak_report_json(const LoadOptions&, const SoakReport& r) {
   doc["holdingsEnd"] = holdings_json(r.end);
   doc["leaks"] = r.leaks;
   doc["leakedBytes"] = r.leaked_bytes;
+  doc["leftovers"] = r.leftovers;
   doc["rss"] = {{"startBytes", r.rss_start}, {"peakBytes", r.rss_peak}, {"endBytes", r.rss_end},
                 {"growthBytes", static_cast<std::int64_t>(r.rss_end) - static_cast<std::int64_t>(r.rss_start)}};
   if (r.sse) {

@@ -52,6 +52,7 @@ struct SoakReport {
   std::optional<DaemonHoldings> start, end;
   std::vector<std::string> leaks;  // "allocations 12 → 13", empty: none
   std::int64_t leaked_bytes = 0;   // end - start allocated bytes
+  std::vector<std::string> leftovers;  // with a leak: the first allocations still there, described
   std::uint64_t rss_start = 0, rss_peak = 0, rss_end = 0;
   std::optional<SseSummary> sse;
   std::uint64_t script_sent = 0, script_refused = 0;
