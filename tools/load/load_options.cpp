@@ -170,15 +170,16 @@ ParsedFlags parse_load_flags(int argc, const char* const* argv) {
   app.add_option("--url", url, "Attach to the daemon at this loopback URL (http://127.0.0.1:PORT); needs --pid");
   app.add_option("--pid", pid, "The attached daemon's pid (its memory is read from /proc/PID/status)");
   app.add_option("--spawn", spawn, "Start this memd binary as `memd --no-cuda --host-device SIZE serve "
-                                   "--listen 127.0.0.1:0 [ARGS after --]`, and stop it at the end");
-  app.add_option("--host-device", host_device, "With --spawn: host:0's capacity (default: what the load needs)");
+                                   "--listen 127.0.0.1:0 [ARGS after --]` (soak: two host devices and a "
+                                   "--model-root of its own), and stop it at the end");
+  app.add_option("--host-device", host_device, "With --spawn: host:0's capacity (soak: host:0's and host:1's each; default: what the load needs)");
   app.add_option("--daemon-log", daemon_log, "With --spawn: write the daemon's stderr to this file");
   app.add_option("--device", device, "Device the allocations go to")->capture_default_str();
   app.add_option("--idle", idle, "Idle keep-alive connections (one GET /healthz each, then silence)")
       ->capture_default_str();
   app.add_option("--slow", slow, "Slow streaming readers (GET .../data of the big allocations)")
       ->capture_default_str();
-  app.add_option("--clients", clients, "Clients running allocate/write/read/free cycles")->capture_default_str();
+  app.add_option("--clients", clients, "Clients running allocate/write/read/free cycles (soak: clients looping the --mix)")->capture_default_str();
   app.add_option("--big-count", big_count, "Big allocations the slow readers read")->capture_default_str();
   app.add_option("--big-size", big_size, "Size of each big allocation")->capture_default_str();
   app.add_option("--cycle-size", cycle_size, "Size of each cycle's allocation")->capture_default_str();
@@ -208,7 +209,7 @@ ParsedFlags parse_load_flags(int argc, const char* const* argv) {
       ->capture_default_str();
   app.add_option("--sse-script", sse_script,
                  "Events in the script: refused allocations of owner memd-load-script (one limit_reached each), "
-                 "sent during the load when there are subscribers")
+                 "sent during the load when there are subscribers (soak: spread over --duration)")
       ->capture_default_str();
   app.add_option("--sse-kinds", sse_kinds, "The subscribers' kinds= filter (must include limit_reached)")
       ->capture_default_str();
