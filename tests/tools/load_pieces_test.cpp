@@ -182,6 +182,20 @@ TEST(LoadFlags, AcceptsTheFullRunAndTheSmallOne) {
   EXPECT_NE(help.message.find("--rss-limit"), std::string::npos);
 }
 
+TEST(LoadProc, CpuTicksComeFromAfterTheLastParenthesis) {
+  // A command name with spaces and ')' must not shift the fields.
+  const std::string line = "123 (memd) x (y) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 100 1000 10\n";
+  EXPECT_EQ(parse_proc_stat_cpu_ticks(line), 300u);
+  EXPECT_EQ(parse_proc_stat_cpu_ticks("1 (a) R 0 0 0 0 0 0 0 0 0 0 7 8"), 15u);
+  for (const char* bad : {"", "1 memd R 1 2 3", "1 (memd) S 1 2 3 4 5 6 7 8 9 10 -1 50",
+                          "1 (memd) S 1 2 3 4 5 6 7 8 9 10 25x 50", "1 (memd) S 1 2 3 4 5 6 7 8 9 10 250",
+                          "1 (memd) S 1 2 3 4 5 6 7 8 9 10 99999999999999999999 1", "1 (memd)"})
+    EXPECT_FALSE(parse_proc_stat_cpu_ticks(bad)) << bad;
+  const auto own = read_proc_cpu_seconds(::getpid());
+  ASSERT_TRUE(own);
+  EXPECT_GE(*own, 0.0);
+}
+
 // ---- the soak (--mode soak) and the rate run (--mode rate) -----------------
 
 TEST(SoakMix, ParsesWeightsAndLeavesTheRestAtZero) {

@@ -1,5 +1,8 @@
 #include "rate_run.hpp"
 
+#include <sys/resource.h>
+
+#include <cstdio>
 #include <memory>
 
 #include <boost/asio/as_tuple.hpp>
@@ -12,6 +15,7 @@
 
 #include "daemon.hpp"
 #include "http_client.hpp"
+#include "proc_stats.hpp"
 #include "status_probe.hpp"
 
 namespace memd::load {
@@ -21,6 +25,22 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::string_view kFloodOwner = "memd-load-flood";
+
+double own_cpu_seconds() {
+  rusage u{};
+  if (::getrusage(RUSAGE_SELF, &u) != 0) return -1;
+  auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  return secs(u.ru_utime) + secs(u.ru_stime);
+}
+
+double loadavg_1m() {
+  double l = -1;
+  if (std::FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &l) != 1) l = -1;
+    std::fclose(f);
+  }
+  return l;
+}
 
 class RateRun {
  public:
@@ -95,11 +115,17 @@ asio::awaitable<void> RateRun::phase(RatePhase& out, bool flood) {
   }
   const std::uint64_t ok1 = ok_, sent1 = sent_, limited1 = limited_;
   const auto t0 = Clock::now();
+  const auto daemon_cpu0 = read_proc_cpu_seconds(daemon_.pid());
+  const double own_cpu0 = own_cpu_seconds();
   StatusProbe probe(endpoint_, o_.probe_interval, o_.request_timeout, daemon_.pid());
   probe.start();
   co_await sleep(o_.duration);
   probe.stop();
   out.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (const auto daemon_cpu1 = read_proc_cpu_seconds(daemon_.pid()); daemon_cpu0 && daemon_cpu1)
+    out.daemon_cpu_percent = (*daemon_cpu1 - *daemon_cpu0) / out.seconds * 100;
+  if (own_cpu0 >= 0) out.client_cpu_percent = (own_cpu_seconds() - own_cpu0) / out.seconds * 100;
+  out.loadavg = loadavg_1m();
   // The flood's rates over the probe's window only.
   out.flood_ok = ok_ - ok1;
   out.flood_limited = limited_ - limited1;
@@ -177,7 +203,10 @@ json phase_json(const RatePhase& p) {
           {"floodAccepted", p.flood_ok},
           {"floodRateLimited", p.flood_limited},
           {"floodAcceptedPerSecond", p.flood_accepted_per_s},
-          {"floodSentPerSecond", p.flood_sent_per_s}};
+          {"floodSentPerSecond", p.flood_sent_per_s},
+          {"daemonCpuPercent", p.daemon_cpu_percent},
+          {"clientCpuPercent", p.client_cpu_percent},
+          {"loadAverage1m", p.loadavg}};
 }
 
 }  // namespace
@@ -198,6 +227,8 @@ std::string rate_report_text(const LoadOptions& o, const RateReport& r) {
                      "fresh p50 {:.3f} ms p99 {:.3f} ms",
                      name, p.seconds, p.keep_alive.p50_ms, p.keep_alive.p99_ms, p.keep_alive.max_ms,
                      p.keep_alive.count, p.fresh.p50_ms, p.fresh.p99_ms));
+    line(fmt::format("           daemon CPU {:.0f}% of a core, memd-load CPU {:.0f}%, load average {:.2f}",
+                     p.daemon_cpu_percent, p.client_cpu_percent, p.loadavg));
   };
   phase("quiet", r.quiet);
   phase("flooded", r.flooded);

@@ -35,6 +35,9 @@ struct RatePhase {
   LatencySummary keep_alive, fresh;  // the probe's
   std::uint64_t flood_ok = 0, flood_limited = 0;  // the flood's 200s and 429 rate_limited
   double flood_accepted_per_s = 0, flood_sent_per_s = 0;
+  // Where the time went: the daemon's and memd-load's CPU over the phase (%
+  // of one core), and the machine's load average at its end.
+  double daemon_cpu_percent = -1, client_cpu_percent = -1, loadavg = -1;
 };
 
 struct RateReport {
