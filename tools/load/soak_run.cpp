@@ -684,10 +684,14 @@ asio::awaitable<bool> SoakRun::set_script_limit(Connection& conn, bool set) {
 asio::awaitable<void> SoakRun::script() {
   Connection conn(ioc_.get_executor());
   const std::uint64_t k = o_.sse_script;
-  const Millis pace = std::max<Millis>(Millis(10), o_.duration / (k + 1));
+  // Event i is due at (i + 1) / (k + 1) of the run, from the start, so the
+  // requests' own time does not push the script past the clients' end.
+  const auto t0 = Clock::now();
   if (co_await set_script_limit(conn, true)) {
     for (std::uint64_t i = 0; i < k && !halted(); ++i) {
-      co_await sleep(pace);
+      const auto due = t0 + o_.duration * static_cast<std::int64_t>(i + 1) / static_cast<std::int64_t>(k + 1);
+      if (const auto now = Clock::now(); due > now)
+        co_await sleep(std::chrono::duration_cast<Millis>(due - now));
       const std::string body = fmt::format(R"({{"sizeBytes":{},"deviceId":"{}","name":"memd-load-script-{}"}})",
                                            script_spec_.base_size + i, places_.front().device, i);
       RequestSpec alloc;
