@@ -896,6 +896,16 @@ Result<ModelStatus> ModelManager::unload(std::string_view name) {
     auto it = models_.find(name);
     if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
     m = it->second;
+    // A job whose load has ended (status already says Loaded or Failed) is
+    // only publishing its events and saving hashes: wait for it rather than
+    // refuse an unload the status invites (the soak met this window about
+    // once in a hundred loads). A load still running is refused as before.
+    if (m->job && m->state != ModelState::Loading) {
+      done_.wait_for(lock, std::chrono::seconds(10), [&] { return !m->job; });
+      it = models_.find(name);
+      if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
+      m = it->second;
+    }
     if (m->job) return fail(ErrorCode::conflict, "model '{}' is {}; unload it when it is done", name, m->stage);
     if (auto ok = check_unexported_locked(*m); !ok) return fail(ok.error());
     s = status_locked(*m);

@@ -57,6 +57,29 @@ TEST(ModelManager, LoadsADiffusersFolderAndEveryTensorReadsBack) {
   EXPECT_EQ(f.held_by_models(), 0u);
 }
 
+// The status says Loaded a moment before the job has published its events
+// and ended; an unload in that moment waits for it instead of answering
+// conflict (memd-load --mode soak met the 409 about once a hundred loads).
+TEST(ModelManager, AnUnloadRightAfterStatusSaysLoadedSucceeds) {
+  Fixture f;
+  write_safetensors(f.root.path / "small.safetensors", weights("small", 1));
+  for (int i = 0; i < 50; ++i) {
+    ModelLoadRequest r{.name = "small", .path = "small.safetensors", .device = kDev};
+    ASSERT_TRUE(f.models->load(r));
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (true) {
+      auto s = f.models->status("small");
+      ASSERT_TRUE(s) << s.error().message;
+      ASSERT_NE(s->state, ModelState::Failed) << s->error;
+      if (s->state == ModelState::Loaded) break;
+      ASSERT_LT(std::chrono::steady_clock::now(), end) << "still loading";
+    }
+    auto gone = f.models->unload("small");
+    ASSERT_TRUE(gone) << "load " << i << ": " << gone.error().message;
+    EXPECT_EQ(f.held_by_models(), 0u);
+  }
+}
+
 TEST(ModelManager, TwoFineTunesHoldTheirSharedVaeAndEncoderOnce) {
   Fixture f;
   write_diffusers(f.root.path / "base", {{"unet", unet("base", 4)}, {"vae", vae()}, {"text_encoder", encoder()}});

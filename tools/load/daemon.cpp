@@ -36,11 +36,17 @@ int banner_port(const std::string& line) {
 
 }  // namespace
 
-std::unique_ptr<Daemon> Daemon::spawn(const std::string& path, std::uint64_t host_device,
+std::unique_ptr<Daemon> Daemon::spawn(const std::string& path, const std::vector<std::uint64_t>& host_devices,
+                                      const std::vector<std::string>& engine_args,
                                       const std::vector<std::string>& serve_args, const std::string& log_path,
                                       std::chrono::milliseconds startup, std::string& why) {
-  std::vector<std::string> args{path, "--no-cuda", "--host-device", std::to_string(host_device), "serve",
-                                "--listen", "127.0.0.1:0"};
+  std::vector<std::string> args{path, "--no-cuda"};
+  for (const auto bytes : host_devices) {
+    args.push_back("--host-device");
+    args.push_back(std::to_string(bytes));
+  }
+  args.insert(args.end(), engine_args.begin(), engine_args.end());
+  for (const char* a : {"serve", "--listen", "127.0.0.1:0"}) args.push_back(a);
   args.insert(args.end(), serve_args.begin(), serve_args.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());

@@ -1,8 +1,9 @@
 // load/daemon.hpp — the memd daemon under load: one memd-load spawned, or one
 // it attached to.
 //
-// A spawned daemon runs `PATH --no-cuda --host-device SIZE serve --listen
-// 127.0.0.1:0 ARGS...` with stdin from /dev/null, its banner line read from
+// A spawned daemon runs `PATH --no-cuda --host-device SIZE [--host-device
+// SIZE…] [ENGINE ARGS] serve --listen 127.0.0.1:0 ARGS...` (the soak gives
+// two host devices and a --model-root) with stdin from /dev/null, its banner line read from
 // stdout for the port (the rest of stdout is drained so it never blocks),
 // its stderr inherited or sent to a file, the descriptor limit it inherits
 // from memd-load (raised before the fork), and PR_SET_PDEATHSIG so it dies
@@ -28,7 +29,8 @@ class Daemon {
  public:
   // Starts the daemon and waits up to `startup` for its banner; on failure
   // returns null and says why in `why`.
-  static std::unique_ptr<Daemon> spawn(const std::string& path, std::uint64_t host_device,
+  static std::unique_ptr<Daemon> spawn(const std::string& path, const std::vector<std::uint64_t>& host_devices,
+                                       const std::vector<std::string>& engine_args,
                                        const std::vector<std::string>& serve_args, const std::string& log_path,
                                        std::chrono::milliseconds startup, std::string& why);
   static std::unique_ptr<Daemon> attach(pid_t pid, int port);

@@ -71,6 +71,7 @@ asio::awaitable<Reply> Connection::request(const RequestSpec& spec, Millis timeo
   req.set(http::field::user_agent, "memd-load");
   req.set("X-Memd-Owner", beast::string_view(spec.owner.data(), spec.owner.size()));
   if (spec.admin) req.set("X-Memd-Admin", "true");
+  if (!spec.session.empty()) req.set("X-Memd-Session", beast::string_view(spec.session.data(), spec.session.size()));
   if (!spec.content_type.empty())
     req.set(http::field::content_type, beast::string_view(spec.content_type.data(), spec.content_type.size()));
   req.keep_alive(!spec.close);

@@ -55,6 +55,7 @@ struct RequestSpec {
   bool close = false;  // ask the server to close after answering; the caller closes the socket
   std::string_view owner = "memd-load";  // X-Memd-Owner
   bool admin = false;                    // X-Memd-Admin: true (loopback without tokens)
+  std::string_view session;              // X-Memd-Session (empty: none)
 };
 
 struct Reply {

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <fmt/format.h>
 
 #include "sse_script.hpp"
@@ -141,30 +142,44 @@ bool parse_loopback_url(const std::string& url, std::string& host, int& port, st
 ParsedFlags parse_load_flags(int argc, const char* const* argv) {
   ParsedFlags out;
   CLI::App app{
-      "memd-load: hold idle keep-alive connections and slow streaming reads open against a memd daemon on "
-      "loopback while clients run allocate/write/read/free cycles with byte checks; report errors, "
-      "GET /api/memory/status latency and the daemon's memory. Extra arguments after `--` go to "
-      "`memd serve` (with --spawn)."};
+      "memd-load: load a memd daemon on loopback and check every answer. Three modes:\n"
+      "  load (default): hold idle keep-alive connections and slow streaming reads open while clients run "
+      "allocate/write/read/free cycles with byte checks; report errors, GET /api/memory/status latency and "
+      "the daemon's memory.\n"
+      "  soak: --clients clients, each its own owner (memd-load-soak-N), loop a seeded weighted --mix of "
+      "scenarios for --duration (rw: allocate/write/read/free of sizes from 1 B to 8 MiB on every device "
+      "and memory type; transfer; move; copy; export/release; status; model load/read/unload of a "
+      "safetensors file it writes; session open/allocate/close), every answer and byte checked, while "
+      "--sse-subscribers subscribers must see the --sse-script events in order; then the daemon's "
+      "allocations, bytes, pool bytes, sessions, transfers and models must be back where they started. "
+      "A spawned daemon gets two host devices and a --model-root.\n"
+      "  rate: GET /api/memory/status of owner memd-load every --probe-interval, for --duration alone, then "
+      "for --duration while --flooders clients of owner memd-load-flood send requests back to back; "
+      "reports both phases' p50/p99, the flood's accepted rate and its 429s. --flood-limit R spawns the "
+      "daemon with --rate-limit-requests R --rate-limit-loopback.\n"
+      "Extra arguments after `--` go to `memd serve` (with --spawn)."};
   app.set_help_flag("-h,--help", "Print this help and exit");
   std::string url, pid, spawn, host_device, daemon_log, device = "host:0";
   std::string idle = "10000", slow = "1000", clients = "16", big_count = "4", big_size = "256MiB",
               cycle_size = "4MiB", slow_rate = "32KiB", slow_rcvbuf = "8KiB", fill_piece = "16MiB",
               dur = "60s", ramp = "60s", request_timeout = "10s", probe = "20ms", progress = "5s", deadline, concurrency = "256",
               rss_limit = "8GiB", min_available = "1GiB", json, max_p99, max_overhead, max_ratio,
-              sse_subscribers = "0", sse_script = "100", sse_kinds = "limit_reached";
+              sse_subscribers = "0", sse_script = "100", sse_kinds = "limit_reached", mode = "load", mix, seed = "1",
+              model_size = "256KiB", max_rss_growth, flooders = "4", flood_limit, max_flood_ratio;
   std::vector<std::string> extra;
   app.add_option("--url", url, "Attach to the daemon at this loopback URL (http://127.0.0.1:PORT); needs --pid");
   app.add_option("--pid", pid, "The attached daemon's pid (its memory is read from /proc/PID/status)");
   app.add_option("--spawn", spawn, "Start this memd binary as `memd --no-cuda --host-device SIZE serve "
-                                   "--listen 127.0.0.1:0 [ARGS after --]`, and stop it at the end");
-  app.add_option("--host-device", host_device, "With --spawn: host:0's capacity (default: what the load needs)");
+                                   "--listen 127.0.0.1:0 [ARGS after --]` (soak: two host devices and a "
+                                   "--model-root of its own), and stop it at the end");
+  app.add_option("--host-device", host_device, "With --spawn: host:0's capacity (soak: host:0's and host:1's each; default: what the load needs)");
   app.add_option("--daemon-log", daemon_log, "With --spawn: write the daemon's stderr to this file");
   app.add_option("--device", device, "Device the allocations go to")->capture_default_str();
   app.add_option("--idle", idle, "Idle keep-alive connections (one GET /healthz each, then silence)")
       ->capture_default_str();
   app.add_option("--slow", slow, "Slow streaming readers (GET .../data of the big allocations)")
       ->capture_default_str();
-  app.add_option("--clients", clients, "Clients running allocate/write/read/free cycles")->capture_default_str();
+  app.add_option("--clients", clients, "Clients running allocate/write/read/free cycles (soak: clients looping the --mix)")->capture_default_str();
   app.add_option("--big-count", big_count, "Big allocations the slow readers read")->capture_default_str();
   app.add_option("--big-size", big_size, "Size of each big allocation")->capture_default_str();
   app.add_option("--cycle-size", cycle_size, "Size of each cycle's allocation")->capture_default_str();
@@ -194,10 +209,26 @@ ParsedFlags parse_load_flags(int argc, const char* const* argv) {
       ->capture_default_str();
   app.add_option("--sse-script", sse_script,
                  "Events in the script: refused allocations of owner memd-load-script (one limit_reached each), "
-                 "sent during the load when there are subscribers")
+                 "sent during the load when there are subscribers (soak: spread over --duration)")
       ->capture_default_str();
   app.add_option("--sse-kinds", sse_kinds, "The subscribers' kinds= filter (must include limit_reached)")
       ->capture_default_str();
+  app.add_option("--mode", mode, "load, soak or rate (above)")->capture_default_str();
+  app.add_option("--mix", mix,
+                 fmt::format("soak: scenario weights, name=N[,name=N…] from rw, transfer, move, copy, export, "
+                             "status, model, session (N in [0, 1000]; names left out weigh 0). Default {}",
+                             format_soak_mix(default_soak_mix())));
+  app.add_option("--seed", seed, "soak: seed of the clients' choices (client k uses seed + k)")->capture_default_str();
+  app.add_option("--model-size", model_size, "soak: bytes of the weight tensor of the model files it writes")
+      ->capture_default_str();
+  app.add_option("--max-rss-growth", max_rss_growth,
+                 "soak: exit 1 if the daemon's RSS at the end exceeds its RSS at the start by more than this");
+  app.add_option("--flooders", flooders, "rate: clients flooding as owner memd-load-flood")->capture_default_str();
+  app.add_option("--flood-limit", flood_limit,
+                 "rate, with --spawn: requests per second per owner (memd serve --rate-limit-requests, with "
+                 "--rate-limit-loopback)");
+  app.add_option("--max-flood-ratio", max_flood_ratio,
+                 "rate: exit 1 if the probe's flooded p99 / quiet p99 exceeds this (e.g. 2)");
   app.add_option("--json", json, "Also write the report as JSON to this file");
   app.add_option("--max-status-p99", max_p99, "Exit 1 if keep-alive status p99 exceeds this (e.g. 5ms)");
   app.add_option("--max-overhead", max_overhead, "Exit 1 if peak RSS - allocated exceeds this (e.g. 256MiB)");
@@ -268,6 +299,32 @@ ParsedFlags parse_load_flags(int argc, const char* const* argv) {
       throw Refusal{fmt::format("--sse-kinds: '{}': {}", sse_kinds.substr(0, 64), why)};
     o.sse_kinds = sse_kinds;
     o.json_path = json;
+    if (mode == "load") o.mode = Mode::load;
+    else if (mode == "soak") o.mode = Mode::soak;
+    else if (mode == "rate") o.mode = Mode::rate;
+    else throw Refusal{fmt::format("--mode: '{}' is not load, soak or rate", mode.substr(0, 32))};
+    if (!mix.empty()) {
+      if (o.mode != Mode::soak) throw Refusal{"--mix is for --mode soak"};
+      std::string why;
+      auto parsed = parse_soak_mix(mix, why);
+      if (!parsed) throw Refusal{fmt::format("--mix: {}", why)};
+      o.mix = *parsed;
+    }
+    o.seed = whole("--seed", seed, 0, std::numeric_limits<std::uint64_t>::max());
+    o.model_size = size("--model-size", model_size, 1, 64 * kMiB);
+    if (!max_rss_growth.empty()) o.max_rss_growth = size("--max-rss-growth", max_rss_growth, 1, 1024 * kGiB);
+    o.flooders = whole("--flooders", flooders, 1, kMaxClients);
+    if (!flood_limit.empty()) {
+      if (o.mode != Mode::rate || spawn.empty()) throw Refusal{"--flood-limit is for --mode rate with --spawn"};
+      o.flood_limit = positive("--flood-limit", flood_limit, 1e6);
+      // The probe (one kept-alive and one fresh request per interval) must
+      // stay well under the limit, or its own 429s would be the finding.
+      const double probe_rate = 2000.0 / static_cast<double>(o.probe_interval.count());
+      if (o.flood_limit < 2 * probe_rate)
+        throw Refusal{fmt::format("--flood-limit: {} is under twice the probe's {:.0f} requests/s (--probe-interval)",
+                                  flood_limit, probe_rate)};
+    }
+    if (!max_flood_ratio.empty()) o.max_flood_ratio = positive("--max-flood-ratio", max_flood_ratio, 1000);
     if (!max_p99.empty()) {
       auto ms = parse_duration_ms(max_p99);
       if (!ms || *ms <= 0 || *ms > 600'000)

@@ -14,12 +14,20 @@
 #include <vector>
 
 #include "memd/size.hpp"
+#include "soak_mix.hpp"
 
 namespace memd::load {
 
 using Millis = std::chrono::milliseconds;
 
+// What one run of memd-load does: the REST door under held-open load
+// (issue 12), the soak (issue 17 item 2: load_run.hpp's neighbour
+// soak_run.hpp), or another owner's latency under a flood (issue 17 item 5:
+// rate_run.hpp).
+enum class Mode { load, soak, rate };
+
 struct LoadOptions {
+  Mode mode = Mode::load;
   // The daemon: attach (url + pid) or spawn (path, extra `serve` args).
   std::string url;  // normalised: host and port below
   std::string host;
@@ -60,6 +68,17 @@ struct LoadOptions {
   std::uint64_t sse_script = 100;
   std::string sse_kinds = "limit_reached";
 
+  // --mode soak: every client loops over the mix (seeded), as its own owner.
+  SoakMix mix = default_soak_mix();
+  std::uint64_t seed = 1;
+  std::uint64_t model_size = 256 * kKiB;  // the weight tensor of each model file the soak writes
+  std::uint64_t max_rss_growth = 0;       // exit 1 when the daemon's end RSS - start RSS exceeds it (0: not checked)
+
+  // --mode rate: the probe alone for --duration, then with F flooders.
+  std::uint64_t flooders = 4;
+  double flood_limit = 0;  // spawn: --rate-limit-requests (and --rate-limit-loopback); 0 = attached/as given
+  std::optional<double> max_flood_ratio;  // exit 1 when flooded p99 / quiet p99 exceeds it
+
   std::string json_path;
   // Goals checked only when given (exit 1 when missed).
   std::optional<double> max_status_p99_ms;
@@ -67,7 +86,7 @@ struct LoadOptions {
   std::optional<double> max_keepalive_ratio;
 
   // Descriptors this process needs, with a margin.
-  std::uint64_t descriptors_needed() const { return idle + slow + clients + sse_subscribers + 64; }
+  std::uint64_t descriptors_needed() const { return idle + slow + clients + sse_subscribers + flooders + 64; }
 };
 
 struct ParsedFlags {

@@ -14,6 +14,8 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -23,7 +25,9 @@
 #include "load_options.hpp"
 #include "load_run.hpp"
 #include "proc_stats.hpp"
+#include "rate_run.hpp"
 #include "report.hpp"
+#include "soak_run.hpp"
 
 using namespace memd::load;
 
@@ -49,6 +53,36 @@ bool raise_descriptor_limit(std::uint64_t needed, std::string& why) {
   return true;
 }
 
+// The soak's model root: a fresh folder with its model files (the spawned
+// daemon's --model-root); removed at the end.
+std::string make_model_root(const LoadOptions& o, std::string& why) {
+  std::string dir = (std::filesystem::temp_directory_path() / "memd-load-soak-XXXXXX").string();
+  if (::mkdtemp(dir.data()) == nullptr) {
+    why = "cannot make a temporary model folder";
+    return {};
+  }
+  for (std::uint64_t k = 0; k < 2; ++k) {
+    std::ofstream f(fmt::format("{}/soak-{}.safetensors", dir, k), std::ios::binary);
+    f << safetensors_file(0x50A4'0000ull + k, o.model_size);
+    if (!f) {
+      why = "cannot write the soak's model files in " + dir;
+      return {};
+    }
+  }
+  return dir;
+}
+
+int write_json(const std::string& path, const std::string& text) {
+  if (path.empty()) return 0;
+  std::ofstream out(path);
+  out << text;
+  if (!out) {
+    std::cerr << "memd-load: --json: cannot write '" << path << "'\n";
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,13 +105,42 @@ int main(int argc, char** argv) {
   }
 
   std::unique_ptr<Daemon> daemon;
-  if (!o.spawn.empty()) {
+  std::string model_root;
+  if (!o.spawn.empty() && o.mode == Mode::soak) {
+    // Two host devices (transfers and moves between them), each enough for
+    // every client's two largest allocations, at least 256 MiB.
+    const std::uint64_t need = o.clients * 2 * (9 * memd::kMiB) + 4 * o.model_size;
+    const std::uint64_t each =
+        o.host_device ? o.host_device : std::max<std::uint64_t>(256 * memd::kMiB, (need + memd::kMiB - 1) / memd::kMiB * memd::kMiB);
+    model_root = make_model_root(o, why);
+    if (model_root.empty()) {
+      std::cerr << "memd-load: " << why << "\n";
+      return 2;
+    }
+    daemon = Daemon::spawn(o.spawn, {each, each}, {"--model-root", model_root}, o.daemon_args, o.daemon_log,
+                           std::chrono::seconds(30), why);
+    if (!daemon) {
+      std::filesystem::remove_all(model_root);
+      std::cerr << "memd-load: --spawn: " << why << "\n";
+      return 2;
+    }
+  } else if (!o.spawn.empty() && o.mode == Mode::rate) {
+    std::vector<std::string> args = o.daemon_args;
+    if (o.flood_limit > 0)
+      args.insert(args.end(), {"--rate-limit-requests", fmt::format("{}", o.flood_limit), "--rate-limit-loopback"});
+    daemon = Daemon::spawn(o.spawn, {o.host_device ? o.host_device : memd::kGiB}, {}, args, o.daemon_log,
+                           std::chrono::seconds(30), why);
+    if (!daemon) {
+      std::cerr << "memd-load: --spawn: " << why << "\n";
+      return 2;
+    }
+  } else if (!o.spawn.empty()) {
     // Enough for the big allocations and one cycle allocation per client,
     // twice over, at least 1 GiB.
     const std::uint64_t need = o.big_count * o.big_size + o.clients * o.cycle_size;
     const std::uint64_t host_device =
         o.host_device ? o.host_device : std::max<std::uint64_t>(memd::kGiB, (2 * need + memd::kMiB - 1) / memd::kMiB * memd::kMiB);
-    daemon = Daemon::spawn(o.spawn, host_device, o.daemon_args, o.daemon_log, std::chrono::seconds(30), why);
+    daemon = Daemon::spawn(o.spawn, {host_device}, {}, o.daemon_args, o.daemon_log, std::chrono::seconds(30), why);
     if (!daemon) {
       std::cerr << "memd-load: --spawn: " << why << "\n";
       return 2;
@@ -93,6 +156,25 @@ int main(int argc, char** argv) {
     daemon = Daemon::attach(o.pid, o.port);
   }
 
+  if (o.mode == Mode::soak) {
+    SoakReport report = run_soak(o, *daemon, model_root);
+    report.daemon_end = daemon->spawned() ? daemon->stop(std::chrono::seconds(10)) : "";
+    if (daemon->spawned() && report.daemon_end.rfind("exit 0", 0) != 0 && report.stop_reason.empty())
+      report.failures.push_back("the daemon did not exit cleanly: " + report.daemon_end);
+    if (!model_root.empty()) std::filesystem::remove_all(model_root);
+    std::cout << soak_report_text(o, report);
+    if (write_json(o.json_path, soak_report_json(o, report)) != 0) return 1;
+    return report.ok() ? 0 : 1;
+  }
+  if (o.mode == Mode::rate) {
+    RateReport report = run_rate(o, *daemon);
+    report.daemon_end = daemon->spawned() ? daemon->stop(std::chrono::seconds(10)) : "";
+    if (daemon->spawned() && report.daemon_end.rfind("exit 0", 0) != 0 && report.stop_reason.empty())
+      report.failures.push_back("the daemon did not exit cleanly: " + report.daemon_end);
+    std::cout << rate_report_text(o, report);
+    if (write_json(o.json_path, rate_report_json(o, report)) != 0) return 1;
+    return report.ok() ? 0 : 1;
+  }
   RunReport report = run_load(o, *daemon);
   report.daemon_end = daemon->spawned() ? daemon->stop(std::chrono::seconds(10)) : "";
   if (daemon->spawned() && report.daemon_end.rfind("exit 0", 0) != 0 && report.stop_reason.empty())

@@ -1,5 +1,7 @@
 #include "proc_stats.hpp"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -88,6 +90,40 @@ std::optional<std::uint64_t> read_open_files_limit(pid_t pid) {
   std::string_view line = std::string_view(*text).substr(at + 14);
   while (!line.empty() && line.front() == ' ') line.remove_prefix(1);
   return leading_number(line);
+}
+
+std::optional<std::uint64_t> parse_proc_stat_cpu_ticks(std::string_view text) {
+  // The command name (field 2) is in parentheses and may hold spaces and
+  // ')': the fields are counted from the last ')'.
+  const auto close = text.rfind(')');
+  if (close == std::string_view::npos) return std::nullopt;
+  std::string_view rest = text.substr(close + 1);
+  std::uint64_t utime = 0, stime = 0;
+  // After ')': state is field 3; utime 14 and stime 15.
+  for (int field = 3; field <= 15; ++field) {
+    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    const auto end = std::min(rest.find(' '), rest.size());
+    const std::string_view value = rest.substr(0, end);
+    if (value.empty()) return std::nullopt;
+    if (field == 14 || field == 15) {
+      std::uint64_t v = 0;
+      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+      if (ec != std::errc{} || p != value.data() + value.size() || v > (std::uint64_t{1} << 50)) return std::nullopt;
+      (field == 14 ? utime : stime) = v;
+    }
+    rest.remove_prefix(end);
+  }
+  return utime + stime;
+}
+
+std::optional<double> read_proc_cpu_seconds(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  auto text = slurp(path.c_str());
+  if (!text) return std::nullopt;
+  const auto ticks = parse_proc_stat_cpu_ticks(*text);
+  const long hz = ::sysconf(_SC_CLK_TCK);
+  if (!ticks || hz <= 0) return std::nullopt;
+  return static_cast<double>(*ticks) / static_cast<double>(hz);
 }
 
 }  // namespace memd::load

@@ -28,6 +28,10 @@ std::optional<ProcMemory> parse_proc_status(std::string_view text);
 std::optional<ProcMemory> read_proc_memory(pid_t pid);
 // MemAvailable from /proc/meminfo.
 std::optional<std::uint64_t> read_mem_available();
+// utime + stime (clock ticks) of a /proc/PID/stat line; nullopt if malformed.
+std::optional<std::uint64_t> parse_proc_stat_cpu_ticks(std::string_view text);
+// The CPU seconds (user + system) the process has used, from /proc/PID/stat.
+std::optional<double> read_proc_cpu_seconds(pid_t pid);
 // The soft "Max open files" of /proc/PID/limits.
 std::optional<std::uint64_t> read_open_files_limit(pid_t pid);
 
