@@ -6,7 +6,6 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -14,6 +13,8 @@
 #include <memory>
 
 #include <nlohmann/json.hpp>
+
+#include "state/atomic_file.hpp"
 
 namespace memd {
 namespace {
@@ -357,48 +358,9 @@ Result<void> ContentHashCache::save(const fs::path& path) const {
     text.push_back('\n');
   }
 
-  // Temporary beside the target (rename is atomic only within a filesystem),
-  // unique per process and call so two savers never share one.
-  static std::atomic<std::uint64_t> counter{0};
-  const fs::path tmp = path.string() + fmt::format(".tmp.{}.{}", ::getpid(), counter.fetch_add(1));
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return fail(ErrorCode::backend_error, "create {}: {}", tmp.string(), std::strerror(errno));
-  auto abandon = [&](std::string_view what) -> Result<void> {
-    const int e = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return fail(ErrorCode::backend_error, "{} {}: {}", what, tmp.string(), std::strerror(e));
-  };
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return abandon("write");
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  // Data on disk before the name points at it: after a crash the file is the
-  // old one or the new one, never a new name over missing data.
-  if (::fsync(fd) != 0) return abandon("fsync");
-  if (::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    return fail(ErrorCode::backend_error, "close {}: {}", tmp.string(), std::strerror(errno));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    return fail(ErrorCode::backend_error, "rename {} to {}: {}", tmp.string(), path.string(), std::strerror(e));
-  }
-  // The rename itself durable; best effort (a cache lost to a crash only
-  // costs a rehash).
-  fs::path dir = path.parent_path();
-  if (dir.empty()) dir = ".";
-  if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
-  return {};
+  // Temporary, fsync, rename, fsync of the directory (state/atomic_file.hpp):
+  // a crash leaves the old cache or the new one.
+  return write_file_atomically(path, text);
 }
 
 // --- hashing and comparing ------------------------------------------------------

@@ -26,8 +26,8 @@
 // directory the cache is kept in a JSON-lines file, one entry a line:
 //   {"v":1,"hash":"<32 hex>","files":[{"path":"/m/a.safetensors","dev":2049,
 //    "ino":131,"size":1000,"mtimeNs":1700000000123456789}],"ranges":[[0,8,992]]}
-// saved atomically (temporary file, fsync, rename); a corrupt or cut-off
-// file costs only its bad lines.
+// saved atomically (state/atomic_file.hpp: temporary file, fsync, rename,
+// fsync of the directory); a corrupt or cut-off file costs only its bad lines.
 //
 // Thread safety: ContentHash, HashRange and the free functions are values /
 // reentrant; ContentHashCache is safe to share between threads (one mutex;

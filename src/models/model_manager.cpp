@@ -5,6 +5,7 @@
 #include <set>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "core/eviction_plan.hpp"
 #include "models/dtype_convert.hpp"
@@ -84,6 +85,13 @@ struct ModelManager::Model {
   // for meanwhile set taken_over: its own job follows the preload's.
   bool preloading = false;
   bool taken_over = false;
+  // The files as of its last Loaded job (what a restart checks them
+  // against); empty: never Loaded, so not kept across restarts.
+  std::vector<ModelRecord::File> recorded;
+  // The running job restores a record (its files must be `recorded`), and
+  // only registers the model at the Disk tier (nothing allocated).
+  bool restoring = false;
+  bool register_only = false;
 };
 
 namespace {
@@ -115,6 +123,37 @@ std::string as_loaded(const std::optional<Dtype>& dtype) {
   return dtype ? fmt::format("with its F32 tensors as {}", to_string(*dtype)) : "with the file's dtypes";
 }
 
+std::vector<ModelRecord::File> file_records(const std::vector<ModelFile>& files) {
+  std::vector<ModelRecord::File> out;
+  out.reserve(files.size());
+  for (const auto& f : files) out.push_back({f.path().string(), f.identity()});
+  return out;
+}
+
+// The files a restored model opened against those it was loaded from.
+Result<void> check_recorded(const std::vector<ModelRecord::File>& recorded, const std::vector<ModelFile>& files) {
+  for (const auto& f : files) {
+    const auto it = std::find_if(recorded.begin(), recorded.end(),
+                                 [&](const ModelRecord::File& r) { return r.path == f.path().string(); });
+    if (it == recorded.end())
+      return fail(ErrorCode::invalid_file, "the model now reads {}, which it was not loaded from",
+                  f.path().string());
+    if (!same_file(it->identity, f.identity()))
+      return fail(ErrorCode::invalid_file,
+                  "{} changed since memd loaded it (size {} -> {} bytes, modified {} -> {} ns since the epoch, "
+                  "inode {} -> {}); load the model again to take the file as it is now",
+                  f.path().string(), it->identity.size, f.identity().size, it->identity.mtime_ns,
+                  f.identity().mtime_ns, it->identity.inode, f.identity().inode);
+  }
+  for (const auto& r : recorded) {
+    const bool opened =
+        std::any_of(files.begin(), files.end(), [&](const ModelFile& f) { return f.path().string() == r.path; });
+    if (!opened)
+      return fail(ErrorCode::invalid_file, "the model no longer reads {}, which it was loaded from", r.path);
+  }
+  return {};
+}
+
 bool same_geometry(const std::vector<CopyRun>& a, const std::vector<CopyRun>& b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i)
@@ -124,6 +163,10 @@ bool same_geometry(const std::vector<CopyRun>& a, const std::vector<CopyRun>& b)
 }
 
 }  // namespace
+
+bool same_file(const FileIdentity& recorded, const FileIdentity& now) noexcept {
+  return recorded.inode == now.inode && recorded.size == now.size && recorded.mtime_ns == now.mtime_ns;
+}
 
 ModelManager::ModelManager(MemoryManager& manager, TransferEngine& transfers, Monitor& monitor, EventBus& events,
                            ModelOptions options)
@@ -277,7 +320,7 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
                 to_string(*request.dtype));
   auto path = options_.roots.resolve(request.path);
   if (!path) return fail(path.error());
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   if (stopping_) return fail(ErrorCode::unavailable, "memd is shutting down");
   if (auto it = models_.find(request.name); it != models_.end()) {
     Model& m = *it->second;
@@ -289,13 +332,21 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
                   as_loaded(m.request.dtype), as_loaded(request.dtype));
     if (m.job && m.preloading) return take_over_preload_locked(m, request);
     if (m.job) return status_locked(m);
+    const bool new_terms = m.request.priority != request.priority || m.request.keep_alive != request.keep_alive ||
+                           m.request.pinned != request.pinned;
     note_request_locked(m, request);
     if (m.state == ModelState::Loaded && tier_locked(m) == ModelTier::VRAM) {
       ++m.hits;
       nudge_preloader();
-      return status_locked(m);
+      auto s = status_locked(m);
+      lock.unlock();
+      state_changed(new_terms);
+      return s;
     }
     // Failed, or no longer all in VRAM: a job (re)loads what is missing.
+    // One never placed (a first load that failed, a record not restored)
+    // goes where this request says, not where its last attempt aimed.
+    if (m.components.empty()) m.request.device = request.device;
     m.state = ModelState::Loading;
     m.error.clear();
     m.job = true;
@@ -340,7 +391,26 @@ Result<ModelStatus> ModelManager::wait(std::string_view name, std::chrono::milli
 
 void ModelManager::run_job(std::string name) {
   const auto t0 = std::chrono::steady_clock::now();
+  bool restoring = false, registering = false;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = models_.find(name); it != models_.end()) {
+      restoring = it->second->restoring;
+      registering = it->second->register_only;
+    }
+  }
   auto done = load_job(name);
+  if (done) {
+    // Kept before anyone can see it Loaded (status, the event, a waiter):
+    // a model a client saw Loaded survives a SIGKILL.
+    {
+      std::lock_guard lock(mu_);
+      auto it = models_.find(name);
+      if (it == models_.end()) return;
+      if (it->second->files) it->second->recorded = file_records(*it->second->files);
+    }
+    state_changed(true);
+  }
   std::shared_ptr<Model> m;
   {
     std::lock_guard lock(mu_);
@@ -351,22 +421,30 @@ void ModelManager::run_job(std::string name) {
     if (done) {
       m->state = ModelState::Loaded;
       enter_stage_locked(*m, "done");
-      m->load_seconds = secs;
-      const auto bytes = m->progress.bytes_copied.load();
-      m->load_gbps = secs > 0 ? static_cast<double>(bytes) / secs / 1e9 : 0;
+      if (!registering) {
+        m->load_seconds = secs;
+        const auto bytes = m->progress.bytes_copied.load();
+        m->load_gbps = secs > 0 ? static_cast<double>(bytes) / secs / 1e9 : 0;
+      }
     } else {
       m->state = ModelState::Failed;
-      m->error = done.error().message;
+      m->error = restoring ? "not restored at start: " + done.error().message : done.error().message;
       enter_stage_locked(*m, "failed");
     }
+    m->restoring = false;
+    m->register_only = false;
   }
-  (done ? loads_completed_ : loads_failed_).fetch_add(1, std::memory_order_relaxed);
+  if (restoring && !done) spdlog::warn("model '{}' not restored at start: {}", name, done.error().message);
+  if (!registering) (done ? loads_completed_ : loads_failed_).fetch_add(1, std::memory_order_relaxed);
   save_hashes();
   // The events go out before a waiter hears the job is done.
   publish_progress(*m, true);
-  if (done) publish(EventKind::model_loaded, *m, {});
+  if (done && !registering) publish(EventKind::model_loaded, *m, {});
   // Before a waiter hears of it, so what it leads to is already asked for.
-  if (done) nudge_preloader();
+  if (done && !registering) nudge_preloader();
+  // A failure changes no record (a first load has none yet; a restore
+  // keeps the one it had); only the generation moves.
+  if (!done) state_changed(false);
   {
     std::lock_guard lock(mu_);
     m->job = false;
@@ -467,6 +545,9 @@ Result<void> ModelManager::load_job(const std::string& name) {
         return fail(ErrorCode::invalid_file, "{} changed while its header was read", layout->files[i].string());
       files->push_back(std::move(*f));
     }
+    // Set before the job started and left alone while it runs.
+    if (m->restoring)
+      if (auto ok = check_recorded(m->recorded, *files); !ok) return fail(ok.error());
     auto device = place(*layout, m->request.device);
     if (!device) return fail(device.error());
     std::lock_guard lock(mu_);
@@ -498,6 +579,8 @@ Result<void> ModelManager::load_job(const std::string& name) {
       m->components.push_back(c);
     }
   }
+  // Registered at the Disk tier: known, nothing allocated.
+  if (m->register_only) return {};
   // What is not in VRAM comes in: room first, then each buffer.
   std::vector<std::size_t> missing;
   std::uint64_t need = 0, todo = 0;
@@ -928,16 +1011,121 @@ Result<ModelStatus> ModelManager::unload(std::string_view name) {
   if (finished.joinable()) finished.join();
   for (const auto& id : frees) (void)manager_.deallocate(id);
   predictor_.forget(name);
+  state_changed(true);
   publish(EventKind::model_evicted, *m, {{"fromTier", std::string(to_string(s.tier))}, {"toTier", "Unloaded"}});
   return s;
 }
 
 Result<ModelStatus> ModelManager::set_pinned(std::string_view name, bool pinned) {
+  ModelStatus s;
+  {
+    std::lock_guard lock(mu_);
+    auto it = models_.find(name);
+    if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
+    it->second->request.pinned = pinned;
+    s = status_locked(*it->second);
+  }
+  // Written before the answer: a pin seen by the caller survives a SIGKILL.
+  state_changed(true);
+  return s;
+}
+
+void ModelManager::state_changed(bool now) {
+  state_generation_.fetch_add(1, std::memory_order_acq_rel);
+  if (!now) return;
+  std::function<void()> hook;
+  {
+    std::lock_guard lock(state_hook_mu_);
+    hook = state_hook_;
+  }
+  if (hook) hook();
+}
+
+std::vector<ModelRecord> ModelManager::records() const {
   std::lock_guard lock(mu_);
-  auto it = models_.find(name);
-  if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
-  it->second->request.pinned = pinned;
-  return status_locked(*it->second);
+  std::vector<ModelRecord> out;
+  for (const auto& [name, m] : models_) {
+    if (m->recorded.empty() || !m->device) continue;
+    ModelRecord r;
+    r.name = name;
+    r.path = m->path.string();
+    r.device = *m->device;
+    r.dtype = m->request.dtype;
+    r.priority = m->request.priority;
+    r.keep_alive = m->request.keep_alive;
+    r.pinned = m->request.pinned;
+    r.last_use = m->last_use;
+    r.files = m->recorded;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+void ModelManager::restore(const std::vector<ModelRecord>& records) {
+  const auto wall_now = std::chrono::system_clock::now();
+  const auto steady_now = std::chrono::steady_clock::now();
+  std::vector<std::shared_ptr<Model>> refused;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& r : records) {
+      if (stopping_) break;
+      if (models_.contains(r.name)) {
+        spdlog::warn("model '{}' not restored at start: a model of that name is already known", r.name);
+        continue;
+      }
+      if (models_.size() >= options_.max_models) {
+        spdlog::warn("model '{}' not restored at start: {} models are registered, the most this daemon keeps",
+                     r.name, models_.size());
+        continue;
+      }
+      auto m = std::make_shared<Model>();
+      m->request.name = r.name;
+      m->request.path = r.path;
+      m->request.device = r.device;
+      m->request.priority = r.priority;
+      m->request.keep_alive = r.keep_alive;
+      m->request.pinned = r.pinned;
+      m->request.dtype = r.dtype;
+      m->device = r.device;
+      m->recorded = r.files;
+      m->path = r.path;
+      m->last_use = std::min(r.last_use, wall_now);
+      m->last_use_steady =
+          steady_now - std::chrono::duration_cast<std::chrono::steady_clock::duration>(wall_now - m->last_use);
+      // The checks a load makes before its job: the device, the roots.
+      std::string why;
+      if (!check_model_name(r.name)) {
+        why = "its name breaks the model name rule";
+      } else if (!manager_.catalog().info(r.device) || r.device.kind() == DeviceKind::Cpu) {
+        why = fmt::format("no GPU or host device {} on this machine now", r.device.to_string());
+      } else if (r.dtype && !convertible(Dtype::F32, *r.dtype)) {
+        why = fmt::format("dtype {}: a load narrows F32 to F16 or BF16 only", to_string(*r.dtype));
+      } else if (auto path = options_.roots.resolve(r.path); !path) {
+        why = path.error().message;
+      } else {
+        m->path = *path;
+      }
+      if (!why.empty()) {
+        m->state = ModelState::Failed;
+        m->stage = "failed";
+        m->error = "not restored at start: " + why;
+        refused.push_back(m);
+        models_.emplace(r.name, m);
+        continue;
+      }
+      m->restoring = true;
+      m->register_only = !r.pinned;
+      m->stage = "queued";
+      m->job = true;
+      models_.emplace(r.name, m);
+      start_job_locked(r.name);
+    }
+  }
+  for (const auto& m : refused) {
+    spdlog::warn("model '{}' {}", m->request.name, m->error);
+    publish_progress(*m, true);
+  }
+  state_changed(false);
 }
 
 void ModelManager::publish(EventKind kind, const Model& m, nlohmann::json extra) {

@@ -48,6 +48,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -104,6 +105,33 @@ struct ModelCounters {
 
 inline constexpr std::string_view kHashCacheFile = "content-hashes.jsonl";
 
+// A model as the state directory keeps it (service/state_store.hpp): its
+// terms, the device it was placed on, its last use on the wall clock, and
+// the files it was loaded from as they were then. Only a model that was
+// Loaded once has one (before that its files are not known).
+struct ModelRecord {
+  struct File {
+    std::string path;  // absolute, as opened
+    FileIdentity identity;
+    bool operator==(const File&) const = default;
+  };
+  std::string name;
+  std::string path;  // the resolved path the model was loaded from
+  DeviceId device;
+  std::optional<Dtype> dtype;
+  int priority = 1;
+  std::chrono::seconds keep_alive{0};
+  bool pinned = false;
+  std::chrono::system_clock::time_point last_use{};
+  std::vector<File> files;
+  bool operator==(const ModelRecord&) const = default;
+};
+
+// Whether `now` is still the file `recorded` describes: the same inode, size
+// and modification time (the device number is not compared: NFS, btrfs
+// subvolumes and overlays may number a device differently after a reboot).
+bool same_file(const FileIdentity& recorded, const FileIdentity& now) noexcept;
+
 inline constexpr std::string_view kModelOwner = "memd:models";
 
 class ModelManager {
@@ -134,6 +162,31 @@ class ModelManager {
   // freed. conflict while it is loading.
   Result<ModelStatus> unload(std::string_view name);
   Result<ModelStatus> set_pinned(std::string_view name, bool pinned);
+
+  // State kept across restarts (service/state_store.hpp). records(): every
+  // model that was Loaded once, by name. restore(): at start, before any
+  // request, each record's model is known again — a pinned one is loaded
+  // back into VRAM, any other registered at the Disk tier (its layout read
+  // and its files opened, nothing allocated), as if evicted, so a load
+  // brings it back on its terms and the preloader may bring it up. Each runs
+  // as a job (status Loading); confined by the roots as any load is. A record
+  // whose device this machine lacks, whose path no root holds now, or whose
+  // files are gone or changed since (same_file) ends Failed with
+  // "not restored at start: …" (logged as a warning, published as the final
+  // model_progress); it keeps its record until it is loaded again or unloaded.
+  std::vector<ModelRecord> records() const;
+  void restore(const std::vector<ModelRecord>& records);
+  // Changes whenever records() would answer something else (a last use
+  // included). The hook runs after a change a restart must see at once —
+  // a job that succeeded (before its model reads Loaded anywhere), new
+  // terms, a pin, an unload — with no lock held; a use or a failed job
+  // only moves the generation. Set before requests are served (or {} to
+  // stop it); it may be called from any thread.
+  std::uint64_t state_generation() const noexcept { return state_generation_.load(std::memory_order_acquire); }
+  void set_state_hook(std::function<void()> hook) {
+    std::lock_guard lock(state_hook_mu_);
+    state_hook_ = std::move(hook);
+  }
 
   // Exports (models/model_export.hpp). The probe says which buffers other
   // processes use; set once, before requests are served (none: nothing is).
@@ -219,6 +272,8 @@ class ModelManager {
   // the last write (a miss is a hash computed and stored).
   void save_hashes();
   ExportUse export_use(const std::optional<AllocationId>& buffer) const;
+  // The generation moves; `now`: the hook runs too (no lock may be held).
+  void state_changed(bool now);
   // conflict when unloading `model` would free a buffer with live exports.
   Result<void> check_unexported_locked(const Model& model) const;
 
@@ -261,6 +316,9 @@ class ModelManager {
   std::uint64_t saved_misses_ = 0;  // guarded by save_mu_
   std::uint64_t reclaim_handle_ = 0;
   ExportProbe export_probe_;
+  std::atomic<std::uint64_t> state_generation_{0};
+  std::mutex state_hook_mu_;
+  std::function<void()> state_hook_;
 
   std::atomic<std::uint64_t> loads_completed_{0}, loads_failed_{0}, evictions_{0};  // counters()
   mutable std::mutex mu_;

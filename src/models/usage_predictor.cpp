@@ -21,6 +21,7 @@ double UsagePredictor::decayed(const Entry& e, Clock::time_point now) const {
 void UsagePredictor::record_use(std::string_view model, Clock::time_point now) {
   std::lock_guard lock(mu_);
   ++stats_.uses;
+  generation_.fetch_add(1, std::memory_order_release);
   auto it = models_.find(model);
   if (it == models_.end()) {
     if (models_.size() >= options_.max_models) evict_oldest_locked();
@@ -70,6 +71,7 @@ void UsagePredictor::record_eviction(std::string_view model) {
 
 void UsagePredictor::forget(std::string_view model) {
   std::lock_guard lock(mu_);
+  generation_.fetch_add(1, std::memory_order_release);
   if (auto it = models_.find(model); it != models_.end()) {
     if (it->second.preloaded) ++stats_.misses;
     models_.erase(it);
@@ -152,6 +154,53 @@ bool UsagePredictor::preloaded(std::string_view model) const {
   std::lock_guard lock(mu_);
   auto it = models_.find(model);
   return it != models_.end() && it->second.preloaded;
+}
+
+PredictorHistory UsagePredictor::history(Clock::time_point now, std::chrono::system_clock::time_point wall_now) const {
+  auto wall = [&](Clock::time_point t) {
+    return wall_now - std::chrono::duration_cast<std::chrono::system_clock::duration>(now - t);
+  };
+  std::lock_guard lock(mu_);
+  PredictorHistory h;
+  h.last = last_;
+  h.models.reserve(models_.size());
+  for (const auto& [name, e] : models_)
+    h.models.push_back({name, e.frequency, wall(e.updated), wall(e.last_use), e.successors});
+  return h;
+}
+
+void UsagePredictor::restore(const PredictorHistory& history, Clock::time_point now,
+                             std::chrono::system_clock::time_point wall_now) {
+  auto steady = [&](std::chrono::system_clock::time_point t) {
+    if (t > wall_now) return now;  // the wall clock went back: count it as now
+    return now - std::chrono::duration_cast<Clock::duration>(wall_now - t);
+  };
+  // The most recently used first, so the bound keeps those.
+  std::vector<const PredictorHistory::Model*> order;
+  for (const auto& m : history.models) order.push_back(&m);
+  std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) { return a->last_use > b->last_use; });
+  if (order.size() > options_.max_models) order.resize(options_.max_models);
+  std::map<std::string, Entry, std::less<>> models;
+  for (const auto* m : order) {
+    Entry e;
+    e.frequency = m->frequency;
+    e.updated = steady(m->updated);
+    e.last_use = steady(m->last_use);
+    models.insert_or_assign(m->name, std::move(e));
+  }
+  for (const auto* m : order) {
+    auto& next = models.at(m->name).successors;
+    std::vector<std::pair<std::string, std::uint64_t>> kept;
+    for (const auto& [name, n] : m->successors)
+      if (name != m->name && models.contains(name)) kept.emplace_back(name, n);
+    std::stable_sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    if (kept.size() > options_.max_successors) kept.resize(options_.max_successors);
+    next.insert(kept.begin(), kept.end());
+  }
+  std::lock_guard lock(mu_);
+  models_ = std::move(models);
+  last_ = history.last && models_.contains(*history.last) ? history.last : std::nullopt;
+  generation_.fetch_add(1, std::memory_order_release);
 }
 
 std::optional<std::string> UsagePredictor::last_used() const {

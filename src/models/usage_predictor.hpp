@@ -21,10 +21,18 @@
 // is forgotten, with its successions), each with at most max_successors
 // successors.
 //
+// What survives a restart (history()/restore(), kept by the state directory:
+// service/state_store.hpp): each model's decayed use count, when it was
+// last used and its successors, and the model used last. Times are on the
+// wall clock there, since the steady clock starts again at boot. The
+// preload counts and the models' preloaded marks are not kept (a preload
+// does not survive a restart either).
+//
 // Thread safety: thread-safe (one mutex; calls are rare: a model use, a
 // load, an eviction).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -56,6 +64,21 @@ struct PredictorStats {
   double hit_rate() const { return hits + misses == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(hits + misses); }
 };
 
+// The history, with times on the wall clock.
+struct PredictorHistory {
+  struct Model {
+    std::string name;
+    double frequency = 0;  // decayed uses as of `updated`
+    std::chrono::system_clock::time_point updated{};
+    std::chrono::system_clock::time_point last_use{};
+    std::map<std::string, std::uint64_t, std::less<>> successors;  // model used next → times
+    bool operator==(const Model&) const = default;
+  };
+  std::vector<Model> models;  // by name
+  std::optional<std::string> last;
+  bool operator==(const PredictorHistory&) const = default;
+};
+
 class UsagePredictor {
  public:
   using Clock = std::chrono::steady_clock;
@@ -77,6 +100,18 @@ class UsagePredictor {
 
   PredictorStats stats() const;
   std::optional<std::string> last_used() const;
+
+  // The history now, its steady times moved to the wall clock (`now` and
+  // `wall_now` being the same instant on the two clocks).
+  PredictorHistory history(Clock::time_point now, std::chrono::system_clock::time_point wall_now) const;
+  // Replaces the history (counts and preloaded marks are left alone). Times
+  // after `wall_now` count as now; within the bounds of the options (the
+  // most recently used models, each one's most frequent successors);
+  // successors and `last` naming a model not in the history are dropped.
+  void restore(const PredictorHistory& history, Clock::time_point now,
+               std::chrono::system_clock::time_point wall_now);
+  // Changes whenever history() would answer something else.
+  std::uint64_t generation() const noexcept { return generation_.load(std::memory_order_acquire); }
   // Whether `model` was preloaded and has been neither used nor evicted
   // since (what a model's status reports as `preloaded`).
   bool preloaded(std::string_view model) const;
@@ -98,6 +133,7 @@ class UsagePredictor {
   std::map<std::string, Entry, std::less<>> models_;
   std::optional<std::string> last_;
   PredictorStats stats_;
+  std::atomic<std::uint64_t> generation_{0};
 };
 
 }  // namespace memd

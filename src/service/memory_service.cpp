@@ -28,6 +28,17 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
   auto catalog = DeviceCatalog::discover(options.backends);
   if (!catalog) return fail(catalog.error());
   auto service = std::unique_ptr<MemoryService>(new MemoryService());
+  // The state directory first: its lock refuses a second daemon on it before
+  // anything reads its files (the models' hash cache among them).
+  ModelOptions model_options = options.models;
+  StateLoad loaded;
+  if (!options.state_dir.empty()) {
+    auto store = StateStore::open(options.state_dir);
+    if (!store) return fail(store.error());
+    service->state_ = std::move(*store);
+    loaded = service->state_->load();
+    if (model_options.state_dir.empty()) model_options.state_dir = options.state_dir;
+  }
   service->events_ = std::make_unique<EventBus>(options.event_ring);
   service->catalog_ = std::move(*catalog);
   for (const auto& [device, policy] : options.manager.pool_policies)
@@ -47,7 +58,7 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
   if (!monitor) return fail(monitor.error());
   service->monitor_ = std::move(*monitor);
   service->models_ = std::make_unique<ModelManager>(*service->manager_, *service->transfers_, *service->monitor_,
-                                                    *service->events_, options.models);
+                                                    *service->events_, model_options);
   service->models_->set_export_probe([table = service->exports_.get()](const AllocationId& id) {
     return ExportUse{table->exports_of(id).size(), table->importers(id)};
   });
@@ -69,6 +80,7 @@ Result<std::unique_ptr<MemoryService>> MemoryService::create(const ServiceOption
           [self, schedule](const MemoryStatusReport& report) { self->scheduled_defrag(report, schedule); });
     }
   }
+  if (service->state_) service->restore_state(std::move(loaded), options.state_flush_interval);
   service->socket_path_ = options.socket_path;
   service->clock_ = options.clock ? options.clock : LeaseClock([] { return std::chrono::steady_clock::now(); });
   service->sessions_ = std::make_unique<SessionTable>(options.session_limits);
@@ -86,6 +98,12 @@ MemoryService::~MemoryService() {
   if (reaper_) reaper_->stop();
   reaper_.reset();
   if (monitor_) monitor_->stop();
+  // The last writes, while everything they read is here; the models' own
+  // teardown (cancelled jobs) is not state to keep.
+  if (state_) {
+    if (models_) models_->set_state_hook({});
+    state_->close();
+  }
   models_.reset();
   defragmenter_.reset();
   transfers_.reset();
@@ -95,9 +113,72 @@ MemoryService::~MemoryService() {
     import_holds_.clear();
   }
   manager_.reset();
+  state_.reset();  // the directory's lock goes last
 }
 
 SteadyTime MemoryService::now() const { return clock_(); }
+
+void MemoryService::restore_limits(const Limits& stored) {
+  Limits limits = stored;
+  for (auto it = limits.per_device.begin(); it != limits.per_device.end();) {
+    auto info = catalog_->info(it->first);
+    if (!info) {
+      spdlog::warn("state: the limit of {} bytes on {} is not restored: this machine has no such device now",
+                   it->second, it->first.to_string());
+      it = limits.per_device.erase(it);
+      continue;
+    }
+    // Kept as set (a limit only caps, as memory_limits accepts it), but said.
+    if (it->second > info->total_bytes)
+      spdlog::warn("state: the limit on {} ({}) is over the device's capacity ({}); it caps nothing there now",
+                   it->first.to_string(), format_size(it->second), format_size(info->total_bytes));
+    ++it;
+  }
+  if (auto ok = manager_->set_limits(limits); !ok) {
+    spdlog::error("state: the limits are not restored: {}", ok.error().message);
+    return;
+  }
+  spdlog::info("state: restored {} device, {} memory type and {} owner limit(s)", limits.per_device.size(),
+               limits.per_memory_type.size(), limits.per_owner.size());
+}
+
+void MemoryService::restore_state(StateLoad loaded, std::chrono::milliseconds flush_interval) {
+  if (loaded.limits) restore_limits(*loaded.limits);
+  MemoryService* self = this;
+  ModelManager* models = models_.get();
+  limits_concern_ = state_->add(
+      {std::string(kLimitsStateFile), [self] { return self->limits_generation_.load(std::memory_order_acquire); },
+       [self] { return format_limits_state(self->manager_->limits(), std::chrono::system_clock::now()); }});
+  const auto models_concern = state_->add(
+      {std::string(kModelsStateFile), [models] { return models->state_generation(); },
+       [models] { return format_models_state(models->records(), std::chrono::system_clock::now()); }});
+  state_->add({std::string(kPredictorStateFile), [models] { return models->predictor().generation(); },
+               [models] {
+                 return format_predictor_state(
+                     models->predictor().history(std::chrono::steady_clock::now(), std::chrono::system_clock::now()),
+                     std::chrono::system_clock::now());
+               }});
+  // Before the restore starts jobs: a job that ends writes models.json at once.
+  StateStore* store = state_.get();
+  models_->set_state_hook([store, models_concern] { (void)store->flush(models_concern); });
+  if (loaded.predictor) {
+    models_->predictor().restore(*loaded.predictor, std::chrono::steady_clock::now(), std::chrono::system_clock::now());
+    spdlog::info("state: restored the usage predictor's history of {} model(s)", loaded.predictor->models.size());
+  }
+  if (loaded.models) {
+    std::size_t pinned = 0;
+    for (const auto& r : *loaded.models) pinned += r.pinned ? 1 : 0;
+    spdlog::info("state: restoring {} model(s): {} pinned, loaded back; {} registered at the Disk tier",
+                 loaded.models->size(), pinned, loaded.models->size() - pinned);
+    models_->restore(*loaded.models);
+  }
+  state_->start(flush_interval);
+}
+
+Result<void> MemoryService::save_state() {
+  if (!state_) return {};
+  return state_->flush_all();
+}
 
 Result<void> MemoryService::admit(const Caller& caller) {
   if (!caller.session) return {};
@@ -402,6 +483,10 @@ Result<Limits> MemoryService::update_limits(const Caller& caller, const LimitUpd
   if (update.memory_type) apply(limits.per_memory_type, *update.memory_type);
   if (update.owner) apply(limits.per_owner, *update.owner);
   if (auto ok = manager_->set_limits(limits); !ok) return fail(ok.error());
+  // Kept before the answer: a limit the caller saw set survives a SIGKILL.
+  // A write that fails is logged; the limit is in force all the same.
+  limits_generation_.fetch_add(1, std::memory_order_acq_rel);
+  if (state_) (void)state_->flush(limits_concern_);
   // A device limit changes the capacity pressure is measured against.
   if (update.device) monitor_->sample_now();
   return manager_->limits();

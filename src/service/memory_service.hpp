@@ -30,8 +30,10 @@
 // any number of transport threads and the reaper.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <filesystem>
 #include <memory>
 #include <map>
 #include <mutex>
@@ -56,6 +58,7 @@
 #include "service/lease_reaper.hpp"
 #include "service/reports.hpp"
 #include "service/session_table.hpp"
+#include "service/state_store.hpp"
 #include "transfer/defragmenter.hpp"
 #include "transfer/defrag_schedule.hpp"
 #include "transfer/transfer_engine.hpp"
@@ -87,6 +90,14 @@ struct ServiceOptions {
   HistoryOptions history;
   // Model roots, the RAM tier's limit, loader threads (models/model_manager.hpp).
   ModelOptions models;
+  // --state-dir: limits, models and the usage predictor's history kept
+  // across restarts (service/state_store.hpp), and the models' content-hash
+  // cache (models.state_dir, set to this when empty). The directory must
+  // exist; a second service on it is refused (conflict). Empty: nothing kept.
+  std::filesystem::path state_dir;
+  // How often state that changed without a prompt write (model uses, the
+  // predictor's history) is written; 0: only at close and on a prompt write.
+  std::chrono::milliseconds state_flush_interval{2000};
 };
 
 // What an importer receives over the socket: the descriptor and where the
@@ -280,6 +291,13 @@ class MemoryService {
   // address, size and state only (hidden). An unknown device: not_found.
   Result<DeviceBlockMap> block_map(const Caller& caller, DeviceId device, std::size_t max_blocks);
 
+  // Writes every state file whose state changed (--state-dir; nothing
+  // without one): what a stop does before it releases memory. The first
+  // write error, if any (each is logged).
+  Result<void> save_state();
+  // The state directory's store; null without --state-dir.
+  const StateStore* state() const noexcept { return state_.get(); }
+
   // Frees everything `owner` holds (pinned included) and ends its sessions:
   // a stdio host's exit.
   std::vector<AllocationRecord> release_owner(std::string_view owner);
@@ -290,6 +308,11 @@ class MemoryService {
  private:
   MemoryService() = default;
   std::uint64_t reserved_total() const;
+  // The limits a state file held, applied at start (what the machine lacks
+  // now is skipped with a warning).
+  void restore_limits(const Limits& limits);
+  // Registers the state files' concerns and applies what load() found.
+  void restore_state(StateLoad loaded, std::chrono::milliseconds flush_interval);
   SteadyTime now() const;
   std::size_t sweep_at(SteadyTime now);
   SessionReport report(const Session& session) const;
@@ -349,6 +372,11 @@ class MemoryService {
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   // Limit updates are read-modify-write of the manager's whole Limits value.
   std::mutex limits_mutex_;
+  // --state-dir (service/state_store.hpp): made first (it holds the
+  // directory's lock), closed before the models go, destroyed last.
+  std::unique_ptr<StateStore> state_;
+  std::atomic<std::uint64_t> limits_generation_{0};
+  StateStore::ConcernId limits_concern_ = 0;
   // One sweep at a time: a sweep takes lapsed sessions out of the table and
   // then frees their allocations, so without this a caller's sweep could
   // return (nothing left to take) while the reaper's was still freeing —

@@ -91,5 +91,67 @@ TEST(UsagePredictor, BoundedAndForgets) {
   EXPECT_EQ(next_after(q, t), "s1");
 }
 
+// A restart (issue 17, item 4): the history leaves on the wall clock and
+// comes back on a new steady clock, predicting what it predicted before.
+TEST(UsagePredictor, TheHistoryCrossesARestartOnTheWallClock) {
+  UsagePredictor p;
+  auto t = Clock::now();
+  for (int round = 0; round < 3; ++round)
+    for (const char* m : {"base", "refiner", "upscaler"}) p.record_use(m, t += 10s);
+  p.record_use("base", t += 10s);
+  const auto g = p.generation();
+  const auto wall = std::chrono::system_clock::now();
+  const PredictorHistory h = p.history(t, wall);
+  EXPECT_EQ(p.generation(), g) << "reading it changes nothing";
+  ASSERT_EQ(h.models.size(), 3u);
+  EXPECT_EQ(h.last, "base");
+  for (const auto& m : h.models) {
+    EXPECT_LE(m.last_use, wall);
+    if (m.name == "base") {
+      EXPECT_EQ(m.last_use, wall);
+    }
+    if (m.name == "upscaler") {
+      EXPECT_EQ(m.last_use, wall - 10s);
+    }
+  }
+  // A new process: another steady clock, an hour later on the wall.
+  UsagePredictor q;
+  const auto t2 = Clock::time_point(Clock::duration(12345));
+  q.restore(h, t2, wall + 1h);
+  EXPECT_GT(q.generation(), 0u);
+  EXPECT_EQ(q.last_used(), "base");
+  EXPECT_EQ(next_after(q, t2), "refiner");
+  const auto back = q.history(t2, wall + 1h);
+  ASSERT_EQ(back.models.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(back.models[i].name, h.models[i].name);
+    EXPECT_EQ(back.models[i].successors, h.models[i].successors);
+    EXPECT_DOUBLE_EQ(back.models[i].frequency, h.models[i].frequency);
+    EXPECT_LT(std::chrono::abs(back.models[i].last_use - h.models[i].last_use), 1ms);
+  }
+  // A use counts on from there.
+  q.record_use("refiner", t2 + 1s);
+  EXPECT_EQ(next_after(q, t2 + 1s), "upscaler");
+}
+
+TEST(UsagePredictor, ARestoreKeepsWithinTheBoundsAndDropsWhatNamesNoModel) {
+  UsagePredictor p({.max_models = 2, .max_successors = 1});
+  const auto wall = std::chrono::system_clock::now();
+  PredictorHistory h;
+  h.last = "gone";
+  h.models.push_back({"old", 1, wall - 2h, wall - 2h, {{"new", 1}}});
+  h.models.push_back({"new", 1, wall - 1h, wall - 1h, {{"mid", 5}, {"old", 2}, {"gone", 9}, {"new", 4}}});
+  h.models.push_back({"mid", 1, wall + 1h, wall + 1h, {}});  // the wall clock went back: counts as now
+  p.restore(h, Clock::now(), wall);
+  const auto back = p.history(Clock::now(), wall);
+  ASSERT_EQ(back.models.size(), 2u) << "the two most recently used";
+  EXPECT_EQ(back.models[0].name, "mid");
+  EXPECT_LE(back.models[0].last_use, std::chrono::system_clock::now());
+  EXPECT_EQ(back.models[1].name, "new");
+  using Successors = std::map<std::string, std::uint64_t, std::less<>>;
+  EXPECT_EQ(back.models[1].successors, (Successors{{"mid", 5}})) << "its most frequent one that is remembered";
+  EXPECT_FALSE(back.last) << "'gone' is not remembered";
+}
+
 }  // namespace
 }  // namespace memd

@@ -155,7 +155,7 @@ Result<ServiceOptions> service_options(const EngineOptions& engine) {
   if (!engine.state_dir.empty()) {
     auto dir = state_directory(engine.state_dir);
     if (!dir) return fail(dir.error());
-    options.models.state_dir = std::move(*dir);
+    options.state_dir = std::move(*dir);
   }
   options.models.preload = engine.preload_threshold > 0;
   options.models.preload_threshold = engine.preload_threshold;
@@ -269,6 +269,13 @@ int run_serve(const EngineOptions& engine, const ServeFlags& flags) {
   pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
   if (socket) socket->stop();  // importers' holds go before the release below
+  // State as the daemon served it, before the release below empties it.
+  if (auto* state = (*service)->state()) {
+    if (auto saved = (*service)->save_state(); saved)
+      spdlog::info("state saved in {}", state->directory().string());
+    else
+      spdlog::error("state: not every state file could be written: {}", saved.error().message);
+  }
   if (!ran) return report(ran.error());
   release_at_shutdown(**service);
   spdlog::info("memd stopped");

@@ -84,8 +84,10 @@ int main(int argc, char** argv) {
                  "SIZE of memd's RAM tier: pinned host memory holding models evicted from VRAM (0: none)")
       ->capture_default_str();
   app.add_option("--state-dir", engine.state_dir,
-                 "DIR for state kept across restarts (created 0700 if missing): today the content-hash cache of "
-                 "model files, so a restarted daemon does not rehash them; device memory is never kept")
+                 "DIR for state kept across restarts (created 0700 if missing; one daemon at a time): limits, "
+                 "models (pinned ones loaded back at start, the rest known at the Disk tier) with their "
+                 "keep-alive and priority, the usage predictor's history and the content-hash cache. Device "
+                 "memory, allocations, sessions, exports and transfers are never kept")
       ->allow_extra_args(false);
   app.add_option("--preload-threshold", engine.preload_threshold,
                  "Probability the model predicted next must reach to be preloaded into idle VRAM or the RAM tier "
