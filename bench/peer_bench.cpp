@@ -948,15 +948,7 @@ int run(const Options& o) {
   out["errors"] = !ok;
   std::printf("\noverall: %s%s\n", all_pass && ok ? "PASS" : "FAIL",
               ok ? "" : " (a copy or a move failed or wrote wrong bytes: see ERROR / FAIL above)");
-  std::printf("%s\n", out.dump().c_str());
-  if (!o.json_path.empty()) {
-    std::ofstream f(o.json_path);
-    f << out.dump(2) << '\n';
-    if (!f) {
-      std::fprintf(stderr, "memd_peer_bench: cannot write %s\n", o.json_path.c_str());
-      return 1;
-    }
-  }
+  if (!emit_json(out, o.json_path, "memd_peer_bench")) return 1;
   return ok ? 0 : 1;
 }
 

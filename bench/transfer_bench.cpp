@@ -1045,16 +1045,7 @@ int run(const Options& o) {
   if (o.bars)
     std::printf("\noverall: %s%s\n", all_pass && ok ? "PASS" : "FAIL",
                 ok ? "" : " (a copy failed or wrote wrong bytes: see ERROR above)");
-  const std::string line = out.dump();
-  std::printf("%s\n", line.c_str());
-  if (!o.json_path.empty()) {
-    std::ofstream f(o.json_path);
-    f << out.dump(2) << '\n';
-    if (!f) {
-      std::fprintf(stderr, "memd_transfer_bench: cannot write %s\n", o.json_path.c_str());
-      return 1;
-    }
-  }
+  if (!emit_json(out, o.json_path, "memd_transfer_bench")) return 1;
   return ok ? 0 : 1;
 }
 

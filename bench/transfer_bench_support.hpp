@@ -12,15 +12,20 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <span>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "alloc/memory_manager.hpp"
 #include "memd/size.hpp"
@@ -58,6 +63,21 @@ inline double median(std::vector<double> v) {
 // GB/s = 10^9 bytes per second.
 inline double gbps(std::uint64_t bytes, double seconds) {
   return seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0;
+}
+
+// The program's result: printed as its last line, and written indented to
+// `path` when one was given. False (after saying so) when it cannot be
+// written.
+inline bool emit_json(const nlohmann::ordered_json& out, const std::string& path, const char* program) {
+  std::printf("%s\n", out.dump().c_str());
+  if (path.empty()) return true;
+  std::ofstream f(path);
+  f << out.dump(2) << '\n';
+  if (!f) {
+    std::fprintf(stderr, "%s: cannot write %s\n", program, path.c_str());
+    return false;
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------------------
