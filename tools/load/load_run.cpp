@@ -100,16 +100,7 @@ class LoadRun {
 
   template <class Awaitable>
   void spawn(Awaitable&& a) {
-    asio::co_spawn(ioc_, std::forward<Awaitable>(a), [this](const std::exception_ptr& e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        report_.errors.add("internal", x.what());
-      } catch (...) {
-        report_.errors.add("internal", "unknown exception");
-      }
-    });
+    asio::co_spawn(ioc_, std::forward<Awaitable>(a), count_throw(report_.errors));
   }
 
   // Polls `done` every 20 ms for at most `limit`; returns early on a stop

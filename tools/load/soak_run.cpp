@@ -76,17 +76,7 @@ class SoakRun {
 
   template <class Awaitable>
   void spawn(Awaitable&& a) {
-    asio::co_spawn(ioc_, std::forward<Awaitable>(a), [this](const std::exception_ptr& e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        report_.errors.add("internal", x.what());
-      } catch (...) {
-        report_.errors.add("internal", "unknown exception");
-      }
-      stop_.request("an internal error (see errors)");
-    });
+    asio::co_spawn(ioc_, std::forward<Awaitable>(a), count_throw(report_.errors, &stop_));
   }
   asio::awaitable<void> sleep(Millis d) {
     asio::steady_timer t(co_await asio::this_coro::executor);
