@@ -795,17 +795,7 @@ RunReport LoadRun::run() {
     f.push_back(fmt::format("{} of {} slow readers opened", report_.slow_opened, o_.slow));
   if (o_.clients > 0 && report_.cycles == 0) f.push_back("no cycle completed");
   if (report_.keep_alive.count == 0 || report_.fresh.count == 0) f.push_back("the status probe got no answer");
-  if (report_.sse) {
-    const SseSummary& e = *report_.sse;
-    if (!e.ok())
-      f.push_back(fmt::format("event subscribers: {} of {} connected, {} with every script event in order; "
-                              "{} short of {}, {} out of order, {} streams ended early, {} events lost",
-                              e.connected, e.wanted, e.complete, e.missing, e.expected, e.misordered, e.broken,
-                              e.lost));
-    if (report_.script_refused < o_.sse_script)
-      f.push_back(fmt::format("the event script: {} of {} allocations refused with quota_exceeded",
-                              report_.script_refused, o_.sse_script));
-  }
+  if (report_.sse) script_failures(*report_.sse, report_.script_refused, o_.sse_script, f);
   if (o_.max_status_p99_ms && report_.keep_alive.p99_ms > *o_.max_status_p99_ms)
     f.push_back(fmt::format("status p99 {:.2f} ms over --max-status-p99 {} ms", report_.keep_alive.p99_ms,
                             *o_.max_status_p99_ms));

@@ -41,4 +41,16 @@ RequestSpec script_allocation_request(const ScriptSpec& script, std::uint64_t i,
   return alloc;
 }
 
+void script_failures(const SseSummary& e, std::uint64_t refused, std::uint64_t events,
+                     std::vector<std::string>& failures) {
+  if (!e.ok())
+    failures.push_back(fmt::format("event subscribers: {} of {} connected, {} with every script event in order; "
+                                   "{} short of {}, {} out of order, {} streams ended early, {} events lost",
+                                   e.connected, e.wanted, e.complete, e.missing, e.expected, e.misordered, e.broken,
+                                   e.lost));
+  if (refused < events)
+    failures.push_back(
+        fmt::format("the event script: {} of {} allocations refused with quota_exceeded", refused, events));
+}
+
 }  // namespace memd::load

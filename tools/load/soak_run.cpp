@@ -817,17 +817,7 @@ SoakReport SoakRun::run() {
   } else if (report_.stop_reason.empty()) {
     f.push_back("the daemon's holdings could not be read at the end");
   }
-  if (report_.sse) {
-    const SseSummary& e = *report_.sse;
-    if (!e.ok())
-      f.push_back(fmt::format("event subscribers: {} of {} connected, {} with every script event in order; "
-                              "{} short of {}, {} out of order, {} streams ended early, {} events lost",
-                              e.connected, e.wanted, e.complete, e.missing, e.expected, e.misordered, e.broken,
-                              e.lost));
-    if (report_.script_refused < o_.sse_script)
-      f.push_back(fmt::format("the event script: {} of {} allocations refused with quota_exceeded",
-                              report_.script_refused, o_.sse_script));
-  }
+  if (report_.sse) script_failures(*report_.sse, report_.script_refused, o_.sse_script, f);
   if (o_.max_rss_growth > 0 && report_.rss_end > report_.rss_start + o_.max_rss_growth)
     f.push_back(fmt::format("daemon RSS grew {} (over --max-rss-growth {})",
                             format_size(report_.rss_end - report_.rss_start), format_size(o_.max_rss_growth)));
