@@ -39,25 +39,17 @@
 // (fewer than two GPUs: it prints "skipped: 1 GPU" or "no GPU"; or built
 // without CUDA).
 #include <algorithm>
-#include <bit>
-#include <charconv>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
-#include <shared_mutex>
-#include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include <fmt/format.h>
@@ -67,35 +59,16 @@
 #include "backends/device_catalog.hpp"
 #include "memd/size.hpp"
 #include "transfer/transfer_engine.hpp"
-
-#if defined(MEMD_WITH_CUDA)
-#include <cuda_runtime.h>
-#endif
+#include "transfer_bench_support.hpp"
 
 namespace memd::peer_bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using namespace memd::bench;
+using bench::Clock;  // the steady clock, not memd::Clock (allocation records' system clock)
 using json = nlohmann::ordered_json;
 
-static_assert(std::endian::native == std::endian::little, "the byte pattern assumes little-endian words");
-
 constexpr int kSkipped = 77;  // the automake/ctest "skipped" status
-
-double seconds_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-double gbps(std::uint64_t bytes, double seconds) {
-  return seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0;
-}
 
 std::string fmt_size(std::uint64_t bytes) {
   if (bytes % kGiB == 0) return fmt::format("{} GiB", bytes / kGiB);
@@ -143,20 +116,6 @@ void usage(std::FILE* to) {
                "  --json PATH           also write the JSON to PATH (it is printed as the last line either way)\n"
                "  --host-sim            dry run without a GPU: host:0 and host:1 as the GPUs, memcpy as baselines\n"
                "  --help\n");
-}
-
-std::optional<unsigned> parse_unsigned(std::string_view text) {
-  unsigned v = 0;
-  const auto* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (text.empty() || ec != std::errc{} || p != end) return std::nullopt;
-  return v;
-}
-
-std::optional<std::uint64_t> parse_bytes(std::string_view text) {
-  auto v = parse_size(text);
-  if (!v || *v == 0) return std::nullopt;
-  return *v;
 }
 
 // Fills `o`; returns an exit status when the program should stop here.
@@ -275,51 +234,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& o) {
 }
 
 // ---------------------------------------------------------------------------
-// The byte pattern (as transfer_bench's): byte `offset` of pattern `seed` is
-// byte offset % 8 of word(seed, offset / 8), so any range can be made, or
-// checked, on its own.
-
-std::uint64_t word(std::uint64_t seed, std::uint64_t index) {
-  std::uint64_t z = (seed * 0x9E3779B97F4A7C15ull) ^ (index + 0x632BE59BD9B4E019ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-void make_pattern(std::uint64_t seed, std::uint64_t offset, std::span<std::byte> out) {
-  // Offsets here are multiples of 8 (pieces and samples are).
-  std::size_t i = 0;
-  for (; i + 8 <= out.size(); i += 8) {
-    const std::uint64_t w = word(seed, (offset + i) / 8);
-    std::memcpy(out.data() + i, &w, 8);
-  }
-  if (i < out.size()) {
-    const std::uint64_t w = word(seed, (offset + i) / 8);
-    std::memcpy(out.data() + i, &w, out.size() - i);
-  }
-}
-
-constexpr std::uint64_t kSampleBytes = 4096;
-
-// The first and last 4 KiB, 46 more evenly spread, 16 that change with the
-// rep; all multiples of 8.
-std::vector<std::uint64_t> sample_offsets(std::uint64_t size, unsigned rep) {
-  const std::uint64_t len = std::min(kSampleBytes, size);
-  const std::uint64_t last = (size - len) / 8 * 8;
-  std::vector<std::uint64_t> out;
-  constexpr unsigned kSpread = 48, kRandom = 16;
-  for (unsigned i = 0; i < kSpread; ++i) out.push_back(last * i / (kSpread - 1) / 8 * 8);
-  for (unsigned i = 0; i < kRandom; ++i) out.push_back(last ? word(rep + 1, i) % (last + 1) / 8 * 8 : 0);
-  return out;
-}
-
-// ---------------------------------------------------------------------------
 // memd's side: a catalog with both devices, a manager and an engine.
-
-struct Finished {
-  TransferReport report;
-  Clock::time_point at;
-};
 
 class Rig {
  public:
@@ -353,14 +268,7 @@ class Rig {
     TransferOptions e = o.engine;
     e.copy.stage_host_devices = o.host_sim;
     rig->engine_ = std::make_unique<TransferEngine>(*rig->manager_, *host, e);
-    rig->engine_->set_completion_hook([r = rig.get()](const TransferReport& report) {
-      const auto at = Clock::now();
-      {
-        std::lock_guard lock(r->mutex_);
-        r->finished_.insert_or_assign(report.id, Finished{report, at});
-      }
-      r->finished_cv_.notify_all();
-    });
+    rig->finished_.attach(*rig->engine_);
     return rig;
   }
 
@@ -387,68 +295,30 @@ class Rig {
       return fail(rec.error().code, "allocating {} of {} on {}: {}", fmt_size(bytes), to_string(type),
                   device.to_string(), rec.error().message);
     allocations_.insert(rec->id);
-    if (device.kind() == DeviceKind::Cpu) {
-      // Host memory is filled and checked through its pointer (nothing here
-      // moves it): in a CUDA build the CUDA backend serves cpu SharedMemory
-      // and has no stream for device cpu (as transfer_bench).
-      auto hold = manager_->hold(rec->id);
-      if (!hold) return fail(hold.error());
-      std::shared_lock io(hold->entry().io);
-      host_pointers_.emplace(rec->id, hold->location().ptr);
-    }
+    if (auto t = bytes_.track(*manager_, *rec); !t) return fail(t.error());
     return rec;
   }
 
   void free(const AllocationId& id) {
     if (allocations_.erase(id) == 0) return;
-    host_pointers_.erase(id);
+    bytes_.forget(id);
     (void)manager_->deallocate(id);
   }
 
+  // The byte pattern in an allocation (PatternBytes).
   Result<void> fill(const AllocationId& a, std::uint64_t seed, std::uint64_t bytes) {
-    std::vector<std::byte> piece(std::min(bytes, kPiece));
-    for (std::uint64_t at = 0; at < bytes; at += kPiece) {
-      const std::span<std::byte> part(piece.data(), std::min(kPiece, bytes - at));
-      make_pattern(seed, at, part);
-      if (auto w = write(a, at, part); !w) return w;
-    }
-    return {};
+    return bytes_.fill(*engine_, a, seed, bytes);
   }
-
   Result<void> check_all(const AllocationId& a, std::uint64_t seed, std::uint64_t bytes) {
-    std::vector<std::byte> expected(std::min(bytes, kPiece));
-    for (std::uint64_t at = 0; at < bytes; at += kPiece) {
-      const std::uint64_t n = std::min(kPiece, bytes - at);
-      auto got = read(a, at, n);
-      if (!got) return fail(got.error());
-      make_pattern(seed, at, {expected.data(), n});
-      if (auto r = compare(*got, {expected.data(), n}, at); !r) return r;
-    }
-    return {};
+    return bytes_.check_all(*engine_, a, seed, bytes);
   }
-
-  // Overwrites each sample with the complement of pattern `seed`.
   Result<void> spoil(const AllocationId& a, std::uint64_t seed, const std::vector<std::uint64_t>& offsets,
                      std::uint64_t bytes) {
-    std::vector<std::byte> wrong(std::min(kSampleBytes, bytes));
-    for (auto at : offsets) {
-      make_pattern(seed, at, wrong);
-      for (auto& b : wrong) b = ~b;
-      if (auto w = write(a, at, wrong); !w) return w;
-    }
-    return {};
+    return bytes_.spoil(*engine_, a, seed, offsets, bytes);
   }
-
   Result<void> check_samples(const AllocationId& a, std::uint64_t seed, const std::vector<std::uint64_t>& offsets,
                              std::uint64_t bytes) {
-    std::vector<std::byte> expected(std::min(kSampleBytes, bytes));
-    for (auto at : offsets) {
-      auto got = read(a, at, expected.size());
-      if (!got) return fail(got.error());
-      make_pattern(seed, at, expected);
-      if (auto r = compare(*got, expected, at); !r) return r;
-    }
-    return {};
+    return bytes_.check_samples(*engine_, a, seed, offsets, bytes);
   }
 
   // Submits `specs` as one batch (or one transfer when there is one) and
@@ -465,19 +335,14 @@ class Rig {
       if (!b) return fail(b.error());
       for (const auto& t : b->transfers) ids.push_back(t.id);
     }
-    std::unique_lock lock(mutex_);
-    const bool all = finished_cv_.wait_for(lock, std::chrono::minutes(5), [&] {
-      return std::all_of(ids.begin(), ids.end(), [&](const TransferId& id) { return finished_.contains(id); });
-    });
-    if (!all) return fail(ErrorCode::internal, "{} transfers did not finish in 5 minutes", ids.size());
+    auto finished = finished_.take(ids, std::chrono::minutes(5));
+    if (!finished) return fail(ErrorCode::internal, "{} transfers did not finish in 5 minutes", ids.size());
     std::vector<TransferReport> reports;
     Clock::time_point last = t0;
-    for (const auto& id : ids) {
-      Finished f = std::move(finished_.extract(id).mapped());
+    for (auto& f : *finished) {
       last = std::max(last, f.at);
       reports.push_back(std::move(f.report));
     }
-    lock.unlock();
     for (const auto& r : reports)
       if (r.status != MemoryTransferStatus::Completed)
         return fail(ErrorCode::internal, "transfer {} ({} -> {}) ended {} after {} of {} bytes: {}",
@@ -498,40 +363,16 @@ class Rig {
   }
 
  private:
-  static constexpr std::uint64_t kPiece = 64 * kMiB;
   Rig() = default;
-
-  Result<void> write(const AllocationId& a, std::uint64_t at, std::span<const std::byte> data) {
-    if (auto p = host_pointers_.find(a); p != host_pointers_.end()) {
-      std::memcpy(p->second + at, data.data(), data.size());
-      return {};
-    }
-    return engine_->write(a, at, data);
-  }
-  Result<std::vector<std::byte>> read(const AllocationId& a, std::uint64_t at, std::uint64_t bytes) {
-    if (auto p = host_pointers_.find(a); p != host_pointers_.end())
-      return std::vector<std::byte>(p->second + at, p->second + at + bytes);
-    return engine_->read(a, at, bytes);
-  }
-  static Result<void> compare(std::span<const std::byte> got, std::span<const std::byte> expected,
-                              std::uint64_t offset) {
-    auto [g, e] = std::mismatch(got.begin(), got.end(), expected.begin());
-    if (g == got.end()) return {};
-    const auto at = offset + static_cast<std::uint64_t>(g - got.begin());
-    return fail(ErrorCode::internal, "wrong bytes: at offset {} found {:#04x}, expected {:#04x}", at,
-                static_cast<unsigned>(*g), static_cast<unsigned>(*e));
-  }
 
   std::unique_ptr<DeviceCatalog> catalog_;
   std::unique_ptr<MemoryManager> manager_;
   DeviceId from_, to_;
   std::vector<std::string> names_;
   std::set<AllocationId> allocations_;
-  std::unordered_map<AllocationId, std::byte*> host_pointers_;
+  PatternBytes bytes_;
+  CompletionLog finished_;                  // before the engine: its hook writes here
   std::unique_ptr<TransferEngine> engine_;  // after the manager: destroyed first
-  std::mutex mutex_;
-  std::condition_variable finished_cv_;
-  std::unordered_map<TransferId, Finished> finished_;
 };
 
 // ---------------------------------------------------------------------------
@@ -585,12 +426,6 @@ class MemcpyBaselines final : public Baselines {
 };
 
 #if defined(MEMD_WITH_CUDA)
-
-#define BENCH_CUDA(call)                                                                     \
-  do {                                                                                       \
-    if (const cudaError_t e_ = (call); e_ != cudaSuccess)                                    \
-      return fail(ErrorCode::backend_error, "{} failed: {}", #call, cudaGetErrorString(e_)); \
-  } while (0)
 
 class CudaBaselines final : public Baselines {
  public:
@@ -743,8 +578,6 @@ class CudaBaselines final : public Baselines {
   std::uint64_t bytes_ = 0;
 };
 
-#undef BENCH_CUDA
-
 #endif  // MEMD_WITH_CUDA
 
 // ---------------------------------------------------------------------------
@@ -791,7 +624,7 @@ bool peer_size(Rig& rig, Baselines& base, std::uint64_t bytes, unsigned reps, js
     auto b = base.peer(bytes);
     if (!b) return error(fmt::format("baseline rep {}: {}", rep, b.error().message));
     base_s.push_back(*b);
-    const auto samples = sample_offsets(bytes, rep);
+    const auto samples = sample_offsets(bytes, rep, 8);  // on 8-byte boundaries, as this program has them
     if (auto s = rig.spoil(dst->id, seed, samples, bytes); !s) return error("spoiling: " + s.error().message);
     auto t = rig.copy(src->id, dst->id, bytes);
     if (!t) return error(fmt::format("memd rep {}: {}", rep, t.error().message));
@@ -1115,15 +948,7 @@ int run(const Options& o) {
   out["errors"] = !ok;
   std::printf("\noverall: %s%s\n", all_pass && ok ? "PASS" : "FAIL",
               ok ? "" : " (a copy or a move failed or wrote wrong bytes: see ERROR / FAIL above)");
-  std::printf("%s\n", out.dump().c_str());
-  if (!o.json_path.empty()) {
-    std::ofstream f(o.json_path);
-    f << out.dump(2) << '\n';
-    if (!f) {
-      std::fprintf(stderr, "memd_peer_bench: cannot write %s\n", o.json_path.c_str());
-      return 1;
-    }
-  }
+  if (!emit_json(out, o.json_path, "memd_peer_bench")) return 1;
   return ok ? 0 : 1;
 }
 

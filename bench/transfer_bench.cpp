@@ -40,10 +40,7 @@
 // 1 a copy failed or wrote wrong bytes; 2 bad flags.
 #include <algorithm>
 #include <array>
-#include <bit>
-#include <charconv>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -52,13 +49,10 @@
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include <fmt/format.h>
@@ -69,38 +63,19 @@
 #include "memd/size.hpp"
 #include "transfer/staging_buffers.hpp"
 #include "transfer/transfer_engine.hpp"
-
-#if defined(MEMD_WITH_CUDA)
-#include <cuda_runtime.h>
-#endif
+#include "transfer_bench_support.hpp"
 
 namespace memd::transfer_bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using namespace memd::bench;
+using bench::Clock;  // the steady clock, not memd::Clock (allocation records' system clock)
 using json = nlohmann::ordered_json;
-
-static_assert(std::endian::native == std::endian::little, "the byte pattern assumes little-endian words");
-
-double seconds_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
   std::sort(v.begin(), v.end());
   return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
-}
-
-double gbps(std::uint64_t bytes, double seconds) {
-  return seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0;
 }
 
 // ---------------------------------------------------------------------------
@@ -156,14 +131,6 @@ void usage(std::FILE* to) {
                "  --help\n");
 }
 
-std::optional<unsigned> parse_unsigned(std::string_view text) {
-  unsigned v = 0;
-  const auto* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (ec != std::errc{} || p != end) return std::nullopt;
-  return v;
-}
-
 template <typename T, typename Parse>
 std::optional<std::vector<T>> parse_list(std::string_view text, Parse parse) {
   std::vector<T> out;
@@ -176,12 +143,6 @@ std::optional<std::vector<T>> parse_list(std::string_view text, Parse parse) {
   }
   if (out.empty()) return std::nullopt;
   return out;
-}
-
-std::optional<std::uint64_t> parse_bytes(std::string_view text) {
-  auto v = parse_size(text);
-  if (!v || *v == 0) return std::nullopt;
-  return *v;
 }
 
 // Fills `o`; returns an exit status when the program should stop here.
@@ -292,45 +253,6 @@ json engine_json(const TransferOptions& e) {
 }
 
 // ---------------------------------------------------------------------------
-// The byte pattern: byte `offset` of pattern `seed` is byte offset % 8 of
-// word(seed, offset / 8), so any range can be made, or checked, on its own.
-
-std::uint64_t word(std::uint64_t seed, std::uint64_t index) {
-  std::uint64_t z = (seed * 0x9E3779B97F4A7C15ull) ^ (index + 0x632BE59BD9B4E019ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-std::byte byte_at(std::uint64_t seed, std::uint64_t offset) {
-  return static_cast<std::byte>(word(seed, offset / 8) >> (8 * (offset % 8)));
-}
-
-void make_pattern(std::uint64_t seed, std::uint64_t offset, std::span<std::byte> out) {
-  std::size_t i = 0;
-  for (; i < out.size() && (offset + i) % 8 != 0; ++i) out[i] = byte_at(seed, offset + i);
-  for (; i + 8 <= out.size(); i += 8) {
-    const std::uint64_t w = word(seed, (offset + i) / 8);
-    std::memcpy(out.data() + i, &w, 8);
-  }
-  for (; i < out.size(); ++i) out[i] = byte_at(seed, offset + i);
-}
-
-// Where the samples checked after a timed copy lie: the first and last bytes,
-// 46 more evenly spread, and 16 that change with the rep.
-constexpr std::uint64_t kSampleBytes = 4096;
-
-std::vector<std::uint64_t> sample_offsets(std::uint64_t size, unsigned rep) {
-  const std::uint64_t len = std::min(kSampleBytes, size);
-  const std::uint64_t last = size - len;
-  std::vector<std::uint64_t> out;
-  constexpr unsigned kSpread = 48, kRandom = 16;
-  for (unsigned i = 0; i < kSpread; ++i) out.push_back(last * i / (kSpread - 1));
-  for (unsigned i = 0; i < kRandom; ++i) out.push_back(last ? word(rep + 1, i) % (last + 1) : 0);
-  return out;
-}
-
-// ---------------------------------------------------------------------------
 // memd's side: a catalog, a manager, allocations and an engine.
 
 struct Timed {
@@ -384,14 +306,7 @@ class MemdRig {
     engine_.reset();
     options.copy.stage_host_devices = stage_host_devices_;
     engine_ = std::make_unique<TransferEngine>(*manager_, *host_backend_, options);
-    engine_->set_completion_hook([this](const TransferReport& report) {
-      const auto at = Clock::now();
-      {
-        std::lock_guard lock(mutex_);
-        finished_.insert_or_assign(report.id, Finished{report, at});
-      }
-      finished_cv_.notify_all();
-    });
+    finished_.attach(*engine_);
   }
 
   Result<AllocationRecord> allocate(std::uint64_t bytes, DeviceId device, MemoryType type, std::string name) {
@@ -404,66 +319,24 @@ class MemdRig {
     auto rec = manager_->allocate(r);
     if (!rec) return fail(rec.error());
     allocations_.push_back(rec->id);
-    if (device.kind() == DeviceKind::Cpu) {
-      // Host memory is filled and checked through its pointer (valid until
-      // freed: nothing here moves it). TransferEngine::write/read would do
-      // but for cpu SharedMemory in a CUDA build: the CUDA backend serves it
-      // and has no stream for device cpu.
-      auto hold = manager_->hold(rec->id);
-      if (!hold) return fail(hold.error());
-      std::shared_lock io(hold->entry().io);
-      host_pointers_.emplace(rec->id, hold->location().ptr);
-    }
+    if (auto t = bytes_.track(*manager_, *rec); !t) return fail(t.error());
     return rec;
   }
 
-  // The first `bytes` of `a` get pattern `seed`, written through the engine.
+  // The byte pattern in an allocation (PatternBytes).
   Result<void> fill(const AllocationRecord& a, std::uint64_t seed, std::uint64_t bytes) {
-    std::vector<std::byte> piece(std::min(bytes, kPiece));
-    for (std::uint64_t at = 0; at < bytes; at += kPiece) {
-      const std::span<std::byte> part(piece.data(), std::min(kPiece, bytes - at));
-      make_pattern(seed, at, part);
-      if (auto w = write(a, at, part); !w) return w;
-    }
-    return {};
+    return bytes_.fill(*engine_, a.id, seed, bytes);
   }
-
-  // The first `bytes` of `a` hold pattern `seed`, every byte of them.
   Result<void> check_all(const AllocationRecord& a, std::uint64_t seed, std::uint64_t bytes) {
-    std::vector<std::byte> expected(std::min(bytes, kPiece));
-    for (std::uint64_t at = 0; at < bytes; at += kPiece) {
-      const std::uint64_t n = std::min(kPiece, bytes - at);
-      auto got = read(a, at, n);
-      if (!got) return fail(got.error());
-      make_pattern(seed, at, {expected.data(), n});
-      if (auto r = compare(*got, {expected.data(), n}, at); !r) return r;
-    }
-    return {};
+    return bytes_.check_all(*engine_, a.id, seed, bytes);
   }
-
-  // Overwrites each sample of `a` with the bitwise complement of pattern
-  // `seed`: bytes a copy must replace.
   Result<void> spoil(const AllocationRecord& a, std::uint64_t seed, const std::vector<std::uint64_t>& offsets,
                      std::uint64_t bytes) {
-    std::vector<std::byte> wrong(std::min(kSampleBytes, bytes));
-    for (auto at : offsets) {
-      make_pattern(seed, at, wrong);
-      for (auto& b : wrong) b = ~b;
-      if (auto w = write(a, at, wrong); !w) return w;
-    }
-    return {};
+    return bytes_.spoil(*engine_, a.id, seed, offsets, bytes);
   }
-
   Result<void> check_samples(const AllocationRecord& a, std::uint64_t seed, const std::vector<std::uint64_t>& offsets,
                              std::uint64_t bytes) {
-    std::vector<std::byte> expected(std::min(kSampleBytes, bytes));
-    for (auto at : offsets) {
-      auto got = read(a, at, expected.size());
-      if (!got) return fail(got.error());
-      make_pattern(seed, at, expected);
-      if (auto r = compare(*got, expected, at); !r) return r;
-    }
-    return {};
+    return bytes_.check_samples(*engine_, a.id, seed, offsets, bytes);
   }
 
   // One transfer of the first `bytes` of src into dst, through submit() and
@@ -476,11 +349,10 @@ class MemdRig {
     const auto t0 = Clock::now();
     auto submitted = engine_->submit("transfer_bench", spec);
     if (!submitted) return fail(submitted.error());
-    std::unique_lock lock(mutex_);
-    if (!finished_cv_.wait_for(lock, std::chrono::minutes(5), [&] { return finished_.contains(submitted->id); }))
+    auto finished = finished_.take(std::span(&submitted->id, 1), std::chrono::minutes(5));
+    if (!finished)
       return fail(ErrorCode::internal, "transfer {} did not finish in 5 minutes", submitted->id.to_string());
-    const Finished done = std::move(finished_.extract(submitted->id).mapped());
-    lock.unlock();
+    const Finished& done = finished->front();
     if (done.report.status != MemoryTransferStatus::Completed)
       return fail(ErrorCode::internal, "transfer ended {} after {} of {} bytes: {}", to_string(done.report.status),
                   done.report.bytes_done, done.report.size_bytes,
@@ -489,36 +361,7 @@ class MemdRig {
   }
 
  private:
-  static constexpr std::uint64_t kPiece = 64 * kMiB;
-  struct Finished {
-    TransferReport report;
-    Clock::time_point at;
-  };
-
   MemdRig() = default;
-
-  // Byte access: host memory directly, device memory through the engine.
-  Result<void> write(const AllocationRecord& a, std::uint64_t at, std::span<const std::byte> data) {
-    if (auto p = host_pointers_.find(a.id); p != host_pointers_.end()) {
-      std::memcpy(p->second + at, data.data(), data.size());
-      return {};
-    }
-    return engine_->write(a.id, at, data);
-  }
-  Result<std::vector<std::byte>> read(const AllocationRecord& a, std::uint64_t at, std::uint64_t bytes) {
-    if (auto p = host_pointers_.find(a.id); p != host_pointers_.end())
-      return std::vector<std::byte>(p->second + at, p->second + at + bytes);
-    return engine_->read(a.id, at, bytes);
-  }
-
-  static Result<void> compare(std::span<const std::byte> got, std::span<const std::byte> expected,
-                              std::uint64_t offset) {
-    auto [g, e] = std::mismatch(got.begin(), got.end(), expected.begin());
-    if (g == got.end()) return {};
-    const auto at = offset + static_cast<std::uint64_t>(g - got.begin());
-    return fail(ErrorCode::internal, "wrong bytes: at offset {} found {:#04x}, expected {:#04x}", at,
-                static_cast<unsigned>(*g), static_cast<unsigned>(*e));
-  }
 
   std::unique_ptr<DeviceCatalog> catalog_;
   std::unique_ptr<MemoryManager> manager_;
@@ -527,11 +370,9 @@ class MemdRig {
   std::string gpu_name_;
   bool stage_host_devices_ = false;
   std::vector<AllocationId> allocations_;
-  std::unordered_map<AllocationId, std::byte*> host_pointers_;
+  PatternBytes bytes_;
+  CompletionLog finished_;                  // before the engine: its hook writes here
   std::unique_ptr<TransferEngine> engine_;  // after the manager: destroyed first
-  std::mutex mutex_;
-  std::condition_variable finished_cv_;
-  std::unordered_map<TransferId, Finished> finished_;
 };
 
 // ---------------------------------------------------------------------------
@@ -581,12 +422,6 @@ class MemcpyBaselines final : public Baselines {
 };
 
 #if defined(MEMD_WITH_CUDA)
-
-#define BENCH_CUDA(call)                                                                                  \
-  do {                                                                                                    \
-    if (const cudaError_t e_ = (call); e_ != cudaSuccess)                                                 \
-      return fail(ErrorCode::backend_error, "{} failed: {}", #call, cudaGetErrorString(e_));              \
-  } while (0)
 
 class CudaBaselines final : public Baselines {
  public:
@@ -699,8 +534,6 @@ class CudaBaselines final : public Baselines {
   void* device_b_ = nullptr;
   std::optional<double> device_seconds_;
 };
-
-#undef BENCH_CUDA
 
 #endif  // MEMD_WITH_CUDA
 
@@ -1212,16 +1045,7 @@ int run(const Options& o) {
   if (o.bars)
     std::printf("\noverall: %s%s\n", all_pass && ok ? "PASS" : "FAIL",
                 ok ? "" : " (a copy failed or wrote wrong bytes: see ERROR above)");
-  const std::string line = out.dump();
-  std::printf("%s\n", line.c_str());
-  if (!o.json_path.empty()) {
-    std::ofstream f(o.json_path);
-    f << out.dump(2) << '\n';
-    if (!f) {
-      std::fprintf(stderr, "memd_transfer_bench: cannot write %s\n", o.json_path.c_str());
-      return 1;
-    }
-  }
+  if (!emit_json(out, o.json_path, "memd_transfer_bench")) return 1;
   return ok ? 0 : 1;
 }
 

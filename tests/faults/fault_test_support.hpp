@@ -19,12 +19,12 @@
 #include <memory>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "backends/fault_backend.hpp"
 #include "memd/size.hpp"
 #include "service/memory_service.hpp"
+#include "transfer/transfer_test_support.hpp"
 
 namespace memd::faults {
 
@@ -39,27 +39,9 @@ inline std::string seed_note(std::uint64_t seed) {
   return "fault seed " + std::to_string(seed) + " (rerun with MEMD_FAULT_SEED=" + std::to_string(seed) + ")";
 }
 
-inline std::vector<std::byte> pattern(std::uint64_t n, std::uint64_t seed) {
-  std::vector<std::byte> out(n);
-  std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + 0x1234567;
-  for (auto& b : out) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    b = static_cast<std::byte>(x >> 24);
-  }
-  return out;
-}
-
-template <typename F>
-bool wait_until(F&& done, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
+// Byte patterns and polling, as the transfer tests have them.
+using transfer_test::pattern;
+using transfer_test::wait_until;
 
 struct Counters {
   std::uint64_t allocated_bytes = 0, allocations = 0;

@@ -1,5 +1,6 @@
 // Shared helpers of the transfer tests: a host-only manager with two host
-// devices, random byte patterns, and waiting for a condition.
+// devices, random byte patterns, and waiting for a condition (the fault
+// tests take pattern and wait_until from here too).
 #pragma once
 
 #include <gtest/gtest.h>

@@ -20,6 +20,7 @@
 #include "http_client.hpp"
 #include "pattern.hpp"
 #include "proc_stats.hpp"
+#include "script_requests.hpp"
 #include "sse_subscribers.hpp"
 #include "status_probe.hpp"
 #include "watchdog.hpp"
@@ -32,10 +33,9 @@ using Clock = std::chrono::steady_clock;
 constexpr Millis kPoll{20};
 constexpr std::size_t kSlowChunk = 16 * 1024;
 constexpr std::size_t kSlowBufferLimit = 32 * 1024;
-// The event script: a limit under every size it asks for, a pause between
-// its requests (so it spreads through the load instead of one burst), and
-// how long subscribers get after it for the last events to arrive.
-constexpr std::uint64_t kScriptLimit = 1 << 20;
+// The event script (script_requests.hpp): a pause between its requests (so
+// it spreads through the load instead of one burst), and how long
+// subscribers get after it for the last events to arrive.
 constexpr Millis kScriptPace{10};
 constexpr Millis kDeliveryGrace{10'000};
 
@@ -100,16 +100,7 @@ class LoadRun {
 
   template <class Awaitable>
   void spawn(Awaitable&& a) {
-    asio::co_spawn(ioc_, std::forward<Awaitable>(a), [this](const std::exception_ptr& e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        report_.errors.add("internal", x.what());
-      } catch (...) {
-        report_.errors.add("internal", "unknown exception");
-      }
-    });
+    asio::co_spawn(ioc_, std::forward<Awaitable>(a), count_throw(report_.errors));
   }
 
   // Polls `done` every 20 ms for at most `limit`; returns early on a stop
@@ -535,15 +526,7 @@ asio::awaitable<void> LoadRun::cycle_client(std::size_t client) {
 // ---- event subscribers and the script --------------------------------------
 
 asio::awaitable<void> LoadRun::sse_ramp() {
-  SubscriberOptions so;
-  so.endpoint = endpoint_;
-  so.target = "/api/memory/events?kinds=" + o_.sse_kinds;
-  so.count = o_.sse_subscribers;
-  so.concurrency = o_.connect_concurrency;
-  so.timeout = o_.request_timeout;
-  so.script = script_;
-  so.script.count = o_.sse_script;
-  subs_ = std::make_unique<SseSubscribers>(so);
+  subs_ = std::make_unique<SseSubscribers>(script_subscribers(o_, endpoint_, script_));
   subs_->start();
   auto settled = [this] { return subs_->settled(); };
   co_await wait_until(settled, o_.ramp_timeout);
@@ -558,14 +541,8 @@ asio::awaitable<void> LoadRun::sse_ramp() {
 
 // Sets (or removes) the script owner's limit, as the admin.
 asio::awaitable<bool> LoadRun::set_script_limit(Connection& conn, bool set) {
-  const std::string body = set ? fmt::format(R"({{"owner":"{}","bytes":{}}})", script_.owner, kScriptLimit)
-                               : fmt::format(R"({{"owner":"{}","bytes":null}})", script_.owner);
-  RequestSpec limit;
-  limit.method = http::verb::put;
-  limit.target = "/api/memory/limits";
-  limit.body = body;
-  limit.content_type = "application/json";
-  limit.admin = true;
+  std::string body;
+  const RequestSpec limit = script_limit_request(script_, set, body);
   Reply r = co_await call(conn, limit);
   const bool ok = expect(set ? "sse.script.limit" : "sse.script.unlimit", r, 200);
   if (ok) script_limit_set_ = set;
@@ -586,14 +563,8 @@ asio::awaitable<void> LoadRun::run_script() {
   Connection conn(ex());
   if (!co_await set_script_limit(conn, true)) co_return;
   for (std::uint64_t i = 0; i < o_.sse_script && !halted(); ++i) {
-    const std::string body = fmt::format(R"({{"sizeBytes":{},"deviceId":"{}","name":"memd-load-script-{}"}})",
-                                         script_.base_size + i, o_.device, i);
-    RequestSpec alloc;
-    alloc.method = http::verb::post;
-    alloc.target = "/api/memory/allocations";
-    alloc.body = body;
-    alloc.content_type = "application/json";
-    alloc.owner = script_.owner;
+    std::string body;
+    const RequestSpec alloc = script_allocation_request(script_, i, o_.device, body);
     subs_->note_sent(i);
     Reply r = co_await call(conn, alloc);
     ++report_.script_sent;
@@ -824,17 +795,7 @@ RunReport LoadRun::run() {
     f.push_back(fmt::format("{} of {} slow readers opened", report_.slow_opened, o_.slow));
   if (o_.clients > 0 && report_.cycles == 0) f.push_back("no cycle completed");
   if (report_.keep_alive.count == 0 || report_.fresh.count == 0) f.push_back("the status probe got no answer");
-  if (report_.sse) {
-    const SseSummary& e = *report_.sse;
-    if (!e.ok())
-      f.push_back(fmt::format("event subscribers: {} of {} connected, {} with every script event in order; "
-                              "{} short of {}, {} out of order, {} streams ended early, {} events lost",
-                              e.connected, e.wanted, e.complete, e.missing, e.expected, e.misordered, e.broken,
-                              e.lost));
-    if (report_.script_refused < o_.sse_script)
-      f.push_back(fmt::format("the event script: {} of {} allocations refused with quota_exceeded",
-                              report_.script_refused, o_.sse_script));
-  }
+  if (report_.sse) script_failures(*report_.sse, report_.script_refused, o_.sse_script, f);
   if (o_.max_status_p99_ms && report_.keep_alive.p99_ms > *o_.max_status_p99_ms)
     f.push_back(fmt::format("status p99 {:.2f} ms over --max-status-p99 {} ms", report_.keep_alive.p99_ms,
                             *o_.max_status_p99_ms));

@@ -1,5 +1,5 @@
-// load/run_state.hpp — what the parts of a run share: why it stopped, and the
-// tally of errors by kind.
+// load/run_state.hpp — what the parts of a run share: why it stopped, the
+// tally of errors by kind, and how a coroutine that threw is counted.
 //
 // StopSignal is set once, by whichever part sees a reason first (deadline,
 // watchdog, daemon gone, set-up failed); every part polls it. ErrorTally
@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <string>
@@ -72,5 +73,22 @@ struct ErrorTally {
       if (examples.size() < 20) examples.push_back(e);
   }
 };
+
+// The completion handler for a run's asio::co_spawn: a coroutine that threw
+// counts as an "internal" error with its message, and with `stop` the run
+// stops too. Runs on the io_context's thread, the tally's owner.
+inline auto count_throw(ErrorTally& errors, StopSignal* stop = nullptr) {
+  return [&errors, stop](const std::exception_ptr& e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      errors.add("internal", x.what());
+    } catch (...) {
+      errors.add("internal", "unknown exception");
+    }
+    if (stop) stop->request("an internal error (see errors)");
+  };
+}
 
 }  // namespace memd::load

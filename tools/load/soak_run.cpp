@@ -18,6 +18,7 @@
 #include "http_client.hpp"
 #include "pattern.hpp"
 #include "proc_stats.hpp"
+#include "script_requests.hpp"
 #include "sse_subscribers.hpp"
 
 namespace memd::load {
@@ -27,7 +28,6 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 constexpr Millis kPoll{5};           // transfer and model polling
-constexpr std::uint64_t kScriptLimit = 1 << 20;
 constexpr Millis kDeliveryGrace{10'000};
 // Sizes from one byte to several MiB, odd ones included, so pool classes,
 // huge blocks and unaligned tails all take part.
@@ -76,17 +76,7 @@ class SoakRun {
 
   template <class Awaitable>
   void spawn(Awaitable&& a) {
-    asio::co_spawn(ioc_, std::forward<Awaitable>(a), [this](const std::exception_ptr& e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        report_.errors.add("internal", x.what());
-      } catch (...) {
-        report_.errors.add("internal", "unknown exception");
-      }
-      stop_.request("an internal error (see errors)");
-    });
+    asio::co_spawn(ioc_, std::forward<Awaitable>(a), count_throw(report_.errors, &stop_));
   }
   asio::awaitable<void> sleep(Millis d) {
     asio::steady_timer t(co_await asio::this_coro::executor);
@@ -665,14 +655,8 @@ asio::awaitable<void> SoakRun::list_leftovers() {
 }
 
 asio::awaitable<bool> SoakRun::set_script_limit(Connection& conn, bool set) {
-  const std::string body = set ? fmt::format(R"({{"owner":"{}","bytes":{}}})", script_spec_.owner, kScriptLimit)
-                               : fmt::format(R"({{"owner":"{}","bytes":null}})", script_spec_.owner);
-  RequestSpec limit;
-  limit.method = http::verb::put;
-  limit.target = "/api/memory/limits";
-  limit.body = body;
-  limit.content_type = "application/json";
-  limit.admin = true;
+  std::string body;
+  const RequestSpec limit = script_limit_request(script_spec_, set, body);
   Reply r;
   const bool ok = co_await ask(conn, set ? "script_limit" : "script_unlimit", limit, 200, r);
   if (ok) script_limit_set_ = set;
@@ -692,14 +676,8 @@ asio::awaitable<void> SoakRun::script() {
       const auto due = t0 + o_.duration * static_cast<std::int64_t>(i + 1) / static_cast<std::int64_t>(k + 1);
       if (const auto now = Clock::now(); due > now)
         co_await sleep(std::chrono::duration_cast<Millis>(due - now));
-      const std::string body = fmt::format(R"({{"sizeBytes":{},"deviceId":"{}","name":"memd-load-script-{}"}})",
-                                           script_spec_.base_size + i, places_.front().device, i);
-      RequestSpec alloc;
-      alloc.method = http::verb::post;
-      alloc.target = "/api/memory/allocations";
-      alloc.body = body;
-      alloc.content_type = "application/json";
-      alloc.owner = script_spec_.owner;
+      std::string body;
+      const RequestSpec alloc = script_allocation_request(script_spec_, i, places_.front().device, body);
       subs_->note_sent(i);
       ++report_.script_sent;
       Reply r;
@@ -758,15 +736,7 @@ asio::awaitable<void> SoakRun::orchestrate() {
     report_.start = start;
     if (const auto mem = read_proc_memory(daemon_.pid())) report_.rss_start = mem->rss_bytes;
     if (o_.sse_subscribers > 0) {
-      SubscriberOptions so;
-      so.endpoint = endpoint_;
-      so.target = "/api/memory/events?kinds=" + o_.sse_kinds;
-      so.count = o_.sse_subscribers;
-      so.concurrency = o_.connect_concurrency;
-      so.timeout = o_.request_timeout;
-      so.script = script_spec_;
-      so.script.count = o_.sse_script;
-      subs_ = std::make_unique<SseSubscribers>(so);
+      subs_ = std::make_unique<SseSubscribers>(script_subscribers(o_, endpoint_, script_spec_));
       subs_->start();
       auto settled = [this] { return subs_->settled(); };
       co_await wait_until(settled, o_.ramp_timeout);
@@ -847,17 +817,7 @@ SoakReport SoakRun::run() {
   } else if (report_.stop_reason.empty()) {
     f.push_back("the daemon's holdings could not be read at the end");
   }
-  if (report_.sse) {
-    const SseSummary& e = *report_.sse;
-    if (!e.ok())
-      f.push_back(fmt::format("event subscribers: {} of {} connected, {} with every script event in order; "
-                              "{} short of {}, {} out of order, {} streams ended early, {} events lost",
-                              e.connected, e.wanted, e.complete, e.missing, e.expected, e.misordered, e.broken,
-                              e.lost));
-    if (report_.script_refused < o_.sse_script)
-      f.push_back(fmt::format("the event script: {} of {} allocations refused with quota_exceeded",
-                              report_.script_refused, o_.sse_script));
-  }
+  if (report_.sse) script_failures(*report_.sse, report_.script_refused, o_.sse_script, f);
   if (o_.max_rss_growth > 0 && report_.rss_end > report_.rss_start + o_.max_rss_growth)
     f.push_back(fmt::format("daemon RSS grew {} (over --max-rss-growth {})",
                             format_size(report_.rss_end - report_.rss_start), format_size(o_.max_rss_growth)));
