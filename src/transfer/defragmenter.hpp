@@ -69,7 +69,12 @@ class Defragmenter {
   // Each move in flight holds its block's write gate; ThreadSanitizer's
   // deadlock detector stops the process when one thread holds more than 64
   // locks, so its builds batch fewer (the batching is the same code).
-#if defined(__SANITIZE_THREAD__)
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MEMD_DEFRAG_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) || defined(MEMD_DEFRAG_TSAN)
   static constexpr std::size_t kMaxInFlightMoves = 32;
 #else
   static constexpr std::size_t kMaxInFlightMoves = 64;
