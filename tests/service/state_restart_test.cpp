@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "memd/size.hpp"
+#include "models/safetensors_writer.hpp"
 #include "service/memory_service.hpp"
 #include "service/state_store.hpp"
 
@@ -20,14 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 const Caller kAdmin = Caller::host("admin");
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/memd-state-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test_models::TempDir;  // tests/models/safetensors_writer.hpp
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

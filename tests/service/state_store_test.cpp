@@ -5,6 +5,7 @@
 // file set aside, the rest kept; a leftover temporary ignored and removed),
 // its flushes and its lock.
 #include "service/state_store.hpp"
+#include "models/safetensors_writer.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -27,14 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using std::chrono::system_clock;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/memd-state-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test_models::TempDir;  // tests/models/safetensors_writer.hpp
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
