@@ -139,7 +139,9 @@ std::optional<std::chrono::system_clock::time_point> parse_iso8601(std::string_v
     for (int i = n; i < 9; ++i) nanos *= 10;
   }
   if (at + 1 != s.size() || s[at] != 'Z') return std::nullopt;
-  if (year < 2000 || year > 2999 || month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59)
+  // system_clock counts int64 nanoseconds, which end in April 2262: a later
+  // year would overflow the conversion below.
+  if (year < 2000 || year > 2261 || month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59)
     return std::nullopt;
   const auto ymd = std::chrono::year{year} / std::chrono::month{static_cast<unsigned>(month)} /
                    std::chrono::day{static_cast<unsigned>(day)};

@@ -432,10 +432,13 @@ TEST(StateFormat, TimesAreTheWiresUtcForm) {
   EXPECT_EQ(parse_iso8601("2026-01-01T00:00:00.123000000Z"), kNow);
   EXPECT_EQ(parse_iso8601("2026-01-01T00:00:00Z"), at_ms(1'767'225'600'000));
   EXPECT_EQ(parse_iso8601("2024-02-29T12:00:00Z").has_value(), true);
+  EXPECT_EQ(parse_iso8601("2261-12-31T23:59:59.999999999Z").has_value(), true);
   for (const char* bad : {"2026-01-01T00:00:00", "2026-01-01 00:00:00Z", "2026-13-01T00:00:00Z",
                           "2025-02-29T00:00:00Z", "2026-01-01T24:00:00Z", "1999-01-01T00:00:00Z",
                           "2026-01-01T00:00:00.Z", "2026-01-01T00:00:00.1234567890Z", "+2026-01-01T00:00:00Z",
-                          "2026-01-01T00:00:00+01:00", ""})
+                          "2026-01-01T00:00:00+01:00", "",
+                          // past what system_clock's int64 nanoseconds hold (found by fuzz_state_file)
+                          "2262-04-12T00:00:00Z", "2433-01-01T00:00:00Z", "2999-12-31T23:59:59Z"})
     EXPECT_FALSE(parse_iso8601(bad)) << bad;
 }
 
@@ -487,10 +490,10 @@ TEST(StateStore, AnEmptyDirectoryIsNoStateAndASecondStoreIsRefused) {
 
 TEST(StateStore, WritesAConcernOnlyWhenItChangedAndNothingAfterClose) {
   TempDir d;
-  auto store = std::move(*StateStore::open(d.path));
   std::atomic<std::uint64_t> generation{5};
   std::atomic<int> renders{0};
   std::string text = "v1";
+  auto store = std::move(*StateStore::open(d.path));  // after what its concern reads
   const auto id = store->add({"c.json", [&] { return generation.load(); }, [&] {
                                 ++renders;
                                 return text;
@@ -524,8 +527,9 @@ TEST(StateStore, WritesAConcernOnlyWhenItChangedAndNothingAfterClose) {
 
 TEST(StateStore, AFailedWriteIsRetriedAtTheNextFlush) {
   TempDir d;
-  auto store = std::move(*StateStore::open(d.path));
+  // Declared before the store: its destructor's last flush reads it.
   std::uint64_t generation = 0;
+  auto store = std::move(*StateStore::open(d.path));
   const auto id = store->add({"c.json", [&] { return generation; }, [] { return std::string("x"); }});
   fs::create_directory(d.path / "c.json");  // the name taken: the rename fails
   fs::create_directory(d.path / "c.json" / "inside");

@@ -85,8 +85,11 @@ struct LoadOptions {
   std::optional<std::uint64_t> max_overhead;
   std::optional<double> max_keepalive_ratio;
 
-  // Descriptors this process needs, with a margin.
-  std::uint64_t descriptors_needed() const { return idle + slow + clients + sse_subscribers + flooders + 64; }
+  // Descriptors this process needs, with a margin (flooders run only in
+  // --mode rate).
+  std::uint64_t descriptors_needed() const {
+    return idle + slow + clients + sse_subscribers + (mode == Mode::rate ? flooders : 0) + 64;
+  }
 };
 
 struct ParsedFlags {
