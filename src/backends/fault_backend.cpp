@@ -118,7 +118,7 @@ bool FaultPlan::should_fail(FaultOp op) {
 }
 
 FaultBackend::FaultBackend(std::unique_ptr<Backend> inner, std::shared_ptr<FaultPlan> plan)
-    : inner_(std::move(inner)), plan_(std::move(plan)) {}
+    : ForwardingBackend(std::move(inner)), plan_(std::move(plan)) {}
 
 std::optional<Error> FaultBackend::inject(FaultOp op, std::string_view where) {
   if (!plan_->should_fail(op)) return std::nullopt;

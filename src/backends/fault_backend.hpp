@@ -37,7 +37,7 @@
 #include <string_view>
 #include <vector>
 
-#include "backends/backend.hpp"
+#include "backends/forwarding_backend.hpp"
 
 namespace memd {
 
@@ -113,58 +113,35 @@ class FaultPlan {
   std::shared_ptr<const Observer> observer_;
 };
 
-class FaultBackend final : public Backend {
+class FaultBackend final : public ForwardingBackend {
  public:
   FaultBackend(std::unique_ptr<Backend> inner, std::shared_ptr<FaultPlan> plan);
 
   FaultPlan& plan() noexcept { return *plan_; }
-  Backend& inner() noexcept { return *inner_; }
 
-  std::string_view name() const noexcept override { return inner_->name(); }
-  std::vector<DeviceInfo> devices() const override { return inner_->devices(); }
-  Result<MemoryInfo> memory_info(DeviceId device) override { return inner_->memory_info(device); }
-  DeviceHealthInfo health_info(DeviceId device) override { return inner_->health_info(device); }
-  bool can_access_peer(DeviceId a, DeviceId b) const override { return inner_->can_access_peer(a, b); }
-
+  // Counted, and failed when the plan says so; every other call passes through.
   Result<VirtualRange> reserve(DeviceId device, std::uint64_t bytes) override;
   Result<void> release(const VirtualRange& range) override;
   Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
                    std::uint64_t unit_bytes = 0) override;
   Result<void> unmap(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
   Result<void> remap(const VirtualRange& range, std::uint64_t from, std::uint64_t to, std::uint64_t bytes) override;
-  Result<void> map_imported(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes, ShareableKind kind,
-                            int fd) override {
-    return inner_->map_imported(range, offset, bytes, kind, fd);
-  }
-  std::uint64_t trim() override { return inner_->trim(); }
-  void set_handle_cache_limit(DeviceId device, std::uint64_t bytes) override {
-    inner_->set_handle_cache_limit(device, bytes);
-  }
-  std::uint64_t physical_bytes(DeviceId device) const override { return inner_->physical_bytes(device); }
-
   Result<Segment> allocate(DeviceId device, MemoryType type, std::uint64_t bytes) override;
   Result<void> free(const Segment& segment) override;
   Result<ShareableSegment> allocate_shareable(DeviceId device, MemoryType type, std::uint64_t bytes) override;
   Result<void> free_shareable(const ShareableSegment& shareable) override;
   Result<int> export_fd(const ShareableSegment& shareable) override;
-
   Result<Stream> create_stream(DeviceId device) override;
-  Result<Stream> adopt_stream(DeviceId device, void* native) override { return inner_->adopt_stream(device, native); }
-  Result<void> destroy_stream(const Stream& stream) override { return inner_->destroy_stream(stream); }
   Result<void> copy(void* dst, const void* src, std::uint64_t bytes, const Stream& stream) override;
   Result<void> fill(void* dst, std::uint8_t value, std::uint64_t bytes, const Stream& stream) override;
   Result<Event> record(const Stream& stream) override;
-  Result<bool> query(const Event& event) override { return inner_->query(event); }
   Result<void> wait(const Event& event) override;
-  Result<void> destroy_event(const Event& event) override { return inner_->destroy_event(event); }
   Result<void> synchronize(const Stream& stream) override;
-  bool capturing(const Stream& stream) override { return inner_->capturing(stream); }
 
  private:
   // The injected error for op, or nothing when the call goes through.
   std::optional<Error> inject(FaultOp op, std::string_view where);
 
-  std::unique_ptr<Backend> inner_;
   std::shared_ptr<FaultPlan> plan_;
 };
 

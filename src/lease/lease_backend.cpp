@@ -10,7 +10,7 @@
 namespace memd {
 
 LeaseBackend::LeaseBackend(std::unique_ptr<Backend> inner, std::shared_ptr<LeaseClient> client)
-    : inner_(std::move(inner)), client_(std::move(client)) {
+    : ForwardingBackend(std::move(inner)), client_(std::move(client)) {
   for (const auto& d : inner_->devices())
     if (!d.uuid.empty()) uuids_.emplace(d.id, d.uuid);
 }

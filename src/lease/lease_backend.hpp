@@ -31,12 +31,12 @@
 #include <string>
 #include <utility>
 
-#include "backends/backend.hpp"
+#include "backends/forwarding_backend.hpp"
 #include "lease/lease_client.hpp"
 
 namespace memd {
 
-class LeaseBackend final : public Backend {
+class LeaseBackend final : public ForwardingBackend {
  public:
   LeaseBackend(std::unique_ptr<Backend> inner, std::shared_ptr<LeaseClient> client);
   ~LeaseBackend() override;
@@ -45,53 +45,12 @@ class LeaseBackend final : public Backend {
   std::uint64_t leased_bytes() const;
   std::size_t leases() const;
 
-  std::string_view name() const noexcept override { return inner_->name(); }
-  std::vector<DeviceInfo> devices() const override { return inner_->devices(); }
-  Result<MemoryInfo> memory_info(DeviceId device) override { return inner_->memory_info(device); }
-  DeviceHealthInfo health_info(DeviceId device) override { return inner_->health_info(device); }
-  bool can_access_peer(DeviceId a, DeviceId b) const override { return inner_->can_access_peer(a, b); }
-
-  Result<VirtualRange> reserve(DeviceId device, std::uint64_t bytes) override { return inner_->reserve(device, bytes); }
+  // Leased: every unit mapped is a lease, released with its mapping.
   Result<void> release(const VirtualRange& range) override;
   Result<void> map(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes,
                    std::uint64_t unit_bytes = 0) override;
   Result<void> unmap(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes) override;
   Result<void> remap(const VirtualRange& range, std::uint64_t from, std::uint64_t to, std::uint64_t bytes) override;
-  Result<void> map_imported(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes, ShareableKind kind,
-                            int fd) override {
-    return inner_->map_imported(range, offset, bytes, kind, fd);
-  }
-  std::uint64_t trim() override { return inner_->trim(); }
-  void set_handle_cache_limit(DeviceId device, std::uint64_t bytes) override {
-    inner_->set_handle_cache_limit(device, bytes);
-  }
-  std::uint64_t physical_bytes(DeviceId device) const override { return inner_->physical_bytes(device); }
-
-  Result<Segment> allocate(DeviceId device, MemoryType type, std::uint64_t bytes) override {
-    return inner_->allocate(device, type, bytes);
-  }
-  Result<void> free(const Segment& segment) override { return inner_->free(segment); }
-  Result<ShareableSegment> allocate_shareable(DeviceId device, MemoryType type, std::uint64_t bytes) override {
-    return inner_->allocate_shareable(device, type, bytes);
-  }
-  Result<void> free_shareable(const ShareableSegment& shareable) override { return inner_->free_shareable(shareable); }
-  Result<int> export_fd(const ShareableSegment& shareable) override { return inner_->export_fd(shareable); }
-
-  Result<Stream> create_stream(DeviceId device) override { return inner_->create_stream(device); }
-  Result<Stream> adopt_stream(DeviceId device, void* native) override { return inner_->adopt_stream(device, native); }
-  Result<void> destroy_stream(const Stream& stream) override { return inner_->destroy_stream(stream); }
-  Result<void> copy(void* dst, const void* src, std::uint64_t bytes, const Stream& stream) override {
-    return inner_->copy(dst, src, bytes, stream);
-  }
-  Result<void> fill(void* dst, std::uint8_t value, std::uint64_t bytes, const Stream& stream) override {
-    return inner_->fill(dst, value, bytes, stream);
-  }
-  Result<Event> record(const Stream& stream) override { return inner_->record(stream); }
-  Result<bool> query(const Event& event) override { return inner_->query(event); }
-  Result<void> wait(const Event& event) override { return inner_->wait(event); }
-  Result<void> destroy_event(const Event& event) override { return inner_->destroy_event(event); }
-  Result<void> synchronize(const Stream& stream) override { return inner_->synchronize(stream); }
-  bool capturing(const Stream& stream) override { return inner_->capturing(stream); }
 
  private:
   struct Lease {
@@ -105,7 +64,6 @@ class LeaseBackend final : public Backend {
   // Gives back the leases of [offset, +bytes) of the range (already unmapped).
   void give_back(const VirtualRange& range, std::uint64_t offset, std::uint64_t bytes);
 
-  std::unique_ptr<Backend> inner_;
   std::shared_ptr<LeaseClient> client_;
   std::map<DeviceId, std::string> uuids_;  // GPUs: leased by UUID
   mutable std::mutex mutex_;

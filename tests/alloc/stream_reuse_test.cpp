@@ -12,6 +12,7 @@
 #include <set>
 #include <vector>
 
+#include "backends/forwarding_backend.hpp"
 #include "pieces_test_support.hpp"
 
 namespace memd {
@@ -19,36 +20,14 @@ namespace {
 
 using namespace pieces_test;
 
-class GatedBackend final : public Backend {
+class GatedBackend final : public ForwardingBackend {
  public:
-  explicit GatedBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  explicit GatedBackend(std::unique_ptr<Backend> inner) : ForwardingBackend(std::move(inner)) {}
 
   bool hold_new_events = false;  // events recorded now report incomplete until waited on
   bool refuse_records = false;
   int records = 0, destroys = 0, waits = 0, syncs = 0;
 
-  std::string_view name() const noexcept override { return inner_->name(); }
-  std::vector<DeviceInfo> devices() const override { return inner_->devices(); }
-  Result<MemoryInfo> memory_info(DeviceId d) override { return inner_->memory_info(d); }
-  Result<VirtualRange> reserve(DeviceId d, std::uint64_t b) override { return inner_->reserve(d, b); }
-  Result<void> release(const VirtualRange& r) override { return inner_->release(r); }
-  Result<void> map(const VirtualRange& r, std::uint64_t o, std::uint64_t b, std::uint64_t u) override {
-    return inner_->map(r, o, b, u);
-  }
-  Result<void> unmap(const VirtualRange& r, std::uint64_t o, std::uint64_t b) override {
-    return inner_->unmap(r, o, b);
-  }
-  std::uint64_t physical_bytes(DeviceId d) const override { return inner_->physical_bytes(d); }
-  Result<Segment> allocate(DeviceId d, MemoryType t, std::uint64_t b) override { return inner_->allocate(d, t, b); }
-  Result<void> free(const Segment& s) override { return inner_->free(s); }
-  Result<Stream> create_stream(DeviceId d) override { return inner_->create_stream(d); }
-  Result<void> destroy_stream(const Stream& s) override { return inner_->destroy_stream(s); }
-  Result<void> copy(void* dst, const void* src, std::uint64_t b, const Stream& s) override {
-    return inner_->copy(dst, src, b, s);
-  }
-  Result<void> fill(void* dst, std::uint8_t v, std::uint64_t b, const Stream& s) override {
-    return inner_->fill(dst, v, b, s);
-  }
   Result<Event> record(const Stream& s) override {
     ++records;
     if (refuse_records) return fail(ErrorCode::backend_error, "record refused by the test");
@@ -76,7 +55,6 @@ class GatedBackend final : public Backend {
   }
 
  private:
-  std::unique_ptr<Backend> inner_;
   std::set<std::uint64_t> held_;
 };
 
