@@ -14,8 +14,9 @@
 #   3 move       a live allocation moved cuda:0 -> cuda:1 -> cuda:0 through
 #                the daemon (REST): same id, bytes read back from the card
 #   4 models     a model too large for any GPU refused with the numbers;
-#                three models that fit only when spread, placed by memd and
-#                by hand, each estimate beside what was placed
+#                three models that fit only when spread, placed by memd's
+#                placement spread and fit and by hand, each estimate beside
+#                what was placed
 #   5 conformance the gpu-labelled test executables once per GPU, all GPUs at
 #                once (CUDA_VISIBLE_DEVICES=N: each sees its GPU as cuda:0)
 #   6 replay     memd-replay --device N on every GPU at once (one process, one
@@ -160,7 +161,7 @@ else
   verdict move "${PIPESTATUS[0]}" "(move.json: same id, record on the new device, bytes identical)"
 fi
 
-echo "== 4 models: refused model; three models placed by memd and spread"
+echo "== 4 models: refused model; three models placed by spread, fit and by hand"
 timeout 300 python3 bench/gpu_multi_rest.py "$url" models "$models_root" "$kind" "$OUT/models.json" "$model_pcts" 2>&1 |
   tee "$OUT/models.txt"
 rc=${PIPESTATUS[0]}

@@ -17,10 +17,9 @@ bench/gpu_multi.sh runs it against a `memd serve` it started:
       than any one of them is estimated and refused with the numbers in the
       error; with two or more, three models of PCTS % of the smallest device
       (default 33,34,35: together more than any one holds, any two fit on
-      one with room to spare) are placed by memd
-      (deviceId left out: the device needing the least eviction), then
-      spread by hand (model i on device i mod N); each with the estimate
-      beside what was placed. The files are sparse safetensors files under
+      one with room to spare) are placed three ways: memd's placement
+      spread and fit (deviceId left out), then by hand (model i on device
+      i mod N); each with the estimate beside what was placed. The files are sparse safetensors files under
       ROOT (the daemon's --model-root), removed at the end. With one device
       the placement part prints "skipped: 1 GPU".
 """
@@ -189,18 +188,22 @@ def wait_model(url, name, timeout=600):
     return {"state": "timeout"}
 
 
-def estimate(url, name, path, device=None):
+def estimate(url, name, path, device=None, placement=None):
     body = {"name": name, "path": path}
     if device:
         body["deviceId"] = device
+    if placement:
+        body["placement"] = placement
     status, e = call(url, "POST", "/api/memory/models/estimate", body)
     return e if status == 200 else {"error": e, "status": status}
 
 
-def load(url, name, path, device=None):
+def load(url, name, path, device=None, placement=None):
     body = {"name": name, "path": path}
     if device:
         body["deviceId"] = device
+    if placement:
+        body["placement"] = placement
     t0 = time.time()
     status, m = call(url, "POST", "/api/memory/models", body)
     if status != 202:
@@ -237,11 +240,13 @@ def cmd_models(url, root, kind, out_json, pcts="33,34,35"):
     huge = write_model(path, huge)
     e = estimate(url, "too-large", "too-large.safetensors")
     m = load(url, "too-large", "too-large.safetensors")
-    refused = m.get("state") in ("Failed", "refused") and e.get("fits") is False
-    print(f"refused model: {gib(huge)} (largest device {gib(largest)}): "
-          f"estimate on {e.get('deviceId')} fits={e.get('fits')} room {gib(e.get('roomBytes', 0))} "
-          f"new {gib(e.get('newBytes', 0))}; load {m.get('state')}: {m.get('error')}  "
-          f"{'PASS' if refused else 'FAIL'}")
+    # Refused at placement (out_of_memory, every device's capacity named),
+    # by the estimate and by the load alike, before anything is evicted.
+    said = json.dumps(e.get("error", "")) + " " + json.dumps(m.get("error", ""))
+    refused = (m.get("state") in ("Failed", "refused") and "error" in e and "out_of_memory" in said
+               and "no device is that large" in said)
+    print(f"refused model: {gib(huge)} (largest device {gib(largest)}): estimate {e.get('status')} "
+          f"{e.get('error')}; load {m.get('state')}: {m.get('error')}  {'PASS' if refused else 'FAIL'}")
     result["refused"] = {"bytes": huge, "estimate": e, "load": {k: m.get(k) for k in ("state", "error", "deviceId")},
                          "pass": refused}
     ok = ok and refused
@@ -266,24 +271,37 @@ def cmd_models(url, root, kind, out_json, pcts="33,34,35"):
         # On GPUs the three must not fit on one; host:N stand-ins count a
         # model twice in their free bytes, so there smaller ones suffice.
         ok = ok and (total > largest or kind != "cuda")
-        for mode in ("memd", "spread"):
-            print(f"placement {mode} ({'deviceId left out: memd picks' if mode == 'memd' else 'model i on device i mod N'}):")
+        # spread and fit are memd's placements (deviceId left out); by hand
+        # puts model i on device i mod N. Each must place all three without
+        # evicting any, on two devices or more.
+        how = {"spread": "placement spread: the most room", "fit": "placement fit: the least room that holds it",
+               "hand": "deviceId given: model i on device i mod N"}
+        for mode in ("spread", "fit", "hand"):
+            print(f"placement {mode} ({how[mode]}):")
             rows, used = [], set()
             for i, (name, path, size) in enumerate(models):
-                device = None if mode == "memd" else devs[i % len(devs)]["deviceId"]
-                e = estimate(url, name, path, device)
-                m = load(url, name, path, device)
+                device = devs[i % len(devs)]["deviceId"] if mode == "hand" else None
+                placement = None if mode == "hand" else mode
+                e = estimate(url, name, path, device, placement)
+                m = load(url, name, path, device, placement)
                 show(name, size, e, m)
                 good = m.get("state") == "Loaded" and m.get("vramBytes", 0) >= size and not e.get("evict")
                 if device:
                     good = good and m.get("deviceId") == device
                 used.add(m.get("deviceId"))
-                rows.append({"name": name, "bytes": size, "asked": device, "estimate": e,
+                if not device:
+                    good = good and m.get("deviceId") == e.get("deviceId")  # placed where estimated
+                rows.append({"name": name, "bytes": size, "asked": device or placement, "estimate": e,
                              "placed": {k: m.get(k) for k in ("state", "deviceId", "vramBytes", "ramBytes", "error",
                                                                "loadSeconds", "loadGBps", "wall_seconds")},
                              "pass": good})
                 ok = ok and good
-            spread = len(used) >= 2
+            # fit packs: the three land on one device when one holds them
+            # all (host stand-ins), on two when they are more than one holds.
+            if mode == "fit" and total <= largest:
+                spread = len(used) == 1
+            else:
+                spread = len(used) >= 2
             ok = ok and spread
             print(f"  devices used: {sorted(str(u) for u in used)}  {'PASS' if spread and all(r['pass'] for r in rows) else 'FAIL'}")
             result[mode] = {"rows": rows, "devices_used": sorted(str(u) for u in used)}

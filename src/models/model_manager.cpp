@@ -33,6 +33,20 @@ std::string_view to_string(ModelTier tier) noexcept {
   return "Unknown";
 }
 
+std::string_view to_string(ModelPlacement placement) noexcept {
+  switch (placement) {
+    case ModelPlacement::Spread: return "spread";
+    case ModelPlacement::Fit: return "fit";
+  }
+  return "unknown";
+}
+
+std::optional<ModelPlacement> parse_model_placement(std::string_view text) noexcept {
+  if (text == "spread") return ModelPlacement::Spread;
+  if (text == "fit") return ModelPlacement::Fit;
+  return std::nullopt;
+}
+
 // One stored component: its buffers in each tier and the models holding it.
 struct ModelManager::Component {
   std::string name;
@@ -452,36 +466,54 @@ void ModelManager::run_job(std::string name) {
   done_.notify_all();
 }
 
-Result<DeviceId> ModelManager::place(const ModelLayout& layout, const std::optional<DeviceId>& device) {
-  if (device) return *device;
-  // Policy fit: the device where the model needs the least eviction (ties:
-  // the most room), among GPUs and host devices.
+Result<DeviceId> ModelManager::place(const ModelLayout& layout, const ModelLoadRequest& request) {
+  if (request.device) return *request.device;
   const std::uint64_t need = [&] {
     std::uint64_t n = 0;
     for (const auto& c : layout.components) n += rounded(c.bytes);
     return n;
   }();
+  // Among the devices it fits on at all (its capacity, under any limit): the
+  // least eviction first, then by the policy (model_status.hpp).
+  struct Seen {
+    DeviceId id;
+    std::uint64_t capacity;
+  };
+  std::vector<Seen> seen;
   std::optional<DeviceId> best;
-  std::uint64_t best_short = ~std::uint64_t{0}, best_room = 0, largest = 0;
+  std::uint64_t best_short = 0, best_room = 0;
   for (const auto& d : manager_.catalog().devices()) {
     if (d.id.kind() == DeviceKind::Cpu) continue;
-    const std::uint64_t r = room(d.id);
+    const auto [cap, r] = capacity_and_room(d.id);
+    seen.push_back({d.id, cap});
+    if (need > cap) continue;
     const std::uint64_t shortfall = need > r ? need - r : 0;
-    largest = std::max(largest, r);
-    if (!best || shortfall < best_short || (shortfall == best_short && r > best_room)) {
+    const bool roomier = request.placement == ModelPlacement::Spread ? r > best_room : r < best_room;
+    if (!best || shortfall < best_short || (shortfall == best_short && roomier)) {
       best = d.id;
       best_short = shortfall;
       best_room = r;
     }
   }
-  if (!best) return fail(ErrorCode::not_found, "no GPU or host device to load onto");
+  if (seen.empty()) return fail(ErrorCode::not_found, "no GPU or host device to load onto");
+  if (!best) {
+    // Larger than any one device even with every other model evicted: say
+    // by how much, device by device, rather than evict anything.
+    std::string each;
+    for (const auto& s : seen)
+      each += fmt::format("{}{} holds {}", each.empty() ? "" : ", ", s.id.to_string(), format_size(s.capacity));
+    return fail(ErrorCode::out_of_memory,
+                "'{}' needs {} on one device and no device is that large ({}); a model is not split across "
+                "devices",
+                request.name, format_size(need), each);
+  }
   return *best;
 }
 
-std::uint64_t ModelManager::room(DeviceId device) {
+std::pair<std::uint64_t, std::uint64_t> ModelManager::capacity_and_room(DeviceId device) {
   monitor_.note_usage(device);
   auto reading = monitor_.pressure(device);
-  if (!reading) return 0;
+  if (!reading) return {0, 0};
   // The reading's limit is its last sample's; a limit set since (a
   // memory_set_limits just before a load) must count now, or the load skips
   // eviction and its allocation meets the limit.
@@ -489,8 +521,10 @@ std::uint64_t ModelManager::room(DeviceId device) {
   const auto limits = manager_.limits();
   if (auto it = limits.per_device.find(device); it != limits.per_device.end())
     capacity = std::min(capacity, it->second);
-  return capacity > reading->in_use_bytes ? capacity - reading->in_use_bytes : 0;
+  return {capacity, capacity > reading->in_use_bytes ? capacity - reading->in_use_bytes : 0};
 }
+
+std::uint64_t ModelManager::room(DeviceId device) { return capacity_and_room(device).second; }
 
 Result<std::shared_ptr<ModelManager::Component>> ModelManager::find_shared(const Model& model, std::size_t index,
                                                                            DeviceId device) {
@@ -548,7 +582,7 @@ Result<void> ModelManager::load_job(const std::string& name) {
     // Set before the job started and left alone while it runs.
     if (m->restoring)
       if (auto ok = check_recorded(m->recorded, *files); !ok) return fail(ok.error());
-    auto device = place(*layout, m->request.device);
+    auto device = place(*layout, m->request);
     if (!device) return fail(device.error());
     std::lock_guard lock(mu_);
     m->layout = std::move(*layout);
@@ -942,7 +976,7 @@ Result<ModelEstimate> ModelManager::estimate(const ModelLoadRequest& request) {
   if (!path) return fail(path.error());
   auto layout = read_layout(*path, request.dtype);
   if (!layout) return fail(layout.error());
-  auto device = place(*layout, request.device);
+  auto device = place(*layout, request);
   if (!device) return fail(device.error());
   ModelEstimate e;
   e.device = *device;
@@ -1534,6 +1568,7 @@ void ModelManager::note_request_locked(Model& m, const ModelLoadRequest& request
   m.request.priority = request.priority;
   m.request.keep_alive = request.keep_alive;
   m.request.pinned = request.pinned;
+  m.request.placement = request.placement;  // for where it goes when it next comes back up
   m.last_use = std::chrono::system_clock::now();
   m.last_use_steady = std::chrono::steady_clock::now();
   predictor_.record_use(request.name, m.last_use_steady);

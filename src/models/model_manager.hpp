@@ -237,8 +237,13 @@ class ModelManager {
   struct Model;
   void run_job(std::string name);
   Result<void> load_job(const std::string& name);
-  Result<DeviceId> place(const ModelLayout& layout, const std::optional<DeviceId>& device);
+  // The request's device, or one chosen by its placement policy; out_of_memory
+  // when the model is larger than every device's capacity.
+  Result<DeviceId> place(const ModelLayout& layout, const ModelLoadRequest& request);
+  // Free for memd on the device now (its capacity under any limit, less what is in use).
   std::uint64_t room(DeviceId device);
+  // (capacity under any limit, room)
+  std::pair<std::uint64_t, std::uint64_t> capacity_and_room(DeviceId device);
   // A VRAM buffer an eviction freed, kept for a component of the same size
   // that the same load restores from the RAM tier (see make_room).
   struct Spare {

@@ -25,10 +25,23 @@ enum class ModelTier : std::uint8_t { VRAM, RAM, Disk };
 std::string_view to_string(ModelState state) noexcept;
 std::string_view to_string(ModelTier tier) noexcept;
 
+// Where a load without a deviceId goes, among the GPUs (or host devices) the
+// model fits on at all. Both first prefer the device that needs the least
+// eviction; they differ when several need none:
+//   Spread: the one with the most room: models spread over the devices,
+//           each keeps headroom for activations (the default).
+//   Fit:    the one with the least room that still holds it (best fit):
+//           small models pack together and a large one still finds a
+//           device with the room for it.
+enum class ModelPlacement : std::uint8_t { Spread, Fit };
+std::string_view to_string(ModelPlacement placement) noexcept;  // "spread", "fit"
+std::optional<ModelPlacement> parse_model_placement(std::string_view text) noexcept;
+
 struct ModelLoadRequest {
   std::string name;
   std::string path;                 // under a --model-root
-  std::optional<DeviceId> device;   // none: placed (the device that needs the least eviction)
+  std::optional<DeviceId> device;   // none: placed by `placement`
+  ModelPlacement placement = ModelPlacement::Spread;
   int priority = 1;                 // higher stays longer (MemoryPriority: Low 0 .. Critical 3)
   std::chrono::seconds keep_alive{0};
   bool pinned = false;              // never evicted

@@ -315,5 +315,59 @@ TEST(ModelManager, PlacementPicksTheDeviceWithRoom) {
   for (const char* n : {"big", "next"}) EXPECT_TRUE(f.models->unload(n));
 }
 
+// Two devices of different sizes: spread takes the roomier, fit the
+// tightest that holds the model; a model one device cannot hold even empty
+// skips it; one no device can hold is refused with every capacity named.
+TEST(ModelManager, SpreadAndFitPlacementAndAModelLargerThanEveryDevice) {
+  ModelManagerFixture f({.host_device_sizes = {64 * kMiB, 32 * kMiB}});
+  const DeviceId large = DeviceId::host(0), small = DeviceId::host(1);
+  write_safetensors(f.root.path / "s.safetensors", unet("s", 8));
+  write_safetensors(f.root.path / "m.safetensors", unet("m", 40));
+  write_safetensors(f.root.path / "xl.safetensors", unet("xl", 80));
+
+  const auto spread = f.load({.name = "s", .path = "s.safetensors"});
+  ASSERT_EQ(spread.state, ModelState::Loaded) << spread.error;
+  EXPECT_EQ(spread.device, large) << "spread (the default): the most room";
+  ASSERT_TRUE(f.models->unload("s"));
+  auto estimate = f.models->estimate({.name = "s", .path = "s.safetensors", .placement = ModelPlacement::Fit});
+  ASSERT_TRUE(estimate) << estimate.error().message;
+  EXPECT_EQ(estimate->device, small);
+  const auto fit = f.load({.name = "s", .path = "s.safetensors", .placement = ModelPlacement::Fit});
+  ASSERT_EQ(fit.state, ModelState::Loaded) << fit.error;
+  EXPECT_EQ(fit.device, small) << "fit: the least room that holds it, as estimated";
+  f.expect_bytes(fit);
+
+  // 40 MiB: host:1 (32 MiB) cannot hold it even empty, so fit takes host:0.
+  const auto mid = f.load({.name = "m", .path = "m.safetensors", .placement = ModelPlacement::Fit});
+  ASSERT_EQ(mid.state, ModelState::Loaded) << mid.error;
+  EXPECT_EQ(mid.device, large);
+  EXPECT_EQ(f.models->status("s")->tier, ModelTier::VRAM) << "nothing evicted";
+
+  // 80 MiB fits no device: refused before anything is evicted or allocated.
+  const std::uint64_t held = f.held_by_models();
+  for (const auto placement : {ModelPlacement::Spread, ModelPlacement::Fit}) {
+    auto refused = f.models->estimate({.name = "xl", .path = "xl.safetensors", .placement = placement});
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, ErrorCode::out_of_memory);
+    for (const char* says : {"'xl' needs ", "host:0 holds ", "host:1 holds "})
+      EXPECT_NE(refused.error().message.find(says), std::string::npos) << refused.error().message;
+  }
+  const auto xl = f.load({.name = "xl", .path = "xl.safetensors"});
+  EXPECT_EQ(xl.state, ModelState::Failed);
+  EXPECT_NE(xl.error.find("no device is that large"), std::string::npos) << xl.error;
+  EXPECT_EQ(f.held_by_models(), held);
+  EXPECT_EQ(f.models->status("s")->tier, ModelTier::VRAM);
+  EXPECT_EQ(f.models->status("m")->tier, ModelTier::VRAM);
+  for (const char* n : {"s", "m", "xl"}) (void)f.models->unload(n);
+  EXPECT_EQ(f.held_by_models(), 0u);
+}
+
+TEST(ModelManager, PlacementNamesParseAndPrint) {
+  for (const auto p : {ModelPlacement::Spread, ModelPlacement::Fit})
+    EXPECT_EQ(parse_model_placement(to_string(p)), p);
+  for (const char* bad : {"", "Spread", "FIT", "pack", "spread ", "fit\n"})
+    EXPECT_FALSE(parse_model_placement(bad)) << bad;
+}
+
 }  // namespace
 }  // namespace memd

@@ -106,13 +106,19 @@ TEST_F(ModelActionsTest, HostileParametersAreRefusedAndTheDaemonServesOn) {
       {{{"name", "x"}, {"path", "tiny.safetensors"}, {"dtype", "F8_E4M3"}}, I},
       {{{"name", "x"}, {"path", "tiny.safetensors"}, {"dtype", 16}}, I},
       {{{"name", "x"}, {"path", "tiny.safetensors"}, {"dtype", ""}}, I},
+      {{{"name", "x"}, {"path", "tiny.safetensors"}, {"placement", "pack"}}, I},
+      {{{"name", "x"}, {"path", "tiny.safetensors"}, {"placement", "Spread"}}, I},
+      {{{"name", "x"}, {"path", "tiny.safetensors"}, {"placement", ""}}, I},
+      {{{"name", "x"}, {"path", "tiny.safetensors"}, {"placement", 1}}, I},
+      {{{"name", "x"}, {"path", "tiny.safetensors"}, {"placement", nullptr}}, I},
+      {{{"name", "x"}, {"path", "tiny.safetensors"}, {"placement", {"fit"}}}, I},
   };
   for (const auto& c : cases) EXPECT_EQ(refused("memory_model_load", c.params).code, c.code) << c.params.dump();
   EXPECT_EQ(refused("memory_model_status", {{"name", "nobody"}}).code, N);
   EXPECT_EQ(refused("memory_model_pin", {{"name", "nobody"}}).code, N);
   EXPECT_EQ(refused("memory_model_unload", json::object()).code, I);
-  // Still serving.
-  auto ok = call("memory_model_load", {{"name", "tiny"}, {"path", "tiny.safetensors"}});
+  // Still serving; a placement is taken by name.
+  auto ok = call("memory_model_load", {{"name", "tiny"}, {"path", "tiny.safetensors"}, {"placement", "fit"}});
   ASSERT_TRUE(ok) << ok.error().message;
   ASSERT_TRUE(service_->models().wait("tiny"));
   EXPECT_TRUE(call("memory_model_unload", {{"name", "tiny"}}));

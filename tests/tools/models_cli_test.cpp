@@ -69,7 +69,7 @@ TEST(ModelsCli, LoadListOptimizeUnloadAndRefusals) {
   ASSERT_EQ(nothing.code, 0) << nothing.out;
   EXPECT_TRUE(has(nothing, "no model moved")) << nothing.out;
   // Back from its file, intact enough to be Loaded in VRAM again.
-  auto back = memd("load-model tiny tiny.safetensors" + url);
+  auto back = memd("load-model tiny tiny.safetensors --placement fit" + url);
   ASSERT_EQ(back.code, 0) << back.out;
   EXPECT_TRUE(has(back, "in VRAM")) << back.out;
 
@@ -82,6 +82,10 @@ TEST(ModelsCli, LoadListOptimizeUnloadAndRefusals) {
   auto missing = memd("load-model ghost missing.safetensors" + url);
   EXPECT_EQ(missing.code, 1);
   EXPECT_TRUE(has(missing, "not_found")) << missing.out;
+  auto bad_placement = memd("load-model other tiny.safetensors --placement pack" + url);
+  EXPECT_EQ(bad_placement.code, 1);
+  EXPECT_TRUE(has(bad_placement, "invalid_argument")) << bad_placement.out;
+  EXPECT_TRUE(has(bad_placement, "placement")) << bad_placement.out;
   auto bad_name = memd("load-model a/b tiny.safetensors" + url);
   EXPECT_EQ(bad_name.code, 1);
   EXPECT_TRUE(has(bad_name, "invalid_argument")) << bad_name.out;

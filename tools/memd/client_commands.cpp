@@ -527,6 +527,7 @@ int run_load_model(const ClientFlags& c, const LoadModelFlags& f) {
   ApiClient api(c.client);
   nlohmann::json body{{"name", f.name}, {"path", f.path}};
   if (!f.device.empty()) body["deviceId"] = f.device;
+  if (!f.placement.empty()) body["placement"] = f.placement;
   if (!f.priority.empty()) body["priority"] = f.priority;
   if (!f.dtype.empty()) body["dtype"] = f.dtype;
   if (f.keep_alive_seconds) body["keepAliveSeconds"] = *f.keep_alive_seconds;

@@ -141,7 +141,7 @@ int run_defragment(const ClientFlags& c, const DefragmentFlags& f);
 int run_sessions(const ClientFlags& c);
 
 struct LoadModelFlags {
-  std::string name, path, device, priority, dtype;
+  std::string name, path, device, placement, priority, dtype;
   std::optional<std::uint64_t> keep_alive_seconds;
   bool pin = false;
 };

@@ -273,7 +273,10 @@ int main(int argc, char** argv) {
   add_client_flags(load_model_cmd, client);
   load_model_cmd->add_option("name", load_model.name, "The model's name")->required();
   load_model_cmd->add_option("path", load_model.path, "Its path under a --model-root of the daemon")->required();
-  load_model_cmd->add_option("--device", load_model.device, "Where (default: the device with the most room)");
+  load_model_cmd->add_option("--device", load_model.device, "Where (default: chosen by --placement)");
+  load_model_cmd->add_option("--placement", load_model.placement,
+                             "Without --device: spread (the device with the most room, the default) or fit "
+                             "(the least room that holds it); the daemon checks it");
   load_model_cmd->add_option("--priority", load_model.priority, "Low, Normal, High or Critical (eviction order)");
   load_model_cmd->add_option("--keep-alive", load_model.keep_alive_seconds, "Seconds after a use it is kept before others");
   load_model_cmd->add_option("--dtype", load_model.dtype, "F16 or BF16: its F32 tensors land converted to it");

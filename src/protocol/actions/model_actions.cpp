@@ -13,6 +13,7 @@ namespace {
 using K = ParamKind;
 constexpr std::uint64_t kMaxKeepAliveSeconds = 30ull * 24 * 3600;
 constexpr std::string_view kLoadDtypes[] = {"F16", "BF16"};
+constexpr std::string_view kPlacements[] = {"spread", "fit"};
 
 Result<ModelLoadRequest> load_request(const Params& p) {
   ModelLoadRequest r;
@@ -22,6 +23,13 @@ Result<ModelLoadRequest> load_request(const Params& p) {
   MEMD_ASSIGN_OR_RETURN(auto priority, p.priority("priority"));
   MEMD_ASSIGN_OR_RETURN(auto keep, p.json_integer("keepAliveSeconds", 0, kMaxKeepAliveSeconds));
   MEMD_ASSIGN_OR_RETURN(auto pinned, p.boolean("pinned"));
+  MEMD_ASSIGN_OR_RETURN(auto placement, p.string("placement"));
+  if (placement) {
+    // The table checked it is one of kPlacements.
+    const auto parsed = parse_model_placement(*placement);
+    if (!parsed) return fail(ErrorCode::invalid_argument, "'placement' must be spread or fit");
+    r.placement = *parsed;
+  }
   MEMD_ASSIGN_OR_RETURN(auto dtype, p.string("dtype"));
   if (dtype) {
     // The table checked it is one of kLoadDtypes; parse_dtype spells them.
@@ -99,7 +107,17 @@ const ParamSpec kLoadParams[] = {
      .description = "A .safetensors file, a *.safetensors.index.json, a diffusers folder (model_index.json) or a "
                     "single-file checkpoint, relative to a --model-root (or absolute inside one)."},
     {.name = "deviceId", .kind = K::DeviceId,
-     .description = "Where it goes (default: the GPU or host device that needs the least eviction)."},
+     .description = "Where it goes (default: chosen by placement)."},
+    {.name = "placement",
+     .kind = K::String,
+     .description = "Without a deviceId, which GPU (or host device) it goes to, among those it fits on at all: "
+                    "both prefer the one that needs the least eviction; when several need none, spread takes the "
+                    "one with the most room (models spread out, each keeps headroom), fit the one with the least "
+                    "room that holds it (small models pack together, leaving room for a large one). Default "
+                    "spread. A model larger than every device's capacity is refused with out_of_memory, each "
+                    "device's capacity in the message.",
+     .choices = kPlacements,
+     .choice_count = std::size(kPlacements)},
     {.name = "priority", .kind = K::Priority, .description = "Eviction order: lower goes first (default Normal)."},
     {.name = "keepAliveSeconds", .kind = K::JsonInteger,
      .description = "After its last use it is evicted only after models whose keep-alive ran out (default 0).",
