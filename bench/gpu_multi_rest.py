@@ -268,9 +268,11 @@ def cmd_models(url, root, kind, out_json, pcts="33,34,35"):
               f"(more than any one device: {total > largest})")
         result["models"] = [{"name": n, "bytes": s} for n, _, s in models]
         result["more_than_one_device"] = total > largest
-        # On GPUs the three must not fit on one; host:N stand-ins count a
-        # model twice in their free bytes, so there smaller ones suffice.
-        ok = ok and (total > largest or kind != "cuda")
+        # The three must not fit on one device. (Until session 15 the
+        # stand-ins needed half-size models: the monitor's sample counted
+        # memd's exportable allocations as another process's, so every
+        # resident model counted twice in the room; fixed there.)
+        ok = ok and total > largest
         # spread and fit are memd's placements (deviceId left out); by hand
         # puts model i on device i mod N. Each must place all three without
         # evicting any, on two devices or more.
@@ -297,7 +299,8 @@ def cmd_models(url, root, kind, out_json, pcts="33,34,35"):
                              "pass": good})
                 ok = ok and good
             # fit packs: the three land on one device when one holds them
-            # all (host stand-ins), on two when they are more than one holds.
+            # all (PCTS summing under 100), on two when they are more than
+            # one holds.
             if mode == "fit" and total <= largest:
                 spread = len(used) == 1
             else:

@@ -413,6 +413,7 @@ MemoryManager::DeviceCounters MemoryManager::device_counters(DeviceId device) co
   }
   if (auto it = exportable_.find(device); it != exportable_.end()) {
     out.exportable_bytes = it->second.first;
+    out.exportable_allocations = it->second.second;
     out.allocated_bytes += it->second.first;
     out.reserved_bytes += it->second.first;
     out.allocations += it->second.second;

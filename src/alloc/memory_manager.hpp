@@ -213,7 +213,8 @@ class MemoryManager {
   // weights are exportable, and pressure must see them.
   struct DeviceCounters {
     std::uint64_t allocated_bytes = 0, reserved_bytes = 0, allocations = 0;
-    std::uint64_t exportable_bytes = 0;  // of those, exportable
+    std::uint64_t exportable_bytes = 0;        // of those, exportable
+    std::uint64_t exportable_allocations = 0;  // of those, exportable
     std::map<MemoryType, PoolStats> pools;
   };
   DeviceCounters device_counters(DeviceId device) const;

@@ -112,6 +112,15 @@ std::shared_ptr<MemoryStatusReport> Monitor::take_sample() {
       largest_free = std::max(largest_free, stats.largest_free_block);
     }
     s.fragmentation = combined_fragmentation(pool_free, largest_free);
+    // Exportable allocations (model weights among them) have memory of their
+    // own outside every pool, inside the backend's used bytes: counted as
+    // memd's here, or pressure would take them for another process's and,
+    // with note_usage's live counters (which include them), every room
+    // computed between samples would count them twice.
+    const auto live = manager_.device_counters(info.id);
+    s.reserved_bytes += live.exportable_bytes;
+    s.allocated_bytes += live.exportable_bytes;
+    s.allocations += live.exportable_allocations;
     if (auto it = limits.per_device.find(info.id); it != limits.per_device.end()) s.limit_bytes = it->second;
     PressureInputs in;
     in.device_total = s.total_bytes;

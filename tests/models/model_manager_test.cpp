@@ -362,6 +362,34 @@ TEST(ModelManager, SpreadAndFitPlacementAndAModelLargerThanEveryDevice) {
   EXPECT_EQ(f.held_by_models(), 0u);
 }
 
+// A model's components are exportable allocations, outside every pool. The
+// monitor's sample must count them as memd's, not as another process's: else
+// the room a load sees counts each resident model twice (once as "other
+// processes" shrinking the capacity, once as memd's bytes in use), and loads
+// evict early or are placed badly. Found by the issue-18 dry run on host
+// stand-ins; the same sums are made for a GPU.
+TEST(ModelManager, AResidentModelIsCountedOnceInTheRoomAfterASample) {
+  ModelManagerFixture f({.host_device_sizes = {64 * kMiB}});
+  write_safetensors(f.root.path / "a.safetensors", unet("a", 20));
+  write_safetensors(f.root.path / "b.safetensors", unet("b", 4));
+  auto empty = f.models->estimate({.name = "b", .path = "b.safetensors", .device = kDev});
+  ASSERT_TRUE(empty) << empty.error().message;
+  const auto a = f.load({.name = "a", .path = "a.safetensors", .device = kDev});
+  ASSERT_EQ(a.state, ModelState::Loaded) << a.error;
+  f.monitor->sample_now();
+  const auto reading = f.monitor->pressure(kDev);
+  ASSERT_TRUE(reading);
+  EXPECT_EQ(reading->other_processes_bytes, 0u) << "memd's own model is not another process";
+  EXPECT_GE(reading->in_use_bytes, a.bytes);
+  auto after = f.models->estimate({.name = "b", .path = "b.safetensors", .device = kDev});
+  ASSERT_TRUE(after) << after.error().message;
+  // The room went down by the model's buffers once (page-rounded), not twice.
+  EXPECT_LE(empty->room_bytes - after->room_bytes, a.bytes + kMiB)
+      << "room " << empty->room_bytes << " -> " << after->room_bytes << " for a model of " << a.bytes;
+  EXPECT_GE(empty->room_bytes - after->room_bytes, a.bytes);
+  ASSERT_TRUE(f.models->unload("a"));
+}
+
 TEST(ModelManager, PlacementNamesParseAndPrint) {
   for (const auto p : {ModelPlacement::Spread, ModelPlacement::Fit})
     EXPECT_EQ(parse_model_placement(to_string(p)), p);
