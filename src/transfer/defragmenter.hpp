@@ -38,6 +38,7 @@
 #include <mutex>
 
 #include "alloc/memory_manager.hpp"
+#include "base/sanitizers.hpp"
 #include "transfer/defrag_report.hpp"
 #include "transfer/stream_pool.hpp"
 
@@ -69,16 +70,7 @@ class Defragmenter {
   // Each move in flight holds its block's write gate; ThreadSanitizer's
   // deadlock detector stops the process when one thread holds more than 64
   // locks, so its builds batch fewer (the batching is the same code).
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MEMD_DEFRAG_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__) || defined(MEMD_DEFRAG_TSAN)
-  static constexpr std::size_t kMaxInFlightMoves = 32;
-#else
-  static constexpr std::size_t kMaxInFlightMoves = 64;
-#endif
+  static constexpr std::size_t kMaxInFlightMoves = kThreadSanitizer ? 32 : 64;
   static constexpr std::uint64_t kMaxInFlightBytes = 1 * kGiB;
   // How many times (100 us apart) settle() tries a moved block's io lock
   // before leaving the block where it was.

@@ -15,19 +15,11 @@
 #include <string>
 #include <thread>
 
+#include "base/sanitizers.hpp"
+
 namespace memd::testing {
 
-// GCC defines __SANITIZE_*__; clang (the asan preset) answers __has_feature.
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define MEMD_TEST_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(MEMD_TEST_SANITIZED)
-inline constexpr bool kSanitized = true;
-#else
-inline constexpr bool kSanitized = false;
-#endif
+inline constexpr bool kSanitized = kAddressSanitizer || kThreadSanitizer;
 
 // VmRSS of `pid` in bytes (0 when it cannot be read).
 inline std::uint64_t resident_bytes(pid_t pid) {
