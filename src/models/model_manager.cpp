@@ -1639,6 +1639,10 @@ std::vector<ModelManager::PreloadItem> ModelManager::claim_preload(const Preload
   m.preloading = true;
   m.taken_over = false;
   m.stage = "preloading";
+  // Counted in the claim, under mu_: a load that takes the preload over
+  // (take_over_preload_locked, also under mu_) must find it counted, or its
+  // use is not the hit and the preload stays a guess that later misses.
+  predictor_.record_preload(seen.name);
   m.progress.cancel = false;
   m.progress.bytes_copied = 0;
   m.progress.bytes_read = 0;

@@ -97,7 +97,6 @@ void ModelPreloader::consider() {
   auto& mm = models_;
   const auto& name = plan->candidate.name;
   const std::string to_tier(to_string_target(plan->target == Target::VRAM));
-  mm.predictor_.record_preload(name);
   mm.publish(EventKind::model_preload_started, *plan->candidate.model,
              {{"toTier", to_tier}, {"probability", plan->probability}});
   std::function<void(const std::string&)> hook;

@@ -26,9 +26,11 @@
 // with what it brought up); an unload cancels it and waits for it. One
 // preload at a time: it is the preloader thread's work.
 //
-// Hit rate: the predictor counts the preload when it starts; the model's
-// next use is a hit, its eviction (from VRAM, or from the RAM tier) before
-// any use, a failed or cancelled preload, or an unload are misses.
+// Hit rate: the predictor counts the preload when it is claimed (with the
+// job, under the manager's mutex, so a load that takes it over is its hit);
+// the model's next use is a hit, its eviction (from VRAM, or from the RAM
+// tier) before any use, a failed or cancelled preload, or an unload are
+// misses.
 //
 // Thread safety: nudge() and stop() are thread-safe. The thread takes the
 // manager's mutex only briefly, never while holding its own, and never
