@@ -349,7 +349,12 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
     const bool new_terms = m.request.priority != request.priority || m.request.keep_alive != request.keep_alive ||
                            m.request.pinned != request.pinned;
     note_request_locked(m, request);
-    if (m.state == ModelState::Loaded && tier_locked(m) == ModelTier::VRAM) {
+    // A hit only when nothing of it is moving: a component an eviction or
+    // the sweep is taking down still has its VRAM id until the copy ends,
+    // and answering VRAM then would leave it in RAM with no job to bring it
+    // back. Else a job runs; it waits the move out and restores.
+    const bool moving = std::ranges::any_of(m.components, [](const auto& c) { return c->busy; });
+    if (m.state == ModelState::Loaded && tier_locked(m) == ModelTier::VRAM && !moving) {
       ++m.hits;
       nudge_preloader();
       auto s = status_locked(m);
@@ -530,11 +535,14 @@ Result<std::shared_ptr<ModelManager::Component>> ModelManager::find_shared(const
                                                                            DeviceId device) {
   const auto& lc = model.layout.components[index];
   std::vector<std::shared_ptr<Component>> same_size;
+  std::vector<std::optional<ContentHash>> known;  // each one's hash as read under mu_ (another load may set it)
   {
     std::lock_guard lock(mu_);
     for (const auto& c : components_)
-      if (c->device == device && c->bytes == lc.bytes && !c->busy && c->files && same_geometry(c->runs, lc.runs))
+      if (c->device == device && c->bytes == lc.bytes && !c->busy && c->files && same_geometry(c->runs, lc.runs)) {
         same_size.push_back(c);
+        known.push_back(c->hash);
+      }
   }
   if (same_size.empty()) return std::shared_ptr<Component>{};
   // Only a component of the same size and layout can be the same: hash it
@@ -543,14 +551,16 @@ Result<std::shared_ptr<ModelManager::Component>> ModelManager::find_shared(const
   const auto ranges = ranges_of(lc.runs);
   auto hash = hash_component(mine, ranges, &hashes_);
   if (!hash) return fail(hash.error());
-  for (const auto& c : same_size) {
-    if (!c->hash) {
+  for (std::size_t i = 0; i < same_size.size(); ++i) {
+    const auto& c = same_size[i];
+    if (!known[i]) {
       auto theirs = hash_component(pointers(*c->files), ranges_of(c->runs), &hashes_);
       if (!theirs) continue;
+      known[i] = *theirs;
       std::lock_guard lock(mu_);
       c->hash = *theirs;
     }
-    if (*c->hash != *hash) continue;
+    if (*known[i] != *hash) continue;
     auto same = same_bytes(mine, ranges, pointers(*c->files), ranges_of(c->runs));
     if (same && *same) return c;
   }
@@ -597,6 +607,11 @@ Result<void> ModelManager::load_job(const std::string& name) {
       auto shared = find_shared(*m, i, device);
       if (!shared) return fail(shared.error());
       std::lock_guard lock(mu_);
+      // Hashing ran without mu_: the component picked may have been unloaded
+      // since (its buffers freed, itself dropped from components_). Share it
+      // only while it is still registered and held; else load it afresh.
+      if (*shared && ((*shared)->holders.empty() || std::ranges::find(components_, *shared) == components_.end()))
+        *shared = nullptr;
       if (*shared) {
         (*shared)->holders.push_back(name);
         m->components.push_back(*shared);
@@ -848,6 +863,7 @@ Result<void> ModelManager::make_room(DeviceId device, std::uint64_t bytes, const
     }
     for (auto v : plan->victims) victims.push_back(names[v]);
   }
+  Result<void> moved;
   for (const auto& c : chosen) {
     const bool to_ram = options_.ram_cache_bytes >= c->bytes;
     // Kept for the load when a component it restores has this size.
@@ -860,21 +876,30 @@ Result<void> ModelManager::make_room(DeviceId device, std::uint64_t bytes, const
       spares->push_back({*kept, c->bytes});
       reuse.erase(wanted);
     }
-    std::lock_guard lock(mu_);
-    c->busy = false;
-    if (!ok) return fail(ok.error());
+    if (!ok) {
+      moved = fail(ok.error());
+      break;
+    }
   }
-  for (const auto& v : victims) {
-    std::shared_ptr<Model> m;
-    {
-      std::lock_guard lock(mu_);
-      if (auto it = models_.find(v); it != models_.end()) m = it->second;
-    }
-    if (m) {
-      predictor_.record_eviction(v);
-      evictions_.fetch_add(1, std::memory_order_relaxed);
-      publish(EventKind::model_evicted, *m, {{"fromTier", "VRAM"}});
-    }
+  // Every chosen component settles, and the victims' evictions are counted,
+  // in one section under mu_: the preloader may claim a victim the moment
+  // its components are idle, and an eviction counted after that claim would
+  // turn the new preload into a miss.
+  std::vector<std::shared_ptr<Model>> evicted;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& c : chosen) c->busy = false;
+    if (moved)
+      for (const auto& v : victims)
+        if (auto it = models_.find(v); it != models_.end()) {
+          predictor_.record_eviction(v);
+          evicted.push_back(it->second);
+        }
+  }
+  if (!moved) return moved;
+  for (const auto& m : evicted) {
+    evictions_.fetch_add(1, std::memory_order_relaxed);
+    publish(EventKind::model_evicted, *m, {{"fromTier", "VRAM"}});
   }
   return {};
 }
@@ -887,7 +912,10 @@ Result<void> ModelManager::make_ram_room(std::uint64_t bytes) {
     std::shared_ptr<Component> drop;
     {
       std::lock_guard lock(mu_);
-      if (ram_used_ + bytes <= options_.ram_cache_bytes) return {};
+      if (ram_used_ + bytes <= options_.ram_cache_bytes) {
+        ram_used_ += bytes;  // reserved with the check (see the header)
+        return {};
+      }
       // Copies of components also in VRAM cost nothing to drop; then the
       // coldest RAM-only component (its holders' latest use).
       auto latest_use = [&](const Component& c) {
@@ -938,17 +966,26 @@ Result<void> ModelManager::demote(const std::shared_ptr<Component>& c, bool to_r
     r.name = fmt::format("ram/{}", c->name);
     r.allocation_type = MemoryAllocationType::Cache;
     auto rec = manager_.allocate(r);
-    if (!rec) return fail(rec.error());
+    if (!rec) {
+      unreserve_ram(c->bytes);
+      return fail(rec.error());
+    }
     TransferSpec spec;
     spec.source = *c->vram;
     spec.destination = rec->id;
     if (auto copied = transfers_.copy(spec); !copied) {
       (void)manager_.deallocate(rec->id);
+      unreserve_ram(c->bytes);
       return fail(copied.error());
     }
+    std::function<void(const std::string&)> hook;
+    {
+      std::lock_guard lock(mu_);
+      hook = move_hook_;
+    }
+    if (hook) hook(c->name);
     std::lock_guard lock(mu_);
-    c->ram = rec->id;
-    ram_used_ += c->bytes;
+    c->ram = rec->id;  // its bytes were counted by make_ram_room
   }
   std::optional<AllocationId> vram;
   {
@@ -1024,14 +1061,32 @@ Result<ModelStatus> ModelManager::unload(std::string_view name) {
       m = it->second;
     }
     if (m->job) return fail(ErrorCode::conflict, "model '{}' is {}; unload it when it is done", name, m->stage);
+    // A component an eviction, the keep-alive sweep or optimize is moving
+    // (or another model's load is filling) is neither here nor gone: its
+    // mover sets its buffers when the copy ends. Freeing it now would leak
+    // the RAM copy the mover lands and skew the RAM tier's count, so wait
+    // for the move (one copy, bounded), as a load does, then look again.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+    auto moving = [&] { return std::ranges::any_of(m->components, [](const auto& c) { return c->busy; }); };
+    while (moving()) {
+      if (std::chrono::steady_clock::now() > give_up)
+        return fail(ErrorCode::unavailable, "a component of '{}' has been moving for 2 minutes; try again", name);
+      done_.wait_for(lock, std::chrono::milliseconds(5));
+      it = models_.find(name);
+      if (it == models_.end()) return fail(ErrorCode::not_found, "no model '{}'", name);
+      m = it->second;
+      if (m->job) return fail(ErrorCode::conflict, "model '{}' is {}; unload it when it is done", name, m->stage);
+    }
     if (auto ok = check_unexported_locked(*m); !ok) return fail(ok.error());
     s = status_locked(*m);
     for (const auto& c : m->components) {
       std::erase(c->holders, std::string(name));
       if (!c->holders.empty()) continue;
-      if (c->vram) frees.push_back(*c->vram);
+      // Reset as freed: a load that picked this component to share before
+      // it went finds it gone from components_ (load_job) and no stale id.
+      if (c->vram) frees.push_back(*std::exchange(c->vram, std::nullopt));
       if (c->ram) {
-        frees.push_back(*c->ram);
+        frees.push_back(*std::exchange(c->ram, std::nullopt));
         ram_used_ -= std::min(ram_used_, c->bytes);
       }
       std::erase(components_, c);
@@ -1487,8 +1542,7 @@ ModelOptimizeReport ModelManager::run_optimize(const OptimizeScope& scope, std::
       to_ram = false;
       ok = demote(o.c, false);  // the RAM tier filled meanwhile: straight to disk
     }
-    std::lock_guard lock(mu_);
-    o.c->busy = false;
+    // Still busy: it settles below, with the eviction counted (as make_room).
     if (!ok) continue;  // demote() to disk only frees; it does not fail
     report.vram_freed[o.c->device] += o.c->bytes;
     if (to_ram && !had_ram) report.ram_added += o.c->bytes;
@@ -1496,6 +1550,7 @@ ModelOptimizeReport ModelManager::run_optimize(const OptimizeScope& scope, std::
   std::vector<std::pair<std::shared_ptr<Model>, ModelMove>> moved;
   {
     std::lock_guard lock(mu_);
+    for (const auto& o : offloads) o.c->busy = false;
     std::set<const Component*> moving;
     for (const auto& o : offloads) moving.insert(o.c.get());
     for (const auto& c : drops) moving.insert(c.get());
@@ -1503,12 +1558,14 @@ ModelOptimizeReport ModelManager::run_optimize(const OptimizeScope& scope, std::
       ModelMove mv{m->request.name, m->device, before, tier_locked(*m), 0};
       for (const auto& c : m->components)
         if (moving.contains(c.get())) mv.bytes += c->bytes;
-      if (mv.to != mv.from) moved.emplace_back(m, mv);
+      if (mv.to != mv.from) {
+        if (mv.from == ModelTier::VRAM) predictor_.record_eviction(mv.name);
+        moved.emplace_back(m, mv);
+      }
     }
     report.ram_bytes = ram_used_;
   }
   for (auto& [m, mv] : moved) {
-    if (mv.from == ModelTier::VRAM) predictor_.record_eviction(mv.name);
     evictions_.fetch_add(1, std::memory_order_relaxed);
     publish(EventKind::model_evicted, *m,
             {{"fromTier", std::string(to_string(mv.from))}, {"toTier", std::string(to_string(mv.to))},
@@ -1682,6 +1739,10 @@ void ModelManager::end_preload(const PreloadCandidate& candidate, const std::vec
   publish(EventKind::model_preload_finished, m, std::move(event));
   {
     std::lock_guard lock(mu_);
+    // A failed preload is a miss unless a load took it over (its use was
+    // the hit): decided here, under mu_ with `preloading`, so no load can
+    // arrive between the two.
+    if (!ok && !m.taken_over) predictor_.record_eviction(candidate.name);
     m.preloading = false;
     auto it = models_.find(candidate.name);
     const bool registered = it != models_.end() && it->second == candidate.model;

@@ -225,6 +225,14 @@ class ModelManager {
             evictions_.load(std::memory_order_relaxed)};
   }
   UsagePredictor& predictor() noexcept { return predictor_; }
+  // Tests: called on the thread moving a component down to the RAM tier
+  // (an eviction, the keep-alive sweep, optimize) once its RAM copy is made
+  // and before it lands (its RAM id set, its VRAM freed), so a test can act
+  // in the middle of a move. Null: none.
+  void set_move_hook(std::function<void(const std::string& component)> hook) {
+    std::lock_guard lock(mu_);
+    move_hook_ = std::move(hook);
+  }
   // Null when ModelOptions::preload is off.
   ModelPreloader* preloader() noexcept { return preloader_.get(); }
   ContentHashCache& hash_cache() noexcept { return hashes_; }
@@ -262,6 +270,10 @@ class ModelManager {
   EvictionInput residents_locked(DeviceId device, const std::string& loading,
                                  std::vector<std::shared_ptr<Component>>& comps,
                                  std::vector<std::string>& names) const;
+  // Drops RAM-tier copies until `bytes` fit under the cache's limit, and
+  // reserves them (ram_used_) in the same lock as the check, so two
+  // demotions cannot both count on the same free room; the caller gives
+  // them back (unreserve_ram) if its copy does not land.
   Result<void> make_ram_room(std::uint64_t bytes);
   Result<std::shared_ptr<Component>> find_shared(const Model& model, std::size_t index, DeviceId device);
   // `spares`: buffers make_room kept; one of the component's size is used
@@ -324,6 +336,7 @@ class ModelManager {
   std::atomic<std::uint64_t> state_generation_{0};
   std::mutex state_hook_mu_;
   std::function<void()> state_hook_;
+  std::function<void(const std::string&)> move_hook_;  // guarded by mu_
 
   std::atomic<std::uint64_t> loads_completed_{0}, loads_failed_{0}, evictions_{0};  // counters()
   mutable std::mutex mu_;

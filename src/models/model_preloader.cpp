@@ -107,12 +107,9 @@ void ModelPreloader::consider() {
   if (hook) hook(name);
   Result<void> done = preload(*plan);
   nlohmann::json event{{"toTier", to_tier}, {"ok", done.has_value()}};
-  if (!done) {
-    event["error"] = done.error().message;
-    // Not brought up and not used: a miss (a load that took it over has
-    // already counted its hit).
-    mm.predictor_.record_eviction(name);
-  }
+  // Not brought up: end_preload counts the miss (unless a load took it
+  // over, which counted its hit).
+  if (!done) event["error"] = done.error().message;
   mm.end_preload(plan->candidate, plan->items, done.has_value(), std::move(event));
 }
 

@@ -61,6 +61,7 @@ struct FaultServiceOptions {
   std::vector<std::uint64_t> host_device_sizes = {64 * kMiB, 64 * kMiB};
   std::uint64_t chunk_bytes = 256 * kKiB;
   std::optional<ModelRoots> model_roots;
+  std::uint64_t ram_cache_bytes = 0;  // the models' RAM tier; 0: none
 };
 
 class FaultService {
@@ -89,6 +90,7 @@ class FaultService {
     options.transfers.copy.window_chunks = 4;
     options.models.preload = false;
     if (o.model_roots) options.models.roots = std::move(*o.model_roots);
+    options.models.ram_cache_bytes = o.ram_cache_bytes;
     auto s = MemoryService::create(options);
     EXPECT_TRUE(s) << (s ? "" : s.error().message);
     if (s) service = std::move(*s);

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iterator>
 #include <random>
 
@@ -50,10 +51,11 @@ struct ModelEnv {
   test_models::TempDir root;
   std::unique_ptr<FaultService> env;
 
-  ModelEnv() {
+  explicit ModelEnv(std::uint64_t ram_cache_bytes = 0) {
     auto roots = ModelRoots::create({root.path});
     EXPECT_TRUE(roots) << (roots ? "" : roots.error().message);
-    env = std::make_unique<FaultService>(FaultServiceOptions{.model_roots = std::move(*roots)});
+    env = std::make_unique<FaultService>(
+        FaultServiceOptions{.model_roots = std::move(*roots), .ram_cache_bytes = ram_cache_bytes});
   }
   ModelManager& models() { return env->service->models(); }
   Result<ModelStatus> load(const std::string& name, const std::string& path) {
@@ -145,7 +147,7 @@ TEST(ModelFaultsTest, AFileTruncatedOrRewrittenWhileLoading) {
       else rewrite_in_place(file, junk_at, 64, junk_seed);
     });
     auto s = m.load("victim", "victim");
-    env.plan->set_observer(nullptr);
+    m.models().set_move_hook(nullptr);
     ASSERT_TRUE(s) << s.error().message;
     if (s->state == ModelState::Loaded) {
       ++survived;
@@ -224,6 +226,85 @@ TEST(ModelFaultsTest, ACopyThatFailsWhileLoading) {
   auto again = m.load("victim", "victim");
   ASSERT_TRUE(again && again->state == ModelState::Loaded) << (again ? again->error : again.error().message);
   EXPECT_EQ(m.component_bytes(*again), victim_bytes);
+  env.expect_serving();
+}
+
+// Holds the next move of a component down to the RAM tier once its copy
+// there is made and before it lands (ModelManager::set_move_hook), until
+// the test lets it go: a test acts in the middle of an eviction's move.
+struct MoveGate {
+  std::promise<void> reached, go;
+  std::shared_future<void> go_future = go.get_future().share();
+  std::atomic<bool> armed{true};
+  void install(ModelManager& models) {
+    models.set_move_hook([this](const std::string&) {
+      if (!armed.exchange(false)) return;
+      reached.set_value();
+      go_future.wait();
+    });
+  }
+  bool wait_reached() { return reached.get_future().wait_for(std::chrono::seconds(30)) == std::future_status::ready; }
+};
+
+// An unload that arrives while an eviction is moving the model's only
+// component to the RAM tier waits for the move, then frees what landed:
+// before, it freed the VRAM buffer at once, and the eviction then landed a
+// RAM copy that no model held (pinned host memory leaked for good, the RAM
+// tier's count too high).
+TEST(ModelFaultsTest, AnUnloadDuringAnEvictionsCopyWaitsAndLeavesNothing) {
+  ModelEnv m(32 * kMiB);
+  FaultService& env = *m.env;
+  Bystanders by(env);
+  test_models::write_safetensors(m.root.path / "a.safetensors", weights("a", 4));
+  const auto base = m.held_by_models();
+  auto a = m.load("a", "a.safetensors");
+  ASSERT_TRUE(a && a->state == ModelState::Loaded) << (a ? a->error : a.error().message);
+  MoveGate gate;
+  gate.install(m.models());
+  auto evicting = std::async(std::launch::async, [&] { return m.models().evict_for(env.dev0, 4 * kMiB); });
+  ASSERT_TRUE(gate.wait_reached());
+  auto unloading = std::async(std::launch::async, [&] { return m.models().unload("a"); });
+  EXPECT_EQ(unloading.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
+      << "the unload must wait for the move in flight";
+  gate.go.set_value();
+  EXPECT_GT(evicting.get(), 0u);
+  auto gone = unloading.get();
+  ASSERT_TRUE(gone) << gone.error().message;
+  EXPECT_EQ(m.held_by_models(), base) << "a RAM copy outlived its model";
+  EXPECT_EQ(m.models().ram_bytes(), 0u);
+  m.models().set_move_hook(nullptr);
+  by.expect_intact(env);
+  env.expect_serving();
+}
+
+// A load that arrives while an eviction is moving the model down is not a
+// hit (its VRAM id is still set until the move lands): it starts a job that
+// waits the move out and brings the model back, so the model the load
+// reports Loaded is in VRAM, with its bytes.
+TEST(ModelFaultsTest, ALoadDuringAnEvictionsCopyBringsTheModelBack) {
+  ModelEnv m(32 * kMiB);
+  FaultService& env = *m.env;
+  test_models::write_safetensors(m.root.path / "a.safetensors", weights("a", 4));
+  auto a = m.load("a", "a.safetensors");
+  ASSERT_TRUE(a && a->state == ModelState::Loaded) << (a ? a->error : a.error().message);
+  const auto bytes = m.component_bytes(*a);
+  MoveGate gate;
+  gate.install(m.models());
+  auto evicting = std::async(std::launch::async, [&] { return m.models().evict_for(env.dev0, 4 * kMiB); });
+  ASSERT_TRUE(gate.wait_reached());
+  auto during = m.models().load({.name = "a", .path = "a.safetensors", .device = env.dev0});
+  ASSERT_TRUE(during) << during.error().message;
+  EXPECT_EQ(during->state, ModelState::Loading) << "not a hit while its component is moving";
+  gate.go.set_value();
+  EXPECT_GT(evicting.get(), 0u);
+  auto back = m.models().wait("a", std::chrono::seconds(30));
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->state, ModelState::Loaded) << back->error;
+  EXPECT_EQ(back->tier, ModelTier::VRAM);
+  EXPECT_EQ(m.component_bytes(*back), bytes);
+  m.models().set_move_hook(nullptr);
+  ASSERT_TRUE(m.models().unload("a"));
+  EXPECT_EQ(m.models().ram_bytes(), 0u);
   env.expect_serving();
 }
 
