@@ -147,7 +147,7 @@ TEST(ModelFaultsTest, AFileTruncatedOrRewrittenWhileLoading) {
       else rewrite_in_place(file, junk_at, 64, junk_seed);
     });
     auto s = m.load("victim", "victim");
-    m.models().set_move_hook(nullptr);
+    env.plan->set_observer(nullptr);
     ASSERT_TRUE(s) << s.error().message;
     if (s->state == ModelState::Loaded) {
       ++survived;
