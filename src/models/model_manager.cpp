@@ -244,6 +244,10 @@ std::uint64_t ModelManager::ram_bytes() const {
   return ram_used_;
 }
 
+bool ModelManager::moving_locked(const Model& m) {
+  return std::ranges::any_of(m.components, [](const auto& c) { return c->busy; });
+}
+
 ModelTier ModelManager::tier_locked(const Model& m) const {
   if (m.components.empty()) return ModelTier::Disk;
   bool all_vram = true, all_ram = true;
@@ -353,8 +357,7 @@ Result<ModelStatus> ModelManager::load(const ModelLoadRequest& request) {
     // the sweep is taking down still has its VRAM id until the copy ends,
     // and answering VRAM then would leave it in RAM with no job to bring it
     // back. Else a job runs; it waits the move out and restores.
-    const bool moving = std::ranges::any_of(m.components, [](const auto& c) { return c->busy; });
-    if (m.state == ModelState::Loaded && tier_locked(m) == ModelTier::VRAM && !moving) {
+    if (m.state == ModelState::Loaded && tier_locked(m) == ModelTier::VRAM && !moving_locked(m)) {
       ++m.hits;
       nudge_preloader();
       auto s = status_locked(m);
@@ -641,10 +644,7 @@ Result<void> ModelManager::load_job(const std::string& name) {
     // landing in the RAM tier. Nothing signals the end of a move, so look
     // again every few milliseconds; a move is one copy, bounded in time.
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-    auto moving = [&] {
-      return std::any_of(m->components.begin(), m->components.end(), [](const auto& c) { return c->busy; });
-    };
-    while (moving() && !m->progress.cancel) {
+    while (moving_locked(*m) && !m->progress.cancel) {
       if (std::chrono::steady_clock::now() > give_up)
         return fail(ErrorCode::unavailable, "a component of '{}' has been moving for 2 minutes; try again", name);
       done_.wait_for(lock, std::chrono::milliseconds(5));
@@ -1067,8 +1067,7 @@ Result<ModelStatus> ModelManager::unload(std::string_view name) {
     // the RAM copy the mover lands and skew the RAM tier's count, so wait
     // for the move (one copy, bounded), as a load does, then look again.
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-    auto moving = [&] { return std::ranges::any_of(m->components, [](const auto& c) { return c->busy; }); };
-    while (moving()) {
+    while (moving_locked(*m)) {
       if (std::chrono::steady_clock::now() > give_up)
         return fail(ErrorCode::unavailable, "a component of '{}' has been moving for 2 minutes; try again", name);
       done_.wait_for(lock, std::chrono::milliseconds(5));

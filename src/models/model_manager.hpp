@@ -284,6 +284,8 @@ class ModelManager {
                       std::optional<AllocationId>* keep = nullptr);
   ModelStatus status_locked(const Model& model) const;
   ModelTier tier_locked(const Model& model) const;
+  // Whether a component of the model is being filled or moved (Component::busy; under mu_).
+  static bool moving_locked(const Model& model);
   void publish(EventKind kind, const Model& model, nlohmann::json extra);
   // Writes the hash cache to the state directory when it learnt a hash since
   // the last write (a miss is a hash computed and stored).
